@@ -1,0 +1,54 @@
+#include "vmm/base/log.h"
+
+#include <unistd.h>
+
+#include <mutex>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "vmm/base/clock.h"
+
+namespace husk::log {
+namespace {
+
+std::mutex g_lock;
+std::string g_program = "husk";
+Level g_min = Level::Info;
+Format g_format = Format::Text;
+
+const char* level_name(Level l) {
+    switch (l) {
+    case Level::Debug: return "debug";
+    case Level::Info: return "info";
+    case Level::Warn: return "warning";
+    case Level::Error: return "error";
+    }
+    return "info";
+}
+
+}  // namespace
+
+void configure(std::string_view program, Level min_level, Format format) {
+    std::lock_guard guard(g_lock);
+    g_program = program;
+    g_min = min_level;
+    g_format = format;
+}
+
+void write(Level level, std::string_view message) {
+    std::lock_guard guard(g_lock);
+    if (level < g_min) return;
+    std::string line;
+    if (g_format == Format::Json) {
+        nlohmann::json j = {{"level", level_name(level)}, {"msg", message}, {"t_ms", clock::ms_since_start()}};
+        line = j.dump() + "\n";
+    } else {
+        line = g_program + ": " + (level >= Level::Warn ? std::string(level_name(level)) + ": " : "") +
+               std::string(message) + "\n";
+    }
+    // One write per line keeps lines whole when threads log at once.
+    [[maybe_unused]] ssize_t n = ::write(STDERR_FILENO, line.data(), line.size());
+}
+
+}  // namespace husk::log

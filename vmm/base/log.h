@@ -1,0 +1,25 @@
+// Logging to stderr: "husk-vmm: message" lines, or JSON lines with --log-format json.
+#pragma once
+
+#include <fmt/format.h>
+
+#include <string_view>
+
+namespace husk::log {
+
+enum class Level { Debug, Info, Warn, Error };
+enum class Format { Text, Json };
+
+void configure(std::string_view program, Level min_level, Format format);
+void write(Level level, std::string_view message);
+
+template <typename... Args>
+void debug(fmt::format_string<Args...> f, Args&&... args) { write(Level::Debug, fmt::format(f, std::forward<Args>(args)...)); }
+template <typename... Args>
+void info(fmt::format_string<Args...> f, Args&&... args) { write(Level::Info, fmt::format(f, std::forward<Args>(args)...)); }
+template <typename... Args>
+void warn(fmt::format_string<Args...> f, Args&&... args) { write(Level::Warn, fmt::format(f, std::forward<Args>(args)...)); }
+template <typename... Args>
+void error(fmt::format_string<Args...> f, Args&&... args) { write(Level::Error, fmt::format(f, std::forward<Args>(args)...)); }
+
+}  // namespace husk::log

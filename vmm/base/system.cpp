@@ -1,0 +1,87 @@
+#include "vmm/base/system.h"
+
+#include <fcntl.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+namespace husk::sys {
+
+Result<UniqueFd> open(const std::string& path, int flags, mode_t mode) {
+    int fd = ::open(path.c_str(), flags | O_CLOEXEC, mode);
+    if (fd < 0) return Error::from_errno(errno, "open `" + path + "`");
+    return UniqueFd(fd);
+}
+
+Result<UniqueFd> memfd_create(const std::string& name, unsigned flags) {
+    int fd = ::memfd_create(name.c_str(), flags | MFD_CLOEXEC);
+    if (fd < 0) return Error::from_errno(errno, "memfd_create");
+    return UniqueFd(fd);
+}
+
+Result<void> ftruncate(int fd, off_t size) {
+    if (::ftruncate(fd, size) < 0) return Error::from_errno(errno, "ftruncate");
+    return {};
+}
+
+Result<int> ioctl(int fd, unsigned long request, unsigned long arg, std::string_view what) {
+    int ret;
+    do {
+        ret = ::ioctl(fd, request, arg);
+    } while (ret < 0 && errno == EINTR);
+    if (ret < 0) return Error::from_errno(errno, what);
+    return ret;
+}
+
+Result<int> ioctl(int fd, unsigned long request, const void* arg, std::string_view what) {
+    return ioctl(fd, request, reinterpret_cast<unsigned long>(arg), what);
+}
+
+Result<UniqueFd> eventfd(unsigned initval, int flags) {
+    int fd = ::eventfd(initval, flags | EFD_CLOEXEC);
+    if (fd < 0) return Error::from_errno(errno, "eventfd");
+    return UniqueFd(fd);
+}
+
+Result<std::string> read_file(const std::string& path, size_t max_size) {
+    auto fd = TRY(open(path, O_RDONLY));
+    struct stat st {};
+    if (::fstat(fd.get(), &st) < 0) return Error::from_errno(errno, "stat `" + path + "`");
+    if (S_ISDIR(st.st_mode)) return Error::from_errno(EISDIR, "read `" + path + "`");
+    std::string out;
+    char buf[65536];
+    for (;;) {
+        ssize_t n = ::read(fd.get(), buf, sizeof buf);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return Error::from_errno(errno, "read `" + path + "`");
+        }
+        if (n == 0) break;
+        if (out.size() + size_t(n) > max_size)
+            return Error::from_errno(EFBIG, "read `" + path + "`");
+        out.append(buf, size_t(n));
+    }
+    return out;
+}
+
+Result<void> write_all(int fd, std::span<const uint8_t> data) {
+    while (!data.empty()) {
+        ssize_t n = ::write(fd, data.data(), data.size());
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return Error::from_errno(errno, "write");
+        }
+        data = data.subspan(size_t(n));
+    }
+    return {};
+}
+
+Result<void> write_all(int fd, std::string_view data) {
+    return write_all(fd, std::span(reinterpret_cast<const uint8_t*>(data.data()), data.size()));
+}
+
+}  // namespace husk::sys

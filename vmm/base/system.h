@@ -1,0 +1,29 @@
+// Thin wrappers over the system calls husk uses, each returning Result.
+// The context of an error names the call and, where useful, its object.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "vmm/base/result.h"
+#include "vmm/base/unique_fd.h"
+
+namespace husk::sys {
+
+Result<UniqueFd> open(const std::string& path, int flags, mode_t mode = 0);
+Result<UniqueFd> memfd_create(const std::string& name, unsigned flags);
+Result<void> ftruncate(int fd, off_t size);
+Result<int> ioctl(int fd, unsigned long request, unsigned long arg, std::string_view what);
+Result<int> ioctl(int fd, unsigned long request, const void* arg, std::string_view what);
+Result<UniqueFd> eventfd(unsigned initval, int flags);
+// Reads a whole file into memory (regular files; refuses anything over max_size bytes).
+Result<std::string> read_file(const std::string& path, size_t max_size = size_t(1) << 31);
+// Writes all of data, retrying on short writes and EINTR.
+Result<void> write_all(int fd, std::span<const uint8_t> data);
+Result<void> write_all(int fd, std::string_view data);
+
+}  // namespace husk::sys

@@ -1,0 +1,98 @@
+#include "vmm/config/vm_config.h"
+
+#include <toml++/toml.h>
+
+#include <sstream>
+
+namespace husk {
+namespace {
+
+std::string where(std::string_view source, const toml::source_region& r) {
+    std::ostringstream s;
+    s << source << ":" << r.begin.line << ":" << r.begin.column;
+    return s.str();
+}
+
+const ConfigKey* find_key(std::string_view table, std::string_view key) {
+    for (const auto& k : vm_config_keys())
+        if (table == k.table && key == k.key) return &k;
+    return nullptr;
+}
+
+}  // namespace
+
+const std::vector<ConfigKey>& vm_config_keys() {
+    static const std::vector<ConfigKey> keys = {
+        {"boot", "kernel", "path", "guest kernel: an uncompressed vmlinux (PVH entry) or a bzImage (required)"},
+        {"boot", "initramfs", "path", "initramfs (cpio, optionally gzip-compressed) given to the kernel"},
+        {"boot", "cmdline", "string", "kernel command line (default: console=ttyS0 reboot=k panic=-1 ...)"},
+        {"boot", "entry", "string", "entry protocol: auto (PVH if the ELF has the note), pvh, linux64"},
+        {"machine", "vcpus", "integer", "number of vCPUs, 1-254 (default 1)"},
+        {"machine", "memory_mib", "integer", "guest RAM in MiB, at least 16 (default 128)"},
+        {"machine", "hugepages", "boolean", "back guest RAM with 2 MiB hugepages (default false)"},
+        {"console", "output", "string", "where the serial console goes: stdout (default), stderr, none, or a file path"},
+        {"console", "input", "string", "serial console input: none (default) or stdin"},
+    };
+    return keys;
+}
+
+Result<VmConfig> parse_vm_toml(std::string_view text, std::string_view source, VmConfig c) {
+    toml::table root;
+    try {
+        root = toml::parse(text, source);
+    } catch (const toml::parse_error& e) {
+        return Error::from_string(where(source, e.source()) + ": " + std::string(e.description()));
+    }
+    for (auto&& [table_name, node] : root) {
+        auto* table = node.as_table();
+        if (!table)
+            return Error::from_string(where(source, node.source()) + ": `" + std::string(table_name.str()) +
+                                      "` must be a table ([boot], [machine] or [console])");
+        for (auto&& [key, value] : *table) {
+            std::string full = std::string(table_name.str()) + "." + std::string(key.str());
+            const ConfigKey* k = find_key(table_name.str(), key.str());
+            if (!k) return Error::from_string(where(source, value.source()) + ": unknown key `" + full + "` (see husk-vmm --help)");
+            auto bad_type = [&] {
+                return Error::from_string(where(source, value.source()) + ": `" + full + "` must be a " + k->type);
+            };
+            std::string_view type = k->type;
+            if (type == "path" || type == "string") {
+                auto s = value.value<std::string>();
+                if (!s) return bad_type();
+                if (full == "boot.kernel") c.kernel = *s;
+                else if (full == "boot.initramfs") c.initramfs = *s;
+                else if (full == "boot.cmdline") c.cmdline = *s;
+                else if (full == "boot.entry") c.entry = *s;
+                else if (full == "console.output") c.console_output = *s;
+                else if (full == "console.input") c.console_input = *s;
+            } else if (type == "integer") {
+                auto v = value.value<int64_t>();
+                if (!v || !value.is_integer()) return bad_type();
+                if (*v < 0 || *v > UINT32_MAX)
+                    return Error::from_string(where(source, value.source()) + ": `" + full + "` is out of range");
+                if (full == "machine.vcpus") c.vcpus = uint32_t(*v);
+                else if (full == "machine.memory_mib") c.memory_mib = uint32_t(*v);
+            } else if (type == "boolean") {
+                if (!value.is_boolean()) return bad_type();
+                c.hugepages = *value.value<bool>();
+            }
+        }
+    }
+    return c;
+}
+
+Result<void> validate(const VmConfig& c) {
+    if (c.kernel.empty()) return Error::from_string("no kernel given: set boot.kernel in vm.toml or pass --kernel");
+    if (c.vcpus < 1 || c.vcpus > 254) return Error::from_string("machine.vcpus must be between 1 and 254, not " + std::to_string(c.vcpus));
+    if (c.memory_mib < 16) return Error::from_string("machine.memory_mib must be at least 16, not " + std::to_string(c.memory_mib));
+    if (c.memory_mib > (1u << 20)) return Error::from_string("machine.memory_mib must be at most 1048576 (1 TiB)");
+    if (c.hugepages && c.memory_mib % 2) return Error::from_string("machine.memory_mib must be even with hugepages (2 MiB pages)");
+    if (c.entry != "auto" && c.entry != "pvh" && c.entry != "linux64")
+        return Error::from_string("boot.entry must be auto, pvh or linux64, not `" + c.entry + "`");
+    if (c.console_input != "none" && c.console_input != "stdin")
+        return Error::from_string("console.input must be none or stdin, not `" + c.console_input + "`");
+    if (c.console_output.empty()) return Error::from_string("console.output must not be empty (use none)");
+    return {};
+}
+
+}  // namespace husk

@@ -1,0 +1,46 @@
+// VmConfig: everything husk-vmm needs to start one microVM, from vm.toml
+// and/or command-line flags.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "vmm/base/result.h"
+
+namespace husk {
+
+inline constexpr const char* kDefaultCmdline =
+    "console=ttyS0 reboot=k panic=-1 i8042.noaux i8042.nomux i8042.dumbkbd nomodule";
+
+struct VmConfig {
+    // [boot]
+    std::string kernel;     // vmlinux (ELF, PVH note) or bzImage; required
+    std::string initramfs;  // optional
+    std::string cmdline = kDefaultCmdline;
+    std::string entry = "auto";  // auto | pvh | linux64
+    // [machine]
+    uint32_t vcpus = 1;
+    uint32_t memory_mib = 128;
+    bool hugepages = false;
+    // [console]
+    std::string console_output = "stdout";  // stdout | stderr | none | a file path
+    std::string console_input = "none";     // stdin | none
+};
+
+// One documented key: used for --help and for the unknown-key error.
+struct ConfigKey {
+    const char* table;
+    const char* key;
+    const char* type;
+    const char* help;
+};
+const std::vector<ConfigKey>& vm_config_keys();
+
+// Parses vm.toml text on top of `base`. `source` names the file in errors.
+Result<VmConfig> parse_vm_toml(std::string_view text, std::string_view source, VmConfig base = {});
+// Checks values that no parser can (ranges, required keys).
+Result<void> validate(const VmConfig& config);
+
+}  // namespace husk

@@ -1,0 +1,55 @@
+// 16550A UART at 0x3f8 (COM1): the guest console.
+//
+// Transmit is immediate (THR is always empty), so the guest never waits on
+// us; THRE and received-data interrupts follow the 16550A datasheet's IIR
+// priorities so Linux's interrupt-driven tty path works.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <string>
+
+#include "vmm/devices/io_device.h"
+
+namespace husk {
+
+class Serial final : public IoDevice {
+public:
+    static constexpr uint16_t kCom1Base = 0x3f8;
+    static constexpr uint32_t kCom1Irq = 4;
+    static constexpr size_t kInputLimit = 4096;  // bytes buffered from the host before input is dropped
+
+    // `output_fd`: where transmitted bytes go (-1 drops them). `raise_irq` pulses the UART's IRQ line.
+    Serial(int output_fd, std::function<void()> raise_irq);
+
+    void read(uint64_t offset, std::span<uint8_t> data) override;
+    void write(uint64_t offset, std::span<const uint8_t> data) override;
+
+    // Host -> guest bytes (console input).
+    void enqueue_input(std::span<const uint8_t> bytes);
+    // True once the guest printed Linux's panic banner.
+    bool saw_kernel_panic() const;
+
+private:
+    uint8_t read_register(uint64_t offset);
+    void write_register(uint64_t offset, uint8_t value);
+    void transmit(uint8_t byte);
+    void update_interrupt();  // caller holds m_lock
+    uint8_t interrupt_id() const;
+
+    mutable std::mutex m_lock;
+    int m_output_fd;
+    std::function<void()> m_raise_irq;
+    std::deque<uint8_t> m_input;
+    uint8_t m_ier = 0, m_lcr = 0, m_mcr = 0x08, m_scr = 0, m_dll = 0x0c, m_dlm = 0;
+    bool m_fifo_enabled = false;
+    bool m_thre_pending = false;
+    bool m_irq_asserted = false;
+    // A short tail of the output, to spot "Kernel panic - not syncing".
+    std::string m_line;
+    bool m_panic = false;
+};
+
+}  // namespace husk

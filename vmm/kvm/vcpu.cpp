@@ -1,0 +1,96 @@
+#include "vmm/kvm/vcpu.h"
+
+#include <sys/ioctl.h>
+
+#include <cerrno>
+#include <memory>
+
+#include <fmt/format.h>
+
+#include "vmm/base/system.h"
+#include "vmm/kvm/kvm_abi.h"
+#include "vmm/kvm/vm.h"
+
+namespace husk {
+
+Result<Vcpu> Vcpu::create(const Vm& vm, uint32_t id) {
+    int raw = TRY(sys::ioctl(vm.fd(), KVM_CREATE_VCPU, static_cast<unsigned long>(id), "KVM_CREATE_VCPU"));
+    UniqueFd fd(raw);
+    auto run = TRY(MappedRegion::map(vm.vcpu_mmap_size(), PROT_READ | PROT_WRITE, MAP_SHARED, fd.get())
+                       .context("map kvm_run of vCPU " + std::to_string(id)));
+    return Vcpu(id, std::move(fd), std::move(run));
+}
+
+Result<kvm_regs> Vcpu::regs() const {
+    kvm_regs r{};
+    TRY(sys::ioctl(m_fd.get(), KVM_GET_REGS, &r, "KVM_GET_REGS"));
+    return r;
+}
+
+Result<void> Vcpu::set_regs(const kvm_regs& regs) {
+    TRY(sys::ioctl(m_fd.get(), KVM_SET_REGS, &regs, "KVM_SET_REGS"));
+    return {};
+}
+
+Result<kvm_sregs> Vcpu::sregs() const {
+    kvm_sregs s{};
+    TRY(sys::ioctl(m_fd.get(), KVM_GET_SREGS, &s, "KVM_GET_SREGS"));
+    return s;
+}
+
+Result<void> Vcpu::set_sregs(const kvm_sregs& sregs) {
+    TRY(sys::ioctl(m_fd.get(), KVM_SET_SREGS, &sregs, "KVM_SET_SREGS"));
+    return {};
+}
+
+Result<void> Vcpu::set_fpu(const kvm_fpu& fpu) {
+    TRY(sys::ioctl(m_fd.get(), KVM_SET_FPU, &fpu, "KVM_SET_FPU"));
+    return {};
+}
+
+Result<void> Vcpu::set_cpuid(const std::vector<kvm_cpuid_entry2>& entries) {
+    size_t bytes = sizeof(kvm_abi::Cpuid2Header) + entries.size() * sizeof(kvm_cpuid_entry2);
+    auto buf = std::make_unique<uint64_t[]>((bytes + 7) / 8);
+    auto* header = reinterpret_cast<kvm_abi::Cpuid2Header*>(buf.get());
+    header->nent = uint32_t(entries.size());
+    std::copy(entries.begin(), entries.end(), reinterpret_cast<kvm_cpuid_entry2*>(header + 1));
+    TRY(sys::ioctl(m_fd.get(), kvm_abi::kSetCpuid2, header, "KVM_SET_CPUID2"));
+    return {};
+}
+
+Result<void> Vcpu::set_msrs(const std::vector<kvm_msr_entry>& msrs) {
+    size_t bytes = sizeof(kvm_abi::MsrsHeader) + msrs.size() * sizeof(kvm_msr_entry);
+    auto buf = std::make_unique<uint64_t[]>((bytes + 7) / 8);
+    auto* header = reinterpret_cast<kvm_abi::MsrsHeader*>(buf.get());
+    header->nmsrs = uint32_t(msrs.size());
+    std::copy(msrs.begin(), msrs.end(), reinterpret_cast<kvm_msr_entry*>(header + 1));
+    int written = TRY(sys::ioctl(m_fd.get(), kvm_abi::kSetMsrs, header, "KVM_SET_MSRS"));
+    // KVM stops at the first MSR it refuses and returns how many it set.
+    if (size_t(written) != msrs.size())
+        return Error::from_string(fmt::format("KVM_SET_MSRS: MSR {:#x} refused", msrs[size_t(written)].index));
+    return {};
+}
+
+Result<kvm_lapic_state> Vcpu::lapic() const {
+    kvm_lapic_state s{};
+    TRY(sys::ioctl(m_fd.get(), KVM_GET_LAPIC, &s, "KVM_GET_LAPIC"));
+    return s;
+}
+
+Result<void> Vcpu::set_lapic(const kvm_lapic_state& state) {
+    TRY(sys::ioctl(m_fd.get(), KVM_SET_LAPIC, &state, "KVM_SET_LAPIC"));
+    return {};
+}
+
+Result<void> Vcpu::run() {
+    if (::ioctl(m_fd.get(), KVM_RUN, 0) < 0) {
+        if (errno == EINTR || errno == EAGAIN) {
+            run_data()->exit_reason = KVM_EXIT_INTR;
+            return {};
+        }
+        return Error::from_errno(errno, "KVM_RUN on vCPU " + std::to_string(m_id));
+    }
+    return {};
+}
+
+}  // namespace husk

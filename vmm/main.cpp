@@ -1,0 +1,126 @@
+// husk-vmm: one microVM per process, configured by vm.toml and/or flags.
+#include <boost/program_options.hpp>
+#include <unistd.h>
+
+#include <iostream>
+#include <sstream>
+
+#include "vmm/base/log.h"
+#include "vmm/base/system.h"
+#include "vmm/config/vm_config.h"
+#include "vmm/probe/host_probe.h"
+#include "vmm/vmm.h"
+
+namespace po = boost::program_options;
+
+namespace {
+
+std::string keys_help() {
+    std::ostringstream out;
+    out << "vm.toml keys (flags override them):\n";
+    std::string table;
+    for (const auto& k : husk::vm_config_keys()) {
+        if (table != k.table) {
+            table = k.table;
+            out << "  [" << table << "]\n";
+        }
+        out << "    " << k.key << " (" << k.type << "): " << k.help << "\n";
+    }
+    return out.str();
+}
+
+int run(int argc, char** argv) {
+    po::options_description opts("Options");
+    opts.add_options()
+        ("help,h", "show this help")
+        ("version", "print the version")
+        ("config,c", po::value<std::string>(), "vm.toml to read")
+        ("kernel", po::value<std::string>(), "boot.kernel: vmlinux or bzImage")
+        ("initramfs", po::value<std::string>(), "boot.initramfs")
+        ("cmdline", po::value<std::string>(), "boot.cmdline: kernel command line")
+        ("entry", po::value<std::string>(), "boot.entry: auto | pvh | linux64")
+        ("vcpus", po::value<uint32_t>(), "machine.vcpus")
+        ("memory", po::value<uint32_t>(), "machine.memory_mib: guest RAM in MiB")
+        ("hugepages", "machine.hugepages = true")
+        ("console", po::value<std::string>(), "console.output: stdout | stderr | none | FILE")
+        ("console-input", po::value<std::string>(), "console.input: none | stdin")
+        ("probe", "report this host's virtualization support and exit (0 if microVMs can run)")
+        ("log-format", po::value<std::string>()->default_value("text"), "text | json")
+        ("debug", "log debug messages");
+
+    po::variables_map vm;
+    try {
+        po::store(po::command_line_parser(argc, argv).options(opts).run(), vm);
+        po::notify(vm);
+    } catch (const po::error& e) {
+        std::cerr << "husk-vmm: " << e.what() << " (see husk-vmm --help)\n";
+        return husk::kExitVmmError;
+    }
+    if (vm.count("help")) {
+        std::cout << "Usage: husk-vmm [--config vm.toml] [--kernel FILE] [options]\n\n"
+                     "Starts one microVM and runs it until the guest powers off.\n\n"
+                  << opts << "\n"
+                  << keys_help()
+                  << "\nExit status: the guest's (0 on reboot/poweroff, or the byte written to debug port 0x441),\n"
+                     "1 on a configuration or host error, 2 when the guest crashes (triple fault, kernel panic),\n"
+                     "128+N when stopped by signal N. The guest writing port 0x440 logs the boot time.\n";
+        return 0;
+    }
+    if (vm.count("version")) {
+        std::cout << "husk-vmm version " << HUSK_VERSION << "\n";
+        return 0;
+    }
+    auto format = vm["log-format"].as<std::string>();
+    if (format != "text" && format != "json") {
+        std::cerr << "husk-vmm: --log-format must be text or json\n";
+        return husk::kExitVmmError;
+    }
+    husk::log::configure("husk-vmm", vm.count("debug") ? husk::log::Level::Debug : husk::log::Level::Info,
+                         format == "json" ? husk::log::Format::Json : husk::log::Format::Text);
+    if (vm.count("probe")) {
+        auto report = husk::probe_host();
+        std::cout << husk::format_report(report);
+        return report.can_run_vms ? 0 : 1;
+    }
+
+    husk::VmConfig config;
+    if (vm.count("config")) {
+        auto path = vm["config"].as<std::string>();
+        auto text = husk::sys::read_file(path, 1 << 20);
+        if (text.is_error()) {
+            husk::log::error("read config: {}", text.error().message());
+            return husk::kExitVmmError;
+        }
+        auto parsed = husk::parse_vm_toml(text.value(), path);
+        if (parsed.is_error()) {
+            husk::log::error("{}", parsed.error().message());
+            return husk::kExitVmmError;
+        }
+        config = parsed.release_value();
+    }
+    if (vm.count("kernel")) config.kernel = vm["kernel"].as<std::string>();
+    if (vm.count("initramfs")) config.initramfs = vm["initramfs"].as<std::string>();
+    if (vm.count("cmdline")) config.cmdline = vm["cmdline"].as<std::string>();
+    if (vm.count("entry")) config.entry = vm["entry"].as<std::string>();
+    if (vm.count("vcpus")) config.vcpus = vm["vcpus"].as<uint32_t>();
+    if (vm.count("memory")) config.memory_mib = vm["memory"].as<uint32_t>();
+    if (vm.count("hugepages")) config.hugepages = true;
+    if (vm.count("console")) config.console_output = vm["console"].as<std::string>();
+    if (vm.count("console-input")) config.console_input = vm["console-input"].as<std::string>();
+
+    auto vmm = husk::Vmm::create(config);
+    if (vmm.is_error()) {
+        husk::log::error("{}", vmm.error().message());
+        return husk::kExitVmmError;
+    }
+    auto status = vmm.value()->run();
+    if (status.is_error()) {
+        husk::log::error("{}", status.error().message());
+        return husk::kExitVmmError;
+    }
+    return status.value();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) { return run(argc, argv); }

@@ -1,0 +1,71 @@
+// GuestMemory: guest RAM in one memfd, laid out around the 32-bit MMIO hole,
+// with bounds-checked access. Every address here may come from the guest.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <type_traits>
+#include <vector>
+
+#include "vmm/base/mapped_region.h"
+#include "vmm/base/result.h"
+#include "vmm/base/unique_fd.h"
+
+namespace husk {
+
+struct GuestRegion {
+    uint64_t guest_phys;   // first guest-physical address
+    uint64_t size;         // bytes
+    uint64_t file_offset;  // offset in the backing memfd (and in the host mapping)
+};
+
+enum class HugePages { Off, On };
+
+class GuestMemory {
+public:
+    // The 32-bit MMIO hole: [3 GiB, 4 GiB). RAM beyond 3 GiB continues at 4 GiB.
+    static constexpr uint64_t kMmioHoleStart = 0xC000'0000;
+    static constexpr uint64_t kMmioHoleEnd = 0x1'0000'0000;
+
+    static Result<GuestMemory> create(uint64_t size_bytes, HugePages huge = HugePages::Off);
+    // Only the layout; used by tests and the loaders' planning.
+    static std::vector<GuestRegion> layout(uint64_t size_bytes);
+
+    const std::vector<GuestRegion>& regions() const { return m_regions; }
+    uint64_t size() const { return m_mapping.size(); }
+    int fd() const { return m_fd.get(); }
+    uint8_t* host_base() const { return m_mapping.data(); }
+    // End of RAM below the MMIO hole.
+    uint64_t low_ram_end() const { return m_regions.front().guest_phys + m_regions.front().size; }
+
+    // The host view of [gpa, gpa+len), which must lie inside one region. guest-controlled
+    Result<std::span<uint8_t>> slice(uint64_t gpa, uint64_t len) const;
+    bool contains(uint64_t gpa, uint64_t len) const { return !slice(gpa, len).is_error(); }
+
+    Result<void> write(uint64_t gpa, std::span<const uint8_t> data) const;
+    Result<void> read(uint64_t gpa, std::span<uint8_t> out) const;
+
+    template <typename T>
+        requires std::is_trivially_copyable_v<T>
+    Result<void> write_obj(uint64_t gpa, const T& value) const {
+        return write(gpa, std::span(reinterpret_cast<const uint8_t*>(&value), sizeof(T)));
+    }
+    template <typename T>
+        requires std::is_trivially_copyable_v<T>
+    Result<T> read_obj(uint64_t gpa) const {
+        T value;
+        TRY(read(gpa, std::span(reinterpret_cast<uint8_t*>(&value), sizeof(T))));
+        return value;
+    }
+
+private:
+    GuestMemory(UniqueFd fd, MappedRegion mapping, std::vector<GuestRegion> regions)
+        : m_fd(std::move(fd)), m_mapping(std::move(mapping)), m_regions(std::move(regions)) {}
+
+    UniqueFd m_fd;
+    MappedRegion m_mapping;
+    std::vector<GuestRegion> m_regions;
+};
+
+}  // namespace husk

@@ -1,0 +1,296 @@
+#include "vmm/vmm.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstring>
+
+#include "vmm/arch/x86/boot.h"
+#include "vmm/arch/x86/cpuid.h"
+#include "vmm/arch/x86/layout.h"
+#include "vmm/arch/x86/loader.h"
+#include "vmm/arch/x86/regs.h"
+#include "vmm/base/clock.h"
+#include "vmm/base/log.h"
+#include "vmm/base/system.h"
+#include "vmm/devices/legacy/debug_port.h"
+#include "vmm/devices/legacy/i8042.h"
+
+namespace husk {
+namespace {
+
+constexpr int kKickSignal = SIGUSR1;  // interrupts KVM_RUN on a vCPU thread
+constexpr int kWakeSignal = SIGUSR2;  // tells the main thread the VM ended
+
+void ignore_signal(int) {}
+
+std::atomic<uint64_t> g_first_run_ns{0};
+
+}  // namespace
+
+Vmm::Vmm(Kvm kvm, Vm vm, GuestMemory memory) : m_kvm(std::move(kvm)), m_vm(std::move(vm)), m_memory(std::move(memory)) {}
+
+Vmm::~Vmm() {
+    m_stopping = true;
+    kick_all_vcpus();
+    for (auto& t : m_threads)
+        if (t.joinable()) t.join();
+    if (m_input_stop) {
+        uint64_t one = 1;
+        [[maybe_unused]] ssize_t n = ::write(m_input_stop.get(), &one, sizeof one);
+    }
+    if (m_input_thread.joinable()) m_input_thread.join();
+}
+
+Result<std::unique_ptr<Vmm>> Vmm::create(const VmConfig& config) {
+    TRY(validate(config));
+    auto kvm = TRY(Kvm::open());
+    TRY(kvm.check_required_capabilities());
+
+    // Read the inputs first: a bad path fails before any KVM object exists.
+    auto kernel_image = TRY(sys::read_file(config.kernel).context("read kernel"));
+    std::string initramfs;
+    if (!config.initramfs.empty()) initramfs = TRY(sys::read_file(config.initramfs).context("read initramfs"));
+
+    auto memory = TRY(GuestMemory::create(uint64_t(config.memory_mib) << 20,
+                                          config.hugepages ? HugePages::On : HugePages::Off));
+    auto vm_object = TRY(Vm::create(kvm));
+    std::unique_ptr<Vmm> vmm(new Vmm(std::move(kvm), std::move(vm_object), std::move(memory)));
+    Vm& vm = vmm->m_vm;
+
+    TRY(vm.set_tss_and_identity_map(x86::kTssAddr, x86::kIdentityMapAddr));
+    TRY(vm.create_irqchip_and_pit());
+    uint32_t slot = 0;
+    for (const auto& r : vmm->m_memory.regions())
+        TRY(vm.set_user_memory_region(slot++, r.guest_phys, r.size, vmm->m_memory.host_base() + r.file_offset));
+
+    auto pref = config.entry == "pvh"       ? x86::EntryPreference::Pvh
+                : config.entry == "linux64" ? x86::EntryPreference::Linux64
+                                            : x86::EntryPreference::Auto;
+    auto image = std::span(reinterpret_cast<const uint8_t*>(kernel_image.data()), kernel_image.size());
+    auto loaded = TRY(x86::load_kernel(vmm->m_memory, image, pref).context("load kernel `" + config.kernel + "`"));
+    x86::BootInputs inputs;
+    inputs.cmdline = config.cmdline;
+    inputs.initramfs = std::span(reinterpret_cast<const uint8_t*>(initramfs.data()), initramfs.size());
+    inputs.vcpu_count = config.vcpus;
+    uint64_t boot_struct = TRY(x86::write_boot_structures(vmm->m_memory, loaded, inputs));
+
+    auto supported = TRY(vmm->m_kvm.supported_cpuid());
+    for (uint32_t id = 0; id < config.vcpus; ++id) {
+        auto vcpu = TRY(vm.create_vcpu(id));
+        TRY(vcpu.set_cpuid(x86::normalize_cpuid(supported, {id, config.vcpus})).context("set CPUID of vCPU " + std::to_string(id)));
+        if (id == 0)
+            TRY(x86::setup_boot_vcpu(vcpu, loaded.mode, loaded.entry, boot_struct).context("set up boot vCPU"));
+        else
+            TRY(x86::setup_ap_vcpu(vcpu).context("set up vCPU " + std::to_string(id)));
+        vmm->m_vcpus.push_back(std::move(vcpu));
+    }
+    log::debug("kernel entry 0x{:x} ({}), {} vCPUs, {} MiB", loaded.entry,
+               loaded.mode == x86::EntryMode::Pvh ? "PVH" : "64-bit", config.vcpus, config.memory_mib);
+
+    TRY(vmm->setup_devices(config));
+    return vmm;
+}
+
+Result<void> Vmm::setup_devices(const VmConfig& config) {
+    int out_fd = -1;
+    if (config.console_output == "stdout") {
+        out_fd = STDOUT_FILENO;
+    } else if (config.console_output == "stderr") {
+        out_fd = STDERR_FILENO;
+    } else if (config.console_output != "none") {
+        m_console_file = TRY(sys::open(config.console_output, O_WRONLY | O_CREAT | O_APPEND, 0640).context("open console output"));
+        out_fd = m_console_file.get();
+    }
+    m_serial = std::make_shared<Serial>(out_fd, [this] {
+        // Edge on the ISA line: raise then lower.
+        (void)m_vm.set_irq_line(Serial::kCom1Irq, true);
+        (void)m_vm.set_irq_line(Serial::kCom1Irq, false);
+    });
+    TRY(m_pio.insert(Serial::kCom1Base, 8, m_serial));
+    auto i8042 = std::make_shared<I8042>([this] {
+        if (m_serial->saw_kernel_panic())
+            request_exit(kExitGuestCrash, "guest kernel panicked");
+        else
+            request_exit(0, "guest reset the machine (reboot/poweroff)");
+    });
+    TRY(m_pio.insert(I8042::kDataPort, 5, i8042));
+    auto debug = std::make_shared<DebugPort>(DebugPort::Callbacks{
+        [this] {
+            if (!m_init_reached.exchange(true)) {
+                double first = double(g_first_run_ns.load() - clock::process_start_ns()) / 1e6;
+                log::info("guest init reached {:.3f} ms after VMM start (first KVM_RUN at {:.3f} ms)",
+                          clock::ms_since_start(), first);
+            }
+        },
+        [this](uint8_t status) { request_exit(status, "guest asked to exit with status " + std::to_string(status)); },
+    });
+    TRY(m_pio.insert(DebugPort::kPioBase, DebugPort::kSize, debug));
+    TRY(m_mmio.insert(x86::kMmioDevicesStart, DebugPort::kSize, debug));
+    m_console_stdin = config.console_input == "stdin";
+    return {};
+}
+
+void Vmm::request_exit(int status, const std::string& reason) {
+    {
+        std::lock_guard guard(m_exit_lock);
+        if (m_stopping.exchange(true)) return;
+        m_exit_status = status;
+        m_exit_reason = reason;
+    }
+    kick_all_vcpus();
+    ::kill(::getpid(), kWakeSignal);
+}
+
+void Vmm::kick_all_vcpus() {
+    for (size_t i = 0; i < m_vcpus.size(); ++i) {
+        m_vcpus[i].run_data()->immediate_exit = 1;
+        if (i < m_threads.size() && m_threads[i].joinable()) pthread_kill(m_threads[i].native_handle(), kKickSignal);
+    }
+}
+
+void Vmm::handle_pio(Vcpu& vcpu) {
+    auto& io = vcpu.run_data()->io;
+    auto* base = reinterpret_cast<uint8_t*>(vcpu.run_data()) + io.data_offset;
+    // count > 1 for REP INS/OUTS: the data buffer holds `count` elements.
+    for (uint32_t i = 0; i < io.count; ++i) {
+        std::span<uint8_t> data(base + size_t(i) * io.size, io.size);
+        if (io.direction == KVM_EXIT_IO_OUT)
+            m_pio.write(io.port, data);
+        else
+            m_pio.read(io.port, data);
+    }
+}
+
+void Vmm::handle_mmio(Vcpu& vcpu) {
+    auto& mmio = vcpu.run_data()->mmio;
+    uint32_t len = std::min<uint32_t>(mmio.len, sizeof mmio.data);
+    std::span<uint8_t> data(mmio.data, len);
+    if (mmio.is_write)
+        m_mmio.write(mmio.phys_addr, data);
+    else
+        m_mmio.read(mmio.phys_addr, data);
+}
+
+void Vmm::vcpu_thread(size_t index) {
+    Vcpu& vcpu = m_vcpus[index];
+    sigset_t kick;
+    sigemptyset(&kick);
+    sigaddset(&kick, kKickSignal);
+    pthread_sigmask(SIG_UNBLOCK, &kick, nullptr);
+
+    kvm_run* run = vcpu.run_data();
+    while (!m_stopping.load(std::memory_order_acquire)) {
+        if (index == 0 && g_first_run_ns.load() == 0) g_first_run_ns = clock::now_ns();
+        auto r = vcpu.run();
+        if (r.is_error()) {
+            request_exit(kExitVmmError, r.error().message());
+            return;
+        }
+        switch (run->exit_reason) {
+        case KVM_EXIT_IO:
+            handle_pio(vcpu);
+            break;
+        case KVM_EXIT_MMIO:
+            handle_mmio(vcpu);
+            break;
+        case KVM_EXIT_INTR:
+            break;
+        case KVM_EXIT_HLT:
+            request_exit(0, "guest halted");
+            return;
+        case KVM_EXIT_SHUTDOWN:
+            // A triple fault. Linux with reboot=k never gets here on a clean reboot.
+            request_exit(kExitGuestCrash, m_serial->saw_kernel_panic()
+                                              ? "guest kernel panicked"
+                                              : "guest triple-faulted on vCPU " + std::to_string(index));
+            return;
+        case KVM_EXIT_SYSTEM_EVENT:
+            if (run->system_event.type == KVM_SYSTEM_EVENT_CRASH)
+                request_exit(kExitGuestCrash, "guest reported a crash");
+            else
+                request_exit(0, "guest shut down");
+            return;
+        case KVM_EXIT_FAIL_ENTRY:
+            request_exit(kExitGuestCrash, fmt::format("KVM could not enter the guest on vCPU {} (hardware reason 0x{:x})",
+                                                      index, run->fail_entry.hardware_entry_failure_reason));
+            return;
+        case KVM_EXIT_INTERNAL_ERROR:
+            request_exit(kExitGuestCrash, fmt::format("KVM internal error on vCPU {} (suberror {})", index,
+                                                      run->internal.suberror));
+            return;
+        default:
+            request_exit(kExitGuestCrash, fmt::format("unhandled KVM exit {} on vCPU {}", run->exit_reason, index));
+            return;
+        }
+    }
+}
+
+void Vmm::console_input_thread() {
+    pollfd fds[2] = {{STDIN_FILENO, POLLIN, 0}, {m_input_stop.get(), POLLIN, 0}};
+    uint8_t buf[256];
+    for (;;) {
+        int n = ::poll(fds, 2, -1);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 || (fds[1].revents & POLLIN)) return;
+        if (fds[0].revents & (POLLIN | POLLHUP)) {
+            ssize_t got = ::read(STDIN_FILENO, buf, sizeof buf);
+            if (got <= 0) return;  // EOF: the guest just stops getting input
+            m_serial->enqueue_input(std::span(buf, size_t(got)));
+        }
+        if (fds[0].revents & (POLLERR | POLLNVAL)) return;
+    }
+}
+
+Result<int> Vmm::run() {
+    // Signals the main thread waits for; blocked everywhere so the vCPU threads never take them.
+    sigset_t wait_set;
+    sigemptyset(&wait_set);
+    for (int s : {SIGTERM, SIGINT, SIGHUP, kWakeSignal}) sigaddset(&wait_set, s);
+    sigset_t blocked = wait_set;
+    sigaddset(&blocked, kKickSignal);
+    pthread_sigmask(SIG_BLOCK, &blocked, nullptr);
+    struct sigaction sa {};
+    sa.sa_handler = ignore_signal;  // no SA_RESTART: KVM_RUN returns EINTR
+    sigaction(kKickSignal, &sa, nullptr);
+
+    if (m_console_stdin) {
+        m_input_stop = TRY(sys::eventfd(0, EFD_NONBLOCK));
+        m_input_thread = std::thread([this] { console_input_thread(); });
+    }
+    for (size_t i = 0; i < m_vcpus.size(); ++i) m_threads.emplace_back([this, i] { vcpu_thread(i); });
+
+    for (;;) {
+        siginfo_t info;
+        int sig = sigwaitinfo(&wait_set, &info);
+        if (sig < 0) {
+            if (errno == EINTR) continue;
+            request_exit(kExitVmmError, "sigwaitinfo failed");
+            break;
+        }
+        if (sig == kWakeSignal) {
+            if (m_stopping) break;
+            continue;
+        }
+        request_exit(kExitSignalBase + sig, std::string("stopped by ") + strsignal(sig));
+        break;
+    }
+    kick_all_vcpus();
+    for (auto& t : m_threads) t.join();
+    m_threads.clear();
+    std::lock_guard guard(m_exit_lock);
+    if (m_exit_status == 0)
+        log::debug("{}", m_exit_reason);
+    else if (m_exit_status == kExitGuestCrash || m_exit_status == kExitVmmError)
+        log::error("{}", m_exit_reason);
+    else
+        log::info("{}", m_exit_reason);
+    return m_exit_status;
+}
+
+}  // namespace husk

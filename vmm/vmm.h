@@ -1,0 +1,71 @@
+// Vmm: one microVM — built from a VmConfig by Vmm::create (the one place
+// where everything is wired), then run to completion on its vCPU threads.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "vmm/base/result.h"
+#include "vmm/base/unique_fd.h"
+#include "vmm/config/vm_config.h"
+#include "vmm/devices/bus.h"
+#include "vmm/devices/legacy/serial.h"
+#include "vmm/kvm/kvm.h"
+#include "vmm/kvm/vcpu.h"
+#include "vmm/kvm/vm.h"
+#include "vmm/memory/guest_memory.h"
+
+namespace husk {
+
+// husk-vmm's exit statuses besides the guest's own (0 or the debug port's byte).
+inline constexpr int kExitVmmError = 1;     // configuration or host error
+inline constexpr int kExitGuestCrash = 2;   // triple fault, kernel panic, KVM internal error
+inline constexpr int kExitSignalBase = 128; // killed by a signal: 128 + signal number
+
+class Vmm {
+public:
+    static Result<std::unique_ptr<Vmm>> create(const VmConfig& config);
+    ~Vmm();
+
+    // Runs the guest until it powers off, crashes, asks to exit, or the
+    // process gets SIGTERM/SIGINT/SIGHUP. Returns husk-vmm's exit status.
+    // The calling thread must be the process's main thread.
+    Result<int> run();
+
+private:
+    explicit Vmm(Kvm kvm, Vm vm, GuestMemory memory);
+
+    Result<void> setup_devices(const VmConfig& config);
+    void vcpu_thread(size_t index);
+    void handle_pio(Vcpu& vcpu);
+    void handle_mmio(Vcpu& vcpu);
+    void console_input_thread();
+    // First caller wins: records the outcome and wakes the main thread.
+    void request_exit(int status, const std::string& reason);
+    void kick_all_vcpus();
+
+    Kvm m_kvm;
+    Vm m_vm;
+    GuestMemory m_memory;
+    std::vector<Vcpu> m_vcpus;
+    std::vector<std::thread> m_threads;
+    Bus m_pio{"pio"};
+    Bus m_mmio{"mmio"};
+    std::shared_ptr<Serial> m_serial;
+    UniqueFd m_console_file;
+    bool m_console_stdin = false;
+    UniqueFd m_input_stop;
+    std::thread m_input_thread;
+
+    std::atomic<bool> m_stopping{false};
+    std::atomic<bool> m_init_reached{false};
+    std::mutex m_exit_lock;
+    int m_exit_status = 0;
+    std::string m_exit_reason;
+};
+
+}  // namespace husk
