@@ -113,12 +113,7 @@ Result<void> Vmm::setup_devices(const VmConfig& config) {
         (void)m_vm.set_irq_line(Serial::kCom1Irq, false);
     });
     TRY(m_pio.insert(Serial::kCom1Base, 8, m_serial));
-    auto i8042 = std::make_shared<I8042>([this] {
-        if (m_serial->saw_kernel_panic())
-            request_exit(kExitGuestCrash, "guest kernel panicked");
-        else
-            request_exit(0, "guest reset the machine (reboot/poweroff)");
-    });
+    auto i8042 = std::make_shared<I8042>([this] { guest_reset("reset through the i8042"); });
     TRY(m_pio.insert(I8042::kDataPort, 5, i8042));
     auto debug = std::make_shared<DebugPort>(DebugPort::Callbacks{
         [this] {
@@ -134,6 +129,17 @@ Result<void> Vmm::setup_devices(const VmConfig& config) {
     TRY(m_mmio.insert(x86::kMmioDevicesStart, DebugPort::kSize, debug));
     m_console_stdin = config.console_input == "stdin";
     return {};
+}
+
+void Vmm::guest_reset(const std::string& how) {
+    // A power-off shows as a panic after "reboot: Power down" (init exits once
+    // the kernel finds no way to power off); that is a clean exit.
+    if (m_serial->saw_power_down())
+        request_exit(0, "guest powered off (" + how + ")");
+    else if (m_serial->saw_kernel_panic())
+        request_exit(kExitGuestCrash, "guest kernel panicked (" + how + ")");
+    else
+        request_exit(0, "guest rebooted (" + how + ")");
 }
 
 void Vmm::request_exit(int status, const std::string& reason) {
@@ -205,10 +211,11 @@ void Vmm::vcpu_thread(size_t index) {
             request_exit(0, "guest halted");
             return;
         case KVM_EXIT_SHUTDOWN:
-            // A triple fault. Linux with reboot=k never gets here on a clean reboot.
-            request_exit(kExitGuestCrash, m_serial->saw_kernel_panic()
-                                              ? "guest kernel panicked"
-                                              : "guest triple-faulted on vCPU " + std::to_string(index));
+            // A triple fault: a crash, unless Linux was already on its way down.
+            if (m_serial->saw_power_down() || m_serial->saw_kernel_panic())
+                guest_reset("triple fault");
+            else
+                request_exit(kExitGuestCrash, "guest triple-faulted on vCPU " + std::to_string(index));
             return;
         case KVM_EXIT_SYSTEM_EVENT:
             if (run->system_event.type == KVM_SYSTEM_EVENT_CRASH)

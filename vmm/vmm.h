@@ -44,6 +44,8 @@ private:
     void handle_pio(Vcpu& vcpu);
     void handle_mmio(Vcpu& vcpu);
     void console_input_thread();
+    // The guest reset the machine: reboot, power-off or panic, told apart by the console.
+    void guest_reset(const std::string& how);
     // First caller wins: records the outcome and wakes the main thread.
     void request_exit(int status, const std::string& reason);
     void kick_all_vcpus();

@@ -27,10 +27,21 @@ pvh_start:
 done:
     mov $0x440, %dx
     outb %al, %dx       /* boot timer */
-    mov $0xfe, %al
-    outb %al, $0x64     /* reset */
+#ifdef HALT
+    cli                 /* stay up until killed: for memory measurements */
 2:  hlt
     jmp 2b
+#else
+    mov $0xfe, %al
+    outb %al, $0x64     /* reset through the i8042 (husk-vmm exits 0 here) */
+    xor %al, %al
+    mov $0x501, %dx
+    outb %al, %dx       /* QEMU's isa-debug-exit at 0x501, for side-by-side runs */
+    lidt null_idt       /* no i8042 (QEMU microvm): triple fault, which -no-reboot turns into an exit */
+    int3
+2:  hlt
+    jmp 2b
+#endif
 bad:
     mov $3, %al
     mov $0x441, %dx
@@ -38,4 +49,7 @@ bad:
     jmp 2b
 
     .section .rodata
+    .align 8
+null_idt: .word 0
+    .long 0
 msg: .asciz "Hello from a PVH guest\n"

@@ -79,7 +79,7 @@ TEST(Loader, RejectsGarbageAndTruncation) {
     auto elf = make_elf(true);
     elf.resize(0x250);  // segment runs past the end of the file
     EXPECT_TRUE(load_kernel(mem, elf, EntryPreference::Auto).is_error());
-    auto big = make_elf(false, 15ull << 20);  // memsz crosses the end of RAM
+    auto big = make_elf(false, (16ull << 20) - 0x1000);  // memsz crosses the end of RAM
     EXPECT_TRUE(load_kernel(mem, big, EntryPreference::Auto).is_error());
     auto low = make_elf(false, 0x1000);  // over the boot structures
     EXPECT_TRUE(load_kernel(mem, low, EntryPreference::Auto).is_error());

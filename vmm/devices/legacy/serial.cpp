@@ -16,6 +16,7 @@ constexpr uint8_t kLsrDataReady = 0x01, kLsrThre = 0x20, kLsrTemt = 0x40;
 constexpr uint8_t kMcrDtr = 0x01, kMcrRts = 0x02, kMcrOut1 = 0x04, kMcrOut2 = 0x08, kMcrLoop = 0x10;
 constexpr uint8_t kMsrCts = 0x10, kMsrDsr = 0x20, kMsrRi = 0x40, kMsrDcd = 0x80;
 constexpr const char kPanicBanner[] = "Kernel panic - not syncing";
+constexpr const char kPowerDownBanner[] = "reboot: Power down";
 
 }  // namespace
 
@@ -139,6 +140,7 @@ void Serial::transmit(uint8_t byte) {
     } else if (m_line.size() < 256) {
         m_line.push_back(char(byte));
         if (!m_panic && m_line.find(kPanicBanner) != std::string::npos) m_panic = true;
+        if (!m_power_down && m_line.find(kPowerDownBanner) != std::string::npos) m_power_down = true;
     }
 }
 
@@ -149,6 +151,11 @@ void Serial::enqueue_input(std::span<const uint8_t> bytes) {
         m_input.push_back(b);
     }
     update_interrupt();
+}
+
+bool Serial::saw_power_down() const {
+    std::lock_guard guard(m_lock);
+    return m_power_down;
 }
 
 bool Serial::saw_kernel_panic() const {

@@ -31,6 +31,10 @@ public:
     void enqueue_input(std::span<const uint8_t> bytes);
     // True once the guest printed Linux's panic banner.
     bool saw_kernel_panic() const;
+    // True once Linux printed "reboot: Power down": a power-off request. Without
+    // ACPI the kernel cannot power off, so init exits and the kernel panics and
+    // resets; this tells that apart from a real panic.
+    bool saw_power_down() const;
 
 private:
     uint8_t read_register(uint64_t offset);
@@ -50,6 +54,7 @@ private:
     // A short tail of the output, to spot "Kernel panic - not syncing".
     std::string m_line;
     bool m_panic = false;
+    bool m_power_down = false;
 };
 
 }  // namespace husk

@@ -124,3 +124,19 @@ TEST(DebugPort, ScratchRoundTripAndCallbacks) {
 
 }  // namespace
 }  // namespace husk
+
+namespace husk {
+namespace {
+
+TEST(Serial, PowerDownBannerIsNotAPanic) {
+    Serial s(-1, nullptr);
+    for (char c : std::string("[ 2.0] reboot: Power down\n")) {
+        uint8_t b[1] = {uint8_t(c)};
+        s.write(0, b);
+    }
+    EXPECT_TRUE(s.saw_power_down());
+    EXPECT_FALSE(s.saw_kernel_panic());
+}
+
+}  // namespace
+}  // namespace husk
