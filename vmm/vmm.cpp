@@ -212,7 +212,7 @@ void Vmm::vcpu_thread(size_t index) {
             return;
         case KVM_EXIT_SHUTDOWN:
             // A triple fault: a crash, unless Linux was already on its way down.
-            if (m_serial->saw_power_down() || m_serial->saw_kernel_panic())
+            if (m_serial->saw_power_down() || m_serial->saw_kernel_panic() || m_serial->saw_restart())
                 guest_reset("triple fault");
             else
                 request_exit(kExitGuestCrash, "guest triple-faulted on vCPU " + std::to_string(index));

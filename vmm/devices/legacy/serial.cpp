@@ -17,6 +17,7 @@ constexpr uint8_t kMcrDtr = 0x01, kMcrRts = 0x02, kMcrOut1 = 0x04, kMcrOut2 = 0x
 constexpr uint8_t kMsrCts = 0x10, kMsrDsr = 0x20, kMsrRi = 0x40, kMsrDcd = 0x80;
 constexpr const char kPanicBanner[] = "Kernel panic - not syncing";
 constexpr const char kPowerDownBanner[] = "reboot: Power down";
+constexpr const char kRestartBanner[] = "reboot: Restarting system";
 
 }  // namespace
 
@@ -141,6 +142,7 @@ void Serial::transmit(uint8_t byte) {
         m_line.push_back(char(byte));
         if (!m_panic && m_line.find(kPanicBanner) != std::string::npos) m_panic = true;
         if (!m_power_down && m_line.find(kPowerDownBanner) != std::string::npos) m_power_down = true;
+        if (!m_restart && m_line.find(kRestartBanner) != std::string::npos) m_restart = true;
     }
 }
 
@@ -151,6 +153,11 @@ void Serial::enqueue_input(std::span<const uint8_t> bytes) {
         m_input.push_back(b);
     }
     update_interrupt();
+}
+
+bool Serial::saw_restart() const {
+    std::lock_guard guard(m_lock);
+    return m_restart;
 }
 
 bool Serial::saw_power_down() const {

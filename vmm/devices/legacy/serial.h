@@ -35,6 +35,9 @@ public:
     // ACPI the kernel cannot power off, so init exits and the kernel panics and
     // resets; this tells that apart from a real panic.
     bool saw_power_down() const;
+    // True once Linux printed "reboot: Restarting system": a reboot request
+    // (with reboot=t it arrives as a triple fault).
+    bool saw_restart() const;
 
 private:
     uint8_t read_register(uint64_t offset);
@@ -55,6 +58,7 @@ private:
     std::string m_line;
     bool m_panic = false;
     bool m_power_down = false;
+    bool m_restart = false;
 };
 
 }  // namespace husk
