@@ -273,7 +273,9 @@ int scenario(const std::string& name, int runs, const std::string& out_path, con
     }
     std::string text = result.dump(2) + "\n";
     if (out_path == "-") {
-        std::cout << text;
+        // Markers let a caller cut the result out of a stream that also carries
+        // progress (inside tests/rig/run, stderr and stdout arrive merged).
+        std::cout << "----- husk-bench result -----\n" << text << "----- end husk-bench result -----\n";
     } else {
         std::ofstream(out_path) << text;
         fmt::print(stderr, "wrote {}\n", out_path);
