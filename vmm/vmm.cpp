@@ -49,8 +49,11 @@ Vmm::~Vmm() {
 
 Result<std::unique_ptr<Vmm>> Vmm::create(const VmConfig& config) {
     TRY(validate(config));
+    auto phase = [](const char* what) { log::debug("{:8.3f} ms  {}", clock::ms_since_start(), what); };
+    phase("create: start");
     auto kvm = TRY(Kvm::open());
     TRY(kvm.check_required_capabilities());
+    phase("KVM opened");
 
     // Read the inputs first: a bad path fails before any KVM object exists.
     auto kernel_image = TRY(sys::read_file(config.kernel).context("read kernel"));
@@ -59,15 +62,22 @@ Result<std::unique_ptr<Vmm>> Vmm::create(const VmConfig& config) {
 
     auto memory = TRY(GuestMemory::create(uint64_t(config.memory_mib) << 20,
                                           config.hugepages ? HugePages::On : HugePages::Off));
+    phase("inputs read, guest memory mapped");
     auto vm_object = TRY(Vm::create(kvm));
+    phase("VM created");
     std::unique_ptr<Vmm> vmm(new Vmm(std::move(kvm), std::move(vm_object), std::move(memory)));
     Vm& vm = vmm->m_vm;
 
-    TRY(vm.set_tss_and_identity_map(x86::kTssAddr, x86::kIdentityMapAddr));
-    TRY(vm.create_irqchip_and_pit());
+    // Memory slots go in before the irqchip: once the irqchip exists, every
+    // slot change waits for an SRCU grace period (measured: ~4 ms per
+    // KVM_SET_USER_MEMORY_REGION after KVM_CREATE_IRQCHIP, ~0.05 ms before).
     uint32_t slot = 0;
     for (const auto& r : vmm->m_memory.regions())
         TRY(vm.set_user_memory_region(slot++, r.guest_phys, r.size, vmm->m_memory.host_base() + r.file_offset));
+    phase("memory slots set");
+    TRY(vm.set_tss_and_identity_map(x86::kTssAddr, x86::kIdentityMapAddr));
+    TRY(vm.create_irqchip_and_pit());
+    phase("irqchip and PIT created");
 
     auto pref = config.entry == "pvh"       ? x86::EntryPreference::Pvh
                 : config.entry == "linux64" ? x86::EntryPreference::Linux64
@@ -79,6 +89,7 @@ Result<std::unique_ptr<Vmm>> Vmm::create(const VmConfig& config) {
     inputs.initramfs = std::span(reinterpret_cast<const uint8_t*>(initramfs.data()), initramfs.size());
     inputs.vcpu_count = config.vcpus;
     uint64_t boot_struct = TRY(x86::write_boot_structures(vmm->m_memory, loaded, inputs));
+    phase("kernel loaded, boot structures written");
 
     auto supported = TRY(vmm->m_kvm.supported_cpuid());
     for (uint32_t id = 0; id < config.vcpus; ++id) {
@@ -90,6 +101,7 @@ Result<std::unique_ptr<Vmm>> Vmm::create(const VmConfig& config) {
             TRY(x86::setup_ap_vcpu(vcpu).context("set up vCPU " + std::to_string(id)));
         vmm->m_vcpus.push_back(std::move(vcpu));
     }
+    phase("vCPUs created and set up");
     log::debug("kernel entry 0x{:x} ({}), {} vCPUs, {} MiB", loaded.entry,
                loaded.mode == x86::EntryMode::Pvh ? "PVH" : "64-bit", config.vcpus, config.memory_mib);
 
