@@ -115,6 +115,9 @@ Result<void> Vmm::setup_devices(const VmConfig& config) {
         out_fd = STDOUT_FILENO;
     } else if (config.console_output == "stderr") {
         out_fd = STDERR_FILENO;
+    } else if (config.console_output.rfind("unix:", 0) == 0) {
+        m_console_file = TRY(sys::connect_unix(config.console_output.substr(5)).context("connect console socket"));
+        out_fd = m_console_file.get();
     } else if (config.console_output != "none") {
         m_console_file = TRY(sys::open(config.console_output, O_WRONLY | O_CREAT | O_APPEND, 0640).context("open console output"));
         out_fd = m_console_file.get();

@@ -2,7 +2,12 @@
 // configuration and CLI errors. Runs on any host with a working /dev/kvm,
 // including PVM.
 #include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
+
+#include <cstring>
+#include <thread>
 
 #include <cstdlib>
 #include <fstream>
@@ -90,6 +95,37 @@ TEST(TinyGuest, ConsoleToFile) {
     std::getline(f, line);
     EXPECT_EQ(line, "Hello from a husk guest");
     unlink(path);
+}
+
+TEST(TinyGuest, ConsoleToUnixSocket) {
+    std::string path = "/tmp/husk-console-" + std::to_string(getpid()) + ".sock";
+    unlink(path.c_str());
+    int listener = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+    ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    ASSERT_EQ(listen(listener, 1), 0);
+    std::string received;
+    std::thread reader([&] {
+        int c = accept(listener, nullptr, nullptr);
+        char buf[256];
+        ssize_t n;
+        while ((n = read(c, buf, sizeof buf)) > 0) received.append(buf, size_t(n));
+        close(c);
+    });
+    auto r = boot("hello", {"--console", "unix:" + path});
+    reader.join();
+    close(listener);
+    unlink(path.c_str());
+    EXPECT_EQ(r.exit_status, 0) << r.err;
+    EXPECT_EQ(received, "Hello from a husk guest\n");
+}
+
+TEST(VmmCli, ConsoleSocketThatDoesNotExist) {
+    auto r = boot("hello", {"--console", "unix:/nonexistent/console.sock"});
+    EXPECT_EQ(r.exit_status, 1);
+    EXPECT_NE(r.err.find("connect console socket: connect `/nonexistent/console.sock`"), std::string::npos) << r.err;
 }
 
 // --- configuration and CLI errors -------------------------------------------------

@@ -4,10 +4,13 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 
 namespace husk::sys {
 
@@ -45,6 +48,19 @@ Result<UniqueFd> eventfd(unsigned initval, int flags) {
     int fd = ::eventfd(initval, flags | EFD_CLOEXEC);
     if (fd < 0) return Error::from_errno(errno, "eventfd");
     return UniqueFd(fd);
+}
+
+Result<UniqueFd> connect_unix(const std::string& path) {
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    if (path.size() >= sizeof addr.sun_path) return Error::from_errno(ENAMETOOLONG, "socket path `" + path + "`");
+    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return Error::from_errno(errno, "socket");
+    UniqueFd owned(fd);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0)
+        return Error::from_errno(errno, "connect `" + path + "`");
+    return owned;
 }
 
 Result<std::string> read_file(const std::string& path, size_t max_size) {

@@ -20,6 +20,8 @@ Result<void> ftruncate(int fd, off_t size);
 Result<int> ioctl(int fd, unsigned long request, unsigned long arg, std::string_view what);
 Result<int> ioctl(int fd, unsigned long request, const void* arg, std::string_view what);
 Result<UniqueFd> eventfd(unsigned initval, int flags);
+// A connected AF_UNIX stream socket.
+Result<UniqueFd> connect_unix(const std::string& path);
 // Reads a whole file into memory (regular files; refuses anything over max_size bytes).
 Result<std::string> read_file(const std::string& path, size_t max_size = size_t(1) << 31);
 // Writes all of data, retrying on short writes and EINTR.

@@ -30,7 +30,7 @@ const std::vector<ConfigKey>& vm_config_keys() {
         {"machine", "vcpus", "integer", "number of vCPUs, 1-254 (default 1)"},
         {"machine", "memory_mib", "integer", "guest RAM in MiB, at least 16 (default 128)"},
         {"machine", "hugepages", "boolean", "back guest RAM with 2 MiB hugepages (default false)"},
-        {"console", "output", "string", "where the serial console goes: stdout (default), stderr, none, or a file path"},
+        {"console", "output", "string", "where the serial console goes: stdout (default), stderr, none, unix:SOCKET, or a file path"},
         {"console", "input", "string", "serial console input: none (default) or stdin"},
     };
     return keys;
