@@ -30,71 +30,12 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "tests/lib/subprocess.h"
+
 namespace po = boost::program_options;
 using json = nlohmann::json;
-using Clock = std::chrono::steady_clock;
 
 namespace {
-
-struct Sample {
-    double exit_ms = -1;    // launch -> process exit
-    double marker_ms = -1;  // launch -> marker text on the console
-    int status = -1;
-    std::string err;
-};
-
-// Runs argv; records when `marker` first appears on stdout, and the exit.
-Sample run_once(const std::vector<std::string>& argv, const std::string& marker, int timeout_s) {
-    Sample s;
-    int out[2], err[2];
-    if (pipe2(out, O_CLOEXEC) || pipe2(err, O_CLOEXEC)) return s;
-    auto start = Clock::now();
-    pid_t pid = fork();
-    if (pid == 0) {
-        int devnull = open("/dev/null", O_RDONLY);
-        dup2(devnull, 0);
-        dup2(out[1], 1);
-        dup2(err[1], 2);
-        std::vector<char*> args;
-        for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-        args.push_back(nullptr);
-        execvp(args[0], args.data());
-        _exit(127);
-    }
-    close(out[1]);
-    close(err[1]);
-    std::string stdout_text;
-    pollfd fds[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
-    int open_fds = 2;
-    while (open_fds) {
-        int n = poll(fds, 2, 100);
-        if (n < 0 && errno != EINTR) break;
-        for (int i = 0; i < 2; ++i) {
-            if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP))) continue;
-            char buf[4096];
-            ssize_t got = read(fds[i].fd, buf, sizeof buf);
-            if (got <= 0) {
-                close(fds[i].fd);
-                fds[i].fd = -1;
-                --open_fds;
-                continue;
-            }
-            if (i == 0) {
-                stdout_text.append(buf, size_t(got));
-                if (s.marker_ms < 0 && stdout_text.find(marker) != std::string::npos)
-                    s.marker_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
-            } else {
-                s.err.append(buf, size_t(got));
-            }
-        }
-        if (Clock::now() - start > std::chrono::seconds(timeout_s)) kill(pid, SIGKILL);
-    }
-    int status = 0;
-    waitpid(pid, &status, 0);
-    s.exit_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
-    s.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    return s;
-}
 
 std::optional<double> parse_ms(const std::string& text, const std::string& pattern) {
     std::smatch m;
@@ -148,39 +89,11 @@ long status_kib(pid_t pid, const std::string& field) {
 
 // Starts argv, waits until stdout shows `marker`, reads the memory counters, kills it.
 json memory_of(const std::vector<std::string>& argv, const std::string& marker) {
-    int out[2];
-    if (pipe2(out, O_CLOEXEC)) return nullptr;
-    pid_t pid = fork();
-    if (pid == 0) {
-        int devnull = open("/dev/null", O_RDWR);
-        dup2(devnull, 0);
-        dup2(out[1], 1);
-        dup2(devnull, 2);
-        std::vector<char*> args;
-        for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-        args.push_back(nullptr);
-        execvp(args[0], args.data());
-        _exit(127);
-    }
-    close(out[1]);
-    std::string text;
-    auto start = Clock::now();
-    while (text.find(marker) == std::string::npos && Clock::now() - start < std::chrono::seconds(30)) {
-        pollfd p{out[0], POLLIN, 0};
-        if (poll(&p, 1, 100) > 0) {
-            char buf[1024];
-            ssize_t n = read(out[0], buf, sizeof buf);
-            if (n <= 0) break;
-            text.append(buf, size_t(n));
-        }
-    }
+    husk::test::RunningProcess p(argv);
+    if (!p.wait_for_stdout(marker, 30)) return nullptr;
     std::this_thread::sleep_for(std::chrono::milliseconds(200));  // let it settle after the guest halts
-    json j = {{"rss_kib", status_kib(pid, "VmRSS")}, {"rss_anon_kib", status_kib(pid, "RssAnon")},
-              {"rss_file_kib", status_kib(pid, "RssFile")}, {"rss_shmem_kib", status_kib(pid, "RssShmem")}};
-    kill(pid, SIGKILL);
-    waitpid(pid, nullptr, 0);
-    close(out[0]);
-    return j;
+    return {{"rss_kib", status_kib(p.pid(), "VmRSS")}, {"rss_anon_kib", status_kib(p.pid(), "RssAnon")},
+            {"rss_file_kib", status_kib(p.pid(), "RssFile")}, {"rss_shmem_kib", status_kib(p.pid(), "RssShmem")}};
 }
 
 int scenario(const std::string& name, int runs, const std::string& out_path, const po::variables_map& vm) {
@@ -236,10 +149,13 @@ int scenario(const std::string& name, int runs, const std::string& out_path, con
     int failures = 0;
     for (int i = 0; i < runs; ++i) {
         for (int side = 0; side < 2; ++side) {  // interleaved: husk, qemu, husk, qemu, ...
-            auto s = run_once(side == 0 ? husk_cmd : qemu_cmd, marker, 300);
+            husk::test::RunOptions o;
+            o.timeout_seconds = 300;
+            o.stdout_marker = marker;
+            auto s = husk::test::run_process(side == 0 ? husk_cmd : qemu_cmd, o);
             bool ok = s.marker_ms >= 0;
             fmt::print(stderr, "  [{}/{}] {:5} exit {:8.1f} ms  console marker {:8.1f} ms  status {}\n", i + 1, runs,
-                       side == 0 ? "husk" : "qemu", s.exit_ms, s.marker_ms, s.status);
+                       side == 0 ? "husk" : "qemu", s.exit_ms, s.marker_ms, s.exit_status);
             if (!ok) {
                 ++failures;
                 fmt::print(stderr, "    marker not seen; stderr: {}\n", s.err.substr(0, 400));

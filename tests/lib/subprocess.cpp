@@ -3,41 +3,63 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 
 namespace husk::test {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double ms_since(Clock::time_point start) {
+    return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+}
+
+// fork + exec with the given fds as 0, 1, 2 (-1: /dev/null).
+pid_t spawn(const std::vector<std::string>& argv, int in, int out, int err) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        int devnull = open("/dev/null", O_RDWR);
+        dup2(in >= 0 ? in : devnull, 0);
+        dup2(out >= 0 ? out : devnull, 1);
+        dup2(err >= 0 ? err : devnull, 2);
+        std::vector<char*> args;
+        for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+        args.push_back(nullptr);
+        execvp(args[0], args.data());
+        _exit(127);
+    }
+    return pid;
+}
+
+int wait_status(pid_t pid) {
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+}  // namespace
 
 ProcessResult run_process(const std::vector<std::string>& argv, const RunOptions& o) {
     ProcessResult r;
     int out[2], err[2], in[2];
     if (pipe2(out, O_CLOEXEC) || pipe2(err, O_CLOEXEC) || pipe2(in, O_CLOEXEC)) return r;
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(in[0], 0);
-        dup2(out[1], 1);
-        dup2(err[1], 2);
-        std::vector<char*> args;
-        for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-        args.push_back(nullptr);
-        execv(args[0], args.data());
-        _exit(127);
-    }
+    auto start = Clock::now();
+    pid_t pid = spawn(argv, in[0], out[1], err[1]);
     close(out[1]);
     close(err[1]);
     close(in[0]);
     if (!o.stdin_data.empty()) [[maybe_unused]] ssize_t n = write(in[1], o.stdin_data.data(), o.stdin_data.size());
     close(in[1]);
 
-    timespec start;
-    clock_gettime(CLOCK_MONOTONIC, &start);
     bool signalled = false;
     pollfd fds[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
     int open_fds = 2;
     while (open_fds > 0) {
-        int n = poll(fds, 2, 200);
+        int n = poll(fds, 2, 100);
         if (n < 0 && errno != EINTR) break;
         for (int i = 0; i < 2; ++i) {
             if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP))) continue;
@@ -47,27 +69,57 @@ ProcessResult run_process(const std::vector<std::string>& argv, const RunOptions
                 close(fds[i].fd);
                 fds[i].fd = -1;
                 --open_fds;
-            } else {
-                (i == 0 ? r.out : r.err).append(buf, size_t(got));
+                continue;
             }
+            (i == 0 ? r.out : r.err).append(buf, size_t(got));
+            if (i == 0 && r.marker_ms < 0 && !o.stdout_marker.empty() &&
+                r.out.find(o.stdout_marker) != std::string::npos)
+                r.marker_ms = ms_since(start);
         }
         if (o.signal && !signalled && !o.signal_after.empty() && r.err.find(o.signal_after) != std::string::npos) {
             kill(pid, o.signal);
             signalled = true;
         }
-        timespec now;
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        if (now.tv_sec - start.tv_sec > o.timeout_seconds && !r.timed_out) {
+        if (!r.timed_out && ms_since(start) > o.timeout_seconds * 1000.0) {
             r.timed_out = true;
             kill(pid, SIGKILL);
         }
     }
     for (auto& f : fds)
         if (f.fd >= 0) close(f.fd);
-    int status = 0;
-    waitpid(pid, &status, 0);
-    r.exit_status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    r.exit_status = wait_status(pid);
+    r.exit_ms = ms_since(start);
     return r;
+}
+
+RunningProcess::RunningProcess(const std::vector<std::string>& argv) {
+    int out[2];
+    if (pipe2(out, O_CLOEXEC)) return;
+    m_pid = spawn(argv, -1, out[1], -1);
+    close(out[1]);
+    m_stdout = out[0];
+}
+
+RunningProcess::~RunningProcess() {
+    if (m_pid > 0) {
+        kill(m_pid, SIGKILL);
+        wait_status(m_pid);
+    }
+    if (m_stdout >= 0) close(m_stdout);
+}
+
+bool RunningProcess::wait_for_stdout(const std::string& text, int timeout_seconds) {
+    auto start = Clock::now();
+    while (m_seen.find(text) == std::string::npos) {
+        if (ms_since(start) > timeout_seconds * 1000.0) return false;
+        pollfd p{m_stdout, POLLIN, 0};
+        if (poll(&p, 1, 100) <= 0) continue;
+        char buf[1024];
+        ssize_t n = read(m_stdout, buf, sizeof buf);
+        if (n <= 0) return false;
+        m_seen.append(buf, size_t(n));
+    }
+    return true;
 }
 
 }  // namespace husk::test
