@@ -3,7 +3,8 @@
 namespace husk {
 namespace {
 
-constexpr uint8_t kStatusOutputFull = 0x01, kStatusSystem = 0x04, kStatusCommand = 0x08;
+// Status bit 4 set means "keyboard not inhibited" (no keylock).
+constexpr uint8_t kStatusOutputFull = 0x01, kStatusSystem = 0x04, kStatusCommand = 0x08, kStatusUnlocked = 0x10;
 constexpr uint8_t kCmdReadCtr = 0x20, kCmdWriteCtr = 0x60, kCmdSelfTest = 0xaa, kCmdKbdTest = 0xab,
                   kCmdWriteOutput = 0xd1, kCmdReset = 0xfe;
 
@@ -22,7 +23,7 @@ void I8042::read(uint64_t offset, std::span<uint8_t> data) {
         data[0] = m_output;
         m_output_full = false;
     } else if (offset == 4) {
-        data[0] = uint8_t(kStatusSystem | (m_pending_command ? kStatusCommand : 0) |
+        data[0] = uint8_t(kStatusSystem | kStatusUnlocked | (m_pending_command ? kStatusCommand : 0) |
                           (m_output_full ? kStatusOutputFull : 0));
     } else {
         data[0] = 0xff;
