@@ -122,11 +122,14 @@ Result<void> Vmm::setup_devices(const VmConfig& config) {
         m_console_file = TRY(sys::open(config.console_output, O_WRONLY | O_CREAT | O_APPEND, 0640).context("open console output"));
         out_fd = m_console_file.get();
     }
-    m_serial = std::make_shared<Serial>(out_fd, [this] {
-        // Edge on the ISA line: raise then lower.
-        (void)m_vm.set_irq_line(Serial::kCom1Irq, true);
-        (void)m_vm.set_irq_line(Serial::kCom1Irq, false);
-    });
+    m_serial = std::make_shared<Serial>(
+        out_fd,
+        [this] {
+            // Edge on the ISA line: raise then lower.
+            (void)m_vm.set_irq_line(Serial::kCom1Irq, true);
+            (void)m_vm.set_irq_line(Serial::kCom1Irq, false);
+        },
+        [this] { request_exit(0, "guest powered off (halted)"); });
     TRY(m_pio.insert(Serial::kCom1Base, 8, m_serial));
     auto i8042 = std::make_shared<I8042>([this] { guest_reset("reset through the i8042"); });
     TRY(m_pio.insert(I8042::kDataPort, 5, i8042));
@@ -306,9 +309,7 @@ Result<int> Vmm::run() {
     for (auto& t : m_threads) t.join();
     m_threads.clear();
     std::lock_guard guard(m_exit_lock);
-    if (m_exit_status == 0)
-        log::debug("{}", m_exit_reason);
-    else if (m_exit_status == kExitGuestCrash || m_exit_status == kExitVmmError)
+    if (m_exit_status == kExitGuestCrash || m_exit_status == kExitVmmError)
         log::error("{}", m_exit_reason);
     else
         log::info("{}", m_exit_reason);

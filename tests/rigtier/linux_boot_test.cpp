@@ -24,7 +24,7 @@ ProcessResult boot(const std::string& init_args, std::vector<std::string> extra 
                                      "--memory", "256", "--cmdline", std::string(kCmdline) + " -- " + init_args};
     argv.insert(argv.end(), extra.begin(), extra.end());
     RunOptions o;
-    o.timeout_seconds = 300;
+    o.timeout_seconds = 120;
     return run_process(argv, o);
 }
 

@@ -18,11 +18,12 @@ constexpr uint8_t kMsrCts = 0x10, kMsrDsr = 0x20, kMsrRi = 0x40, kMsrDcd = 0x80;
 constexpr const char kPanicBanner[] = "Kernel panic - not syncing";
 constexpr const char kPowerDownBanner[] = "reboot: Power down";
 constexpr const char kRestartBanner[] = "reboot: Restarting system";
+constexpr const char kHaltBanner[] = "reboot: System halted";
 
 }  // namespace
 
-Serial::Serial(int output_fd, std::function<void()> raise_irq)
-    : m_output_fd(output_fd), m_raise_irq(std::move(raise_irq)) {}
+Serial::Serial(int output_fd, std::function<void()> raise_irq, std::function<void()> on_halt)
+    : m_output_fd(output_fd), m_raise_irq(std::move(raise_irq)), m_on_halt(std::move(on_halt)) {}
 
 void Serial::read(uint64_t offset, std::span<uint8_t> data) {
     std::lock_guard guard(m_lock);
@@ -143,6 +144,11 @@ void Serial::transmit(uint8_t byte) {
         if (!m_panic && m_line.find(kPanicBanner) != std::string::npos) m_panic = true;
         if (!m_power_down && m_line.find(kPowerDownBanner) != std::string::npos) m_power_down = true;
         if (!m_restart && m_line.find(kRestartBanner) != std::string::npos) m_restart = true;
+        if (!m_halted && (m_line.find(kHaltBanner) != std::string::npos ||
+                          m_line.find(kPowerDownBanner) != std::string::npos)) {
+            m_halted = true;
+            if (m_on_halt) m_on_halt();
+        }
     }
 }
 

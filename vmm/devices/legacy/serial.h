@@ -22,7 +22,10 @@ public:
     static constexpr size_t kInputLimit = 4096;  // bytes buffered from the host before input is dropped
 
     // `output_fd`: where transmitted bytes go (-1 drops them). `raise_irq` pulses the UART's IRQ line.
-    Serial(int output_fd, std::function<void()> raise_irq);
+    // `on_halt` runs once when Linux prints "reboot: System halted" or "reboot: Power down":
+    // without ACPI the kernel turns a power-off into a halt with every CPU stopped
+    // (interrupts off), which KVM never reports, so the console is the only sign.
+    Serial(int output_fd, std::function<void()> raise_irq, std::function<void()> on_halt = {});
 
     void read(uint64_t offset, std::span<uint8_t> data) override;
     void write(uint64_t offset, std::span<const uint8_t> data) override;
@@ -49,6 +52,8 @@ private:
     mutable std::mutex m_lock;
     int m_output_fd;
     std::function<void()> m_raise_irq;
+    std::function<void()> m_on_halt;
+    bool m_halted = false;
     std::deque<uint8_t> m_input;
     uint8_t m_ier = 0, m_lcr = 0, m_mcr = 0x08, m_scr = 0, m_dll = 0x0c, m_dlm = 0;
     bool m_fifo_enabled = false;

@@ -128,6 +128,16 @@ TEST(DebugPort, ScratchRoundTripAndCallbacks) {
 namespace husk {
 namespace {
 
+TEST(Serial, HaltBannerCallsBackOnce) {
+    int halts = 0;
+    Serial s(-1, nullptr, [&] { ++halts; });
+    for (char c : std::string("[ 2.0] reboot: System halted\nreboot: System halted\n")) {
+        uint8_t b[1] = {uint8_t(c)};
+        s.write(0, b);
+    }
+    EXPECT_EQ(halts, 1);
+}
+
 TEST(Serial, PowerDownBannerIsNotAPanic) {
     Serial s(-1, nullptr);
     for (char c : std::string("[ 2.0] reboot: Power down\n")) {
