@@ -92,9 +92,10 @@ Result<std::unique_ptr<Vmm>> Vmm::create(const VmConfig& config) {
     phase("kernel loaded, boot structures written");
 
     auto supported = TRY(vmm->m_kvm.supported_cpuid());
+    const bool tsc_deadline = vmm->m_kvm.check_extension(KVM_CAP_TSC_DEADLINE_TIMER) > 0;
     for (uint32_t id = 0; id < config.vcpus; ++id) {
         auto vcpu = TRY(vm.create_vcpu(id));
-        TRY(vcpu.set_cpuid(x86::normalize_cpuid(supported, {id, config.vcpus})).context("set CPUID of vCPU " + std::to_string(id)));
+        TRY(vcpu.set_cpuid(x86::normalize_cpuid(supported, {id, config.vcpus, tsc_deadline})).context("set CPUID of vCPU " + std::to_string(id)));
         if (id == 0)
             TRY(x86::setup_boot_vcpu(vcpu, loaded.mode, loaded.entry, boot_struct).context("set up boot vCPU"));
         else

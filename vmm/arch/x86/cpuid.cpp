@@ -8,6 +8,7 @@ namespace {
 constexpr uint32_t bit(unsigned n) { return 1u << n; }
 
 // CPUID.1:ECX / EDX bits (SDM Vol. 2A, CPUID, Table 3-10/3-11).
+constexpr uint32_t kEcxTscDeadline = bit(24);
 constexpr uint32_t kEcxDtes64 = bit(2), kEcxMonitor = bit(3), kEcxDsCpl = bit(4), kEcxVmx = bit(5),
                    kEcxSmx = bit(6), kEcxEist = bit(7), kEcxTm2 = bit(8), kEcxPdcm = bit(15), kEcxDca = bit(18),
                    kEcxHypervisor = bit(31);
@@ -65,6 +66,7 @@ std::vector<kvm_cpuid_entry2> normalize_cpuid(std::vector<kvm_cpuid_entry2> entr
             e.ecx &= ~(kEcxDtes64 | kEcxMonitor | kEcxDsCpl | kEcxVmx | kEcxSmx | kEcxEist | kEcxTm2 | kEcxPdcm |
                        kEcxDca);
             e.ecx |= kEcxHypervisor;
+            if (o.tsc_deadline) e.ecx |= kEcxTscDeadline;
             e.edx &= ~(kEdxDs | kEdxAcpi | kEdxTm | kEdxPbe);
             if (count > 1)
                 e.edx |= kEdxHtt;

@@ -17,6 +17,9 @@ std::string vendor_string(const std::vector<kvm_cpuid_entry2>& entries);
 struct CpuidOptions {
     uint32_t vcpu_id = 0;
     uint32_t vcpu_count = 1;
+    // KVM emulates the TSC-deadline timer but leaves its CPUID bit for user
+    // space to set (KVM_CAP_TSC_DEADLINE_TIMER, api.rst).
+    bool tsc_deadline = false;
 };
 
 // The table for one vCPU: topology (APIC ids, core counts) for vcpu_count

@@ -57,6 +57,16 @@ TEST(Cpuid, Leaf1TopologyAndMasks) {
     EXPECT_TRUE(l1->edx & (1u << 28));       // HTT with 4 vCPUs
 }
 
+TEST(Cpuid, TscDeadlineOnlyWhenKvmHasIt) {
+    auto off = normalize_cpuid(fake("GenuineIntel"), {0, 1, false});
+    auto on = normalize_cpuid(fake("GenuineIntel"), {0, 1, true});
+    auto raw = fake("GenuineIntel");
+    find_leaf(raw, 1)->ecx &= ~(1u << 24);
+    EXPECT_FALSE(find_leaf(raw = normalize_cpuid(raw, {0, 1, false}), 1)->ecx & (1u << 24));
+    EXPECT_TRUE(find_leaf(on, 1)->ecx & (1u << 24));
+    (void)off;
+}
+
 TEST(Cpuid, SingleVcpuHasNoHtt) {
     auto t = normalize_cpuid(fake("GenuineIntel"), {0, 1});
     EXPECT_FALSE(find_leaf(t, 1)->edx & (1u << 28));
