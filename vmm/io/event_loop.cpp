@@ -1,0 +1,136 @@
+#include "vmm/io/event_loop.h"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "vmm/base/log.h"
+#include "vmm/base/system.h"
+
+namespace husk {
+
+struct EventLoop::Op {
+    enum class Kind { OneShot, EventFd, Stop } kind;
+    Completion done;                // OneShot
+    std::function<void()> handler;  // EventFd
+    int fd = -1;
+    uint64_t counter = 0;  // eventfd read target
+};
+
+Result<std::unique_ptr<EventLoop>> EventLoop::create(unsigned entries) {
+    std::unique_ptr<EventLoop> loop(new EventLoop());
+    io_uring_params params{};
+    int r = io_uring_queue_init_params(entries, &loop->m_ring, &params);
+    if (r < 0) return Error::from_errno(-r, "io_uring_queue_init (is io_uring disabled by kernel.io_uring_disabled?)");
+    loop->m_ring_ready = true;
+    loop->m_stop = TRY(sys::eventfd(0, 0));
+    auto* stop = new Op{Op::Kind::Stop, {}, {}, loop->m_stop.get(), 0};
+    TRY(loop->arm_read(stop));
+    return loop;
+}
+
+EventLoop::~EventLoop() {
+    if (m_ring_ready) io_uring_queue_exit(&m_ring);
+    // Ops still in flight are leaked deliberately: the ring is gone, nothing completes them.
+}
+
+bool EventLoop::on_loop_thread() const { return std::this_thread::get_id() == m_thread; }
+
+Result<void> EventLoop::arm_read(Op* op) {
+    std::lock_guard guard(m_submit_lock);
+    io_uring_sqe* sqe = io_uring_get_sqe(&m_ring);
+    if (!sqe) {
+        io_uring_submit(&m_ring);
+        sqe = io_uring_get_sqe(&m_ring);
+        if (!sqe) return Error::from_errno(EBUSY, "io_uring submission queue full");
+    }
+    io_uring_prep_read(sqe, op->fd, &op->counter, sizeof op->counter, 0);
+    io_uring_sqe_set_data(sqe, op);
+    if (!on_loop_thread()) io_uring_submit(&m_ring);
+    return {};
+}
+
+Result<void> EventLoop::watch_eventfd(int fd, std::function<void()> handler) {
+    auto* op = new Op{Op::Kind::EventFd, {}, std::move(handler), fd, 0};
+    auto r = arm_read(op);
+    if (r.is_error()) delete op;
+    return r;
+}
+
+Result<void> EventLoop::submit(const std::function<void(io_uring_sqe*)>& prepare, Completion done) {
+    auto* op = new Op{Op::Kind::OneShot, std::move(done), {}, -1, 0};
+    std::lock_guard guard(m_submit_lock);
+    io_uring_sqe* sqe = io_uring_get_sqe(&m_ring);
+    if (!sqe) {
+        io_uring_submit(&m_ring);
+        sqe = io_uring_get_sqe(&m_ring);
+    }
+    if (!sqe) {
+        delete op;
+        return Error::from_errno(EBUSY, "io_uring submission queue full");
+    }
+    prepare(sqe);
+    io_uring_sqe_set_data(sqe, op);
+    if (!on_loop_thread()) io_uring_submit(&m_ring);
+    return {};
+}
+
+void EventLoop::complete(Op* op, int result) {
+    switch (op->kind) {
+    case Op::Kind::Stop:
+        m_stopping = true;
+        delete op;
+        return;
+    case Op::Kind::OneShot:
+        op->done(result);
+        delete op;
+        return;
+    case Op::Kind::EventFd:
+        if (result == -ECANCELED || result == -EBADF) {
+            delete op;  // the fd went away: stop watching it
+            return;
+        }
+        op->handler();
+        if (auto r = arm_read(op); r.is_error()) {
+            log::error("event loop: re-arm eventfd: {}", r.error().message());
+            delete op;
+        }
+        return;
+    }
+}
+
+void EventLoop::run() {
+    m_thread = std::this_thread::get_id();
+    while (!m_stopping) {
+        {
+            std::lock_guard guard(m_submit_lock);
+            io_uring_submit(&m_ring);
+        }
+        io_uring_cqe* cqe = nullptr;
+        int r = io_uring_wait_cqe(&m_ring, &cqe);
+        if (r == -EINTR) continue;
+        if (r < 0) {
+            log::error("event loop: io_uring_wait_cqe: {}", strerror(-r));
+            return;
+        }
+        // Drain everything that completed in this turn.
+        unsigned head, seen = 0;
+        io_uring_for_each_cqe(&m_ring, head, cqe) {
+            auto* op = static_cast<Op*>(io_uring_cqe_get_data(cqe));
+            int res = cqe->res;
+            ++seen;
+            io_uring_cq_advance(&m_ring, 1);
+            if (op) complete(op, res);
+            if (m_stopping) break;
+        }
+        (void)seen;
+    }
+}
+
+void EventLoop::stop() {
+    uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = ::write(m_stop.get(), &one, sizeof one);
+}
+
+}  // namespace husk
