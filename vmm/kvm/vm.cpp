@@ -49,12 +49,14 @@ Result<void> Vm::set_irq_line(uint32_t irq, bool level) {
     return {};
 }
 
-Result<void> Vm::register_ioeventfd(int fd, uint64_t addr, uint32_t len, bool pio) {
+Result<void> Vm::register_ioeventfd(int fd, uint64_t addr, uint32_t len, bool pio,
+                                    std::optional<uint64_t> datamatch) {
     kvm_ioeventfd ev{};
     ev.addr = addr;
     ev.len = len;
     ev.fd = fd;
-    ev.flags = pio ? KVM_IOEVENTFD_FLAG_PIO : 0;
+    ev.flags = (pio ? KVM_IOEVENTFD_FLAG_PIO : 0) | (datamatch ? KVM_IOEVENTFD_FLAG_DATAMATCH : 0);
+    ev.datamatch = datamatch.value_or(0);
     TRY(sys::ioctl(m_fd.get(), KVM_IOEVENTFD, &ev, "KVM_IOEVENTFD"));
     return {};
 }

@@ -4,6 +4,7 @@
 #include <linux/kvm.h>
 
 #include <cstdint>
+#include <optional>
 
 #include "vmm/base/result.h"
 #include "vmm/base/unique_fd.h"
@@ -24,7 +25,9 @@ public:
     // Intel needs three pages for its real-mode TSS and one for the identity map; harmless on AMD.
     Result<void> set_tss_and_identity_map(uint64_t tss_addr, uint64_t identity_map_addr);
     Result<void> set_irq_line(uint32_t irq, bool level);
-    Result<void> register_ioeventfd(int fd, uint64_t addr, uint32_t len, bool pio);
+    // With `datamatch`, only writes of that value signal the eventfd.
+    Result<void> register_ioeventfd(int fd, uint64_t addr, uint32_t len, bool pio,
+                                    std::optional<uint64_t> datamatch = std::nullopt);
     Result<void> register_irqfd(int fd, uint32_t gsi);
     Result<Vcpu> create_vcpu(uint32_t id);
 

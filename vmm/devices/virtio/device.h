@@ -1,0 +1,67 @@
+// VirtioDevice: what a virtio device implements; the transport (mmio/) does
+// feature negotiation, queue setup, status and interrupts (virtio 1.2 §2, §4.2).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <span>
+#include <vector>
+
+#include "vmm/base/result.h"
+#include "vmm/devices/virtio/queue/queue.h"
+#include "vmm/memory/guest_memory.h"
+
+namespace husk {
+class EventLoop;
+}
+
+namespace husk::virtio {
+
+// Device types (§5).
+inline constexpr uint32_t kTypeNet = 1, kTypeBlock = 2, kTypeRng = 4, kTypeBalloon = 5, kTypeVsock = 19;
+
+// Reserved feature bits (§6) the transport offers for every device.
+inline constexpr uint64_t kFeatureIndirectDesc = 1ull << 28;
+inline constexpr uint64_t kFeatureEventIdx = 1ull << 29;
+inline constexpr uint64_t kFeatureVersion1 = 1ull << 32;
+
+// What an activated device works with. All callbacks are safe from the event loop thread.
+struct DeviceContext {
+    const GuestMemory* memory = nullptr;
+    EventLoop* loop = nullptr;
+    // Tells the driver used buffers are ready (sets InterruptStatus bit 0, fires the irqfd).
+    std::function<void()> signal_used;
+    // The driver broke the rules: DEVICE_NEEDS_RESET (§2.1.2); the device stops processing.
+    std::function<void(const Error&)> fail;
+    // Serialises device work with the transport (register access on vCPU threads).
+    std::mutex* lock = nullptr;
+};
+
+class VirtioDevice {
+public:
+    virtual ~VirtioDevice() = default;
+
+    virtual uint32_t device_type() const = 0;
+    // Device-specific feature bits; the transport adds VERSION_1, EVENT_IDX and INDIRECT_DESC.
+    virtual uint64_t device_features() const = 0;
+    virtual std::vector<uint16_t> queue_max_sizes() const = 0;
+
+    // Device configuration space (§4.2.2 offset 0x100+). guest-controlled offset and width.
+    virtual void read_config(uint64_t offset, std::span<uint8_t> data) const = 0;
+    virtual void write_config(uint64_t /*offset*/, std::span<const uint8_t> /*data*/) {}
+
+    // DRIVER_OK: features are final and the queues are valid. Called with ctx.lock held.
+    virtual Result<void> activate(uint64_t features, std::span<Queue> queues, DeviceContext ctx) = 0;
+    // The driver notified queue `index`. Event loop thread, ctx.lock held.
+    virtual void queue_notify(size_t index) = 0;
+    // Device reset (status 0): drop all state; in-flight I/O completes into nothing. ctx.lock held.
+    virtual void reset() = 0;
+};
+
+// Copies `data` into the config space image `config` at `offset`, bounds-checked.
+inline void read_config_bytes(std::span<const uint8_t> config, uint64_t offset, std::span<uint8_t> data) {
+    for (size_t i = 0; i < data.size(); ++i) data[i] = offset + i < config.size() ? config[offset + i] : 0;
+}
+
+}  // namespace husk::virtio

@@ -1,0 +1,78 @@
+// virtio-mmio transport, version 2 (virtio 1.2 §4.2): one 4 KiB register
+// window per device, declared to Linux as virtio_mmio.device=4K@ADDR:IRQ.
+// Queue notifications go through an ioeventfd per queue (no exit to user
+// space); interrupts leave through an irqfd.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "vmm/base/result.h"
+#include "vmm/base/unique_fd.h"
+#include "vmm/devices/io_device.h"
+#include "vmm/devices/virtio/device.h"
+
+namespace husk {
+class Vm;
+class EventLoop;
+}  // namespace husk
+
+namespace husk::virtio {
+
+// Device status bits (§2.1).
+inline constexpr uint32_t kStatusAcknowledge = 1, kStatusDriver = 2, kStatusDriverOk = 4, kStatusFeaturesOk = 8,
+                          kStatusNeedsReset = 64, kStatusFailed = 128;
+
+class MmioTransport final : public IoDevice {
+public:
+    static constexpr uint64_t kWindowSize = 0x1000;
+    static constexpr uint64_t kNotifyOffset = 0x50;
+
+    MmioTransport(std::unique_ptr<VirtioDevice> device, const GuestMemory& memory, EventLoop& loop, uint32_t gsi);
+
+    // Registers one ioeventfd per queue at base+QueueNotify (matching the queue
+    // index) and the irqfd on the GSI. Call once the window's base is known.
+    Result<void> attach(Vm& vm, uint64_t base);
+    // For the kernel command line.
+    std::string cmdline_entry(uint64_t base) const;
+
+    void read(uint64_t offset, std::span<uint8_t> data) override;
+    void write(uint64_t offset, std::span<const uint8_t> data) override;
+
+    uint32_t status() const;
+    uint32_t interrupt_status() const;
+    VirtioDevice& device() { return *m_device; }
+
+private:
+    uint32_t read_register(uint64_t offset);
+    void write_register(uint64_t offset, uint32_t value);
+    void set_status(uint32_t value);
+    void reset_locked();
+    void signal(uint32_t bits);
+    void fail(const Error& error);
+    void on_queue_notify(size_t index);
+    Queue* selected_queue();
+
+    mutable std::mutex m_lock;
+    std::unique_ptr<VirtioDevice> m_device;
+    const GuestMemory& m_memory;
+    EventLoop& m_loop;
+    uint32_t m_gsi;
+    std::vector<Queue> m_queues;
+    std::vector<UniqueFd> m_notify_fds;
+    UniqueFd m_irqfd;
+
+    uint32_t m_status = 0;
+    uint32_t m_device_features_sel = 0;
+    uint32_t m_driver_features_sel = 0;
+    uint64_t m_driver_features = 0;
+    uint32_t m_queue_sel = 0;
+    uint32_t m_interrupt_status = 0;
+    uint32_t m_config_generation = 0;
+    bool m_active = false;
+};
+
+}  // namespace husk::virtio
