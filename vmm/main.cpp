@@ -44,6 +44,8 @@ int run(int argc, char** argv) {
         ("hugepages", "machine.hugepages = true")
         ("console", po::value<std::string>(), "console.output: stdout | stderr | none | FILE")
         ("console-input", po::value<std::string>(), "console.input: none | stdin")
+        ("drive", po::value<std::vector<std::string>>(), "[[drive]] PATH[,ro][,direct][,id=NAME]; repeat for more disks")
+        ("no-rng", "devices.rng = false")
         ("probe", "report this host's virtualization support and exit (0 if microVMs can run)")
         ("log-format", po::value<std::string>()->default_value("text"), "text | json")
         ("debug", "log debug messages");
@@ -107,6 +109,17 @@ int run(int argc, char** argv) {
     if (vm.count("hugepages")) config.hugepages = true;
     if (vm.count("console")) config.console_output = vm["console"].as<std::string>();
     if (vm.count("console-input")) config.console_input = vm["console-input"].as<std::string>();
+    if (vm.count("no-rng")) config.rng = false;
+    if (vm.count("drive")) {
+        for (const auto& text : vm["drive"].as<std::vector<std::string>>()) {
+            auto drive = husk::parse_drive_flag(text);
+            if (drive.is_error()) {
+                husk::log::error("{}", drive.error().message());
+                return husk::kExitVmmError;
+            }
+            config.drives.push_back(drive.release_value());
+        }
+    }
 
     auto vmm = husk::Vmm::create(config);
     if (vmm.is_error()) {

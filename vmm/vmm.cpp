@@ -20,6 +20,8 @@
 #include "vmm/base/system.h"
 #include "vmm/devices/legacy/debug_port.h"
 #include "vmm/devices/legacy/i8042.h"
+#include "vmm/devices/virtio/block/block.h"
+#include "vmm/devices/virtio/rng/rng.h"
 
 namespace husk {
 namespace {
@@ -31,6 +33,16 @@ void ignore_signal(int) {}
 
 std::atomic<uint64_t> g_first_run_ns{0};
 
+constexpr uint32_t kFirstVirtioGsi = 5;  // IOAPIC pins 5..23 (4 is the UART, 1 the i8042, 0 the PIT)
+
+// Kernel arguments go before " -- " (what follows is for init).
+std::string with_kernel_args(const std::string& cmdline, const std::string& extra) {
+    if (extra.empty()) return cmdline;
+    size_t dashes = cmdline.find(" -- ");
+    if (dashes == std::string::npos) return cmdline + " " + extra;
+    return cmdline.substr(0, dashes) + " " + extra + cmdline.substr(dashes);
+}
+
 }  // namespace
 
 Vmm::Vmm(Kvm kvm, Vm vm, GuestMemory memory) : m_kvm(std::move(kvm)), m_vm(std::move(vm)), m_memory(std::move(memory)) {}
@@ -40,6 +52,8 @@ Vmm::~Vmm() {
     kick_all_vcpus();
     for (auto& t : m_threads)
         if (t.joinable()) t.join();
+    if (m_loop) m_loop->stop();
+    if (m_loop_thread.joinable()) m_loop_thread.join();
     if (m_input_stop) {
         uint64_t one = 1;
         [[maybe_unused]] ssize_t n = ::write(m_input_stop.get(), &one, sizeof one);
@@ -79,13 +93,16 @@ Result<std::unique_ptr<Vmm>> Vmm::create(const VmConfig& config) {
     TRY(vm.create_irqchip_and_pit());
     phase("irqchip and PIT created");
 
+    std::string virtio_args = TRY(vmm->setup_virtio(config));
+    phase("virtio devices set up");
+
     auto pref = config.entry == "pvh"       ? x86::EntryPreference::Pvh
                 : config.entry == "linux64" ? x86::EntryPreference::Linux64
                                             : x86::EntryPreference::Auto;
     auto image = std::span(reinterpret_cast<const uint8_t*>(kernel_image.data()), kernel_image.size());
     auto loaded = TRY(x86::load_kernel(vmm->m_memory, image, pref).context("load kernel `" + config.kernel + "`"));
     x86::BootInputs inputs;
-    inputs.cmdline = config.cmdline;
+    inputs.cmdline = with_kernel_args(config.cmdline, virtio_args);
     inputs.initramfs = std::span(reinterpret_cast<const uint8_t*>(initramfs.data()), initramfs.size());
     inputs.vcpu_count = config.vcpus;
     uint64_t boot_struct = TRY(x86::write_boot_structures(vmm->m_memory, loaded, inputs));
@@ -108,6 +125,29 @@ Result<std::unique_ptr<Vmm>> Vmm::create(const VmConfig& config) {
 
     TRY(vmm->setup_devices(config));
     return vmm;
+}
+
+Result<std::string> Vmm::setup_virtio(const VmConfig& config) {
+    std::vector<std::unique_ptr<virtio::VirtioDevice>> devices;
+    for (const auto& d : config.drives)
+        devices.push_back(TRY(virtio::Block::open({d.path, d.read_only, d.direct, d.id})));
+    if (config.rng) devices.push_back(std::make_unique<virtio::Rng>());
+    if (devices.empty()) return std::string();
+
+    m_loop = TRY(EventLoop::create());
+    std::string args;
+    for (size_t i = 0; i < devices.size(); ++i) {
+        // Page 0 of the device window holds the debug port.
+        uint64_t base = x86::kMmioDevicesStart + (i + 1) * virtio::MmioTransport::kWindowSize;
+        auto t = std::make_shared<virtio::MmioTransport>(std::move(devices[i]), m_memory, *m_loop,
+                                                         kFirstVirtioGsi + uint32_t(i));
+        TRY(t->attach(m_vm, base));
+        TRY(m_mmio.insert(base, virtio::MmioTransport::kWindowSize, t));
+        if (!args.empty()) args += ' ';
+        args += t->cmdline_entry(base);
+        m_virtio.push_back(std::move(t));
+    }
+    return args;
 }
 
 Result<void> Vmm::setup_devices(const VmConfig& config) {
@@ -289,6 +329,7 @@ Result<int> Vmm::run() {
         m_input_stop = TRY(sys::eventfd(0, EFD_NONBLOCK));
         m_input_thread = std::thread([this] { console_input_thread(); });
     }
+    if (m_loop) m_loop_thread = std::thread([this] { m_loop->run(); });
     for (size_t i = 0; i < m_vcpus.size(); ++i) m_threads.emplace_back([this, i] { vcpu_thread(i); });
 
     for (;;) {

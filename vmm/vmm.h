@@ -14,6 +14,8 @@
 #include "vmm/config/vm_config.h"
 #include "vmm/devices/bus.h"
 #include "vmm/devices/legacy/serial.h"
+#include "vmm/devices/virtio/mmio/mmio_transport.h"
+#include "vmm/io/event_loop.h"
 #include "vmm/kvm/kvm.h"
 #include "vmm/kvm/vcpu.h"
 #include "vmm/kvm/vm.h"
@@ -40,6 +42,8 @@ private:
     explicit Vmm(Kvm kvm, Vm vm, GuestMemory memory);
 
     Result<void> setup_devices(const VmConfig& config);
+    // virtio-mmio devices; returns their virtio_mmio.device= command-line entries.
+    Result<std::string> setup_virtio(const VmConfig& config);
     void vcpu_thread(size_t index);
     void handle_pio(Vcpu& vcpu);
     void handle_mmio(Vcpu& vcpu);
@@ -58,6 +62,10 @@ private:
     Bus m_pio{"pio"};
     Bus m_mmio{"mmio"};
     std::shared_ptr<Serial> m_serial;
+    // The loop outlives the devices whose callbacks it holds (members die in reverse order).
+    std::unique_ptr<EventLoop> m_loop;
+    std::thread m_loop_thread;
+    std::vector<std::shared_ptr<virtio::MmioTransport>> m_virtio;
     UniqueFd m_console_file;
     bool m_console_stdin = false;
     UniqueFd m_input_stop;

@@ -32,6 +32,11 @@ const std::vector<ConfigKey>& vm_config_keys() {
         {"machine", "hugepages", "boolean", "back guest RAM with 2 MiB hugepages (default false)"},
         {"console", "output", "string", "where the serial console goes: stdout (default), stderr, none, unix:SOCKET, or a file path"},
         {"console", "input", "string", "serial console input: none (default) or stdin"},
+        {"drive", "path", "path", "[[drive]] a raw disk image for virtio-blk (/dev/vda, /dev/vdb, ... in order)"},
+        {"drive", "read_only", "boolean", "[[drive]] refuse guest writes (default false)"},
+        {"drive", "direct", "boolean", "[[drive]] O_DIRECT: bypass the host page cache (default false)"},
+        {"drive", "id", "string", "[[drive]] serial returned to the guest (at most 20 bytes)"},
+        {"devices", "rng", "boolean", "virtio-rng entropy device from getrandom (default true)"},
     };
     return keys;
 }
@@ -44,10 +49,34 @@ Result<VmConfig> parse_vm_toml(std::string_view text, std::string_view source, V
         return Error::from_string(where(source, e.source()) + ": " + std::string(e.description()));
     }
     for (auto&& [table_name, node] : root) {
+        if (table_name.str() == "drive") {
+            auto* drives = node.as_array();
+            if (!drives || !drives->is_array_of_tables())
+                return Error::from_string(where(source, node.source()) + ": `drive` must be an array of tables ([[drive]])");
+            for (auto&& d : *drives) {
+                DriveConfig drive;
+                for (auto&& [key, value] : *d.as_table()) {
+                    std::string full = "drive." + std::string(key.str());
+                    if (!find_key("drive", key.str()))
+                        return Error::from_string(where(source, value.source()) + ": unknown key `" + full + "` (see husk-vmm --help)");
+                    if (key.str() == "path" || key.str() == "id") {
+                        auto v = value.value<std::string>();
+                        if (!v) return Error::from_string(where(source, value.source()) + ": `" + full + "` must be a string");
+                        (key.str() == "path" ? drive.path : drive.id) = *v;
+                    } else {
+                        if (!value.is_boolean()) return Error::from_string(where(source, value.source()) + ": `" + full + "` must be a boolean");
+                        (key.str() == "read_only" ? drive.read_only : drive.direct) = *value.value<bool>();
+                    }
+                }
+                if (drive.path.empty()) return Error::from_string(where(source, d.source()) + ": [[drive]] needs a path");
+                c.drives.push_back(std::move(drive));
+            }
+            continue;
+        }
         auto* table = node.as_table();
         if (!table)
             return Error::from_string(where(source, node.source()) + ": `" + std::string(table_name.str()) +
-                                      "` must be a table ([boot], [machine] or [console])");
+                                      "` must be a table ([boot], [machine], [console], [devices]) or [[drive]]");
         for (auto&& [key, value] : *table) {
             std::string full = std::string(table_name.str()) + "." + std::string(key.str());
             const ConfigKey* k = find_key(table_name.str(), key.str());
@@ -74,7 +103,8 @@ Result<VmConfig> parse_vm_toml(std::string_view text, std::string_view source, V
                 else if (full == "machine.memory_mib") c.memory_mib = uint32_t(*v);
             } else if (type == "boolean") {
                 if (!value.is_boolean()) return bad_type();
-                c.hugepages = *value.value<bool>();
+                if (full == "machine.hugepages") c.hugepages = *value.value<bool>();
+                else if (full == "devices.rng") c.rng = *value.value<bool>();
             }
         }
     }
@@ -92,7 +122,38 @@ Result<void> validate(const VmConfig& c) {
     if (c.console_input != "none" && c.console_input != "stdin")
         return Error::from_string("console.input must be none or stdin, not `" + c.console_input + "`");
     if (c.console_output.empty()) return Error::from_string("console.output must not be empty (use none)");
+    if (c.drives.size() + (c.rng ? 1 : 0) > kMaxVirtioDevices)
+        return Error::from_string("too many virtio devices (at most " + std::to_string(kMaxVirtioDevices) + ")");
+    for (const auto& d : c.drives)
+        if (d.id.size() > 20) return Error::from_string("drive.id `" + d.id + "` is longer than 20 bytes");
     return {};
+}
+
+Result<DriveConfig> parse_drive_flag(std::string_view text) {
+    DriveConfig d;
+    size_t start = 0;
+    bool first = true;
+    while (start <= text.size()) {
+        size_t comma = text.find(',', start);
+        std::string_view part = text.substr(start, comma == std::string_view::npos ? std::string_view::npos : comma - start);
+        if (first) {
+            d.path = part;
+            first = false;
+        } else if (part == "ro") {
+            d.read_only = true;
+        } else if (part == "direct") {
+            d.direct = true;
+        } else if (part.rfind("id=", 0) == 0) {
+            d.id = part.substr(3);
+        } else {
+            return Error::from_string("--drive " + std::string(text) + ": unknown option `" + std::string(part) +
+                                      "` (PATH[,ro][,direct][,id=NAME])");
+        }
+        if (comma == std::string_view::npos) break;
+        start = comma + 1;
+    }
+    if (d.path.empty()) return Error::from_string("--drive needs a path (PATH[,ro][,direct][,id=NAME])");
+    return d;
 }
 
 }  // namespace husk

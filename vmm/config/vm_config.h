@@ -11,8 +11,18 @@
 
 namespace husk {
 
+// IOAPIC pins 5..23 for virtio-mmio devices.
+inline constexpr size_t kMaxVirtioDevices = 19;
+
 inline constexpr const char* kDefaultCmdline =
     "console=ttyS0 reboot=k panic=-1 i8042.noaux i8042.nomux i8042.dumbkbd nomodule";
+
+struct DriveConfig {
+    std::string path;
+    bool read_only = false;
+    bool direct = false;
+    std::string id;
+};
 
 struct VmConfig {
     // [boot]
@@ -27,7 +37,14 @@ struct VmConfig {
     // [console]
     std::string console_output = "stdout";  // stdout | stderr | none | a file path
     std::string console_input = "none";     // stdin | none
+    // [[drive]]: virtio-blk disks, in order (/dev/vda, /dev/vdb, ...)
+    std::vector<DriveConfig> drives;
+    // [devices]
+    bool rng = true;
 };
+
+// Parses "PATH[,ro][,direct][,id=NAME]" (the --drive flag).
+Result<DriveConfig> parse_drive_flag(std::string_view text);
 
 // One documented key: used for --help and for the unknown-key error.
 struct ConfigKey {

@@ -32,6 +32,44 @@ input = "stdin"
     EXPECT_FALSE(validate(c.value()).is_error());
 }
 
+TEST(VmConfig, Drives) {
+    auto c = parse_vm_toml(R"(
+[[drive]]
+path = "/img/root.ext4"
+read_only = true
+id = "rootfs"
+[[drive]]
+path = "/img/data.raw"
+direct = true
+[devices]
+rng = false
+)",
+                           "vm.toml");
+    ASSERT_FALSE(c.is_error()) << c.error().message();
+    ASSERT_EQ(c.value().drives.size(), 2u);
+    EXPECT_EQ(c.value().drives[0].path, "/img/root.ext4");
+    EXPECT_TRUE(c.value().drives[0].read_only);
+    EXPECT_EQ(c.value().drives[0].id, "rootfs");
+    EXPECT_TRUE(c.value().drives[1].direct);
+    EXPECT_FALSE(c.value().rng);
+    auto bad = parse_vm_toml("[[drive]]\npath = \"x\"\nreadonly = true\n", "vm.toml");
+    ASSERT_TRUE(bad.is_error());
+    EXPECT_NE(bad.error().message().find("unknown key `drive.readonly`"), std::string::npos);
+    auto nopath = parse_vm_toml("[[drive]]\nid = \"x\"\n", "vm.toml");
+    ASSERT_TRUE(nopath.is_error());
+    EXPECT_NE(nopath.error().message().find("needs a path"), std::string::npos);
+}
+
+TEST(VmConfig, DriveFlag) {
+    auto d = parse_drive_flag("/a/b.img,ro,direct,id=disk0").release_value();
+    EXPECT_EQ(d.path, "/a/b.img");
+    EXPECT_TRUE(d.read_only);
+    EXPECT_TRUE(d.direct);
+    EXPECT_EQ(d.id, "disk0");
+    EXPECT_TRUE(parse_drive_flag("/a,rw").is_error());
+    EXPECT_TRUE(parse_drive_flag(",ro").is_error());
+}
+
 TEST(VmConfig, DefaultsAreSane) {
     VmConfig c;
     c.kernel = "/k";

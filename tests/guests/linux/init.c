@@ -6,16 +6,100 @@
  *   panic               exit, so the kernel panics (husk-vmm exits 2)
  *   exit N              exit the VM with status N through the debug port
  *   cpus=N              first check that N CPUs are online (else exit status 9)
+ *   blk                 print the FNV-1a sum of /dev/vda, fill /dev/vdb with a pattern
+ *                       (byte i = (i * 31 + i / 4096) & 0xff), sync, then reboot
+ *   blk-ro              try to write /dev/vda: print whether the write was refused
+ *   rng                 read 64 bytes from /dev/hwrng and print them in hex
  *
  * Arguments come from the kernel command line after "--". */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/io.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/reboot.h>
 #include <unistd.h>
 
 #define DEBUG_PORT 0x440
+
+static void say(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+#include <stdarg.h>
+static void say(const char* fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    printf("husk-test-init: ");
+    vprintf(fmt, ap);
+    printf("\n");
+    fflush(stdout);
+    va_end(ap);
+}
+
+static void do_blk(void) {
+    int fd = open("/dev/vda", O_RDONLY);
+    if (fd < 0) {
+        say("open /dev/vda: %s", strerror(errno));
+        return;
+    }
+    uint64_t h = 1469598103934665603ull, total = 0;
+    static unsigned char buf[65536];
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof buf)) > 0) {
+        for (ssize_t i = 0; i < n; ++i) h = (h ^ buf[i]) * 1099511628211ull;
+        total += (uint64_t)n;
+    }
+    close(fd);
+    say("vda bytes=%llu fnv=%016llx", (unsigned long long)total, (unsigned long long)h);
+
+    fd = open("/dev/vdb", O_WRONLY);
+    if (fd < 0) {
+        say("open /dev/vdb: %s", strerror(errno));
+        return;
+    }
+    uint64_t off = 0;
+    for (;;) {
+        for (size_t i = 0; i < sizeof buf; ++i) buf[i] = (unsigned char)(((off + i) * 31 + (off + i) / 4096) & 0xff);
+        n = write(fd, buf, sizeof buf);
+        if (n <= 0) break;
+        off += (uint64_t)n;
+    }
+    fsync(fd);
+    close(fd);
+    say("vdb written=%llu", (unsigned long long)off);
+}
+
+static void do_blk_ro(void) {
+    int fd = open("/dev/vda", O_WRONLY);
+    if (fd < 0) {
+        say("vda write refused at open: %s", strerror(errno));
+        return;
+    }
+    static unsigned char buf[4096];
+    ssize_t n = write(fd, buf, sizeof buf);
+    int sync_failed = fsync(fd) != 0;
+    close(fd);
+    if (n < 0 || sync_failed)
+        say("vda write refused");
+    else
+        say("vda write accepted");
+}
+
+static void do_rng(void) {
+    int fd = open("/dev/hwrng", O_RDONLY);
+    if (fd < 0) {
+        say("open /dev/hwrng: %s", strerror(errno));
+        return;
+    }
+    unsigned char b[64];
+    ssize_t n = read(fd, b, sizeof b);
+    close(fd);
+    char hex[129] = {0};
+    for (ssize_t i = 0; i < n && i < 64; ++i) sprintf(hex + 2 * i, "%02x", b[i]);
+    say("hwrng %zd bytes %s", n, hex);
+}
 
 static void debug_exit(int status) {
     outb((unsigned char)status, DEBUG_PORT + 1);
@@ -32,6 +116,8 @@ int main(int argc, char** argv) {
     printf("husk-test-init: init reached, %ld cpus online\n", cpus);
     fflush(stdout);
 
+    mkdir("/dev", 0755);
+    mount("devtmpfs", "/dev", "devtmpfs", 0, NULL);
     const char* action = "reboot";
     int status = 0;
     for (int i = 1; i < argc; ++i) {
@@ -49,6 +135,9 @@ int main(int argc, char** argv) {
             action = argv[i];
         }
     }
+    if (strcmp(action, "blk") == 0) do_blk();
+    if (strcmp(action, "blk-ro") == 0) do_blk_ro();
+    if (strcmp(action, "rng") == 0) do_rng();
     sync();
     if (strcmp(action, "exit") == 0) debug_exit(status);
     if (strcmp(action, "panic") == 0) return 3;
