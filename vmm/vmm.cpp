@@ -22,6 +22,7 @@
 #include "vmm/devices/legacy/i8042.h"
 #include "vmm/devices/virtio/block/block.h"
 #include "vmm/devices/virtio/rng/rng.h"
+#include "vmm/devices/virtio/vsock/vsock.h"
 
 namespace husk {
 namespace {
@@ -132,6 +133,8 @@ Result<std::string> Vmm::setup_virtio(const VmConfig& config) {
     for (const auto& d : config.drives)
         devices.push_back(TRY(virtio::Block::open({d.path, d.read_only, d.direct, d.id})));
     if (config.rng) devices.push_back(std::make_unique<virtio::Rng>());
+    if (!config.vsock_socket.empty())
+        devices.push_back(TRY(virtio::Vsock::create({config.vsock_cid, config.vsock_socket})));
     if (devices.empty()) return std::string();
 
     m_loop = TRY(EventLoop::create());

@@ -3,7 +3,12 @@
 // host, or inside the nested rig (tests/rig/run).
 #include <gtest/gtest.h>
 
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
+
+#include <cstring>
+#include <thread>
 
 #include <cstdio>
 #include <cstdlib>
@@ -124,6 +129,99 @@ TEST(LinuxVirtio, ReadOnlyDriveRefusesWrites) {
     EXPECT_EQ(r.exit_status, 0) << r.out << r.err;
     EXPECT_NE(r.out.find("vda write refused"), std::string::npos) << r.out;
     EXPECT_TRUE(src.read() == before);
+}
+
+int unix_connect(const std::string& path) {
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+    if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+std::string read_line(int fd) {
+    std::string line;
+    char c;
+    while (read(fd, &c, 1) == 1 && c != '\n') line += c;
+    return line;
+}
+
+std::vector<std::string> vmm_argv(const std::string& init_args, std::vector<std::string> extra) {
+    std::vector<std::string> argv = {env("HUSK_VMM"), "--kernel", env("HUSK_VMLINUX"), "--initramfs", env("HUSK_INITRAMFS"),
+                                     "--memory", "256", "--cmdline", std::string(kCmdline) + " -- " + init_args};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return argv;
+}
+
+TEST(LinuxVirtio, VsockHostToGuestEcho) {
+    std::string sock = "/tmp/husk-vsock-" + std::to_string(getpid()) + ".sock";
+    RunningProcess vmm(vmm_argv("vsock-echo 1234", {"--vsock", sock, "--vcpus", "2"}));
+    ASSERT_TRUE(vmm.wait_for_stdout("vsock listening on 1234", 240));
+    int fd = unix_connect(sock);
+    ASSERT_GE(fd, 0);
+    std::string hello = "CONNECT 1234\n";
+    ASSERT_EQ(write(fd, hello.data(), hello.size()), ssize_t(hello.size()));
+    std::string ok = read_line(fd);
+    EXPECT_EQ(ok.rfind("OK ", 0), 0u) << ok;
+    std::vector<unsigned char> data(1 << 20);
+    for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<unsigned char>(i * 13 + i / 1000);
+    std::thread writer([&] {
+        size_t off = 0;
+        while (off < data.size()) {
+            ssize_t w = write(fd, data.data() + off, data.size() - off);
+            if (w <= 0) break;
+            off += size_t(w);
+        }
+        shutdown(fd, SHUT_WR);
+    });
+    std::vector<unsigned char> back;
+    unsigned char buf[65536];
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof buf)) > 0) back.insert(back.end(), buf, buf + n);
+    writer.join();
+    close(fd);
+    EXPECT_EQ(back.size(), data.size());
+    EXPECT_TRUE(back == data);
+    EXPECT_TRUE(vmm.wait_for_stdout("vsock echoed 1048576 bytes", 120));
+}
+
+TEST(LinuxVirtio, VsockGuestToHost) {
+    std::string sock = "/tmp/husk-vsock-g-" + std::to_string(getpid()) + ".sock";
+    std::string port_path = sock + "_5000";
+    int listener = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, port_path.c_str(), sizeof addr.sun_path - 1);
+    unlink(port_path.c_str());
+    ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    ASSERT_EQ(listen(listener, 1), 0);
+    RunningProcess vmm(vmm_argv("vsock-send 5000 3000000", {"--vsock", sock}));
+    int c = accept(listener, nullptr, nullptr);
+    ASSERT_GE(c, 0);
+    size_t total = 0, bad = 0;
+    unsigned char buf[65536];
+    ssize_t n;
+    while ((n = read(c, buf, sizeof buf)) > 0) {
+        for (ssize_t i = 0; i < n; ++i)
+            if (buf[i] != static_cast<unsigned char>(((total + size_t(i)) * 7 + 3) & 0xff)) ++bad;
+        total += size_t(n);
+    }
+    close(c);
+    close(listener);
+    unlink(port_path.c_str());
+    EXPECT_EQ(total, 3000000u);
+    EXPECT_EQ(bad, 0u);
+    EXPECT_TRUE(vmm.wait_for_stdout("vsock sent 3000000 bytes", 120));
+}
+
+TEST(LinuxVirtio, VsockToAClosedPortIsRefused) {
+    std::string sock = "/tmp/husk-vsock-r-" + std::to_string(getpid()) + ".sock";
+    RunningProcess vmm(vmm_argv("vsock-send 5001 10", {"--vsock", sock}));
+    EXPECT_TRUE(vmm.wait_for_stdout("vsock connect: Connection reset by peer", 240));
 }
 
 TEST(LinuxVirtio, RngGivesEntropy) {

@@ -37,6 +37,8 @@ const std::vector<ConfigKey>& vm_config_keys() {
         {"drive", "direct", "boolean", "[[drive]] O_DIRECT: bypass the host page cache (default false)"},
         {"drive", "id", "string", "[[drive]] serial returned to the guest (at most 20 bytes)"},
         {"devices", "rng", "boolean", "virtio-rng entropy device from getrandom (default true)"},
+        {"vsock", "socket", "path", "virtio-vsock: the VM's Unix socket (host connects, sends CONNECT <port>); guest connections to port P go to <socket>_<P>"},
+        {"vsock", "cid", "integer", "the guest's vsock CID, at least 3 (default 3)"},
     };
     return keys;
 }
@@ -94,12 +96,14 @@ Result<VmConfig> parse_vm_toml(std::string_view text, std::string_view source, V
                 else if (full == "boot.entry") c.entry = *s;
                 else if (full == "console.output") c.console_output = *s;
                 else if (full == "console.input") c.console_input = *s;
+                else if (full == "vsock.socket") c.vsock_socket = *s;
             } else if (type == "integer") {
                 auto v = value.value<int64_t>();
                 if (!v || !value.is_integer()) return bad_type();
                 if (*v < 0 || *v > UINT32_MAX)
                     return Error::from_string(where(source, value.source()) + ": `" + full + "` is out of range");
-                if (full == "machine.vcpus") c.vcpus = uint32_t(*v);
+                if (full == "vsock.cid") c.vsock_cid = uint64_t(*v);
+                else if (full == "machine.vcpus") c.vcpus = uint32_t(*v);
                 else if (full == "machine.memory_mib") c.memory_mib = uint32_t(*v);
             } else if (type == "boolean") {
                 if (!value.is_boolean()) return bad_type();
@@ -122,10 +126,28 @@ Result<void> validate(const VmConfig& c) {
     if (c.console_input != "none" && c.console_input != "stdin")
         return Error::from_string("console.input must be none or stdin, not `" + c.console_input + "`");
     if (c.console_output.empty()) return Error::from_string("console.output must not be empty (use none)");
-    if (c.drives.size() + (c.rng ? 1 : 0) > kMaxVirtioDevices)
+    if (c.vsock_cid < 3) return Error::from_string("vsock.cid must be at least 3 (0-2 are reserved), not " + std::to_string(c.vsock_cid));
+    if (c.drives.size() + (c.rng ? 1 : 0) + (c.vsock_socket.empty() ? 0 : 1) > kMaxVirtioDevices)
         return Error::from_string("too many virtio devices (at most " + std::to_string(kMaxVirtioDevices) + ")");
     for (const auto& d : c.drives)
         if (d.id.size() > 20) return Error::from_string("drive.id `" + d.id + "` is longer than 20 bytes");
+    return {};
+}
+
+Result<void> parse_vsock_flag(std::string_view text, VmConfig& c) {
+    size_t comma = text.find(',');
+    c.vsock_socket = text.substr(0, comma);
+    if (c.vsock_socket.empty()) return Error::from_string("--vsock needs a socket path (PATH[,cid=N])");
+    if (comma == std::string_view::npos) return {};
+    std::string_view opt = text.substr(comma + 1);
+    if (opt.rfind("cid=", 0) != 0) return Error::from_string("--vsock " + std::string(text) + ": expected PATH[,cid=N]");
+    try {
+        size_t used = 0;
+        c.vsock_cid = std::stoull(std::string(opt.substr(4)), &used);
+        if (used != opt.size() - 4) throw std::invalid_argument("trailing");
+    } catch (const std::exception&) {
+        return Error::from_string("--vsock " + std::string(text) + ": cid must be a number");
+    }
     return {};
 }
 

@@ -41,7 +41,13 @@ struct VmConfig {
     std::vector<DriveConfig> drives;
     // [devices]
     bool rng = true;
+    // [vsock]: empty socket = no vsock device
+    std::string vsock_socket;
+    uint64_t vsock_cid = 3;
 };
+
+// Parses "PATH[,cid=N]" (the --vsock flag) into config.
+Result<void> parse_vsock_flag(std::string_view text, VmConfig& config);
 
 // Parses "PATH[,ro][,direct][,id=NAME]" (the --drive flag).
 Result<DriveConfig> parse_drive_flag(std::string_view text);

@@ -10,6 +10,9 @@
  *                       (byte i = (i * 31 + i / 4096) & 0xff), sync, then reboot
  *   blk-ro              try to write /dev/vda: print whether the write was refused
  *   rng                 read 64 bytes from /dev/hwrng and print them in hex
+ *   vsock-echo P        listen on vsock port P, echo one connection until EOF, reboot
+ *   vsock-send P N      connect to the host (CID 2) port P, send N pattern bytes
+ *                       (byte i = (i * 7 + 3) & 0xff), close, reboot
  *
  * Arguments come from the kernel command line after "--". */
 #include <errno.h>
@@ -20,7 +23,9 @@
 #include <string.h>
 #include <sys/io.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <linux/vm_sockets.h>
 #include <sys/reboot.h>
 #include <unistd.h>
 
@@ -101,6 +106,56 @@ static void do_rng(void) {
     say("hwrng %zd bytes %s", n, hex);
 }
 
+static void do_vsock_echo(unsigned port) {
+    int s = socket(AF_VSOCK, SOCK_STREAM, 0);
+    struct sockaddr_vm addr = {.svm_family = AF_VSOCK, .svm_port = port, .svm_cid = VMADDR_CID_ANY};
+    if (s < 0 || bind(s, (struct sockaddr*)&addr, sizeof addr) != 0 || listen(s, 1) != 0) {
+        say("vsock listen: %s", strerror(errno));
+        return;
+    }
+    say("vsock listening on %u", port);
+    int c = accept(s, NULL, NULL);
+    if (c < 0) {
+        say("vsock accept: %s", strerror(errno));
+        return;
+    }
+    static char buf[65536];
+    unsigned long long total = 0;
+    ssize_t n;
+    while ((n = read(c, buf, sizeof buf)) > 0) {
+        for (ssize_t off = 0; off < n;) {
+            ssize_t w = write(c, buf + off, (size_t)(n - off));
+            if (w <= 0) break;
+            off += w;
+        }
+        total += (unsigned long long)n;
+    }
+    close(c);
+    close(s);
+    say("vsock echoed %llu bytes", total);
+}
+
+static void do_vsock_send(unsigned port, unsigned long long bytes) {
+    int s = socket(AF_VSOCK, SOCK_STREAM, 0);
+    struct sockaddr_vm addr = {.svm_family = AF_VSOCK, .svm_port = port, .svm_cid = VMADDR_CID_HOST};
+    if (s < 0 || connect(s, (struct sockaddr*)&addr, sizeof addr) != 0) {
+        say("vsock connect: %s", strerror(errno));
+        return;
+    }
+    static unsigned char buf[65536];
+    unsigned long long sent = 0;
+    while (sent < bytes) {
+        size_t n = sizeof buf;
+        if (bytes - sent < n) n = (size_t)(bytes - sent);
+        for (size_t i = 0; i < n; ++i) buf[i] = (unsigned char)(((sent + i) * 7 + 3) & 0xff);
+        ssize_t w = write(s, buf, n);
+        if (w <= 0) break;
+        sent += (unsigned long long)w;
+    }
+    close(s);
+    say("vsock sent %llu bytes", sent);
+}
+
 static void debug_exit(int status) {
     outb((unsigned char)status, DEBUG_PORT + 1);
     for (;;) pause();
@@ -120,6 +175,7 @@ int main(int argc, char** argv) {
     mount("devtmpfs", "/dev", "devtmpfs", 0, NULL);
     const char* action = "reboot";
     int status = 0;
+    unsigned long long vsock_bytes = 0;
     for (int i = 1; i < argc; ++i) {
         if (strncmp(argv[i], "cpus=", 5) == 0) {
             long want = atol(argv[i] + 5);
@@ -128,6 +184,13 @@ int main(int argc, char** argv) {
                 fflush(stdout);
                 debug_exit(9);
             }
+        } else if (strcmp(argv[i], "vsock-echo") == 0 && i + 1 < argc) {
+            action = "vsock-echo";
+            status = atoi(argv[++i]);
+        } else if (strcmp(argv[i], "vsock-send") == 0 && i + 2 < argc) {
+            action = "vsock-send";
+            status = atoi(argv[++i]);
+            vsock_bytes = strtoull(argv[++i], NULL, 10);
         } else if (strcmp(argv[i], "exit") == 0 && i + 1 < argc) {
             action = "exit";
             status = atoi(argv[++i]);
@@ -138,6 +201,9 @@ int main(int argc, char** argv) {
     if (strcmp(action, "blk") == 0) do_blk();
     if (strcmp(action, "blk-ro") == 0) do_blk_ro();
     if (strcmp(action, "rng") == 0) do_rng();
+    if (strcmp(action, "vsock-echo") == 0) do_vsock_echo((unsigned)status);
+    if (strcmp(action, "vsock-send") == 0) do_vsock_send((unsigned)status, vsock_bytes);
+    if (strncmp(action, "vsock", 5) == 0) status = 0, action = "reboot";
     sync();
     if (strcmp(action, "exit") == 0) debug_exit(status);
     if (strcmp(action, "panic") == 0) return 3;

@@ -1,0 +1,512 @@
+#include "vmm/devices/virtio/vsock/vsock.h"
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <functional>
+#include <string_view>
+
+#include <fmt/format.h>
+
+#include "vmm/base/log.h"
+#include "vmm/io/event_loop.h"
+
+namespace husk::virtio {
+
+using namespace vsock;
+
+namespace {
+
+constexpr size_t kRx = 0, kTx = 1;
+constexpr size_t kMaxInbound = 64 * 1024;  // host bytes read ahead per connection
+constexpr size_t kMaxConnectLine = 64;
+
+Result<UniqueFd> unix_socket() {
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return Error::from_errno(errno, "socket");
+    return UniqueFd(fd);
+}
+
+Result<sockaddr_un> unix_address(const std::string& path) {
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    if (path.size() >= sizeof addr.sun_path) return Error::from_errno(ENAMETOOLONG, "vsock socket path `" + path + "`");
+    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+    return addr;
+}
+
+}  // namespace
+
+struct Vsock::Connection {
+    uint64_t id;
+    uint32_t host_port, guest_port;
+    UniqueFd sock;
+    bool host_initiated = false;
+    bool established = false;
+    uint32_t peer_buf_alloc = 0, peer_fwd_cnt = 0;
+    uint32_t tx_cnt = 0;         // bytes sent to the guest
+    uint32_t fwd_cnt = 0;        // guest bytes written to the socket
+    uint32_t last_fwd_sent = 0;  // fwd_cnt the guest last heard of
+    std::string out;             // guest -> host, not yet written
+    std::string in;              // host -> guest, read but not yet delivered
+    bool read_armed = false, write_armed = false;
+    bool host_eof = false;       // the socket reached EOF
+    bool eof_reported = false;   // SHUTDOWN(SEND) delivered to the guest
+    bool guest_sent_all = false; // the guest will send no more: SHUT_WR once `out` drains
+
+    uint32_t peer_free() const { return peer_buf_alloc - (tx_cnt - peer_fwd_cnt); }
+};
+
+Vsock::Vsock(VsockOptions options, UniqueFd listener)
+    : m_options(std::move(options)), m_listener(std::move(listener)) {}
+
+Result<std::unique_ptr<Vsock>> Vsock::create(const VsockOptions& o) {
+    if (o.guest_cid < 3 || o.guest_cid > 0xffffffffu)
+        return Error::from_string("vsock guest CID must be between 3 and 4294967295");
+    if (o.socket_path.empty()) return Error::from_string("vsock needs a socket path");
+    auto addr = TRY(unix_address(o.socket_path));
+    // A stale socket from a dead VMM is replaced; anything else at the path is kept.
+    struct stat st {};
+    if (::lstat(o.socket_path.c_str(), &st) == 0) {
+        if (!S_ISSOCK(st.st_mode)) return Error::from_string("vsock socket path `" + o.socket_path + "` exists and is not a socket", EEXIST);
+        auto probe = TRY(unix_socket());
+        if (::connect(probe.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 || errno == EAGAIN)
+            return Error::from_string("vsock socket `" + o.socket_path + "` is in use by another VMM", EADDRINUSE);
+        ::unlink(o.socket_path.c_str());
+    }
+    auto fd = TRY(unix_socket());
+    if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0)
+        return Error::from_errno(errno, "bind vsock socket `" + o.socket_path + "`");
+    if (::listen(fd.get(), 64) < 0) return Error::from_errno(errno, "listen on `" + o.socket_path + "`");
+    return std::unique_ptr<Vsock>(new Vsock(o, std::move(fd)));
+}
+
+Vsock::~Vsock() { ::unlink(m_options.socket_path.c_str()); }
+
+void Vsock::read_config(uint64_t offset, std::span<uint8_t> data) const {
+    uint64_t cid = m_options.guest_cid;
+    read_config_bytes(std::span(reinterpret_cast<const uint8_t*>(&cid), sizeof cid), offset, data);
+}
+
+Result<void> Vsock::activate(uint64_t, std::span<Queue> queues, DeviceContext ctx) {
+    if (queues.size() < 2 || !queues[kRx].ready() || !queues[kTx].ready())
+        return Error::from_string("virtio-vsock: rx/tx queues not ready");
+    m_rx = &queues[kRx];
+    m_tx = &queues[kTx];
+    m_ctx = std::move(ctx);
+    m_active = true;
+    arm_accept();
+    return {};
+}
+
+void Vsock::reset() {
+    // §5.10.6.6: a transport reset drops every connection.
+    m_active = false;
+    m_rx = m_tx = nullptr;
+    m_conns.clear();
+    m_pending_clients.clear();
+    m_control.clear();
+    ++m_generation;
+}
+
+void Vsock::queue_notify(size_t index) {
+    if (!m_active) return;
+    if (index == kTx) process_tx();
+    process_rx();
+}
+
+Header Vsock::header_for(uint16_t op, uint32_t host_port, uint32_t guest_port) const {
+    Header h{};
+    h.src_cid = kHostCid;
+    h.dst_cid = m_options.guest_cid;
+    h.src_port = host_port;
+    h.dst_port = guest_port;
+    h.type = kTypeStream;
+    h.op = op;
+    h.buf_alloc = kBufAlloc;
+    return h;
+}
+
+void Vsock::send_control(uint16_t op, uint32_t host_port, uint32_t guest_port, uint32_t flags) {
+    Header h = header_for(op, host_port, guest_port);
+    h.flags = flags;
+    if (auto it = m_conns.find({host_port, guest_port}); it != m_conns.end()) {
+        h.fwd_cnt = it->second->fwd_cnt;
+        it->second->last_fwd_sent = h.fwd_cnt;
+    }
+    m_control.push_back(h);
+}
+
+void Vsock::send_credit(Connection& c, uint16_t op) { send_control(op, c.host_port, c.guest_port); }
+
+void Vsock::close(const Key& key, bool send_rst) {
+    if (send_rst) send_control(kOpRst, key.first, key.second);
+    m_conns.erase(key);
+}
+
+// --- guest -> host ----------------------------------------------------------------
+
+void Vsock::process_tx() {
+    const GuestMemory& mem = *m_ctx.memory;
+    bool used = false;
+    for (;;) {
+        auto next = m_tx->pop(mem);
+        if (next.is_error()) return m_ctx.fail(next.error());
+        if (!next.value()) break;
+        auto& chain = *next.value();
+        // Gather header and payload from the readable buffers (guest-controlled lengths).
+        Header hdr{};
+        std::string payload;
+        size_t got = 0;
+        bool bad = false;
+        for (const auto& b : chain.buffers()) {
+            if (b.device_writable) break;
+            auto src = mem.slice(b.addr, b.len).value();
+            size_t pos = 0;
+            if (got < sizeof hdr) {
+                size_t take = std::min(sizeof hdr - got, src.size());
+                std::memcpy(reinterpret_cast<uint8_t*>(&hdr) + got, src.data(), take);
+                got += take;
+                pos = take;
+            }
+            if (got == sizeof hdr && pos < src.size()) {
+                if (payload.size() + (src.size() - pos) > kMaxPacketPayload) {
+                    bad = true;
+                    break;
+                }
+                payload.append(reinterpret_cast<const char*>(src.data()) + pos, src.size() - pos);
+            }
+        }
+        if (auto r = m_tx->add_used(mem, chain.head(), 0); r.is_error()) return m_ctx.fail(r.error());
+        used = true;
+        if (bad || got < sizeof hdr || hdr.len > payload.size()) {
+            // A malformed packet: reset its connection, keep the device.
+            if (got == sizeof hdr) close(Key{uint32_t(hdr.dst_port), uint32_t(hdr.src_port)}, true);
+            continue;
+        }
+        payload.resize(hdr.len);
+        handle_packet(hdr, std::span(reinterpret_cast<const uint8_t*>(payload.data()), payload.size()));
+    }
+    if (used) {
+        auto notify = m_tx->should_notify(mem);
+        if (notify.is_error()) return m_ctx.fail(notify.error());
+        if (notify.value()) m_ctx.signal_used();
+    }
+}
+
+void Vsock::handle_packet(const Header& hdr, std::span<const uint8_t> payload) {
+    Key key{uint32_t(hdr.dst_port), uint32_t(hdr.src_port)};
+    if (hdr.src_cid != m_options.guest_cid || hdr.dst_cid != kHostCid || hdr.type != kTypeStream) {
+        if (hdr.op != kOpRst) send_control(kOpRst, hdr.dst_port, hdr.src_port);
+        return;
+    }
+    auto it = m_conns.find(key);
+    Connection* c = it == m_conns.end() ? nullptr : it->second.get();
+    if (c) {
+        c->peer_buf_alloc = hdr.buf_alloc;
+        c->peer_fwd_cnt = hdr.fwd_cnt;
+    }
+    switch (hdr.op) {
+    case kOpRequest: {
+        if (c) return close(key, true);  // duplicate request
+        auto sock = unix_socket();
+        auto addr = unix_address(fmt::format("{}_{}", m_options.socket_path, hdr.dst_port));
+        if (sock.is_error() || addr.is_error() ||
+            ::connect(sock.value().get(), reinterpret_cast<sockaddr*>(&addr.value()), sizeof addr.value()) < 0) {
+            send_control(kOpRst, hdr.dst_port, hdr.src_port);
+            return;
+        }
+        auto conn = std::make_unique<Connection>();
+        conn->id = m_next_id++;
+        conn->host_port = hdr.dst_port;
+        conn->guest_port = hdr.src_port;
+        conn->sock = sock.release_value();
+        conn->established = true;
+        conn->peer_buf_alloc = hdr.buf_alloc;
+        conn->peer_fwd_cnt = hdr.fwd_cnt;
+        Connection& ref = *conn;
+        m_conns[key] = std::move(conn);
+        send_control(kOpResponse, key.first, key.second);
+        arm_read(ref);
+        return;
+    }
+    case kOpResponse: {
+        if (!c || c->established || !c->host_initiated) return close(key, true);
+        c->established = true;
+        std::string ok = fmt::format("OK {}\n", c->host_port);
+        [[maybe_unused]] ssize_t n = ::send(c->sock.get(), ok.data(), ok.size(), MSG_NOSIGNAL);
+        arm_read(*c);
+        return;
+    }
+    case kOpRw: {
+        if (!c || !c->established) return close(key, true);
+        // The guest must respect our credit: more than buf_alloc outstanding is a protocol violation.
+        if (c->out.size() + payload.size() > kBufAlloc) return close(key, true);
+        c->out.append(reinterpret_cast<const char*>(payload.data()), payload.size());
+        flush_to_socket(*c);
+        return;
+    }
+    case kOpCreditUpdate:
+        if (c) arm_read(*c);  // more room in the guest: read on
+        return;
+    case kOpCreditRequest:
+        if (c) send_credit(*c, kOpCreditUpdate);
+        return;
+    case kOpShutdown:
+        if (!c) return;
+        if ((hdr.flags & kShutdownRcv) && (hdr.flags & kShutdownSend)) {
+            // Both directions done: flush what we hold, then reset (§5.10.6.5).
+            flush_to_socket(*c);
+            return close(key, true);
+        }
+        if (hdr.flags & kShutdownSend) {
+            c->guest_sent_all = true;
+            flush_to_socket(*c);
+        }
+        return;
+    case kOpRst:
+        if (c) close(key, false);
+        return;
+    default:
+        return close(key, true);
+    }
+}
+
+void Vsock::flush_to_socket(Connection& c) {
+    while (!c.out.empty()) {
+        ssize_t n = ::send(c.sock.get(), c.out.data(), c.out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN) {
+                arm_write(c);
+                break;
+            }
+            return close({c.host_port, c.guest_port}, true);  // the host side went away
+        }
+        c.out.erase(0, size_t(n));
+        c.fwd_cnt += uint32_t(n);
+    }
+    if (c.out.empty() && c.guest_sent_all) ::shutdown(c.sock.get(), SHUT_WR);
+    // Tell the guest about freed space before it runs dry.
+    if (c.fwd_cnt - c.last_fwd_sent >= kBufAlloc / 4) send_credit(c, kOpCreditUpdate);
+}
+
+// --- host -> guest ----------------------------------------------------------------
+
+void Vsock::process_rx() {
+    const GuestMemory& mem = *m_ctx.memory;
+    bool used = false;
+    // Pops one rx chain and writes a packet into it. `fill` gets the payload
+    // room the chain has after the header and returns the payload to send.
+    auto deliver = [&](Header h, const std::function<std::string_view(size_t room)>& fill) -> bool {
+        auto next = m_rx->pop(mem);
+        if (next.is_error()) {
+            m_ctx.fail(next.error());
+            return false;
+        }
+        if (!next.value()) return false;
+        auto& chain = *next.value();
+        if (chain.writable_bytes() < sizeof(Header)) {
+            m_ctx.fail(Error::from_string("virtio-vsock: rx buffer smaller than a packet header", EPROTO));
+            return false;
+        }
+        std::string_view data = fill(size_t(std::min<uint64_t>(chain.writable_bytes() - sizeof(Header), kMaxPacketPayload)));
+        h.len = uint32_t(data.size());
+        // Scatter header then payload over the writable buffers.
+        std::string bytes(reinterpret_cast<const char*>(&h), sizeof h);
+        bytes.append(data);
+        size_t off = 0;
+        for (const auto& b : chain.buffers()) {
+            if (!b.device_writable || off == bytes.size()) continue;
+            size_t n = std::min<size_t>(b.len, bytes.size() - off);
+            (void)mem.write(b.addr, std::span(reinterpret_cast<const uint8_t*>(bytes.data()) + off, n));
+            off += n;
+        }
+        if (auto r = m_rx->add_used(mem, chain.head(), uint32_t(bytes.size())); r.is_error()) {
+            m_ctx.fail(r.error());
+            return false;
+        }
+        used = true;
+        return true;
+    };
+    auto no_payload = [](size_t) { return std::string_view(); };
+
+    while (!m_control.empty()) {
+        if (!deliver(m_control.front(), no_payload)) goto done;
+        m_control.pop_front();
+    }
+    for (auto& [key, conn] : m_conns) {
+        Connection& c = *conn;
+        while (c.established && !c.in.empty() && c.peer_free() > 0) {
+            Header h = header_for(kOpRw, c.host_port, c.guest_port);
+            h.fwd_cnt = c.fwd_cnt;
+            size_t sent = 0;
+            bool ok = deliver(h, [&](size_t room) {
+                sent = std::min<size_t>({c.in.size(), c.peer_free(), room});
+                return std::string_view(c.in.data(), sent);
+            });
+            if (!ok) goto done;
+            c.last_fwd_sent = c.fwd_cnt;
+            c.in.erase(0, sent);
+            c.tx_cnt += uint32_t(sent);
+        }
+        if (c.in.empty() && c.host_eof && !c.eof_reported) {
+            Header h = header_for(kOpShutdown, c.host_port, c.guest_port);
+            h.flags = kShutdownSend;
+            h.fwd_cnt = c.fwd_cnt;
+            if (!deliver(h, no_payload)) goto done;
+            c.eof_reported = true;
+        }
+        arm_read(c);
+    }
+done:
+    if (!used) return;
+    auto notify = m_rx->should_notify(mem);
+    if (notify.is_error()) return m_ctx.fail(notify.error());
+    if (notify.value()) m_ctx.signal_used();
+}
+
+// --- polling ------------------------------------------------------------------------
+
+void Vsock::arm_accept() {
+    uint64_t gen = m_generation;
+    int fd = m_listener.get();
+    (void)m_ctx.loop->submit([fd](io_uring_sqe* sqe) { io_uring_prep_poll_add(sqe, fd, POLLIN); },
+                             [this, gen](int) {
+                                 std::lock_guard guard(*m_ctx.lock);
+                                 if (gen != m_generation || !m_active) return;
+                                 on_accept();
+                             });
+}
+
+void Vsock::on_accept() {
+    for (;;) {
+        int fd = ::accept4(m_listener.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) break;
+        uint64_t id = m_next_id++;
+        m_pending_clients[id] = PendingClient{UniqueFd(fd), {}};
+        uint64_t gen = m_generation;
+        (void)m_ctx.loop->submit([fd](io_uring_sqe* sqe) { io_uring_prep_poll_add(sqe, fd, POLLIN); },
+                                 [this, gen, id](int) {
+                                     std::lock_guard guard(*m_ctx.lock);
+                                     if (gen == m_generation && m_active) on_client_line(id);
+                                 });
+    }
+    arm_accept();
+}
+
+void Vsock::on_client_line(uint64_t id) {
+    auto it = m_pending_clients.find(id);
+    if (it == m_pending_clients.end()) return;
+    PendingClient& p = it->second;
+    char buf[kMaxConnectLine];
+    ssize_t n = ::recv(p.fd.get(), buf, sizeof buf - p.line.size(), MSG_DONTWAIT);
+    if (n <= 0 && !(n < 0 && errno == EAGAIN)) {
+        m_pending_clients.erase(it);
+        return;
+    }
+    if (n > 0) p.line.append(buf, size_t(n));
+    size_t nl = p.line.find('\n');
+    if (nl == std::string::npos) {
+        if (p.line.size() >= kMaxConnectLine - 1) {
+            m_pending_clients.erase(it);  // no line in sight: not a client of ours
+            return;
+        }
+        int fd = p.fd.get();
+        uint64_t gen = m_generation;
+        (void)m_ctx.loop->submit([fd](io_uring_sqe* sqe) { io_uring_prep_poll_add(sqe, fd, POLLIN); },
+                                 [this, gen, id](int) {
+                                     std::lock_guard guard(*m_ctx.lock);
+                                     if (gen == m_generation && m_active) on_client_line(id);
+                                 });
+        return;
+    }
+    unsigned port = 0;
+    char extra = 0;
+    if (std::sscanf(p.line.c_str(), "CONNECT %u%c", &port, &extra) != 2 || extra != '\n') {
+        static const char kBad[] = "ERROR expected CONNECT <port>\n";
+        [[maybe_unused]] ssize_t w = ::send(p.fd.get(), kBad, sizeof kBad - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+        m_pending_clients.erase(it);
+        return;
+    }
+    auto conn = std::make_unique<Connection>();
+    conn->id = m_next_id++;
+    conn->host_port = m_next_host_port++;
+    if (m_next_host_port == 0) m_next_host_port = kFirstHostPort;
+    conn->guest_port = port;
+    conn->sock = std::move(p.fd);
+    conn->host_initiated = true;
+    // Bytes the client sent after its line belong to the stream.
+    conn->in = p.line.substr(nl + 1);
+    m_pending_clients.erase(it);
+    Key key{conn->host_port, conn->guest_port};
+    m_conns[key] = std::move(conn);
+    send_control(kOpRequest, key.first, key.second);
+    process_rx();
+}
+
+void Vsock::arm_read(Connection& c) {
+    if (c.read_armed || !c.established || c.host_eof || c.in.size() >= kMaxInbound) return;
+    c.read_armed = true;
+    Key key{c.host_port, c.guest_port};
+    uint64_t id = c.id, gen = m_generation;
+    int fd = c.sock.get();
+    (void)m_ctx.loop->submit([fd](io_uring_sqe* sqe) { io_uring_prep_poll_add(sqe, fd, POLLIN | POLLRDHUP); },
+                             [this, key, id, gen](int) {
+                                 std::lock_guard guard(*m_ctx.lock);
+                                 if (gen == m_generation && m_active) on_readable(key, id);
+                             });
+}
+
+void Vsock::on_readable(const Key& key, uint64_t id) {
+    auto it = m_conns.find(key);
+    if (it == m_conns.end() || it->second->id != id) return;
+    Connection& c = *it->second;
+    c.read_armed = false;
+    char buf[16384];
+    while (c.in.size() < kMaxInbound) {
+        size_t want = std::min(sizeof buf, kMaxInbound - c.in.size());
+        ssize_t n = ::recv(c.sock.get(), buf, want, MSG_DONTWAIT);
+        if (n > 0) {
+            c.in.append(buf, size_t(n));
+            continue;
+        }
+        if (n == 0) {
+            c.host_eof = true;
+        } else if (errno != EAGAIN && errno != EINTR) {
+            close(key, true);
+            process_rx();
+            return;
+        }
+        break;
+    }
+    process_rx();
+}
+
+void Vsock::arm_write(Connection& c) {
+    if (c.write_armed) return;
+    c.write_armed = true;
+    Key key{c.host_port, c.guest_port};
+    uint64_t id = c.id, gen = m_generation;
+    int fd = c.sock.get();
+    (void)m_ctx.loop->submit([fd](io_uring_sqe* sqe) { io_uring_prep_poll_add(sqe, fd, POLLOUT); },
+                             [this, key, id, gen](int) {
+                                 std::lock_guard guard(*m_ctx.lock);
+                                 if (gen == m_generation && m_active) on_writable(key, id);
+                             });
+}
+
+void Vsock::on_writable(const Key& key, uint64_t id) {
+    auto it = m_conns.find(key);
+    if (it == m_conns.end() || it->second->id != id) return;
+    it->second->write_armed = false;
+    flush_to_socket(*it->second);
+    process_rx();
+}
+
+}  // namespace husk::virtio

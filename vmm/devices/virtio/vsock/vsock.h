@@ -1,0 +1,96 @@
+// virtio-vsock (virtio 1.2 §5.10) with its host side on Unix sockets:
+//
+// - host -> guest: a client connects to the VM's socket and writes
+//   "CONNECT <port>\n"; once the guest accepts, it reads "OK <host port>\n"
+//   and the socket carries the stream.
+// - guest -> host: a guest connection to CID 2 port P is connected to the
+//   Unix socket "<socket>_<P>"; nobody listening there resets it.
+//
+// Flow control is the spec's credit scheme: each side advertises its buffer
+// (buf_alloc) and how much it consumed (fwd_cnt); nothing is sent beyond the
+// peer's free space, so guest memory and VMM buffers stay bounded.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "vmm/base/unique_fd.h"
+#include "vmm/devices/virtio/device.h"
+#include "vmm/devices/virtio/vsock/packet.h"
+
+namespace husk::virtio {
+
+struct VsockOptions {
+    uint64_t guest_cid = 3;
+    std::string socket_path;  // the VM's listening socket; "<path>_<port>" for guest-initiated connections
+};
+
+class Vsock final : public VirtioDevice {
+public:
+    static constexpr uint16_t kQueueSize = 256;
+    static constexpr uint32_t kBufAlloc = 256 * 1024;     // per-connection buffer we advertise
+    static constexpr uint32_t kMaxPacketPayload = 64 * 1024;
+    static constexpr uint32_t kFirstHostPort = 1u << 30;  // ports for host-initiated connections
+
+    static Result<std::unique_ptr<Vsock>> create(const VsockOptions& options);
+    ~Vsock() override;
+
+    uint32_t device_type() const override { return kTypeVsock; }
+    uint64_t device_features() const override { return 0; }
+    std::vector<uint16_t> queue_max_sizes() const override { return {kQueueSize, kQueueSize, kQueueSize}; }
+    void read_config(uint64_t offset, std::span<uint8_t> data) const override;
+
+    Result<void> activate(uint64_t features, std::span<Queue> queues, DeviceContext ctx) override;
+    void queue_notify(size_t index) override;
+    void reset() override;
+
+    size_t connection_count() const { return m_conns.size(); }
+
+private:
+    struct Connection;
+    using Key = std::pair<uint32_t, uint32_t>;  // (host port, guest port)
+
+    Vsock(VsockOptions options, UniqueFd listener);
+
+    void process_tx();
+    void process_rx();
+    void handle_packet(const vsock::Header& hdr, std::span<const uint8_t> payload);
+    void send_control(uint16_t op, uint32_t host_port, uint32_t guest_port, uint32_t flags = 0);
+    void send_credit(Connection& c, uint16_t op);
+    vsock::Header header_for(uint16_t op, uint32_t host_port, uint32_t guest_port) const;
+    void close(const Key& key, bool send_rst);
+    void flush_to_socket(Connection& c);
+
+    // Polling on the event loop (one-shot io_uring POLL_ADD); completions find the
+    // connection again by key and generation, so a closed one is simply skipped.
+    void arm_accept();
+    void arm_read(Connection& c);
+    void arm_write(Connection& c);
+    void on_accept();
+    void on_client_line(uint64_t id);
+    void on_readable(const Key& key, uint64_t id);
+    void on_writable(const Key& key, uint64_t id);
+
+    VsockOptions m_options;
+    UniqueFd m_listener;
+    Queue* m_rx = nullptr;
+    Queue* m_tx = nullptr;
+    DeviceContext m_ctx;
+    bool m_active = false;
+    uint64_t m_generation = 0;
+    uint64_t m_next_id = 1;
+    uint32_t m_next_host_port = kFirstHostPort;
+    std::map<Key, std::unique_ptr<Connection>> m_conns;
+    // Accepted host clients still writing their "CONNECT <port>\n" line.
+    struct PendingClient {
+        UniqueFd fd;
+        std::string line;
+    };
+    std::map<uint64_t, PendingClient> m_pending_clients;
+    std::deque<vsock::Header> m_control;  // packets without payload waiting for rx buffers
+};
+
+}  // namespace husk::virtio
