@@ -47,6 +47,7 @@ int run(int argc, char** argv) {
         ("drive", po::value<std::vector<std::string>>(), "[[drive]] PATH[,ro][,direct][,id=NAME]; repeat for more disks")
         ("no-rng", "devices.rng = false")
         ("vsock", po::value<std::string>(), "[vsock] SOCKET[,cid=N]: virtio-vsock over a Unix socket")
+        ("net", po::value<std::string>(), "[net] TAP[,mac=MAC]: virtio-net over a TAP interface")
         ("probe", "report this host's virtualization support and exit (0 if microVMs can run)")
         ("log-format", po::value<std::string>()->default_value("text"), "text | json")
         ("debug", "log debug messages");
@@ -111,6 +112,12 @@ int run(int argc, char** argv) {
     if (vm.count("console")) config.console_output = vm["console"].as<std::string>();
     if (vm.count("console-input")) config.console_input = vm["console-input"].as<std::string>();
     if (vm.count("no-rng")) config.rng = false;
+    if (vm.count("net")) {
+        if (auto r = husk::parse_net_flag(vm["net"].as<std::string>(), config); r.is_error()) {
+            husk::log::error("{}", r.error().message());
+            return husk::kExitVmmError;
+        }
+    }
     if (vm.count("vsock")) {
         if (auto r = husk::parse_vsock_flag(vm["vsock"].as<std::string>(), config); r.is_error()) {
             husk::log::error("{}", r.error().message());

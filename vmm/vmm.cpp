@@ -21,6 +21,7 @@
 #include "vmm/devices/legacy/debug_port.h"
 #include "vmm/devices/legacy/i8042.h"
 #include "vmm/devices/virtio/block/block.h"
+#include "vmm/devices/virtio/net/net.h"
 #include "vmm/devices/virtio/rng/rng.h"
 #include "vmm/devices/virtio/vsock/vsock.h"
 
@@ -133,6 +134,11 @@ Result<std::string> Vmm::setup_virtio(const VmConfig& config) {
     for (const auto& d : config.drives)
         devices.push_back(TRY(virtio::Block::open({d.path, d.read_only, d.direct, d.id})));
     if (config.rng) devices.push_back(std::make_unique<virtio::Rng>());
+    if (!config.net_tap.empty()) {
+        virtio::NetOptions net{config.net_tap, {}};
+        if (!config.net_mac.empty()) net.mac = TRY(virtio::parse_mac(config.net_mac).context("net.mac"));
+        devices.push_back(TRY(virtio::Net::open(net)));
+    }
     if (!config.vsock_socket.empty())
         devices.push_back(TRY(virtio::Vsock::create({config.vsock_cid, config.vsock_socket})));
     if (devices.empty()) return std::string();

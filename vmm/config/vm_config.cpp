@@ -39,6 +39,8 @@ const std::vector<ConfigKey>& vm_config_keys() {
         {"devices", "rng", "boolean", "virtio-rng entropy device from getrandom (default true)"},
         {"vsock", "socket", "path", "virtio-vsock: the VM's Unix socket (host connects, sends CONNECT <port>); guest connections to port P go to <socket>_<P>"},
         {"vsock", "cid", "integer", "the guest's vsock CID, at least 3 (default 3)"},
+        {"net", "tap", "string", "virtio-net over this TAP interface (the guest's eth0)"},
+        {"net", "mac", "string", "the guest's MAC, aa:bb:cc:dd:ee:ff (default: a random local one)"},
     };
     return keys;
 }
@@ -97,6 +99,8 @@ Result<VmConfig> parse_vm_toml(std::string_view text, std::string_view source, V
                 else if (full == "console.output") c.console_output = *s;
                 else if (full == "console.input") c.console_input = *s;
                 else if (full == "vsock.socket") c.vsock_socket = *s;
+                else if (full == "net.tap") c.net_tap = *s;
+                else if (full == "net.mac") c.net_mac = *s;
             } else if (type == "integer") {
                 auto v = value.value<int64_t>();
                 if (!v || !value.is_integer()) return bad_type();
@@ -127,7 +131,8 @@ Result<void> validate(const VmConfig& c) {
         return Error::from_string("console.input must be none or stdin, not `" + c.console_input + "`");
     if (c.console_output.empty()) return Error::from_string("console.output must not be empty (use none)");
     if (c.vsock_cid < 3) return Error::from_string("vsock.cid must be at least 3 (0-2 are reserved), not " + std::to_string(c.vsock_cid));
-    if (c.drives.size() + (c.rng ? 1 : 0) + (c.vsock_socket.empty() ? 0 : 1) > kMaxVirtioDevices)
+    if (c.drives.size() + (c.rng ? 1 : 0) + (c.vsock_socket.empty() ? 0 : 1) + (c.net_tap.empty() ? 0 : 1) >
+        kMaxVirtioDevices)
         return Error::from_string("too many virtio devices (at most " + std::to_string(kMaxVirtioDevices) + ")");
     for (const auto& d : c.drives)
         if (d.id.size() > 20) return Error::from_string("drive.id `" + d.id + "` is longer than 20 bytes");
@@ -148,6 +153,17 @@ Result<void> parse_vsock_flag(std::string_view text, VmConfig& c) {
     } catch (const std::exception&) {
         return Error::from_string("--vsock " + std::string(text) + ": cid must be a number");
     }
+    return {};
+}
+
+Result<void> parse_net_flag(std::string_view text, VmConfig& c) {
+    size_t comma = text.find(',');
+    c.net_tap = text.substr(0, comma);
+    if (c.net_tap.empty()) return Error::from_string("--net needs a TAP name (TAP[,mac=aa:bb:cc:dd:ee:ff])");
+    if (comma == std::string_view::npos) return {};
+    std::string_view opt = text.substr(comma + 1);
+    if (opt.rfind("mac=", 0) != 0) return Error::from_string("--net " + std::string(text) + ": expected TAP[,mac=MAC]");
+    c.net_mac = opt.substr(4);
     return {};
 }
 

@@ -44,7 +44,13 @@ struct VmConfig {
     // [vsock]: empty socket = no vsock device
     std::string vsock_socket;
     uint64_t vsock_cid = 3;
+    // [net]: empty tap = no network device
+    std::string net_tap;
+    std::string net_mac;  // empty: generated
 };
+
+// Parses "TAP[,mac=aa:bb:cc:dd:ee:ff]" (the --net flag) into config.
+Result<void> parse_net_flag(std::string_view text, VmConfig& config);
 
 // Parses "PATH[,cid=N]" (the --vsock flag) into config.
 Result<void> parse_vsock_flag(std::string_view text, VmConfig& config);

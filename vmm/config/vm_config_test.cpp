@@ -124,3 +124,36 @@ TEST(VmConfig, ValidationMessagesNameTheKey) {
 
 }  // namespace
 }  // namespace husk
+
+#include "vmm/devices/virtio/net/net.h"
+
+namespace husk {
+namespace {
+
+TEST(VmConfig, NetAndVsockFlags) {
+    VmConfig c;
+    ASSERT_FALSE(parse_net_flag("tap0,mac=02:00:00:00:00:01", c).is_error());
+    EXPECT_EQ(c.net_tap, "tap0");
+    EXPECT_EQ(c.net_mac, "02:00:00:00:00:01");
+    EXPECT_TRUE(parse_net_flag("tap0,speed=10", c).is_error());
+    ASSERT_FALSE(parse_vsock_flag("/run/v.sock,cid=42", c).is_error());
+    EXPECT_EQ(c.vsock_socket, "/run/v.sock");
+    EXPECT_EQ(c.vsock_cid, 42u);
+    EXPECT_TRUE(parse_vsock_flag("/run/v.sock,cid=abc", c).is_error());
+    c.kernel = "/k";
+    c.vsock_cid = 2;
+    EXPECT_NE(validate(c).error().message().find("vsock.cid"), std::string::npos);
+}
+
+TEST(Mac, ParsesAndRejects) {
+    auto m = virtio::parse_mac("02:aa:bb:cc:dd:0e").release_value();
+    EXPECT_EQ(m[1], 0xaa);
+    EXPECT_EQ(m[5], 0x0e);
+    EXPECT_TRUE(virtio::parse_mac("02:aa:bb:cc:dd").is_error());
+    EXPECT_TRUE(virtio::parse_mac("02:aa:bb:cc:dd:0e:ff").is_error());
+    EXPECT_TRUE(virtio::parse_mac("01:00:5e:00:00:01").is_error());  // multicast
+    EXPECT_TRUE(virtio::parse_mac("02:aa:bb:cc:dd:100").is_error());
+}
+
+}  // namespace
+}  // namespace husk

@@ -10,6 +10,8 @@
  *                       (byte i = (i * 31 + i / 4096) & 0xff), sync, then reboot
  *   blk-ro              try to write /dev/vda: print whether the write was refused
  *   rng                 read 64 bytes from /dev/hwrng and print them in hex
+ *   ping A.B.C.D        send ICMP echo requests to A.B.C.D (eth0 configured by ip=) until
+ *                       one is answered; print "ping reply from A.B.C.D"
  *   vsock-echo P        listen on vsock port P, echo one connection until EOF, reboot
  *   vsock-send P N      connect to the host (CID 2) port P, send N pattern bytes
  *                       (byte i = (i * 7 + 3) & 0xff), close, reboot
@@ -26,6 +28,11 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <linux/vm_sockets.h>
+#include <netinet/in.h>
+#include <netinet/ip.h>
+#include <netinet/ip_icmp.h>
+#include <arpa/inet.h>
+#include <poll.h>
 #include <sys/reboot.h>
 #include <unistd.h>
 
@@ -156,6 +163,47 @@ static void do_vsock_send(unsigned port, unsigned long long bytes) {
     say("vsock sent %llu bytes", sent);
 }
 
+static unsigned short icmp_checksum(const void* data, size_t len) {
+    const unsigned short* p = data;
+    unsigned long sum = 0;
+    for (; len > 1; len -= 2) sum += *p++;
+    if (len) sum += *(const unsigned char*)p;
+    while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+    return (unsigned short)~sum;
+}
+
+static void do_ping(const char* ip) {
+    int s = socket(AF_INET, SOCK_RAW, IPPROTO_ICMP);
+    if (s < 0) {
+        say("ping socket: %s", strerror(errno));
+        return;
+    }
+    struct sockaddr_in to = {.sin_family = AF_INET};
+    inet_pton(AF_INET, ip, &to.sin_addr);
+    for (int seq = 1; seq <= 20; ++seq) {
+        struct icmphdr req = {.type = ICMP_ECHO};
+        req.un.echo.id = 0x4855;
+        req.un.echo.sequence = (unsigned short)seq;
+        req.checksum = icmp_checksum(&req, sizeof req);
+        sendto(s, &req, sizeof req, 0, (struct sockaddr*)&to, sizeof to);
+        struct pollfd p = {.fd = s, .events = POLLIN};
+        while (poll(&p, 1, 1000) > 0) {
+            unsigned char buf[1500];
+            ssize_t n = recv(s, buf, sizeof buf, 0);
+            if (n < (ssize_t)(sizeof(struct iphdr) + sizeof(struct icmphdr))) continue;
+            struct iphdr* iph = (struct iphdr*)buf;
+            struct icmphdr* rep = (struct icmphdr*)(buf + iph->ihl * 4);
+            if (rep->type == ICMP_ECHOREPLY && rep->un.echo.id == 0x4855) {
+                say("ping reply from %s (seq %d)", ip, seq);
+                close(s);
+                return;
+            }
+        }
+    }
+    say("ping: no reply from %s", ip);
+    close(s);
+}
+
 static void debug_exit(int status) {
     outb((unsigned char)status, DEBUG_PORT + 1);
     for (;;) pause();
@@ -176,6 +224,7 @@ int main(int argc, char** argv) {
     const char* action = "reboot";
     int status = 0;
     unsigned long long vsock_bytes = 0;
+    const char* ping_target = NULL;
     for (int i = 1; i < argc; ++i) {
         if (strncmp(argv[i], "cpus=", 5) == 0) {
             long want = atol(argv[i] + 5);
@@ -184,6 +233,9 @@ int main(int argc, char** argv) {
                 fflush(stdout);
                 debug_exit(9);
             }
+        } else if (strcmp(argv[i], "ping") == 0 && i + 1 < argc) {
+            action = "ping";
+            ping_target = argv[++i];
         } else if (strcmp(argv[i], "vsock-echo") == 0 && i + 1 < argc) {
             action = "vsock-echo";
             status = atoi(argv[++i]);
@@ -201,6 +253,7 @@ int main(int argc, char** argv) {
     if (strcmp(action, "blk") == 0) do_blk();
     if (strcmp(action, "blk-ro") == 0) do_blk_ro();
     if (strcmp(action, "rng") == 0) do_rng();
+    if (strcmp(action, "ping") == 0) do_ping(ping_target), action = "reboot";
     if (strcmp(action, "vsock-echo") == 0) do_vsock_echo((unsigned)status);
     if (strcmp(action, "vsock-send") == 0) do_vsock_send((unsigned)status, vsock_bytes);
     if (strncmp(action, "vsock", 5) == 0) status = 0, action = "reboot";

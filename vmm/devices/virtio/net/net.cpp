@@ -1,0 +1,171 @@
+#include "vmm/devices/virtio/net/net.h"
+
+#include <fcntl.h>
+#include <linux/if.h>
+#include <linux/if_tun.h>
+#include <poll.h>
+#include <sys/ioctl.h>
+#include <sys/random.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "vmm/base/system.h"
+#include "vmm/io/event_loop.h"
+
+namespace husk::virtio {
+
+Result<std::array<uint8_t, 6>> parse_mac(std::string_view text) {
+    std::array<uint8_t, 6> mac{};
+    unsigned v[6];
+    char extra;
+    std::string s(text);
+    if (std::sscanf(s.c_str(), "%x:%x:%x:%x:%x:%x%c", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &extra) != 6)
+        return Error::from_string("MAC `" + s + "` is not of the form aa:bb:cc:dd:ee:ff");
+    for (int i = 0; i < 6; ++i) {
+        if (v[i] > 0xff) return Error::from_string("MAC `" + s + "` has a byte over ff");
+        mac[size_t(i)] = uint8_t(v[i]);
+    }
+    if (mac[0] & 1) return Error::from_string("MAC `" + s + "` is a multicast address");
+    return mac;
+}
+
+Result<std::unique_ptr<Net>> Net::open(const NetOptions& o) {
+    if (o.tap.empty() || o.tap.size() >= IFNAMSIZ) return Error::from_string("TAP name `" + o.tap + "` is empty or too long");
+    auto fd = TRY(sys::open("/dev/net/tun", O_RDWR | O_NONBLOCK).context("open TAP device"));
+    ifreq ifr{};
+    std::memcpy(ifr.ifr_name, o.tap.c_str(), o.tap.size());
+    ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
+    TRY(sys::ioctl(fd.get(), TUNSETIFF, &ifr, "TUNSETIFF `" + o.tap + "` (does it exist, and may this user use it?)"));
+    NetOptions opts = o;
+    if (opts.mac == std::array<uint8_t, 6>{}) {
+        // Locally administered, unicast: 02:xx:xx:xx:xx:xx.
+        if (getrandom(opts.mac.data(), opts.mac.size(), 0) != 6) return Error::from_errno(errno, "getrandom");
+        opts.mac[0] = 0x02;
+    }
+    return std::unique_ptr<Net>(new Net(std::move(opts), std::move(fd)));
+}
+
+void Net::read_config(uint64_t offset, std::span<uint8_t> data) const {
+    // §5.1.4: mac[6], status (only with VIRTIO_NET_F_STATUS, not offered).
+    read_config_bytes(std::span(m_options.mac.data(), m_options.mac.size()), offset, data);
+}
+
+Result<void> Net::activate(uint64_t, std::span<Queue> queues, DeviceContext ctx) {
+    if (queues.size() < 2 || !queues[0].ready() || !queues[1].ready())
+        return Error::from_string("virtio-net: rx/tx queues not ready");
+    m_rx = &queues[0];
+    m_tx = &queues[1];
+    m_ctx = std::move(ctx);
+    arm_tap_read();
+    return {};
+}
+
+void Net::reset() {
+    m_rx = m_tx = nullptr;
+    m_pending.clear();
+    m_read_armed = false;
+    ++m_generation;
+}
+
+void Net::queue_notify(size_t index) {
+    if (!m_rx) return;
+    if (index == 1) process_tx();
+    else process_rx();
+}
+
+void Net::process_tx() {
+    const GuestMemory& mem = *m_ctx.memory;
+    bool used = false;
+    for (;;) {
+        auto next = m_tx->pop(mem);
+        if (next.is_error()) return m_ctx.fail(next.error());
+        if (!next.value()) break;
+        auto& chain = *next.value();
+        // Skip the virtio-net header; the rest of the readable bytes is the frame.
+        std::vector<iovec> iov;
+        size_t skip = kHeaderSize, frame = 0;
+        for (const auto& b : chain.buffers()) {
+            if (b.device_writable) break;
+            auto bytes = mem.slice(b.addr, b.len).value();
+            size_t s = std::min(skip, bytes.size());
+            skip -= s;
+            if (bytes.size() > s) {
+                iov.push_back({bytes.data() + s, bytes.size() - s});
+                frame += bytes.size() - s;
+            }
+        }
+        // A frame the TAP cannot take (full queue, too big) is dropped, as a NIC would.
+        if (skip == 0 && frame > 0 && frame <= kMaxFrame) {
+            if (::writev(m_tap.get(), iov.data(), int(iov.size())) > 0) ++m_tx_frames;
+        }
+        if (auto r = m_tx->add_used(mem, chain.head(), 0); r.is_error()) return m_ctx.fail(r.error());
+        used = true;
+    }
+    if (!used) return;
+    auto notify = m_tx->should_notify(mem);
+    if (notify.is_error()) return m_ctx.fail(notify.error());
+    if (notify.value()) m_ctx.signal_used();
+}
+
+void Net::process_rx() {
+    const GuestMemory& mem = *m_ctx.memory;
+    bool used = false;
+    static thread_local std::string frame;
+    for (;;) {
+        if (m_pending.empty()) {
+            frame.resize(kMaxFrame);
+            ssize_t n = ::read(m_tap.get(), frame.data(), frame.size());
+            if (n <= 0) break;  // EAGAIN: wait for the TAP
+            m_pending.assign(frame.data(), size_t(n));
+        }
+        auto next = m_rx->pop(mem);
+        if (next.is_error()) return m_ctx.fail(next.error());
+        if (!next.value()) break;  // no rx buffer: keep the frame until the guest posts one
+        auto& chain = *next.value();
+        if (chain.writable_bytes() < kHeaderSize + m_pending.size()) {
+            // Too small for this frame (no mergeable buffers): drop it, give the buffer back empty.
+            m_pending.clear();
+            if (auto r = m_rx->add_used(mem, chain.head(), 0); r.is_error()) return m_ctx.fail(r.error());
+            used = true;
+            continue;
+        }
+        uint8_t hdr[kHeaderSize] = {};
+        hdr[10] = 1;  // num_buffers = 1
+        std::string bytes(reinterpret_cast<const char*>(hdr), sizeof hdr);
+        bytes += m_pending;
+        size_t off = 0;
+        for (const auto& b : chain.buffers()) {
+            if (!b.device_writable || off == bytes.size()) continue;
+            size_t n = std::min<size_t>(b.len, bytes.size() - off);
+            (void)mem.write(b.addr, std::span(reinterpret_cast<const uint8_t*>(bytes.data()) + off, n));
+            off += n;
+        }
+        if (auto r = m_rx->add_used(mem, chain.head(), uint32_t(bytes.size())); r.is_error()) return m_ctx.fail(r.error());
+        m_pending.clear();
+        ++m_rx_frames;
+        used = true;
+    }
+    if (m_pending.empty()) arm_tap_read();
+    if (!used) return;
+    auto notify = m_rx->should_notify(mem);
+    if (notify.is_error()) return m_ctx.fail(notify.error());
+    if (notify.value()) m_ctx.signal_used();
+}
+
+void Net::arm_tap_read() {
+    if (m_read_armed) return;
+    m_read_armed = true;
+    int fd = m_tap.get();
+    uint64_t gen = m_generation;
+    (void)m_ctx.loop->submit([fd](io_uring_sqe* sqe) { io_uring_prep_poll_add(sqe, fd, POLLIN); },
+                             [this, gen](int) {
+                                 std::lock_guard guard(*m_ctx.lock);
+                                 if (gen != m_generation || !m_rx) return;
+                                 m_read_armed = false;
+                                 process_rx();
+                             });
+}
+
+}  // namespace husk::virtio

@@ -1,0 +1,63 @@
+// virtio-net (virtio 1.2 §5.1) over a host TAP device: frames the guest
+// transmits are written to the TAP, frames read from the TAP fill the guest's
+// receive buffers. One rx and one tx queue, the MAC from the configuration;
+// no offloads yet (every frame is complete and checksummed).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "vmm/base/unique_fd.h"
+#include "vmm/devices/virtio/device.h"
+
+namespace husk::virtio {
+
+struct NetOptions {
+    std::string tap;               // TAP interface name (created if missing, needs CAP_NET_ADMIN)
+    std::array<uint8_t, 6> mac{};  // all zero: a locally administered MAC is generated
+};
+
+// Parses "aa:bb:cc:dd:ee:ff".
+Result<std::array<uint8_t, 6>> parse_mac(std::string_view text);
+
+class Net final : public VirtioDevice {
+public:
+    static constexpr uint16_t kQueueSize = 256;
+    static constexpr uint64_t kFeatureMac = 1ull << 5;
+    static constexpr size_t kHeaderSize = 12;  // struct virtio_net_hdr with num_buffers (VERSION_1)
+    static constexpr size_t kMaxFrame = 65536;
+
+    static Result<std::unique_ptr<Net>> open(const NetOptions& options);
+
+    uint32_t device_type() const override { return kTypeNet; }
+    uint64_t device_features() const override { return kFeatureMac; }
+    std::vector<uint16_t> queue_max_sizes() const override { return {kQueueSize, kQueueSize}; }
+    void read_config(uint64_t offset, std::span<uint8_t> data) const override;
+
+    Result<void> activate(uint64_t features, std::span<Queue> queues, DeviceContext ctx) override;
+    void queue_notify(size_t index) override;
+    void reset() override;
+
+    uint64_t rx_frames() const { return m_rx_frames; }
+    uint64_t tx_frames() const { return m_tx_frames; }
+
+private:
+    Net(NetOptions options, UniqueFd tap) : m_options(std::move(options)), m_tap(std::move(tap)) {}
+    void process_tx();
+    void process_rx();
+    void arm_tap_read();
+
+    NetOptions m_options;
+    UniqueFd m_tap;
+    Queue* m_rx = nullptr;
+    Queue* m_tx = nullptr;
+    DeviceContext m_ctx;
+    uint64_t m_generation = 0;
+    bool m_read_armed = false;
+    std::string m_pending;  // a frame read from the TAP while the guest had no rx buffer
+    uint64_t m_rx_frames = 0, m_tx_frames = 0;
+};
+
+}  // namespace husk::virtio
