@@ -21,7 +21,13 @@ struct EventLoop::Op {
 Result<std::unique_ptr<EventLoop>> EventLoop::create(unsigned entries) {
     std::unique_ptr<EventLoop> loop(new EventLoop());
     io_uring_params params{};
+    // Completions are reaped by the loop thread itself: no need for task-work IPIs (5.19+).
+    params.flags = IORING_SETUP_COOP_TASKRUN;
     int r = io_uring_queue_init_params(entries, &loop->m_ring, &params);
+    if (r == -EINVAL) {
+        params = {};
+        r = io_uring_queue_init_params(entries, &loop->m_ring, &params);
+    }
     if (r < 0) return Error::from_errno(-r, "io_uring_queue_init (is io_uring disabled by kernel.io_uring_disabled?)");
     loop->m_ring_ready = true;
     loop->m_stop = TRY(sys::eventfd(0, 0));
@@ -125,6 +131,10 @@ void EventLoop::run() {
             if (m_stopping) break;
         }
         (void)seen;
+        // Deferred work may defer again (into the next turn).
+        auto deferred = std::move(m_deferred);
+        m_deferred.clear();
+        for (auto& fn : deferred) fn();
     }
 }
 

@@ -11,6 +11,7 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include "vmm/base/result.h"
 #include "vmm/base/unique_fd.h"
@@ -33,6 +34,10 @@ public:
     // (or at once from other threads).
     Result<void> submit(const std::function<void(io_uring_sqe*)>& prepare, Completion done);
 
+    // Runs `fn` on the loop thread once the completions of the current turn are
+    // all handled (e.g. one interrupt for a batch of requests). Loop thread only.
+    void defer(std::function<void()> fn) { m_deferred.push_back(std::move(fn)); }
+
     // Processes completions until stop(). Call from one thread.
     void run();
     // Thread-safe; run() returns after the current turn.
@@ -52,6 +57,7 @@ private:
     UniqueFd m_stop;
     bool m_stopping = false;
     std::thread::id m_thread;
+    std::vector<std::function<void()>> m_deferred;
 };
 
 }  // namespace husk

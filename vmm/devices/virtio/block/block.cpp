@@ -277,9 +277,30 @@ void Block::finish(const std::shared_ptr<Request>& req, uint8_t status, uint32_t
     if (auto r = mem.write_obj(req->status_addr, status); r.is_error()) return m_ctx.fail(r.error());
     if (auto r = m_queue->add_used(mem, req->head, data_written + 1); r.is_error()) return m_ctx.fail(r.error());
     ++m_completed;
-    auto notify = m_queue->should_notify(mem);
-    if (notify.is_error()) return m_ctx.fail(notify.error());
-    if (notify.value()) m_ctx.signal_used();
+    schedule_notify();
+}
+
+void Block::schedule_notify() {
+    // Completions of one loop turn share one interrupt decision (and at most one irqfd write).
+    if (m_notify_scheduled) return;
+    auto check = [this, gen = m_generation] {
+        std::lock_guard guard(*m_ctx.lock);
+        m_notify_scheduled = false;
+        if (gen != m_generation || !m_queue) return;
+        auto notify = m_queue->should_notify(*m_ctx.memory);
+        if (notify.is_error()) return m_ctx.fail(notify.error());
+        if (notify.value()) m_ctx.signal_used();
+    };
+    m_notify_scheduled = true;
+    if (m_ctx.loop->on_loop_thread()) {
+        m_ctx.loop->defer(check);
+    } else {
+        // Called from a vCPU thread (a request finished synchronously): check now.
+        m_notify_scheduled = false;
+        auto notify = m_queue->should_notify(*m_ctx.memory);
+        if (notify.is_error()) return m_ctx.fail(notify.error());
+        if (notify.value()) m_ctx.signal_used();
+    }
 }
 
 }  // namespace husk::virtio

@@ -56,6 +56,7 @@ private:
     // Starts one request; returns false when the chain is malformed (device fails).
     bool start(DescriptorChain chain);
     void finish(const std::shared_ptr<Request>& req, uint8_t status, uint32_t data_written);
+    void schedule_notify();
 
     BlockOptions m_options;
     UniqueFd m_fd;
@@ -64,6 +65,7 @@ private:
     DeviceContext m_ctx;
     uint64_t m_generation = 0;  // bumped on reset: completions of older requests are dropped
     uint64_t m_completed = 0;
+    bool m_notify_scheduled = false;  // one interrupt check per event-loop turn
 };
 
 }  // namespace husk::virtio

@@ -42,6 +42,9 @@ public:
     void read(uint64_t offset, std::span<uint8_t> data) override;
     void write(uint64_t offset, std::span<const uint8_t> data) override;
 
+    // A queue notification as the ioeventfd delivers it (event loop thread).
+    void queue_notify(size_t index) { on_queue_notify(index); }
+
     uint32_t status() const;
     uint32_t interrupt_status() const;
     VirtioDevice& device() { return *m_device; }
