@@ -188,6 +188,55 @@ json blk_device_run(double seconds, uint32_t batch) {
             {"backend", "raw image on tmpfs (/dev/shm), page cache, io_uring readv"}};
 }
 
+// Guest 4 KiB random-read IOPS on the same raw image (page cache on the host),
+// husk-vmm's virtio-blk vs QEMU microvm's virtio-blk with aio=io_uring.
+json blk_iops(int runs, const std::string& kernel, const std::string& initrd, const std::string& vmm,
+              const std::string& qemu, int seconds) {
+    std::string image = fmt::format("/tmp/husk-bench-iops-{}.img", getpid());
+    {
+        std::ofstream f(image, std::ios::binary);
+        std::vector<char> chunk(1 << 20);
+        for (size_t i = 0; i < chunk.size(); ++i) chunk[i] = char(i * 7);
+        for (int i = 0; i < 256; ++i) f.write(chunk.data(), std::streamsize(chunk.size()));
+    }
+    const std::string microvm = "microvm,x-option-roms=off,isa-serial=on,rtc=off";
+    json out = json::object();
+    for (int qd : {1, 32}) {
+        std::string cmdline = fmt::format(
+            "console=ttyS0 reboot=t panic=-1 i8042.noaux i8042.nomux i8042.dumbkbd quiet -- randread {} {}", qd, seconds);
+        std::vector<std::string> husk_cmd = {vmm, "--kernel", kernel, "--initramfs", initrd, "--memory", "256",
+                                             "--drive", image, "--cmdline", cmdline};
+        std::vector<std::string> qemu_cmd = {qemu, "-M", microvm, "-accel", "kvm", "-cpu", "host", "-m", "256",
+                                             "-nodefaults", "-nographic", "-serial", "stdio", "-kernel", kernel,
+                                             "-initrd", initrd, "-append", cmdline, "-no-reboot",
+                                             "-drive", "id=d0,file=" + image + ",format=raw,if=none,aio=io_uring",
+                                             "-device", "virtio-blk-device,drive=d0"};
+        std::vector<double> h, q;
+        for (int i = 0; i < runs; ++i) {
+            for (int side = 0; side < 2; ++side) {
+                husk::test::RunOptions o;
+                o.timeout_seconds = 300;
+                auto r = husk::test::run_process(side == 0 ? husk_cmd : qemu_cmd, o);
+                auto v = parse_ms(r.out, R"(randread qd=[0-9]+ iops=([0-9.]+))");
+                fmt::print(stderr, "  qd {} [{}/{}] {:5} {}\n", qd, i + 1, runs, side == 0 ? "husk" : "qemu",
+                           v ? fmt::format("{:.0f} IOPS", *v) : "no result: " + r.out.substr(0, 300) + r.err.substr(0, 300));
+                if (v) (side == 0 ? h : q).push_back(*v);
+            }
+        }
+        json entry = {{"husk_iops", stats(h)}, {"qemu_iops", stats(q)},
+                      {"commands", {{"husk", husk_cmd}, {"qemu", qemu_cmd}}}};
+        if (!h.empty() && !q.empty()) {
+            double ratio = double(entry["husk_iops"]["median"]) / double(entry["qemu_iops"]["median"]);
+            entry["ratio_husk_over_qemu"] = ratio;
+            fmt::print(stderr, "blk-iops qd {}: median husk {:.0f} IOPS, qemu {:.0f} IOPS, ratio {:.3f}\n", qd,
+                       double(entry["husk_iops"]["median"]), double(entry["qemu_iops"]["median"]), ratio);
+        }
+        out[fmt::format("qd{}", qd)] = entry;
+    }
+    unlink(image.c_str());
+    return out;
+}
+
 int scenario(const std::string& name, int runs, const std::string& out_path, const po::variables_map& vm) {
     const std::string build = env_or("HUSK_BUILD_DIR", "build");
     const std::string vmm = env_or("HUSK_VMM", build + "/vmm/husk-vmm");
@@ -231,6 +280,20 @@ int scenario(const std::string& name, int runs, const std::string& out_path, con
                     "-nographic", "-serial", "stdio", "-kernel", kernel, "-initrd", initrd, "-append", cmdline,
                     "-no-reboot"};
         result["guest"] = "kernel-config/ vmlinux (PVH) + tests/guests/linux/init.c initramfs, 256 MiB, 1 vCPU";
+    } else if (name == "blk-iops") {
+        std::string kernel = vm.count("kernel") ? vm["kernel"].as<std::string>() : env_or("HUSK_VMLINUX", "");
+        std::string initrd = env_or("HUSK_INITRAMFS", build + "/tests/guests/linux/test-initramfs.cpio.gz");
+        if (kernel.empty()) {
+            std::cerr << "husk-bench: blk-iops needs --kernel or HUSK_VMLINUX\n";
+            return 2;
+        }
+        result["husk"] = blk_iops(runs, kernel, initrd, vmm, qemu, 5);
+        result["note"] = "guest: tests/guests/linux/init.c randread (io_uring, O_DIRECT in the guest, 5 s); "
+                         "host: the same raw 256 MiB image in the page cache for both";
+        std::string text = result.dump(2) + "\n";
+        if (out_path == "-") std::cout << "----- husk-bench result -----\n" << text << "----- end husk-bench result -----\n";
+        else std::ofstream(out_path) << text;
+        return 0;
     } else if (name == "blk-device") {
         std::vector<double> rates;
         json samples = json::array();
@@ -334,6 +397,7 @@ int main(int argc, char** argv) {
                      "         launch to console line, launch to exit, husk's VMM start to first KVM_RUN,\n"
                      "         and resident memory of each VMM\n"
                      "  blk-device  virtio-blk request rate on the device side (fake driver, tmpfs image)\n"
+                     "  blk-iops    guest 4 KiB random-read IOPS at QD 1 and 32, husk-vmm vs QEMU microvm (rig)\n"
                      "  boot   Linux guest (kernel-config/ vmlinux + test initramfs) boot to init, husk-vmm vs\n"
                      "         QEMU microvm; needs hardware KVM (run it inside tests/rig/run on PVM hosts)\n\n"
                   << opts

@@ -12,11 +12,14 @@
  *   rng                 read 64 bytes from /dev/hwrng and print them in hex
  *   ping A.B.C.D        send ICMP echo requests to A.B.C.D (eth0 configured by ip=) until
  *                       one is answered; print "ping reply from A.B.C.D"
+ *   randread QD SECS    4 KiB random O_DIRECT reads from /dev/vda at queue depth QD
+ *                       (io_uring) for SECS seconds; print "randread qd=QD iops=N"
  *   vsock-echo P        listen on vsock port P, echo one connection until EOF, reboot
  *   vsock-send P N      connect to the host (CID 2) port P, send N pattern bytes
  *                       (byte i = (i * 7 + 3) & 0xff), close, reboot
  *
  * Arguments come from the kernel command line after "--". */
+#define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
@@ -33,6 +36,8 @@
 #include <netinet/ip_icmp.h>
 #include <arpa/inet.h>
 #include <poll.h>
+#include <liburing.h>
+#include <time.h>
 #include <sys/reboot.h>
 #include <unistd.h>
 
@@ -204,6 +209,63 @@ static void do_ping(const char* ip) {
     close(s);
 }
 
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+static void do_randread(int qd, int secs) {
+    int fd = open("/dev/vda", O_RDONLY | O_DIRECT);
+    if (fd < 0) {
+        say("randread open: %s", strerror(errno));
+        return;
+    }
+    off_t size = lseek(fd, 0, SEEK_END);
+    unsigned long long blocks = (unsigned long long)size / 4096, x = 88172645463325252ull, done = 0;
+    if (qd < 1) qd = 1;
+    if (qd > 256) qd = 256;
+    struct io_uring ring;
+    if (io_uring_queue_init((unsigned)qd, &ring, 0) != 0) {
+        say("randread: io_uring_queue_init failed");
+        return;
+    }
+    static char bufs[256][4096] __attribute__((aligned(4096)));
+    double start = now_s(), end = start + secs;
+    for (int i = 0; i < qd; ++i) {
+        x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+        struct io_uring_sqe* sqe = io_uring_get_sqe(&ring);
+        io_uring_prep_read(sqe, fd, bufs[i], 4096, (off_t)((x % blocks) * 4096));
+        sqe->user_data = (unsigned long long)i;
+    }
+    io_uring_submit(&ring);
+    int inflight = qd;
+    while (inflight > 0) {
+        struct io_uring_cqe* cqe;
+        if (io_uring_wait_cqe(&ring, &cqe) != 0) break;
+        int slot = (int)cqe->user_data;
+        if (cqe->res != 4096) {
+            say("randread: read returned %d", cqe->res);
+            break;
+        }
+        io_uring_cqe_seen(&ring, cqe);
+        ++done;
+        --inflight;
+        if (now_s() < end) {
+            x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+            struct io_uring_sqe* sqe = io_uring_get_sqe(&ring);
+            io_uring_prep_read(sqe, fd, bufs[slot], 4096, (off_t)((x % blocks) * 4096));
+            sqe->user_data = (unsigned long long)slot;
+            io_uring_submit(&ring);
+            ++inflight;
+        }
+    }
+    double elapsed = now_s() - start;
+    io_uring_queue_exit(&ring);
+    close(fd);
+    say("randread qd=%d iops=%.0f reads=%llu seconds=%.2f", qd, (double)done / elapsed, done, elapsed);
+}
+
 static void debug_exit(int status) {
     outb((unsigned char)status, DEBUG_PORT + 1);
     for (;;) pause();
@@ -233,6 +295,10 @@ int main(int argc, char** argv) {
                 fflush(stdout);
                 debug_exit(9);
             }
+        } else if (strcmp(argv[i], "randread") == 0 && i + 2 < argc) {
+            action = "randread";
+            status = atoi(argv[++i]);
+            vsock_bytes = strtoull(argv[++i], NULL, 10);
         } else if (strcmp(argv[i], "ping") == 0 && i + 1 < argc) {
             action = "ping";
             ping_target = argv[++i];
@@ -254,6 +320,7 @@ int main(int argc, char** argv) {
     if (strcmp(action, "blk-ro") == 0) do_blk_ro();
     if (strcmp(action, "rng") == 0) do_rng();
     if (strcmp(action, "ping") == 0) do_ping(ping_target), action = "reboot";
+    if (strcmp(action, "randread") == 0) do_randread(status, (int)vsock_bytes), status = 0, action = "reboot";
     if (strcmp(action, "vsock-echo") == 0) do_vsock_echo((unsigned)status);
     if (strcmp(action, "vsock-send") == 0) do_vsock_send((unsigned)status, vsock_bytes);
     if (strncmp(action, "vsock", 5) == 0) status = 0, action = "reboot";
