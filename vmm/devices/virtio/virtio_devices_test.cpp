@@ -271,6 +271,37 @@ TEST(Block, MalformedRequestsNeedReset) {
     EXPECT_TRUE(rd32(*h.t, 0x70) & kStatusNeedsReset);
 }
 
+TEST(Block, DiscardAndWriteZeroes) {
+    TempImage img(64 * 1024);
+    Harness h(Block::open({img.path, false, false, ""}).release_value());
+    h.bring_up();
+    struct Seg {
+        uint64_t sector;
+        uint32_t num, flags;
+    };
+    BlkReq wz{Block::kTypeWriteZeroes, 0, 0};
+    Seg seg{8, 8, 0};  // 4 KiB at 4 KiB
+    uint64_t hdr = h.drv.alloc(16, &wz), s = h.drv.alloc(16, &seg), st = h.drv.alloc(1);
+    h.drv.add_chain({{hdr, 16, false}, {s, 16, false}, {st, 1, true}});
+    BlkReq dc{Block::kTypeDiscard, 0, 0};
+    Seg seg2{32, 8, 0};
+    uint64_t hdr2 = h.drv.alloc(16, &dc), s2 = h.drv.alloc(16, &seg2), st2 = h.drv.alloc(1);
+    h.drv.add_chain({{hdr2, 16, false}, {s2, 16, false}, {st2, 1, true}});
+    Seg past{120, 16, 0};  // runs past the 128-sector end
+    uint64_t hdr3 = h.drv.alloc(16, &wz), s3 = h.drv.alloc(16, &past), st3 = h.drv.alloc(1);
+    h.drv.add_chain({{hdr3, 16, false}, {s3, 16, false}, {st3, 1, true}});
+    h.notify();
+    ASSERT_TRUE(h.wait_used(3));
+    EXPECT_EQ(h.mem.read_obj<uint8_t>(st).value(), Block::kStatusOk);
+    EXPECT_EQ(h.mem.read_obj<uint8_t>(st2).value(), Block::kStatusOk);
+    EXPECT_EQ(h.mem.read_obj<uint8_t>(st3).value(), Block::kStatusIoErr);
+    int fd = open(img.path.c_str(), O_RDONLY);
+    uint8_t back[4096];
+    ASSERT_EQ(pread(fd, back, sizeof back, 4096), ssize_t(sizeof back));
+    close(fd);
+    for (uint8_t b : back) ASSERT_EQ(b, 0);
+}
+
 TEST(Block, OpenErrorsNameThePath) {
     auto r = Block::open({"/nonexistent/disk.img", false, false, ""});
     ASSERT_TRUE(r.is_error());

@@ -77,14 +77,14 @@ void Net::queue_notify(size_t index) {
 
 void Net::process_tx() {
     const GuestMemory& mem = *m_ctx.memory;
-    bool used = false;
     for (;;) {
         auto next = m_tx->pop(mem);
         if (next.is_error()) return m_ctx.fail(next.error());
         if (!next.value()) break;
         auto& chain = *next.value();
-        // Skip the virtio-net header; the rest of the readable bytes is the frame.
-        std::vector<iovec> iov;
+        // Skip the virtio-net header; the rest of the readable bytes is the frame,
+        // written to the TAP straight from guest memory.
+        auto iov = std::make_shared<std::vector<iovec>>();
         size_t skip = kHeaderSize, frame = 0;
         for (const auto& b : chain.buffers()) {
             if (b.device_writable) break;
@@ -92,34 +92,57 @@ void Net::process_tx() {
             size_t s = std::min(skip, bytes.size());
             skip -= s;
             if (bytes.size() > s) {
-                iov.push_back({bytes.data() + s, bytes.size() - s});
+                iov->push_back({bytes.data() + s, bytes.size() - s});
                 frame += bytes.size() - s;
             }
         }
-        // A frame the TAP cannot take (full queue, too big) is dropped, as a NIC would.
-        if (skip == 0 && frame > 0 && frame <= kMaxFrame) {
-            if (::writev(m_tap.get(), iov.data(), int(iov.size())) > 0) ++m_tx_frames;
+        uint16_t head = chain.head();
+        uint64_t gen = m_generation;
+        auto done = [this, head, gen](int res) {
+            std::lock_guard guard(*m_ctx.lock);
+            if (gen != m_generation || !m_tx) return;
+            if (res > 0) ++m_tx_frames;
+            if (auto r = m_tx->add_used(*m_ctx.memory, head, 0); r.is_error()) return m_ctx.fail(r.error());
+            schedule_notify(*m_tx);
+        };
+        // A frame the TAP cannot take (too big, empty) is dropped, as a NIC would.
+        if (skip != 0 || frame == 0 || frame > kMaxFrame) {
+            if (auto r = m_tx->add_used(mem, head, 0); r.is_error()) return m_ctx.fail(r.error());
+            schedule_notify(*m_tx);
+            continue;
         }
-        if (auto r = m_tx->add_used(mem, chain.head(), 0); r.is_error()) return m_ctx.fail(r.error());
-        used = true;
+        int fd = m_tap.get();
+        auto r = m_ctx.loop->submit(
+            [fd, iov](io_uring_sqe* sqe) { io_uring_prep_writev(sqe, fd, iov->data(), unsigned(iov->size()), 0); },
+            [iov, done](int res) { done(res); });
+        if (r.is_error()) {
+            if (auto u = m_tx->add_used(mem, head, 0); u.is_error()) return m_ctx.fail(u.error());
+            schedule_notify(*m_tx);
+        }
     }
-    if (!used) return;
-    auto notify = m_tx->should_notify(mem);
-    if (notify.is_error()) return m_ctx.fail(notify.error());
-    if (notify.value()) m_ctx.signal_used();
+}
+
+void Net::schedule_notify(Queue& q) {
+    auto check = [this, &q, gen = m_generation] {
+        std::lock_guard guard(*m_ctx.lock);
+        if (gen != m_generation || !m_rx) return;
+        auto notify = q.should_notify(*m_ctx.memory);
+        if (notify.is_error()) return m_ctx.fail(notify.error());
+        if (notify.value()) m_ctx.signal_used();
+    };
+    if (m_ctx.loop->on_loop_thread()) {
+        m_ctx.loop->defer(check);
+    } else {
+        auto notify = q.should_notify(*m_ctx.memory);
+        if (notify.is_error()) return m_ctx.fail(notify.error());
+        if (notify.value()) m_ctx.signal_used();
+    }
 }
 
 void Net::process_rx() {
     const GuestMemory& mem = *m_ctx.memory;
     bool used = false;
-    static thread_local std::string frame;
-    for (;;) {
-        if (m_pending.empty()) {
-            frame.resize(kMaxFrame);
-            ssize_t n = ::read(m_tap.get(), frame.data(), frame.size());
-            if (n <= 0) break;  // EAGAIN: wait for the TAP
-            m_pending.assign(frame.data(), size_t(n));
-        }
+    while (!m_pending.empty()) {
         auto next = m_rx->pop(mem);
         if (next.is_error()) return m_ctx.fail(next.error());
         if (!next.value()) break;  // no rx buffer: keep the frame until the guest posts one
@@ -129,7 +152,7 @@ void Net::process_rx() {
             m_pending.clear();
             if (auto r = m_rx->add_used(mem, chain.head(), 0); r.is_error()) return m_ctx.fail(r.error());
             used = true;
-            continue;
+            break;
         }
         uint8_t hdr[kHeaderSize] = {};
         hdr[10] = 1;  // num_buffers = 1
@@ -148,22 +171,23 @@ void Net::process_rx() {
         used = true;
     }
     if (m_pending.empty()) arm_tap_read();
-    if (!used) return;
-    auto notify = m_rx->should_notify(mem);
-    if (notify.is_error()) return m_ctx.fail(notify.error());
-    if (notify.value()) m_ctx.signal_used();
+    if (used) schedule_notify(*m_rx);
 }
 
 void Net::arm_tap_read() {
+    // One io_uring read from the TAP in flight; its frame waits in m_pending for an rx buffer.
     if (m_read_armed) return;
     m_read_armed = true;
     int fd = m_tap.get();
     uint64_t gen = m_generation;
-    (void)m_ctx.loop->submit([fd](io_uring_sqe* sqe) { io_uring_prep_poll_add(sqe, fd, POLLIN); },
-                             [this, gen](int) {
+    // A buffer per read: a read left in flight by a device reset must not share it.
+    auto buf = std::make_shared<std::string>(kMaxFrame, '\0');
+    (void)m_ctx.loop->submit([fd, buf](io_uring_sqe* sqe) { io_uring_prep_read(sqe, fd, buf->data(), kMaxFrame, 0); },
+                             [this, gen, buf](int res) {
                                  std::lock_guard guard(*m_ctx.lock);
                                  if (gen != m_generation || !m_rx) return;
                                  m_read_armed = false;
+                                 if (res > 0) m_pending.assign(buf->data(), size_t(res));
                                  process_rx();
                              });
 }

@@ -1,6 +1,6 @@
 // virtio-net (virtio 1.2 §5.1) over a host TAP device: frames the guest
-// transmits are written to the TAP, frames read from the TAP fill the guest's
-// receive buffers. One rx and one tx queue, the MAC from the configuration;
+// transmits are written to the TAP (io_uring writev from guest memory), frames
+// read from the TAP (io_uring read) fill the guest's receive buffers. One rx and one tx queue, the MAC from the configuration;
 // no offloads yet (every frame is complete and checksummed).
 #pragma once
 
@@ -48,6 +48,7 @@ private:
     void process_tx();
     void process_rx();
     void arm_tap_read();
+    void schedule_notify(Queue& queue);
 
     NetOptions m_options;
     UniqueFd m_tap;
