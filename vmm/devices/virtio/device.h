@@ -59,6 +59,14 @@ public:
     virtual void reset() = 0;
 };
 
+// Interrupts the driver if it wants to hear about the used buffers added to `queue`
+// (§2.7.10); a broken ring fails the device instead.
+inline void notify_if_wanted(Queue& queue, const DeviceContext& ctx) {
+    auto notify = queue.should_notify(*ctx.memory);
+    if (notify.is_error()) return ctx.fail(notify.error());
+    if (notify.value()) ctx.signal_used();
+}
+
 // Copies `data` into the config space image `config` at `offset`, bounds-checked.
 inline void read_config_bytes(std::span<const uint8_t> config, uint64_t offset, std::span<uint8_t> data) {
     for (size_t i = 0; i < data.size(); ++i) data[i] = offset + i < config.size() ? config[offset + i] : 0;

@@ -287,9 +287,7 @@ void Block::schedule_notify() {
         std::lock_guard guard(*m_ctx.lock);
         m_notify_scheduled = false;
         if (gen != m_generation || !m_queue) return;
-        auto notify = m_queue->should_notify(*m_ctx.memory);
-        if (notify.is_error()) return m_ctx.fail(notify.error());
-        if (notify.value()) m_ctx.signal_used();
+        notify_if_wanted(*m_queue, m_ctx);
     };
     m_notify_scheduled = true;
     if (m_ctx.loop->on_loop_thread()) {
@@ -297,9 +295,7 @@ void Block::schedule_notify() {
     } else {
         // Called from a vCPU thread (a request finished synchronously): check now.
         m_notify_scheduled = false;
-        auto notify = m_queue->should_notify(*m_ctx.memory);
-        if (notify.is_error()) return m_ctx.fail(notify.error());
-        if (notify.value()) m_ctx.signal_used();
+        notify_if_wanted(*m_queue, m_ctx);
     }
 }
 

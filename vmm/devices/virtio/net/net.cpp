@@ -126,16 +126,12 @@ void Net::schedule_notify(Queue& q) {
     auto check = [this, &q, gen = m_generation] {
         std::lock_guard guard(*m_ctx.lock);
         if (gen != m_generation || !m_rx) return;
-        auto notify = q.should_notify(*m_ctx.memory);
-        if (notify.is_error()) return m_ctx.fail(notify.error());
-        if (notify.value()) m_ctx.signal_used();
+        notify_if_wanted(q, m_ctx);
     };
     if (m_ctx.loop->on_loop_thread()) {
         m_ctx.loop->defer(check);
     } else {
-        auto notify = q.should_notify(*m_ctx.memory);
-        if (notify.is_error()) return m_ctx.fail(notify.error());
-        if (notify.value()) m_ctx.signal_used();
+        notify_if_wanted(q, m_ctx);
     }
 }
 
@@ -158,13 +154,7 @@ void Net::process_rx() {
         hdr[10] = 1;  // num_buffers = 1
         std::string bytes(reinterpret_cast<const char*>(hdr), sizeof hdr);
         bytes += m_pending;
-        size_t off = 0;
-        for (const auto& b : chain.buffers()) {
-            if (!b.device_writable || off == bytes.size()) continue;
-            size_t n = std::min<size_t>(b.len, bytes.size() - off);
-            (void)mem.write(b.addr, std::span(reinterpret_cast<const uint8_t*>(bytes.data()) + off, n));
-            off += n;
-        }
+        write_to_chain(mem, chain, std::span(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
         if (auto r = m_rx->add_used(mem, chain.head(), uint32_t(bytes.size())); r.is_error()) return m_ctx.fail(r.error());
         m_pending.clear();
         ++m_rx_frames;

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <vector>
 
+#include "vmm/devices/io_device.h"
 #include "vmm/devices/virtio/queue/queue.h"
 #include "vmm/memory/guest_memory.h"
 
@@ -17,6 +18,20 @@ struct RawDesc {
     uint16_t flags;
     uint16_t next;
 };
+
+// 32-bit register access as a guest driver does it.
+inline void mmio_write32(IoDevice& dev, uint64_t offset, uint32_t value) {
+    uint8_t b[4];
+    std::memcpy(b, &value, 4);
+    dev.write(offset, b);
+}
+inline uint32_t mmio_read32(IoDevice& dev, uint64_t offset) {
+    uint8_t b[4];
+    dev.read(offset, b);
+    uint32_t v;
+    std::memcpy(&v, b, 4);
+    return v;
+}
 
 class FakeDriver {
 public:

@@ -34,6 +34,17 @@ uint64_t DescriptorChain::writable_bytes() const {
     return n;
 }
 
+uint32_t write_to_chain(const GuestMemory& mem, const DescriptorChain& chain, std::span<const uint8_t> bytes) {
+    size_t off = 0;
+    for (const auto& b : chain.buffers()) {
+        if (!b.device_writable || off == bytes.size()) continue;
+        size_t n = std::min<size_t>(b.len, bytes.size() - off);
+        (void)mem.write(b.addr, bytes.subspan(off, n));
+        off += n;
+    }
+    return uint32_t(off);
+}
+
 Result<void> Queue::validate(const GuestMemory& mem) const {
     if (m_size == 0 || m_size > m_max_size || (m_size & (m_size - 1)) != 0)
         return queue_error(fmt::format("size {} is not a power of 2 up to {}", m_size, m_max_size));

@@ -47,6 +47,10 @@ private:
     std::vector<Buffer> m_buffers;
 };
 
+// Writes `bytes` across a chain's device-writable buffers, in order; returns how
+// many fitted. The buffers were bounds-checked when the chain was popped.
+uint32_t write_to_chain(const GuestMemory& mem, const DescriptorChain& chain, std::span<const uint8_t> bytes);
+
 class Queue {
 public:
     explicit Queue(uint16_t max_size) : m_max_size(max_size), m_size(max_size) {}

@@ -42,9 +42,7 @@ void Rng::queue_notify(size_t) {
         used = true;
     }
     if (!used) return;
-    auto notify = m_queue->should_notify(mem);
-    if (notify.is_error()) return m_ctx.fail(notify.error());
-    if (notify.value()) m_ctx.signal_used();
+    notify_if_wanted(*m_queue, m_ctx);
 }
 
 }  // namespace husk::virtio

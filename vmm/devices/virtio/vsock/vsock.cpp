@@ -193,9 +193,7 @@ void Vsock::process_tx() {
         handle_packet(hdr, std::span(reinterpret_cast<const uint8_t*>(payload.data()), payload.size()));
     }
     if (used) {
-        auto notify = m_tx->should_notify(mem);
-        if (notify.is_error()) return m_ctx.fail(notify.error());
-        if (notify.value()) m_ctx.signal_used();
+        notify_if_wanted(*m_tx, m_ctx);
     }
 }
 
@@ -320,13 +318,7 @@ void Vsock::process_rx() {
         // Scatter header then payload over the writable buffers.
         std::string bytes(reinterpret_cast<const char*>(&h), sizeof h);
         bytes.append(data);
-        size_t off = 0;
-        for (const auto& b : chain.buffers()) {
-            if (!b.device_writable || off == bytes.size()) continue;
-            size_t n = std::min<size_t>(b.len, bytes.size() - off);
-            (void)mem.write(b.addr, std::span(reinterpret_cast<const uint8_t*>(bytes.data()) + off, n));
-            off += n;
-        }
+        write_to_chain(mem, chain, std::span(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
         if (auto r = m_rx->add_used(mem, chain.head(), uint32_t(bytes.size())); r.is_error()) {
             m_ctx.fail(r.error());
             return false;
@@ -366,9 +358,7 @@ void Vsock::process_rx() {
     }
 done:
     if (!used) return;
-    auto notify = m_rx->should_notify(mem);
-    if (notify.is_error()) return m_ctx.fail(notify.error());
-    if (notify.value()) m_ctx.signal_used();
+    notify_if_wanted(*m_rx, m_ctx);
 }
 
 // --- polling ------------------------------------------------------------------------

@@ -21,18 +21,8 @@ namespace {
 using testing::FakeDriver;
 using namespace vsock;
 
-void wr32(MmioTransport& t, uint64_t off, uint32_t v) {
-    uint8_t b[4];
-    std::memcpy(b, &v, 4);
-    t.write(off, b);
-}
-uint32_t rd32(MmioTransport& t, uint64_t off) {
-    uint8_t b[4];
-    t.read(off, b);
-    uint32_t v;
-    std::memcpy(&v, b, 4);
-    return v;
-}
+void wr32(MmioTransport& t, uint64_t off, uint32_t v) { testing::mmio_write32(t, off, v); }
+uint32_t rd32(MmioTransport& t, uint64_t off) { return testing::mmio_read32(t, off); }
 
 struct VsockHarness {
     GuestMemory mem = GuestMemory::create(16 << 20).release_value();
