@@ -32,13 +32,15 @@ Result<std::unique_ptr<EventLoop>> EventLoop::create(unsigned entries) {
     loop->m_ring_ready = true;
     loop->m_stop = TRY(sys::eventfd(0, 0));
     auto* stop = new Op{Op::Kind::Stop, {}, {}, loop->m_stop.get(), 0};
+    loop->m_live.insert(stop);
     TRY(loop->arm_read(stop));
     return loop;
 }
 
 EventLoop::~EventLoop() {
     if (m_ring_ready) io_uring_queue_exit(&m_ring);
-    // Ops still in flight are leaked deliberately: the ring is gone, nothing completes them.
+    // The ring is gone: nothing completes the ops still in flight.
+    for (Op* op : m_live) delete op;
 }
 
 bool EventLoop::on_loop_thread() const { return std::this_thread::get_id() == m_thread; }
@@ -59,9 +61,21 @@ Result<void> EventLoop::arm_read(Op* op) {
 
 Result<void> EventLoop::watch_eventfd(int fd, std::function<void()> handler) {
     auto* op = new Op{Op::Kind::EventFd, {}, std::move(handler), fd, 0};
+    {
+        std::lock_guard guard(m_submit_lock);
+        m_live.insert(op);
+    }
     auto r = arm_read(op);
-    if (r.is_error()) delete op;
+    if (r.is_error()) release(op);
     return r;
+}
+
+void EventLoop::release(Op* op) {
+    {
+        std::lock_guard guard(m_submit_lock);
+        m_live.erase(op);
+    }
+    delete op;
 }
 
 Result<void> EventLoop::submit(const std::function<void(io_uring_sqe*)>& prepare, Completion done) {
@@ -78,6 +92,7 @@ Result<void> EventLoop::submit(const std::function<void(io_uring_sqe*)>& prepare
     }
     prepare(sqe);
     io_uring_sqe_set_data(sqe, op);
+    m_live.insert(op);
     if (!on_loop_thread()) io_uring_submit(&m_ring);
     return {};
 }
@@ -86,21 +101,21 @@ void EventLoop::complete(Op* op, int result) {
     switch (op->kind) {
     case Op::Kind::Stop:
         m_stopping = true;
-        delete op;
+        release(op);
         return;
     case Op::Kind::OneShot:
         op->done(result);
-        delete op;
+        release(op);
         return;
     case Op::Kind::EventFd:
         if (result == -ECANCELED || result == -EBADF) {
-            delete op;  // the fd went away: stop watching it
+            release(op);  // the fd went away: stop watching it
             return;
         }
         op->handler();
         if (auto r = arm_read(op); r.is_error()) {
             log::error("event loop: re-arm eventfd: {}", r.error().message());
-            delete op;
+            release(op);
         }
         return;
     }

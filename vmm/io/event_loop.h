@@ -11,6 +11,7 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <unordered_set>
 #include <vector>
 
 #include "vmm/base/result.h"
@@ -50,6 +51,7 @@ private:
     EventLoop() = default;
     Result<void> arm_read(Op* op);
     void complete(Op* op, int result);
+    void release(Op* op);
 
     io_uring m_ring{};
     bool m_ring_ready = false;
@@ -58,6 +60,7 @@ private:
     bool m_stopping = false;
     std::thread::id m_thread;
     std::vector<std::function<void()>> m_deferred;
+    std::unordered_set<Op*> m_live;  // ops the kernel may still complete; freed with the loop (m_submit_lock)
 };
 
 }  // namespace husk
