@@ -338,8 +338,9 @@ Result<int> Vmm::run() {
         m_input_stop = TRY(sys::eventfd(0, EFD_NONBLOCK));
         m_input_thread = std::thread([this] { console_input_thread(); });
     }
-    if (m_loop) m_loop_thread = std::thread([this] { m_loop->run(); });
+    // vCPUs first: the guest needs its devices only well into boot, the CPU at once.
     for (size_t i = 0; i < m_vcpus.size(); ++i) m_threads.emplace_back([this, i] { vcpu_thread(i); });
+    if (m_loop) m_loop_thread = std::thread([this] { m_loop->run(); });
 
     for (;;) {
         siginfo_t info;
