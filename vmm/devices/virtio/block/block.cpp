@@ -115,16 +115,31 @@ Result<void> Block::activate(uint64_t, std::span<Queue> queues, DeviceContext ct
 
 void Block::reset() {
     m_queue = nullptr;
+    m_in_flight = 0;
     ++m_generation;
 }
 
-void Block::queue_notify(size_t) {
-    if (!m_queue) return;
+void Block::queue_notify(size_t) { drain(); }
+
+void Block::drain() {
+    const GuestMemory& mem = *m_ctx.memory;
     for (;;) {
-        auto next = m_queue->pop(*m_ctx.memory);
-        if (next.is_error()) return m_ctx.fail(next.error());
-        if (!next.value()) return;
-        if (!start(std::move(*next.value()))) return;
+        if (!m_queue) return;
+        for (;;) {
+            auto next = m_queue->pop(mem);
+            if (next.is_error()) return m_ctx.fail(next.error());
+            if (!next.value()) break;
+            if (!start(std::move(*next.value()))) return;
+        }
+        if (!m_queue) return;
+        if (m_in_flight > 0) {
+            // Completions will bring us back here: no kicks needed until then.
+            if (auto r = m_queue->disable_notifications(mem); r.is_error()) return m_ctx.fail(r.error());
+            return;
+        }
+        auto more = m_queue->enable_notifications(mem);
+        if (more.is_error()) return m_ctx.fail(more.error());
+        if (!more.value()) return;
     }
 }
 
@@ -211,10 +226,12 @@ bool Block::start(DescriptorChain chain) {
             },
             [this, req, data_len, out](int res) {
                 std::lock_guard guard(*m_ctx.lock);
+                if (req->generation == m_generation) --m_in_flight;
                 bool ok = res >= 0 && uint64_t(res) == data_len;
                 finish(req, ok ? kStatusOk : kStatusIoErr, ok && !out ? uint32_t(data_len) : 0);
             });
         if (r.is_error()) return fail_request(kStatusIoErr);
+        ++m_in_flight;
         return true;
     }
     case kTypeFlush: {
@@ -222,9 +239,11 @@ bool Block::start(DescriptorChain chain) {
         auto r = m_ctx.loop->submit([&](io_uring_sqe* sqe) { io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC); },
                                     [this, req](int res) {
                                         std::lock_guard guard(*m_ctx.lock);
+                                        if (req->generation == m_generation) --m_in_flight;
                                         finish(req, res == 0 ? kStatusOk : kStatusIoErr, 0);
                                     });
         if (r.is_error()) return fail_request(kStatusIoErr);
+        ++m_in_flight;
         return true;
     }
     case kTypeGetId: {
@@ -256,6 +275,7 @@ bool Block::start(DescriptorChain chain) {
         auto r = m_ctx.loop->submit([&](io_uring_sqe* sqe) { io_uring_prep_fallocate(sqe, fd, mode, off, len); },
                                     [this, req, discard = hdr.type == kTypeDiscard](int res) {
                                         std::lock_guard guard(*m_ctx.lock);
+                                        if (req->generation == m_generation) --m_in_flight;
                                         // A file system without hole punching: discard is only a hint.
                                         uint8_t st = res == 0 ? kStatusOk
                                                      : discard && res == -EOPNOTSUPP ? kStatusOk
@@ -264,6 +284,7 @@ bool Block::start(DescriptorChain chain) {
                                         finish(req, st, 0);
                                     });
         if (r.is_error()) return fail_request(kStatusIoErr);
+        ++m_in_flight;
         return true;
     }
     default:
@@ -288,6 +309,8 @@ void Block::schedule_notify() {
         m_notify_scheduled = false;
         if (gen != m_generation || !m_queue) return;
         notify_if_wanted(*m_queue, m_ctx);
+        // Kicks are off while requests are in flight: look for new ones now.
+        drain();
     };
     m_notify_scheduled = true;
     if (m_ctx.loop->on_loop_thread()) {

@@ -57,6 +57,10 @@ private:
     bool start(DescriptorChain chain);
     void finish(const std::shared_ptr<Request>& req, uint8_t status, uint32_t data_written);
     void schedule_notify();
+    // Pops and starts every available request. While requests are in flight the
+    // driver's kicks are suppressed and each completion turn polls the ring
+    // instead: fewer exits for a guest with a deep queue.
+    void drain();
 
     BlockOptions m_options;
     UniqueFd m_fd;
@@ -66,6 +70,7 @@ private:
     uint64_t m_generation = 0;  // bumped on reset: completions of older requests are dropped
     uint64_t m_completed = 0;
     bool m_notify_scheduled = false;  // one interrupt check per event-loop turn
+    uint32_t m_in_flight = 0;         // requests submitted to io_uring, not yet completed
 };
 
 }  // namespace husk::virtio

@@ -115,7 +115,7 @@ Result<std::optional<DescriptorChain>> Queue::pop(const GuestMemory& mem) {
     std::vector<Buffer> buffers;
     TRY(walk(mem, head, buffers));
     ++m_next_avail;
-    if (m_event_idx) {
+    if (m_event_idx && m_notifications) {
         // avail_event (§2.7.10): notify us again once the driver goes past this index.
         TRY(mem.write_obj<uint16_t>(m_used_ring + 4 + 8 * uint64_t(m_size), m_next_avail));
         std::atomic_thread_fence(std::memory_order_seq_cst);
@@ -149,7 +149,28 @@ Result<bool> Queue::should_notify(const GuestMemory& mem) {
     return old_used != new_used && !(flags & kAvailFlagNoInterrupt);
 }
 
+Result<void> Queue::disable_notifications(const GuestMemory& mem) {
+    if (!m_notifications) return {};
+    m_notifications = false;
+    // With EVENT_IDX, avail_event simply stays behind; without it, the used ring flag says so.
+    if (!m_event_idx) TRY(mem.write_obj<uint16_t>(m_used_ring, 1));
+    return {};
+}
+
+Result<bool> Queue::enable_notifications(const GuestMemory& mem) {
+    m_notifications = true;
+    if (m_event_idx)
+        TRY(mem.write_obj<uint16_t>(m_used_ring + 4 + 8 * uint64_t(m_size), m_next_avail));
+    else
+        TRY(mem.write_obj<uint16_t>(m_used_ring, 0));
+    // The driver may have added buffers before it could see the change (§2.7.10).
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    auto avail_idx = TRY(mem.read_obj<uint16_t>(m_avail_ring + 2));
+    return avail_idx != m_next_avail;
+}
+
 void Queue::reset() {
+    m_notifications = true;
     m_size = m_max_size;
     m_ready = false;
     m_event_idx = false;

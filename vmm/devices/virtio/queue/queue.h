@@ -80,6 +80,13 @@ public:
     // (VIRTQ_AVAIL_F_NO_INTERRUPT, or used_event with VIRTIO_F_EVENT_IDX: §2.7.10).
     Result<bool> should_notify(const GuestMemory& mem);
 
+    // Notification suppression while the device is busy anyway (§2.7.7, §2.7.10):
+    // disabled, the driver stops kicking (VIRTQ_USED_F_NO_NOTIFY, or avail_event
+    // left behind with EVENT_IDX) and the device polls the ring itself.
+    Result<void> disable_notifications(const GuestMemory& mem);
+    // Re-enables kicks; returns true if the driver added buffers meanwhile (poll again).
+    Result<bool> enable_notifications(const GuestMemory& mem);
+
     // Back to the state after a device reset (§2.4).
     void reset();
 
@@ -103,6 +110,7 @@ private:
     uint16_t m_next_avail = 0;
     uint16_t m_next_used = 0;
     uint16_t m_signalled_used = 0;
+    bool m_notifications = true;
 };
 
 }  // namespace husk::virtio

@@ -68,6 +68,23 @@ TEST_F(QueueTest, EventIdxSuppressesAndRequests) {
     EXPECT_TRUE(q.should_notify(mem).value());  // used idx 2 passed 1
 }
 
+TEST_F(QueueTest, NotificationSuppression) {
+    drv.configure(q, /*event_idx=*/true);
+    uint64_t a = drv.alloc(8);
+    drv.add_chain({{a, 8, true}});
+    ASSERT_FALSE(q.disable_notifications(mem).is_error());
+    ASSERT_TRUE(q.pop(mem).value().has_value());
+    EXPECT_EQ(drv.avail_event(), 0);  // left behind: the driver will not kick
+    auto more = q.enable_notifications(mem);
+    ASSERT_FALSE(more.is_error());
+    EXPECT_FALSE(more.value());
+    EXPECT_EQ(drv.avail_event(), 1);
+    // A buffer added while kicks were off is reported on re-enable.
+    ASSERT_FALSE(q.disable_notifications(mem).is_error());
+    drv.add_chain({{a, 8, true}});
+    EXPECT_TRUE(q.enable_notifications(mem).value());
+}
+
 TEST_F(QueueTest, IndirectTable) {
     uint64_t a = drv.alloc(4), b = drv.alloc(64);
     RawDesc table[2] = {{a, 4, kDescFlagNext, 1}, {b, 64, kDescFlagWrite, 0}};
