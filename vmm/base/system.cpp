@@ -50,11 +50,16 @@ Result<UniqueFd> eventfd(unsigned initval, int flags) {
     return UniqueFd(fd);
 }
 
-Result<UniqueFd> connect_unix(const std::string& path) {
+Result<sockaddr_un> unix_address(const std::string& path) {
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
     if (path.size() >= sizeof addr.sun_path) return Error::from_errno(ENAMETOOLONG, "socket path `" + path + "`");
     std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+    return addr;
+}
+
+Result<UniqueFd> connect_unix(const std::string& path) {
+    auto addr = TRY(unix_address(path));
     int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return Error::from_errno(errno, "socket");
     UniqueFd owned(fd);

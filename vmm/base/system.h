@@ -3,6 +3,7 @@
 #pragma once
 
 #include <sys/types.h>
+#include <sys/un.h>
 
 #include <cstdint>
 #include <span>
@@ -20,6 +21,8 @@ Result<void> ftruncate(int fd, off_t size);
 Result<int> ioctl(int fd, unsigned long request, unsigned long arg, std::string_view what);
 Result<int> ioctl(int fd, unsigned long request, const void* arg, std::string_view what);
 Result<UniqueFd> eventfd(unsigned initval, int flags);
+// The AF_UNIX address of `path`; fails if the path does not fit sun_path.
+Result<sockaddr_un> unix_address(const std::string& path);
 // A connected AF_UNIX stream socket.
 Result<UniqueFd> connect_unix(const std::string& path);
 // Reads a whole file into memory (regular files; refuses anything over max_size bytes).

@@ -14,6 +14,7 @@
 #include <fmt/format.h>
 
 #include "vmm/base/log.h"
+#include "vmm/base/system.h"
 #include "vmm/io/event_loop.h"
 
 namespace husk::virtio {
@@ -30,14 +31,6 @@ Result<UniqueFd> unix_socket() {
     int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) return Error::from_errno(errno, "socket");
     return UniqueFd(fd);
-}
-
-Result<sockaddr_un> unix_address(const std::string& path) {
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    if (path.size() >= sizeof addr.sun_path) return Error::from_errno(ENAMETOOLONG, "vsock socket path `" + path + "`");
-    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-    return addr;
 }
 
 }  // namespace
@@ -69,7 +62,7 @@ Result<std::unique_ptr<Vsock>> Vsock::create(const VsockOptions& o) {
     if (o.guest_cid < 3 || o.guest_cid > 0xffffffffu)
         return Error::from_string("vsock guest CID must be between 3 and 4294967295");
     if (o.socket_path.empty()) return Error::from_string("vsock needs a socket path");
-    auto addr = TRY(unix_address(o.socket_path));
+    auto addr = TRY(sys::unix_address(o.socket_path).context("vsock"));
     // A stale socket from a dead VMM is replaced; anything else at the path is kept.
     struct stat st {};
     if (::lstat(o.socket_path.c_str(), &st) == 0) {
@@ -213,7 +206,7 @@ void Vsock::handle_packet(const Header& hdr, std::span<const uint8_t> payload) {
     case kOpRequest: {
         if (c) return close(key, true);  // duplicate request
         auto sock = unix_socket();
-        auto addr = unix_address(fmt::format("{}_{}", m_options.socket_path, hdr.dst_port));
+        auto addr = sys::unix_address(fmt::format("{}_{}", m_options.socket_path, hdr.dst_port));
         if (sock.is_error() || addr.is_error() ||
             ::connect(sock.value().get(), reinterpret_cast<sockaddr*>(&addr.value()), sizeof addr.value()) < 0) {
             send_control(kOpRst, hdr.dst_port, hdr.src_port);

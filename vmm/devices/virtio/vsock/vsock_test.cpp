@@ -13,6 +13,7 @@
 
 #include "vmm/devices/virtio/mmio/mmio_transport.h"
 #include "vmm/devices/virtio/queue/fake_driver.h"
+#include "vmm/base/system.h"
 #include "vmm/io/event_loop.h"
 
 namespace husk::virtio {
@@ -106,13 +107,10 @@ struct VsockHarness {
     }
 };
 
+// Blocking client socket; the test owns the raw fd.
 int connect_to(const std::string& path) {
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
-    if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return -1;
-    return fd;
+    auto fd = sys::connect_unix(path);
+    return fd.is_error() ? -1 : fd.release_value().release();
 }
 
 TEST(Vsock, HostConnectsGuestAcceptsDataFlowsBothWays) {
