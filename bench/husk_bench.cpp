@@ -103,6 +103,19 @@ json memory_of(const std::vector<std::string>& argv, const std::string& marker) 
             {"rss_file_kib", status_kib(p.pid(), "RssFile")}, {"rss_shmem_kib", status_kib(p.pid(), "RssShmem")}};
 }
 
+// Writes a scenario's JSON to `out_path`, or to stdout between markers for "-":
+// they let a caller cut the result out of a stream that also carries progress
+// (inside tests/rig/run, stderr and stdout arrive merged).
+void write_result(const json& result, const std::string& out_path) {
+    std::string text = result.dump(2) + "\n";
+    if (out_path == "-") {
+        std::cout << "----- husk-bench result -----\n" << text << "----- end husk-bench result -----\n";
+    } else {
+        std::ofstream(out_path) << text;
+        fmt::print(stderr, "wrote {}\n", out_path);
+    }
+}
+
 // Device-side virtio-blk throughput: a fake guest driver keeps the queue full
 // of 4 KiB random reads against an image on tmpfs (/dev/shm); the device runs
 // on the real io_uring event loop thread. Measures requests per second.
@@ -294,9 +307,7 @@ int scenario(const std::string& name, int runs, const std::string& out_path, con
         result["husk"] = blk_iops(runs, kernel, initrd, vmm, qemu, 5);
         result["note"] = "guest: tests/guests/linux/init.c randread (io_uring, O_DIRECT in the guest, 5 s); "
                          "host: the same raw 256 MiB image in the page cache for both";
-        std::string text = result.dump(2) + "\n";
-        if (out_path == "-") std::cout << "----- husk-bench result -----\n" << text << "----- end husk-bench result -----\n";
-        else std::ofstream(out_path) << text;
+        write_result(result, out_path);
         return 0;
     } else if (name == "blk-device") {
         std::vector<double> rates;
@@ -312,9 +323,7 @@ int scenario(const std::string& name, int runs, const std::string& out_path, con
         result["note"] = "device side only: fake guest driver in-process, 4 KiB random reads, 64 in flight; "
                          "the driver thread spins on the used ring, so this uses both cores";
         fmt::print(stderr, "blk-device: median {:.0f} requests/s\n", double(result["husk"]["requests_per_second"]["median"]));
-        std::string text = result.dump(2) + "\n";
-        if (out_path == "-") std::cout << text;
-        else std::ofstream(out_path) << text;
+        write_result(result, out_path);
         return 0;
     } else {
         std::cerr << "husk-bench: unknown scenario `" << name << "` (tiny, boot, blk-device)\n";
@@ -364,15 +373,7 @@ int scenario(const std::string& name, int runs, const std::string& out_path, con
                            "launch->exit husk {:.1f} ms, qemu {:.1f} ms, ratio {:.3f}\n",
                    name, hm, qm, hm / qm, he, qe, he / qe);
     }
-    std::string text = result.dump(2) + "\n";
-    if (out_path == "-") {
-        // Markers let a caller cut the result out of a stream that also carries
-        // progress (inside tests/rig/run, stderr and stdout arrive merged).
-        std::cout << "----- husk-bench result -----\n" << text << "----- end husk-bench result -----\n";
-    } else {
-        std::ofstream(out_path) << text;
-        fmt::print(stderr, "wrote {}\n", out_path);
-    }
+    write_result(result, out_path);
     return failures ? 1 : 0;
 }
 
