@@ -36,6 +36,11 @@ void configure(std::string_view program, Level min_level, Format format) {
     g_format = format;
 }
 
+bool enabled(Level level) {
+    std::lock_guard guard(g_lock);
+    return level >= g_min;
+}
+
 void write(Level level, std::string_view message) {
     std::lock_guard guard(g_lock);
     if (level < g_min) return;

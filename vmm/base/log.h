@@ -12,14 +12,24 @@ enum class Format { Text, Json };
 
 void configure(std::string_view program, Level min_level, Format format);
 void write(Level level, std::string_view message);
+// Whether messages of `level` are written; checked before formatting.
+bool enabled(Level level);
 
 template <typename... Args>
-void debug(fmt::format_string<Args...> f, Args&&... args) { write(Level::Debug, fmt::format(f, std::forward<Args>(args)...)); }
+void debug(fmt::format_string<Args...> f, Args&&... args) {
+    if (enabled(Level::Debug)) write(Level::Debug, fmt::format(f, std::forward<Args>(args)...));
+}
 template <typename... Args>
-void info(fmt::format_string<Args...> f, Args&&... args) { write(Level::Info, fmt::format(f, std::forward<Args>(args)...)); }
+void info(fmt::format_string<Args...> f, Args&&... args) {
+    if (enabled(Level::Info)) write(Level::Info, fmt::format(f, std::forward<Args>(args)...));
+}
 template <typename... Args>
-void warn(fmt::format_string<Args...> f, Args&&... args) { write(Level::Warn, fmt::format(f, std::forward<Args>(args)...)); }
+void warn(fmt::format_string<Args...> f, Args&&... args) {
+    if (enabled(Level::Warn)) write(Level::Warn, fmt::format(f, std::forward<Args>(args)...));
+}
 template <typename... Args>
-void error(fmt::format_string<Args...> f, Args&&... args) { write(Level::Error, fmt::format(f, std::forward<Args>(args)...)); }
+void error(fmt::format_string<Args...> f, Args&&... args) {
+    if (enabled(Level::Error)) write(Level::Error, fmt::format(f, std::forward<Args>(args)...));
+}
 
 }  // namespace husk::log
