@@ -6,8 +6,8 @@
 //
 // Paths come from flags or HUSK_* variables (see --help). Results go to
 // --out (default: stdout as one JSON document).
-#include <boost/program_options.hpp>
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/eventfd.h>
@@ -16,21 +16,20 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstring>
+#include <boost/program_options.hpp>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <regex>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <fmt/format.h>
-#include <nlohmann/json.hpp>
 
 #include "tests/lib/subprocess.h"
 #include "vmm/devices/virtio/block/block.h"
@@ -54,8 +53,8 @@ json stats(std::vector<double> v) {
     if (v.empty()) return nullptr;
     std::sort(v.begin(), v.end());
     auto pct = [&](double p) { return v[std::min(v.size() - 1, size_t(p * double(v.size() - 1) + 0.5))]; };
-    return {{"n", v.size()}, {"min", v.front()}, {"median", pct(0.5)}, {"p90", pct(0.9)}, {"p99", pct(0.99)},
-            {"max", v.back()}, {"samples", v}};
+    return {{"n", v.size()},    {"min", v.front()}, {"median", pct(0.5)}, {"p90", pct(0.9)},
+            {"p99", pct(0.99)}, {"max", v.back()},  {"samples", v}};
 }
 
 json machine() {
@@ -71,15 +70,19 @@ json machine() {
     std::string backend = access("/sys/module/kvm_intel", F_OK) == 0 ? "kvm_intel"
                           : access("/sys/module/kvm_amd", F_OK) == 0 ? "kvm_amd"
                           : access("/sys/module/kvm_pvm", F_OK) == 0 ? "kvm_pvm"
-                                                                      : "none";
+                                                                     : "none";
     char host[256] = {};
     gethostname(host, sizeof host - 1);
     std::time_t now = std::time(nullptr);
     char date[64];
     std::strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
-    return {{"hostname", host}, {"kernel", std::string(u.release)}, {"cpu", cpu},
-            {"cpus", std::thread::hardware_concurrency()}, {"kvm_backend", backend},
-            {"in_rig", std::getenv("HUSK_RIG") != nullptr}, {"date", date}};
+    return {{"hostname", host},
+            {"kernel", std::string(u.release)},
+            {"cpu", cpu},
+            {"cpus", std::thread::hardware_concurrency()},
+            {"kvm_backend", backend},
+            {"in_rig", std::getenv("HUSK_RIG") != nullptr},
+            {"date", date}};
 }
 
 std::string env_or(const char* name, const std::string& fallback) {
@@ -99,8 +102,10 @@ json memory_of(const std::vector<std::string>& argv, const std::string& marker) 
     husk::test::RunningProcess p(argv);
     if (!p.wait_for_stdout(marker, 30)) return nullptr;
     std::this_thread::sleep_for(std::chrono::milliseconds(200));  // let it settle after the guest halts
-    return {{"rss_kib", status_kib(p.pid(), "VmRSS")}, {"rss_anon_kib", status_kib(p.pid(), "RssAnon")},
-            {"rss_file_kib", status_kib(p.pid(), "RssFile")}, {"rss_shmem_kib", status_kib(p.pid(), "RssShmem")}};
+    return {{"rss_kib", status_kib(p.pid(), "VmRSS")},
+            {"rss_anon_kib", status_kib(p.pid(), "RssAnon")},
+            {"rss_file_kib", status_kib(p.pid(), "RssFile")},
+            {"rss_shmem_kib", status_kib(p.pid(), "RssShmem")}};
 }
 
 // Writes a scenario's JSON to `out_path`, or to stdout between markers for "-":
@@ -197,7 +202,10 @@ json blk_device_run(double seconds, uint32_t batch) {
     loop_thread.join();
     close(kick);
     unlink(path.c_str());
-    return {{"requests", done}, {"seconds", secs}, {"requests_per_second", double(done) / secs}, {"batch", batch},
+    return {{"requests", done},
+            {"seconds", secs},
+            {"requests_per_second", double(done) / secs},
+            {"batch", batch},
             {"backend", "raw image on tmpfs (/dev/shm), page cache, io_uring readv"}};
 }
 
@@ -221,13 +229,20 @@ json blk_iops(int runs, const std::string& kernel, const std::string& initrd, co
             // No " -- ": QEMU appends its virtio_mmio.device= after the command line, which
             // must stay a kernel argument; words without '=' still reach init as arguments.
             "console=ttyS0 reboot=t panic=-1 i8042.noaux i8042.nomux i8042.dumbkbd quiet randread {} {}", qd, seconds);
-        std::vector<std::string> husk_cmd = {vmm, "--kernel", kernel, "--initramfs", initrd, "--memory", "256",
-                                             "--drive", image, "--cmdline", cmdline};
-        std::vector<std::string> qemu_cmd = {qemu, "-M", microvm, "-accel", "kvm", "-cpu", "host", "-m", "256",
-                                             "-nodefaults", "-nographic", "-serial", "stdio", "-kernel", kernel,
-                                             "-initrd", initrd, "-append", cmdline, "-no-reboot",
-                                             "-drive", "id=d0,file=" + image + ",format=raw,if=none,aio=io_uring",
-                                             "-device", "virtio-blk-device,drive=d0"};
+        std::vector<std::string> husk_cmd = {vmm,   "--kernel", kernel, "--initramfs", initrd, "--memory",
+                                             "256", "--drive",  image,  "--cmdline",   cmdline};
+        std::vector<std::string> qemu_cmd = {qemu,         "-M",
+                                             microvm,      "-accel",
+                                             "kvm",        "-cpu",
+                                             "host",       "-m",
+                                             "256",        "-nodefaults",
+                                             "-nographic", "-serial",
+                                             "stdio",      "-kernel",
+                                             kernel,       "-initrd",
+                                             initrd,       "-append",
+                                             cmdline,      "-no-reboot",
+                                             "-drive",     "id=d0,file=" + image + ",format=raw,if=none,aio=io_uring",
+                                             "-device",    "virtio-blk-device,drive=d0"};
         std::vector<double> h, q;
         for (int i = 0; i < runs; ++i) {
             for (int side = 0; side < 2; ++side) {
@@ -235,13 +250,14 @@ json blk_iops(int runs, const std::string& kernel, const std::string& initrd, co
                 o.timeout_seconds = 300;
                 auto r = husk::test::run_process(side == 0 ? husk_cmd : qemu_cmd, o);
                 auto v = parse_ms(r.out, R"(randread qd=[0-9]+ iops=([0-9.]+))");
-                fmt::print(stderr, "  qd {} [{}/{}] {:5} {}\n", qd, i + 1, runs, side == 0 ? "husk" : "qemu",
-                           v ? fmt::format("{:.0f} IOPS", *v) : "no result: " + r.out.substr(0, 300) + r.err.substr(0, 300));
+                fmt::print(
+                    stderr, "  qd {} [{}/{}] {:5} {}\n", qd, i + 1, runs, side == 0 ? "husk" : "qemu",
+                    v ? fmt::format("{:.0f} IOPS", *v) : "no result: " + r.out.substr(0, 300) + r.err.substr(0, 300));
                 if (v) (side == 0 ? h : q).push_back(*v);
             }
         }
-        json entry = {{"husk_iops", stats(h)}, {"qemu_iops", stats(q)},
-                      {"commands", {{"husk", husk_cmd}, {"qemu", qemu_cmd}}}};
+        json entry = {
+            {"husk_iops", stats(h)}, {"qemu_iops", stats(q)}, {"commands", {{"husk", husk_cmd}, {"qemu", qemu_cmd}}}};
         if (!h.empty() && !q.empty()) {
             double ratio = double(entry["husk_iops"]["median"]) / double(entry["qemu_iops"]["median"]);
             entry["ratio_husk_over_qemu"] = ratio;
@@ -270,19 +286,22 @@ int scenario(const std::string& name, int runs, const std::string& out_path, con
         husk_cmd = {vmm, "--kernel", guest, "--memory", "32"};
         // PVM needs a CPU model without ARCH_CAPABILITIES; hardware KVM takes host.
         std::string cpu = access("/sys/module/kvm_pvm", F_OK) == 0 ? "qemu64" : "host";
-        qemu_cmd = {qemu, "-M", microvm, "-accel", "kvm", "-cpu", cpu, "-m", "32", "-nodefaults", "-nographic",
-                    "-serial", "stdio", "-device", "isa-debug-exit,iobase=0x501,iosize=2", "-kernel", guest,
-                    "-no-reboot"};
+        qemu_cmd = {qemu,         "-M",      microvm,     "-accel",  "kvm",
+                    "-cpu",       cpu,       "-m",        "32",      "-nodefaults",
+                    "-nographic", "-serial", "stdio",     "-device", "isa-debug-exit,iobase=0x501,iosize=2",
+                    "-kernel",    guest,     "-no-reboot"};
         result["guest"] = "tests/guests/pvh.S: PVH entry, prints a line, resets";
         // Memory: the same guest, halted, measured while alive.
         auto halt = guests + "/pvh_halt.elf";
         auto hm = memory_of({vmm, "--kernel", halt, "--memory", "32"}, marker);
-        auto qm = memory_of({qemu, "-M", microvm, "-accel", "kvm", "-cpu", cpu, "-m", "32", "-nodefaults",
-                             "-nographic", "-serial", "stdio", "-kernel", halt},
+        auto qm = memory_of({qemu, "-M", microvm, "-accel", "kvm", "-cpu", cpu, "-m", "32", "-nodefaults", "-nographic",
+                             "-serial", "stdio", "-kernel", halt},
                             marker);
-        result["memory"] = {{"husk", hm}, {"qemu", qm},
-                            {"note", "husk guest RAM is a memfd (RssShmem); VMM overhead = RssAnon + RssFile. "
-                                     "QEMU's guest RAM is anonymous and counted in its RssAnon."}};
+        result["memory"] = {{"husk", hm},
+                            {"qemu", qm},
+                            {"note",
+                             "husk guest RAM is a memfd (RssShmem); VMM overhead = RssAnon + RssFile. "
+                             "QEMU's guest RAM is anonymous and counted in its RssAnon."}};
     } else if (name == "boot") {
         std::string kernel = vm.count("kernel") ? vm["kernel"].as<std::string>() : env_or("HUSK_VMLINUX", "");
         std::string initrd = env_or("HUSK_INITRAMFS", build + "/tests/guests/linux/test-initramfs.cpio.gz");
@@ -293,9 +312,9 @@ int scenario(const std::string& name, int runs, const std::string& out_path, con
         std::string cmdline = "console=ttyS0 reboot=t panic=-1 i8042.noaux i8042.nomux i8042.dumbkbd quiet -- reboot";
         marker = "husk-test-init: init reached";
         husk_cmd = {vmm, "--kernel", kernel, "--initramfs", initrd, "--memory", "256", "--cmdline", cmdline};
-        qemu_cmd = {qemu, "-M", microvm, "-accel", "kvm", "-cpu", "host", "-m", "256", "-smp", "1", "-nodefaults",
-                    "-nographic", "-serial", "stdio", "-kernel", kernel, "-initrd", initrd, "-append", cmdline,
-                    "-no-reboot"};
+        qemu_cmd = {qemu,   "-M",      microvm, "-accel",      "kvm",        "-cpu",      "host",  "-m",
+                    "256",  "-smp",    "1",     "-nodefaults", "-nographic", "-serial",   "stdio", "-kernel",
+                    kernel, "-initrd", initrd,  "-append",     cmdline,      "-no-reboot"};
         result["guest"] = "kernel-config/ vmlinux (PVH) + tests/guests/linux/init.c initramfs, 256 MiB, 1 vCPU";
     } else if (name == "blk-iops") {
         std::string kernel = vm.count("kernel") ? vm["kernel"].as<std::string>() : env_or("HUSK_VMLINUX", "");
@@ -305,8 +324,9 @@ int scenario(const std::string& name, int runs, const std::string& out_path, con
             return 2;
         }
         result["husk"] = blk_iops(runs, kernel, initrd, vmm, qemu, 5);
-        result["note"] = "guest: tests/guests/linux/init.c randread (io_uring, O_DIRECT in the guest, 5 s); "
-                         "host: the same raw 256 MiB image in the page cache for both";
+        result["note"] =
+            "guest: tests/guests/linux/init.c randread (io_uring, O_DIRECT in the guest, 5 s); "
+            "host: the same raw 256 MiB image in the page cache for both";
         write_result(result, out_path);
         return 0;
     } else if (name == "blk-device") {
@@ -320,9 +340,11 @@ int scenario(const std::string& name, int runs, const std::string& out_path, con
         }
         result["husk"] = {{"requests_per_second", stats(rates)}};
         result["runs_detail"] = samples;
-        result["note"] = "device side only: fake guest driver in-process, 4 KiB random reads, 64 in flight; "
-                         "the driver thread spins on the used ring, so this uses both cores";
-        fmt::print(stderr, "blk-device: median {:.0f} requests/s\n", double(result["husk"]["requests_per_second"]["median"]));
+        result["note"] =
+            "device side only: fake guest driver in-process, 4 KiB random reads, 64 in flight; "
+            "the driver thread spins on the used ring, so this uses both cores";
+        fmt::print(stderr, "blk-device: median {:.0f} requests/s\n",
+                   double(result["husk"]["requests_per_second"]["median"]));
         write_result(result, out_path);
         return 0;
     } else {
@@ -358,7 +380,8 @@ int scenario(const std::string& name, int runs, const std::string& out_path, con
             }
         }
     }
-    result["husk"] = {{"launch_to_exit_ms", stats(h_exit)}, {"launch_to_console_marker_ms", stats(h_marker)},
+    result["husk"] = {{"launch_to_exit_ms", stats(h_exit)},
+                      {"launch_to_console_marker_ms", stats(h_marker)},
                       {"vmm_start_to_first_kvm_run_ms", stats(h_first_run)},
                       {"vmm_start_to_boot_timer_ms", stats(h_init)}};
     result["qemu"] = {{"launch_to_exit_ms", stats(q_exit)}, {"launch_to_console_marker_ms", stats(q_marker)}};
@@ -369,8 +392,9 @@ int scenario(const std::string& name, int runs, const std::string& out_path, con
         double he = result["husk"]["launch_to_exit_ms"]["median"];
         double qe = result["qemu"]["launch_to_exit_ms"]["median"];
         result["ratio_husk_over_qemu"] = {{"launch_to_console_marker", hm / qm}, {"launch_to_exit", he / qe}};
-        fmt::print(stderr, "{}: median launch->marker husk {:.1f} ms, qemu {:.1f} ms, ratio {:.3f}; "
-                           "launch->exit husk {:.1f} ms, qemu {:.1f} ms, ratio {:.3f}\n",
+        fmt::print(stderr,
+                   "{}: median launch->marker husk {:.1f} ms, qemu {:.1f} ms, ratio {:.3f}; "
+                   "launch->exit husk {:.1f} ms, qemu {:.1f} ms, ratio {:.3f}\n",
                    name, hm, qm, hm / qm, he, qe, he / qe);
     }
     write_result(result, out_path);

@@ -52,7 +52,8 @@ ProcessResult run_process(const std::vector<std::string>& argv, const RunOptions
     close(out[1]);
     close(err[1]);
     close(in[0]);
-    if (!o.stdin_data.empty()) [[maybe_unused]] ssize_t n = write(in[1], o.stdin_data.data(), o.stdin_data.size());
+    if (!o.stdin_data.empty()) [[maybe_unused]]
+        ssize_t n = write(in[1], o.stdin_data.data(), o.stdin_data.size());
     close(in[1]);
 
     bool signalled = false;

@@ -6,12 +6,11 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include <cstring>
-#include <thread>
-
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <string>
+#include <thread>
 
 #include "tests/lib/subprocess.h"
 
@@ -22,8 +21,12 @@ std::string env(const char* name) {
     const char* v = std::getenv(name);
     return v ? v : "";
 }
-std::string vmm() { return env("HUSK_VMM"); }
-std::string guest(const std::string& name) { return env("HUSK_GUESTS") + "/" + name + ".elf"; }
+std::string vmm() {
+    return env("HUSK_VMM");
+}
+std::string guest(const std::string& name) {
+    return env("HUSK_GUESTS") + "/" + name + ".elf";
+}
 
 ProcessResult boot(const std::string& name, std::vector<std::string> extra = {}, RunOptions o = {}) {
     std::vector<std::string> argv = {vmm(), "--kernel", guest(name), "--memory", "32"};
@@ -133,7 +136,8 @@ TEST(VmmCli, ConsoleSocketThatDoesNotExist) {
 TEST(VmmCli, HelpDocumentsEveryKey) {
     auto r = run_process({vmm(), "--help"});
     EXPECT_EQ(r.exit_status, 0);
-    for (const char* key : {"kernel", "initramfs", "cmdline", "entry", "vcpus", "memory_mib", "hugepages", "output", "input"})
+    for (const char* key :
+         {"kernel", "initramfs", "cmdline", "entry", "vcpus", "memory_mib", "hugepages", "output", "input"})
         EXPECT_NE(r.out.find(key), std::string::npos) << key;
 }
 
@@ -146,7 +150,8 @@ TEST(VmmCli, MissingKernelIsExplained) {
 TEST(VmmCli, KernelThatDoesNotExist) {
     auto r = run_process({vmm(), "--kernel", "/nonexistent/vmlinux"});
     EXPECT_EQ(r.exit_status, 1);
-    EXPECT_NE(r.err.find("read kernel: open `/nonexistent/vmlinux`: No such file or directory"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("read kernel: open `/nonexistent/vmlinux`: No such file or directory"), std::string::npos)
+        << r.err;
 }
 
 TEST(VmmCli, KernelThatIsNotAKernel) {

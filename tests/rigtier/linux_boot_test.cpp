@@ -2,20 +2,18 @@
 // husk-vmm. Needs hardware KVM (kvm_intel/kvm_amd): run directly on such a
 // host, or inside the nested rig (tests/rig/run).
 #include <gtest/gtest.h>
-
 #include <sched.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
-
-#include <cstring>
-#include <thread>
 
 #include <cstdio>
 #include <cstdlib>
-#include <vector>
+#include <cstring>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "tests/lib/subprocess.h"
 
@@ -31,8 +29,15 @@ constexpr const char* kCmdline = "console=ttyS0 reboot=k panic=-1 i8042.noaux i8
 
 ProcessResult boot(const std::string& init_args, std::vector<std::string> extra = {},
                    const std::string& kernel = env("HUSK_VMLINUX")) {
-    std::vector<std::string> argv = {env("HUSK_VMM"), "--kernel", kernel, "--initramfs", env("HUSK_INITRAMFS"),
-                                     "--memory", "256", "--cmdline", std::string(kCmdline) + " -- " + init_args};
+    std::vector<std::string> argv = {env("HUSK_VMM"),
+                                     "--kernel",
+                                     kernel,
+                                     "--initramfs",
+                                     env("HUSK_INITRAMFS"),
+                                     "--memory",
+                                     "256",
+                                     "--cmdline",
+                                     std::string(kCmdline) + " -- " + init_args};
     argv.insert(argv.end(), extra.begin(), extra.end());
     RunOptions o;
     o.timeout_seconds = 120;
@@ -153,8 +158,15 @@ std::string read_line(int fd) {
 }
 
 std::vector<std::string> vmm_argv(const std::string& init_args, std::vector<std::string> extra) {
-    std::vector<std::string> argv = {env("HUSK_VMM"), "--kernel", env("HUSK_VMLINUX"), "--initramfs", env("HUSK_INITRAMFS"),
-                                     "--memory", "256", "--cmdline", std::string(kCmdline) + " -- " + init_args};
+    std::vector<std::string> argv = {env("HUSK_VMM"),
+                                     "--kernel",
+                                     env("HUSK_VMLINUX"),
+                                     "--initramfs",
+                                     env("HUSK_INITRAMFS"),
+                                     "--memory",
+                                     "256",
+                                     "--cmdline",
+                                     std::string(kCmdline) + " -- " + init_args};
     argv.insert(argv.end(), extra.begin(), extra.end());
     return argv;
 }

@@ -5,13 +5,14 @@
 namespace husk::x86 {
 namespace {
 
-constexpr uint32_t bit(unsigned n) { return 1u << n; }
+constexpr uint32_t bit(unsigned n) {
+    return 1u << n;
+}
 
 // CPUID.1:ECX / EDX bits (SDM Vol. 2A, CPUID, Table 3-10/3-11).
 constexpr uint32_t kEcxTscDeadline = bit(24);
-constexpr uint32_t kEcxDtes64 = bit(2), kEcxMonitor = bit(3), kEcxDsCpl = bit(4), kEcxVmx = bit(5),
-                   kEcxSmx = bit(6), kEcxEist = bit(7), kEcxTm2 = bit(8), kEcxPdcm = bit(15), kEcxDca = bit(18),
-                   kEcxHypervisor = bit(31);
+constexpr uint32_t kEcxDtes64 = bit(2), kEcxMonitor = bit(3), kEcxDsCpl = bit(4), kEcxVmx = bit(5), kEcxSmx = bit(6),
+                   kEcxEist = bit(7), kEcxTm2 = bit(8), kEcxPdcm = bit(15), kEcxDca = bit(18), kEcxHypervisor = bit(31);
 constexpr uint32_t kEdxDs = bit(21), kEdxAcpi = bit(22), kEdxHtt = bit(28), kEdxTm = bit(29), kEdxPbe = bit(31);
 // CPUID.80000001h:ECX (AMD APM Vol. 3, E.4.2).
 constexpr uint32_t kAmdEcxSvm = bit(2), kAmdEcxCmpLegacy = bit(1), kAmdEcxExtApicSpace = bit(3);
@@ -60,83 +61,83 @@ std::vector<kvm_cpuid_entry2> normalize_cpuid(std::vector<kvm_cpuid_entry2> entr
 
     for (auto& e : entries) {
         switch (e.function) {
-        case 0x1:
-            // EBX[31:24] initial APIC id, [23:16] logical processors per package, [15:8] CLFLUSH line / 8.
-            e.ebx = (id << 24) | ((count & 0xff) << 16) | (8u << 8) | (e.ebx & 0xff);
-            e.ecx &= ~(kEcxDtes64 | kEcxMonitor | kEcxDsCpl | kEcxVmx | kEcxSmx | kEcxEist | kEcxTm2 | kEcxPdcm |
-                       kEcxDca);
-            e.ecx |= kEcxHypervisor;
-            if (o.tsc_deadline) e.ecx |= kEcxTscDeadline;
-            e.edx &= ~(kEdxDs | kEdxAcpi | kEdxTm | kEdxPbe);
-            if (count > 1)
-                e.edx |= kEdxHtt;
-            else
-                e.edx &= ~kEdxHtt;
-            break;
-        case 0x4:
-            // Deterministic cache parameters (Intel): EAX[31:26] cores per package - 1,
-            // EAX[25:14] logical processors sharing this cache - 1 (one per core: no SMT).
-            if (vendor == CpuVendor::Intel) {
-                e.eax &= 0x3fff;
-                if ((e.eax & 0x1f) != 0) e.eax |= ((count - 1) & 0x3f) << 26;
-            }
-            break;
-        case 0x5:  // MONITOR/MWAIT: masked above, so its leaf is empty.
-            e.eax = e.ebx = e.ecx = e.edx = 0;
-            break;
-        case 0x6:  // thermal and power management: only ARAT.
-            e.eax &= kLeaf6Arat;
-            e.ebx = e.ecx = e.edx = 0;
-            break;
-        case 0xa:  // architectural performance monitoring: not exposed.
-            e.eax = e.ebx = e.ecx = e.edx = 0;
-            break;
-        case 0xb:
-        case 0x1f:
-            // Extended topology (Intel): level 0 = SMT (1 thread per core), level 1 = core.
-            e.edx = id;  // x2APIC id
-            if (e.index == 0) {
-                e.eax = 0;
-                e.ebx = 1;
-                e.ecx = (1u << 8) | 0;  // type SMT
-            } else if (e.index == 1) {
-                e.eax = core_bits;
-                e.ebx = count;
-                e.ecx = (2u << 8) | 1;  // type core
-            } else {
-                e.eax = e.ebx = 0;
-                e.ecx = e.index;  // type invalid ends the enumeration
-            }
-            break;
-        case 0x4000'0000:
-            // KVM signature; EAX = highest hypervisor leaf.
-            e.eax = 0x4000'0001;
-            std::memcpy(&e.ebx, "KVMK", 4);
-            std::memcpy(&e.ecx, "VMKV", 4);
-            std::memcpy(&e.edx, "M\0\0\0", 4);
-            break;
-        case 0x8000'0001:
-            e.ecx &= ~(kAmdEcxSvm | kAmdEcxExtApicSpace);
-            if (vendor == CpuVendor::Amd && count > 1)
-                e.ecx |= kAmdEcxCmpLegacy;
-            else
-                e.ecx &= ~kAmdEcxCmpLegacy;
-            break;
-        case 0x8000'0008:
-            // AMD: ECX[15:12] APIC id size, ECX[7:0] cores per package - 1.
-            if (vendor == CpuVendor::Amd) e.ecx = (core_bits << 12) | ((count - 1) & 0xff);
-            break;
-        case 0x8000'001e:
-            // AMD extended APIC id, one thread per compute unit, node 0.
-            if (vendor == CpuVendor::Amd) {
-                e.eax = id;
-                e.ebx = id & 0xff;
-                e.ecx = 0;
-                e.edx = 0;
-            }
-            break;
-        default:
-            break;
+            case 0x1:
+                // EBX[31:24] initial APIC id, [23:16] logical processors per package, [15:8] CLFLUSH line / 8.
+                e.ebx = (id << 24) | ((count & 0xff) << 16) | (8u << 8) | (e.ebx & 0xff);
+                e.ecx &= ~(kEcxDtes64 | kEcxMonitor | kEcxDsCpl | kEcxVmx | kEcxSmx | kEcxEist | kEcxTm2 | kEcxPdcm |
+                           kEcxDca);
+                e.ecx |= kEcxHypervisor;
+                if (o.tsc_deadline) e.ecx |= kEcxTscDeadline;
+                e.edx &= ~(kEdxDs | kEdxAcpi | kEdxTm | kEdxPbe);
+                if (count > 1)
+                    e.edx |= kEdxHtt;
+                else
+                    e.edx &= ~kEdxHtt;
+                break;
+            case 0x4:
+                // Deterministic cache parameters (Intel): EAX[31:26] cores per package - 1,
+                // EAX[25:14] logical processors sharing this cache - 1 (one per core: no SMT).
+                if (vendor == CpuVendor::Intel) {
+                    e.eax &= 0x3fff;
+                    if ((e.eax & 0x1f) != 0) e.eax |= ((count - 1) & 0x3f) << 26;
+                }
+                break;
+            case 0x5:  // MONITOR/MWAIT: masked above, so its leaf is empty.
+                e.eax = e.ebx = e.ecx = e.edx = 0;
+                break;
+            case 0x6:  // thermal and power management: only ARAT.
+                e.eax &= kLeaf6Arat;
+                e.ebx = e.ecx = e.edx = 0;
+                break;
+            case 0xa:  // architectural performance monitoring: not exposed.
+                e.eax = e.ebx = e.ecx = e.edx = 0;
+                break;
+            case 0xb:
+            case 0x1f:
+                // Extended topology (Intel): level 0 = SMT (1 thread per core), level 1 = core.
+                e.edx = id;  // x2APIC id
+                if (e.index == 0) {
+                    e.eax = 0;
+                    e.ebx = 1;
+                    e.ecx = (1u << 8) | 0;  // type SMT
+                } else if (e.index == 1) {
+                    e.eax = core_bits;
+                    e.ebx = count;
+                    e.ecx = (2u << 8) | 1;  // type core
+                } else {
+                    e.eax = e.ebx = 0;
+                    e.ecx = e.index;  // type invalid ends the enumeration
+                }
+                break;
+            case 0x4000'0000:
+                // KVM signature; EAX = highest hypervisor leaf.
+                e.eax = 0x4000'0001;
+                std::memcpy(&e.ebx, "KVMK", 4);
+                std::memcpy(&e.ecx, "VMKV", 4);
+                std::memcpy(&e.edx, "M\0\0\0", 4);
+                break;
+            case 0x8000'0001:
+                e.ecx &= ~(kAmdEcxSvm | kAmdEcxExtApicSpace);
+                if (vendor == CpuVendor::Amd && count > 1)
+                    e.ecx |= kAmdEcxCmpLegacy;
+                else
+                    e.ecx &= ~kAmdEcxCmpLegacy;
+                break;
+            case 0x8000'0008:
+                // AMD: ECX[15:12] APIC id size, ECX[7:0] cores per package - 1.
+                if (vendor == CpuVendor::Amd) e.ecx = (core_bits << 12) | ((count - 1) & 0xff);
+                break;
+            case 0x8000'001e:
+                // AMD extended APIC id, one thread per compute unit, node 0.
+                if (vendor == CpuVendor::Amd) {
+                    e.eax = id;
+                    e.ebx = id & 0xff;
+                    e.ecx = 0;
+                    e.edx = 0;
+                }
+                break;
+            default:
+                break;
         }
     }
     return entries;
