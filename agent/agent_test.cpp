@@ -1,0 +1,220 @@
+// The real husk-agent binary, outside a VM: `husk-agent --listen SOCKET --rootfs DIR`
+// with a busybox rootfs directory. Exercises the protocol, process setup
+// (mount namespace, pivot_root, user, cwd, env), stdio relays and exit
+// reporting. Needs root (it mounts and pivots) and busybox-static.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <thread>
+
+#include "agent/client.h"
+#include "vmm/base/system.h"
+
+namespace husk::agent {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string read_all(int fd) {
+    std::string out;
+    char buf[65536];
+    for (;;) {
+        ssize_t n = ::read(fd, buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return out;
+        out.append(buf, size_t(n));
+    }
+}
+
+class AgentTest : public ::testing::Test {
+protected:
+    void SetUp() override {
+        if (::geteuid() != 0) GTEST_SKIP() << "needs root (the agent mounts and pivots)";
+        if (!fs::exists("/bin/busybox")) GTEST_SKIP() << "needs busybox-static";
+        char tmpl[] = "/tmp/husk-agent-test.XXXXXX";
+        m_dir = ::mkdtemp(tmpl);
+        m_rootfs = m_dir + "/rootfs";
+        for (const char* d : {"bin", "proc", "dev", "tmp", "etc", "home/user"}) fs::create_directories(m_rootfs + "/" + d);
+        fs::copy_file("/bin/busybox", m_rootfs + "/bin/busybox");
+        for (const char* applet : {"sh", "echo", "cat", "id", "pwd", "sleep", "head", "wc", "env", "true", "dd", "md5sum", "kill"})
+            fs::create_symlink("busybox", m_rootfs + "/bin/" + applet);
+        std::ofstream(m_rootfs + "/bin/notexec") << "#!/bin/sh\necho no\n";
+        m_socket = m_dir + "/agent.sock";
+        m_agent = ::fork();
+        if (m_agent == 0) {
+            ::execl(std::getenv("HUSK_AGENT"), "husk-agent", "--listen", m_socket.c_str(), "--rootfs", m_rootfs.c_str(),
+                    nullptr);
+            ::_exit(127);
+        }
+        auto client = AgentClient::connect({m_socket, false, kPort},
+                                           std::chrono::steady_clock::now() + std::chrono::seconds(10));
+        ASSERT_TRUE(client) << client.error().message();
+        m_client = client.release_value();
+        ContainerSpec c;
+        c.rootfs_device = "";  // the directory is the rootfs
+        c.mounts = {{"/proc", "proc", "proc", {"nosuid", "noexec", "nodev"}},
+                    {"/dev", "tmpfs", "tmpfs", {"nosuid", "mode=755"}}};
+        ASSERT_TRUE(m_client->setup_container(c));
+    }
+    void TearDown() override {
+        m_client.reset();
+        if (m_agent > 0) {
+            ::kill(m_agent, SIGKILL);
+            ::waitpid(m_agent, nullptr, 0);
+        }
+        if (!m_dir.empty()) fs::remove_all(m_dir);
+    }
+
+    ProcessSpec spec(std::string id, std::vector<std::string> args) {
+        ProcessSpec s;
+        s.exec_id = std::move(id);
+        s.args = std::move(args);
+        s.env = {"PATH=/bin", "HOME=/root"};
+        return s;
+    }
+
+    struct Run {
+        std::string out, err;
+        int status = -1;
+    };
+    // create, attach, start, feed stdin, collect everything, wait.
+    Run run(const ProcessSpec& s, const std::string& input = "") {
+        Run r;
+        auto pid = m_client->create_process(s);
+        EXPECT_TRUE(pid) << pid.error().message();
+        if (!pid) return r;
+        UniqueFd in, out, err;
+        auto attach = [&](Channel channel) {
+            auto fd = m_client->attach_stdio(s.exec_id, channel);
+            EXPECT_TRUE(fd) << fd.error().message();
+            return fd ? fd.release_value() : UniqueFd();
+        };
+        if (s.attach & kAttachStdin) in = attach(Channel::Stdin);
+        if (s.attach & kAttachStdout) out = attach(Channel::Stdout);
+        if (s.attach & kAttachStderr) err = attach(Channel::Stderr);
+        auto out_f = std::async(std::launch::async, [&] { return out ? read_all(out.get()) : std::string(); });
+        auto err_f = std::async(std::launch::async, [&] { return err ? read_all(err.get()) : std::string(); });
+        EXPECT_TRUE(m_client->start(s.exec_id));
+        if (in) {
+            (void)sys::write_all(in.get(), input);
+            ::shutdown(in.get(), SHUT_WR);
+        }
+        r.out = out_f.get();
+        r.err = err_f.get();
+        auto status = m_client->wait(s.exec_id);
+        EXPECT_TRUE(status) << status.error().message();
+        r.status = status ? status.value() : -1;
+        return r;
+    }
+
+    std::string m_dir, m_rootfs, m_socket;
+    pid_t m_agent = -1;
+    std::unique_ptr<AgentClient> m_client;
+};
+
+TEST_F(AgentTest, OutputErrorsAndExitStatus) {
+    auto r = run(spec("init", {"sh", "-c", "echo out; echo err >&2; exit 3"}));
+    EXPECT_EQ(r.out, "out\n");
+    EXPECT_EQ(r.err, "err\n");
+    EXPECT_EQ(r.status, 3);
+}
+
+TEST_F(AgentTest, StdinIsReadToTheEnd) {
+    std::string input(300000, 'x');
+    auto r = run(spec("init", {"wc", "-c"}), input);
+    EXPECT_EQ(r.out.substr(r.out.find_first_not_of(' ')), "300000\n");
+    EXPECT_EQ(r.status, 0);
+}
+
+TEST_F(AgentTest, TenMiBOfOutputArriveIntact) {
+    auto r = run(spec("init", {"sh", "-c", "dd if=/dev/zero bs=1048576 count=10 2>/dev/null; echo end"}));
+    ASSERT_EQ(r.out.size(), 10u * 1048576 + 4);
+    EXPECT_EQ(r.out.substr(r.out.size() - 4), "end\n");
+    EXPECT_EQ(r.out.find_first_not_of('\0'), 10u * 1048576);
+}
+
+TEST_F(AgentTest, EnvCwdAndUser) {
+    ProcessSpec s = spec("init", {"sh", "-c", "echo $GREETING; pwd; id -u; id -g; id -G; umask"});
+    s.env.push_back("GREETING=hello");
+    s.cwd = "/home/user";
+    s.uid = 1000;
+    s.gid = 1001;
+    s.additional_gids = {1002};
+    s.umask = 027;
+    auto r = run(s);
+    EXPECT_EQ(r.out, "hello\n/home/user\n1000\n1001\n1001 1002\n0027\n") << r.err;
+    EXPECT_EQ(r.status, 0);
+}
+
+TEST_F(AgentTest, MissingAndNonExecutableBinaries) {
+    auto missing = run(spec("init", {"nosuch"}));
+    EXPECT_EQ(missing.status, 127);
+    EXPECT_EQ(missing.err, "nosuch: command not found\n");
+}
+
+TEST_F(AgentTest, NotExecutableIs126) {
+    auto r = run(spec("init", {"/bin/notexec"}));
+    EXPECT_EQ(r.status, 126);
+    EXPECT_EQ(r.err, "/bin/notexec: Permission denied\n");
+}
+
+TEST_F(AgentTest, KilledBySigkillReports137) {
+    ProcessSpec s = spec("init", {"sleep", "100"});
+    s.attach = 0;
+    ASSERT_TRUE(m_client->create_process(s));
+    ASSERT_TRUE(m_client->start("init"));
+    ASSERT_TRUE(m_client->signal("init", SIGKILL));
+    auto status = m_client->wait("init");
+    ASSERT_TRUE(status);
+    EXPECT_EQ(status.value(), 137);
+}
+
+TEST_F(AgentTest, ExecRunsBesideTheFirstProcess) {
+    ProcessSpec init = spec("init", {"sh", "-c", "echo started > /tmp/flag; sleep 100"});
+    init.attach = 0;
+    ASSERT_TRUE(m_client->create_process(init));
+    ASSERT_TRUE(m_client->start("init"));
+    // The exec'd process sees the container's root and the file its first process wrote there.
+    ProcessSpec e = spec("exec-1", {"sh", "-c", "while [ ! -f /tmp/flag ]; do sleep 0.01; done; cat /tmp/flag; exit 5"});
+    auto r = run(e);
+    EXPECT_EQ(r.out, "started\n");
+    EXPECT_EQ(r.status, 5);
+    ASSERT_TRUE(m_client->signal("init", SIGTERM));
+    EXPECT_EQ(m_client->wait("init").value(), 128 + SIGTERM);
+}
+
+TEST_F(AgentTest, ErrorsAreClear) {
+    auto bad_cwd = spec("init", {"true"});
+    bad_cwd.cwd = "/nonexistent";
+    auto r = m_client->create_process(bad_cwd);
+    ASSERT_FALSE(r);
+    EXPECT_NE(r.error().message().find("chdir to cwd `/nonexistent`"), std::string::npos) << r.error().message();
+    auto start = m_client->start("nobody");
+    ASSERT_FALSE(start);
+    EXPECT_NE(start.error().message().find("no process `nobody`"), std::string::npos);
+    auto exec_first = m_client->create_process(spec("exec-1", {"true"}));
+    ASSERT_FALSE(exec_first);
+}
+
+TEST_F(AgentTest, TerminalGetsAPty) {
+    ProcessSpec s = spec("init", {"sh", "-c", "[ -t 0 ] && [ -t 1 ] && echo tty; exit 4"});
+    s.terminal = true;
+    s.attach = kAttachStdin | kAttachStdout;  // a terminal has no separate stderr
+    s.rows = 30;
+    s.cols = 100;
+    auto r = run(s);
+    EXPECT_NE(r.out.find("tty"), std::string::npos) << r.out;
+    EXPECT_EQ(r.status, 4);
+}
+
+}  // namespace
+}  // namespace husk::agent

@@ -1,0 +1,268 @@
+#include "agent/protocol.h"
+
+#include <sys/wait.h>
+
+#include <cstring>
+
+namespace husk::agent {
+
+std::string_view to_string(MessageType type) {
+    switch (type) {
+    case MessageType::Hello: return "Hello";
+    case MessageType::SetupContainer: return "SetupContainer";
+    case MessageType::CreateProcess: return "CreateProcess";
+    case MessageType::Start: return "Start";
+    case MessageType::Signal: return "Signal";
+    case MessageType::Resize: return "Resize";
+    case MessageType::CloseStdin: return "CloseStdin";
+    case MessageType::Wait: return "Wait";
+    case MessageType::AttachStdio: return "AttachStdio";
+    case MessageType::Shutdown: return "Shutdown";
+    case MessageType::Ok: return "Ok";
+    case MessageType::Error: return "Error";
+    case MessageType::Exit: return "Exit";
+    }
+    return "unknown";
+}
+
+std::string encode_frame(MessageType type, uint32_t id, std::string_view payload) {
+    std::string out = Writer()
+                          .u32(kMagic)
+                          .u16(kVersion)
+                          .u16(uint16_t(type))
+                          .u32(id)
+                          .u32(uint32_t(payload.size()))
+                          .take();
+    out.append(payload);
+    return out;
+}
+
+Result<FrameHeader> decode_header(std::span<const uint8_t> bytes) {
+    if (bytes.size() < kHeaderSize) return Error::from_string("agent protocol: short frame header");
+    Reader r(std::string_view(reinterpret_cast<const char*>(bytes.data()), kHeaderSize));
+    FrameHeader h;
+    h.magic = r.u32();
+    h.version = r.u16();
+    h.type = r.u16();
+    h.id = r.u32();
+    h.length = r.u32();
+    if (h.magic != kMagic) return Error::from_string("agent protocol: bad frame magic");
+    if (h.version != kVersion)
+        return Error::from_string("agent protocol: version " + std::to_string(h.version) + " is not supported (want " +
+                                  std::to_string(kVersion) + ")");
+    if (h.length > kMaxPayload)
+        return Error::from_string("agent protocol: frame of " + std::to_string(h.length) + " bytes is over the limit");
+    return h;
+}
+
+Writer& Writer::u8(uint8_t v) {
+    m_out.push_back(char(v));
+    return *this;
+}
+Writer& Writer::u16(uint16_t v) {
+    for (int i = 0; i < 2; ++i) m_out.push_back(char(v >> (8 * i)));
+    return *this;
+}
+Writer& Writer::u32(uint32_t v) {
+    for (int i = 0; i < 4; ++i) m_out.push_back(char(v >> (8 * i)));
+    return *this;
+}
+Writer& Writer::u64(uint64_t v) {
+    for (int i = 0; i < 8; ++i) m_out.push_back(char(v >> (8 * i)));
+    return *this;
+}
+Writer& Writer::str(std::string_view v) {
+    u32(uint32_t(v.size()));
+    m_out.append(v);
+    return *this;
+}
+Writer& Writer::strings(const std::vector<std::string>& v) {
+    u32(uint32_t(v.size()));
+    for (const auto& s : v) str(s);
+    return *this;
+}
+
+bool Reader::take(void* out, size_t size) {
+    if (m_failure || m_in.size() - m_pos < size) {
+        if (!m_failure) m_failure = "a field runs past the end of the payload";
+        std::memset(out, 0, size);
+        return false;
+    }
+    std::memcpy(out, m_in.data() + m_pos, size);
+    m_pos += size;
+    return true;
+}
+
+uint8_t Reader::u8() {
+    uint8_t b = 0;
+    take(&b, 1);
+    return b;
+}
+uint16_t Reader::u16() {
+    uint8_t b[2];
+    take(b, 2);
+    return uint16_t(b[0] | b[1] << 8);
+}
+uint32_t Reader::u32() {
+    uint8_t b[4];
+    take(b, 4);
+    return uint32_t(b[0]) | uint32_t(b[1]) << 8 | uint32_t(b[2]) << 16 | uint32_t(b[3]) << 24;
+}
+uint64_t Reader::u64() {
+    uint64_t lo = u32();
+    uint64_t hi = u32();
+    return lo | hi << 32;
+}
+bool Reader::boolean() {
+    uint8_t b = u8();
+    if (b > 1 && !m_failure) m_failure = "a boolean is neither 0 nor 1";
+    return b == 1;
+}
+std::string Reader::str() {
+    uint32_t size = u32();
+    if (m_failure) return {};
+    if (size > m_in.size() - m_pos) {
+        m_failure = "a string is longer than the payload";
+        return {};
+    }
+    std::string s(m_in.substr(m_pos, size));
+    m_pos += size;
+    return s;
+}
+std::vector<std::string> Reader::strings() {
+    uint32_t count = u32();
+    // Each string takes at least its 4-byte length: a count the payload cannot hold is a lie.
+    if (m_failure || count > (m_in.size() - m_pos) / 4) {
+        if (!m_failure) m_failure = "a list is longer than the payload";
+        return {};
+    }
+    std::vector<std::string> out;
+    out.reserve(count);
+    for (uint32_t i = 0; i < count && !m_failure; ++i) out.push_back(str());
+    return out;
+}
+Result<void> Reader::finish(std::string_view what) const {
+    if (m_failure) return Error::from_string(std::string("agent protocol: malformed ") + std::string(what) + ": " + m_failure);
+    if (m_pos != m_in.size())
+        return Error::from_string(std::string("agent protocol: malformed ") + std::string(what) + ": " +
+                                  std::to_string(m_in.size() - m_pos) + " trailing bytes");
+    return {};
+}
+
+namespace {
+constexpr uint8_t kHasUmask = 1 << 0;
+constexpr uint8_t kHasOomScoreAdj = 1 << 1;
+constexpr uint8_t kNoNewPrivileges = 1 << 2;
+constexpr uint8_t kTerminal = 1 << 3;
+constexpr uint8_t kKnownFlags = 0x0f;
+}  // namespace
+
+std::string encode(const ProcessSpec& s) {
+    Writer w;
+    w.str(s.exec_id).strings(s.args).strings(s.env).str(s.cwd).u32(s.uid).u32(s.gid);
+    w.u32(uint32_t(s.additional_gids.size()));
+    for (uint32_t g : s.additional_gids) w.u32(g);
+    uint8_t flags = (s.umask ? kHasUmask : 0) | (s.oom_score_adj ? kHasOomScoreAdj : 0) |
+                    (s.no_new_privileges ? kNoNewPrivileges : 0) | (s.terminal ? kTerminal : 0);
+    w.u8(flags).u32(s.umask.value_or(0)).i32(s.oom_score_adj.value_or(0));
+    w.u32(uint32_t(s.rlimits.size()));
+    for (const auto& r : s.rlimits) w.str(r.type).u64(r.soft).u64(r.hard);
+    w.u16(s.rows).u16(s.cols).u8(s.attach);
+    return w.take();
+}
+
+Result<ProcessSpec> decode_process_spec(std::string_view payload) {
+    Reader r(payload);
+    ProcessSpec s;
+    s.exec_id = r.str();
+    s.args = r.strings();
+    s.env = r.strings();
+    s.cwd = r.str();
+    s.uid = r.u32();
+    s.gid = r.u32();
+    uint32_t groups = r.u32();
+    if (groups > payload.size() / 4) return Error::from_string("agent protocol: malformed process spec: too many groups");
+    for (uint32_t i = 0; i < groups; ++i) s.additional_gids.push_back(r.u32());
+    uint8_t flags = r.u8();
+    uint32_t umask = r.u32();
+    int32_t oom = r.i32();
+    if (flags & ~kKnownFlags) return Error::from_string("agent protocol: malformed process spec: unknown flags");
+    if (flags & kHasUmask) s.umask = umask;
+    if (flags & kHasOomScoreAdj) s.oom_score_adj = oom;
+    s.no_new_privileges = flags & kNoNewPrivileges;
+    s.terminal = flags & kTerminal;
+    uint32_t limits = r.u32();
+    if (limits > payload.size() / 20) return Error::from_string("agent protocol: malformed process spec: too many rlimits");
+    for (uint32_t i = 0; i < limits; ++i) {
+        Rlimit l;
+        l.type = r.str();
+        l.soft = r.u64();
+        l.hard = r.u64();
+        s.rlimits.push_back(std::move(l));
+    }
+    s.rows = r.u16();
+    s.cols = r.u16();
+    s.attach = r.u8();
+    TRY(r.finish("process spec"));
+    if (s.exec_id.empty()) return Error::from_string("agent protocol: process spec without an exec id");
+    if (s.args.empty()) return Error::from_string("agent protocol: process spec without args");
+    if (s.umask && *s.umask > 0777) return Error::from_string("agent protocol: umask out of range");
+    if (s.attach & ~7) return Error::from_string("agent protocol: unknown stdio channels");
+    return s;
+}
+
+std::string encode(const ContainerSpec& s) {
+    Writer w;
+    w.str(s.rootfs_device).str(s.rootfs_type).boolean(s.readonly).str(s.hostname);
+    w.u32(uint32_t(s.mounts.size()));
+    for (const auto& m : s.mounts) w.str(m.destination).str(m.type).str(m.source).strings(m.options);
+    w.strings(s.masked_paths).strings(s.readonly_paths);
+    return w.take();
+}
+
+Result<ContainerSpec> decode_container_spec(std::string_view payload) {
+    Reader r(payload);
+    ContainerSpec s;
+    s.rootfs_device = r.str();
+    s.rootfs_type = r.str();
+    s.readonly = r.boolean();
+    s.hostname = r.str();
+    uint32_t mounts = r.u32();
+    if (mounts > payload.size() / 16) return Error::from_string("agent protocol: malformed container spec: too many mounts");
+    for (uint32_t i = 0; i < mounts; ++i) {
+        Mount m;
+        m.destination = r.str();
+        m.type = r.str();
+        m.source = r.str();
+        m.options = r.strings();
+        s.mounts.push_back(std::move(m));
+    }
+    s.masked_paths = r.strings();
+    s.readonly_paths = r.strings();
+    TRY(r.finish("container spec"));
+    for (const auto& m : s.mounts)
+        if (m.destination.empty() || m.destination[0] != '/')
+            return Error::from_string("agent protocol: mount destination `" + m.destination + "` is not absolute");
+    return s;
+}
+
+void FrameBuffer::append(std::span<const uint8_t> bytes) {
+    m_bytes.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+}
+
+Result<std::optional<FrameBuffer::Frame>> FrameBuffer::next() {
+    if (m_bytes.size() < kHeaderSize) return std::optional<Frame>();
+    FrameHeader h = TRY(decode_header(std::span(reinterpret_cast<const uint8_t*>(m_bytes.data()), kHeaderSize)));
+    if (m_bytes.size() - kHeaderSize < h.length) return std::optional<Frame>();
+    Frame f{MessageType(h.type), h.id, m_bytes.substr(kHeaderSize, h.length)};
+    m_bytes.erase(0, kHeaderSize + h.length);
+    return std::optional<Frame>(std::move(f));
+}
+
+int shell_status(int wait_status) {
+    if (WIFEXITED(wait_status)) return WEXITSTATUS(wait_status);
+    if (WIFSIGNALED(wait_status)) return 128 + WTERMSIG(wait_status);
+    return 255;
+}
+
+}  // namespace husk::agent

@@ -1,0 +1,182 @@
+// The host ↔ husk-agent protocol, shared by both ends. The wire format is in
+// agent/PROTOCOL.md; this header is its one implementation.
+//
+// Every message is a frame: a 16-byte little-endian header (magic, version,
+// type, request id, payload length) and a payload of at most kMaxPayload
+// bytes, encoded with Writer and decoded with Reader. Decoding never trusts a
+// length: every read is checked against the bytes that are left.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "vmm/base/result.h"
+
+namespace husk::agent {
+
+inline constexpr uint32_t kMagic = 0x4b535548;  // "HUSK"
+inline constexpr uint16_t kVersion = 1;
+inline constexpr uint32_t kPort = 1024;           // the agent's vsock port
+inline constexpr uint32_t kMaxPayload = 1 << 20;  // 1 MiB: a whole OCI process spec fits many times
+inline constexpr std::string_view kInitId = "init";  // the exec id of the container's own process
+
+enum class MessageType : uint16_t {
+    // host → agent requests; each gets an Ok or Error reply with the same id
+    Hello = 1,           // u16 version → Ok(string agent version)
+    SetupContainer = 2,  // ContainerSpec → Ok
+    CreateProcess = 3,   // ProcessSpec → Ok(u32 guest pid)
+    Start = 4,           // string exec id → Ok
+    Signal = 5,          // string exec id, u32 signal, u8 all → Ok
+    Resize = 6,          // string exec id, u16 rows, u16 cols → Ok
+    CloseStdin = 7,      // string exec id → Ok
+    Wait = 8,            // string exec id → Ok(i32 status) once the process has exited
+    AttachStdio = 9,     // string exec id, u8 channel → Ok; the connection then carries raw bytes
+    Shutdown = 10,       // → Ok; then the agent syncs, unmounts and powers off
+    // agent → host
+    Ok = 0x80,
+    Error = 0x81,  // i32 errno, string message
+    Exit = 0x82,   // string exec id, i32 status: sent once per process, unsolicited (id 0)
+};
+
+std::string_view to_string(MessageType type);
+
+enum class Channel : uint8_t { Stdin = 0, Stdout = 1, Stderr = 2 };
+
+// Which stdio channels the host will attach; the others read /dev/null or are discarded.
+inline constexpr uint8_t kAttachStdin = 1 << 0;
+inline constexpr uint8_t kAttachStdout = 1 << 1;
+inline constexpr uint8_t kAttachStderr = 1 << 2;
+
+struct FrameHeader {
+    uint32_t magic = kMagic;
+    uint16_t version = kVersion;
+    uint16_t type = 0;
+    uint32_t id = 0;
+    uint32_t length = 0;
+};
+inline constexpr size_t kHeaderSize = 16;
+
+std::string encode_frame(MessageType type, uint32_t id, std::string_view payload);
+// Checks magic, version and length. The payload follows the header.
+Result<FrameHeader> decode_header(std::span<const uint8_t> bytes);
+
+// Appends little-endian fields to a payload.
+class Writer {
+public:
+    Writer& u8(uint8_t v);
+    Writer& u16(uint16_t v);
+    Writer& u32(uint32_t v);
+    Writer& u64(uint64_t v);
+    Writer& i32(int32_t v) { return u32(uint32_t(v)); }
+    Writer& boolean(bool v) { return u8(v ? 1 : 0); }
+    Writer& str(std::string_view v);
+    Writer& strings(const std::vector<std::string>& v);
+    std::string take() { return std::move(m_out); }
+
+private:
+    std::string m_out;
+};
+
+// Reads fields back. A read past the end, or a string longer than what is
+// left, puts the reader in a failed state; all later reads return zero/empty
+// and finish() reports the first failure.
+class Reader {
+public:
+    explicit Reader(std::string_view payload) : m_in(payload) {}
+    uint8_t u8();
+    uint16_t u16();
+    uint32_t u32();
+    uint64_t u64();
+    int32_t i32() { return int32_t(u32()); }
+    bool boolean();
+    std::string str();
+    std::vector<std::string> strings();
+    // Fails unless every byte was consumed and no read overran.
+    Result<void> finish(std::string_view what) const;
+
+private:
+    bool take(void* out, size_t size);
+    std::string_view m_in;
+    size_t m_pos = 0;
+    const char* m_failure = nullptr;
+};
+
+struct Rlimit {
+    std::string type;  // "RLIMIT_NOFILE", as in the OCI spec
+    uint64_t soft = 0;
+    uint64_t hard = 0;
+    bool operator==(const Rlimit&) const = default;
+};
+
+struct ProcessSpec {
+    std::string exec_id;
+    std::vector<std::string> args;
+    std::vector<std::string> env;
+    std::string cwd = "/";
+    uint32_t uid = 0;
+    uint32_t gid = 0;
+    std::vector<uint32_t> additional_gids;
+    std::optional<uint32_t> umask;
+    std::vector<Rlimit> rlimits;
+    bool no_new_privileges = false;
+    std::optional<int32_t> oom_score_adj;
+    bool terminal = false;
+    uint16_t rows = 0;  // terminal size at start; 0 leaves the kernel's default
+    uint16_t cols = 0;
+    uint8_t attach = kAttachStdin | kAttachStdout | kAttachStderr;
+    bool operator==(const ProcessSpec&) const = default;
+};
+
+struct Mount {
+    std::string destination;
+    std::string type;    // proc, sysfs, tmpfs, devpts, mqueue, cgroup, bind
+    std::string source;  // for bind: a path inside the rootfs
+    std::vector<std::string> options;  // OCI mount options: "nosuid", "ro", "mode=755", ...
+    bool operator==(const Mount&) const = default;
+};
+
+struct ContainerSpec {
+    std::string rootfs_device = "/dev/vda";
+    std::string rootfs_type = "ext4";
+    bool readonly = false;
+    std::string hostname;
+    std::vector<Mount> mounts;
+    std::vector<std::string> masked_paths;
+    std::vector<std::string> readonly_paths;
+    bool operator==(const ContainerSpec&) const = default;
+};
+
+std::string encode(const ProcessSpec& spec);
+std::string encode(const ContainerSpec& spec);
+Result<ProcessSpec> decode_process_spec(std::string_view payload);
+Result<ContainerSpec> decode_container_spec(std::string_view payload);
+
+// Frames arrive in pieces; FrameBuffer collects bytes and hands out whole frames.
+class FrameBuffer {
+public:
+    struct Frame {
+        MessageType type;
+        uint32_t id;
+        std::string payload;
+    };
+    void append(std::span<const uint8_t> bytes);
+    // The next whole frame, nothing when more bytes are needed, or an error for
+    // a malformed header (the connection must then be dropped).
+    Result<std::optional<Frame>> next();
+    size_t buffered() const { return m_bytes.size(); }
+    // Whatever follows the last whole frame (a stream's first bytes after AttachStdio).
+    std::string take_rest() { return std::exchange(m_bytes, {}); }
+
+private:
+    std::string m_bytes;
+};
+
+// The status a shell reports: the exit code, or 128 + the signal that killed it.
+int shell_status(int wait_status);
+
+}  // namespace husk::agent

@@ -1,0 +1,54 @@
+// spawn: forks a container process and sets it up up to the point of exec —
+// stdio, mount namespace and root, limits, user — then leaves it waiting for
+// start() (the OCI create/start split: everything that can fail fails at create).
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+
+#include "agent/protocol.h"
+#include "vmm/base/result.h"
+#include "vmm/base/unique_fd.h"
+
+namespace husk::agent {
+
+struct SpawnedProcess {
+    pid_t pid = -1;
+    // The agent's ends of stdio. With a terminal, `terminal` is the pty
+    // master and the pipes are empty; unattached channels are empty too.
+    UniqueFd stdin_pipe;
+    UniqueFd stdout_pipe;
+    UniqueFd stderr_pipe;
+    UniqueFd terminal;
+    UniqueFd start;  // one byte written here lets the process exec
+};
+
+struct SpawnContext {
+    // The container's rootfs, mounted by the agent; the first process pivots into it.
+    std::string rootfs;
+    // The container setup the first process applies (mounts, masked paths).
+    const ContainerSpec* container = nullptr;
+    // For processes after the first: the container's init, whose mount namespace they join.
+    pid_t join = -1;
+};
+
+// Forks, sets up, and returns once the child is ready to exec (or failed, with its reason).
+Result<SpawnedProcess> spawn(const ProcessSpec& spec, const SpawnContext& context);
+
+// Lets a spawned process exec.
+Result<void> start(SpawnedProcess& process);
+
+// OCI mount options → mount(2) flags, propagation flags and the data string.
+struct MountOptions {
+    unsigned long flags = 0;
+    unsigned long clear = 0;        // flags the options turn off ("rw", "suid", ...)
+    unsigned long propagation = 0;  // MS_PRIVATE, MS_SLAVE, ... applied by a second mount(2)
+    std::string data;
+};
+MountOptions parse_mount_options(const std::vector<std::string>& options);
+
+// The rlimit resource for an OCI name ("RLIMIT_NOFILE"), or -1.
+int rlimit_resource(std::string_view name);
+
+}  // namespace husk::agent
