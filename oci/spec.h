@@ -1,0 +1,103 @@
+// The OCI runtime-spec config.json (config.md, config-linux.md): the subset
+// husk honours, parsed and validated. Every error names the file and the
+// JSON path of the offending field: "config.json: process.args: must not be empty".
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "vmm/base/result.h"
+
+namespace husk::oci {
+
+struct User {
+    uint32_t uid = 0;
+    uint32_t gid = 0;
+    std::optional<uint32_t> umask;
+    std::vector<uint32_t> additional_gids;
+};
+
+struct Rlimit {
+    std::string type;
+    uint64_t hard = 0;
+    uint64_t soft = 0;
+};
+
+struct Process {
+    bool terminal = false;
+    uint16_t console_height = 0;
+    uint16_t console_width = 0;
+    User user;
+    std::vector<std::string> args;
+    std::vector<std::string> env;
+    std::string cwd = "/";
+    std::vector<Rlimit> rlimits;
+    bool no_new_privileges = false;
+    std::optional<int32_t> oom_score_adj;
+};
+
+struct Root {
+    std::string path;
+    bool readonly = false;
+};
+
+struct Mount {
+    std::string destination;
+    std::string type;
+    std::string source;
+    std::vector<std::string> options;
+};
+
+struct Hook {
+    std::string path;
+    std::vector<std::string> args;
+    std::vector<std::string> env;
+    std::optional<int> timeout;
+};
+
+struct Hooks {
+    std::vector<Hook> prestart, create_runtime, create_container, start_container, poststart, poststop;
+};
+
+struct Resources {
+    std::optional<int64_t> memory_limit;  // bytes
+    std::optional<int64_t> cpu_quota;     // µs per period
+    std::optional<uint64_t> cpu_period;   // µs
+    std::string cpuset_cpus;              // "0-3,6"
+};
+
+struct Linux {
+    Resources resources;
+    std::string cgroups_path;
+    std::vector<std::string> masked_paths;
+    std::vector<std::string> readonly_paths;
+};
+
+struct Spec {
+    std::string oci_version;
+    std::optional<Process> process;
+    Root root;
+    std::string hostname;
+    std::vector<Mount> mounts;
+    Hooks hooks;
+    std::map<std::string, std::string> annotations;
+    Linux linux_;
+};
+
+// `name` prefixes every error ("config.json").
+Result<Spec> parse_spec(std::string_view json, std::string_view name = "config.json");
+// A process.json as given to `exec --process`.
+Result<Process> parse_process(std::string_view json, std::string_view name = "process.json");
+// Reads and parses BUNDLE/config.json.
+Result<Spec> load_spec(const std::string& bundle);
+
+// vCPUs for the resources: quota/period rounded up, else the cpuset's size, else nothing.
+std::optional<uint32_t> vcpus_for(const Resources& resources);
+// Number of CPUs in a cpuset list ("0-3,6" → 5); an error for malformed lists.
+Result<uint32_t> cpuset_size(std::string_view cpus);
+
+}  // namespace husk::oci
