@@ -82,6 +82,8 @@ AgentClient::~AgentClient() {
     if (m_reader.joinable()) m_reader.join();
 }
 
+void AgentClient::close() { ::shutdown(m_fd.get(), SHUT_RDWR); }
+
 void AgentClient::reader() {
     for (;;) {
         auto frame = read_frame(m_fd.get());

@@ -36,6 +36,9 @@ public:
                                                         std::chrono::steady_clock::time_point deadline);
     ~AgentClient();
 
+    // Fails every pending and later request (the reader sees the connection end).
+    void close();
+
     Result<std::string> hello();  // the agent's version
     Result<void> setup_container(const ContainerSpec& spec);
     Result<uint32_t> create_process(const ProcessSpec& spec);  // the guest pid

@@ -38,7 +38,7 @@ Result<void> check(int rc, const std::string& what) {
 // so the agent first moves itself onto a tmpfs root; the container's process can
 // then pivot_root into its rootfs.
 Result<void> leave_initramfs() {
-    TRY(check(::mkdir("/.root", 0755), "mkdir /.root"));
+    if (::mkdir("/.root", 0755) < 0 && errno != EEXIST) return Error::from_errno(errno, "mkdir /.root");
     TRY(check(::mount("tmpfs", "/.root", "tmpfs", MS_NOSUID, "mode=755"), "mount the agent's root"));
     TRY(check(::chdir("/.root"), "chdir"));
     TRY(check(::mount(".", "/", nullptr, MS_MOVE, nullptr), "move the agent's root"));

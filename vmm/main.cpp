@@ -2,6 +2,10 @@
 #include <boost/program_options.hpp>
 #include <unistd.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdlib>
 #include <iostream>
 #include <sstream>
 
@@ -14,6 +18,36 @@
 namespace po = boost::program_options;
 
 namespace {
+
+// The agent's initramfs shipped with husk-vmm: beside it in a build tree
+// (build/vmm/husk-vmm → build/agent/husk-agent.cpio) or under share/husk when installed.
+std::string default_agent_initramfs() {
+    char exe[4096];
+    ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) return {};
+    exe[n] = 0;
+    std::string dir = std::string(exe).substr(0, std::string(exe).rfind('/'));
+    for (const char* rel : {"/../agent/husk-agent.cpio", "/../share/husk/husk-agent.cpio"}) {
+        std::string path = dir + rel;
+        if (::access(path.c_str(), R_OK) == 0) return path;
+    }
+    return {};
+}
+
+// A container needs the agent as init and a vsock to reach it; both have defaults.
+husk::Result<void> container_defaults(husk::VmConfig& config) {
+    if (config.container_config.empty()) return {};
+    if (config.initramfs.empty()) {
+        config.initramfs = default_agent_initramfs();
+        if (config.initramfs.empty())
+            return husk::Error::from_string("container: husk-agent.cpio not found beside husk-vmm; give --initramfs");
+    }
+    if (config.vsock_socket.empty()) {
+        const char* dir = std::getenv("XDG_RUNTIME_DIR");
+        config.vsock_socket = std::string(dir && *dir ? dir : "/tmp") + "/husk-vmm-" + std::to_string(::getpid()) + ".vsock";
+    }
+    return {};
+}
 
 std::string keys_help() {
     std::ostringstream out;
@@ -48,6 +82,8 @@ int run(int argc, char** argv) {
         ("no-rng", "devices.rng = false")
         ("vsock", po::value<std::string>(), "[vsock] SOCKET[,cid=N]: virtio-vsock over a Unix socket")
         ("net", po::value<std::string>(), "[net] TAP[,mac=MAC]: virtio-net over a TAP interface")
+        ("container", po::value<std::string>(), "container.config: run this OCI config.json's process in the VM through husk-agent (rootfs: the first --drive)")
+        ("log", po::value<std::string>(), "write log lines to this file instead of stderr")
         ("probe", "report this host's virtualization support and exit (0 if microVMs can run)")
         ("log-format", po::value<std::string>()->default_value("text"), "text | json")
         ("debug", "log debug messages");
@@ -81,6 +117,16 @@ int run(int argc, char** argv) {
     }
     husk::log::configure("husk-vmm", vm.count("debug") ? husk::log::Level::Debug : husk::log::Level::Info,
                          format == "json" ? husk::log::Format::Json : husk::log::Format::Text);
+    husk::UniqueFd log_file;
+    if (vm.count("log")) {
+        auto fd = husk::sys::open(vm["log"].as<std::string>(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+        if (fd.is_error()) {
+            std::cerr << "husk-vmm: --log: " << fd.error().message() << "\n";
+            return husk::kExitVmmError;
+        }
+        log_file = fd.release_value();
+        husk::log::set_output(log_file.get());
+    }
     if (vm.count("probe")) {
         auto report = husk::probe_host();
         std::cout << husk::format_report(report);
@@ -134,6 +180,16 @@ int run(int argc, char** argv) {
             config.drives.push_back(drive.release_value());
         }
     }
+
+    if (vm.count("container")) config.container_config = vm["container"].as<std::string>();
+    if (auto r = container_defaults(config); r.is_error()) {
+        husk::log::error("{}", r.error().message());
+        return husk::kExitVmmError;
+    }
+    // The container's stderr is ours: say only what matters there unless asked to say more.
+    if (!config.container_config.empty() && !vm.count("debug") && !vm.count("log"))
+        husk::log::configure("husk-vmm", husk::log::Level::Warn,
+                             format == "json" ? husk::log::Format::Json : husk::log::Format::Text);
 
     auto vmm = husk::Vmm::create(config);
     if (vmm.is_error()) {

@@ -19,6 +19,8 @@
 #include "vmm/base/log.h"
 #include "vmm/base/system.h"
 #include "vmm/devices/legacy/debug_port.h"
+#include "vmm/container/container_session.h"
+#include "oci/spec.h"
 #include "vmm/devices/legacy/i8042.h"
 #include "vmm/devices/virtio/block/block.h"
 #include "vmm/devices/virtio/net/net.h"
@@ -71,7 +73,15 @@ Result<std::unique_ptr<Vmm>> Vmm::create(const VmConfig& config) {
     TRY(kvm.check_required_capabilities());
     phase("KVM opened");
 
-    // Read the inputs first: a bad path fails before any KVM object exists.
+    // Read the inputs first: a bad path or config fails before any KVM object exists.
+    std::optional<AgentSpecs> container;
+    if (!config.container_config.empty()) {
+        if (config.vsock_socket.empty()) return Error::from_string("a container needs the vsock device (vsock.socket)");
+        if (config.drives.empty()) return Error::from_string("a container needs its rootfs as the first drive");
+        auto text = TRY(sys::read_file(config.container_config, 16 << 20).context("read the container config"));
+        auto spec = TRY(oci::parse_spec(text, config.container_config));
+        container = TRY(agent_specs_for(spec).context(config.container_config));
+    }
     auto kernel_image = TRY(sys::read_file(config.kernel).context("read kernel"));
     std::string initramfs;
     if (!config.initramfs.empty()) initramfs = TRY(sys::read_file(config.initramfs).context("read initramfs"));
@@ -126,6 +136,17 @@ Result<std::unique_ptr<Vmm>> Vmm::create(const VmConfig& config) {
                loaded.mode == x86::EntryMode::Pvh ? "PVH" : "64-bit", config.vcpus, config.memory_mib);
 
     TRY(vmm->setup_devices(config));
+    if (container) {
+        Vmm* self = vmm.get();
+        vmm->m_container = std::make_unique<ContainerSession>(
+            std::move(*container), agent::Endpoint{config.vsock_socket, true, agent::kPort},
+            ContainerSession::Callbacks{
+                [self](int status, const std::string& reason) { self->request_exit(status, reason); },
+                [self](int status) {
+                    std::lock_guard guard(self->m_exit_lock);
+                    self->m_container_status = status;
+                }});
+    }
     return vmm;
 }
 
@@ -161,15 +182,18 @@ Result<std::string> Vmm::setup_virtio(const VmConfig& config) {
 
 Result<void> Vmm::setup_devices(const VmConfig& config) {
     int out_fd = -1;
-    if (config.console_output == "stdout") {
+    // A container's stdout is its process's: the kernel's console stays out of it unless asked for.
+    std::string console = config.console_output;
+    if (console == "auto") console = config.container_config.empty() ? "stdout" : "none";
+    if (console == "stdout") {
         out_fd = STDOUT_FILENO;
-    } else if (config.console_output == "stderr") {
+    } else if (console == "stderr") {
         out_fd = STDERR_FILENO;
-    } else if (config.console_output.rfind("unix:", 0) == 0) {
-        m_console_file = TRY(sys::connect_unix(config.console_output.substr(5)).context("connect console socket"));
+    } else if (console.rfind("unix:", 0) == 0) {
+        m_console_file = TRY(sys::connect_unix(console.substr(5)).context("connect console socket"));
         out_fd = m_console_file.get();
-    } else if (config.console_output != "none") {
-        m_console_file = TRY(sys::open(config.console_output, O_WRONLY | O_CREAT | O_APPEND, 0640).context("open console output"));
+    } else if (console != "none") {
+        m_console_file = TRY(sys::open(console, O_WRONLY | O_CREAT | O_APPEND, 0640).context("open console output"));
         out_fd = m_console_file.get();
     }
     m_serial = std::make_shared<Serial>(
@@ -341,6 +365,7 @@ Result<int> Vmm::run() {
     // vCPUs first: the guest needs its devices only well into boot, the CPU at once.
     for (size_t i = 0; i < m_vcpus.size(); ++i) m_threads.emplace_back([this, i] { vcpu_thread(i); });
     if (m_loop) m_loop_thread = std::thread([this] { m_loop->run(); });
+    if (m_container) m_container->start();
 
     for (;;) {
         siginfo_t info;
@@ -354,17 +379,22 @@ Result<int> Vmm::run() {
             if (m_stopping) break;
             continue;
         }
+        // A container's process gets husk-vmm's signals, as it would get runc's (its pid is ours).
+        if (m_container && m_container->forward_signal(sig)) continue;
         request_exit(kExitSignalBase + sig, std::string("stopped by ") + strsignal(sig));
         break;
     }
     kick_all_vcpus();
     for (auto& t : m_threads) t.join();
     m_threads.clear();
+    m_container.reset();  // ends its threads before the devices they talk through
     std::lock_guard guard(m_exit_lock);
     if (m_exit_status == kExitGuestCrash || m_exit_status == kExitVmmError)
         log::error("{}", m_exit_reason);
     else
         log::info("{}", m_exit_reason);
+    // The container's process exited and the guest powered off after it: that status is ours.
+    if (m_container_status && m_exit_status == 0) return *m_container_status;
     return m_exit_status;
 }
 

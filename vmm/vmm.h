@@ -5,6 +5,7 @@
 #include <atomic>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -12,6 +13,7 @@
 #include "vmm/base/result.h"
 #include "vmm/base/unique_fd.h"
 #include "vmm/config/vm_config.h"
+#include "vmm/container/container_session.h"
 #include "vmm/devices/bus.h"
 #include "vmm/devices/legacy/serial.h"
 #include "vmm/devices/virtio/mmio/mmio_transport.h"
@@ -76,6 +78,9 @@ private:
     std::mutex m_exit_lock;
     int m_exit_status = 0;
     std::string m_exit_reason;
+    std::optional<int> m_container_status;
+    // Last member: destroyed first, while everything its threads call into still exists.
+    std::unique_ptr<ContainerSession> m_container;
 };
 
 }  // namespace husk

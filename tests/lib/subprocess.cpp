@@ -123,4 +123,26 @@ bool RunningProcess::wait_for_stdout(const std::string& text, int timeout_second
     return true;
 }
 
+int RunningProcess::wait_exit(int timeout_seconds) {
+    auto start = Clock::now();
+    for (;;) {
+        int status = 0;
+        pid_t r = waitpid(m_pid, &status, WNOHANG);
+        if (r == m_pid) {
+            m_pid = -1;
+            char buf[4096];
+            ssize_t n;
+            while ((n = read(m_stdout, buf, sizeof buf)) > 0) m_seen.append(buf, size_t(n));
+            return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        }
+        if (ms_since(start) > timeout_seconds * 1000.0) kill(m_pid, SIGKILL);
+        pollfd p{m_stdout, POLLIN, 0};
+        if (poll(&p, 1, 50) > 0) {
+            char buf[4096];
+            ssize_t n = read(m_stdout, buf, sizeof buf);
+            if (n > 0) m_seen.append(buf, size_t(n));
+        }
+    }
+}
+
 }  // namespace husk::test

@@ -38,6 +38,10 @@ public:
 
     // Reads stdout until `text` shows up or the timeout passes; true if it did.
     bool wait_for_stdout(const std::string& text, int timeout_seconds);
+    // Waits for the exit (up to the timeout, then SIGKILL); the status like ProcessResult's.
+    int wait_exit(int timeout_seconds);
+    // What stdout held so far (and everything up to EOF after wait_exit).
+    const std::string& seen() const { return m_seen; }
     pid_t pid() const { return m_pid; }
 
 private:

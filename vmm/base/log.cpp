@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <cstdio>
+#include <ctime>
 #include <mutex>
 #include <string>
 
@@ -16,6 +18,7 @@ std::mutex g_lock;
 std::string g_program = "husk";
 Level g_min = Level::Info;
 Format g_format = Format::Text;
+int g_fd = STDERR_FILENO;
 
 const char* level_name(Level l) {
     switch (l) {
@@ -36,6 +39,11 @@ void configure(std::string_view program, Level min_level, Format format) {
     g_format = format;
 }
 
+void set_output(int fd) {
+    std::lock_guard guard(g_lock);
+    g_fd = fd;
+}
+
 bool enabled(Level level) {
     std::lock_guard guard(g_lock);
     return level >= g_min;
@@ -46,14 +54,23 @@ void write(Level level, std::string_view message) {
     if (level < g_min) return;
     std::string line;
     if (g_format == Format::Json) {
-        nlohmann::json j = {{"level", level_name(level)}, {"msg", message}, {"t_ms", clock::ms_since_start()}};
+        // The fields runc writes ("level", "msg", "time"), which containerd's shim reads back.
+        timespec now{};
+        ::clock_gettime(CLOCK_REALTIME, &now);
+        tm utc{};
+        ::gmtime_r(&now.tv_sec, &utc);
+        char stamp[64];
+        std::snprintf(stamp, sizeof stamp, "%04d-%02d-%02dT%02d:%02d:%02d.%09ldZ", utc.tm_year + 1900, utc.tm_mon + 1,
+                      utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec, now.tv_nsec);
+        nlohmann::json j = {
+            {"level", level_name(level)}, {"msg", message}, {"time", stamp}, {"t_ms", clock::ms_since_start()}};
         line = j.dump() + "\n";
     } else {
         line = g_program + ": " + (level >= Level::Warn ? std::string(level_name(level)) + ": " : "") +
                std::string(message) + "\n";
     }
     // One write per line keeps lines whole when threads log at once.
-    [[maybe_unused]] ssize_t n = ::write(STDERR_FILENO, line.data(), line.size());
+    [[maybe_unused]] ssize_t n = ::write(g_fd, line.data(), line.size());
 }
 
 }  // namespace husk::log

@@ -11,6 +11,8 @@ enum class Level { Debug, Info, Warn, Error };
 enum class Format { Text, Json };
 
 void configure(std::string_view program, Level min_level, Format format);
+// Where lines go (stderr by default); the caller keeps the fd open.
+void set_output(int fd);
 void write(Level level, std::string_view message);
 // Whether messages of `level` are written; checked before formatting.
 bool enabled(Level level);

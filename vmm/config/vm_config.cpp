@@ -41,6 +41,7 @@ const std::vector<ConfigKey>& vm_config_keys() {
         {"vsock", "cid", "integer", "the guest's vsock CID, at least 3 (default 3)"},
         {"net", "tap", "string", "virtio-net over this TAP interface (the guest's eth0)"},
         {"net", "mac", "string", "the guest's MAC, aa:bb:cc:dd:ee:ff (default: a random local one)"},
+        {"container", "config", "path", "run this OCI config.json's process through husk-agent: rootfs is the first drive, husk-vmm's stdio is the process's, its exit status is husk-vmm's"},
     };
     return keys;
 }
@@ -101,6 +102,7 @@ Result<VmConfig> parse_vm_toml(std::string_view text, std::string_view source, V
                 else if (full == "vsock.socket") c.vsock_socket = *s;
                 else if (full == "net.tap") c.net_tap = *s;
                 else if (full == "net.mac") c.net_mac = *s;
+                else if (full == "container.config") c.container_config = *s;
             } else if (type == "integer") {
                 auto v = value.value<int64_t>();
                 if (!v || !value.is_integer()) return bad_type();

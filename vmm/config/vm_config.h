@@ -35,7 +35,7 @@ struct VmConfig {
     uint32_t memory_mib = 128;
     bool hugepages = false;
     // [console]
-    std::string console_output = "stdout";  // stdout | stderr | none | a file path
+    std::string console_output = "auto";  // auto (stdout; none with a container) | stdout | stderr | none | unix:SOCKET | a file path
     std::string console_input = "none";     // stdin | none
     // [[drive]]: virtio-blk disks, in order (/dev/vda, /dev/vdb, ...)
     std::vector<DriveConfig> drives;
@@ -47,6 +47,8 @@ struct VmConfig {
     // [net]: empty tap = no network device
     std::string net_tap;
     std::string net_mac;  // empty: generated
+    // [container]: an OCI config.json whose process the agent runs; empty = a plain VM
+    std::string container_config;
 };
 
 // Parses "TAP[,mac=aa:bb:cc:dd:ee:ff]" (the --net flag) into config.

@@ -1,0 +1,174 @@
+// Rig tier: containers through husk-vmm + husk-agent, from an OCI config.json
+// and a busybox ext4 rootfs. Needs hardware KVM (run inside tests/rig/run here).
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <nlohmann/json.hpp>
+
+#include "agent/client.h"
+#include "tests/lib/subprocess.h"
+#include "vmm/base/system.h"
+
+namespace husk::test {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string env(const char* name) {
+    const char* v = std::getenv(name);
+    return v ? v : "";
+}
+
+class ContainerTest : public ::testing::Test {
+protected:
+    void SetUp() override {
+        char tmpl[] = "/tmp/husk-container-test.XXXXXX";
+        m_dir = ::mkdtemp(tmpl);
+        // Each test writes its own copy of the image; sparse, so the copy is cheap.
+        m_rootfs = m_dir + "/rootfs.ext4";
+        fs::copy_file(env("HUSK_ROOTFS"), m_rootfs);
+        m_vsock = m_dir + "/vsock";
+    }
+    void TearDown() override { fs::remove_all(m_dir); }
+
+    nlohmann::json config(std::vector<std::string> args) {
+        return {
+            {"ociVersion", "1.0.2"},
+            {"root", {{"path", "rootfs"}, {"readonly", false}}},
+            {"hostname", "husk-test"},
+            {"process",
+             {{"args", args},
+              {"env", {"PATH=/bin", "HOME=/root"}},
+              {"cwd", "/"},
+              {"user", {{"uid", 0}, {"gid", 0}}}}},
+            {"mounts",
+             {{{"destination", "/proc"}, {"type", "proc"}, {"source", "proc"}},
+              {{"destination", "/dev"}, {"type", "tmpfs"}, {"source", "tmpfs"}, {"options", {"nosuid", "mode=755"}}},
+              {{"destination", "/tmp"}, {"type", "tmpfs"}, {"source", "tmpfs"}}}},
+        };
+    }
+
+    std::vector<std::string> argv(const nlohmann::json& spec, bool readonly_drive = false) {
+        std::string path = m_dir + "/config.json";
+        std::ofstream(path) << spec.dump(2);
+        return {env("HUSK_VMM"), "--kernel",  env("HUSK_VMLINUX"), "--memory", "256",
+                "--drive",       m_rootfs + (readonly_drive ? ",ro" : ""), "--vsock", m_vsock,
+                "--container",   path};
+    }
+
+    ProcessResult run(const nlohmann::json& spec, const std::string& input = "") {
+        RunOptions o;
+        o.timeout_seconds = 180;
+        o.stdin_data = input;
+        return run_process(argv(spec), o);
+    }
+
+    std::string m_dir, m_rootfs, m_vsock;
+};
+
+TEST_F(ContainerTest, OutputErrorsAndExitStatus) {
+    auto r = run(config({"sh", "-c", "echo out; echo err >&2; exit 3"}));
+    EXPECT_EQ(r.exit_status, 3) << r.err;
+    EXPECT_EQ(r.out, "out\n");
+    EXPECT_EQ(r.err, "err\n");
+}
+
+TEST_F(ContainerTest, KilledBySigkillIs137) {
+    auto r = run(config({"sh", "-c", "kill -9 $$"}));
+    EXPECT_EQ(r.exit_status, 137) << r.err;
+}
+
+TEST_F(ContainerTest, StdinIsReadToTheEnd) {
+    std::string input;
+    for (int i = 0; i < 100000; ++i) input += "line " + std::to_string(i) + "\n";
+    auto r = run(config({"sh", "-c", "wc -c; echo done"}), input);
+    EXPECT_EQ(r.exit_status, 0) << r.err;
+    EXPECT_NE(r.out.find(std::to_string(input.size()) + "\ndone\n"), std::string::npos) << r.out;
+}
+
+TEST_F(ContainerTest, TenMiBOfOutputArriveIntact) {
+    // 10 MiB of a known pattern, then a marker written just before exit.
+    auto r = run(config({"sh", "-c", "yes 0123456789abcde | head -c 10485760; echo last"}));
+    EXPECT_EQ(r.exit_status, 0) << r.err;
+    ASSERT_EQ(r.out.size(), 10485760u + 5);
+    std::string line = "0123456789abcde\n";
+    for (size_t i = 0; i < 10485760; i += 4096 * 16) ASSERT_EQ(r.out.compare(i, 16, line), 0) << "at " << i;
+    EXPECT_EQ(r.out.substr(10485760), "last\n");
+}
+
+TEST_F(ContainerTest, EnvCwdUserAndHostname) {
+    auto spec = config({"sh", "-c", "echo $GREETING; pwd; id -u; id -g; id -G; hostname"});
+    spec["process"]["env"].push_back("GREETING=hello");
+    spec["process"]["cwd"] = "/home/user";
+    spec["process"]["user"] = {{"uid", 1000}, {"gid", 1001}, {"additionalGids", {1002}}};
+    auto r = run(spec);
+    EXPECT_EQ(r.exit_status, 0) << r.err;
+    EXPECT_EQ(r.out, "hello\n/home/user\n1000\n1001\n1001 1002\nhusk-test\n");
+}
+
+TEST_F(ContainerTest, MissingBinaryIs127) {
+    auto r = run(config({"no-such-program"}));
+    EXPECT_EQ(r.exit_status, 127);
+    EXPECT_EQ(r.err, "no-such-program: command not found\n");
+}
+
+TEST_F(ContainerTest, ReadOnlyRoot) {
+    auto spec = config({"sh", "-c", "touch /x 2>/dev/null && echo wrote; touch /tmp/y && echo tmp"});
+    spec["root"]["readonly"] = true;
+    RunOptions o;
+    o.timeout_seconds = 180;
+    auto r = run_process(argv(spec, true), o);
+    EXPECT_EQ(r.exit_status, 0) << r.err;
+    EXPECT_EQ(r.out, "tmp\n");
+}
+
+TEST_F(ContainerTest, ExecBesideTheFirstProcessAndSignalsForwarded) {
+    RunningProcess vmm(argv(config({"sh", "-c", "echo ready; exec sleep 300"})));
+    ASSERT_TRUE(vmm.wait_for_stdout("ready", 180));
+    auto client = agent::AgentClient::connect({m_vsock, true, agent::kPort},
+                                              std::chrono::steady_clock::now() + std::chrono::seconds(30));
+    ASSERT_TRUE(client) << client.error().message();
+    agent::ProcessSpec e;
+    e.exec_id = "exec-1";
+    e.args = {"sh", "-c", "pidof sleep >/dev/null && echo sleeping; echo from-exec; exit 4"};
+    e.env = {"PATH=/bin"};
+    e.attach = agent::kAttachStdout;
+    ASSERT_TRUE(client.value()->create_process(e));
+    auto out = client.value()->attach_stdio("exec-1", agent::Channel::Stdout);
+    ASSERT_TRUE(out) << out.error().message();
+    auto text = std::async(std::launch::async, [fd = out.value().get()] {
+        std::string s;
+        char buf[4096];
+        ssize_t n;
+        while ((n = ::read(fd, buf, sizeof buf)) > 0) s.append(buf, size_t(n));
+        return s;
+    });
+    ASSERT_TRUE(client.value()->start("exec-1"));
+    auto status = client.value()->wait("exec-1");
+    ASSERT_TRUE(status) << status.error().message();
+    EXPECT_EQ(status.value(), 4);
+    EXPECT_EQ(text.get(), "sleeping\nfrom-exec\n");  // it sees the first process
+    client.value().reset();
+    // SIGTERM to husk-vmm reaches the container's process; husk-vmm exits with its status.
+    ::kill(vmm.pid(), SIGTERM);
+    EXPECT_EQ(vmm.wait_exit(60), 128 + SIGTERM);
+}
+
+TEST_F(ContainerTest, MalformedConfigIsRefusedBeforeAnyVm) {
+    std::string path = m_dir + "/config.json";
+    std::ofstream(path) << R"({"ociVersion": "1.0.2", "root": {"path": "rootfs"}, "process": {"args": []}})";
+    RunOptions o;
+    auto r = run_process({env("HUSK_VMM"), "--kernel", env("HUSK_VMLINUX"), "--drive", m_rootfs, "--container", path}, o);
+    EXPECT_EQ(r.exit_status, 1);
+    EXPECT_NE(r.err.find("config.json: process.user: is required"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace husk::test

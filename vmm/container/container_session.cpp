@@ -1,0 +1,223 @@
+#include "vmm/container/container_session.h"
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+
+#include "vmm/base/clock.h"
+#include "vmm/base/log.h"
+#include "vmm/base/system.h"
+
+namespace husk {
+
+namespace {
+
+// Filesystems the guest kernel has; anything else (overlay from the host, nfs, ...) cannot be honoured.
+bool guest_can_mount(const oci::Mount& m) {
+    static const char* const kTypes[] = {"proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2"};
+    for (const char* t : kTypes)
+        if (m.type == t) return true;
+    return false;
+}
+
+bool is_bind(const oci::Mount& m) {
+    if (m.type == "bind") return true;
+    for (const auto& o : m.options)
+        if (o == "bind" || o == "rbind") return true;
+    return false;
+}
+
+}  // namespace
+
+Result<AgentSpecs> agent_specs_for(const oci::Spec& spec) {
+    if (!spec.process) return Error::from_string("config.json has no process to run");
+    AgentSpecs out;
+    agent::ContainerSpec& c = out.container;
+    c.readonly = spec.root.readonly;
+    c.hostname = spec.hostname;
+    c.masked_paths = spec.linux_.masked_paths;
+    c.readonly_paths = spec.linux_.readonly_paths;
+    for (const auto& m : spec.mounts) {
+        // Binds name host paths; the runtime copies such files into the rootfs
+        // image and rewrites the source to their path there (agent/PROTOCOL.md).
+        if (is_bind(m)) {
+            if (m.source.rfind("/.husk/", 0) == 0) c.mounts.push_back({m.destination, "bind", m.source, m.options});
+            else out.skipped_mounts.push_back(m.destination + " (bind of a host path)");
+            continue;
+        }
+        if (!guest_can_mount(m)) {
+            out.skipped_mounts.push_back(m.destination + " (" + m.type + ")");
+            continue;
+        }
+        c.mounts.push_back({m.destination, m.type, m.source, m.options});
+    }
+    const oci::Process& p = *spec.process;
+    agent::ProcessSpec& s = out.process;
+    s.exec_id = std::string(agent::kInitId);
+    s.args = p.args;
+    s.env = p.env;
+    s.cwd = p.cwd;
+    s.uid = p.user.uid;
+    s.gid = p.user.gid;
+    s.additional_gids = p.user.additional_gids;
+    s.umask = p.user.umask;
+    for (const auto& r : p.rlimits) s.rlimits.push_back({r.type, r.soft, r.hard});
+    s.no_new_privileges = p.no_new_privileges;
+    s.oom_score_adj = p.oom_score_adj;
+    s.terminal = p.terminal;
+    s.rows = p.console_height;
+    s.cols = p.console_width;
+    s.attach = p.terminal ? (agent::kAttachStdin | agent::kAttachStdout)
+                          : (agent::kAttachStdin | agent::kAttachStdout | agent::kAttachStderr);
+    return out;
+}
+
+ContainerSession::ContainerSession(AgentSpecs specs, agent::Endpoint endpoint, Callbacks callbacks)
+    : m_specs(std::move(specs)), m_endpoint(std::move(endpoint)), m_callbacks(std::move(callbacks)) {}
+
+ContainerSession::~ContainerSession() {
+    if (m_stop) {
+        uint64_t one = 1;
+        [[maybe_unused]] ssize_t w = ::write(m_stop.get(), &one, sizeof one);
+    }
+    {
+        // Unblocks a run() still connecting, waiting on the agent or relaying (the VM is going away).
+        std::lock_guard guard(m_lock);
+        m_cancelled = true;
+        m_done.notify_all();
+        if (m_client) m_client->close();
+        for (UniqueFd* fd : {&m_stdin, &m_stdout, &m_stderr})
+            if (*fd) ::shutdown(fd->get(), SHUT_RDWR);
+    }
+    if (m_thread.joinable()) m_thread.join();
+    if (m_stdin_thread.joinable()) m_stdin_thread.join();
+}
+
+void ContainerSession::start() {
+    m_stop = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    m_thread = std::thread([this] {
+        auto status = run();
+        if (!status) {
+            m_callbacks.stop(1, "container: " + status.error().message());
+            return;
+        }
+        m_callbacks.exited(status.value());
+        // The agent powers the guest off now; if it does not, stop the VM anyway.
+        std::unique_lock lock(m_lock);
+        if (!m_done.wait_for(lock, std::chrono::seconds(10), [this] { return m_cancelled; }))
+            m_callbacks.stop(status.value(), "the guest did not power off after its container exited");
+    });
+}
+
+bool ContainerSession::forward_signal(int sig) {
+    std::lock_guard guard(m_lock);
+    if (!m_started || !m_client) return false;
+    auto r = m_client->signal(std::string(agent::kInitId), sig);
+    if (!r) log::warn("forward signal {} to the container: {}", sig, r.error().message());
+    return true;
+}
+
+void ContainerSession::relay_stdin(int stream) {
+    char buf[65536];
+    for (;;) {
+        pollfd fds[2] = {{STDIN_FILENO, POLLIN, 0}, {m_stop.get(), POLLIN, 0}};
+        if (::poll(fds, 2, -1) < 0) {
+            if (errno == EINTR) continue;
+            break;
+        }
+        if (fds[1].revents) return;
+        ssize_t n = ::read(STDIN_FILENO, buf, sizeof buf);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+        if (n <= 0) break;
+        if (!sys::write_all(stream, std::string_view(buf, size_t(n)))) return;
+    }
+    ::shutdown(stream, SHUT_WR);  // the process reads end of file
+}
+
+void ContainerSession::relay_output(int stream, int fd) {
+    char buf[65536];
+    for (;;) {
+        ssize_t n = ::read(stream, buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return;
+        // A closed stdout (EPIPE) drops the rest but keeps reading, so the guest never stalls.
+        (void)sys::write_all(fd, std::string_view(buf, size_t(n)));
+    }
+}
+
+Result<int> ContainerSession::run() {
+    // The agent listens once the guest booted; short attempts keep the session cancellable.
+    auto give_up = std::chrono::steady_clock::now() + std::chrono::minutes(2);
+    std::unique_ptr<agent::AgentClient> client;
+    for (;;) {
+        {
+            std::lock_guard guard(m_lock);
+            if (m_cancelled) return Error::from_string("the VM stopped before its agent answered", ECANCELED);
+        }
+        auto attempt = agent::AgentClient::connect(m_endpoint, std::chrono::steady_clock::now() + std::chrono::milliseconds(200));
+        if (attempt) {
+            client = attempt.release_value();
+            break;
+        }
+        if (std::chrono::steady_clock::now() > give_up) return attempt.release_error();
+    }
+    agent::AgentClient* c = client.get();
+    {
+        std::lock_guard guard(m_lock);
+        if (m_cancelled) return Error::from_string("the VM stopped before its agent answered", ECANCELED);
+        m_client = std::move(client);
+    }
+
+    std::string version = TRY(c->hello());
+    log::debug("agent {} answered {:.3f} ms after start", version, clock::ms_since_start());
+    for (const auto& skipped : m_specs.skipped_mounts) log::warn("mount {} cannot be made in the guest; skipped", skipped);
+    TRY(c->setup_container(m_specs.container));
+
+    agent::ProcessSpec& p = m_specs.process;
+    if (p.terminal && !p.rows) {
+        winsize ws{};
+        if (::ioctl(STDIN_FILENO, TIOCGWINSZ, &ws) == 0 || ::ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0) {
+            p.rows = ws.ws_row;
+            p.cols = ws.ws_col;
+        }
+    }
+    TRY(c->create_process(p));
+    const std::string id(agent::kInitId);
+    UniqueFd in = TRY(c->attach_stdio(id, agent::Channel::Stdin));
+    UniqueFd out = TRY(c->attach_stdio(id, agent::Channel::Stdout));
+    UniqueFd err;
+    if (p.attach & agent::kAttachStderr) err = TRY(c->attach_stdio(id, agent::Channel::Stderr));
+    {
+        // Owned here until the session ends, so the destructor can shut them down.
+        std::lock_guard guard(m_lock);
+        m_stdin = std::move(in);
+        m_stdout = std::move(out);
+        m_stderr = std::move(err);
+    }
+    std::thread out_thread(relay_output, m_stdout.get(), STDOUT_FILENO);
+    std::thread err_thread;
+    if (m_stderr) err_thread = std::thread(relay_output, m_stderr.get(), STDERR_FILENO);
+    m_stdin_thread = std::thread([this] { relay_stdin(m_stdin.get()); });
+    auto started = c->start(id);
+    if (started) {
+        std::lock_guard guard(m_lock);
+        m_started = true;
+    }
+    auto status = started ? c->wait(id) : Result<int>(started.release_error());
+    // The agent reports the exit only after the output streams ended: these joins are short.
+    out_thread.join();
+    if (err_thread.joinable()) err_thread.join();
+    TRY(status);
+    uint64_t one = 1;
+    [[maybe_unused]] ssize_t w = ::write(m_stop.get(), &one, sizeof one);
+    if (auto r = c->shutdown(); !r) log::warn("ask the agent to power off: {}", r.error().message());
+    return status.value();
+}
+
+}  // namespace husk

@@ -1,0 +1,70 @@
+// ContainerSession: husk-vmm's side of a container. Once the guest's agent
+// listens, it sets up the container from the OCI config, creates and starts
+// its process, relays husk-vmm's own stdio to it, forwards signals, and when
+// the process exits asks the agent to power off — husk-vmm then exits with the
+// process's status (DESIGN.md "Process model").
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "agent/client.h"
+#include "oci/spec.h"
+#include "vmm/base/result.h"
+#include "vmm/base/unique_fd.h"
+
+namespace husk {
+
+// What the guest is told: the agent's container and process specs from an OCI config.
+struct AgentSpecs {
+    agent::ContainerSpec container;
+    agent::ProcessSpec process;
+    std::vector<std::string> skipped_mounts;  // mounts the guest cannot honour, for the log
+};
+Result<AgentSpecs> agent_specs_for(const oci::Spec& spec);
+
+class ContainerSession {
+public:
+    struct Callbacks {
+        // The session failed or the process exited: stop the VM with this status.
+        std::function<void(int status, const std::string& reason)> stop;
+        // The process exited with `status` and the agent is powering off.
+        std::function<void(int status)> exited;
+    };
+    ContainerSession(AgentSpecs specs, agent::Endpoint endpoint, Callbacks callbacks);
+    ~ContainerSession();
+
+    void start();
+    // A signal husk-vmm received: forwarded to the container's process once it
+    // runs. Returns false when there is nothing to forward it to yet.
+    bool forward_signal(int signal);
+
+private:
+    Result<int> run();
+    void relay_stdin(int stream);
+    static void relay_output(int stream, int fd);
+
+    AgentSpecs m_specs;
+    agent::Endpoint m_endpoint;
+    Callbacks m_callbacks;
+    std::thread m_thread;
+    std::mutex m_lock;
+    std::unique_ptr<agent::AgentClient> m_client;
+    bool m_started = false;
+    bool m_cancelled = false;
+    std::condition_variable m_done;
+    UniqueFd m_stdin, m_stdout, m_stderr;  // the stdio streams; shut down to end the relays early
+    UniqueFd m_stop;  // eventfd: ends the stdin relay
+    std::thread m_stdin_thread;
+};
+
+}  // namespace husk
