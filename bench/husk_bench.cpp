@@ -31,6 +31,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/common.h"
 #include "tests/lib/subprocess.h"
 #include "vmm/devices/virtio/block/block.h"
 #include "vmm/devices/virtio/mmio/mmio_transport.h"
@@ -41,85 +42,9 @@ namespace po = boost::program_options;
 using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
+using namespace husk::bench;
+
 namespace {
-
-std::optional<double> parse_ms(const std::string& text, const std::string& pattern) {
-    std::smatch m;
-    if (std::regex_search(text, m, std::regex(pattern))) return std::stod(m[1]);
-    return std::nullopt;
-}
-
-json stats(std::vector<double> v) {
-    if (v.empty()) return nullptr;
-    std::sort(v.begin(), v.end());
-    auto pct = [&](double p) { return v[std::min(v.size() - 1, size_t(p * double(v.size() - 1) + 0.5))]; };
-    return {{"n", v.size()},    {"min", v.front()}, {"median", pct(0.5)}, {"p90", pct(0.9)},
-            {"p99", pct(0.99)}, {"max", v.back()},  {"samples", v}};
-}
-
-json machine() {
-    utsname u{};
-    uname(&u);
-    std::string cpu;
-    std::ifstream f("/proc/cpuinfo");
-    for (std::string line; std::getline(f, line);)
-        if (line.rfind("model name", 0) == 0) {
-            cpu = line.substr(line.find(':') + 2);
-            break;
-        }
-    std::string backend = access("/sys/module/kvm_intel", F_OK) == 0 ? "kvm_intel"
-                          : access("/sys/module/kvm_amd", F_OK) == 0 ? "kvm_amd"
-                          : access("/sys/module/kvm_pvm", F_OK) == 0 ? "kvm_pvm"
-                                                                     : "none";
-    char host[256] = {};
-    gethostname(host, sizeof host - 1);
-    std::time_t now = std::time(nullptr);
-    char date[64];
-    std::strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
-    return {{"hostname", host},
-            {"kernel", std::string(u.release)},
-            {"cpu", cpu},
-            {"cpus", std::thread::hardware_concurrency()},
-            {"kvm_backend", backend},
-            {"in_rig", std::getenv("HUSK_RIG") != nullptr},
-            {"date", date}};
-}
-
-std::string env_or(const char* name, const std::string& fallback) {
-    const char* v = std::getenv(name);
-    return v && *v ? v : fallback;
-}
-
-long status_kib(pid_t pid, const std::string& field) {
-    std::ifstream f(fmt::format("/proc/{}/status", pid));
-    for (std::string line; std::getline(f, line);)
-        if (line.rfind(field + ":", 0) == 0) return std::stol(line.substr(field.size() + 1));
-    return -1;
-}
-
-// Starts argv, waits until stdout shows `marker`, reads the memory counters, kills it.
-json memory_of(const std::vector<std::string>& argv, const std::string& marker) {
-    husk::test::RunningProcess p(argv);
-    if (!p.wait_for_stdout(marker, 30)) return nullptr;
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));  // let it settle after the guest halts
-    return {{"rss_kib", status_kib(p.pid(), "VmRSS")},
-            {"rss_anon_kib", status_kib(p.pid(), "RssAnon")},
-            {"rss_file_kib", status_kib(p.pid(), "RssFile")},
-            {"rss_shmem_kib", status_kib(p.pid(), "RssShmem")}};
-}
-
-// Writes a scenario's JSON to `out_path`, or to stdout between markers for "-":
-// they let a caller cut the result out of a stream that also carries progress
-// (inside tests/rig/run, stderr and stdout arrive merged).
-void write_result(const json& result, const std::string& out_path) {
-    std::string text = result.dump(2) + "\n";
-    if (out_path == "-") {
-        std::cout << "----- husk-bench result -----\n" << text << "----- end husk-bench result -----\n";
-    } else {
-        std::ofstream(out_path) << text;
-        fmt::print(stderr, "wrote {}\n", out_path);
-    }
-}
 
 // Device-side virtio-blk throughput: a fake guest driver keeps the queue full
 // of 4 KiB random reads against an image on tmpfs (/dev/shm); the device runs
@@ -347,8 +272,17 @@ int scenario(const std::string& name, int runs, const std::string& out_path, con
                    double(result["husk"]["requests_per_second"]["median"]));
         write_result(result, out_path);
         return 0;
+    } else if (name == "agent") {
+        std::string kernel = vm.count("kernel") ? vm["kernel"].as<std::string>() : env_or("HUSK_VMLINUX", "");
+        if (kernel.empty()) {
+            std::cerr << "husk-bench: agent needs --kernel or HUSK_VMLINUX\n";
+            return 2;
+        }
+        result.update(agent_scenario(runs, kernel, vmm));
+        write_result(result, out_path);
+        return result.value("failures", 0) ? 1 : 0;
     } else {
-        std::cerr << "husk-bench: unknown scenario `" << name << "` (tiny, boot, blk-device)\n";
+        std::cerr << "husk-bench: unknown scenario `" << name << "` (tiny, boot, blk-device, blk-iops, agent)\n";
         return 2;
     }
     result["commands"] = {{"husk", husk_cmd}, {"qemu", qemu_cmd}};
@@ -408,7 +342,7 @@ int main(int argc, char** argv) {
     opts.add_options()("help,h", "show this help")("runs,n", po::value<int>()->default_value(10), "runs per side")(
         "out,o", po::value<std::string>()->default_value("-"), "result JSON file (- for stdout)")(
         "kernel", po::value<std::string>(), "guest vmlinux for `boot` (default $HUSK_VMLINUX)")(
-        "scenario", po::value<std::string>(), "tiny | boot");
+        "scenario", po::value<std::string>(), "tiny | boot | blk-device | blk-iops | agent");
     po::positional_options_description pos;
     pos.add("scenario", 1);
     po::variables_map vm;
@@ -427,6 +361,8 @@ int main(int argc, char** argv) {
                      "         and resident memory of each VMM\n"
                      "  blk-device  virtio-blk request rate on the device side (fake driver, tmpfs image)\n"
                      "  blk-iops    guest 4 KiB random-read IOPS at QD 1 and 32, husk-vmm vs QEMU microvm (rig)\n"
+                     "  agent  a container's process through husk-vmm + husk-agent, per step (agent ready, create,\n"
+                     "         start, exit reported), vs runc create/start/exit on the same busybox rootfs (rig)\n"
                      "  boot   Linux guest (kernel-config/ vmlinux + test initramfs) boot to init, husk-vmm vs\n"
                      "         QEMU microvm; needs hardware KVM (run it inside tests/rig/run on PVM hosts)\n\n"
                   << opts

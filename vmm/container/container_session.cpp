@@ -174,10 +174,13 @@ Result<int> ContainerSession::run() {
         m_client = std::move(client);
     }
 
+    // Phase lines ("container: <phase> at <ms> ms") are what husk-bench's agent scenario reads.
+    auto phase = [](const char* what) { log::debug("container: {} at {:.3f} ms", what, clock::ms_since_start()); };
     std::string version = TRY(c->hello());
-    log::debug("agent {} answered {:.3f} ms after start", version, clock::ms_since_start());
+    phase("agent ready");
     for (const auto& skipped : m_specs.skipped_mounts) log::warn("mount {} cannot be made in the guest; skipped", skipped);
     TRY(c->setup_container(m_specs.container));
+    phase("container set up");
 
     agent::ProcessSpec& p = m_specs.process;
     if (p.terminal && !p.rows) {
@@ -188,6 +191,7 @@ Result<int> ContainerSession::run() {
         }
     }
     TRY(c->create_process(p));
+    phase("process created");
     const std::string id(agent::kInitId);
     UniqueFd in = TRY(c->attach_stdio(id, agent::Channel::Stdin));
     UniqueFd out = TRY(c->attach_stdio(id, agent::Channel::Stdout));
@@ -206,10 +210,12 @@ Result<int> ContainerSession::run() {
     m_stdin_thread = std::thread([this] { relay_stdin(m_stdin.get()); });
     auto started = c->start(id);
     if (started) {
+        phase("process started");
         std::lock_guard guard(m_lock);
         m_started = true;
     }
     auto status = started ? c->wait(id) : Result<int>(started.release_error());
+    if (status) phase("exit reported");
     // The agent reports the exit only after the output streams ended: these joins are short.
     out_thread.join();
     if (err_thread.joinable()) err_thread.join();
@@ -217,6 +223,7 @@ Result<int> ContainerSession::run() {
     uint64_t one = 1;
     [[maybe_unused]] ssize_t w = ::write(m_stop.get(), &one, sizeof one);
     if (auto r = c->shutdown(); !r) log::warn("ask the agent to power off: {}", r.error().message());
+    phase("power-off requested");
     return status.value();
 }
 

@@ -1,0 +1,180 @@
+// Scenario "agent": one container process (`true`) from a busybox rootfs, step
+// by step, husk (husk-vmm --container + husk-agent) against runc, interleaved.
+//
+// husk steps come from husk-vmm's debug log ("container: <phase> at <ms> ms"):
+//   agent ready   launch → the agent answered Hello (the guest booted)
+//   create        agent ready → process created (rootfs mounted, process set up)
+//   start         created → started
+//   exit          started → Exit reported (the process ran and its output drained)
+//   teardown      Exit → husk-vmm gone (power-off, VM teardown)
+// runc steps are its commands: `runc create`, `runc start`, start → the
+// process reaped (we are its subreaper), `runc delete`.
+#include <fmt/format.h>
+#include <fcntl.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+
+#include "bench/common.h"
+#include "tests/lib/subprocess.h"
+
+namespace husk::bench {
+
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+double ms_between(Clock::time_point a, Clock::time_point b) {
+    return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+// Runs a command with stdio on /dev/null: `runc create` leaves the container's
+// init holding whatever stdio it had, so pipes would never reach end of file.
+int run(const std::vector<std::string>& argv) {
+    pid_t pid = ::fork();
+    if (pid == 0) {
+        int null_fd = ::open("/dev/null", O_RDWR);
+        for (int i = 0; i < 3; ++i) ::dup2(null_fd, i);
+        std::vector<char*> args;
+        for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+        args.push_back(nullptr);
+        ::execvp(args[0], args.data());
+        ::_exit(127);
+    }
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    if (code != 0) fmt::print(stderr, "    {} {} failed ({})\n", argv[0], argv.size() > 1 ? argv[1] : "", code);
+    return code;
+}
+
+}  // namespace
+
+json agent_scenario(int runs, const std::string& kernel, const std::string& vmm) {
+    json out;
+    const std::string source = env_or("HUSK_SOURCE_DIR", ".");
+    const std::string build = env_or("HUSK_BUILD_DIR", "build");
+    const std::string image = env_or("HUSK_ROOTFS", build + "/tests/guests/rootfs/busybox-rootfs.ext4");
+    const std::string runc = env_or("HUSK_RUNC", "runc");
+    char tmpl[] = "/tmp/husk-bench-agent.XXXXXX";
+    const std::string dir = ::mkdtemp(tmpl);
+
+    // runc's bundle: the same busybox tree, unpacked, and `runc spec`'s defaults running `true`.
+    const std::string bundle = dir + "/bundle";
+    fs::create_directories(bundle);
+    bool have_runc = run({source + "/tests/guests/rootfs/mkrootfs", "--dir", bundle + "/rootfs"}) == 0 &&
+                     run({runc, "spec", "--bundle", bundle}) == 0;
+    if (have_runc) {
+        std::ifstream in(bundle + "/config.json");
+        json spec = json::parse(in);
+        spec["process"]["args"] = {"true"};
+        spec["process"]["terminal"] = false;
+        std::ofstream(bundle + "/config.json") << spec.dump(2);
+    } else {
+        out["runc_note"] = "runc is not usable here; the runc side was skipped";
+    }
+    // husk's config: the same process, the same mounts a minimal container gets.
+    json config = {{"ociVersion", "1.0.2"},
+                   {"root", {{"path", "rootfs"}}},
+                   {"process",
+                    {{"args", {"true"}}, {"env", {"PATH=/bin"}}, {"cwd", "/"}, {"user", {{"uid", 0}, {"gid", 0}}}}},
+                   {"mounts",
+                    {{{"destination", "/proc"}, {"type", "proc"}, {"source", "proc"}},
+                     {{"destination", "/dev"}, {"type", "tmpfs"}, {"source", "tmpfs"}}}}};
+    std::ofstream(dir + "/config.json") << config.dump(2);
+
+    // The runc container's init is reparented to us once `runc create` exits: reap it ourselves.
+    ::prctl(PR_SET_CHILD_SUBREAPER, 1);
+
+    std::map<std::string, std::vector<double>> husk, peer;
+    int failures = 0;
+    for (int i = 0; i < runs; ++i) {
+        // husk
+        std::string disk = dir + "/disk.ext4";
+        fs::copy_file(image, disk, fs::copy_options::overwrite_existing);
+        std::string log = dir + "/vmm.log";
+        fs::remove(log);
+        husk::test::RunOptions o;
+        o.timeout_seconds = 300;
+        auto r = husk::test::run_process({vmm, "--kernel", kernel, "--memory", "256", "--drive", disk, "--vsock",
+                                          dir + "/vsock", "--container", dir + "/config.json", "--debug", "--log", log},
+                                         o);
+        std::ifstream lf(log);
+        std::string text((std::istreambuf_iterator<char>(lf)), std::istreambuf_iterator<char>());
+        auto ready = parse_ms(text, R"(container: agent ready at ([0-9.]+) ms)");
+        auto created = parse_ms(text, R"(container: process created at ([0-9.]+) ms)");
+        auto started = parse_ms(text, R"(container: process started at ([0-9.]+) ms)");
+        auto exited = parse_ms(text, R"(container: exit reported at ([0-9.]+) ms)");
+        if (r.exit_status != 0 || !ready || !created || !started || !exited) {
+            ++failures;
+            fmt::print(stderr, "  [{}/{}] husk failed (status {}): {}\n", i + 1, runs, r.exit_status, text.substr(0, 600));
+        } else {
+            husk["agent_ready_ms"].push_back(*ready);
+            husk["create_ms"].push_back(*created - *ready);
+            husk["start_ms"].push_back(*started - *created);
+            husk["exit_ms"].push_back(*exited - *started);
+            husk["teardown_ms"].push_back(r.exit_ms - *exited);
+            husk["create_start_exit_ms"].push_back(*exited - *ready);
+            husk["total_ms"].push_back(r.exit_ms);
+            fmt::print(stderr, "  [{}/{}] husk  ready {:7.1f}  create {:6.1f}  start {:6.1f}  exit {:6.1f}  total {:7.1f} ms\n",
+                       i + 1, runs, *ready, *created - *ready, *started - *created, *exited - *started, r.exit_ms);
+        }
+        if (!have_runc) continue;
+        // runc
+        std::string id = fmt::format("husk-bench-{}-{}", ::getpid(), i);
+        std::string pidfile = dir + "/runc.pid";
+        auto t0 = Clock::now();
+        bool ok = run({runc, "create", "--bundle", bundle, "--pid-file", pidfile, id}) == 0;
+        auto t1 = Clock::now();
+        ok = ok && run({runc, "start", id}) == 0;
+        auto t2 = Clock::now();
+        if (ok) {
+            std::ifstream pf(pidfile);
+            pid_t pid = 0;
+            pf >> pid;
+            ok = pid > 0 && ::waitpid(pid, nullptr, 0) == pid;
+        }
+        auto t3 = Clock::now();
+        run({runc, "delete", "--force", id});
+        auto t4 = Clock::now();
+        if (!ok) {
+            ++failures;
+            continue;
+        }
+        peer["create_ms"].push_back(ms_between(t0, t1));
+        peer["start_ms"].push_back(ms_between(t1, t2));
+        peer["exit_ms"].push_back(ms_between(t2, t3));
+        peer["teardown_ms"].push_back(ms_between(t3, t4));
+        peer["create_start_exit_ms"].push_back(ms_between(t0, t3));
+        peer["total_ms"].push_back(ms_between(t0, t4));
+        fmt::print(stderr, "  [{}/{}] runc  create {:6.1f}  start {:6.1f}  exit {:6.1f}  delete {:6.1f}  total {:7.1f} ms\n",
+                   i + 1, runs, ms_between(t0, t1), ms_between(t1, t2), ms_between(t2, t3), ms_between(t3, t4),
+                   ms_between(t0, t4));
+    }
+    for (auto& [k, v] : husk) out["husk"][k] = stats(v);
+    for (auto& [k, v] : peer) out["runc"][k] = stats(v);
+    out["failures"] = failures;
+    if (!husk.empty() && !peer.empty()) {
+        for (const char* k : {"create_ms", "start_ms", "exit_ms", "create_start_exit_ms", "total_ms"}) {
+            double h = out["husk"][k]["median"], p = out["runc"][k]["median"];
+            out["ratio_husk_over_runc"][k] = h / p;
+        }
+        fmt::print(stderr, "agent: median create+start+exit husk {:.1f} ms, runc {:.1f} ms (ratio {:.2f}); total {:.1f} vs {:.1f} ms\n",
+                   double(out["husk"]["create_start_exit_ms"]["median"]), double(out["runc"]["create_start_exit_ms"]["median"]),
+                   double(out["ratio_husk_over_runc"]["create_start_exit_ms"]), double(out["husk"]["total_ms"]["median"]),
+                   double(out["runc"]["total_ms"]["median"]));
+    }
+    out["note"] =
+        "husk: agent ready = launch to the agent's Hello (guest boot); create = rootfs mount + process setup; "
+        "total = launch to husk-vmm exit. runc: its create/start/delete commands; exit = start to the process reaped. "
+        "Same busybox tree (ext4 image for husk, a directory for runc), process `true`.";
+    fs::remove_all(dir);
+    return out;
+}
+
+}  // namespace husk::bench

@@ -1,0 +1,29 @@
+// Helpers shared by husk-bench's scenarios.
+#pragma once
+
+#include <sys/types.h>
+
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace husk::bench {
+
+using json = nlohmann::json;
+
+// The first capture group of `pattern` in `text`, as milliseconds.
+std::optional<double> parse_ms(const std::string& text, const std::string& pattern);
+// min/median/p90/p99/max and the samples.
+json stats(std::vector<double> v);
+// The host: name, kernel, CPU, KVM backend, whether inside the rig, date.
+json machine();
+std::string env_or(const char* name, const std::string& fallback);
+long status_kib(pid_t pid, const std::string& field);
+json memory_of(const std::vector<std::string>& argv, const std::string& marker);
+void write_result(const json& result, const std::string& out_path);
+
+// Scenario "agent" (agent_scenario.cpp).
+json agent_scenario(int runs, const std::string& kernel, const std::string& vmm);
+
+}  // namespace husk::bench
