@@ -83,6 +83,9 @@ int run(int argc, char** argv) {
         ("vsock", po::value<std::string>(), "[vsock] SOCKET[,cid=N]: virtio-vsock over a Unix socket")
         ("net", po::value<std::string>(), "[net] TAP[,mac=MAC]: virtio-net over a TAP interface")
         ("container", po::value<std::string>(), "container.config: run this OCI config.json's process in the VM through husk-agent (rootfs: the first --drive)")
+        ("wait-for-start", "container.wait_for_start = true: set the container up, then wait for `start` on --api")
+        ("api", po::value<std::string>(), "api.socket: the control socket (JSON lines)")
+        ("ready-fd", po::value<int>(), "write \"ok\" to this inherited fd once the container is created (or \"error: ...\")")
         ("log", po::value<std::string>(), "write log lines to this file instead of stderr")
         ("probe", "report this host's virtualization support and exit (0 if microVMs can run)")
         ("log-format", po::value<std::string>()->default_value("text"), "text | json")
@@ -182,6 +185,12 @@ int run(int argc, char** argv) {
     }
 
     if (vm.count("container")) config.container_config = vm["container"].as<std::string>();
+    if (vm.count("wait-for-start")) config.container_wait_for_start = true;
+    if (vm.count("api")) config.api_socket = vm["api"].as<std::string>();
+    if (vm.count("ready-fd")) {
+        config.ready_fd = vm["ready-fd"].as<int>();
+        ::fcntl(config.ready_fd, F_SETFD, FD_CLOEXEC);
+    }
     if (auto r = container_defaults(config); r.is_error()) {
         husk::log::error("{}", r.error().message());
         return husk::kExitVmmError;
@@ -194,6 +203,7 @@ int run(int argc, char** argv) {
     auto vmm = husk::Vmm::create(config);
     if (vmm.is_error()) {
         husk::log::error("{}", vmm.error().message());
+        if (config.ready_fd >= 0) (void)husk::sys::write_all(config.ready_fd, "error: " + vmm.error().message() + "\n");
         return husk::kExitVmmError;
     }
     auto status = vmm.value()->run();

@@ -136,10 +136,13 @@ Result<std::unique_ptr<Vmm>> Vmm::create(const VmConfig& config) {
                loaded.mode == x86::EntryMode::Pvh ? "PVH" : "64-bit", config.vcpus, config.memory_mib);
 
     TRY(vmm->setup_devices(config));
+    Vmm* self = vmm.get();
     if (container) {
-        Vmm* self = vmm.get();
+        if (config.container_wait_for_start && config.api_socket.empty())
+            return Error::from_string("container.wait_for_start needs the API socket (api.socket) to hear `start` on");
         vmm->m_container = std::make_unique<ContainerSession>(
             std::move(*container), agent::Endpoint{config.vsock_socket, true, agent::kPort},
+            ContainerSession::Options{config.container_wait_for_start, config.ready_fd},
             ContainerSession::Callbacks{
                 [self](int status, const std::string& reason) { self->request_exit(status, reason); },
                 [self](int status) {
@@ -147,6 +150,8 @@ Result<std::unique_ptr<Vmm>> Vmm::create(const VmConfig& config) {
                     self->m_container_status = status;
                 }});
     }
+    if (!config.api_socket.empty())
+        vmm->m_api = TRY(ApiServer::create(config.api_socket, [self](const nlohmann::json& r) { return self->api_request(r); }));
     return vmm;
 }
 
@@ -241,8 +246,98 @@ void Vmm::request_exit(int status, const std::string& reason) {
         m_exit_status = status;
         m_exit_reason = reason;
     }
+    {
+        std::lock_guard guard(m_pause_lock);
+        m_pause_changed.notify_all();
+    }
     kick_all_vcpus();
     ::kill(::getpid(), kWakeSignal);
+}
+
+void Vmm::park_if_paused() {
+    std::unique_lock lock(m_pause_lock);
+    if (m_paused && !m_stopping) {
+        ++m_parked;
+        m_pause_changed.notify_all();
+        m_pause_changed.wait(lock, [this] { return !m_paused || m_stopping.load(); });
+        --m_parked;
+    }
+    // The kick left immediate_exit set; clear it unless the VM is stopping.
+    for (auto& vcpu : m_vcpus)
+        if (!m_stopping) vcpu.run_data()->immediate_exit = 0;
+}
+
+Result<void> Vmm::pause() {
+    std::unique_lock lock(m_pause_lock);
+    if (m_paused) return {};
+    m_paused = true;
+    lock.unlock();
+    kick_all_vcpus();
+    lock.lock();
+    if (!m_pause_changed.wait_for(lock, std::chrono::seconds(5),
+                                  [this] { return m_parked == m_vcpus.size() || m_stopping.load(); })) {
+        m_paused = false;
+        m_pause_changed.notify_all();
+        return Error::from_string("the vCPUs did not stop within 5 s", ETIMEDOUT);
+    }
+    log::info("paused");
+    return {};
+}
+
+void Vmm::resume() {
+    std::lock_guard guard(m_pause_lock);
+    if (!m_paused) return;
+    m_paused = false;
+    m_pause_changed.notify_all();
+    log::info("resumed");
+}
+
+nlohmann::json Vmm::api_request(const nlohmann::json& request) {
+    const std::string cmd = request["cmd"].get<std::string>();
+    auto fail = [](const Error& e) { return nlohmann::json{{"error", e.message()}}; };
+    auto status = [this] {
+        std::string s = m_container ? ContainerSession::to_string(m_container->status()) : "running";
+        std::lock_guard guard(m_pause_lock);
+        if (m_paused) s = "paused";
+        return s;
+    };
+    if (cmd == "state") return {{"status", status()}, {"pid", ::getpid()}};
+    if (cmd == "pause") {
+        if (auto r = pause(); !r) return fail(r.error());
+        return {{"status", status()}};
+    }
+    if (cmd == "resume") {
+        resume();
+        return {{"status", status()}};
+    }
+    if (!m_container) return {{"error", "`" + cmd + "` needs a container (container.config)"}};
+    if (cmd == "start") {
+        if (auto r = m_container->request_start(); !r) return fail(r.error());
+        return {{"status", "running"}};
+    }
+    if (cmd == "kill") {
+        int sig = request.value("signal", SIGTERM);
+        bool all = request.value("all", false);
+        if (sig <= 0 || sig >= NSIG) return {{"error", "signal " + std::to_string(sig) + " is out of range"}};
+        // Before start there is no process: the signal ends the VM, as it would a created runc container.
+        if (m_container->status() != ContainerSession::Status::Running) {
+            request_exit(kExitSignalBase + sig, std::string("killed before start by ") + strsignal(sig));
+            return {{"status", "stopped"}};
+        }
+        {
+            std::lock_guard guard(m_pause_lock);
+            if (m_paused) return {{"error", "the container is paused; resume it first"}};
+        }
+        if (auto r = m_container->signal(sig, all); !r) return fail(r.error());
+        return {{"status", status()}};
+    }
+    if (cmd == "resize") {
+        int rows = request.value("rows", 0), cols = request.value("cols", 0);
+        if (rows <= 0 || cols <= 0 || rows > 65535 || cols > 65535) return {{"error", "resize needs rows and cols"}};
+        if (auto r = m_container->resize(uint16_t(rows), uint16_t(cols)); !r) return fail(r.error());
+        return nlohmann::json::object();
+    }
+    return {{"error", "unknown command `" + cmd + "`"}};
 }
 
 void Vmm::kick_all_vcpus() {
@@ -298,6 +393,7 @@ void Vmm::vcpu_thread(size_t index) {
             handle_mmio(vcpu);
             break;
         case KVM_EXIT_INTR:
+            park_if_paused();
             break;
         case KVM_EXIT_HLT:
             request_exit(0, "guest halted");
@@ -350,7 +446,7 @@ Result<int> Vmm::run() {
     // Signals the main thread waits for; blocked everywhere so the vCPU threads never take them.
     sigset_t wait_set;
     sigemptyset(&wait_set);
-    for (int s : {SIGTERM, SIGINT, SIGHUP, kWakeSignal}) sigaddset(&wait_set, s);
+    for (int s : {SIGTERM, SIGINT, SIGHUP, SIGWINCH, kWakeSignal}) sigaddset(&wait_set, s);
     sigset_t blocked = wait_set;
     sigaddset(&blocked, kKickSignal);
     pthread_sigmask(SIG_BLOCK, &blocked, nullptr);
@@ -379,6 +475,10 @@ Result<int> Vmm::run() {
             if (m_stopping) break;
             continue;
         }
+        if (sig == SIGWINCH) {
+            if (m_container) m_container->terminal_resized();
+            continue;
+        }
         // A container's process gets husk-vmm's signals, as it would get runc's (its pid is ours).
         if (m_container && m_container->forward_signal(sig)) continue;
         request_exit(kExitSignalBase + sig, std::string("stopped by ") + strsignal(sig));
@@ -387,6 +487,7 @@ Result<int> Vmm::run() {
     kick_all_vcpus();
     for (auto& t : m_threads) t.join();
     m_threads.clear();
+    m_api.reset();
     m_container.reset();  // ends its threads before the devices they talk through
     std::lock_guard guard(m_exit_lock);
     if (m_exit_status == kExitGuestCrash || m_exit_status == kExitVmmError)

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -12,6 +13,7 @@
 
 #include "vmm/base/result.h"
 #include "vmm/base/unique_fd.h"
+#include "vmm/api/api_server.h"
 #include "vmm/config/vm_config.h"
 #include "vmm/container/container_session.h"
 #include "vmm/devices/bus.h"
@@ -40,6 +42,10 @@ public:
     // The calling thread must be the process's main thread.
     Result<int> run();
 
+    // Stops every vCPU outside the guest (returns once all are parked), and lets them go again.
+    Result<void> pause();
+    void resume();
+
 private:
     explicit Vmm(Kvm kvm, Vm vm, GuestMemory memory);
 
@@ -55,6 +61,9 @@ private:
     // First caller wins: records the outcome and wakes the main thread.
     void request_exit(int status, const std::string& reason);
     void kick_all_vcpus();
+    nlohmann::json api_request(const nlohmann::json& request);
+    // A vCPU thread's stop while paused: waits until resumed or stopping.
+    void park_if_paused();
 
     Kvm m_kvm;
     Vm m_vm;
@@ -79,6 +88,11 @@ private:
     int m_exit_status = 0;
     std::string m_exit_reason;
     std::optional<int> m_container_status;
+    std::mutex m_pause_lock;
+    std::condition_variable m_pause_changed;
+    bool m_paused = false;
+    size_t m_parked = 0;
+    std::unique_ptr<ApiServer> m_api;
     // Last member: destroyed first, while everything its threads call into still exists.
     std::unique_ptr<ContainerSession> m_container;
 };

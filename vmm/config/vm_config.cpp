@@ -41,6 +41,8 @@ const std::vector<ConfigKey>& vm_config_keys() {
         {"vsock", "cid", "integer", "the guest's vsock CID, at least 3 (default 3)"},
         {"net", "tap", "string", "virtio-net over this TAP interface (the guest's eth0)"},
         {"net", "mac", "string", "the guest's MAC, aa:bb:cc:dd:ee:ff (default: a random local one)"},
+        {"container", "wait_for_start", "boolean", "set the container up, then wait for {\"cmd\":\"start\"} on the API socket (OCI create/start)"},
+        {"api", "socket", "path", "the control socket: JSON lines (pause, resume, state, start, kill, resize; see vmm/api/API.md)"},
         {"container", "config", "path", "run this OCI config.json's process through husk-agent: rootfs is the first drive, husk-vmm's stdio is the process's, its exit status is husk-vmm's"},
     };
     return keys;
@@ -103,6 +105,7 @@ Result<VmConfig> parse_vm_toml(std::string_view text, std::string_view source, V
                 else if (full == "net.tap") c.net_tap = *s;
                 else if (full == "net.mac") c.net_mac = *s;
                 else if (full == "container.config") c.container_config = *s;
+                else if (full == "api.socket") c.api_socket = *s;
             } else if (type == "integer") {
                 auto v = value.value<int64_t>();
                 if (!v || !value.is_integer()) return bad_type();
@@ -115,6 +118,7 @@ Result<VmConfig> parse_vm_toml(std::string_view text, std::string_view source, V
                 if (!value.is_boolean()) return bad_type();
                 if (full == "machine.hugepages") c.hugepages = *value.value<bool>();
                 else if (full == "devices.rng") c.rng = *value.value<bool>();
+                else if (full == "container.wait_for_start") c.container_wait_for_start = *value.value<bool>();
             }
         }
     }

@@ -49,6 +49,11 @@ struct VmConfig {
     std::string net_mac;  // empty: generated
     // [container]: an OCI config.json whose process the agent runs; empty = a plain VM
     std::string container_config;
+    bool container_wait_for_start = false;  // OCI create: wait for `start` on the API socket
+    // [api]: the control socket (vmm/api/API.md); empty = none
+    std::string api_socket;
+    // Not in vm.toml: an inherited fd told "ok" once the container is created (--ready-fd).
+    int ready_fd = -1;
 };
 
 // Parses "TAP[,mac=aa:bb:cc:dd:ee:ff]" (the --net flag) into config.

@@ -78,8 +78,69 @@ Result<AgentSpecs> agent_specs_for(const oci::Spec& spec) {
     return out;
 }
 
-ContainerSession::ContainerSession(AgentSpecs specs, agent::Endpoint endpoint, Callbacks callbacks)
-    : m_specs(std::move(specs)), m_endpoint(std::move(endpoint)), m_callbacks(std::move(callbacks)) {}
+ContainerSession::ContainerSession(AgentSpecs specs, agent::Endpoint endpoint, Options options, Callbacks callbacks)
+    : m_specs(std::move(specs)), m_endpoint(std::move(endpoint)), m_options(options), m_callbacks(std::move(callbacks)) {}
+
+void ContainerSession::report_ready(const std::string& line) {
+    if (m_options.ready_fd < 0) return;
+    (void)sys::write_all(m_options.ready_fd, line);
+    ::close(m_options.ready_fd);
+    m_options.ready_fd = -1;
+}
+
+const char* ContainerSession::to_string(Status status) {
+    switch (status) {
+    case Status::Creating: return "creating";
+    case Status::Created: return "created";
+    case Status::Running: return "running";
+    case Status::Stopped: return "stopped";
+    }
+    return "unknown";
+}
+
+ContainerSession::Status ContainerSession::status() {
+    std::lock_guard guard(m_lock);
+    return m_status;
+}
+
+Result<void> ContainerSession::request_start() {
+    std::lock_guard guard(m_lock);
+    if (m_status != Status::Created)
+        return Error::from_string(std::string("the container is ") + to_string(m_status) + ", not created", EINVAL);
+    if (m_start_requested) return Error::from_string("the container is already starting", EINVAL);
+    m_start_requested = true;
+    m_done.notify_all();
+    return {};
+}
+
+Result<void> ContainerSession::signal(int sig, bool all) {
+    agent::AgentClient* c;
+    {
+        std::lock_guard guard(m_lock);
+        if (m_status != Status::Running || !m_client)
+            return Error::from_string(std::string("the container is ") + to_string(m_status) + ", not running", ESRCH);
+        c = m_client.get();
+    }
+    return c->signal(std::string(agent::kInitId), sig, all);
+}
+
+Result<void> ContainerSession::resize(uint16_t rows, uint16_t cols) {
+    agent::AgentClient* c;
+    {
+        std::lock_guard guard(m_lock);
+        if (!m_client || m_status == Status::Creating || m_status == Status::Stopped)
+            return Error::from_string("the container's process does not exist", ESRCH);
+        c = m_client.get();
+    }
+    return c->resize(std::string(agent::kInitId), rows, cols);
+}
+
+void ContainerSession::terminal_resized() {
+    if (!m_specs.process.terminal) return;
+    winsize ws{};
+    if (::ioctl(STDIN_FILENO, TIOCGWINSZ, &ws) < 0 && ::ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) < 0) return;
+    if (auto r = resize(ws.ws_row, ws.ws_col); !r) log::debug("resize: {}", r.error().message());
+}
 
 ContainerSession::~ContainerSession() {
     if (m_stop) {
@@ -103,7 +164,12 @@ void ContainerSession::start() {
     m_stop = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     m_thread = std::thread([this] {
         auto status = run();
+        {
+            std::lock_guard guard(m_lock);
+            m_status = Status::Stopped;
+        }
         if (!status) {
+            report_ready("error: " + status.error().message() + "\n");
             m_callbacks.stop(1, "container: " + status.error().message());
             return;
         }
@@ -117,7 +183,7 @@ void ContainerSession::start() {
 
 bool ContainerSession::forward_signal(int sig) {
     std::lock_guard guard(m_lock);
-    if (!m_started || !m_client) return false;
+    if (m_status != Status::Running || !m_client) return false;
     auto r = m_client->signal(std::string(agent::kInitId), sig);
     if (!r) log::warn("forward signal {} to the container: {}", sig, r.error().message());
     return true;
@@ -208,11 +274,20 @@ Result<int> ContainerSession::run() {
     std::thread err_thread;
     if (m_stderr) err_thread = std::thread(relay_output, m_stderr.get(), STDERR_FILENO);
     m_stdin_thread = std::thread([this] { relay_stdin(m_stdin.get()); });
+    {
+        std::unique_lock lock(m_lock);
+        m_status = Status::Created;
+        report_ready("ok\n");
+        if (m_options.wait_for_start) {
+            m_done.wait(lock, [this] { return m_start_requested || m_cancelled; });
+            if (m_cancelled) return Error::from_string("the VM stopped before the container started", ECANCELED);
+        }
+    }
     auto started = c->start(id);
     if (started) {
         phase("process started");
         std::lock_guard guard(m_lock);
-        m_started = true;
+        m_status = Status::Running;
     }
     auto status = started ? c->wait(id) : Result<int>(started.release_error());
     if (status) phase("exit reported");

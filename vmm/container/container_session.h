@@ -40,7 +40,13 @@ public:
         // The process exited with `status` and the agent is powering off.
         std::function<void(int status)> exited;
     };
-    ContainerSession(AgentSpecs specs, agent::Endpoint endpoint, Callbacks callbacks);
+    struct Options {
+        // OCI create/start: set everything up, then wait for request_start().
+        bool wait_for_start = false;
+        // Told "ok\n" once the process is created, or "error: <why>\n"; then closed.
+        int ready_fd = -1;
+    };
+    ContainerSession(AgentSpecs specs, agent::Endpoint endpoint, Options options, Callbacks callbacks);
     ~ContainerSession();
 
     void start();
@@ -48,18 +54,33 @@ public:
     // runs. Returns false when there is nothing to forward it to yet.
     bool forward_signal(int signal);
 
+    enum class Status { Creating, Created, Running, Stopped };
+    Status status();
+    static const char* to_string(Status status);
+    // The OCI `start`: lets a waiting session start the process.
+    Result<void> request_start();
+    // Signals the running process (all: every process in the container).
+    Result<void> signal(int signal, bool all);
+    Result<void> resize(uint16_t rows, uint16_t cols);
+    // The terminal size of husk-vmm's own stdin changed (SIGWINCH): pass it on.
+    void terminal_resized();
+
 private:
     Result<int> run();
     void relay_stdin(int stream);
     static void relay_output(int stream, int fd);
 
+    void report_ready(const std::string& line);
+
     AgentSpecs m_specs;
     agent::Endpoint m_endpoint;
+    Options m_options;
+    Status m_status = Status::Creating;
+    bool m_start_requested = false;
     Callbacks m_callbacks;
     std::thread m_thread;
     std::mutex m_lock;
     std::unique_ptr<agent::AgentClient> m_client;
-    bool m_started = false;
     bool m_cancelled = false;
     std::condition_variable m_done;
     UniqueFd m_stdin, m_stdout, m_stderr;  // the stdio streams; shut down to end the relays early

@@ -1,0 +1,122 @@
+#include "vmm/api/api_server.h"
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "vmm/base/system.h"
+
+namespace husk {
+
+namespace {
+constexpr size_t kMaxRequest = 64 * 1024;
+}
+
+Result<std::unique_ptr<ApiServer>> ApiServer::create(const std::string& path, Handler handler) {
+    auto addr = TRY(sys::unix_address(path).context("API socket"));
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return Error::from_errno(errno, "API socket");
+    UniqueFd listener(fd);
+    ::unlink(path.c_str());
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0)
+        return Error::from_errno(errno, "bind API socket `" + path + "`");
+    if (::listen(fd, 16) < 0) return Error::from_errno(errno, "listen on the API socket");
+    UniqueFd stop = TRY(sys::eventfd(0, EFD_NONBLOCK));
+    auto server = std::unique_ptr<ApiServer>(new ApiServer(path, std::move(listener), std::move(stop), std::move(handler)));
+    server->m_thread = std::thread([s = server.get()] { s->serve(); });
+    return server;
+}
+
+ApiServer::ApiServer(std::string path, UniqueFd listener, UniqueFd stop, Handler handler)
+    : m_path(std::move(path)), m_listener(std::move(listener)), m_stop(std::move(stop)), m_handler(std::move(handler)) {}
+
+ApiServer::~ApiServer() {
+    uint64_t one = 1;
+    [[maybe_unused]] ssize_t w = ::write(m_stop.get(), &one, sizeof one);
+    if (m_thread.joinable()) m_thread.join();
+    ::unlink(m_path.c_str());
+}
+
+void ApiServer::serve() {
+    for (;;) {
+        pollfd fds[2] = {{m_listener.get(), POLLIN, 0}, {m_stop.get(), POLLIN, 0}};
+        if (::poll(fds, 2, -1) < 0) {
+            if (errno == EINTR) continue;
+            return;
+        }
+        if (fds[1].revents) return;
+        int fd = ::accept4(m_listener.get(), nullptr, nullptr, SOCK_CLOEXEC);
+        if (fd < 0) continue;
+        UniqueFd client(fd);
+        serve_client(fd);
+    }
+}
+
+void ApiServer::serve_client(int fd) {
+    std::string buffer;
+    for (;;) {
+        pollfd fds[2] = {{fd, POLLIN, 0}, {m_stop.get(), POLLIN, 0}};
+        if (::poll(fds, 2, 30000) <= 0) return;  // an idle client does not hold the socket forever
+        if (fds[1].revents) return;
+        char chunk[4096];
+        ssize_t n = ::read(fd, chunk, sizeof chunk);
+        if (n <= 0) return;
+        buffer.append(chunk, size_t(n));
+        if (buffer.size() > kMaxRequest) {
+            (void)sys::write_all(fd, std::string(R"({"error":"request too long"})") + "\n");
+            return;
+        }
+        size_t nl;
+        while ((nl = buffer.find('\n')) != std::string::npos) {
+            std::string line = buffer.substr(0, nl);
+            buffer.erase(0, nl + 1);
+            nlohmann::json reply;
+            try {
+                auto request = nlohmann::json::parse(line);
+                if (!request.is_object() || !request.contains("cmd") || !request["cmd"].is_string())
+                    reply = {{"error", "a request is a JSON object with a \"cmd\" string"}};
+                else
+                    reply = m_handler(request);
+            } catch (const nlohmann::json::exception& e) {
+                reply = {{"error", std::string("bad request: ") + e.what()}};
+            }
+            if (!sys::write_all(fd, reply.dump() + "\n")) return;
+        }
+    }
+}
+
+Result<nlohmann::json> api_call(const std::string& path, const nlohmann::json& request, int timeout_ms) {
+    UniqueFd fd = TRY(sys::connect_unix(path).context("connect to husk-vmm's API socket"));
+    TRY(sys::write_all(fd.get(), request.dump() + "\n"));
+    std::string line;
+    for (;;) {
+        pollfd p{fd.get(), POLLIN, 0};
+        int r = ::poll(&p, 1, timeout_ms);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return Error::from_string("husk-vmm did not answer in time", ETIMEDOUT);
+        char chunk[4096];
+        ssize_t n = ::read(fd.get(), chunk, sizeof chunk);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return Error::from_string("husk-vmm closed its API connection", ECONNRESET);
+        line.append(chunk, size_t(n));
+        if (auto nl = line.find('\n'); nl != std::string::npos) {
+            line.resize(nl);
+            break;
+        }
+        if (line.size() > kMaxRequest) return Error::from_string("husk-vmm's reply is too long", EPROTO);
+    }
+    try {
+        auto reply = nlohmann::json::parse(line);
+        if (reply.is_object() && reply.contains("error") && reply["error"].is_string())
+            return Error::from_string(reply["error"].get<std::string>());
+        return reply;
+    } catch (const nlohmann::json::exception&) {
+        return Error::from_string("husk-vmm's reply is not JSON", EPROTO);
+    }
+}
+
+}  // namespace husk
