@@ -1,0 +1,266 @@
+// husk create [--bundle DIR] [--pid-file FILE] [--console-socket SOCKET] ID
+//
+// Builds the rootfs image, starts husk-vmm (its pid is the container's pid,
+// written to --pid-file before we return), and returns once the guest has the
+// container's process created and waiting for `husk start`. On any failure
+// nothing is left: no husk-vmm, no state directory, no image.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "oci/spec.h"
+#include "runtime/args.h"
+#include "runtime/console.h"
+#include "runtime/create.h"
+#include "runtime/hooks.h"
+#include "runtime/husk_config.h"
+#include "runtime/rootfs_image.h"
+#include "runtime/runtime.h"
+#include "runtime/state.h"
+#include "vmm/base/system.h"
+
+namespace husk::runtime {
+
+namespace {
+
+namespace fs = std::filesystem;
+using Json = nlohmann::json;
+
+std::string absolute(const std::string& base, const std::string& path) {
+    if (!path.empty() && path[0] == '/') return path;
+    return fs::weakly_canonical(fs::path(base) / path).string();
+}
+
+bool is_bind(const Json& m) {
+    if (m.value("type", "") == "bind") return true;
+    for (const auto& o : m.value("options", Json::array()))
+        if (o == "bind" || o == "rbind") return true;
+    return false;
+}
+
+// Rewrites the mounts for the guest: bound host files are copied into the image,
+// a bound /dev/shm becomes the guest's own tmpfs.
+std::vector<ImageFile> rewrite_mounts(Json& config) {
+    std::vector<ImageFile> files;
+    if (!config.contains("mounts")) return files;
+    for (auto& m : config["mounts"]) {
+        if (!is_bind(m)) continue;
+        std::string destination = m.value("destination", "");
+        std::string source = m.value("source", "");
+        struct stat st{};
+        if (destination == "/dev/shm") {
+            m = {{"destination", "/dev/shm"},
+                 {"type", "tmpfs"},
+                 {"source", "shm"},
+                 {"options", {"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}}};
+        } else if (::stat(source.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
+            std::string in_image = "/.husk/binds/" + std::to_string(files.size());
+            files.push_back({source, in_image});
+            m["source"] = in_image;
+        }
+    }
+    return files;
+}
+
+// Cleans up a half-made container unless dismissed.
+class Undo {
+public:
+    explicit Undo(std::string dir) : m_dir(std::move(dir)) {}
+    ~Undo() {
+        if (!m_armed) return;
+        if (m_pid > 0) {
+            ::kill(m_pid, SIGKILL);
+            ::waitpid(m_pid, nullptr, 0);
+        }
+        std::error_code ec;
+        fs::remove_all(m_dir, ec);
+    }
+    void set_pid(pid_t pid) { m_pid = pid; }
+    void dismiss() { m_armed = false; }
+
+private:
+    std::string m_dir;
+    pid_t m_pid = -1;
+    bool m_armed = true;
+};
+
+Result<void> wait_ready(int fd, pid_t pid) {
+    std::string reply;
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(3);
+    for (;;) {
+        pollfd p{fd, POLLIN, 0};
+        int n = ::poll(&p, 1, 200);
+        if (n < 0 && errno != EINTR) return Error::from_errno(errno, "wait for husk-vmm");
+        if (n > 0) {
+            char buf[4096];
+            ssize_t got = ::read(fd, buf, sizeof buf);
+            if (got > 0) {
+                reply.append(buf, size_t(got));
+                continue;
+            }
+            break;  // EOF: husk-vmm said its word, or died
+        }
+        if (std::chrono::steady_clock::now() > deadline)
+            return Error::from_string("the VM did not set the container up within 3 minutes", ETIMEDOUT);
+    }
+    while (!reply.empty() && reply.back() == '\n') reply.pop_back();
+    if (reply == "ok") return {};
+    if (reply.rfind("error: ", 0) == 0) return Error::from_string(reply.substr(7));
+    int status = 0;
+    if (::waitpid(pid, &status, WNOHANG) == pid)
+        return Error::from_string("husk-vmm exited with status " +
+                                  std::to_string(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status)) +
+                                  " before the container was created (see the log)");
+    return Error::from_string("husk-vmm closed its ready pipe without a word");
+}
+
+}  // namespace
+
+Result<ContainerState> create_container(const GlobalOptions& g, const CreateOptions& o) {
+    TRY(validate_id(o.id));
+    std::string bundle = absolute(fs::current_path().string(), o.bundle.empty() ? "." : o.bundle);
+    oci::Spec spec = TRY(oci::load_spec(bundle));
+    if (!spec.process) return Error::from_string(bundle + "/config.json: process: is required to create a container");
+    if (spec.process->terminal && o.console_socket.empty() && !o.foreground)
+        return Error::from_string("process.terminal is set: --console-socket is required");
+    RuntimeConfig rc = TRY(load_runtime_config());
+    TRY(apply_annotations(rc, spec.annotations));
+    if (spec.linux_.resources.memory_limit && *spec.linux_.resources.memory_limit > 0)
+        rc.memory_mib = uint32_t(std::max<int64_t>(128, (*spec.linux_.resources.memory_limit + (1 << 20) - 1) >> 20));
+    if (auto v = oci::vcpus_for(spec.linux_.resources)) rc.vcpus = std::min<uint32_t>(*v, 64);
+    if (rc.kernel.empty() || ::access(rc.kernel.c_str(), R_OK) != 0)
+        return Error::from_string("no guest kernel" + (rc.kernel.empty() ? std::string() : " at `" + rc.kernel + "`") +
+                                  ": set vm.kernel in " + kConfigPath +
+                                  " or HUSK_KERNEL (kernel-config/build builds one and prints its path)",
+                                  ENOENT);
+
+    if (::mkdir(g.root.c_str(), 0711) < 0 && errno != EEXIST) return Error::from_errno(errno, "create " + g.root);
+    std::string dir = state_dir(g.root, o.id);
+    if (::mkdir(dir.c_str(), 0700) < 0) {
+        if (errno == EEXIST) return Error::from_string("container `" + o.id + "` already exists", EEXIST);
+        return Error::from_errno(errno, "create " + dir);
+    }
+    Undo undo(dir);
+
+    // The config husk-vmm reads: the bundle's, with mounts rewritten for the guest.
+    Json config = Json::parse(TRY(sys::read_file(bundle + "/config.json", 16 << 20)));
+    auto files = rewrite_mounts(config);
+    std::string rootfs = absolute(bundle, spec.root.path);
+    std::string image = dir + "/rootfs.ext4";
+    TRY(build_rootfs_image(rootfs, image, files).context("build the rootfs image"));
+    {
+        auto fd = TRY(sys::open(dir + "/config.json", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+        TRY(sys::write_all(fd.get(), config.dump()));
+    }
+
+    ContainerState state;
+    state.id = o.id;
+    state.bundle = bundle;
+    state.rootfs = rootfs;
+    state.created = rfc3339_now();
+    state.annotations = spec.annotations;
+    state.oci_version = spec.oci_version;
+    state.dir = dir;
+    state.api_socket = dir + "/api.sock";
+    state.vsock_socket = dir + "/vsock.sock";
+    state.image = image;
+    state.status = "creating";
+
+    std::optional<Pty> pty;
+    if (spec.process->terminal && !o.console_socket.empty()) pty = TRY(open_pty());
+
+    int ready[2];
+    if (::pipe2(ready, O_CLOEXEC) < 0) return Error::from_errno(errno, "pipe");
+    UniqueFd ready_r(ready[0]), ready_w(ready[1]);
+    std::vector<std::string> argv = {rc.vmm,
+                                     "--kernel", rc.kernel,
+                                     "--memory", std::to_string(rc.memory_mib),
+                                     "--vcpus", std::to_string(rc.vcpus),
+                                     "--drive", image + (spec.root.readonly ? ",ro" : ""),
+                                     "--vsock", state.vsock_socket,
+                                     "--api", state.api_socket,
+                                     "--container", dir + "/config.json",
+                                     "--ready-fd", "3",
+                                     "--log", g.log.empty() ? dir + "/vmm.log" : g.log,
+                                     "--wait-for-start"};
+    if (g.log_json) argv.insert(argv.end(), {"--log-format", "json"});
+    if (g.debug) argv.push_back("--debug");
+    if (!rc.initramfs.empty()) argv.insert(argv.end(), {"--initramfs", rc.initramfs});
+
+    pid_t pid = ::fork();
+    if (pid < 0) return Error::from_errno(errno, "fork");
+    if (pid == 0) {
+        // husk-vmm: its own session (a kill of our process group must not take the
+        // container with it), the pty as its terminal, the ready pipe as fd 3.
+        if (pty) become_terminal_owner(pty->slave.get());
+        else ::setsid();
+        ::dup2(ready_w.get(), 3);
+        std::vector<char*> args;
+        for (auto& a : argv) args.push_back(a.data());
+        args.push_back(nullptr);
+        ::execvp(args[0], args.data());
+        std::string m = "error: exec " + argv[0] + ": " + strerror(errno) + "\n";
+        [[maybe_unused]] ssize_t w = ::write(3, m.data(), m.size());
+        ::_exit(127);
+    }
+    undo.set_pid(pid);
+    ready_w.reset();
+    if (pty) {
+        pty->slave.reset();
+        TRY(send_console(o.console_socket, pty->master.get()));
+    }
+    TRY(wait_ready(ready_r.get(), pid).context("create `" + o.id + "`"));
+    state.pid = pid;
+    state.pid_start = process_start_time(pid);
+    state.status = "created";
+    TRY(save_state(state));
+    if (!o.pid_file.empty()) {
+        // Write then rename, as runc does: a reader never sees an empty pid file.
+        std::string tmp = o.pid_file + ".husk-tmp";
+        {
+            auto fd = TRY(sys::open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644).context("--pid-file"));
+            TRY(sys::write_all(fd.get(), std::to_string(pid)));
+        }
+        if (::rename(tmp.c_str(), o.pid_file.c_str()) < 0) return Error::from_errno(errno, "write --pid-file");
+    }
+    Json oci_state = state.oci_json("created");
+    TRY(run_hooks(spec.hooks.create_runtime, oci_state, "createRuntime"));
+    TRY(run_hooks(spec.hooks.prestart, oci_state, "prestart"));
+    TRY(run_hooks(spec.hooks.create_container, oci_state, "createContainer"));
+    undo.dismiss();
+    return state;
+}
+
+Result<int> cmd_create(const GlobalOptions& g, const Args& args) {
+    CreateOptions o = TRY(parse_create_options(args, "create"));
+    TRY(create_container(g, o));
+    return 0;
+}
+
+}  // namespace husk::runtime
+
+namespace husk::runtime {
+
+Result<CreateOptions> parse_create_options(const Args& args, const std::string& command) {
+    ArgParser p(command);
+    p.value("bundle", "b").value("pid-file").value("console-socket").flag("detach", "d");
+    p.ignored_flag("no-pivot").ignored_flag("no-new-keyring").ignored_value("preserve-fds").ignored_flag("keep");
+    TRY(p.parse(args));
+    CreateOptions o;
+    o.id = TRY(p.id());
+    o.bundle = p.get("bundle");
+    o.pid_file = p.get("pid-file");
+    o.console_socket = p.get("console-socket");
+    o.foreground = command == "run" && p.get("detach") != "true";
+    return o;
+}
+
+}  // namespace husk::runtime

@@ -1,0 +1,20 @@
+// run_command: runs a helper program (mkfs.ext4, debugfs, a hook) to completion.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "vmm/base/result.h"
+
+namespace husk::runtime {
+
+struct CommandResult {
+    int status = -1;  // exit code, or 128+N when killed by signal N
+    std::string err;  // its stderr (the first 64 KiB)
+};
+
+// stdin gets `input` (then end of file), stdout is discarded; killed after `timeout_s` seconds.
+Result<CommandResult> run_command(const std::vector<std::string>& argv, const std::string& input = "",
+                                  int timeout_s = 600, const std::vector<std::string>* env = nullptr);
+
+}  // namespace husk::runtime

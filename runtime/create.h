@@ -1,0 +1,26 @@
+// create: shared by `husk create` and `husk run`.
+#pragma once
+
+#include <string>
+
+#include "runtime/runtime.h"
+#include "runtime/state.h"
+
+namespace husk::runtime {
+
+struct CreateOptions {
+    std::string id;
+    std::string bundle;
+    std::string pid_file;
+    std::string console_socket;
+    bool foreground = false;  // `run` without --detach: a terminal may be our own stdio
+};
+
+Result<CreateOptions> parse_create_options(const Args& args, const std::string& command);
+Result<ContainerState> create_container(const GlobalOptions& g, const CreateOptions& options);
+// The OCI start: husk-vmm lets the process exec; poststart hooks follow.
+Result<void> start_container(ContainerState& state);
+// Stops husk-vmm (SIGKILL) if it lives, waits until it is gone, runs poststop, removes the state.
+Result<void> destroy_container(ContainerState& state);
+
+}  // namespace husk::runtime

@@ -1,0 +1,108 @@
+#include "runtime/husk_config.h"
+
+#include <glob.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <toml++/toml.h>
+
+#include "vmm/base/system.h"
+
+namespace husk::runtime {
+
+namespace {
+
+std::string self_dir() {
+    char exe[4096];
+    ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) return ".";
+    exe[n] = 0;
+    std::string p(exe);
+    return p.substr(0, p.rfind('/'));
+}
+
+std::string newest_cached_kernel() {
+    const char* home = std::getenv("HOME");
+    std::string pattern = std::string(home && *home ? home : "/root") + "/.cache/husk/kernel/*/vmlinux";
+    glob_t g{};
+    std::string best;
+    time_t best_time = 0;
+    if (::glob(pattern.c_str(), 0, nullptr, &g) == 0) {
+        for (size_t i = 0; i < g.gl_pathc; ++i) {
+            struct stat st{};
+            if (::stat(g.gl_pathv[i], &st) == 0 && st.st_mtime >= best_time) {
+                best_time = st.st_mtime;
+                best = g.gl_pathv[i];
+            }
+        }
+    }
+    ::globfree(&g);
+    return best;
+}
+
+Result<uint32_t> parse_count(const std::string& key, const std::string& value, uint32_t min, uint32_t max) {
+    char* end = nullptr;
+    errno = 0;
+    unsigned long v = std::strtoul(value.c_str(), &end, 10);
+    if (value.empty() || *end || errno || v < min || v > max)
+        return Error::from_string(key + ": `" + value + "` must be a number from " + std::to_string(min) + " to " +
+                                  std::to_string(max));
+    return uint32_t(v);
+}
+
+}  // namespace
+
+Result<RuntimeConfig> load_runtime_config(const std::string& path) {
+    RuntimeConfig c;
+    if (::access(path.c_str(), F_OK) == 0) {
+        std::string text = TRY(sys::read_file(path, 1 << 20));
+        try {
+            auto doc = toml::parse(text, path);
+            for (auto&& [key, value] : doc) {
+                if (key.str() != "vm" || !value.is_table())
+                    return Error::from_string(path + ": unknown key `" + std::string(key.str()) + "`");
+                for (auto&& [k, v] : *value.as_table()) {
+                    std::string name(k.str());
+                    if (name == "kernel" || name == "vmm" || name == "initramfs") {
+                        auto s = v.value<std::string>();
+                        if (!s) return Error::from_string(path + ": vm." + name + " must be a string");
+                        (name == "kernel" ? c.kernel : name == "vmm" ? c.vmm : c.initramfs) = *s;
+                    } else if (name == "memory_mib" || name == "vcpus") {
+                        auto n = v.value<int64_t>();
+                        if (!n || *n < 1 || *n > (name == "vcpus" ? 64 : 1 << 20))
+                            return Error::from_string(path + ": vm." + name + " out of range");
+                        (name == "vcpus" ? c.vcpus : c.memory_mib) = uint32_t(*n);
+                    } else {
+                        return Error::from_string(path + ": unknown key `vm." + name + "`");
+                    }
+                }
+            }
+        } catch (const toml::parse_error& e) {
+            return Error::from_string(path + ": " + std::string(e.description()));
+        }
+    }
+    if (c.kernel.empty()) {
+        const char* k = std::getenv("HUSK_KERNEL");
+        c.kernel = k && *k ? k : newest_cached_kernel();
+    }
+    if (c.vmm.empty()) {
+        for (const std::string& candidate : {self_dir() + "/../vmm/husk-vmm", self_dir() + "/husk-vmm"})
+            if (::access(candidate.c_str(), X_OK) == 0) {
+                c.vmm = candidate;
+                break;
+            }
+        if (c.vmm.empty()) c.vmm = "husk-vmm";
+    }
+    return c;
+}
+
+Result<void> apply_annotations(RuntimeConfig& c, const std::map<std::string, std::string>& a) {
+    if (auto it = a.find("io.husk.kernel"); it != a.end()) c.kernel = it->second;
+    if (auto it = a.find("io.husk.memory_mib"); it != a.end()) c.memory_mib = TRY(parse_count(it->first, it->second, 64, 1 << 20));
+    if (auto it = a.find("io.husk.vcpus"); it != a.end()) c.vcpus = TRY(parse_count(it->first, it->second, 1, 64));
+    return {};
+}
+
+}  // namespace husk::runtime

@@ -1,0 +1,52 @@
+// start and destroy: the steps `start`, `run` and `delete` share.
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <thread>
+
+#include "oci/spec.h"
+#include "runtime/create.h"
+#include "runtime/hooks.h"
+#include "vmm/api/api_server.h"
+
+namespace husk::runtime {
+
+Result<void> start_container(ContainerState& state) {
+    std::string status = live_status(state);
+    if (status != "created")
+        return Error::from_string("container `" + state.id + "` is " + status + ", not created", EINVAL);
+    auto spec = oci::load_spec(state.bundle);
+    if (spec) TRY(run_hooks(spec.value().hooks.start_container, state.oci_json("created"), "startContainer"));
+    TRY(api_call(state.api_socket, {{"cmd", "start"}}).context("start `" + state.id + "`"));
+    state.status = "running";
+    TRY(save_state(state));
+    // poststart failures are warnings (runtime-spec runtime.md "Lifecycle" step 9).
+    if (spec)
+        if (auto r = run_hooks(spec.value().hooks.poststart, state.oci_json("running"), "poststart"); !r)
+            std::fprintf(stderr, "husk: warning: %s\n", r.error().message().c_str());
+    return {};
+}
+
+Result<void> destroy_container(ContainerState& state) {
+    if (vmm_alive(state)) {
+        ::kill(state.pid, SIGKILL);
+        // Not our child (the shim or init reaps it): wait until it is gone.
+        auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+        while (vmm_alive(state) && std::chrono::steady_clock::now() < deadline)
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        if (vmm_alive(state)) return Error::from_string("husk-vmm (pid " + std::to_string(state.pid) + ") did not die", EBUSY);
+    }
+    for (pid_t p : state.exec_pids) ::kill(p, SIGKILL);
+    auto spec = oci::load_spec(state.bundle);
+    std::error_code ec;
+    std::filesystem::remove_all(state.dir, ec);
+    if (ec) return Error::from_errno(ec.value(), "remove " + state.dir);
+    if (spec)
+        if (auto r = run_hooks(spec.value().hooks.poststop, state.oci_json("stopped"), "poststop"); !r)
+            std::fprintf(stderr, "husk: warning: %s\n", r.error().message().c_str());
+    return {};
+}
+
+}  // namespace husk::runtime

@@ -1,0 +1,161 @@
+// Unit tests of the runtime's pieces, and its CLI error paths (nothing is left behind).
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "runtime/args.h"
+#include "runtime/husk_config.h"
+#include "runtime/runtime.h"
+#include "runtime/state.h"
+
+namespace husk::runtime {
+namespace {
+
+namespace fs = std::filesystem;
+
+TEST(Signals, NumbersAndNames) {
+    EXPECT_EQ(parse_signal("9").value(), SIGKILL);
+    EXPECT_EQ(parse_signal("KILL").value(), SIGKILL);
+    EXPECT_EQ(parse_signal("SIGTERM").value(), SIGTERM);
+    EXPECT_EQ(parse_signal("sigusr1").value(), SIGUSR1);
+    EXPECT_FALSE(parse_signal("0"));
+    EXPECT_FALSE(parse_signal("NOPE"));
+    EXPECT_FALSE(parse_signal("99"));
+}
+
+TEST(Ids, RuncRules) {
+    EXPECT_TRUE(validate_id("abc-1_2.x"));
+    EXPECT_FALSE(validate_id(""));
+    EXPECT_FALSE(validate_id("../x"));
+    EXPECT_FALSE(validate_id("a/b"));
+    EXPECT_FALSE(validate_id(".."));
+}
+
+TEST(Args, FlagsValuesAndPositionals) {
+    ArgParser p("exec");
+    p.value("env", "e").flag("tty", "t").ignored_value("cap");
+    ASSERT_TRUE(p.parse({"-e", "A=1", "--env=B=2", "-t", "--cap", "X", "box", "sh", "-c", "ls -l"}));
+    EXPECT_EQ(p.all("env"), (std::vector<std::string>{"A=1", "B=2"}));
+    EXPECT_EQ(p.get("tty"), "true");
+    EXPECT_FALSE(p.has("cap"));
+    EXPECT_EQ(p.positionals(), (std::vector<std::string>{"box", "sh", "-c", "ls -l"}));
+    ArgParser q("kill");
+    auto r = q.parse({"--bogus", "x"});
+    ASSERT_FALSE(r);
+    EXPECT_NE(r.error().message().find("unknown option --bogus"), std::string::npos);
+}
+
+TEST(RuntimeConfig, FileAndAnnotations) {
+    char tmpl[] = "/tmp/husk-rt-test.XXXXXX";
+    std::string dir = ::mkdtemp(tmpl);
+    std::ofstream(dir + "/config.toml") << "[vm]\nkernel = \"/k\"\nmemory_mib = 512\nvcpus = 2\n";
+    auto c = load_runtime_config(dir + "/config.toml");
+    ASSERT_TRUE(c) << c.error().message();
+    EXPECT_EQ(c.value().kernel, "/k");
+    EXPECT_EQ(c.value().memory_mib, 512u);
+    ASSERT_TRUE(apply_annotations(c.value(), {{"io.husk.vcpus", "4"}}));
+    EXPECT_EQ(c.value().vcpus, 4u);
+    EXPECT_FALSE(apply_annotations(c.value(), {{"io.husk.vcpus", "zero"}}));
+    std::ofstream(dir + "/bad.toml") << "[vm]\nmemroy_mib = 1\n";
+    auto bad = load_runtime_config(dir + "/bad.toml");
+    ASSERT_FALSE(bad);
+    EXPECT_NE(bad.error().message().find("unknown key `vm.memroy_mib`"), std::string::npos);
+    fs::remove_all(dir);
+}
+
+// The CLI, end to end, on the paths that need no VM: each fails clearly and leaves nothing.
+class Cli : public ::testing::Test {
+protected:
+    void SetUp() override {
+        char tmpl[] = "/tmp/husk-cli-test.XXXXXX";
+        m_dir = ::mkdtemp(tmpl);
+        m_root = m_dir + "/state";
+        m_bundle = m_dir + "/bundle";
+        fs::create_directories(m_bundle + "/rootfs");
+    }
+    void TearDown() override { fs::remove_all(m_dir); }
+
+    std::pair<int, std::string> husk(const std::string& args) {
+        std::string cmd = std::string(std::getenv("HUSK_BIN")) + " --root " + m_root + " --log " + m_dir +
+                          "/log.json --log-format json " + args + " 2>&1";
+        FILE* f = ::popen(cmd.c_str(), "r");
+        std::string out;
+        char buf[4096];
+        size_t n;
+        while ((n = fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
+        int status = ::pclose(f);
+        return {WEXITSTATUS(status), out};
+    }
+    bool nothing_left(const std::string& id) { return !fs::exists(m_root + "/" + id); }
+
+    std::string m_dir, m_root, m_bundle;
+};
+
+TEST_F(Cli, MissingBundle) {
+    auto [status, out] = husk("create --bundle " + m_dir + "/nope box");
+    EXPECT_EQ(status, 1);
+    EXPECT_NE(out.find("nope/config.json`: No such file or directory"), std::string::npos) << out;
+    EXPECT_TRUE(nothing_left("box"));
+    std::ifstream log(m_dir + "/log.json");
+    std::string line;
+    std::getline(log, line);
+    EXPECT_NE(line.find("\"level\":\"error\""), std::string::npos) << line;
+}
+
+TEST_F(Cli, MalformedAndInvalidConfig) {
+    std::ofstream(m_bundle + "/config.json") << "{ not json";
+    auto [s1, o1] = husk("create --bundle " + m_bundle + " box");
+    EXPECT_EQ(s1, 1);
+    EXPECT_NE(o1.find("config.json: not valid JSON"), std::string::npos) << o1;
+    std::ofstream(m_bundle + "/config.json")
+        << R"({"ociVersion": "1.0.2", "root": {"path": "rootfs"}, "process": {"user": {"uid": 0, "gid": 0}, "args": [], "cwd": "/"}})";
+    auto [s2, o2] = husk("create --bundle " + m_bundle + " box");
+    EXPECT_EQ(s2, 1);
+    EXPECT_NE(o2.find("process.args: must not be empty"), std::string::npos) << o2;
+    EXPECT_TRUE(nothing_left("box"));
+}
+
+TEST_F(Cli, UnknownContainerAndBadId) {
+    for (const char* cmd : {"state ghost", "start ghost", "kill ghost KILL", "delete ghost", "pause ghost", "exec ghost true"}) {
+        auto [status, out] = husk(cmd);
+        EXPECT_EQ(status, 1) << cmd;
+        EXPECT_NE(out.find("container `ghost` does not exist"), std::string::npos) << cmd << ": " << out;
+    }
+    EXPECT_EQ(husk("delete --force ghost").first, 0);
+    auto [status, out] = husk("state ../etc");
+    EXPECT_EQ(status, 1);
+    EXPECT_NE(out.find("invalid container id"), std::string::npos) << out;
+}
+
+TEST_F(Cli, DuplicateIdIsRefusedAndTheFirstKept) {
+    fs::create_directories(m_root + "/box");
+    std::ofstream(m_root + "/box/state.json") << "{}";
+    std::ofstream(m_bundle + "/config.json")
+        << R"({"ociVersion": "1.0.2", "root": {"path": "rootfs"}, "process": {"user": {"uid": 0, "gid": 0}, "args": ["true"], "cwd": "/"}})";
+    auto [status, out] = husk("create --bundle " + m_bundle + " box");
+    EXPECT_EQ(status, 1);
+    EXPECT_TRUE(out.find("already exists") != std::string::npos || out.find("no guest kernel") != std::string::npos) << out;
+    EXPECT_TRUE(fs::exists(m_root + "/box/state.json"));
+}
+
+TEST_F(Cli, VersionHelpFeaturesSpec) {
+    auto [s1, o1] = husk("--version");
+    EXPECT_EQ(s1, 0);
+    EXPECT_EQ(o1.rfind("husk version ", 0), 0u) << o1;
+    EXPECT_NE(o1.find("spec: 1."), std::string::npos);
+    auto [s2, o2] = husk("features");
+    EXPECT_EQ(s2, 0);
+    EXPECT_NE(o2.find("ociVersionMax"), std::string::npos);
+    auto [s3, o3] = husk("spec --bundle " + m_bundle);
+    EXPECT_EQ(s3, 0) << o3;
+    EXPECT_TRUE(fs::exists(m_bundle + "/config.json"));
+    auto [s4, o4] = husk("bogus");
+    EXPECT_EQ(s4, 1);
+    EXPECT_NE(o4.find("unknown command `bogus`"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace husk::runtime
