@@ -263,12 +263,16 @@ Result<std::string> Agent::handle_request(Connection& c, const FrameBuffer::Fram
 Result<void> Agent::setup_container(const ContainerSpec& spec) {
     if (m_container) return Error::from_string("the container is already set up", EEXIST);
     const std::string& root = m_options.rootfs_mount;
-    unsigned long flags = spec.readonly ? MS_RDONLY : 0;
     // No device: the rootfs is already in place (test mode, or a rootfs the host shares).
     if (!spec.rootfs_device.empty()) {
         if (::mkdir("/run/husk", 0700) < 0 && errno != EEXIST) return Error::from_errno(errno, "mkdir /run/husk");
         if (::mkdir(root.c_str(), 0755) < 0 && errno != EEXIST) return Error::from_errno(errno, "mkdir " + root);
-        if (::mount(spec.rootfs_device.c_str(), root.c_str(), spec.rootfs_type.c_str(), flags, nullptr) < 0)
+        // Read-write even for a read-only root, so mount points can be made; the
+        // container's view is remounted read-only (spawn.cpp). A read-only disk is mounted as such.
+        int rc = ::mount(spec.rootfs_device.c_str(), root.c_str(), spec.rootfs_type.c_str(), 0, nullptr);
+        if (rc < 0 && (errno == EROFS || errno == EACCES))
+            rc = ::mount(spec.rootfs_device.c_str(), root.c_str(), spec.rootfs_type.c_str(), MS_RDONLY, nullptr);
+        if (rc < 0)
             return Error::from_errno(errno, "mount the rootfs " + spec.rootfs_device + " (" + spec.rootfs_type + ")");
     }
     if (m_options.whole_machine && !spec.hostname.empty() && ::sethostname(spec.hostname.data(), spec.hostname.size()) < 0)

@@ -129,6 +129,10 @@ Result<void> enter_root(const ProcessSpec&, const SpawnContext& context) {
     TRY(check(::mount(context.rootfs.c_str(), context.rootfs.c_str(), nullptr, MS_BIND | MS_REC, nullptr),
               "bind the rootfs"));
     for (const auto& m : c.mounts) TRY(do_mount(context.rootfs, m));
+    // root.readonly: the container's root mount, not the mounts on it, becomes read-only.
+    if (c.readonly)
+        TRY(check(::mount(nullptr, context.rootfs.c_str(), nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY, nullptr),
+                  "remount the rootfs read-only"));
     TRY(check(::chdir(context.rootfs.c_str()), "chdir into the rootfs"));
     // pivot_root(".", "."): the old root ends up stacked on the new one and is then detached.
     TRY(check(int(::syscall(SYS_pivot_root, ".", ".")), "pivot_root"));

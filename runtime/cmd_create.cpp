@@ -81,16 +81,32 @@ public:
             ::waitpid(m_pid, nullptr, 0);
         }
         std::error_code ec;
+        for (const auto& p : m_paths) fs::remove(p, ec);
         fs::remove_all(m_dir, ec);
     }
     void set_pid(pid_t pid) { m_pid = pid; }
+    void also_remove(const std::string& path) { m_paths.push_back(path); }
     void dismiss() { m_armed = false; }
 
 private:
     std::string m_dir;
+    std::vector<std::string> m_paths;
     pid_t m_pid = -1;
     bool m_armed = true;
 };
+
+// Unix socket paths are limited to 107 bytes, and engines nest state
+// directories deep (dockerd: /run/docker/runtime-husk/moby/<64 hex>/), so the
+// sockets live in a short directory, named by a hash of the state directory.
+Result<std::string> socket_prefix(const std::string& dir) {
+    uint64_t h = 1469598103934665603ULL;  // FNV-1a
+    for (char ch : dir) h = (h ^ uint8_t(ch)) * 1099511628211ULL;
+    char name[32];
+    std::snprintf(name, sizeof name, "%016llx", static_cast<unsigned long long>(h));
+    std::string base = ::geteuid() == 0 ? "/run/husk-sockets" : std::string("/tmp/husk-sockets-") + std::to_string(::geteuid());
+    if (::mkdir(base.c_str(), 0700) < 0 && errno != EEXIST) return Error::from_errno(errno, "create " + base);
+    return base + "/" + name;
+}
 
 Result<void> wait_ready(int fd, pid_t pid) {
     std::string reply;
@@ -142,7 +158,9 @@ Result<ContainerState> create_container(const GlobalOptions& g, const CreateOpti
                                   " or HUSK_KERNEL (kernel-config/build builds one and prints its path)",
                                   ENOENT);
 
-    if (::mkdir(g.root.c_str(), 0711) < 0 && errno != EEXIST) return Error::from_errno(errno, "create " + g.root);
+    std::error_code ec;
+    fs::create_directories(g.root, ec);
+    if (ec) return Error::from_errno(ec.value(), "create " + g.root);
     std::string dir = state_dir(g.root, o.id);
     if (::mkdir(dir.c_str(), 0700) < 0) {
         if (errno == EEXIST) return Error::from_string("container `" + o.id + "` already exists", EEXIST);
@@ -169,8 +187,11 @@ Result<ContainerState> create_container(const GlobalOptions& g, const CreateOpti
     state.annotations = spec.annotations;
     state.oci_version = spec.oci_version;
     state.dir = dir;
-    state.api_socket = dir + "/api.sock";
-    state.vsock_socket = dir + "/vsock.sock";
+    std::string sockets = TRY(socket_prefix(dir));
+    state.api_socket = sockets + ".api";
+    state.vsock_socket = sockets + ".vsock";
+    undo.also_remove(state.api_socket);
+    undo.also_remove(state.vsock_socket);
     state.image = image;
     state.status = "creating";
 
@@ -184,7 +205,9 @@ Result<ContainerState> create_container(const GlobalOptions& g, const CreateOpti
                                      "--kernel", rc.kernel,
                                      "--memory", std::to_string(rc.memory_mib),
                                      "--vcpus", std::to_string(rc.vcpus),
-                                     "--drive", image + (spec.root.readonly ? ",ro" : ""),
+                                     // Writable even for a read-only root: the agent makes the mount
+                                     // points, then remounts the container's root read-only.
+                                     "--drive", image,
                                      "--vsock", state.vsock_socket,
                                      "--api", state.api_socket,
                                      "--container", dir + "/config.json",

@@ -13,7 +13,7 @@
 namespace husk::runtime {
 
 Result<CommandResult> run_command(const std::vector<std::string>& argv, const std::string& input, int timeout_s,
-                                  const std::vector<std::string>* env) {
+                                  const std::vector<std::string>* env, const std::string& program) {
     int in[2], err[2];
     if (::pipe2(in, O_CLOEXEC) < 0) return Error::from_errno(errno, "pipe");
     if (::pipe2(err, O_CLOEXEC) < 0) {
@@ -31,12 +31,13 @@ Result<CommandResult> run_command(const std::vector<std::string>& argv, const st
         std::vector<char*> args, envp;
         for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
         args.push_back(nullptr);
+        const char* file = program.empty() ? args[0] : program.c_str();
         if (env) {
             for (const auto& e : *env) envp.push_back(const_cast<char*>(e.c_str()));
             envp.push_back(nullptr);
-            ::execvpe(args[0], args.data(), envp.data());
+            ::execvpe(file, args.data(), envp.data());
         } else {
-            ::execvp(args[0], args.data());
+            ::execvp(file, args.data());
         }
         std::string m = argv[0] + ": " + std::string(strerror(errno)) + "\n";
         [[maybe_unused]] ssize_t w = ::write(2, m.data(), m.size());

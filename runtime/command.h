@@ -14,7 +14,9 @@ struct CommandResult {
 };
 
 // stdin gets `input` (then end of file), stdout is discarded; killed after `timeout_s` seconds.
+// `program`, when given, is what runs, with `argv` as its argv (argv[0] included: some programs dispatch on it).
 Result<CommandResult> run_command(const std::vector<std::string>& argv, const std::string& input = "",
-                                  int timeout_s = 600, const std::vector<std::string>* env = nullptr);
+                                  int timeout_s = 600, const std::vector<std::string>* env = nullptr,
+                                  const std::string& program = "");
 
 }  // namespace husk::runtime

@@ -41,6 +41,9 @@ Result<void> destroy_container(ContainerState& state) {
     for (pid_t p : state.exec_pids) ::kill(p, SIGKILL);
     auto spec = oci::load_spec(state.bundle);
     std::error_code ec;
+    // husk-vmm removes its sockets when it exits; not when it is killed.
+    std::filesystem::remove(state.api_socket, ec);
+    std::filesystem::remove(state.vsock_socket, ec);
     std::filesystem::remove_all(state.dir, ec);
     if (ec) return Error::from_errno(ec.value(), "remove " + state.dir);
     if (spec)

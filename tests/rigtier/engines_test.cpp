@@ -1,0 +1,242 @@
+// Rig tier: the husk runtime under the real engines — a private dockerd with
+// `"runtimes": {"husk": ...}` and a private containerd driven by ctr through
+// its runc shim (io.containerd.runc.v2 with --runc-binary husk). Each suite
+// starts its own daemon once (TESTING.md "Real clients that run here").
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <fcntl.h>
+
+#include <functional>
+#include <thread>
+
+#include "tests/lib/subprocess.h"
+
+namespace husk::test {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string env(const char* name) {
+    const char* v = std::getenv(name);
+    return v ? v : "";
+}
+
+std::string source_dir() { return env("HUSK_SOURCE_DIR").empty() ? "." : env("HUSK_SOURCE_DIR"); }
+
+ProcessResult sh(const std::string& command, const std::string& input = "", int timeout = 300) {
+    RunOptions o;
+    o.timeout_seconds = timeout;
+    o.stdin_data = input;
+    return run_process({"/bin/sh", "-c", command}, o);
+}
+
+// A daemon started in the background for a whole suite, killed at its end.
+struct Daemon {
+    pid_t pid = -1;
+    void start(const std::vector<std::string>& argv, const std::string& log) {
+        pid = ::fork();
+        if (pid == 0) {
+            ::setsid();
+            int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+            ::dup2(fd, 1);
+            ::dup2(fd, 2);
+            std::vector<char*> args;
+            for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+            args.push_back(nullptr);
+            ::execvp(args[0], args.data());
+            ::_exit(127);
+        }
+    }
+    void stop() {
+        if (pid <= 0) return;
+        ::kill(-pid, SIGTERM);
+        for (int i = 0; i < 100 && ::waitpid(pid, nullptr, WNOHANG) == 0; ++i)
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        ::kill(-pid, SIGKILL);
+        ::waitpid(pid, nullptr, 0);
+        pid = -1;
+    }
+};
+
+bool wait_for(const std::function<bool()>& ready, int seconds) {
+    for (int i = 0; i < seconds * 10; ++i) {
+        if (ready()) return true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return false;
+}
+
+class Docker : public ::testing::Test {
+protected:
+    static inline std::string s_dir, s_docker;
+    static inline Daemon s_dockerd;
+    static inline bool s_ready = false;
+    static inline std::string s_why;
+
+    static void SetUpTestSuite() {
+        s_dir = "/tmp/husk-docker";
+        fs::remove_all(s_dir);
+        fs::create_directories(s_dir);
+        std::ofstream(s_dir + "/daemon.json") << R"({
+  "iptables": false, "ip-forward": false, "ip-masq": false, "bridge": "none",
+  "data-root": ")" << s_dir << R"(/data", "exec-root": ")" << s_dir << R"(/exec",
+  "pidfile": ")" << s_dir << R"(/dockerd.pid", "hosts": ["unix://)" << s_dir << R"(/docker.sock"],
+  "runtimes": {"husk": {"path": ")" << env("HUSK_RUNTIME") << R"("}}
+})";
+        s_dockerd.start({"dockerd", "--config-file", s_dir + "/daemon.json"}, s_dir + "/dockerd.log");
+        s_docker = "/usr/bin/docker -H unix://" + s_dir + "/docker.sock";
+        s_ready = wait_for([] { return sh(s_docker + " info >/dev/null 2>&1").exit_status == 0; }, 120);
+        if (!s_ready) return;
+        // The busybox image: the rig tier's rootfs tree, imported as a local image (no registry here).
+        auto imported = sh(source_dir() + "/tests/guests/rootfs/mkrootfs --dir " + s_dir + "/tree && tar -C " + s_dir +
+                           "/tree -cf " + s_dir + "/busybox.tar . && " + s_docker + " import " + s_dir +
+                           "/busybox.tar busybox:husk");
+        if (imported.exit_status != 0) {
+            s_ready = false;
+            s_why = "image import failed: " + imported.out + imported.err;
+        }
+    }
+    static void TearDownTestSuite() { s_dockerd.stop(); }
+
+    void SetUp() override {
+        if (!s_ready) GTEST_FAIL() << (s_why.empty() ? "dockerd did not start: " + sh("tail -20 " + s_dir + "/dockerd.log").out : s_why);
+    }
+    ProcessResult docker(const std::string& args, const std::string& input = "") { return sh(s_docker + " " + args, input); }
+    static std::string run() { return "run --runtime husk --network none "; }
+};
+
+TEST_F(Docker, OutputAndExitCodes) {
+    auto r = docker(run() + "--rm busybox:husk sh -c 'echo out; echo err >&2; exit 3'");
+    EXPECT_EQ(r.exit_status, 3) << r.err;
+    EXPECT_EQ(r.out, "out\n");
+    EXPECT_EQ(r.err, "err\n");
+    EXPECT_EQ(docker(run() + "--rm busybox:husk true").exit_status, 0);
+}
+
+TEST_F(Docker, EnvWorkdirUserReadOnly) {
+    auto r = docker(run() + "--rm -e GREETING=hi -w /tmp -u 1000:1001 --read-only busybox:husk "
+                            "sh -c 'echo $GREETING; pwd; id -u; id -g; touch /x 2>/dev/null || echo ro'");
+    EXPECT_EQ(r.exit_status, 0) << r.err;
+    EXPECT_EQ(r.out, "hi\n/tmp\n1000\n1001\nro\n");
+}
+
+TEST_F(Docker, StdinWithDashI) {
+    std::string input(200000, 'z');
+    auto r = docker(run() + "--rm -i busybox:husk wc -c", input);
+    EXPECT_EQ(r.exit_status, 0) << r.err;
+    EXPECT_NE(r.out.find("200000"), std::string::npos) << r.out;
+}
+
+TEST_F(Docker, TtyWithDashT) {
+    // docker -t needs a terminal of its own: script(1) gives it one.
+    auto r = sh("script -qec \"" + s_docker + " " + run() + "--rm -t busybox:husk sh -c '[ -t 1 ] && echo on-a-tty; exit 6'\" /dev/null");
+    EXPECT_EQ(r.exit_status, 6) << r.out << r.err;
+    EXPECT_NE(r.out.find("on-a-tty"), std::string::npos) << r.out;
+}
+
+TEST_F(Docker, ExecTopPauseKillAndRemove) {
+    auto started = docker(run() + "-d --name busy busybox:husk sleep 300");
+    ASSERT_EQ(started.exit_status, 0) << started.err;
+    auto e = docker("exec busy sh -c 'echo in-exec; exit 4'");
+    EXPECT_EQ(e.exit_status, 4) << e.err;
+    EXPECT_EQ(e.out, "in-exec\n");
+    auto top = docker("top busy");
+    EXPECT_EQ(top.exit_status, 0) << top.err;
+    EXPECT_NE(top.out.find("husk-vmm"), std::string::npos) << top.out;
+    EXPECT_EQ(docker("pause busy").exit_status, 0);
+    EXPECT_NE(docker("inspect -f '{{.State.Status}}' busy").out.find("paused"), std::string::npos);
+    EXPECT_EQ(docker("unpause busy").exit_status, 0);
+    EXPECT_EQ(docker("kill busy").exit_status, 0);
+    auto waited = docker("wait busy");
+    EXPECT_EQ(waited.out, "137\n") << waited.err;
+    EXPECT_EQ(docker("rm -f busy").exit_status, 0);
+}
+
+TEST_F(Docker, StopSendsTermAndRmForce) {
+    ASSERT_EQ(docker(run() + "-d --name stopme busybox:husk sleep 300").exit_status, 0);
+    EXPECT_EQ(docker("stop -t 20 stopme").exit_status, 0);
+    EXPECT_EQ(docker("inspect -f '{{.State.ExitCode}}' stopme").out, "143\n");
+    ASSERT_EQ(docker(run() + "-d --name rmme busybox:husk sleep 300").exit_status, 0);
+    EXPECT_EQ(docker("rm -f rmme").exit_status, 0);
+    EXPECT_EQ(docker("rm -f stopme").exit_status, 0);
+    // Nothing of either container is left in husk's state.
+    EXPECT_EQ(sh("ls /run/docker/runtime-husk/moby 2>/dev/null | wc -l").out, "0\n");
+}
+
+TEST_F(Docker, MemoryLimitSizesTheGuest) {
+    auto r = docker(run() + "--rm --memory 256m busybox:husk sh -c \"grep MemTotal /proc/meminfo\"");
+    ASSERT_EQ(r.exit_status, 0) << r.err;
+    long kib = std::stol(r.out.substr(r.out.find(':') + 1));
+    EXPECT_GT(kib, 200 * 1024);
+    EXPECT_LE(kib, 256 * 1024);
+}
+
+class Containerd : public ::testing::Test {
+protected:
+    static inline std::string s_dir, s_ctr;
+    static inline Daemon s_containerd;
+    static inline bool s_ready = false;
+    static inline std::string s_why;
+
+    static void SetUpTestSuite() {
+        s_dir = "/tmp/husk-containerd";
+        fs::remove_all(s_dir);
+        fs::create_directories(s_dir);
+        std::ofstream(s_dir + "/config.toml") << "version = 2\nroot = \"" << s_dir << "/root\"\nstate = \"" << s_dir
+                                              << "/state\"\n[grpc]\n  address = \"" << s_dir << "/containerd.sock\"\n"
+                                              << "[plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"" << s_dir << "/opt\"\n";
+        s_containerd.start({"containerd", "--config", s_dir + "/config.toml"}, s_dir + "/containerd.log");
+        s_ctr = "ctr -a " + s_dir + "/containerd.sock";
+        s_ready = wait_for([] { return sh(s_ctr + " version >/dev/null 2>&1").exit_status == 0; }, 60);
+        if (!s_ready) return;
+        auto imported = sh(source_dir() + "/tests/rigtier/make-oci-image " + s_dir +
+                           "/busybox-oci.tar docker.io/library/busybox:husk && " + s_ctr + " images import " + s_dir +
+                           "/busybox-oci.tar");
+        if (imported.exit_status != 0) {
+            s_ready = false;
+            s_why = "image import failed: " + imported.out + imported.err;
+        }
+    }
+    static void TearDownTestSuite() { s_containerd.stop(); }
+
+    void SetUp() override {
+        if (!s_ready) GTEST_FAIL() << (s_why.empty() ? "containerd did not start: " + sh("tail -20 " + s_dir + "/containerd.log").out : s_why);
+    }
+    ProcessResult ctr(const std::string& args, const std::string& input = "") { return sh(s_ctr + " " + args, input); }
+    static std::string run(const std::string& id) {
+        return "run --rm --runc-binary " + env("HUSK_RUNTIME") + " docker.io/library/busybox:husk " + id + " ";
+    }
+};
+
+TEST_F(Containerd, RunWithAndWithoutTty) {
+    auto r = ctr(run("plain") + "sh -c 'echo via-shim; exit 7'");
+    EXPECT_EQ(r.exit_status, 7) << r.err;
+    EXPECT_EQ(r.out, "via-shim\n");
+    auto t = sh("script -qec \"" + s_ctr + " run -t --rm --runc-binary " + env("HUSK_RUNTIME") +
+                " docker.io/library/busybox:husk tty1 sh -c '[ -t 0 ] && echo tty-ok'\" /dev/null");
+    EXPECT_EQ(t.exit_status, 0) << t.out << t.err;
+    EXPECT_NE(t.out.find("tty-ok"), std::string::npos) << t.out;
+}
+
+TEST_F(Containerd, TaskExecAndKill) {
+    auto started = ctr("run -d --runc-binary " + env("HUSK_RUNTIME") + " docker.io/library/busybox:husk long sleep 300");
+    ASSERT_EQ(started.exit_status, 0) << started.err;
+    auto e = ctr("task exec --exec-id e1 long sh -c 'echo exec-out; exit 2'");
+    EXPECT_EQ(e.exit_status, 2) << e.err;
+    EXPECT_EQ(e.out, "exec-out\n");
+    EXPECT_EQ(ctr("task kill -s SIGKILL long").exit_status, 0);
+    EXPECT_TRUE(wait_for([&] { return ctr("task ls").out.find("STOPPED") != std::string::npos; }, 30))
+        << ctr("task ls").out;
+    EXPECT_EQ(ctr("task rm long").exit_status, 0);
+    EXPECT_EQ(ctr("container rm long").exit_status, 0);
+}
+
+}  // namespace
+}  // namespace husk::test
