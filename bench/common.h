@@ -25,5 +25,7 @@ void write_result(const json& result, const std::string& out_path);
 
 // Scenario "agent" (agent_scenario.cpp).
 json agent_scenario(int runs, const std::string& kernel, const std::string& vmm);
+// Scenario "container-start" (container_scenario.cpp).
+json container_scenario(int runs, const std::string& runtime);
 
 }  // namespace husk::bench

@@ -281,8 +281,12 @@ int scenario(const std::string& name, int runs, const std::string& out_path, con
         result.update(agent_scenario(runs, kernel, vmm));
         write_result(result, out_path);
         return result.value("failures", 0) ? 1 : 0;
+    } else if (name == "container-start") {
+        result.update(container_scenario(runs, env_or("HUSK_RUNTIME", build + "/runtime/husk")));
+        write_result(result, out_path);
+        return result.value("failures", 0) ? 1 : 0;
     } else {
-        std::cerr << "husk-bench: unknown scenario `" << name << "` (tiny, boot, blk-device, blk-iops, agent)\n";
+        std::cerr << "husk-bench: unknown scenario `" << name << "` (tiny, boot, blk-device, blk-iops, agent, container-start)\n";
         return 2;
     }
     result["commands"] = {{"husk", husk_cmd}, {"qemu", qemu_cmd}};
@@ -363,6 +367,8 @@ int main(int argc, char** argv) {
                      "  blk-iops    guest 4 KiB random-read IOPS at QD 1 and 32, husk-vmm vs QEMU microvm (rig)\n"
                      "  agent  a container's process through husk-vmm + husk-agent, per step (agent ready, create,\n"
                      "         start, exit reported), vs runc create/start/exit on the same busybox rootfs (rig)\n"
+                     "  container-start  `docker run --rm IMAGE true` and `ctr run --rm IMAGE true`, husk vs runc\n"
+                     "         (private dockerd/containerd; needs HUSK_KERNEL for the runtime; rig)\n"
                      "  boot   Linux guest (kernel-config/ vmlinux + test initramfs) boot to init, husk-vmm vs\n"
                      "         QEMU microvm; needs hardware KVM (run it inside tests/rig/run on PVM hosts)\n\n"
                   << opts

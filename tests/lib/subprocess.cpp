@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -143,6 +144,93 @@ int RunningProcess::wait_exit(int timeout_seconds) {
             if (n > 0) m_seen.append(buf, size_t(n));
         }
     }
+}
+
+void Daemon::start(const std::vector<std::string>& argv, const std::string& log) {
+    m_pid = fork();
+    if (m_pid == 0) {
+        setsid();
+        int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        std::vector<char*> args;
+        for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+        args.push_back(nullptr);
+        execvp(args[0], args.data());
+        _exit(127);
+    }
+}
+
+void Daemon::stop() {
+    if (m_pid <= 0) return;
+    kill(-m_pid, SIGTERM);
+    for (int i = 0; i < 100 && waitpid(m_pid, nullptr, WNOHANG) == 0; ++i) usleep(100 * 1000);
+    kill(-m_pid, SIGKILL);
+    waitpid(m_pid, nullptr, 0);
+    m_pid = -1;
+}
+
+bool wait_until(const std::function<bool()>& ready, int seconds) {
+    for (int i = 0; i < seconds * 10; ++i) {
+        if (ready()) return true;
+        usleep(100 * 1000);
+    }
+    return false;
+}
+
+ProcessResult shell(const std::string& command, const std::string& input, int timeout_seconds) {
+    RunOptions o;
+    o.timeout_seconds = timeout_seconds;
+    o.stdin_data = input;
+    return run_process({"/bin/sh", "-c", command}, o);
+}
+
+bool Engines::start_docker(const std::string& runtime) {
+    mkdir(dir.c_str(), 0755);
+    {
+        std::string config = "{\n  \"iptables\": false, \"ip-forward\": false, \"ip-masq\": false, \"bridge\": \"none\",\n"
+                             "  \"data-root\": \"" + dir + "/docker-data\", \"exec-root\": \"" + dir + "/docker-exec\",\n"
+                             "  \"pidfile\": \"" + dir + "/dockerd.pid\", \"hosts\": [\"unix://" + dir + "/docker.sock\"],\n"
+                             "  \"runtimes\": {\"husk\": {\"path\": \"" + runtime + "\"}}\n}\n";
+        int fd = open((dir + "/daemon.json").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd < 0 || write(fd, config.data(), config.size()) != ssize_t(config.size())) return false;
+        close(fd);
+    }
+    dockerd.start({"dockerd", "--config-file", dir + "/daemon.json"}, dir + "/dockerd.log");
+    docker = "/usr/bin/docker -H unix://" + dir + "/docker.sock";
+    if (wait_until([&] { return shell(docker + " info >/dev/null 2>&1").exit_status == 0; }, 120)) return true;
+    error = "dockerd did not start: " + shell("tail -20 " + dir + "/dockerd.log").out;
+    return false;
+}
+
+bool Engines::start_containerd() {
+    mkdir(dir.c_str(), 0755);
+    std::string config = "version = 2\nroot = \"" + dir + "/containerd-root\"\nstate = \"" + dir +
+                         "/containerd-state\"\n[grpc]\n  address = \"" + dir + "/containerd.sock\"\n" +
+                         "[plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"" + dir + "/containerd-opt\"\n";
+    int fd = open((dir + "/containerd.toml").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0 || write(fd, config.data(), config.size()) != ssize_t(config.size())) return false;
+    close(fd);
+    containerd.start({"containerd", "--config", dir + "/containerd.toml"}, dir + "/containerd.log");
+    ctr = "ctr -a " + dir + "/containerd.sock";
+    if (wait_until([&] { return shell(ctr + " version >/dev/null 2>&1").exit_status == 0; }, 60)) return true;
+    error = "containerd did not start: " + shell("tail -20 " + dir + "/containerd.log").out;
+    return false;
+}
+
+bool Engines::import_busybox_docker(const std::string& source_dir) {
+    auto r = shell("rm -rf " + dir + "/tree && " + source_dir + "/tests/guests/rootfs/mkrootfs --dir " + dir +
+                   "/tree && tar -C " + dir + "/tree -cf " + dir + "/busybox.tar . && " + docker + " import " + dir +
+                   "/busybox.tar busybox:husk");
+    if (r.exit_status != 0) error = "docker import failed: " + r.out + r.err;
+    return r.exit_status == 0;
+}
+
+bool Engines::import_busybox_containerd(const std::string& source_dir) {
+    auto r = shell(source_dir + "/tests/rigtier/make-oci-image " + dir + "/busybox-oci.tar docker.io/library/busybox:husk && " +
+                   ctr + " images import " + dir + "/busybox-oci.tar");
+    if (r.exit_status != 0) error = "ctr images import failed: " + r.out + r.err;
+    return r.exit_status == 0;
 }
 
 }  // namespace husk::test

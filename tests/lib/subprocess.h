@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <sys/types.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -49,5 +50,40 @@ private:
     int m_stdout = -1;
     std::string m_seen;
 };
+
+// A daemon (dockerd, containerd) in its own session with its output in a log
+// file; stop() sends TERM to its group, then KILL, and reaps it.
+class Daemon {
+public:
+    Daemon() = default;
+    ~Daemon() { stop(); }
+    Daemon(const Daemon&) = delete;
+    Daemon& operator=(const Daemon&) = delete;
+    void start(const std::vector<std::string>& argv, const std::string& log);
+    void stop();
+
+private:
+    pid_t m_pid = -1;
+};
+
+// Polls `ready` every 100 ms for up to `seconds`.
+bool wait_until(const std::function<bool()>& ready, int seconds);
+
+// Private dockerd and containerd for the end-to-end tests and benchmarks
+// (TESTING.md): each under `dir`, with `runtime` registered as "husk".
+struct Engines {
+    std::string dir;
+    std::string docker;  // "/usr/bin/docker -H unix://…" command prefix
+    std::string ctr;     // "ctr -a …" command prefix
+    Daemon dockerd, containerd;
+    std::string error;   // why start failed
+    bool start_docker(const std::string& runtime);
+    bool start_containerd();
+    // Imports the busybox test image as busybox:husk (docker) and docker.io/library/busybox:husk (ctr).
+    bool import_busybox_docker(const std::string& source_dir);
+    bool import_busybox_containerd(const std::string& source_dir);
+};
+
+ProcessResult shell(const std::string& command, const std::string& input = "", int timeout_seconds = 300);
 
 }  // namespace husk::test

@@ -30,83 +30,28 @@ std::string env(const char* name) {
 
 std::string source_dir() { return env("HUSK_SOURCE_DIR").empty() ? "." : env("HUSK_SOURCE_DIR"); }
 
-ProcessResult sh(const std::string& command, const std::string& input = "", int timeout = 300) {
-    RunOptions o;
-    o.timeout_seconds = timeout;
-    o.stdin_data = input;
-    return run_process({"/bin/sh", "-c", command}, o);
-}
-
-// A daemon started in the background for a whole suite, killed at its end.
-struct Daemon {
-    pid_t pid = -1;
-    void start(const std::vector<std::string>& argv, const std::string& log) {
-        pid = ::fork();
-        if (pid == 0) {
-            ::setsid();
-            int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-            ::dup2(fd, 1);
-            ::dup2(fd, 2);
-            std::vector<char*> args;
-            for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-            args.push_back(nullptr);
-            ::execvp(args[0], args.data());
-            ::_exit(127);
-        }
-    }
-    void stop() {
-        if (pid <= 0) return;
-        ::kill(-pid, SIGTERM);
-        for (int i = 0; i < 100 && ::waitpid(pid, nullptr, WNOHANG) == 0; ++i)
-            std::this_thread::sleep_for(std::chrono::milliseconds(100));
-        ::kill(-pid, SIGKILL);
-        ::waitpid(pid, nullptr, 0);
-        pid = -1;
-    }
-};
-
-bool wait_for(const std::function<bool()>& ready, int seconds) {
-    for (int i = 0; i < seconds * 10; ++i) {
-        if (ready()) return true;
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    return false;
-}
+ProcessResult sh(const std::string& command, const std::string& input = "") { return shell(command, input); }
 
 class Docker : public ::testing::Test {
 protected:
-    static inline std::string s_dir, s_docker;
-    static inline Daemon s_dockerd;
+    static inline Engines* s_engines = nullptr;
+    static inline std::string s_docker;
     static inline bool s_ready = false;
-    static inline std::string s_why;
 
     static void SetUpTestSuite() {
-        s_dir = "/tmp/husk-docker";
-        fs::remove_all(s_dir);
-        fs::create_directories(s_dir);
-        std::ofstream(s_dir + "/daemon.json") << R"({
-  "iptables": false, "ip-forward": false, "ip-masq": false, "bridge": "none",
-  "data-root": ")" << s_dir << R"(/data", "exec-root": ")" << s_dir << R"(/exec",
-  "pidfile": ")" << s_dir << R"(/dockerd.pid", "hosts": ["unix://)" << s_dir << R"(/docker.sock"],
-  "runtimes": {"husk": {"path": ")" << env("HUSK_RUNTIME") << R"("}}
-})";
-        s_dockerd.start({"dockerd", "--config-file", s_dir + "/daemon.json"}, s_dir + "/dockerd.log");
-        s_docker = "/usr/bin/docker -H unix://" + s_dir + "/docker.sock";
-        s_ready = wait_for([] { return sh(s_docker + " info >/dev/null 2>&1").exit_status == 0; }, 120);
-        if (!s_ready) return;
-        // The busybox image: the rig tier's rootfs tree, imported as a local image (no registry here).
-        auto imported = sh(source_dir() + "/tests/guests/rootfs/mkrootfs --dir " + s_dir + "/tree && tar -C " + s_dir +
-                           "/tree -cf " + s_dir + "/busybox.tar . && " + s_docker + " import " + s_dir +
-                           "/busybox.tar busybox:husk");
-        if (imported.exit_status != 0) {
-            s_ready = false;
-            s_why = "image import failed: " + imported.out + imported.err;
-        }
+        s_engines = new Engines;
+        s_engines->dir = "/tmp/husk-docker";
+        fs::remove_all(s_engines->dir);
+        s_ready = s_engines->start_docker(env("HUSK_RUNTIME")) && s_engines->import_busybox_docker(source_dir());
+        s_docker = s_engines->docker;
     }
-    static void TearDownTestSuite() { s_dockerd.stop(); }
+    static void TearDownTestSuite() {
+        delete s_engines;
+        s_engines = nullptr;
+    }
 
     void SetUp() override {
-        if (!s_ready) GTEST_FAIL() << (s_why.empty() ? "dockerd did not start: " + sh("tail -20 " + s_dir + "/dockerd.log").out : s_why);
+        if (!s_ready) GTEST_FAIL() << s_engines->error;
     }
     ProcessResult docker(const std::string& args, const std::string& input = "") { return sh(s_docker + " " + args, input); }
     static std::string run() { return "run --runtime husk --network none "; }
@@ -167,7 +112,7 @@ TEST_F(Docker, StopSendsTermAndRmForce) {
     EXPECT_EQ(docker("rm -f rmme").exit_status, 0);
     EXPECT_EQ(docker("rm -f stopme").exit_status, 0);
     // Nothing of either container is left in husk's state.
-    EXPECT_EQ(sh("ls /run/docker/runtime-husk/moby 2>/dev/null | wc -l").out, "0\n");
+    EXPECT_EQ(sh("ls -d " + s_engines->dir + "/docker-exec/runtime-*/moby/* 2>/dev/null | wc -l").out, "0\n");
 }
 
 TEST_F(Docker, MemoryLimitSizesTheGuest) {
@@ -180,34 +125,24 @@ TEST_F(Docker, MemoryLimitSizesTheGuest) {
 
 class Containerd : public ::testing::Test {
 protected:
-    static inline std::string s_dir, s_ctr;
-    static inline Daemon s_containerd;
+    static inline Engines* s_engines = nullptr;
+    static inline std::string s_ctr;
     static inline bool s_ready = false;
-    static inline std::string s_why;
 
     static void SetUpTestSuite() {
-        s_dir = "/tmp/husk-containerd";
-        fs::remove_all(s_dir);
-        fs::create_directories(s_dir);
-        std::ofstream(s_dir + "/config.toml") << "version = 2\nroot = \"" << s_dir << "/root\"\nstate = \"" << s_dir
-                                              << "/state\"\n[grpc]\n  address = \"" << s_dir << "/containerd.sock\"\n"
-                                              << "[plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"" << s_dir << "/opt\"\n";
-        s_containerd.start({"containerd", "--config", s_dir + "/config.toml"}, s_dir + "/containerd.log");
-        s_ctr = "ctr -a " + s_dir + "/containerd.sock";
-        s_ready = wait_for([] { return sh(s_ctr + " version >/dev/null 2>&1").exit_status == 0; }, 60);
-        if (!s_ready) return;
-        auto imported = sh(source_dir() + "/tests/rigtier/make-oci-image " + s_dir +
-                           "/busybox-oci.tar docker.io/library/busybox:husk && " + s_ctr + " images import " + s_dir +
-                           "/busybox-oci.tar");
-        if (imported.exit_status != 0) {
-            s_ready = false;
-            s_why = "image import failed: " + imported.out + imported.err;
-        }
+        s_engines = new Engines;
+        s_engines->dir = "/tmp/husk-containerd";
+        fs::remove_all(s_engines->dir);
+        s_ready = s_engines->start_containerd() && s_engines->import_busybox_containerd(source_dir());
+        s_ctr = s_engines->ctr;
     }
-    static void TearDownTestSuite() { s_containerd.stop(); }
+    static void TearDownTestSuite() {
+        delete s_engines;
+        s_engines = nullptr;
+    }
 
     void SetUp() override {
-        if (!s_ready) GTEST_FAIL() << (s_why.empty() ? "containerd did not start: " + sh("tail -20 " + s_dir + "/containerd.log").out : s_why);
+        if (!s_ready) GTEST_FAIL() << s_engines->error;
     }
     ProcessResult ctr(const std::string& args, const std::string& input = "") { return sh(s_ctr + " " + args, input); }
     static std::string run(const std::string& id) {
@@ -232,7 +167,7 @@ TEST_F(Containerd, TaskExecAndKill) {
     EXPECT_EQ(e.exit_status, 2) << e.err;
     EXPECT_EQ(e.out, "exec-out\n");
     EXPECT_EQ(ctr("task kill -s SIGKILL long").exit_status, 0);
-    EXPECT_TRUE(wait_for([&] { return ctr("task ls").out.find("STOPPED") != std::string::npos; }, 30))
+    EXPECT_TRUE(wait_until([&] { return ctr("task ls").out.find("STOPPED") != std::string::npos; }, 30))
         << ctr("task ls").out;
     EXPECT_EQ(ctr("task rm long").exit_status, 0);
     EXPECT_EQ(ctr("container rm long").exit_status, 0);

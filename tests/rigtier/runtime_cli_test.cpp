@@ -1,0 +1,97 @@
+// Rig tier: the husk runtime's lifecycle straight through its CLI, as an
+// engine drives it: create (pid file, state "created"), start ("running"),
+// kill, state "stopped", delete; and failures that must leave nothing behind.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "tests/lib/subprocess.h"
+
+namespace husk::test {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string env(const char* name) {
+    const char* v = std::getenv(name);
+    return v ? v : "";
+}
+
+class RuntimeCli : public ::testing::Test {
+protected:
+    void SetUp() override {
+        m_dir = "/tmp/husk-cli-rig";
+        fs::remove_all(m_dir);
+        fs::create_directories(m_dir);
+        ASSERT_EQ(shell(env("HUSK_SOURCE_DIR") + "/tests/guests/rootfs/mkrootfs --dir " + m_dir + "/bundle/rootfs").exit_status, 0);
+    }
+    void TearDown() override { fs::remove_all(m_dir); }
+
+    void write_config(std::vector<std::string> args, const std::string& cwd = "/") {
+        nlohmann::json c = {{"ociVersion", "1.0.2"},
+                            {"root", {{"path", "rootfs"}}},
+                            {"process",
+                             {{"args", args}, {"env", {"PATH=/bin"}}, {"cwd", cwd}, {"user", {{"uid", 0}, {"gid", 0}}}}},
+                            {"mounts", {{{"destination", "/proc"}, {"type", "proc"}, {"source", "proc"}}}}};
+        std::ofstream(m_dir + "/bundle/config.json") << c.dump();
+    }
+    ProcessResult husk(const std::string& args) {
+        return shell(env("HUSK_RUNTIME") + " --root " + m_dir + "/state " + args + " </dev/null");
+    }
+    std::string status(const std::string& id) {
+        auto r = husk("state " + id);
+        if (r.exit_status != 0) return "error: " + r.err;
+        return nlohmann::json::parse(r.out).value("status", "");
+    }
+
+    std::string m_dir;
+};
+
+TEST_F(RuntimeCli, CreateStartKillDelete) {
+    write_config({"sleep", "300"});
+    auto created = husk("create --bundle " + m_dir + "/bundle --pid-file " + m_dir + "/pid box");
+    ASSERT_EQ(created.exit_status, 0) << created.err;
+    std::ifstream pf(m_dir + "/pid");
+    pid_t pid = 0;
+    pf >> pid;
+    EXPECT_GT(pid, 0);
+    EXPECT_EQ(::kill(pid, 0), 0) << "the pid in --pid-file is alive";
+    EXPECT_EQ(status("box"), "created");
+    EXPECT_EQ(husk("create --bundle " + m_dir + "/bundle box").exit_status, 1) << "a duplicate id is refused";
+    ASSERT_EQ(husk("start box").exit_status, 0);
+    EXPECT_EQ(status("box"), "running");
+    EXPECT_NE(husk("list").out.find("box"), std::string::npos);
+    EXPECT_EQ(husk("ps --format json box").out, "[" + std::to_string(pid) + "]\n");
+    auto refused = husk("delete box");
+    EXPECT_EQ(refused.exit_status, 1);
+    EXPECT_NE(refused.err.find("is running"), std::string::npos) << refused.err;
+    ASSERT_EQ(husk("kill box KILL").exit_status, 0);
+    EXPECT_TRUE(wait_until([&] { return status("box") == "stopped"; }, 30)) << status("box");
+    ASSERT_EQ(husk("delete box").exit_status, 0);
+    EXPECT_FALSE(fs::exists(m_dir + "/state/box"));
+    EXPECT_NE(::kill(pid, 0), 0) << "husk-vmm is gone";
+}
+
+TEST_F(RuntimeCli, SetupErrorInTheGuestLeavesNothing) {
+    write_config({"true"}, "/no/such/dir");
+    auto r = husk("create --bundle " + m_dir + "/bundle box");
+    EXPECT_EQ(r.exit_status, 1);
+    EXPECT_NE(r.err.find("chdir to cwd `/no/such/dir`"), std::string::npos) << r.err;
+    EXPECT_FALSE(fs::exists(m_dir + "/state/box"));
+    EXPECT_EQ(shell("pgrep -f 'husk-vmm.*husk-cli-rig' | wc -l").out, "0\n");
+}
+
+TEST_F(RuntimeCli, RunWaitsAndPassesTheStatus) {
+    write_config({"sh", "-c", "echo ran; exit 9"});
+    auto r = husk("run --bundle " + m_dir + "/bundle once");
+    EXPECT_EQ(r.exit_status, 9) << r.err;
+    EXPECT_EQ(r.out, "ran\n");
+    EXPECT_FALSE(fs::exists(m_dir + "/state/once"));
+}
+
+}  // namespace
+}  // namespace husk::test
