@@ -25,6 +25,8 @@ void write_result(const json& result, const std::string& out_path);
 
 // Scenario "agent" (agent_scenario.cpp).
 json agent_scenario(int runs, const std::string& kernel, const std::string& vmm);
+// `husk-bench report`: report.html and summary.md from the newest result of each scenario in `dir`.
+int report(const std::string& dir, const std::string& out_dir);
 // Scenario "container-start" (container_scenario.cpp).
 json container_scenario(int runs, const std::string& runtime);
 

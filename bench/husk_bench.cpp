@@ -346,7 +346,8 @@ int main(int argc, char** argv) {
     opts.add_options()("help,h", "show this help")("runs,n", po::value<int>()->default_value(10), "runs per side")(
         "out,o", po::value<std::string>()->default_value("-"), "result JSON file (- for stdout)")(
         "kernel", po::value<std::string>(), "guest vmlinux for `boot` (default $HUSK_VMLINUX)")(
-        "scenario", po::value<std::string>(), "tiny | boot | blk-device | blk-iops | agent");
+        "results", po::value<std::string>()->default_value("bench/results"), "results directory for `report`")(
+        "scenario", po::value<std::string>(), "tiny | boot | blk-device | blk-iops | agent | container-start | report");
     po::positional_options_description pos;
     pos.add("scenario", 1);
     po::variables_map vm;
@@ -369,12 +370,19 @@ int main(int argc, char** argv) {
                      "         start, exit reported), vs runc create/start/exit on the same busybox rootfs (rig)\n"
                      "  container-start  `docker run --rm IMAGE true` and `ctr run --rm IMAGE true`, husk vs runc\n"
                      "         (private dockerd/containerd; needs HUSK_KERNEL for the runtime; rig)\n"
+                     "  report  report.html (SVG charts) and summary.md from the newest result of each scenario\n"
+                     "         in --results (default bench/results), written there or to --out DIR\n"
                      "  boot   Linux guest (kernel-config/ vmlinux + test initramfs) boot to init, husk-vmm vs\n"
                      "         QEMU microvm; needs hardware KVM (run it inside tests/rig/run on PVM hosts)\n\n"
                   << opts
                   << "\nEnvironment: HUSK_BUILD_DIR (default build), HUSK_VMM, HUSK_QEMU, HUSK_GUESTS, HUSK_VMLINUX,\n"
                      "HUSK_INITRAMFS. bench/run-issue3 records both scenarios in bench/results/.\n";
         return vm.count("help") ? 0 : 2;
+    }
+    if (vm["scenario"].as<std::string>() == "report") {
+        std::string results = vm["results"].as<std::string>();
+        std::string out = vm["out"].as<std::string>();
+        return husk::bench::report(results, out == "-" ? results : out);
     }
     return scenario(vm["scenario"].as<std::string>(), vm["runs"].as<int>(), vm["out"].as<std::string>(), vm);
 }
