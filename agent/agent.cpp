@@ -175,88 +175,91 @@ Result<Agent::Process*> Agent::lookup(const std::string& exec_id) {
 Result<std::string> Agent::handle_request(Connection& c, const FrameBuffer::Frame& frame, bool& deferred) {
     Reader r(frame.payload);
     switch (frame.type) {
-    case MessageType::Hello: {
-        uint16_t version = r.u16();
-        TRY(r.finish("Hello"));
-        if (version != kVersion)
-            return Error::from_string("host speaks protocol version " + std::to_string(version) + ", agent speaks " +
-                                      std::to_string(kVersion));
-        return Writer().str(HUSK_VERSION).take();
-    }
-    case MessageType::SetupContainer: {
-        ContainerSpec spec = TRY(decode_container_spec(frame.payload));
-        TRY(setup_container(spec));
-        return std::string();
-    }
-    case MessageType::CreateProcess: {
-        ProcessSpec spec = TRY(decode_process_spec(frame.payload));
-        uint32_t pid = TRY(create_process(c, spec));
-        return Writer().u32(pid).take();
-    }
-    case MessageType::Start: {
-        std::string id = r.str();
-        TRY(r.finish("Start"));
-        Process* p = TRY(lookup(id));
-        TRY(start(p->io));
-        p->started = true;
-        return std::string();
-    }
-    case MessageType::Signal: {
-        std::string id = r.str();
-        uint32_t sig = r.u32();
-        bool all = r.boolean();
-        TRY(r.finish("Signal"));
-        Process* p = TRY(lookup(id));
-        if (sig >= uint32_t(NSIG)) return Error::from_string("signal " + std::to_string(sig) + " is out of range");
-        if (p->exited) return Error::from_string("process `" + id + "` has exited", ESRCH);
-        // --all on the container's process reaches every process in the VM (it is the container).
-        pid_t target = all ? (p->io.pid == m_init_pid && m_options.whole_machine ? -1 : -p->io.pid) : p->io.pid;
-        if (::kill(target, int(sig)) < 0 && !(all && errno == ESRCH))
-            return Error::from_errno(errno, "kill " + std::to_string(sig));
-        return std::string();
-    }
-    case MessageType::Resize: {
-        std::string id = r.str();
-        winsize ws{};
-        ws.ws_row = r.u16();
-        ws.ws_col = r.u16();
-        TRY(r.finish("Resize"));
-        Process* p = TRY(lookup(id));
-        if (!p->io.terminal) return Error::from_string("process `" + id + "` has no terminal", ENOTTY);
-        if (::ioctl(p->io.terminal.get(), TIOCSWINSZ, &ws) < 0) return Error::from_errno(errno, "resize the terminal");
-        return std::string();
-    }
-    case MessageType::CloseStdin: {
-        std::string id = r.str();
-        TRY(r.finish("CloseStdin"));
-        Process* p = TRY(lookup(id));
-        if (p->pumps[0]) p->pumps[0]->close_source();
-        else p->io.stdin_pipe.reset();
-        return std::string();
-    }
-    case MessageType::Wait: {
-        std::string id = r.str();
-        TRY(r.finish("Wait"));
-        Process* p = TRY(lookup(id));
-        if (p->reported) return Writer().i32(p->status).take();
-        p->waiters.emplace_back(c.id, frame.id);
-        deferred = true;
-        return std::string();
-    }
-    case MessageType::AttachStdio: {
-        std::string id = r.str();
-        uint8_t channel = r.u8();
-        TRY(r.finish("AttachStdio"));
-        if (channel > 2) return Error::from_string("unknown stdio channel " + std::to_string(channel));
-        TRY(attach(c, id, Channel(channel)));
-        return std::string();
-    }
-    case MessageType::Shutdown:
-        TRY(r.finish("Shutdown"));
-        begin_shutdown();
-        return std::string();
-    default:
-        return Error::from_string("unexpected message type " + std::to_string(unsigned(frame.type)));
+        case MessageType::Hello: {
+            uint16_t version = r.u16();
+            TRY(r.finish("Hello"));
+            if (version != kVersion)
+                return Error::from_string("host speaks protocol version " + std::to_string(version) +
+                                          ", agent speaks " + std::to_string(kVersion));
+            return Writer().str(HUSK_VERSION).take();
+        }
+        case MessageType::SetupContainer: {
+            ContainerSpec spec = TRY(decode_container_spec(frame.payload));
+            TRY(setup_container(spec));
+            return std::string();
+        }
+        case MessageType::CreateProcess: {
+            ProcessSpec spec = TRY(decode_process_spec(frame.payload));
+            uint32_t pid = TRY(create_process(c, spec));
+            return Writer().u32(pid).take();
+        }
+        case MessageType::Start: {
+            std::string id = r.str();
+            TRY(r.finish("Start"));
+            Process* p = TRY(lookup(id));
+            TRY(start(p->io));
+            p->started = true;
+            return std::string();
+        }
+        case MessageType::Signal: {
+            std::string id = r.str();
+            uint32_t sig = r.u32();
+            bool all = r.boolean();
+            TRY(r.finish("Signal"));
+            Process* p = TRY(lookup(id));
+            if (sig >= uint32_t(NSIG)) return Error::from_string("signal " + std::to_string(sig) + " is out of range");
+            if (p->exited) return Error::from_string("process `" + id + "` has exited", ESRCH);
+            // --all on the container's process reaches every process in the VM (it is the container).
+            pid_t target = all ? (p->io.pid == m_init_pid && m_options.whole_machine ? -1 : -p->io.pid) : p->io.pid;
+            if (::kill(target, int(sig)) < 0 && !(all && errno == ESRCH))
+                return Error::from_errno(errno, "kill " + std::to_string(sig));
+            return std::string();
+        }
+        case MessageType::Resize: {
+            std::string id = r.str();
+            winsize ws{};
+            ws.ws_row = r.u16();
+            ws.ws_col = r.u16();
+            TRY(r.finish("Resize"));
+            Process* p = TRY(lookup(id));
+            if (!p->io.terminal) return Error::from_string("process `" + id + "` has no terminal", ENOTTY);
+            if (::ioctl(p->io.terminal.get(), TIOCSWINSZ, &ws) < 0)
+                return Error::from_errno(errno, "resize the terminal");
+            return std::string();
+        }
+        case MessageType::CloseStdin: {
+            std::string id = r.str();
+            TRY(r.finish("CloseStdin"));
+            Process* p = TRY(lookup(id));
+            if (p->pumps[0])
+                p->pumps[0]->close_source();
+            else
+                p->io.stdin_pipe.reset();
+            return std::string();
+        }
+        case MessageType::Wait: {
+            std::string id = r.str();
+            TRY(r.finish("Wait"));
+            Process* p = TRY(lookup(id));
+            if (p->reported) return Writer().i32(p->status).take();
+            p->waiters.emplace_back(c.id, frame.id);
+            deferred = true;
+            return std::string();
+        }
+        case MessageType::AttachStdio: {
+            std::string id = r.str();
+            uint8_t channel = r.u8();
+            TRY(r.finish("AttachStdio"));
+            if (channel > 2) return Error::from_string("unknown stdio channel " + std::to_string(channel));
+            TRY(attach(c, id, Channel(channel)));
+            return std::string();
+        }
+        case MessageType::Shutdown:
+            TRY(r.finish("Shutdown"));
+            begin_shutdown();
+            return std::string();
+        default:
+            return Error::from_string("unexpected message type " + std::to_string(unsigned(frame.type)));
     }
 }
 
@@ -275,7 +278,8 @@ Result<void> Agent::setup_container(const ContainerSpec& spec) {
         if (rc < 0)
             return Error::from_errno(errno, "mount the rootfs " + spec.rootfs_device + " (" + spec.rootfs_type + ")");
     }
-    if (m_options.whole_machine && !spec.hostname.empty() && ::sethostname(spec.hostname.data(), spec.hostname.size()) < 0)
+    if (m_options.whole_machine && !spec.hostname.empty() &&
+        ::sethostname(spec.hostname.data(), spec.hostname.size()) < 0)
         return Error::from_errno(errno, "sethostname");
     m_container = spec;
     return {};
@@ -307,7 +311,8 @@ Result<uint32_t> Agent::create_process(Connection& c, const ProcessSpec& spec) {
 Result<void> Agent::attach(Connection& c, const std::string& exec_id, Channel channel) {
     Process* p = TRY(lookup(exec_id));
     unsigned bit = 1u << unsigned(channel);
-    if (!(p->attach & bit)) return Error::from_string("channel " + std::to_string(unsigned(channel)) + " was not requested");
+    if (!(p->attach & bit))
+        return Error::from_string("channel " + std::to_string(unsigned(channel)) + " was not requested");
     if (p->attached & bit) return Error::from_string("channel " + std::to_string(unsigned(channel)) + " is attached");
 
     // The reply goes out first, then the socket, along with any bytes the host
@@ -325,21 +330,28 @@ Result<void> Agent::attach(Connection& c, const std::string& exec_id, Channel ch
         size_t sent = 0;
         while (sent < reply.size()) {
             ssize_t n = ::send(sock.get(), reply.data() + sent, reply.size() - sent, MSG_NOSIGNAL);
-            if (n > 0) sent += size_t(n);
-            else if (n < 0 && (errno == EAGAIN || errno == EINTR)) ::usleep(1000);
-            else return Error::from_errno(errno, "reply to AttachStdio");
+            if (n > 0)
+                sent += size_t(n);
+            else if (n < 0 && (errno == EAGAIN || errno == EINTR))
+                ::usleep(1000);
+            else
+                return Error::from_errno(errno, "reply to AttachStdio");
         }
         UniqueFd sink;
-        if (p->io.terminal) sink = UniqueFd(::fcntl(p->io.terminal.get(), F_DUPFD_CLOEXEC, 3));
-        else sink = std::move(p->io.stdin_pipe);  // the pump holds the only copy: closing it is the process's EOF
+        if (p->io.terminal)
+            sink = UniqueFd(::fcntl(p->io.terminal.get(), F_DUPFD_CLOEXEC, 3));
+        else
+            sink = std::move(p->io.stdin_pipe);  // the pump holds the only copy: closing it is the process's EOF
         if (!sink) return Error::from_string("stdin is already closed", EPIPE);
         pump = std::make_unique<Pump>(m_poller, std::move(sock), std::move(sink),
                                       p->io.terminal ? Pump::SinkKind::Pty : Pump::SinkKind::Pipe,
                                       std::move(early_input), [p, bit] { p->finished |= uint8_t(bit); });
     } else {
         UniqueFd source;
-        if (p->io.terminal) source = UniqueFd(::fcntl(p->io.terminal.get(), F_DUPFD_CLOEXEC, 3));
-        else source = std::move(channel == Channel::Stdout ? p->io.stdout_pipe : p->io.stderr_pipe);
+        if (p->io.terminal)
+            source = UniqueFd(::fcntl(p->io.terminal.get(), F_DUPFD_CLOEXEC, 3));
+        else
+            source = std::move(channel == Channel::Stdout ? p->io.stdout_pipe : p->io.stderr_pipe);
         if (!source) return Error::from_string("the output channel is gone", EPIPE);
         pump = std::make_unique<Pump>(m_poller, std::move(source), std::move(sock), Pump::SinkKind::Socket,
                                       std::move(reply), [this, p, bit] {
@@ -389,6 +401,8 @@ void Agent::maybe_report_exit(Process& p) {
     if (m_options.power_off && p.exec_id == kInitId && !m_connections.count(p.owner)) begin_shutdown();
 }
 
-void Agent::begin_shutdown() { m_shutdown = true; }
+void Agent::begin_shutdown() {
+    m_shutdown = true;
+}
 
 }  // namespace husk::agent

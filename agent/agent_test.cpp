@@ -43,9 +43,11 @@ protected:
         char tmpl[] = "/tmp/husk-agent-test.XXXXXX";
         m_dir = ::mkdtemp(tmpl);
         m_rootfs = m_dir + "/rootfs";
-        for (const char* d : {"bin", "proc", "dev", "tmp", "etc", "home/user"}) fs::create_directories(m_rootfs + "/" + d);
+        for (const char* d : {"bin", "proc", "dev", "tmp", "etc", "home/user"})
+            fs::create_directories(m_rootfs + "/" + d);
         fs::copy_file("/bin/busybox", m_rootfs + "/bin/busybox");
-        for (const char* applet : {"sh", "echo", "cat", "id", "pwd", "sleep", "head", "wc", "env", "true", "dd", "md5sum", "kill"})
+        for (const char* applet :
+             {"sh", "echo", "cat", "id", "pwd", "sleep", "head", "wc", "env", "true", "dd", "md5sum", "kill"})
             fs::create_symlink("busybox", m_rootfs + "/bin/" + applet);
         std::ofstream(m_rootfs + "/bin/notexec") << "#!/bin/sh\necho no\n";
         m_socket = m_dir + "/agent.sock";
@@ -55,8 +57,8 @@ protected:
                     nullptr);
             ::_exit(127);
         }
-        auto client = AgentClient::connect({m_socket, false, kPort},
-                                           std::chrono::steady_clock::now() + std::chrono::seconds(10));
+        auto client =
+            AgentClient::connect({m_socket, false, kPort}, std::chrono::steady_clock::now() + std::chrono::seconds(10));
         ASSERT_TRUE(client) << client.error().message();
         m_client = client.release_value();
         ContainerSpec c;
@@ -184,7 +186,8 @@ TEST_F(AgentTest, ExecRunsBesideTheFirstProcess) {
     ASSERT_TRUE(m_client->create_process(init));
     ASSERT_TRUE(m_client->start("init"));
     // The exec'd process sees the container's root and the file its first process wrote there.
-    ProcessSpec e = spec("exec-1", {"sh", "-c", "while [ ! -f /tmp/flag ]; do sleep 0.01; done; cat /tmp/flag; exit 5"});
+    ProcessSpec e =
+        spec("exec-1", {"sh", "-c", "while [ ! -f /tmp/flag ]; do sleep 0.01; done; cat /tmp/flag; exit 5"});
     auto r = run(e);
     EXPECT_EQ(r.out, "started\n");
     EXPECT_EQ(r.status, 5);

@@ -82,7 +82,9 @@ AgentClient::~AgentClient() {
     if (m_reader.joinable()) m_reader.join();
 }
 
-void AgentClient::close() { ::shutdown(m_fd.get(), SHUT_RDWR); }
+void AgentClient::close() {
+    ::shutdown(m_fd.get(), SHUT_RDWR);
+}
 
 void AgentClient::reader() {
     for (;;) {
@@ -210,7 +212,8 @@ Result<UniqueFd> AgentClient::attach_stdio(const std::string& exec_id, Channel c
         r.i32();
         return Error::from_string("agent: attach stdio: " + r.str());
     }
-    if (reply.type != MessageType::Ok) return Error::from_string("agent protocol: unexpected reply to AttachStdio", EPROTO);
+    if (reply.type != MessageType::Ok)
+        return Error::from_string("agent protocol: unexpected reply to AttachStdio", EPROTO);
     return fd;
 }
 

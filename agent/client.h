@@ -22,8 +22,8 @@
 namespace husk::agent {
 
 struct Endpoint {
-    std::string socket;   // husk-vmm's vsock socket, or the agent's own Unix socket
-    bool vsock = true;    // send the vsock CONNECT handshake first
+    std::string socket;  // husk-vmm's vsock socket, or the agent's own Unix socket
+    bool vsock = true;   // send the vsock CONNECT handshake first
     uint32_t port = kPort;
 };
 

@@ -27,7 +27,9 @@ namespace {
 
 constexpr uint16_t kDebugPort = 0x440;  // husk-vmm's debug port: +0 is the boot timer
 
-void say(const std::string& message) { std::fprintf(stderr, "husk-agent: %s\n", message.c_str()); }
+void say(const std::string& message) {
+    std::fprintf(stderr, "husk-agent: %s\n", message.c_str());
+}
 
 Result<void> check(int rc, const std::string& what) {
     if (rc < 0 && errno != EBUSY) return Error::from_errno(errno, what);
@@ -95,7 +97,8 @@ Result<UniqueFd> listen_unix(const std::string& path) {
     if (fd < 0) return Error::from_errno(errno, "socket");
     UniqueFd sock(fd);
     ::unlink(path.c_str());
-    if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) return Error::from_errno(errno, "bind " + path);
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0)
+        return Error::from_errno(errno, "bind " + path);
     if (::listen(fd, 16) < 0) return Error::from_errno(errno, "listen");
     return sock;
 }

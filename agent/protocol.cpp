@@ -8,31 +8,39 @@ namespace husk::agent {
 
 std::string_view to_string(MessageType type) {
     switch (type) {
-    case MessageType::Hello: return "Hello";
-    case MessageType::SetupContainer: return "SetupContainer";
-    case MessageType::CreateProcess: return "CreateProcess";
-    case MessageType::Start: return "Start";
-    case MessageType::Signal: return "Signal";
-    case MessageType::Resize: return "Resize";
-    case MessageType::CloseStdin: return "CloseStdin";
-    case MessageType::Wait: return "Wait";
-    case MessageType::AttachStdio: return "AttachStdio";
-    case MessageType::Shutdown: return "Shutdown";
-    case MessageType::Ok: return "Ok";
-    case MessageType::Error: return "Error";
-    case MessageType::Exit: return "Exit";
+        case MessageType::Hello:
+            return "Hello";
+        case MessageType::SetupContainer:
+            return "SetupContainer";
+        case MessageType::CreateProcess:
+            return "CreateProcess";
+        case MessageType::Start:
+            return "Start";
+        case MessageType::Signal:
+            return "Signal";
+        case MessageType::Resize:
+            return "Resize";
+        case MessageType::CloseStdin:
+            return "CloseStdin";
+        case MessageType::Wait:
+            return "Wait";
+        case MessageType::AttachStdio:
+            return "AttachStdio";
+        case MessageType::Shutdown:
+            return "Shutdown";
+        case MessageType::Ok:
+            return "Ok";
+        case MessageType::Error:
+            return "Error";
+        case MessageType::Exit:
+            return "Exit";
     }
     return "unknown";
 }
 
 std::string encode_frame(MessageType type, uint32_t id, std::string_view payload) {
-    std::string out = Writer()
-                          .u32(kMagic)
-                          .u16(kVersion)
-                          .u16(uint16_t(type))
-                          .u32(id)
-                          .u32(uint32_t(payload.size()))
-                          .take();
+    std::string out =
+        Writer().u32(kMagic).u16(kVersion).u16(uint16_t(type)).u32(id).u32(uint32_t(payload.size())).take();
     out.append(payload);
     return out;
 }
@@ -142,7 +150,8 @@ std::vector<std::string> Reader::strings() {
     return out;
 }
 Result<void> Reader::finish(std::string_view what) const {
-    if (m_failure) return Error::from_string(std::string("agent protocol: malformed ") + std::string(what) + ": " + m_failure);
+    if (m_failure)
+        return Error::from_string(std::string("agent protocol: malformed ") + std::string(what) + ": " + m_failure);
     if (m_pos != m_in.size())
         return Error::from_string(std::string("agent protocol: malformed ") + std::string(what) + ": " +
                                   std::to_string(m_in.size() - m_pos) + " trailing bytes");
@@ -181,7 +190,8 @@ Result<ProcessSpec> decode_process_spec(std::string_view payload) {
     s.uid = r.u32();
     s.gid = r.u32();
     uint32_t groups = r.u32();
-    if (groups > payload.size() / 4) return Error::from_string("agent protocol: malformed process spec: too many groups");
+    if (groups > payload.size() / 4)
+        return Error::from_string("agent protocol: malformed process spec: too many groups");
     for (uint32_t i = 0; i < groups; ++i) s.additional_gids.push_back(r.u32());
     uint8_t flags = r.u8();
     uint32_t umask = r.u32();
@@ -192,7 +202,8 @@ Result<ProcessSpec> decode_process_spec(std::string_view payload) {
     s.no_new_privileges = flags & kNoNewPrivileges;
     s.terminal = flags & kTerminal;
     uint32_t limits = r.u32();
-    if (limits > payload.size() / 20) return Error::from_string("agent protocol: malformed process spec: too many rlimits");
+    if (limits > payload.size() / 20)
+        return Error::from_string("agent protocol: malformed process spec: too many rlimits");
     for (uint32_t i = 0; i < limits; ++i) {
         Rlimit l;
         l.type = r.str();
@@ -228,7 +239,8 @@ Result<ContainerSpec> decode_container_spec(std::string_view payload) {
     s.readonly = r.boolean();
     s.hostname = r.str();
     uint32_t mounts = r.u32();
-    if (mounts > payload.size() / 16) return Error::from_string("agent protocol: malformed container spec: too many mounts");
+    if (mounts > payload.size() / 16)
+        return Error::from_string("agent protocol: malformed container spec: too many mounts");
     for (uint32_t i = 0; i < mounts; ++i) {
         Mount m;
         m.destination = r.str();

@@ -21,8 +21,8 @@ namespace husk::agent {
 
 inline constexpr uint32_t kMagic = 0x4b535548;  // "HUSK"
 inline constexpr uint16_t kVersion = 1;
-inline constexpr uint32_t kPort = 1024;           // the agent's vsock port
-inline constexpr uint32_t kMaxPayload = 1 << 20;  // 1 MiB: a whole OCI process spec fits many times
+inline constexpr uint32_t kPort = 1024;              // the agent's vsock port
+inline constexpr uint32_t kMaxPayload = 1 << 20;     // 1 MiB: a whole OCI process spec fits many times
 inline constexpr std::string_view kInitId = "init";  // the exec id of the container's own process
 
 enum class MessageType : uint16_t {
@@ -134,8 +134,8 @@ struct ProcessSpec {
 
 struct Mount {
     std::string destination;
-    std::string type;    // proc, sysfs, tmpfs, devpts, mqueue, cgroup, bind
-    std::string source;  // for bind: a path inside the rootfs
+    std::string type;                  // proc, sysfs, tmpfs, devpts, mqueue, cgroup, bind
+    std::string source;                // for bind: a path inside the rootfs
     std::vector<std::string> options;  // OCI mount options: "nosuid", "ro", "mode=755", ...
     bool operator==(const Mount&) const = default;
 };

@@ -154,9 +154,15 @@ TEST(Protocol, MutatedInputsNeverCrash) {
         for (int e = 0; e < edits && !s.empty(); ++e) {
             size_t at = rng() % s.size();
             switch (rng() % 3) {
-            case 0: s[at] = char(rng()); break;
-            case 1: s.erase(at, 1 + rng() % 8); break;
-            default: s.insert(at, 1, char(rng())); break;
+                case 0:
+                    s[at] = char(rng());
+                    break;
+                case 1:
+                    s.erase(at, 1 + rng() % 8);
+                    break;
+                default:
+                    s.insert(at, 1, char(rng()));
+                    break;
             }
         }
         LLVMFuzzerTestOneInput(reinterpret_cast<const uint8_t*>(s.data()), s.size());

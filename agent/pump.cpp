@@ -7,7 +7,8 @@
 
 namespace husk::agent {
 
-Pump::Pump(Poller& poller, UniqueFd source, UniqueFd sink, SinkKind kind, std::string initial, std::function<void()> done)
+Pump::Pump(Poller& poller, UniqueFd source, UniqueFd sink, SinkKind kind, std::string initial,
+           std::function<void()> done)
     : m_poller(poller),
       m_source(std::move(source)),
       m_sink(std::move(sink)),

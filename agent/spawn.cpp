@@ -60,8 +60,8 @@ Result<void> populate_dev(const std::string& dev) {
         const char* name;
         unsigned major, minor;
     };
-    static constexpr Node kNodes[] = {{"null", 1, 3},    {"zero", 1, 5}, {"full", 1, 7},
-                                      {"random", 1, 8},  {"urandom", 1, 9}, {"tty", 5, 0}};
+    static constexpr Node kNodes[] = {{"null", 1, 3},   {"zero", 1, 5},    {"full", 1, 7},
+                                      {"random", 1, 8}, {"urandom", 1, 9}, {"tty", 5, 0}};
     for (const auto& n : kNodes) {
         std::string path = dev + "/" + n.name;
         if (::mknod(path.c_str(), S_IFCHR | 0666, makedev(n.major, n.minor)) < 0 && errno != EEXIST)
@@ -87,7 +87,7 @@ Result<void> do_mount(const std::string& rootfs, const Mount& m) {
     std::string type = m.type;
     std::string source = m.source;
     bool bind = (o.flags & MS_BIND) || type == "bind";
-    struct stat st{};
+    struct stat st {};
     if (bind) {
         // Binds name paths inside the rootfs: the host copied the files in (agent/PROTOCOL.md).
         source = rootfs + (source.empty() || source[0] != '/' ? "/" : "") + source;
@@ -100,7 +100,7 @@ Result<void> do_mount(const std::string& rootfs, const Mount& m) {
     unsigned long flags = o.flags & ~o.clear;
     int rc = ::mount(source.c_str(), target.c_str(), bind ? nullptr : type.c_str(), flags,
                      o.data.empty() ? nullptr : o.data.c_str());
-    if (rc < 0 && type == "mqueue" && errno == EPERM) rc = 0;  // a container's own mqueue may already be there
+    if (rc < 0 && type == "mqueue" && errno == EPERM) rc = 0;    // a container's own mqueue may already be there
     if (rc < 0 && m.destination == "/sys/fs/cgroup") return {};  // optional: containers run without it
     TRY(check(rc, "mount " + m.type + " on `" + m.destination + "`"));
     // A bind ignores every flag but MS_REC; read-only and friends need a remount.
@@ -139,7 +139,7 @@ Result<void> enter_root(const ProcessSpec&, const SpawnContext& context) {
     TRY(check(::umount2(".", MNT_DETACH), "detach the old root"));
     TRY(check(::chdir("/"), "chdir /"));
     for (const auto& path : c.masked_paths) {
-        struct stat st{};
+        struct stat st {};
         if (::stat(path.c_str(), &st) < 0) continue;
         int rc = S_ISDIR(st.st_mode) ? ::mount("tmpfs", path.c_str(), "tmpfs", MS_RDONLY, nullptr)
                                      : ::mount("/dev/null", path.c_str(), nullptr, MS_BIND, nullptr);
@@ -203,7 +203,8 @@ std::string env_value(const std::vector<std::string>& env, std::string_view name
             std::string dir = path.substr(pos, end - pos);
             std::string candidate = (dir.empty() ? "." : dir) + "/" + file;
             ::execve(candidate.c_str(), argv.data(), envp.data());
-            if (errno == EACCES) denied = true;
+            if (errno == EACCES)
+                denied = true;
             else if (errno != ENOENT && errno != ENOTDIR) {
                 error = errno;
                 break;
@@ -213,13 +214,14 @@ std::string env_value(const std::vector<std::string>& env, std::string_view name
         if (error == ENOENT && denied) error = EACCES;
     }
     // What a shell says, and the status it exits with (POSIX XCU 2.8.2).
-    std::string message = file + (error == ENOENT ? ": command not found\n" : std::string(": ") + std::strerror(error) + "\n");
+    std::string message =
+        file + (error == ENOENT ? ": command not found\n" : std::string(": ") + std::strerror(error) + "\n");
     [[maybe_unused]] ssize_t w = ::write(2, message.data(), message.size());
     ::_exit(error == ENOENT ? 127 : 126);
 }
 
-[[noreturn]] void child(const ProcessSpec& spec, const SpawnContext& context, int status_fd, int start_fd,
-                        int stdio[3], const std::string& pty_slave) {
+[[noreturn]] void child(const ProcessSpec& spec, const SpawnContext& context, int status_fd, int start_fd, int stdio[3],
+                        const std::string& pty_slave) {
     auto fail = [&](const Error& e) {
         std::string m = "E" + e.message();
         [[maybe_unused]] ssize_t w = ::write(status_fd, m.data(), m.size());
@@ -334,20 +336,34 @@ MountOptions parse_mount_options(const std::vector<std::string>& options) {
         unsigned long set, clear, propagation;
     };
     static const std::map<std::string, Flag, std::less<>> kFlags = {
-        {"ro", {MS_RDONLY, 0, 0}},           {"rw", {0, MS_RDONLY, 0}},
-        {"nosuid", {MS_NOSUID, 0, 0}},       {"suid", {0, MS_NOSUID, 0}},
-        {"nodev", {MS_NODEV, 0, 0}},         {"dev", {0, MS_NODEV, 0}},
-        {"noexec", {MS_NOEXEC, 0, 0}},       {"exec", {0, MS_NOEXEC, 0}},
-        {"sync", {MS_SYNCHRONOUS, 0, 0}},    {"async", {0, MS_SYNCHRONOUS, 0}},
-        {"dirsync", {MS_DIRSYNC, 0, 0}},     {"noatime", {MS_NOATIME, 0, 0}},
-        {"atime", {0, MS_NOATIME, 0}},       {"nodiratime", {MS_NODIRATIME, 0, 0}},
-        {"diratime", {0, MS_NODIRATIME, 0}}, {"relatime", {MS_RELATIME, 0, 0}},
-        {"norelatime", {0, MS_RELATIME, 0}}, {"strictatime", {MS_STRICTATIME, 0, 0}},
-        {"bind", {MS_BIND, 0, 0}},           {"rbind", {MS_BIND | MS_REC, 0, 0}},
-        {"private", {0, 0, MS_PRIVATE}},     {"rprivate", {0, 0, MS_PRIVATE | MS_REC}},
-        {"shared", {0, 0, MS_SHARED}},       {"rshared", {0, 0, MS_SHARED | MS_REC}},
-        {"slave", {0, 0, MS_SLAVE}},         {"rslave", {0, 0, MS_SLAVE | MS_REC}},
-        {"unbindable", {0, 0, MS_UNBINDABLE}}, {"runbindable", {0, 0, MS_UNBINDABLE | MS_REC}},
+        {"ro", {MS_RDONLY, 0, 0}},
+        {"rw", {0, MS_RDONLY, 0}},
+        {"nosuid", {MS_NOSUID, 0, 0}},
+        {"suid", {0, MS_NOSUID, 0}},
+        {"nodev", {MS_NODEV, 0, 0}},
+        {"dev", {0, MS_NODEV, 0}},
+        {"noexec", {MS_NOEXEC, 0, 0}},
+        {"exec", {0, MS_NOEXEC, 0}},
+        {"sync", {MS_SYNCHRONOUS, 0, 0}},
+        {"async", {0, MS_SYNCHRONOUS, 0}},
+        {"dirsync", {MS_DIRSYNC, 0, 0}},
+        {"noatime", {MS_NOATIME, 0, 0}},
+        {"atime", {0, MS_NOATIME, 0}},
+        {"nodiratime", {MS_NODIRATIME, 0, 0}},
+        {"diratime", {0, MS_NODIRATIME, 0}},
+        {"relatime", {MS_RELATIME, 0, 0}},
+        {"norelatime", {0, MS_RELATIME, 0}},
+        {"strictatime", {MS_STRICTATIME, 0, 0}},
+        {"bind", {MS_BIND, 0, 0}},
+        {"rbind", {MS_BIND | MS_REC, 0, 0}},
+        {"private", {0, 0, MS_PRIVATE}},
+        {"rprivate", {0, 0, MS_PRIVATE | MS_REC}},
+        {"shared", {0, 0, MS_SHARED}},
+        {"rshared", {0, 0, MS_SHARED | MS_REC}},
+        {"slave", {0, 0, MS_SLAVE}},
+        {"rslave", {0, 0, MS_SLAVE | MS_REC}},
+        {"unbindable", {0, 0, MS_UNBINDABLE}},
+        {"runbindable", {0, 0, MS_UNBINDABLE | MS_REC}},
     };
     MountOptions o;
     for (const auto& opt : options) {
@@ -366,14 +382,22 @@ MountOptions parse_mount_options(const std::vector<std::string>& options) {
 
 int rlimit_resource(std::string_view name) {
     static const std::map<std::string, int, std::less<>> kLimits = {
-        {"RLIMIT_AS", RLIMIT_AS},         {"RLIMIT_CORE", RLIMIT_CORE},
-        {"RLIMIT_CPU", RLIMIT_CPU},       {"RLIMIT_DATA", RLIMIT_DATA},
-        {"RLIMIT_FSIZE", RLIMIT_FSIZE},   {"RLIMIT_LOCKS", RLIMIT_LOCKS},
-        {"RLIMIT_MEMLOCK", RLIMIT_MEMLOCK}, {"RLIMIT_MSGQUEUE", RLIMIT_MSGQUEUE},
-        {"RLIMIT_NICE", RLIMIT_NICE},     {"RLIMIT_NOFILE", RLIMIT_NOFILE},
-        {"RLIMIT_NPROC", RLIMIT_NPROC},   {"RLIMIT_RSS", RLIMIT_RSS},
-        {"RLIMIT_RTPRIO", RLIMIT_RTPRIO}, {"RLIMIT_RTTIME", RLIMIT_RTTIME},
-        {"RLIMIT_SIGPENDING", RLIMIT_SIGPENDING}, {"RLIMIT_STACK", RLIMIT_STACK},
+        {"RLIMIT_AS", RLIMIT_AS},
+        {"RLIMIT_CORE", RLIMIT_CORE},
+        {"RLIMIT_CPU", RLIMIT_CPU},
+        {"RLIMIT_DATA", RLIMIT_DATA},
+        {"RLIMIT_FSIZE", RLIMIT_FSIZE},
+        {"RLIMIT_LOCKS", RLIMIT_LOCKS},
+        {"RLIMIT_MEMLOCK", RLIMIT_MEMLOCK},
+        {"RLIMIT_MSGQUEUE", RLIMIT_MSGQUEUE},
+        {"RLIMIT_NICE", RLIMIT_NICE},
+        {"RLIMIT_NOFILE", RLIMIT_NOFILE},
+        {"RLIMIT_NPROC", RLIMIT_NPROC},
+        {"RLIMIT_RSS", RLIMIT_RSS},
+        {"RLIMIT_RTPRIO", RLIMIT_RTPRIO},
+        {"RLIMIT_RTTIME", RLIMIT_RTTIME},
+        {"RLIMIT_SIGPENDING", RLIMIT_SIGPENDING},
+        {"RLIMIT_STACK", RLIMIT_STACK},
     };
     auto it = kLimits.find(name);
     return it == kLimits.end() ? -1 : it->second;

@@ -9,8 +9,8 @@
 //   teardown      Exit → husk-vmm gone (power-off, VM teardown)
 // runc steps are its commands: `runc create`, `runc start`, start → the
 // process reaped (we are its subreaper), `runc delete`.
-#include <fmt/format.h>
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -79,13 +79,13 @@ json agent_scenario(int runs, const std::string& kernel, const std::string& vmm)
         out["runc_note"] = "runc is not usable here; the runc side was skipped";
     }
     // husk's config: the same process, the same mounts a minimal container gets.
-    json config = {{"ociVersion", "1.0.2"},
-                   {"root", {{"path", "rootfs"}}},
-                   {"process",
-                    {{"args", {"true"}}, {"env", {"PATH=/bin"}}, {"cwd", "/"}, {"user", {{"uid", 0}, {"gid", 0}}}}},
-                   {"mounts",
-                    {{{"destination", "/proc"}, {"type", "proc"}, {"source", "proc"}},
-                     {{"destination", "/dev"}, {"type", "tmpfs"}, {"source", "tmpfs"}}}}};
+    json config = {
+        {"ociVersion", "1.0.2"},
+        {"root", {{"path", "rootfs"}}},
+        {"process", {{"args", {"true"}}, {"env", {"PATH=/bin"}}, {"cwd", "/"}, {"user", {{"uid", 0}, {"gid", 0}}}}},
+        {"mounts",
+         {{{"destination", "/proc"}, {"type", "proc"}, {"source", "proc"}},
+          {{"destination", "/dev"}, {"type", "tmpfs"}, {"source", "tmpfs"}}}}};
     std::ofstream(dir + "/config.json") << config.dump(2);
 
     // The runc container's init is reparented to us once `runc create` exits: reap it ourselves.
@@ -112,7 +112,8 @@ json agent_scenario(int runs, const std::string& kernel, const std::string& vmm)
         auto exited = parse_ms(text, R"(container: exit reported at ([0-9.]+) ms)");
         if (r.exit_status != 0 || !ready || !created || !started || !exited) {
             ++failures;
-            fmt::print(stderr, "  [{}/{}] husk failed (status {}): {}\n", i + 1, runs, r.exit_status, text.substr(0, 600));
+            fmt::print(stderr, "  [{}/{}] husk failed (status {}): {}\n", i + 1, runs, r.exit_status,
+                       text.substr(0, 600));
         } else {
             husk["agent_ready_ms"].push_back(*ready);
             husk["create_ms"].push_back(*created - *ready);
@@ -121,7 +122,8 @@ json agent_scenario(int runs, const std::string& kernel, const std::string& vmm)
             husk["teardown_ms"].push_back(r.exit_ms - *exited);
             husk["create_start_exit_ms"].push_back(*exited - *ready);
             husk["total_ms"].push_back(r.exit_ms);
-            fmt::print(stderr, "  [{}/{}] husk  ready {:7.1f}  create {:6.1f}  start {:6.1f}  exit {:6.1f}  total {:7.1f} ms\n",
+            fmt::print(stderr,
+                       "  [{}/{}] husk  ready {:7.1f}  create {:6.1f}  start {:6.1f}  exit {:6.1f}  total {:7.1f} ms\n",
                        i + 1, runs, *ready, *created - *ready, *started - *created, *exited - *started, r.exit_ms);
         }
         if (!have_runc) continue;
@@ -152,7 +154,8 @@ json agent_scenario(int runs, const std::string& kernel, const std::string& vmm)
         peer["teardown_ms"].push_back(ms_between(t3, t4));
         peer["create_start_exit_ms"].push_back(ms_between(t0, t3));
         peer["total_ms"].push_back(ms_between(t0, t4));
-        fmt::print(stderr, "  [{}/{}] runc  create {:6.1f}  start {:6.1f}  exit {:6.1f}  delete {:6.1f}  total {:7.1f} ms\n",
+        fmt::print(stderr,
+                   "  [{}/{}] runc  create {:6.1f}  start {:6.1f}  exit {:6.1f}  delete {:6.1f}  total {:7.1f} ms\n",
                    i + 1, runs, ms_between(t0, t1), ms_between(t1, t2), ms_between(t2, t3), ms_between(t3, t4),
                    ms_between(t0, t4));
     }
@@ -164,10 +167,13 @@ json agent_scenario(int runs, const std::string& kernel, const std::string& vmm)
             double h = out["husk"][k]["median"], p = out["runc"][k]["median"];
             out["ratio_husk_over_runc"][k] = h / p;
         }
-        fmt::print(stderr, "agent: median create+start+exit husk {:.1f} ms, runc {:.1f} ms (ratio {:.2f}); total {:.1f} vs {:.1f} ms\n",
-                   double(out["husk"]["create_start_exit_ms"]["median"]), double(out["runc"]["create_start_exit_ms"]["median"]),
-                   double(out["ratio_husk_over_runc"]["create_start_exit_ms"]), double(out["husk"]["total_ms"]["median"]),
-                   double(out["runc"]["total_ms"]["median"]));
+        fmt::print(stderr,
+                   "agent: median create+start+exit husk {:.1f} ms, runc {:.1f} ms (ratio {:.2f}); total {:.1f} vs "
+                   "{:.1f} ms\n",
+                   double(out["husk"]["create_start_exit_ms"]["median"]),
+                   double(out["runc"]["create_start_exit_ms"]["median"]),
+                   double(out["ratio_husk_over_runc"]["create_start_exit_ms"]),
+                   double(out["husk"]["total_ms"]["median"]), double(out["runc"]["total_ms"]["median"]));
     }
     out["note"] =
         "husk: agent ready = launch to the agent's Hello (guest boot); create = rootfs mount + process setup; "

@@ -59,11 +59,6 @@ json machine() {
             {"date", date}};
 }
 
-std::string env_or(const char* name, const std::string& fallback) {
-    const char* v = std::getenv(name);
-    return v && *v ? v : fallback;
-}
-
 long status_kib(pid_t pid, const std::string& field) {
     std::ifstream f(fmt::format("/proc/{}/status", pid));
     for (std::string line; std::getline(f, line);)
@@ -94,6 +89,5 @@ void write_result(const json& result, const std::string& out_path) {
         fmt::print(stderr, "wrote {}\n", out_path);
     }
 }
-
 
 }  // namespace husk::bench

@@ -8,9 +8,12 @@
 #include <string>
 #include <vector>
 
+#include "tests/lib/subprocess.h"
+
 namespace husk::bench {
 
 using json = nlohmann::json;
+using husk::test::env_or;
 
 // The first capture group of `pattern` in `text`, as milliseconds.
 std::optional<double> parse_ms(const std::string& text, const std::string& pattern);
@@ -18,7 +21,6 @@ std::optional<double> parse_ms(const std::string& text, const std::string& patte
 json stats(std::vector<double> v);
 // The host: name, kernel, CPU, KVM backend, whether inside the rig, date.
 json machine();
-std::string env_or(const char* name, const std::string& fallback);
 long status_kib(pid_t pid, const std::string& field);
 json memory_of(const std::vector<std::string>& argv, const std::string& marker);
 void write_result(const json& result, const std::string& out_path);

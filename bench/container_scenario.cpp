@@ -34,12 +34,16 @@ json container_scenario(int runs, const std::string& runtime_path) {
     std::vector<Side> sides = {
         {"docker_husk", engines.docker + " run --rm --network none --runtime husk busybox:husk true"},
         {"docker_runc", engines.docker + " run --rm --network none --runtime runc busybox:husk true"},
-        {"ctr_husk", engines.ctr + " run --rm --runc-binary " + runtime + " docker.io/library/busybox:husk husk-bench-{} true"},
+        {"ctr_husk",
+         engines.ctr + " run --rm --runc-binary " + runtime + " docker.io/library/busybox:husk husk-bench-{} true"},
         {"ctr_runc", engines.ctr + " run --rm docker.io/library/busybox:husk husk-bench-{} true"},
     };
-    // Any other runtime on the host gets the ctr side (crun refuses this host's hybrid cgroups: it is tried, and dropped if it fails).
+    // Any other runtime on the host gets the ctr side (crun refuses this host's hybrid cgroups: it is tried, and
+    // dropped if it fails).
     if (::access("/usr/bin/crun", X_OK) == 0)
-        sides.push_back({"ctr_crun", engines.ctr + " run --rm --runc-binary /usr/bin/crun docker.io/library/busybox:husk husk-bench-{} true"});
+        sides.push_back(
+            {"ctr_crun",
+             engines.ctr + " run --rm --runc-binary /usr/bin/crun docker.io/library/busybox:husk husk-bench-{} true"});
     std::map<std::string, std::vector<double>> samples;
     std::map<std::string, int> failed;
     int counter = 0;
@@ -51,7 +55,8 @@ json container_scenario(int runs, const std::string& runtime_path) {
             double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
             if (r.exit_status != 0) {
                 ++failed[side.name];
-                fmt::print(stderr, "  [{}/{}] {:12} failed ({}): {}\n", i + 1, runs, side.name, r.exit_status, r.err.substr(0, 300));
+                fmt::print(stderr, "  [{}/{}] {:12} failed ({}): {}\n", i + 1, runs, side.name, r.exit_status,
+                           r.err.substr(0, 300));
                 continue;
             }
             samples[side.name].push_back(ms);
@@ -64,15 +69,19 @@ json container_scenario(int runs, const std::string& runtime_path) {
         if (!samples.count(a) || !samples.count(b)) return nullptr;
         return double(out[a]["median"]) / double(out[b]["median"]);
     };
-    out["ratio_husk_over_runc"] = {{"docker_run", ratio("docker_husk", "docker_runc")}, {"ctr_run", ratio("ctr_husk", "ctr_runc")}};
+    out["ratio_husk_over_runc"] = {{"docker_run", ratio("docker_husk", "docker_runc")},
+                                   {"ctr_run", ratio("ctr_husk", "ctr_runc")}};
     out["failures"] = failed.count("docker_husk") + failed.count("ctr_husk");
-    out["note"] = "wall time of the client command, busybox image, process `true`, --network none for docker; "
-                  "goal husk <= 1.3x runc";
-    fmt::print(stderr, "container-start: docker run median husk {:.0f} ms / runc {:.0f} ms; ctr run husk {:.0f} / runc {:.0f}\n",
-               samples.count("docker_husk") ? double(out["docker_husk"]["median"]) : -1.0,
-               samples.count("docker_runc") ? double(out["docker_runc"]["median"]) : -1.0,
-               samples.count("ctr_husk") ? double(out["ctr_husk"]["median"]) : -1.0,
-               samples.count("ctr_runc") ? double(out["ctr_runc"]["median"]) : -1.0);
+    out["note"] =
+        "wall time of the client command, busybox image, process `true`, --network none for docker; "
+        "goal husk <= 1.3x runc";
+    fmt::print(
+        stderr,
+        "container-start: docker run median husk {:.0f} ms / runc {:.0f} ms; ctr run husk {:.0f} / runc {:.0f}\n",
+        samples.count("docker_husk") ? double(out["docker_husk"]["median"]) : -1.0,
+        samples.count("docker_runc") ? double(out["docker_runc"]["median"]) : -1.0,
+        samples.count("ctr_husk") ? double(out["ctr_husk"]["median"]) : -1.0,
+        samples.count("ctr_runc") ? double(out["ctr_runc"]["median"]) : -1.0);
     return out;
 }
 

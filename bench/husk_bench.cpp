@@ -286,7 +286,8 @@ int scenario(const std::string& name, int runs, const std::string& out_path, con
         write_result(result, out_path);
         return result.value("failures", 0) ? 1 : 0;
     } else {
-        std::cerr << "husk-bench: unknown scenario `" << name << "` (tiny, boot, blk-device, blk-iops, agent, container-start)\n";
+        std::cerr << "husk-bench: unknown scenario `" << name
+                  << "` (tiny, boot, blk-device, blk-iops, agent, container-start)\n";
         return 2;
     }
     result["commands"] = {{"husk", husk_cmd}, {"qemu", qemu_cmd}};

@@ -24,7 +24,7 @@ namespace {
 const std::vector<std::string> kSides = {"husk", "qemu", "runc", "crun"};
 
 struct Figure {
-    std::string name;  // the path with the side replaced by {}
+    std::string name;                      // the path with the side replaced by {}
     std::map<std::string, double> median;  // side → value
     std::map<std::string, double> p90;
 };
@@ -90,7 +90,9 @@ std::string unit_of(const std::string& name) {
     return "";
 }
 
-bool higher_is_better(const std::string& unit) { return unit == "IOPS" || unit == "req/s"; }
+bool higher_is_better(const std::string& unit) {
+    return unit == "IOPS" || unit == "req/s";
+}
 
 std::string pretty(std::string name) {
     // "/husk/qd1/{}_iops" → "qd1 iops"; "/{}/create_ms" → "create"; the unit has its own column.
@@ -109,15 +111,21 @@ std::string pretty(std::string name) {
 std::string html_escape(const std::string& s) {
     std::string o;
     for (char ch : s) {
-        if (ch == '<') o += "&lt;";
-        else if (ch == '>') o += "&gt;";
-        else if (ch == '&') o += "&amp;";
-        else o += ch;
+        if (ch == '<')
+            o += "&lt;";
+        else if (ch == '>')
+            o += "&gt;";
+        else if (ch == '&')
+            o += "&amp;";
+        else
+            o += ch;
     }
     return o;
 }
 
-std::string number(double v) { return v >= 100 ? fmt::format("{:.0f}", v) : fmt::format("{:.3g}", v); }
+std::string number(double v) {
+    return v >= 100 ? fmt::format("{:.0f}", v) : fmt::format("{:.3g}", v);
+}
 
 // One horizontal bar pair per figure, each row scaled to its own largest value.
 std::string svg_chart(const Scenario& s) {
@@ -125,8 +133,9 @@ std::string svg_chart(const Scenario& s) {
     int rows = 0;
     for (const auto& f : s.figures) rows += f.median.size() > 1 ? 1 : 0;
     if (rows == 0) return "";
-    std::string svg = fmt::format(R"(<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" font-family="sans-serif" font-size="12">)",
-                                  label_w + bar_w + 160, rows * row_h + 10);
+    std::string svg = fmt::format(
+        R"(<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" font-family="sans-serif" font-size="12">)",
+        label_w + bar_w + 160, rows * row_h + 10);
     int y = 5;
     for (const auto& f : s.figures) {
         if (f.median.size() < 2) continue;
@@ -137,9 +146,10 @@ std::string svg_chart(const Scenario& s) {
         for (const auto& [side, v] : f.median) {
             int w = max > 0 ? int(v / max * bar_w) : 0;
             const char* color = side == "husk" ? "#2b7bb9" : "#b0b0b0";
-            svg += fmt::format(R"(<rect x="{}" y="{}" width="{}" height="13" fill="{}"/>)", label_w, y + i * 15, std::max(w, 1), color);
-            svg += fmt::format(R"(<text x="{}" y="{}">{} {} {}</text>)", label_w + std::max(w, 1) + 4, y + i * 15 + 11, side,
-                               number(v), unit_of(f.name));
+            svg += fmt::format(R"(<rect x="{}" y="{}" width="{}" height="13" fill="{}"/>)", label_w, y + i * 15,
+                               std::max(w, 1), color);
+            svg += fmt::format(R"(<text x="{}" y="{}">{} {} {}</text>)", label_w + std::max(w, 1) + 4, y + i * 15 + 11,
+                               side, number(v), unit_of(f.name));
             if (++i == 2) break;
         }
         y += row_h;
@@ -174,7 +184,8 @@ std::vector<Scenario> load(const std::string& dir) {
         s.name = scenario;
         s.file = file;
         s.date = j["machine"].value("date", "");
-        s.in_rig = file != "" && (scenario == "boot" || scenario == "blk-iops" || scenario == "agent" || scenario == "container-start");
+        s.in_rig = file != "" && (scenario == "boot" || scenario == "blk-iops" || scenario == "agent" ||
+                                  scenario == "container-start");
         s.machine = fmt::format("{} ({}, {} CPUs, kernel {}, KVM {})", j["machine"].value("hostname", ""),
                                 j["machine"].value("cpu", ""), j["machine"].value("cpus", 0),
                                 j["machine"].value("kernel", ""), j["machine"].value("kvm_backend", ""));
@@ -195,18 +206,20 @@ int report(const std::string& dir, const std::string& out_dir) {
         fmt::print(stderr, "husk-bench report: no results in {}\n", dir);
         return 1;
     }
-    std::string md = "| scenario | figure | husk | peer | peer's figure | husk / peer | where |\n|---|---|---|---|---|---|---|\n";
-    std::string html = "<!doctype html><meta charset=\"utf-8\"><title>husk benchmark report</title>"
-                       "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto}"
-                       "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-                       "td:first-child,th:first-child{text-align:left}</style>"
-                       "<h1>husk benchmark report</h1><p>Newest result of each scenario in <code>" +
-                       html_escape(dir) +
-                       "</code>. Rig figures (nested TCG) are meaningful as ratios only. "
-                       "Bars: medians, each row scaled to its larger value; blue is husk.</p>";
+    std::string md =
+        "| scenario | figure | husk | peer | peer's figure | husk / peer | where |\n|---|---|---|---|---|---|---|\n";
+    std::string html =
+        "<!doctype html><meta charset=\"utf-8\"><title>husk benchmark report</title>"
+        "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+        "td:first-child,th:first-child{text-align:left}</style>"
+        "<h1>husk benchmark report</h1><p>Newest result of each scenario in <code>" +
+        html_escape(dir) +
+        "</code>. Rig figures (nested TCG) are meaningful as ratios only. "
+        "Bars: medians, each row scaled to its larger value; blue is husk.</p>";
     for (const auto& s : scenarios) {
-        html += fmt::format("<h2>{}</h2><p>{} — {}{}</p>", html_escape(s.name), html_escape(s.file), html_escape(s.machine),
-                            s.in_rig ? " — inside the nested rig" : "");
+        html += fmt::format("<h2>{}</h2><p>{} — {}{}</p>", html_escape(s.name), html_escape(s.file),
+                            html_escape(s.machine), s.in_rig ? " — inside the nested rig" : "");
         html += svg_chart(s);
         html += "<table><tr><th>figure</th><th>husk</th><th>peer</th><th>peer's figure</th><th>husk / peer</th></tr>";
         for (const auto& f : s.figures) {
@@ -227,8 +240,8 @@ int report(const std::string& dir, const std::string& out_dir) {
             if (!any_peer) {
                 md += fmt::format("| {} | {} | {} | — | — | — | {} |\n", s.name, pretty(f.name), husk_text,
                                   s.in_rig ? "rig" : "native");
-                html += fmt::format("<tr><td>{}</td><td>{}</td><td>—</td><td>—</td><td>—</td></tr>", html_escape(pretty(f.name)),
-                                    husk_text);
+                html += fmt::format("<tr><td>{}</td><td>{}</td><td>—</td><td>—</td><td>—</td></tr>",
+                                    html_escape(pretty(f.name)), husk_text);
             }
         }
         html += "</table>";

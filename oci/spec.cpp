@@ -1,9 +1,9 @@
 #include "oci/spec.h"
 
-#include <nlohmann/json.hpp>
-
 #include <cerrno>
 #include <limits>
+#include <nlohmann/json.hpp>
+#include <set>
 
 #include "vmm/base/system.h"
 
@@ -152,7 +152,8 @@ Process read_process(Walker& w, const Json& p, const std::string& path) {
     if (!w.failed() && out.args.empty()) w.fail(Walker::join(path, "args"), "must not be empty");
     out.env = w.strings(p, path, "env");
     out.cwd = w.string(p, path, "cwd", true);
-    if (!w.failed() && (out.cwd.empty() || out.cwd[0] != '/')) w.fail(Walker::join(path, "cwd"), "must be an absolute path");
+    if (!w.failed() && (out.cwd.empty() || out.cwd[0] != '/'))
+        w.fail(Walker::join(path, "cwd"), "must be an absolute path");
     if (const Json* limits = w.array(p, path, "rlimits")) {
         for (size_t i = 0; i < limits->size(); ++i) {
             std::string lp = Walker::join(path, "rlimits") + "[" + std::to_string(i) + "]";
@@ -165,7 +166,8 @@ Process read_process(Walker& w, const Json& p, const std::string& path) {
             r.type = w.string(l, lp, "type", true);
             r.hard = w.integer<uint64_t>(l, lp, "hard", true).value_or(0);
             r.soft = w.integer<uint64_t>(l, lp, "soft", true).value_or(0);
-            if (!w.failed() && r.type.rfind("RLIMIT_", 0) != 0) w.fail(lp + ".type", "`" + r.type + "` is not an rlimit");
+            if (!w.failed() && r.type.rfind("RLIMIT_", 0) != 0)
+                w.fail(lp + ".type", "`" + r.type + "` is not an rlimit");
             out.rlimits.push_back(std::move(r));
         }
     }
@@ -265,6 +267,22 @@ Result<Spec> parse_spec(std::string_view json, std::string_view name) {
         s.linux_.cgroups_path = w.string(*lx, "linux", "cgroupsPath");
         s.linux_.masked_paths = w.strings(*lx, "linux", "maskedPaths");
         s.linux_.readonly_paths = w.strings(*lx, "linux", "readonlyPaths");
+        if (const Json* ns = w.array(*lx, "linux", "namespaces")) {
+            for (size_t i = 0; i < ns->size(); ++i) {
+                std::string np = "linux.namespaces[" + std::to_string(i) + "]";
+                const Json& n = (*ns)[i];
+                if (!n.is_object()) {
+                    w.fail(np, "expected an object");
+                    break;
+                }
+                Namespace entry{w.string(n, np, "type", true), w.string(n, np, "path")};
+                static const std::set<std::string> kTypes = {"pid", "network", "mount",  "ipc",
+                                                             "uts", "user",    "cgroup", "time"};
+                if (!w.failed() && !kTypes.count(entry.type))
+                    w.fail(np + ".type", "`" + entry.type + "` is not a namespace type");
+                s.linux_.namespaces.push_back(std::move(entry));
+            }
+        }
         if (const Json* res = w.object(*lx, "linux", "resources")) {
             if (const Json* mem = w.object(*res, "linux.resources", "memory"))
                 s.linux_.resources.memory_limit = w.integer<int64_t>(*mem, "linux.resources.memory", "limit");
@@ -304,7 +322,8 @@ Result<uint32_t> cpuset_size(std::string_view cpus) {
     auto number = [&](uint32_t& out) {
         size_t start = pos;
         uint64_t v = 0;
-        while (pos < cpus.size() && cpus[pos] >= '0' && cpus[pos] <= '9' && v < 100000) v = v * 10 + uint64_t(cpus[pos++] - '0');
+        while (pos < cpus.size() && cpus[pos] >= '0' && cpus[pos] <= '9' && v < 100000)
+            v = v * 10 + uint64_t(cpus[pos++] - '0');
         out = uint32_t(v);
         return pos > start && v < 100000;
     };

@@ -70,8 +70,14 @@ struct Resources {
     std::string cpuset_cpus;              // "0-3,6"
 };
 
+struct Namespace {
+    std::string type;  // pid, network, mount, ipc, uts, user, cgroup
+    std::string path;  // join this one instead of creating one
+};
+
 struct Linux {
     Resources resources;
+    std::vector<Namespace> namespaces;
     std::string cgroups_path;
     std::vector<std::string> masked_paths;
     std::vector<std::string> readonly_paths;

@@ -56,6 +56,8 @@ TEST(Spec, ParsesWhatDockerWrites) {
     EXPECT_EQ(spec.linux_.resources.memory_limit, 268435456);
     EXPECT_EQ(vcpus_for(spec.linux_.resources), 2u);
     EXPECT_EQ(spec.linux_.masked_paths[0], "/proc/kcore");
+    ASSERT_EQ(spec.linux_.namespaces.size(), 1u);
+    EXPECT_EQ(spec.linux_.namespaces[0].type, "pid");
 }
 
 std::string error_of(const std::string& json) {
@@ -84,6 +86,8 @@ TEST(Spec, ErrorsNameTheFieldAndFile) {
               "config.json: mounts[0].destination: must be an absolute path");
     EXPECT_EQ(error_of(base + R"("linux": {"resources": {"cpu": {"cpus": "3-1"}}}})"),
               "config.json: linux.resources.cpu.cpus: malformed cpuset `3-1`");
+    EXPECT_EQ(error_of(base + R"("linux": {"namespaces": [{"type": "bogus"}]}})"),
+              "config.json: linux.namespaces[0].type: `bogus` is not a namespace type");
     EXPECT_EQ(error_of(base + R"("hooks": {"poststop": [{"path": "hook"}]}})"),
               "config.json: hooks.poststop[0].path: must be an absolute path");
 }

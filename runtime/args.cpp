@@ -48,12 +48,16 @@ Result<void> ArgParser::parse(const std::vector<std::string>& args) {
             return Error::from_string(m_command + ": unknown option " + name + " (see husk " + m_command + " --help)");
         std::string v = "true";
         if (known->second) {
-            if (has_inline) v = inline_value;
-            else if (i + 1 < args.size()) v = args[++i];
-            else return Error::from_string(m_command + ": " + name + " needs a value");
+            if (has_inline)
+                v = inline_value;
+            else if (i + 1 < args.size())
+                v = args[++i];
+            else
+                return Error::from_string(m_command + ": " + name + " needs a value");
         } else if (has_inline) {
             v = inline_value;
-            if (v != "true" && v != "false") return Error::from_string(m_command + ": " + name + " takes true or false");
+            if (v != "true" && v != "false")
+                return Error::from_string(m_command + ": " + name + " takes true or false");
         }
         if (!m_ignored.count(key)) {
             m_values[key] = v;

@@ -6,6 +6,7 @@
 // nothing is left: no husk-vmm, no state directory, no image.
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -25,6 +26,7 @@
 #include "runtime/rootfs_image.h"
 #include "runtime/runtime.h"
 #include "runtime/state.h"
+#include "vmm/base/clock.h"
 #include "vmm/base/system.h"
 
 namespace husk::runtime {
@@ -55,7 +57,7 @@ std::vector<ImageFile> rewrite_mounts(Json& config) {
         if (!is_bind(m)) continue;
         std::string destination = m.value("destination", "");
         std::string source = m.value("source", "");
-        struct stat st{};
+        struct stat st {};
         if (destination == "/dev/shm") {
             m = {{"destination", "/dev/shm"},
                  {"type", "tmpfs"},
@@ -103,7 +105,8 @@ Result<std::string> socket_prefix(const std::string& dir) {
     for (char ch : dir) h = (h ^ uint8_t(ch)) * 1099511628211ULL;
     char name[32];
     std::snprintf(name, sizeof name, "%016llx", static_cast<unsigned long long>(h));
-    std::string base = ::geteuid() == 0 ? "/run/husk-sockets" : std::string("/tmp/husk-sockets-") + std::to_string(::geteuid());
+    std::string base =
+        ::geteuid() == 0 ? "/run/husk-sockets" : std::string("/tmp/husk-sockets-") + std::to_string(::geteuid());
     if (::mkdir(base.c_str(), 0700) < 0 && errno != EEXIST) return Error::from_errno(errno, "create " + base);
     return base + "/" + name;
 }
@@ -154,8 +157,8 @@ Result<ContainerState> create_container(const GlobalOptions& g, const CreateOpti
     if (auto v = oci::vcpus_for(spec.linux_.resources)) rc.vcpus = std::min<uint32_t>(*v, 64);
     if (rc.kernel.empty() || ::access(rc.kernel.c_str(), R_OK) != 0)
         return Error::from_string("no guest kernel" + (rc.kernel.empty() ? std::string() : " at `" + rc.kernel + "`") +
-                                  ": set vm.kernel in " + kConfigPath +
-                                  " or HUSK_KERNEL (kernel-config/build builds one and prints its path)",
+                                      ": set vm.kernel in " + kConfigPath +
+                                      " or HUSK_KERNEL (kernel-config/build builds one and prints its path)",
                                   ENOENT);
 
     std::error_code ec;
@@ -183,7 +186,7 @@ Result<ContainerState> create_container(const GlobalOptions& g, const CreateOpti
     state.id = o.id;
     state.bundle = bundle;
     state.rootfs = rootfs;
-    state.created = rfc3339_now();
+    state.created = clock::rfc3339_now();
     state.annotations = spec.annotations;
     state.oci_version = spec.oci_version;
     state.dir = dir;
@@ -201,30 +204,44 @@ Result<ContainerState> create_container(const GlobalOptions& g, const CreateOpti
     int ready[2];
     if (::pipe2(ready, O_CLOEXEC) < 0) return Error::from_errno(errno, "pipe");
     UniqueFd ready_r(ready[0]), ready_w(ready[1]);
-    std::vector<std::string> argv = {rc.vmm,
-                                     "--kernel", rc.kernel,
-                                     "--memory", std::to_string(rc.memory_mib),
-                                     "--vcpus", std::to_string(rc.vcpus),
-                                     // Writable even for a read-only root: the agent makes the mount
-                                     // points, then remounts the container's root read-only.
-                                     "--drive", image,
-                                     "--vsock", state.vsock_socket,
-                                     "--api", state.api_socket,
-                                     "--container", dir + "/config.json",
-                                     "--ready-fd", "3",
-                                     "--log", g.log.empty() ? dir + "/vmm.log" : g.log,
-                                     "--wait-for-start"};
+    std::vector<std::string> argv = {
+        rc.vmm, "--kernel", rc.kernel, "--memory", std::to_string(rc.memory_mib), "--vcpus", std::to_string(rc.vcpus),
+        // Writable even for a read-only root: the agent makes the mount
+        // points, then remounts the container's root read-only.
+        "--drive", image, "--vsock", state.vsock_socket, "--api", state.api_socket, "--container", dir + "/config.json",
+        "--ready-fd", "3", "--log", g.log.empty() ? dir + "/vmm.log" : g.log, "--wait-for-start"};
     if (g.log_json) argv.insert(argv.end(), {"--log-format", "json"});
     if (g.debug) argv.push_back("--debug");
     if (!rc.initramfs.empty()) argv.insert(argv.end(), {"--initramfs", rc.initramfs});
 
+    bool new_netns = false;
+    UniqueFd netns;
+    for (const auto& ns : spec.linux_.namespaces) {
+        if (ns.type != "network") continue;
+        if (ns.path.empty())
+            new_netns = true;
+        else
+            netns = TRY(sys::open(ns.path, O_RDONLY | O_CLOEXEC).context("the network namespace"));
+    }
+    int netns_fd = netns ? netns.get() : -1;
     pid_t pid = ::fork();
     if (pid < 0) return Error::from_errno(errno, "fork");
     if (pid == 0) {
         // husk-vmm: its own session (a kill of our process group must not take the
         // container with it), the pty as its terminal, the ready pipe as fd 3.
-        if (pty) become_terminal_owner(pty->slave.get());
-        else ::setsid();
+        if (pty)
+            become_terminal_owner(pty->slave.get());
+        else
+            ::setsid();
+        // The container's network namespace is husk-vmm's: a new one, or the one
+        // the config names. Engines' network hooks (Docker's setkey) then
+        // configure it, not the host's, and a TAP made there is the guest's network.
+        if ((netns_fd >= 0 && ::setns(netns_fd, CLONE_NEWNET) < 0) ||
+            (netns_fd < 0 && new_netns && ::unshare(CLONE_NEWNET) < 0)) {
+            std::string m = std::string("error: enter the container's network namespace: ") + strerror(errno) + "\n";
+            [[maybe_unused]] ssize_t w = ::write(ready_w.get(), m.data(), m.size());
+            ::_exit(126);
+        }
         ::dup2(ready_w.get(), 3);
         std::vector<char*> args;
         for (auto& a : argv) args.push_back(a.data());

@@ -16,6 +16,7 @@
 #include "runtime/runtime.h"
 #include "runtime/state.h"
 #include "vmm/base/system.h"
+#include "vmm/container/container_session.h"
 
 namespace husk::runtime {
 
@@ -30,25 +31,14 @@ std::string random_exec_id() {
 
 Result<agent::ProcessSpec> exec_spec(const ArgParser& p, const ContainerState& state) {
     agent::ProcessSpec s;
-    s.exec_id = random_exec_id();
     if (p.has("process")) {
         std::string text = TRY(sys::read_file(p.get("process"), 16 << 20).context("--process"));
-        oci::Process proc = TRY(oci::parse_process(text, p.get("process")));
-        s.args = proc.args;
-        s.env = proc.env;
-        s.cwd = proc.cwd;
-        s.uid = proc.user.uid;
-        s.gid = proc.user.gid;
-        s.additional_gids = proc.user.additional_gids;
-        s.umask = proc.user.umask;
-        for (const auto& r : proc.rlimits) s.rlimits.push_back({r.type, r.soft, r.hard});
-        s.no_new_privileges = proc.no_new_privileges;
-        s.terminal = proc.terminal;
-        s.rows = proc.console_height;
-        s.cols = proc.console_width;
+        s = process_spec_for(TRY(oci::parse_process(text, p.get("process"))), random_exec_id());
     } else {
+        s.exec_id = random_exec_id();
         const auto& pos = p.positionals();
-        if (pos.size() < 2) return Error::from_string("exec: usage: husk exec [options] ID COMMAND [ARGS...] (or --process FILE)");
+        if (pos.size() < 2)
+            return Error::from_string("exec: usage: husk exec [options] ID COMMAND [ARGS...] (or --process FILE)");
         s.args.assign(pos.begin() + 1, pos.end());
         // The container's own environment and user are the defaults, as runc takes them from config.json.
         if (auto spec = oci::load_spec(state.bundle); spec && spec.value().process) {
@@ -103,8 +93,10 @@ Result<int> cmd_exec(const GlobalOptions& g, const Args& args) {
     if (pid < 0) return Error::from_errno(errno, "fork");
     if (pid == 0) {
         ready_r.reset();
-        if (pty) become_terminal_owner(pty->slave.get());
-        else ::setsid();
+        if (pty)
+            become_terminal_owner(pty->slave.get());
+        else
+            ::setsid();
         auto exit_status = run_exec_proxy(state, spec, ready_w.release());
         ::_exit(exit_status ? exit_status.value() : 255);
     }

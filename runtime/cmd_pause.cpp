@@ -24,7 +24,11 @@ Result<int> pause_or_resume(const GlobalOptions& g, const Args& args, const std:
 }
 }  // namespace
 
-Result<int> cmd_pause(const GlobalOptions& g, const Args& args) { return pause_or_resume(g, args, "pause"); }
-Result<int> cmd_resume(const GlobalOptions& g, const Args& args) { return pause_or_resume(g, args, "resume"); }
+Result<int> cmd_pause(const GlobalOptions& g, const Args& args) {
+    return pause_or_resume(g, args, "pause");
+}
+Result<int> cmd_resume(const GlobalOptions& g, const Args& args) {
+    return pause_or_resume(g, args, "resume");
+}
 
 }  // namespace husk::runtime

@@ -28,8 +28,10 @@ Result<int> cmd_update(const GlobalOptions& g, const Args& args) {
     nlohmann::json resources = nlohmann::json::object();
     if (p.has("resources")) {
         std::string text;
-        if (p.get("resources") == "-") text.assign(std::istreambuf_iterator<char>(std::cin), {});
-        else text = TRY(sys::read_file(p.get("resources"), 1 << 20));
+        if (p.get("resources") == "-")
+            text.assign(std::istreambuf_iterator<char>(std::cin), {});
+        else
+            text = TRY(sys::read_file(p.get("resources"), 1 << 20));
         try {
             resources = nlohmann::json::parse(text);
         } catch (const nlohmann::json::exception& e) {
@@ -37,17 +39,21 @@ Result<int> cmd_update(const GlobalOptions& g, const Args& args) {
         }
     }
     bool memory = p.has("memory") || (resources.contains("memory") && resources["memory"].contains("limit") &&
-                                       !resources["memory"]["limit"].is_null() && resources["memory"]["limit"] != 0);
+                                      !resources["memory"]["limit"].is_null() && resources["memory"]["limit"] != 0);
     bool cpu = p.has("cpu-quota") || p.has("cpuset-cpus") ||
                (resources.contains("cpu") && resources["cpu"].is_object() &&
-                ((resources["cpu"].contains("quota") && !resources["cpu"]["quota"].is_null() && resources["cpu"]["quota"] != 0) ||
-                 (resources["cpu"].contains("cpus") && resources["cpu"]["cpus"].is_string() && !resources["cpu"]["cpus"].get<std::string>().empty())));
+                ((resources["cpu"].contains("quota") && !resources["cpu"]["quota"].is_null() &&
+                  resources["cpu"]["quota"] != 0) ||
+                 (resources["cpu"].contains("cpus") && resources["cpu"]["cpus"].is_string() &&
+                  !resources["cpu"]["cpus"].get<std::string>().empty())));
     if (memory)
-        return Error::from_string("update: the memory of a running microVM cannot change yet (it needs the balloon); "
-                                  "recreate the container with the new limit",
-                                  ENOTSUP);
+        return Error::from_string(
+            "update: the memory of a running microVM cannot change yet (it needs the balloon); "
+            "recreate the container with the new limit",
+            ENOTSUP);
     if (cpu)
-        return Error::from_string("update: the vCPUs of a running microVM cannot change; recreate the container", ENOTSUP);
+        return Error::from_string("update: the vCPUs of a running microVM cannot change; recreate the container",
+                                  ENOTSUP);
     return 0;
 }
 

@@ -45,7 +45,8 @@ Result<void> send_console(const std::string& socket_path, int master) {
     c->cmsg_type = SCM_RIGHTS;
     c->cmsg_len = CMSG_LEN(sizeof(int));
     std::memcpy(CMSG_DATA(c), &master, sizeof(int));
-    if (::sendmsg(sock.get(), &msg, MSG_NOSIGNAL) < 0) return Error::from_errno(errno, "send the console to its socket");
+    if (::sendmsg(sock.get(), &msg, MSG_NOSIGNAL) < 0)
+        return Error::from_errno(errno, "send the console to its socket");
     return {};
 }
 

@@ -14,40 +14,10 @@
 #include <thread>
 
 #include "agent/client.h"
+#include "agent/stdio_relay.h"
 #include "vmm/base/system.h"
 
 namespace husk::runtime {
-
-namespace {
-
-void copy_out(int from, int to) {
-    char buf[65536];
-    for (;;) {
-        ssize_t n = ::read(from, buf, sizeof buf);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return;
-        (void)sys::write_all(to, std::string_view(buf, size_t(n)));
-    }
-}
-
-void copy_in(int to, int stop) {
-    char buf[65536];
-    for (;;) {
-        pollfd fds[2] = {{STDIN_FILENO, POLLIN, 0}, {stop, POLLIN, 0}};
-        if (::poll(fds, 2, -1) < 0) {
-            if (errno == EINTR) continue;
-            break;
-        }
-        if (fds[1].revents) return;
-        ssize_t n = ::read(STDIN_FILENO, buf, sizeof buf);
-        if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
-        if (n <= 0) break;
-        if (!sys::write_all(to, std::string_view(buf, size_t(n)))) return;
-    }
-    ::shutdown(to, SHUT_WR);
-}
-
-}  // namespace
 
 Result<int> run_exec_proxy(const ContainerState& state, agent::ProcessSpec spec, int ready_fd) {
     auto say = [&](const std::string& line) {
@@ -89,10 +59,10 @@ Result<int> run_exec_proxy(const ContainerState& state, agent::ProcessSpec spec,
     if (!spec.terminal) err = c.attach_stdio(spec.exec_id, agent::Channel::Stderr);
     if (!err) return fail(err.release_error());
     UniqueFd stop = TRY(sys::eventfd(0, EFD_NONBLOCK));
-    std::thread out_thread(copy_out, out.value().get(), STDOUT_FILENO);
+    std::thread out_thread(agent::relay_output, out.value().get(), STDOUT_FILENO);
     std::thread err_thread;
-    if (err.value()) err_thread = std::thread(copy_out, err.value().get(), STDERR_FILENO);
-    std::thread in_thread(copy_in, in.value().get(), stop.get());
+    if (err.value()) err_thread = std::thread(agent::relay_output, err.value().get(), STDERR_FILENO);
+    std::thread in_thread(agent::relay_input, STDIN_FILENO, in.value().get(), stop.get());
     if (auto r = c.start(spec.exec_id); !r) {
         uint64_t one = 1;
         [[maybe_unused]] ssize_t w = ::write(stop.get(), &one, sizeof one);
@@ -113,7 +83,8 @@ Result<int> run_exec_proxy(const ContainerState& state, agent::ProcessSpec spec,
             if (sig <= 0) continue;
             if (sig == SIGWINCH) {
                 winsize ws{};
-                if (spec.terminal && ::ioctl(STDIN_FILENO, TIOCGWINSZ, &ws) == 0) (void)c.resize(spec.exec_id, ws.ws_row, ws.ws_col);
+                if (spec.terminal && ::ioctl(STDIN_FILENO, TIOCGWINSZ, &ws) == 0)
+                    (void)c.resize(spec.exec_id, ws.ws_row, ws.ws_col);
                 continue;
             }
             (void)c.signal(spec.exec_id, sig);

@@ -2,11 +2,11 @@
 
 #include <glob.h>
 #include <sys/stat.h>
+#include <toml++/toml.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdlib>
-#include <toml++/toml.h>
 
 #include "vmm/base/system.h"
 
@@ -31,7 +31,7 @@ std::string newest_cached_kernel() {
     time_t best_time = 0;
     if (::glob(pattern.c_str(), 0, nullptr, &g) == 0) {
         for (size_t i = 0; i < g.gl_pathc; ++i) {
-            struct stat st{};
+            struct stat st {};
             if (::stat(g.gl_pathv[i], &st) == 0 && st.st_mtime >= best_time) {
                 best_time = st.st_mtime;
                 best = g.gl_pathv[i];
@@ -100,7 +100,8 @@ Result<RuntimeConfig> load_runtime_config(const std::string& path) {
 
 Result<void> apply_annotations(RuntimeConfig& c, const std::map<std::string, std::string>& a) {
     if (auto it = a.find("io.husk.kernel"); it != a.end()) c.kernel = it->second;
-    if (auto it = a.find("io.husk.memory_mib"); it != a.end()) c.memory_mib = TRY(parse_count(it->first, it->second, 64, 1 << 20));
+    if (auto it = a.find("io.husk.memory_mib"); it != a.end())
+        c.memory_mib = TRY(parse_count(it->first, it->second, 64, 1 << 20));
     if (auto it = a.find("io.husk.vcpus"); it != a.end()) c.vcpus = TRY(parse_count(it->first, it->second, 1, 64));
     return {};
 }

@@ -36,7 +36,8 @@ Result<void> destroy_container(ContainerState& state) {
         auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
         while (vmm_alive(state) && std::chrono::steady_clock::now() < deadline)
             std::this_thread::sleep_for(std::chrono::milliseconds(5));
-        if (vmm_alive(state)) return Error::from_string("husk-vmm (pid " + std::to_string(state.pid) + ") did not die", EBUSY);
+        if (vmm_alive(state))
+            return Error::from_string("husk-vmm (pid " + std::to_string(state.pid) + ") did not die", EBUSY);
     }
     for (pid_t p : state.exec_pids) ::kill(p, SIGKILL);
     auto spec = oci::load_spec(state.bundle);

@@ -12,6 +12,7 @@
 
 #include "runtime/runtime.h"
 #include "runtime/state.h"
+#include "vmm/base/clock.h"
 #include "vmm/base/system.h"
 
 using namespace husk;
@@ -59,9 +60,9 @@ void report(const GlobalOptions& g, const std::string& message) {
     if (g.log.empty()) return;
     int fd = ::open(g.log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
     if (fd < 0) return;
-    std::string line = g.log_json
-                           ? nlohmann::json{{"level", "error"}, {"msg", message}, {"time", rfc3339_now()}}.dump() + "\n"
-                           : rfc3339_now() + " error: " + message + "\n";
+    std::string line =
+        g.log_json ? nlohmann::json{{"level", "error"}, {"msg", message}, {"time", clock::rfc3339_now()}}.dump() + "\n"
+                   : clock::rfc3339_now() + " error: " + message + "\n";
     (void)sys::write_all(fd, line);
     ::close(fd);
 }
@@ -99,8 +100,10 @@ int main(int argc, char** argv) {
             continue;
         }
         if (value("--criu", ignored) || value("--rootless", ignored)) continue;
-        if (a == "--systemd-cgroup") g.systemd_cgroup = true;
-        else if (a == "--debug") g.debug = true;
+        if (a == "--systemd-cgroup")
+            g.systemd_cgroup = true;
+        else if (a == "--debug")
+            g.debug = true;
         else if (a == "--help" || a == "--h") {
             std::printf("%s", kUsage);
             return 0;
@@ -119,9 +122,9 @@ int main(int argc, char** argv) {
     std::string command = args[i];
     Args rest(args.begin() + long(i) + 1, args.end());
     static const std::map<std::string, std::function<Result<int>(const GlobalOptions&, const Args&)>> kCommands = {
-        {"create", cmd_create}, {"start", cmd_start},   {"run", cmd_run},       {"state", cmd_state},
-        {"kill", cmd_kill},     {"delete", cmd_delete}, {"exec", cmd_exec},     {"ps", cmd_ps},
-        {"list", cmd_list},     {"pause", cmd_pause},   {"resume", cmd_resume}, {"update", cmd_update},
+        {"create", cmd_create},     {"start", cmd_start},   {"run", cmd_run},       {"state", cmd_state},
+        {"kill", cmd_kill},         {"delete", cmd_delete}, {"exec", cmd_exec},     {"ps", cmd_ps},
+        {"list", cmd_list},         {"pause", cmd_pause},   {"resume", cmd_resume}, {"update", cmd_update},
         {"features", cmd_features}, {"spec", cmd_spec},
     };
     if (command == "help") {

@@ -24,8 +24,9 @@ uint64_t tree_size(const std::string& tree) {
     return total;
 }
 
-Result<void> build_rootfs_image(const std::string& tree, const std::string& image, const std::vector<ImageFile>& files) {
-    struct stat st{};
+Result<void> build_rootfs_image(const std::string& tree, const std::string& image,
+                                const std::vector<ImageFile>& files) {
+    struct stat st {};
     if (::stat(tree.c_str(), &st) < 0 || !S_ISDIR(st.st_mode))
         return Error::from_errno(errno ? errno : ENOTDIR, "the rootfs `" + tree + "`");
     // Room to write: the tree again plus 1 GiB, all sparse; mkfs initialises inode tables lazily.
@@ -46,7 +47,9 @@ Result<void> build_rootfs_image(const std::string& tree, const std::string& imag
     auto debugfs = run_command({"debugfs", "-w", "-f", script_path, image});
     ::unlink(script_path.c_str());
     if (!debugfs || debugfs.value().status != 0)
-        return Error::from_string("debugfs could not copy the bind-mounted files: " + (debugfs ? debugfs.value().err.substr(0, 400) : debugfs.error().message()), EIO);
+        return Error::from_string("debugfs could not copy the bind-mounted files: " +
+                                      (debugfs ? debugfs.value().err.substr(0, 400) : debugfs.error().message()),
+                                  EIO);
     return {};
 }
 

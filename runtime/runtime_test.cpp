@@ -1,4 +1,6 @@
 // Unit tests of the runtime's pieces, and its CLI error paths (nothing is left behind).
+#include "runtime/runtime.h"
+
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <unistd.h>
@@ -8,7 +10,6 @@
 
 #include "runtime/args.h"
 #include "runtime/husk_config.h"
-#include "runtime/runtime.h"
 #include "runtime/state.h"
 
 namespace husk::runtime {
@@ -119,7 +120,8 @@ TEST_F(Cli, MalformedAndInvalidConfig) {
 }
 
 TEST_F(Cli, UnknownContainerAndBadId) {
-    for (const char* cmd : {"state ghost", "start ghost", "kill ghost KILL", "delete ghost", "pause ghost", "exec ghost true"}) {
+    for (const char* cmd :
+         {"state ghost", "start ghost", "kill ghost KILL", "delete ghost", "pause ghost", "exec ghost true"}) {
         auto [status, out] = husk(cmd);
         EXPECT_EQ(status, 1) << cmd;
         EXPECT_NE(out.find("container `ghost` does not exist"), std::string::npos) << cmd << ": " << out;
@@ -137,7 +139,8 @@ TEST_F(Cli, DuplicateIdIsRefusedAndTheFirstKept) {
         << R"({"ociVersion": "1.0.2", "root": {"path": "rootfs"}, "process": {"user": {"uid": 0, "gid": 0}, "args": ["true"], "cwd": "/"}})";
     auto [status, out] = husk("create --bundle " + m_bundle + " box");
     EXPECT_EQ(status, 1);
-    EXPECT_TRUE(out.find("already exists") != std::string::npos || out.find("no guest kernel") != std::string::npos) << out;
+    EXPECT_TRUE(out.find("already exists") != std::string::npos || out.find("no guest kernel") != std::string::npos)
+        << out;
     EXPECT_TRUE(fs::exists(m_root + "/box/state.json"));
 }
 

@@ -6,8 +6,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <algorithm>
+#include <cerrno>
 #include <ctime>
 #include <fstream>
 #include <sstream>
@@ -29,7 +29,9 @@ Result<void> validate_id(const std::string& id) {
     return {};
 }
 
-std::string state_dir(const std::string& root, const std::string& id) { return root + "/" + id; }
+std::string state_dir(const std::string& root, const std::string& id) {
+    return root + "/" + id;
+}
 
 nlohmann::json ContainerState::oci_json(const std::string& live) const {
     Json j = {{"ociVersion", oci_version.empty() ? "1.0.2" : oci_version},
@@ -141,17 +143,6 @@ std::string live_status(const ContainerState& s) {
     std::string status = reply.value().value("status", s.status);
     if (status == "creating") return "creating";
     return status;
-}
-
-std::string rfc3339_now() {
-    timespec now{};
-    ::clock_gettime(CLOCK_REALTIME, &now);
-    tm utc{};
-    ::gmtime_r(&now.tv_sec, &utc);
-    char stamp[64];
-    std::snprintf(stamp, sizeof stamp, "%04d-%02d-%02dT%02d:%02d:%02d.%09ldZ", utc.tm_year + 1900, utc.tm_mon + 1,
-                  utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec, now.tv_nsec);
-    return stamp;
 }
 
 }  // namespace husk::runtime

@@ -18,16 +18,16 @@ namespace husk::runtime {
 struct ContainerState {
     std::string id;
     std::string bundle;
-    std::string rootfs;  // the bundle's root.path, absolute
+    std::string rootfs;   // the bundle's root.path, absolute
     std::string created;  // RFC 3339
     std::map<std::string, std::string> annotations;
     std::string oci_version;
-    pid_t pid = 0;                    // husk-vmm
+    pid_t pid = 0;                     // husk-vmm
     unsigned long long pid_start = 0;  // its start time (/proc/PID/stat field 22): a reused pid is not ours
-    std::string dir;                  // the state directory
+    std::string dir;                   // the state directory
     std::string api_socket;
     std::string vsock_socket;
-    std::string image;  // the rootfs image
+    std::string image;   // the rootfs image
     std::string status;  // as last recorded: created, running, paused
     std::vector<pid_t> exec_pids;
 
@@ -46,6 +46,5 @@ std::vector<std::string> list_ids(const std::string& root);
 std::string live_status(const ContainerState& state);
 bool vmm_alive(const ContainerState& state);
 unsigned long long process_start_time(pid_t pid);
-std::string rfc3339_now();
 
 }  // namespace husk::runtime

@@ -1,10 +1,8 @@
 // husk-vmm: one microVM per process, configured by vm.toml and/or flags.
-#include <boost/program_options.hpp>
-#include <unistd.h>
-
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <boost/program_options.hpp>
 #include <cstdlib>
 #include <iostream>
 #include <sstream>
@@ -44,7 +42,8 @@ husk::Result<void> container_defaults(husk::VmConfig& config) {
     }
     if (config.vsock_socket.empty()) {
         const char* dir = std::getenv("XDG_RUNTIME_DIR");
-        config.vsock_socket = std::string(dir && *dir ? dir : "/tmp") + "/husk-vmm-" + std::to_string(::getpid()) + ".vsock";
+        config.vsock_socket =
+            std::string(dir && *dir ? dir : "/tmp") + "/husk-vmm-" + std::to_string(::getpid()) + ".vsock";
     }
     return {};
 }
@@ -65,31 +64,31 @@ std::string keys_help() {
 
 int run(int argc, char** argv) {
     po::options_description opts("Options");
-    opts.add_options()
-        ("help,h", "show this help")
-        ("version", "print the version")
-        ("config,c", po::value<std::string>(), "vm.toml to read")
-        ("kernel", po::value<std::string>(), "boot.kernel: vmlinux or bzImage")
-        ("initramfs", po::value<std::string>(), "boot.initramfs")
-        ("cmdline", po::value<std::string>(), "boot.cmdline: kernel command line")
-        ("entry", po::value<std::string>(), "boot.entry: auto | pvh | linux64")
-        ("vcpus", po::value<uint32_t>(), "machine.vcpus")
-        ("memory", po::value<uint32_t>(), "machine.memory_mib: guest RAM in MiB")
-        ("hugepages", "machine.hugepages = true")
-        ("console", po::value<std::string>(), "console.output: stdout | stderr | none | FILE")
-        ("console-input", po::value<std::string>(), "console.input: none | stdin")
-        ("drive", po::value<std::vector<std::string>>(), "[[drive]] PATH[,ro][,direct][,id=NAME]; repeat for more disks")
-        ("no-rng", "devices.rng = false")
-        ("vsock", po::value<std::string>(), "[vsock] SOCKET[,cid=N]: virtio-vsock over a Unix socket")
-        ("net", po::value<std::string>(), "[net] TAP[,mac=MAC]: virtio-net over a TAP interface")
-        ("container", po::value<std::string>(), "container.config: run this OCI config.json's process in the VM through husk-agent (rootfs: the first --drive)")
-        ("wait-for-start", "container.wait_for_start = true: set the container up, then wait for `start` on --api")
-        ("api", po::value<std::string>(), "api.socket: the control socket (JSON lines)")
-        ("ready-fd", po::value<int>(), "write \"ok\" to this inherited fd once the container is created (or \"error: ...\")")
-        ("log", po::value<std::string>(), "write log lines to this file instead of stderr")
-        ("probe", "report this host's virtualization support and exit (0 if microVMs can run)")
-        ("log-format", po::value<std::string>()->default_value("text"), "text | json")
-        ("debug", "log debug messages");
+    opts.add_options()("help,h", "show this help")("version", "print the version")("config,c", po::value<std::string>(),
+                                                                                   "vm.toml to read")(
+        "kernel", po::value<std::string>(), "boot.kernel: vmlinux or bzImage")("initramfs", po::value<std::string>(),
+                                                                               "boot.initramfs")(
+        "cmdline", po::value<std::string>(), "boot.cmdline: kernel command line")("entry", po::value<std::string>(),
+                                                                                  "boot.entry: auto | pvh | linux64")(
+        "vcpus", po::value<uint32_t>(), "machine.vcpus")("memory", po::value<uint32_t>(),
+                                                         "machine.memory_mib: guest RAM in MiB")(
+        "hugepages", "machine.hugepages = true")("console", po::value<std::string>(),
+                                                 "console.output: stdout | stderr | none | FILE")(
+        "console-input", po::value<std::string>(), "console.input: none | stdin")(
+        "drive", po::value<std::vector<std::string>>(),
+        "[[drive]] PATH[,ro][,direct][,id=NAME]; repeat for more disks")("no-rng", "devices.rng = false")(
+        "vsock", po::value<std::string>(), "[vsock] SOCKET[,cid=N]: virtio-vsock over a Unix socket")(
+        "net", po::value<std::string>(), "[net] TAP[,mac=MAC]: virtio-net over a TAP interface")(
+        "container", po::value<std::string>(),
+        "container.config: run this OCI config.json's process in the VM through husk-agent (rootfs: the first "
+        "--drive)")("wait-for-start",
+                    "container.wait_for_start = true: set the container up, then wait for `start` on --api")(
+        "api", po::value<std::string>(), "api.socket: the control socket (JSON lines)")(
+        "ready-fd", po::value<int>(),
+        "write \"ok\" to this inherited fd once the container is created (or \"error: ...\")")(
+        "log", po::value<std::string>(), "write log lines to this file instead of stderr")(
+        "probe", "report this host's virtualization support and exit (0 if microVMs can run)")(
+        "log-format", po::value<std::string>()->default_value("text"), "text | json")("debug", "log debug messages");
 
     po::variables_map vm;
     try {
@@ -216,4 +215,6 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) { return run(argc, argv); }
+int main(int argc, char** argv) {
+    return run(argc, argv);
+}

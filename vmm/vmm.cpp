@@ -10,6 +10,7 @@
 #include <csignal>
 #include <cstring>
 
+#include "oci/spec.h"
 #include "vmm/arch/x86/boot.h"
 #include "vmm/arch/x86/cpuid.h"
 #include "vmm/arch/x86/layout.h"
@@ -18,9 +19,8 @@
 #include "vmm/base/clock.h"
 #include "vmm/base/log.h"
 #include "vmm/base/system.h"
-#include "vmm/devices/legacy/debug_port.h"
 #include "vmm/container/container_session.h"
-#include "oci/spec.h"
+#include "vmm/devices/legacy/debug_port.h"
 #include "vmm/devices/legacy/i8042.h"
 #include "vmm/devices/virtio/block/block.h"
 #include "vmm/devices/virtio/net/net.h"
@@ -49,7 +49,8 @@ std::string with_kernel_args(const std::string& cmdline, const std::string& extr
 
 }  // namespace
 
-Vmm::Vmm(Kvm kvm, Vm vm, GuestMemory memory) : m_kvm(std::move(kvm)), m_vm(std::move(vm)), m_memory(std::move(memory)) {}
+Vmm::Vmm(Kvm kvm, Vm vm, GuestMemory memory)
+    : m_kvm(std::move(kvm)), m_vm(std::move(vm)), m_memory(std::move(memory)) {}
 
 Vmm::~Vmm() {
     m_stopping = true;
@@ -86,8 +87,8 @@ Result<std::unique_ptr<Vmm>> Vmm::create(const VmConfig& config) {
     std::string initramfs;
     if (!config.initramfs.empty()) initramfs = TRY(sys::read_file(config.initramfs).context("read initramfs"));
 
-    auto memory = TRY(GuestMemory::create(uint64_t(config.memory_mib) << 20,
-                                          config.hugepages ? HugePages::On : HugePages::Off));
+    auto memory =
+        TRY(GuestMemory::create(uint64_t(config.memory_mib) << 20, config.hugepages ? HugePages::On : HugePages::Off));
     phase("inputs read, guest memory mapped");
     auto vm_object = TRY(Vm::create(kvm));
     phase("VM created");
@@ -124,7 +125,8 @@ Result<std::unique_ptr<Vmm>> Vmm::create(const VmConfig& config) {
     const bool tsc_deadline = vmm->m_kvm.check_extension(KVM_CAP_TSC_DEADLINE_TIMER) > 0;
     for (uint32_t id = 0; id < config.vcpus; ++id) {
         auto vcpu = TRY(vm.create_vcpu(id));
-        TRY(vcpu.set_cpuid(x86::normalize_cpuid(supported, {id, config.vcpus, tsc_deadline})).context("set CPUID of vCPU " + std::to_string(id)));
+        TRY(vcpu.set_cpuid(x86::normalize_cpuid(supported, {id, config.vcpus, tsc_deadline}))
+                .context("set CPUID of vCPU " + std::to_string(id)));
         if (id == 0)
             TRY(x86::setup_boot_vcpu(vcpu, loaded.mode, loaded.entry, boot_struct).context("set up boot vCPU"));
         else
@@ -151,7 +153,8 @@ Result<std::unique_ptr<Vmm>> Vmm::create(const VmConfig& config) {
                 }});
     }
     if (!config.api_socket.empty())
-        vmm->m_api = TRY(ApiServer::create(config.api_socket, [self](const nlohmann::json& r) { return self->api_request(r); }));
+        vmm->m_api =
+            TRY(ApiServer::create(config.api_socket, [self](const nlohmann::json& r) { return self->api_request(r); }));
     return vmm;
 }
 
@@ -386,42 +389,43 @@ void Vmm::vcpu_thread(size_t index) {
             return;
         }
         switch (run->exit_reason) {
-        case KVM_EXIT_IO:
-            handle_pio(vcpu);
-            break;
-        case KVM_EXIT_MMIO:
-            handle_mmio(vcpu);
-            break;
-        case KVM_EXIT_INTR:
-            park_if_paused();
-            break;
-        case KVM_EXIT_HLT:
-            request_exit(0, "guest halted");
-            return;
-        case KVM_EXIT_SHUTDOWN:
-            // A triple fault: a crash, unless Linux was already on its way down.
-            if (m_serial->saw_power_down() || m_serial->saw_kernel_panic() || m_serial->saw_restart())
-                guest_reset("triple fault");
-            else
-                request_exit(kExitGuestCrash, "guest triple-faulted on vCPU " + std::to_string(index));
-            return;
-        case KVM_EXIT_SYSTEM_EVENT:
-            if (run->system_event.type == KVM_SYSTEM_EVENT_CRASH)
-                request_exit(kExitGuestCrash, "guest reported a crash");
-            else
-                request_exit(0, "guest shut down");
-            return;
-        case KVM_EXIT_FAIL_ENTRY:
-            request_exit(kExitGuestCrash, fmt::format("KVM could not enter the guest on vCPU {} (hardware reason 0x{:x})",
-                                                      index, run->fail_entry.hardware_entry_failure_reason));
-            return;
-        case KVM_EXIT_INTERNAL_ERROR:
-            request_exit(kExitGuestCrash, fmt::format("KVM internal error on vCPU {} (suberror {})", index,
-                                                      run->internal.suberror));
-            return;
-        default:
-            request_exit(kExitGuestCrash, fmt::format("unhandled KVM exit {} on vCPU {}", run->exit_reason, index));
-            return;
+            case KVM_EXIT_IO:
+                handle_pio(vcpu);
+                break;
+            case KVM_EXIT_MMIO:
+                handle_mmio(vcpu);
+                break;
+            case KVM_EXIT_INTR:
+                park_if_paused();
+                break;
+            case KVM_EXIT_HLT:
+                request_exit(0, "guest halted");
+                return;
+            case KVM_EXIT_SHUTDOWN:
+                // A triple fault: a crash, unless Linux was already on its way down.
+                if (m_serial->saw_power_down() || m_serial->saw_kernel_panic() || m_serial->saw_restart())
+                    guest_reset("triple fault");
+                else
+                    request_exit(kExitGuestCrash, "guest triple-faulted on vCPU " + std::to_string(index));
+                return;
+            case KVM_EXIT_SYSTEM_EVENT:
+                if (run->system_event.type == KVM_SYSTEM_EVENT_CRASH)
+                    request_exit(kExitGuestCrash, "guest reported a crash");
+                else
+                    request_exit(0, "guest shut down");
+                return;
+            case KVM_EXIT_FAIL_ENTRY:
+                request_exit(kExitGuestCrash,
+                             fmt::format("KVM could not enter the guest on vCPU {} (hardware reason 0x{:x})", index,
+                                         run->fail_entry.hardware_entry_failure_reason));
+                return;
+            case KVM_EXIT_INTERNAL_ERROR:
+                request_exit(kExitGuestCrash,
+                             fmt::format("KVM internal error on vCPU {} (suberror {})", index, run->internal.suberror));
+                return;
+            default:
+                request_exit(kExitGuestCrash, fmt::format("unhandled KVM exit {} on vCPU {}", run->exit_reason, index));
+                return;
         }
     }
 }

@@ -11,9 +11,9 @@
 #include <thread>
 #include <vector>
 
+#include "vmm/api/api_server.h"
 #include "vmm/base/result.h"
 #include "vmm/base/unique_fd.h"
-#include "vmm/api/api_server.h"
 #include "vmm/config/vm_config.h"
 #include "vmm/container/container_session.h"
 #include "vmm/devices/bus.h"
@@ -28,9 +28,9 @@
 namespace husk {
 
 // husk-vmm's exit statuses besides the guest's own (0 or the debug port's byte).
-inline constexpr int kExitVmmError = 1;     // configuration or host error
-inline constexpr int kExitGuestCrash = 2;   // triple fault, kernel panic, KVM internal error
-inline constexpr int kExitSignalBase = 128; // killed by a signal: 128 + signal number
+inline constexpr int kExitVmmError = 1;      // configuration or host error
+inline constexpr int kExitGuestCrash = 2;    // triple fault, kernel panic, KVM internal error
+inline constexpr int kExitSignalBase = 128;  // killed by a signal: 128 + signal number
 
 class Vmm {
 public:

@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cstdlib>
 
 namespace husk::test {
 namespace {
@@ -178,6 +179,11 @@ bool wait_until(const std::function<bool()>& ready, int seconds) {
     return false;
 }
 
+std::string env_or(const char* name, const std::string& fallback) {
+    const char* v = getenv(name);
+    return v && *v ? v : fallback;
+}
+
 ProcessResult shell(const std::string& command, const std::string& input, int timeout_seconds) {
     RunOptions o;
     o.timeout_seconds = timeout_seconds;
@@ -188,10 +194,16 @@ ProcessResult shell(const std::string& command, const std::string& input, int ti
 bool Engines::start_docker(const std::string& runtime) {
     mkdir(dir.c_str(), 0755);
     {
-        std::string config = "{\n  \"iptables\": false, \"ip-forward\": false, \"ip-masq\": false, \"bridge\": \"none\",\n"
-                             "  \"data-root\": \"" + dir + "/docker-data\", \"exec-root\": \"" + dir + "/docker-exec\",\n"
-                             "  \"pidfile\": \"" + dir + "/dockerd.pid\", \"hosts\": [\"unix://" + dir + "/docker.sock\"],\n"
-                             "  \"runtimes\": {\"husk\": {\"path\": \"" + runtime + "\"}}\n}\n";
+        std::string config =
+            "{\n  \"iptables\": false, \"ip-forward\": false, \"ip-masq\": false, \"bridge\": \"none\",\n"
+            "  \"data-root\": \"" +
+            dir + "/docker-data\", \"exec-root\": \"" + dir +
+            "/docker-exec\",\n"
+            "  \"pidfile\": \"" +
+            dir + "/dockerd.pid\", \"hosts\": [\"unix://" + dir +
+            "/docker.sock\"],\n"
+            "  \"runtimes\": {\"husk\": {\"path\": \"" +
+            runtime + "\"}}\n}\n";
         int fd = open((dir + "/daemon.json").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
         if (fd < 0 || write(fd, config.data(), config.size()) != ssize_t(config.size())) return false;
         close(fd);
@@ -227,8 +239,9 @@ bool Engines::import_busybox_docker(const std::string& source_dir) {
 }
 
 bool Engines::import_busybox_containerd(const std::string& source_dir) {
-    auto r = shell(source_dir + "/tests/rigtier/make-oci-image " + dir + "/busybox-oci.tar docker.io/library/busybox:husk && " +
-                   ctr + " images import " + dir + "/busybox-oci.tar");
+    auto r = shell(source_dir + "/tests/rigtier/make-oci-image " + dir +
+                   "/busybox-oci.tar docker.io/library/busybox:husk && " + ctr + " images import " + dir +
+                   "/busybox-oci.tar");
     if (r.exit_status != 0) error = "ctr images import failed: " + r.out + r.err;
     return r.exit_status == 0;
 }

@@ -76,13 +76,16 @@ struct Engines {
     std::string docker;  // "/usr/bin/docker -H unix://…" command prefix
     std::string ctr;     // "ctr -a …" command prefix
     Daemon dockerd, containerd;
-    std::string error;   // why start failed
+    std::string error;  // why start failed
     bool start_docker(const std::string& runtime);
     bool start_containerd();
     // Imports the busybox test image as busybox:husk (docker) and docker.io/library/busybox:husk (ctr).
     bool import_busybox_docker(const std::string& source_dir);
     bool import_busybox_containerd(const std::string& source_dir);
 };
+
+// The variable's value, or `fallback` when it is unset or empty.
+std::string env_or(const char* name, const std::string& fallback = "");
 
 ProcessResult shell(const std::string& command, const std::string& input = "", int timeout_seconds = 300);
 

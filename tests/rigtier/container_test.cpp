@@ -22,8 +22,7 @@ namespace {
 namespace fs = std::filesystem;
 
 std::string env(const char* name) {
-    const char* v = std::getenv(name);
-    return v ? v : "";
+    return env_or(name);
 }
 
 class ContainerTest : public ::testing::Test {
@@ -44,10 +43,7 @@ protected:
             {"root", {{"path", "rootfs"}, {"readonly", false}}},
             {"hostname", "husk-test"},
             {"process",
-             {{"args", args},
-              {"env", {"PATH=/bin", "HOME=/root"}},
-              {"cwd", "/"},
-              {"user", {{"uid", 0}, {"gid", 0}}}}},
+             {{"args", args}, {"env", {"PATH=/bin", "HOME=/root"}}, {"cwd", "/"}, {"user", {{"uid", 0}, {"gid", 0}}}}},
             {"mounts",
              {{{"destination", "/proc"}, {"type", "proc"}, {"source", "proc"}},
               {{"destination", "/dev"}, {"type", "tmpfs"}, {"source", "tmpfs"}, {"options", {"nosuid", "mode=755"}}},
@@ -58,9 +54,17 @@ protected:
     std::vector<std::string> argv(const nlohmann::json& spec, bool readonly_drive = false) {
         std::string path = m_dir + "/config.json";
         std::ofstream(path) << spec.dump(2);
-        return {env("HUSK_VMM"), "--kernel",  env("HUSK_VMLINUX"), "--memory", "256",
-                "--drive",       m_rootfs + (readonly_drive ? ",ro" : ""), "--vsock", m_vsock,
-                "--container",   path};
+        return {env("HUSK_VMM"),
+                "--kernel",
+                env("HUSK_VMLINUX"),
+                "--memory",
+                "256",
+                "--drive",
+                m_rootfs + (readonly_drive ? ",ro" : ""),
+                "--vsock",
+                m_vsock,
+                "--container",
+                path};
     }
 
     ProcessResult run(const nlohmann::json& spec, const std::string& input = "") {
@@ -165,7 +169,8 @@ TEST_F(ContainerTest, MalformedConfigIsRefusedBeforeAnyVm) {
     std::string path = m_dir + "/config.json";
     std::ofstream(path) << R"({"ociVersion": "1.0.2", "root": {"path": "rootfs"}, "process": {"args": []}})";
     RunOptions o;
-    auto r = run_process({env("HUSK_VMM"), "--kernel", env("HUSK_VMLINUX"), "--drive", m_rootfs, "--container", path}, o);
+    auto r =
+        run_process({env("HUSK_VMM"), "--kernel", env("HUSK_VMLINUX"), "--drive", m_rootfs, "--container", path}, o);
     EXPECT_EQ(r.exit_status, 1);
     EXPECT_NE(r.err.find("config.json: process.user: is required"), std::string::npos) << r.err;
 }

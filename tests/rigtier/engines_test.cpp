@@ -2,6 +2,7 @@
 // `"runtimes": {"husk": ...}` and a private containerd driven by ctr through
 // its runc shim (io.containerd.runc.v2 with --runc-binary husk). Each suite
 // starts its own daemon once (TESTING.md "Real clients that run here").
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -11,8 +12,6 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <fcntl.h>
-
 #include <functional>
 #include <thread>
 
@@ -24,13 +23,16 @@ namespace {
 namespace fs = std::filesystem;
 
 std::string env(const char* name) {
-    const char* v = std::getenv(name);
-    return v ? v : "";
+    return env_or(name);
 }
 
-std::string source_dir() { return env("HUSK_SOURCE_DIR").empty() ? "." : env("HUSK_SOURCE_DIR"); }
+std::string source_dir() {
+    return env("HUSK_SOURCE_DIR").empty() ? "." : env("HUSK_SOURCE_DIR");
+}
 
-ProcessResult sh(const std::string& command, const std::string& input = "") { return shell(command, input); }
+ProcessResult sh(const std::string& command, const std::string& input = "") {
+    return shell(command, input);
+}
 
 class Docker : public ::testing::Test {
 protected:
@@ -53,7 +55,9 @@ protected:
     void SetUp() override {
         if (!s_ready) GTEST_FAIL() << s_engines->error;
     }
-    ProcessResult docker(const std::string& args, const std::string& input = "") { return sh(s_docker + " " + args, input); }
+    ProcessResult docker(const std::string& args, const std::string& input = "") {
+        return sh(s_docker + " " + args, input);
+    }
     static std::string run() { return "run --runtime husk --network none "; }
 };
 
@@ -66,8 +70,9 @@ TEST_F(Docker, OutputAndExitCodes) {
 }
 
 TEST_F(Docker, EnvWorkdirUserReadOnly) {
-    auto r = docker(run() + "--rm -e GREETING=hi -w /tmp -u 1000:1001 --read-only busybox:husk "
-                            "sh -c 'echo $GREETING; pwd; id -u; id -g; touch /x 2>/dev/null || echo ro'");
+    auto r = docker(run() +
+                    "--rm -e GREETING=hi -w /tmp -u 1000:1001 --read-only busybox:husk "
+                    "sh -c 'echo $GREETING; pwd; id -u; id -g; touch /x 2>/dev/null || echo ro'");
     EXPECT_EQ(r.exit_status, 0) << r.err;
     EXPECT_EQ(r.out, "hi\n/tmp\n1000\n1001\nro\n");
 }
@@ -81,7 +86,8 @@ TEST_F(Docker, StdinWithDashI) {
 
 TEST_F(Docker, TtyWithDashT) {
     // docker -t needs a terminal of its own: script(1) gives it one.
-    auto r = sh("script -qec \"" + s_docker + " " + run() + "--rm -t busybox:husk sh -c '[ -t 1 ] && echo on-a-tty; exit 6'\" /dev/null");
+    auto r = sh("script -qec \"" + s_docker + " " + run() +
+                "--rm -t busybox:husk sh -c '[ -t 1 ] && echo on-a-tty; exit 6'\" /dev/null");
     EXPECT_EQ(r.exit_status, 6) << r.out << r.err;
     EXPECT_NE(r.out.find("on-a-tty"), std::string::npos) << r.out;
 }
@@ -161,7 +167,8 @@ TEST_F(Containerd, RunWithAndWithoutTty) {
 }
 
 TEST_F(Containerd, TaskExecAndKill) {
-    auto started = ctr("run -d --runc-binary " + env("HUSK_RUNTIME") + " docker.io/library/busybox:husk long sleep 300");
+    auto started =
+        ctr("run -d --runc-binary " + env("HUSK_RUNTIME") + " docker.io/library/busybox:husk long sleep 300");
     ASSERT_EQ(started.exit_status, 0) << started.err;
     auto e = ctr("task exec --exec-id e1 long sh -c 'echo exec-out; exit 2'");
     EXPECT_EQ(e.exit_status, 2) << e.err;

@@ -21,8 +21,7 @@ namespace husk::test {
 namespace {
 
 std::string env(const char* name) {
-    const char* v = std::getenv(name);
-    return v ? v : "";
+    return env_or(name);
 }
 
 constexpr const char* kCmdline = "console=ttyS0 reboot=k panic=-1 i8042.noaux i8042.nomux i8042.dumbkbd quiet";

@@ -17,8 +17,7 @@ namespace {
 namespace fs = std::filesystem;
 
 std::string env(const char* name) {
-    const char* v = std::getenv(name);
-    return v ? v : "";
+    return env_or(name);
 }
 
 class RuntimeCli : public ::testing::Test {
@@ -27,16 +26,18 @@ protected:
         m_dir = "/tmp/husk-cli-rig";
         fs::remove_all(m_dir);
         fs::create_directories(m_dir);
-        ASSERT_EQ(shell(env("HUSK_SOURCE_DIR") + "/tests/guests/rootfs/mkrootfs --dir " + m_dir + "/bundle/rootfs").exit_status, 0);
+        ASSERT_EQ(shell(env("HUSK_SOURCE_DIR") + "/tests/guests/rootfs/mkrootfs --dir " + m_dir + "/bundle/rootfs")
+                      .exit_status,
+                  0);
     }
     void TearDown() override { fs::remove_all(m_dir); }
 
     void write_config(std::vector<std::string> args, const std::string& cwd = "/") {
-        nlohmann::json c = {{"ociVersion", "1.0.2"},
-                            {"root", {{"path", "rootfs"}}},
-                            {"process",
-                             {{"args", args}, {"env", {"PATH=/bin"}}, {"cwd", cwd}, {"user", {{"uid", 0}, {"gid", 0}}}}},
-                            {"mounts", {{{"destination", "/proc"}, {"type", "proc"}, {"source", "proc"}}}}};
+        nlohmann::json c = {
+            {"ociVersion", "1.0.2"},
+            {"root", {{"path", "rootfs"}}},
+            {"process", {{"args", args}, {"env", {"PATH=/bin"}}, {"cwd", cwd}, {"user", {{"uid", 0}, {"gid", 0}}}}},
+            {"mounts", {{{"destination", "/proc"}, {"type", "proc"}, {"source", "proc"}}}}};
         std::ofstream(m_dir + "/bundle/config.json") << c.dump();
     }
     ProcessResult husk(const std::string& args) {
@@ -74,6 +75,22 @@ TEST_F(RuntimeCli, CreateStartKillDelete) {
     ASSERT_EQ(husk("delete box").exit_status, 0);
     EXPECT_FALSE(fs::exists(m_dir + "/state/box"));
     EXPECT_NE(::kill(pid, 0), 0) << "husk-vmm is gone";
+}
+
+TEST_F(RuntimeCli, AKilledVmmIsStoppedAndDeletesCleanly) {
+    write_config({"sleep", "300"});
+    ASSERT_EQ(husk("run --detach --bundle " + m_dir + "/bundle --pid-file " + m_dir + "/pid victim").exit_status, 0);
+    std::ifstream pf(m_dir + "/pid");
+    pid_t pid = 0;
+    pf >> pid;
+    ASSERT_GT(pid, 0);
+    auto state = nlohmann::json::parse(shell("cat " + m_dir + "/state/victim/state.json").out);
+    std::string api = state.value("api_socket", "");
+    ::kill(pid, SIGKILL);  // not our child: init (or the rig's) reaps it
+    EXPECT_TRUE(wait_until([&] { return status("victim") == "stopped"; }, 30)) << status("victim");
+    EXPECT_EQ(husk("delete victim").exit_status, 0);
+    EXPECT_FALSE(fs::exists(m_dir + "/state/victim"));
+    EXPECT_FALSE(fs::exists(api)) << "the API socket is removed";
 }
 
 TEST_F(RuntimeCli, SetupErrorInTheGuestLeavesNothing) {

@@ -26,13 +26,17 @@ Result<std::unique_ptr<ApiServer>> ApiServer::create(const std::string& path, Ha
         return Error::from_errno(errno, "bind API socket `" + path + "`");
     if (::listen(fd, 16) < 0) return Error::from_errno(errno, "listen on the API socket");
     UniqueFd stop = TRY(sys::eventfd(0, EFD_NONBLOCK));
-    auto server = std::unique_ptr<ApiServer>(new ApiServer(path, std::move(listener), std::move(stop), std::move(handler)));
+    auto server =
+        std::unique_ptr<ApiServer>(new ApiServer(path, std::move(listener), std::move(stop), std::move(handler)));
     server->m_thread = std::thread([s = server.get()] { s->serve(); });
     return server;
 }
 
 ApiServer::ApiServer(std::string path, UniqueFd listener, UniqueFd stop, Handler handler)
-    : m_path(std::move(path)), m_listener(std::move(listener)), m_stop(std::move(stop)), m_handler(std::move(handler)) {}
+    : m_path(std::move(path)),
+      m_listener(std::move(listener)),
+      m_stop(std::move(stop)),
+      m_handler(std::move(handler)) {}
 
 ApiServer::~ApiServer() {
     uint64_t one = 1;

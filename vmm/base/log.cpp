@@ -5,9 +5,8 @@
 #include <cstdio>
 #include <ctime>
 #include <mutex>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "vmm/base/clock.h"
 
@@ -22,10 +21,14 @@ int g_fd = STDERR_FILENO;
 
 const char* level_name(Level l) {
     switch (l) {
-    case Level::Debug: return "debug";
-    case Level::Info: return "info";
-    case Level::Warn: return "warning";
-    case Level::Error: return "error";
+        case Level::Debug:
+            return "debug";
+        case Level::Info:
+            return "info";
+        case Level::Warn:
+            return "warning";
+        case Level::Error:
+            return "error";
     }
     return "info";
 }
@@ -55,15 +58,10 @@ void write(Level level, std::string_view message) {
     std::string line;
     if (g_format == Format::Json) {
         // The fields runc writes ("level", "msg", "time"), which containerd's shim reads back.
-        timespec now{};
-        ::clock_gettime(CLOCK_REALTIME, &now);
-        tm utc{};
-        ::gmtime_r(&now.tv_sec, &utc);
-        char stamp[64];
-        std::snprintf(stamp, sizeof stamp, "%04d-%02d-%02dT%02d:%02d:%02d.%09ldZ", utc.tm_year + 1900, utc.tm_mon + 1,
-                      utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec, now.tv_nsec);
-        nlohmann::json j = {
-            {"level", level_name(level)}, {"msg", message}, {"time", stamp}, {"t_ms", clock::ms_since_start()}};
+        nlohmann::json j = {{"level", level_name(level)},
+                            {"msg", message},
+                            {"time", clock::rfc3339_now()},
+                            {"t_ms", clock::ms_since_start()}};
         line = j.dump() + "\n";
     } else {
         line = g_program + ": " + (level >= Level::Warn ? std::string(level_name(level)) + ": " : "") +

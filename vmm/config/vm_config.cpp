@@ -30,20 +30,27 @@ const std::vector<ConfigKey>& vm_config_keys() {
         {"machine", "vcpus", "integer", "number of vCPUs, 1-254 (default 1)"},
         {"machine", "memory_mib", "integer", "guest RAM in MiB, at least 16 (default 128)"},
         {"machine", "hugepages", "boolean", "back guest RAM with 2 MiB hugepages (default false)"},
-        {"console", "output", "string", "where the serial console goes: stdout (default), stderr, none, unix:SOCKET, or a file path"},
+        {"console", "output", "string",
+         "where the serial console goes: stdout (default), stderr, none, unix:SOCKET, or a file path"},
         {"console", "input", "string", "serial console input: none (default) or stdin"},
         {"drive", "path", "path", "[[drive]] a raw disk image for virtio-blk (/dev/vda, /dev/vdb, ... in order)"},
         {"drive", "read_only", "boolean", "[[drive]] refuse guest writes (default false)"},
         {"drive", "direct", "boolean", "[[drive]] O_DIRECT: bypass the host page cache (default false)"},
         {"drive", "id", "string", "[[drive]] serial returned to the guest (at most 20 bytes)"},
         {"devices", "rng", "boolean", "virtio-rng entropy device from getrandom (default true)"},
-        {"vsock", "socket", "path", "virtio-vsock: the VM's Unix socket (host connects, sends CONNECT <port>); guest connections to port P go to <socket>_<P>"},
+        {"vsock", "socket", "path",
+         "virtio-vsock: the VM's Unix socket (host connects, sends CONNECT <port>); guest connections to port P go to "
+         "<socket>_<P>"},
         {"vsock", "cid", "integer", "the guest's vsock CID, at least 3 (default 3)"},
         {"net", "tap", "string", "virtio-net over this TAP interface (the guest's eth0)"},
         {"net", "mac", "string", "the guest's MAC, aa:bb:cc:dd:ee:ff (default: a random local one)"},
-        {"container", "wait_for_start", "boolean", "set the container up, then wait for {\"cmd\":\"start\"} on the API socket (OCI create/start)"},
-        {"api", "socket", "path", "the control socket: JSON lines (pause, resume, state, start, kill, resize; see vmm/api/API.md)"},
-        {"container", "config", "path", "run this OCI config.json's process through husk-agent: rootfs is the first drive, husk-vmm's stdio is the process's, its exit status is husk-vmm's"},
+        {"container", "wait_for_start", "boolean",
+         "set the container up, then wait for {\"cmd\":\"start\"} on the API socket (OCI create/start)"},
+        {"api", "socket", "path",
+         "the control socket: JSON lines (pause, resume, state, start, kill, resize; see vmm/api/API.md)"},
+        {"container", "config", "path",
+         "run this OCI config.json's process through husk-agent: rootfs is the first drive, husk-vmm's stdio is the "
+         "process's, its exit status is husk-vmm's"},
     };
     return keys;
 }
@@ -59,23 +66,30 @@ Result<VmConfig> parse_vm_toml(std::string_view text, std::string_view source, V
         if (table_name.str() == "drive") {
             auto* drives = node.as_array();
             if (!drives || !drives->is_array_of_tables())
-                return Error::from_string(where(source, node.source()) + ": `drive` must be an array of tables ([[drive]])");
+                return Error::from_string(where(source, node.source()) +
+                                          ": `drive` must be an array of tables ([[drive]])");
             for (auto&& d : *drives) {
                 DriveConfig drive;
                 for (auto&& [key, value] : *d.as_table()) {
                     std::string full = "drive." + std::string(key.str());
                     if (!find_key("drive", key.str()))
-                        return Error::from_string(where(source, value.source()) + ": unknown key `" + full + "` (see husk-vmm --help)");
+                        return Error::from_string(where(source, value.source()) + ": unknown key `" + full +
+                                                  "` (see husk-vmm --help)");
                     if (key.str() == "path" || key.str() == "id") {
                         auto v = value.value<std::string>();
-                        if (!v) return Error::from_string(where(source, value.source()) + ": `" + full + "` must be a string");
+                        if (!v)
+                            return Error::from_string(where(source, value.source()) + ": `" + full +
+                                                      "` must be a string");
                         (key.str() == "path" ? drive.path : drive.id) = *v;
                     } else {
-                        if (!value.is_boolean()) return Error::from_string(where(source, value.source()) + ": `" + full + "` must be a boolean");
+                        if (!value.is_boolean())
+                            return Error::from_string(where(source, value.source()) + ": `" + full +
+                                                      "` must be a boolean");
                         (key.str() == "read_only" ? drive.read_only : drive.direct) = *value.value<bool>();
                     }
                 }
-                if (drive.path.empty()) return Error::from_string(where(source, d.source()) + ": [[drive]] needs a path");
+                if (drive.path.empty())
+                    return Error::from_string(where(source, d.source()) + ": [[drive]] needs a path");
                 c.drives.push_back(std::move(drive));
             }
             continue;
@@ -87,7 +101,9 @@ Result<VmConfig> parse_vm_toml(std::string_view text, std::string_view source, V
         for (auto&& [key, value] : *table) {
             std::string full = std::string(table_name.str()) + "." + std::string(key.str());
             const ConfigKey* k = find_key(table_name.str(), key.str());
-            if (!k) return Error::from_string(where(source, value.source()) + ": unknown key `" + full + "` (see husk-vmm --help)");
+            if (!k)
+                return Error::from_string(where(source, value.source()) + ": unknown key `" + full +
+                                          "` (see husk-vmm --help)");
             auto bad_type = [&] {
                 return Error::from_string(where(source, value.source()) + ": `" + full + "` must be a " + k->type);
             };
@@ -95,30 +111,47 @@ Result<VmConfig> parse_vm_toml(std::string_view text, std::string_view source, V
             if (type == "path" || type == "string") {
                 auto s = value.value<std::string>();
                 if (!s) return bad_type();
-                if (full == "boot.kernel") c.kernel = *s;
-                else if (full == "boot.initramfs") c.initramfs = *s;
-                else if (full == "boot.cmdline") c.cmdline = *s;
-                else if (full == "boot.entry") c.entry = *s;
-                else if (full == "console.output") c.console_output = *s;
-                else if (full == "console.input") c.console_input = *s;
-                else if (full == "vsock.socket") c.vsock_socket = *s;
-                else if (full == "net.tap") c.net_tap = *s;
-                else if (full == "net.mac") c.net_mac = *s;
-                else if (full == "container.config") c.container_config = *s;
-                else if (full == "api.socket") c.api_socket = *s;
+                if (full == "boot.kernel")
+                    c.kernel = *s;
+                else if (full == "boot.initramfs")
+                    c.initramfs = *s;
+                else if (full == "boot.cmdline")
+                    c.cmdline = *s;
+                else if (full == "boot.entry")
+                    c.entry = *s;
+                else if (full == "console.output")
+                    c.console_output = *s;
+                else if (full == "console.input")
+                    c.console_input = *s;
+                else if (full == "vsock.socket")
+                    c.vsock_socket = *s;
+                else if (full == "net.tap")
+                    c.net_tap = *s;
+                else if (full == "net.mac")
+                    c.net_mac = *s;
+                else if (full == "container.config")
+                    c.container_config = *s;
+                else if (full == "api.socket")
+                    c.api_socket = *s;
             } else if (type == "integer") {
                 auto v = value.value<int64_t>();
                 if (!v || !value.is_integer()) return bad_type();
                 if (*v < 0 || *v > UINT32_MAX)
                     return Error::from_string(where(source, value.source()) + ": `" + full + "` is out of range");
-                if (full == "vsock.cid") c.vsock_cid = uint64_t(*v);
-                else if (full == "machine.vcpus") c.vcpus = uint32_t(*v);
-                else if (full == "machine.memory_mib") c.memory_mib = uint32_t(*v);
+                if (full == "vsock.cid")
+                    c.vsock_cid = uint64_t(*v);
+                else if (full == "machine.vcpus")
+                    c.vcpus = uint32_t(*v);
+                else if (full == "machine.memory_mib")
+                    c.memory_mib = uint32_t(*v);
             } else if (type == "boolean") {
                 if (!value.is_boolean()) return bad_type();
-                if (full == "machine.hugepages") c.hugepages = *value.value<bool>();
-                else if (full == "devices.rng") c.rng = *value.value<bool>();
-                else if (full == "container.wait_for_start") c.container_wait_for_start = *value.value<bool>();
+                if (full == "machine.hugepages")
+                    c.hugepages = *value.value<bool>();
+                else if (full == "devices.rng")
+                    c.rng = *value.value<bool>();
+                else if (full == "container.wait_for_start")
+                    c.container_wait_for_start = *value.value<bool>();
             }
         }
     }
@@ -127,16 +160,21 @@ Result<VmConfig> parse_vm_toml(std::string_view text, std::string_view source, V
 
 Result<void> validate(const VmConfig& c) {
     if (c.kernel.empty()) return Error::from_string("no kernel given: set boot.kernel in vm.toml or pass --kernel");
-    if (c.vcpus < 1 || c.vcpus > 254) return Error::from_string("machine.vcpus must be between 1 and 254, not " + std::to_string(c.vcpus));
-    if (c.memory_mib < 16) return Error::from_string("machine.memory_mib must be at least 16, not " + std::to_string(c.memory_mib));
+    if (c.vcpus < 1 || c.vcpus > 254)
+        return Error::from_string("machine.vcpus must be between 1 and 254, not " + std::to_string(c.vcpus));
+    if (c.memory_mib < 16)
+        return Error::from_string("machine.memory_mib must be at least 16, not " + std::to_string(c.memory_mib));
     if (c.memory_mib > (1u << 20)) return Error::from_string("machine.memory_mib must be at most 1048576 (1 TiB)");
-    if (c.hugepages && c.memory_mib % 2) return Error::from_string("machine.memory_mib must be even with hugepages (2 MiB pages)");
+    if (c.hugepages && c.memory_mib % 2)
+        return Error::from_string("machine.memory_mib must be even with hugepages (2 MiB pages)");
     if (c.entry != "auto" && c.entry != "pvh" && c.entry != "linux64")
         return Error::from_string("boot.entry must be auto, pvh or linux64, not `" + c.entry + "`");
     if (c.console_input != "none" && c.console_input != "stdin")
         return Error::from_string("console.input must be none or stdin, not `" + c.console_input + "`");
     if (c.console_output.empty()) return Error::from_string("console.output must not be empty (use none)");
-    if (c.vsock_cid < 3) return Error::from_string("vsock.cid must be at least 3 (0-2 are reserved), not " + std::to_string(c.vsock_cid));
+    if (c.vsock_cid < 3)
+        return Error::from_string("vsock.cid must be at least 3 (0-2 are reserved), not " +
+                                  std::to_string(c.vsock_cid));
     if (c.drives.size() + (c.rng ? 1 : 0) + (c.vsock_socket.empty() ? 0 : 1) + (c.net_tap.empty() ? 0 : 1) >
         kMaxVirtioDevices)
         return Error::from_string("too many virtio devices (at most " + std::to_string(kMaxVirtioDevices) + ")");
@@ -151,7 +189,8 @@ Result<void> parse_vsock_flag(std::string_view text, VmConfig& c) {
     if (c.vsock_socket.empty()) return Error::from_string("--vsock needs a socket path (PATH[,cid=N])");
     if (comma == std::string_view::npos) return {};
     std::string_view opt = text.substr(comma + 1);
-    if (opt.rfind("cid=", 0) != 0) return Error::from_string("--vsock " + std::string(text) + ": expected PATH[,cid=N]");
+    if (opt.rfind("cid=", 0) != 0)
+        return Error::from_string("--vsock " + std::string(text) + ": expected PATH[,cid=N]");
     try {
         size_t used = 0;
         c.vsock_cid = std::stoull(std::string(opt.substr(4)), &used);
@@ -179,7 +218,8 @@ Result<DriveConfig> parse_drive_flag(std::string_view text) {
     bool first = true;
     while (start <= text.size()) {
         size_t comma = text.find(',', start);
-        std::string_view part = text.substr(start, comma == std::string_view::npos ? std::string_view::npos : comma - start);
+        std::string_view part =
+            text.substr(start, comma == std::string_view::npos ? std::string_view::npos : comma - start);
         if (first) {
             d.path = part;
             first = false;

@@ -35,8 +35,9 @@ struct VmConfig {
     uint32_t memory_mib = 128;
     bool hugepages = false;
     // [console]
-    std::string console_output = "auto";  // auto (stdout; none with a container) | stdout | stderr | none | unix:SOCKET | a file path
-    std::string console_input = "none";     // stdin | none
+    std::string console_output =
+        "auto";  // auto (stdout; none with a container) | stdout | stderr | none | unix:SOCKET | a file path
+    std::string console_input = "none";  // stdin | none
     // [[drive]]: virtio-blk disks, in order (/dev/vda, /dev/vdb, ...)
     std::vector<DriveConfig> drives;
     // [devices]

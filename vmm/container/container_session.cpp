@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <chrono>
 
+#include "agent/stdio_relay.h"
 #include "vmm/base/clock.h"
 #include "vmm/base/log.h"
 #include "vmm/base/system.h"
@@ -47,8 +48,10 @@ Result<AgentSpecs> agent_specs_for(const oci::Spec& spec) {
         // Binds name host paths; the runtime copies such files into the rootfs
         // image and rewrites the source to their path there (agent/PROTOCOL.md).
         if (is_bind(m)) {
-            if (m.source.rfind("/.husk/", 0) == 0) c.mounts.push_back({m.destination, "bind", m.source, m.options});
-            else out.skipped_mounts.push_back(m.destination + " (bind of a host path)");
+            if (m.source.rfind("/.husk/", 0) == 0)
+                c.mounts.push_back({m.destination, "bind", m.source, m.options});
+            else
+                out.skipped_mounts.push_back(m.destination + " (bind of a host path)");
             continue;
         }
         if (!guest_can_mount(m)) {
@@ -57,9 +60,13 @@ Result<AgentSpecs> agent_specs_for(const oci::Spec& spec) {
         }
         c.mounts.push_back({m.destination, m.type, m.source, m.options});
     }
-    const oci::Process& p = *spec.process;
-    agent::ProcessSpec& s = out.process;
-    s.exec_id = std::string(agent::kInitId);
+    out.process = process_spec_for(*spec.process, std::string(agent::kInitId));
+    return out;
+}
+
+agent::ProcessSpec process_spec_for(const oci::Process& p, std::string exec_id) {
+    agent::ProcessSpec s;
+    s.exec_id = std::move(exec_id);
     s.args = p.args;
     s.env = p.env;
     s.cwd = p.cwd;
@@ -75,11 +82,14 @@ Result<AgentSpecs> agent_specs_for(const oci::Spec& spec) {
     s.cols = p.console_width;
     s.attach = p.terminal ? (agent::kAttachStdin | agent::kAttachStdout)
                           : (agent::kAttachStdin | agent::kAttachStdout | agent::kAttachStderr);
-    return out;
+    return s;
 }
 
 ContainerSession::ContainerSession(AgentSpecs specs, agent::Endpoint endpoint, Options options, Callbacks callbacks)
-    : m_specs(std::move(specs)), m_endpoint(std::move(endpoint)), m_options(options), m_callbacks(std::move(callbacks)) {}
+    : m_specs(std::move(specs)),
+      m_endpoint(std::move(endpoint)),
+      m_options(options),
+      m_callbacks(std::move(callbacks)) {}
 
 void ContainerSession::report_ready(const std::string& line) {
     if (m_options.ready_fd < 0) return;
@@ -90,10 +100,14 @@ void ContainerSession::report_ready(const std::string& line) {
 
 const char* ContainerSession::to_string(Status status) {
     switch (status) {
-    case Status::Creating: return "creating";
-    case Status::Created: return "created";
-    case Status::Running: return "running";
-    case Status::Stopped: return "stopped";
+        case Status::Creating:
+            return "creating";
+        case Status::Created:
+            return "created";
+        case Status::Running:
+            return "running";
+        case Status::Stopped:
+            return "stopped";
     }
     return "unknown";
 }
@@ -189,34 +203,6 @@ bool ContainerSession::forward_signal(int sig) {
     return true;
 }
 
-void ContainerSession::relay_stdin(int stream) {
-    char buf[65536];
-    for (;;) {
-        pollfd fds[2] = {{STDIN_FILENO, POLLIN, 0}, {m_stop.get(), POLLIN, 0}};
-        if (::poll(fds, 2, -1) < 0) {
-            if (errno == EINTR) continue;
-            break;
-        }
-        if (fds[1].revents) return;
-        ssize_t n = ::read(STDIN_FILENO, buf, sizeof buf);
-        if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
-        if (n <= 0) break;
-        if (!sys::write_all(stream, std::string_view(buf, size_t(n)))) return;
-    }
-    ::shutdown(stream, SHUT_WR);  // the process reads end of file
-}
-
-void ContainerSession::relay_output(int stream, int fd) {
-    char buf[65536];
-    for (;;) {
-        ssize_t n = ::read(stream, buf, sizeof buf);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return;
-        // A closed stdout (EPIPE) drops the rest but keeps reading, so the guest never stalls.
-        (void)sys::write_all(fd, std::string_view(buf, size_t(n)));
-    }
-}
-
 Result<int> ContainerSession::run() {
     // The agent listens once the guest booted; short attempts keep the session cancellable.
     auto give_up = std::chrono::steady_clock::now() + std::chrono::minutes(2);
@@ -226,7 +212,8 @@ Result<int> ContainerSession::run() {
             std::lock_guard guard(m_lock);
             if (m_cancelled) return Error::from_string("the VM stopped before its agent answered", ECANCELED);
         }
-        auto attempt = agent::AgentClient::connect(m_endpoint, std::chrono::steady_clock::now() + std::chrono::milliseconds(200));
+        auto attempt =
+            agent::AgentClient::connect(m_endpoint, std::chrono::steady_clock::now() + std::chrono::milliseconds(200));
         if (attempt) {
             client = attempt.release_value();
             break;
@@ -244,7 +231,8 @@ Result<int> ContainerSession::run() {
     auto phase = [](const char* what) { log::debug("container: {} at {:.3f} ms", what, clock::ms_since_start()); };
     std::string version = TRY(c->hello());
     phase("agent ready");
-    for (const auto& skipped : m_specs.skipped_mounts) log::warn("mount {} cannot be made in the guest; skipped", skipped);
+    for (const auto& skipped : m_specs.skipped_mounts)
+        log::warn("mount {} cannot be made in the guest; skipped", skipped);
     TRY(c->setup_container(m_specs.container));
     phase("container set up");
 
@@ -270,10 +258,10 @@ Result<int> ContainerSession::run() {
         m_stdout = std::move(out);
         m_stderr = std::move(err);
     }
-    std::thread out_thread(relay_output, m_stdout.get(), STDOUT_FILENO);
+    std::thread out_thread(agent::relay_output, m_stdout.get(), STDOUT_FILENO);
     std::thread err_thread;
-    if (m_stderr) err_thread = std::thread(relay_output, m_stderr.get(), STDERR_FILENO);
-    m_stdin_thread = std::thread([this] { relay_stdin(m_stdin.get()); });
+    if (m_stderr) err_thread = std::thread(agent::relay_output, m_stderr.get(), STDERR_FILENO);
+    m_stdin_thread = std::thread([this] { agent::relay_input(STDIN_FILENO, m_stdin.get(), m_stop.get()); });
     {
         std::unique_lock lock(m_lock);
         m_status = Status::Created;

@@ -31,6 +31,8 @@ struct AgentSpecs {
     std::vector<std::string> skipped_mounts;  // mounts the guest cannot honour, for the log
 };
 Result<AgentSpecs> agent_specs_for(const oci::Spec& spec);
+// An OCI process as the agent runs it (every stdio channel attached; a terminal has no stderr).
+agent::ProcessSpec process_spec_for(const oci::Process& process, std::string exec_id);
 
 class ContainerSession {
 public:
@@ -67,8 +69,6 @@ public:
 
 private:
     Result<int> run();
-    void relay_stdin(int stream);
-    static void relay_output(int stream, int fd);
 
     void report_ready(const std::string& line);
 
@@ -84,7 +84,7 @@ private:
     bool m_cancelled = false;
     std::condition_variable m_done;
     UniqueFd m_stdin, m_stdout, m_stderr;  // the stdio streams; shut down to end the relays early
-    UniqueFd m_stop;  // eventfd: ends the stdin relay
+    UniqueFd m_stop;                       // eventfd: ends the stdin relay
     std::thread m_stdin_thread;
 };
 
