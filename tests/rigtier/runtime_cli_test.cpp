@@ -40,8 +40,14 @@ protected:
             {"mounts", {{{"destination", "/proc"}, {"type", "proc"}, {"source", "proc"}}}}};
         std::ofstream(m_dir + "/bundle/config.json") << c.dump();
     }
+    // Output goes through files: husk-vmm, started by create and run --detach,
+    // inherits stdio and outlives the command, so pipes would never end.
     ProcessResult husk(const std::string& args) {
-        return shell(env("HUSK_RUNTIME") + " --root " + m_dir + "/state " + args + " </dev/null");
+        auto r = shell(env("HUSK_RUNTIME") + " --root " + m_dir + "/state " + args + " </dev/null >" + m_dir +
+                       "/out 2>" + m_dir + "/err");
+        r.out = shell("cat " + m_dir + "/out").out;
+        r.err = shell("cat " + m_dir + "/err").out;
+        return r;
     }
     std::string status(const std::string& id) {
         auto r = husk("state " + id);
@@ -99,7 +105,7 @@ TEST_F(RuntimeCli, SetupErrorInTheGuestLeavesNothing) {
     EXPECT_EQ(r.exit_status, 1);
     EXPECT_NE(r.err.find("chdir to cwd `/no/such/dir`"), std::string::npos) << r.err;
     EXPECT_FALSE(fs::exists(m_dir + "/state/box"));
-    EXPECT_EQ(shell("pgrep -f 'husk-vmm.*husk-cli-rig' | wc -l").out, "0\n");
+    EXPECT_EQ(shell("pgrep -f '[h]usk-vmm.*husk-cli-rig' | wc -l").out, "0\n");
 }
 
 TEST_F(RuntimeCli, RunWaitsAndPassesTheStatus) {
