@@ -491,6 +491,14 @@ Result<int> Vmm::run() {
     kick_all_vcpus();
     for (auto& t : m_threads) t.join();
     m_threads.clear();
+    // What the guest sent just before it stopped (vsock data a host reader was
+    // slow to take) still goes out: the event loop runs on, for at most 2 s.
+    for (int waited = 0; waited < 2000; waited += 5) {
+        bool pending = false;
+        for (auto& t : m_virtio) pending = pending || t->has_pending_output();
+        if (!pending) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
     m_api.reset();
     m_container.reset();  // ends its threads before the devices they talk through
     std::lock_guard guard(m_exit_lock);

@@ -164,6 +164,13 @@ static void do_vsock_send(unsigned port, unsigned long long bytes) {
         if (w <= 0) break;
         sent += (unsigned long long)w;
     }
+    /* close() does not wait for queued data to leave the guest; a reboot right
+     * after it could lose the tail. Half-close and wait for the host's end. */
+    shutdown(s, SHUT_WR);
+    struct pollfd p = {.fd = s, .events = POLLIN};
+    char sink[256];
+    while (poll(&p, 1, 10000) > 0 && read(s, sink, sizeof sink) > 0) {
+    }
     close(s);
     say("vsock sent %llu bytes", sent);
 }

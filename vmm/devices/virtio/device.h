@@ -57,6 +57,9 @@ public:
     virtual void queue_notify(size_t index) = 0;
     // Device reset (status 0): drop all state; in-flight I/O completes into nothing. ctx.lock held.
     virtual void reset() = 0;
+    // Guest data accepted but not yet handed to the host (a socket that was
+    // slow to read); the VMM lets it drain before it exits. ctx.lock held.
+    virtual bool has_pending_output() const { return false; }
 };
 
 // Interrupts the driver if it wants to hear about the used buffers added to `queue`

@@ -44,6 +44,10 @@ public:
 
     // A queue notification as the ioeventfd delivers it (event loop thread).
     void queue_notify(size_t index) { on_queue_notify(index); }
+    bool has_pending_output() const {
+        std::lock_guard guard(m_lock);
+        return m_device->has_pending_output();
+    }
 
     uint32_t status() const;
     uint32_t interrupt_status() const;

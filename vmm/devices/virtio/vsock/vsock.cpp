@@ -1,5 +1,6 @@
 #include "vmm/devices/virtio/vsock/vsock.h"
 
+#include <fmt/format.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -10,8 +11,6 @@
 #include <cstring>
 #include <functional>
 #include <string_view>
-
-#include <fmt/format.h>
 
 #include "vmm/base/log.h"
 #include "vmm/base/system.h"
@@ -48,9 +47,9 @@ struct Vsock::Connection {
     std::string out;             // guest -> host, not yet written
     std::string in;              // host -> guest, read but not yet delivered
     bool read_armed = false, write_armed = false;
-    bool host_eof = false;       // the socket reached EOF
-    bool eof_reported = false;   // SHUTDOWN(SEND) delivered to the guest
-    bool guest_sent_all = false; // the guest will send no more: SHUT_WR once `out` drains
+    bool host_eof = false;        // the socket reached EOF
+    bool eof_reported = false;    // SHUTDOWN(SEND) delivered to the guest
+    bool guest_sent_all = false;  // the guest will send no more: SHUT_WR once `out` drains
 
     uint32_t peer_free() const { return peer_buf_alloc - (tx_cnt - peer_fwd_cnt); }
 };
@@ -66,7 +65,8 @@ Result<std::unique_ptr<Vsock>> Vsock::create(const VsockOptions& o) {
     // A stale socket from a dead VMM is replaced; anything else at the path is kept.
     struct stat st {};
     if (::lstat(o.socket_path.c_str(), &st) == 0) {
-        if (!S_ISSOCK(st.st_mode)) return Error::from_string("vsock socket path `" + o.socket_path + "` exists and is not a socket", EEXIST);
+        if (!S_ISSOCK(st.st_mode))
+            return Error::from_string("vsock socket path `" + o.socket_path + "` exists and is not a socket", EEXIST);
         auto probe = TRY(unix_socket());
         if (::connect(probe.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 || errno == EAGAIN)
             return Error::from_string("vsock socket `" + o.socket_path + "` is in use by another VMM", EADDRINUSE);
@@ -79,7 +79,15 @@ Result<std::unique_ptr<Vsock>> Vsock::create(const VsockOptions& o) {
     return std::unique_ptr<Vsock>(new Vsock(o, std::move(fd)));
 }
 
-Vsock::~Vsock() { ::unlink(m_options.socket_path.c_str()); }
+bool Vsock::has_pending_output() const {
+    for (const auto& [key, c] : m_conns)
+        if (!c->out.empty()) return true;
+    return false;
+}
+
+Vsock::~Vsock() {
+    ::unlink(m_options.socket_path.c_str());
+}
 
 void Vsock::read_config(uint64_t offset, std::span<uint8_t> data) const {
     uint64_t cid = m_options.guest_cid;
@@ -135,7 +143,9 @@ void Vsock::send_control(uint16_t op, uint32_t host_port, uint32_t guest_port, u
     m_control.push_back(h);
 }
 
-void Vsock::send_credit(Connection& c, uint16_t op) { send_control(op, c.host_port, c.guest_port); }
+void Vsock::send_credit(Connection& c, uint16_t op) {
+    send_control(op, c.host_port, c.guest_port);
+}
 
 void Vsock::close(const Key& key, bool send_rst) {
     if (send_rst) send_control(kOpRst, key.first, key.second);
@@ -203,68 +213,68 @@ void Vsock::handle_packet(const Header& hdr, std::span<const uint8_t> payload) {
         c->peer_fwd_cnt = hdr.fwd_cnt;
     }
     switch (hdr.op) {
-    case kOpRequest: {
-        if (c) return close(key, true);  // duplicate request
-        auto sock = unix_socket();
-        auto addr = sys::unix_address(fmt::format("{}_{}", m_options.socket_path, hdr.dst_port));
-        if (sock.is_error() || addr.is_error() ||
-            ::connect(sock.value().get(), reinterpret_cast<sockaddr*>(&addr.value()), sizeof addr.value()) < 0) {
-            send_control(kOpRst, hdr.dst_port, hdr.src_port);
+        case kOpRequest: {
+            if (c) return close(key, true);  // duplicate request
+            auto sock = unix_socket();
+            auto addr = sys::unix_address(fmt::format("{}_{}", m_options.socket_path, hdr.dst_port));
+            if (sock.is_error() || addr.is_error() ||
+                ::connect(sock.value().get(), reinterpret_cast<sockaddr*>(&addr.value()), sizeof addr.value()) < 0) {
+                send_control(kOpRst, hdr.dst_port, hdr.src_port);
+                return;
+            }
+            auto conn = std::make_unique<Connection>();
+            conn->id = m_next_id++;
+            conn->host_port = hdr.dst_port;
+            conn->guest_port = hdr.src_port;
+            conn->sock = sock.release_value();
+            conn->established = true;
+            conn->peer_buf_alloc = hdr.buf_alloc;
+            conn->peer_fwd_cnt = hdr.fwd_cnt;
+            Connection& ref = *conn;
+            m_conns[key] = std::move(conn);
+            send_control(kOpResponse, key.first, key.second);
+            arm_read(ref);
             return;
         }
-        auto conn = std::make_unique<Connection>();
-        conn->id = m_next_id++;
-        conn->host_port = hdr.dst_port;
-        conn->guest_port = hdr.src_port;
-        conn->sock = sock.release_value();
-        conn->established = true;
-        conn->peer_buf_alloc = hdr.buf_alloc;
-        conn->peer_fwd_cnt = hdr.fwd_cnt;
-        Connection& ref = *conn;
-        m_conns[key] = std::move(conn);
-        send_control(kOpResponse, key.first, key.second);
-        arm_read(ref);
-        return;
-    }
-    case kOpResponse: {
-        if (!c || c->established || !c->host_initiated) return close(key, true);
-        c->established = true;
-        std::string ok = fmt::format("OK {}\n", c->host_port);
-        [[maybe_unused]] ssize_t n = ::send(c->sock.get(), ok.data(), ok.size(), MSG_NOSIGNAL);
-        arm_read(*c);
-        return;
-    }
-    case kOpRw: {
-        if (!c || !c->established) return close(key, true);
-        // The guest must respect our credit: more than buf_alloc outstanding is a protocol violation.
-        if (c->out.size() + payload.size() > kBufAlloc) return close(key, true);
-        c->out.append(reinterpret_cast<const char*>(payload.data()), payload.size());
-        flush_to_socket(*c);
-        return;
-    }
-    case kOpCreditUpdate:
-        if (c) arm_read(*c);  // more room in the guest: read on
-        return;
-    case kOpCreditRequest:
-        if (c) send_credit(*c, kOpCreditUpdate);
-        return;
-    case kOpShutdown:
-        if (!c) return;
-        if ((hdr.flags & kShutdownRcv) && (hdr.flags & kShutdownSend)) {
-            // Both directions done: flush what we hold, then reset (§5.10.6.5).
+        case kOpResponse: {
+            if (!c || c->established || !c->host_initiated) return close(key, true);
+            c->established = true;
+            std::string ok = fmt::format("OK {}\n", c->host_port);
+            [[maybe_unused]] ssize_t n = ::send(c->sock.get(), ok.data(), ok.size(), MSG_NOSIGNAL);
+            arm_read(*c);
+            return;
+        }
+        case kOpRw: {
+            if (!c || !c->established) return close(key, true);
+            // The guest must respect our credit: more than buf_alloc outstanding is a protocol violation.
+            if (c->out.size() + payload.size() > kBufAlloc) return close(key, true);
+            c->out.append(reinterpret_cast<const char*>(payload.data()), payload.size());
             flush_to_socket(*c);
+            return;
+        }
+        case kOpCreditUpdate:
+            if (c) arm_read(*c);  // more room in the guest: read on
+            return;
+        case kOpCreditRequest:
+            if (c) send_credit(*c, kOpCreditUpdate);
+            return;
+        case kOpShutdown:
+            if (!c) return;
+            if ((hdr.flags & kShutdownRcv) && (hdr.flags & kShutdownSend)) {
+                // Both directions done: flush what we hold, then reset (§5.10.6.5).
+                flush_to_socket(*c);
+                return close(key, true);
+            }
+            if (hdr.flags & kShutdownSend) {
+                c->guest_sent_all = true;
+                flush_to_socket(*c);
+            }
+            return;
+        case kOpRst:
+            if (c) close(key, false);
+            return;
+        default:
             return close(key, true);
-        }
-        if (hdr.flags & kShutdownSend) {
-            c->guest_sent_all = true;
-            flush_to_socket(*c);
-        }
-        return;
-    case kOpRst:
-        if (c) close(key, false);
-        return;
-    default:
-        return close(key, true);
     }
 }
 
@@ -306,7 +316,8 @@ void Vsock::process_rx() {
             m_ctx.fail(Error::from_string("virtio-vsock: rx buffer smaller than a packet header", EPROTO));
             return false;
         }
-        std::string_view data = fill(size_t(std::min<uint64_t>(chain.writable_bytes() - sizeof(Header), kMaxPacketPayload)));
+        std::string_view data =
+            fill(size_t(std::min<uint64_t>(chain.writable_bytes() - sizeof(Header), kMaxPacketPayload)));
         h.len = uint32_t(data.size());
         // Scatter header then payload over the writable buffers.
         std::string bytes(reinterpret_cast<const char*>(&h), sizeof h);

@@ -31,7 +31,7 @@ struct VsockOptions {
 class Vsock final : public VirtioDevice {
 public:
     static constexpr uint16_t kQueueSize = 256;
-    static constexpr uint32_t kBufAlloc = 256 * 1024;     // per-connection buffer we advertise
+    static constexpr uint32_t kBufAlloc = 256 * 1024;  // per-connection buffer we advertise
     static constexpr uint32_t kMaxPacketPayload = 64 * 1024;
     static constexpr uint32_t kFirstHostPort = 1u << 30;  // ports for host-initiated connections
 
@@ -48,6 +48,7 @@ public:
     void reset() override;
 
     size_t connection_count() const { return m_conns.size(); }
+    bool has_pending_output() const override;
 
 private:
     struct Connection;
