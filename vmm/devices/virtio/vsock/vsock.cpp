@@ -50,6 +50,7 @@ struct Vsock::Connection {
     bool host_eof = false;        // the socket reached EOF
     bool eof_reported = false;    // SHUTDOWN(SEND) delivered to the guest
     bool guest_sent_all = false;  // the guest will send no more: SHUT_WR once `out` drains
+    bool guest_closed = false;    // the guest shut both ways: reset once `out` drains
 
     uint32_t peer_free() const { return peer_buf_alloc - (tx_cnt - peer_fwd_cnt); }
 };
@@ -261,9 +262,12 @@ void Vsock::handle_packet(const Header& hdr, std::span<const uint8_t> payload) {
         case kOpShutdown:
             if (!c) return;
             if ((hdr.flags & kShutdownRcv) && (hdr.flags & kShutdownSend)) {
-                // Both directions done: flush what we hold, then reset (§5.10.6.5).
+                // Both directions done: what we hold still goes to the host, then
+                // the reset (§5.10.6.5). A slow host reader only delays it.
+                c->guest_sent_all = true;
+                c->guest_closed = true;
                 flush_to_socket(*c);
-                return close(key, true);
+                return;
             }
             if (hdr.flags & kShutdownSend) {
                 c->guest_sent_all = true;
@@ -293,6 +297,7 @@ void Vsock::flush_to_socket(Connection& c) {
         c.fwd_cnt += uint32_t(n);
     }
     if (c.out.empty() && c.guest_sent_all) ::shutdown(c.sock.get(), SHUT_WR);
+    if (c.out.empty() && c.guest_closed) return close({c.host_port, c.guest_port}, true);
     // Tell the guest about freed space before it runs dry.
     if (c.fwd_cnt - c.last_fwd_sent >= kBufAlloc / 4) send_credit(c, kOpCreditUpdate);
 }
