@@ -502,9 +502,12 @@ Result<int> Vmm::run() {
     m_api.reset();
     m_container.reset();  // ends its threads before the devices they talk through
     std::lock_guard guard(m_exit_lock);
-    if (m_exit_status == kExitGuestCrash || m_exit_status == kExitVmmError)
-        log::error("{}", m_exit_reason);
-    else
+    if (m_exit_status == kExitGuestCrash || m_exit_status == kExitVmmError) log::error("{}", m_exit_reason);
+    // A crash's best witness is the guest's console, which may not have been shown.
+    if (m_exit_status == kExitGuestCrash && m_serial) {
+        if (std::string tail = m_serial->recent_output(); !tail.empty())
+            log::error("the guest console's last lines:\n{}", tail);
+    } else
         log::info("{}", m_exit_reason);
     // The container's process exited and the guest powered off after it: that status is ours.
     if (m_container_status && m_exit_status == 0) return *m_container_status;

@@ -53,37 +53,37 @@ void Serial::update_interrupt() {
 uint8_t Serial::read_register(uint64_t offset) {
     if ((m_lcr & kLcrDlab) && offset <= kIer) return offset == kData ? m_dll : m_dlm;
     switch (offset) {
-    case kData: {
-        if (m_input.empty()) return 0;
-        uint8_t b = m_input.front();
-        m_input.pop_front();
-        update_interrupt();
-        return b;
-    }
-    case kIer:
-        return m_ier;
-    case kIir: {
-        uint8_t id = interrupt_id();
-        // Reading IIR acknowledges a THRE interrupt.
-        if (id == kIirThre) m_thre_pending = false;
-        update_interrupt();
-        return uint8_t(id | (m_fifo_enabled ? kIirFifo : 0));
-    }
-    case kLcr:
-        return m_lcr;
-    case kMcr:
-        return m_mcr;
-    case kLsr:
-        return uint8_t(kLsrThre | kLsrTemt | (m_input.empty() ? 0 : kLsrDataReady));
-    case kMsr:
-        if (m_mcr & kMcrLoop)
-            return uint8_t(((m_mcr & kMcrRts) ? kMsrCts : 0) | ((m_mcr & kMcrDtr) ? kMsrDsr : 0) |
-                           ((m_mcr & kMcrOut1) ? kMsrRi : 0) | ((m_mcr & kMcrOut2) ? kMsrDcd : 0));
-        return kMsrDcd | kMsrDsr | kMsrCts;
-    case kScr:
-        return m_scr;
-    default:
-        return 0xff;
+        case kData: {
+            if (m_input.empty()) return 0;
+            uint8_t b = m_input.front();
+            m_input.pop_front();
+            update_interrupt();
+            return b;
+        }
+        case kIer:
+            return m_ier;
+        case kIir: {
+            uint8_t id = interrupt_id();
+            // Reading IIR acknowledges a THRE interrupt.
+            if (id == kIirThre) m_thre_pending = false;
+            update_interrupt();
+            return uint8_t(id | (m_fifo_enabled ? kIirFifo : 0));
+        }
+        case kLcr:
+            return m_lcr;
+        case kMcr:
+            return m_mcr;
+        case kLsr:
+            return uint8_t(kLsrThre | kLsrTemt | (m_input.empty() ? 0 : kLsrDataReady));
+        case kMsr:
+            if (m_mcr & kMcrLoop)
+                return uint8_t(((m_mcr & kMcrRts) ? kMsrCts : 0) | ((m_mcr & kMcrDtr) ? kMsrDsr : 0) |
+                               ((m_mcr & kMcrOut1) ? kMsrRi : 0) | ((m_mcr & kMcrOut2) ? kMsrDcd : 0));
+            return kMsrDcd | kMsrDsr | kMsrCts;
+        case kScr:
+            return m_scr;
+        default:
+            return 0xff;
     }
 }
 
@@ -93,39 +93,39 @@ void Serial::write_register(uint64_t offset, uint8_t value) {
         return;
     }
     switch (offset) {
-    case kData:
-        if (m_mcr & kMcrLoop) {
-            if (m_input.size() < kInputLimit) m_input.push_back(value);
-        } else {
-            transmit(value);
+        case kData:
+            if (m_mcr & kMcrLoop) {
+                if (m_input.size() < kInputLimit) m_input.push_back(value);
+            } else {
+                transmit(value);
+            }
+            m_thre_pending = true;
+            update_interrupt();
+            break;
+        case kIer: {
+            bool thri_enabled = !(m_ier & kIerThri) && (value & kIerThri);
+            m_ier = value & 0x0f;
+            // THR is always empty: enabling THRI raises it at once.
+            if (thri_enabled) m_thre_pending = true;
+            update_interrupt();
+            break;
         }
-        m_thre_pending = true;
-        update_interrupt();
-        break;
-    case kIer: {
-        bool thri_enabled = !(m_ier & kIerThri) && (value & kIerThri);
-        m_ier = value & 0x0f;
-        // THR is always empty: enabling THRI raises it at once.
-        if (thri_enabled) m_thre_pending = true;
-        update_interrupt();
-        break;
-    }
-    case kIir:  // FCR
-        m_fifo_enabled = value & 0x01;
-        if (value & 0x02) m_input.clear();
-        update_interrupt();
-        break;
-    case kLcr:
-        m_lcr = value;
-        break;
-    case kMcr:
-        m_mcr = value & 0x1f;
-        break;
-    case kScr:
-        m_scr = value;
-        break;
-    default:
-        break;  // LSR and MSR are read-only
+        case kIir:  // FCR
+            m_fifo_enabled = value & 0x01;
+            if (value & 0x02) m_input.clear();
+            update_interrupt();
+            break;
+        case kLcr:
+            m_lcr = value;
+            break;
+        case kMcr:
+            m_mcr = value & 0x1f;
+            break;
+        case kScr:
+            m_scr = value;
+            break;
+        default:
+            break;  // LSR and MSR are read-only
     }
 }
 
@@ -138,14 +138,17 @@ void Serial::transmit(uint8_t byte) {
         // A closed or full console must not stop the guest: drop the byte.
     }
     if (byte == '\n') {
+        // The last lines are kept for the report of a guest crash.
+        m_recent.push_back(std::move(m_line));
+        if (m_recent.size() > kRecentLines) m_recent.pop_front();
         m_line.clear();
     } else if (m_line.size() < 256) {
         m_line.push_back(char(byte));
         if (!m_panic && m_line.find(kPanicBanner) != std::string::npos) m_panic = true;
         if (!m_power_down && m_line.find(kPowerDownBanner) != std::string::npos) m_power_down = true;
         if (!m_restart && m_line.find(kRestartBanner) != std::string::npos) m_restart = true;
-        if (!m_halted && (m_line.find(kHaltBanner) != std::string::npos ||
-                          m_line.find(kPowerDownBanner) != std::string::npos)) {
+        if (!m_halted &&
+            (m_line.find(kHaltBanner) != std::string::npos || m_line.find(kPowerDownBanner) != std::string::npos)) {
             m_halted = true;
             if (m_on_halt) m_on_halt();
         }
@@ -159,6 +162,13 @@ void Serial::enqueue_input(std::span<const uint8_t> bytes) {
         m_input.push_back(b);
     }
     update_interrupt();
+}
+
+std::string Serial::recent_output() const {
+    std::lock_guard guard(m_lock);
+    std::string out;
+    for (const auto& line : m_recent) out += line + "\n";
+    return out + m_line;
 }
 
 bool Serial::saw_restart() const {

@@ -32,6 +32,8 @@ public:
 
     // Host -> guest bytes (console input).
     void enqueue_input(std::span<const uint8_t> bytes);
+    // The console's last lines (at most 12, each cut at 256 bytes), printed or not.
+    std::string recent_output() const;
     // True once the guest printed Linux's panic banner.
     bool saw_kernel_panic() const;
     // True once Linux printed "reboot: Power down": a power-off request. Without
@@ -61,6 +63,8 @@ private:
     bool m_irq_asserted = false;
     // A short tail of the output, to spot "Kernel panic - not syncing".
     std::string m_line;
+    static constexpr size_t kRecentLines = 12;
+    std::deque<std::string> m_recent;
     bool m_panic = false;
     bool m_power_down = false;
     bool m_restart = false;

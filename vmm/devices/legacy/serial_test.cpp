@@ -150,3 +150,21 @@ TEST(Serial, PowerDownBannerIsNotAPanic) {
 
 }  // namespace
 }  // namespace husk
+
+namespace husk {
+namespace {
+
+TEST(Serial, KeepsTheLastLinesForACrashReport) {
+    Serial s(-1, [] {});
+    std::string text;
+    for (int i = 0; i < 20; ++i) text += "line " + std::to_string(i) + "\n";
+    text += "partial";
+    for (char ch : text) s.write(0, std::span(reinterpret_cast<const uint8_t*>(&ch), 1));
+    std::string tail = s.recent_output();
+    EXPECT_EQ(tail.find("line 7\n"), std::string::npos) << tail;
+    EXPECT_EQ(tail.rfind("line 8\n", 0), 0u) << tail;
+    EXPECT_NE(tail.find("line 19\npartial"), std::string::npos) << tail;
+}
+
+}  // namespace
+}  // namespace husk
