@@ -1,6 +1,7 @@
 #include "vmm/devices/virtio/block/block.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
@@ -8,8 +9,6 @@
 #include <sys/uio.h>
 
 #include <cstring>
-
-#include <fmt/format.h>
 
 #include "vmm/base/log.h"
 #include "vmm/base/system.h"
@@ -79,15 +78,18 @@ Result<std::unique_ptr<Block>> Block::open(const BlockOptions& o) {
         return Error::from_string("drive `" + o.path + "` is neither a regular file nor a block device");
     }
     if (bytes % kSectorSize)
-        log::warn("drive `{}` is not a multiple of 512 bytes; its last {} bytes are not visible", o.path, bytes % kSectorSize);
+        log::warn("drive `{}` is not a multiple of 512 bytes; its last {} bytes are not visible", o.path,
+                  bytes % kSectorSize);
     if (o.id.size() > 20) return Error::from_string("drive id `" + o.id + "` is longer than 20 bytes");
     return std::unique_ptr<Block>(new Block(o, std::move(fd), bytes / kSectorSize));
 }
 
 uint64_t Block::device_features() const {
     uint64_t f = kFeatureSegMax | kFeatureBlkSize | kFeatureFlush;
-    if (m_options.read_only) f |= kFeatureRo;
-    else f |= kFeatureDiscard | kFeatureWriteZeroes;
+    if (m_options.read_only)
+        f |= kFeatureRo;
+    else
+        f |= kFeatureDiscard | kFeatureWriteZeroes;
     return f;
 }
 
@@ -119,7 +121,9 @@ void Block::reset() {
     ++m_generation;
 }
 
-void Block::queue_notify(size_t) { drain(); }
+void Block::queue_notify(size_t) {
+    drain();
+}
 
 void Block::drain() {
     const GuestMemory& mem = *m_ctx.memory;
@@ -207,88 +211,88 @@ bool Block::start(DescriptorChain chain) {
     int fd = m_fd.get();
 
     switch (hdr.type) {
-    case kTypeIn:
-    case kTypeOut: {
-        bool out = hdr.type == kTypeOut;
-        if ((out && !all_readable) || (!out && !all_writable)) {
-            m_ctx.fail(Error::from_string("virtio-blk: data buffers point the wrong way", EPROTO));
-            return false;
+        case kTypeIn:
+        case kTypeOut: {
+            bool out = hdr.type == kTypeOut;
+            if ((out && !all_readable) || (!out && !all_writable)) {
+                m_ctx.fail(Error::from_string("virtio-blk: data buffers point the wrong way", EPROTO));
+                return false;
+            }
+            if (out && m_options.read_only) return fail_request(kStatusIoErr);
+            if (!in_range(hdr.sector, data_len) || data.empty()) return fail_request(kStatusIoErr);
+            uint64_t offset = hdr.sector * kSectorSize;
+            auto r = m_ctx.loop->submit(
+                [&](io_uring_sqe* sqe) {
+                    if (out)
+                        io_uring_prep_writev(sqe, fd, req->iov.data(), unsigned(req->iov.size()), offset);
+                    else
+                        io_uring_prep_readv(sqe, fd, req->iov.data(), unsigned(req->iov.size()), offset);
+                },
+                [this, req, data_len, out](int res) {
+                    std::lock_guard guard(*m_ctx.lock);
+                    if (req->generation == m_generation) --m_in_flight;
+                    bool ok = res >= 0 && uint64_t(res) == data_len;
+                    finish(req, ok ? kStatusOk : kStatusIoErr, ok && !out ? uint32_t(data_len) : 0);
+                });
+            if (r.is_error()) return fail_request(kStatusIoErr);
+            ++m_in_flight;
+            return true;
         }
-        if (out && m_options.read_only) return fail_request(kStatusIoErr);
-        if (!in_range(hdr.sector, data_len) || data.empty()) return fail_request(kStatusIoErr);
-        uint64_t offset = hdr.sector * kSectorSize;
-        auto r = m_ctx.loop->submit(
-            [&](io_uring_sqe* sqe) {
-                if (out)
-                    io_uring_prep_writev(sqe, fd, req->iov.data(), unsigned(req->iov.size()), offset);
-                else
-                    io_uring_prep_readv(sqe, fd, req->iov.data(), unsigned(req->iov.size()), offset);
-            },
-            [this, req, data_len, out](int res) {
-                std::lock_guard guard(*m_ctx.lock);
-                if (req->generation == m_generation) --m_in_flight;
-                bool ok = res >= 0 && uint64_t(res) == data_len;
-                finish(req, ok ? kStatusOk : kStatusIoErr, ok && !out ? uint32_t(data_len) : 0);
-            });
-        if (r.is_error()) return fail_request(kStatusIoErr);
-        ++m_in_flight;
-        return true;
-    }
-    case kTypeFlush: {
-        if (m_options.read_only) return fail_request(kStatusOk);
-        auto r = m_ctx.loop->submit([&](io_uring_sqe* sqe) { io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC); },
-                                    [this, req](int res) {
-                                        std::lock_guard guard(*m_ctx.lock);
-                                        if (req->generation == m_generation) --m_in_flight;
-                                        finish(req, res == 0 ? kStatusOk : kStatusIoErr, 0);
-                                    });
-        if (r.is_error()) return fail_request(kStatusIoErr);
-        ++m_in_flight;
-        return true;
-    }
-    case kTypeGetId: {
-        if (!all_writable || data.empty()) return fail_request(kStatusIoErr);
-        // §5.2.6.1: up to 20 bytes, NUL-padded when shorter.
-        char id[20] = {};
-        std::memcpy(id, m_options.id.data(), std::min<size_t>(m_options.id.size(), sizeof id));
-        uint32_t written = 0;
-        for (const auto& b : data) {
-            uint32_t n = std::min<uint32_t>(b.len, sizeof id - written);
-            (void)mem.write(b.addr, std::span(reinterpret_cast<const uint8_t*>(id) + written, n));
-            written += n;
-            if (written == sizeof id) break;
+        case kTypeFlush: {
+            if (m_options.read_only) return fail_request(kStatusOk);
+            auto r = m_ctx.loop->submit([&](io_uring_sqe* sqe) { io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC); },
+                                        [this, req](int res) {
+                                            std::lock_guard guard(*m_ctx.lock);
+                                            if (req->generation == m_generation) --m_in_flight;
+                                            finish(req, res == 0 ? kStatusOk : kStatusIoErr, 0);
+                                        });
+            if (r.is_error()) return fail_request(kStatusIoErr);
+            ++m_in_flight;
+            return true;
         }
-        finish(req, kStatusOk, written);
-        return true;
-    }
-    case kTypeDiscard:
-    case kTypeWriteZeroes: {
-        if (m_options.read_only) return fail_request(kStatusIoErr);
-        if (!all_readable || data_len != sizeof(DiscardSegment)) return fail_request(kStatusUnsupported);
-        DiscardSegment seg;
-        (void)mem.read(data[0].addr, std::span(reinterpret_cast<uint8_t*>(&seg), sizeof seg));
-        if (seg.num_sectors > kMaxDiscardSectors || !in_range(seg.sector, uint64_t(seg.num_sectors) * kSectorSize))
-            return fail_request(kStatusIoErr);
-        int mode = FALLOC_FL_KEEP_SIZE |
-                   (hdr.type == kTypeDiscard || (seg.flags & 1) ? FALLOC_FL_PUNCH_HOLE : FALLOC_FL_ZERO_RANGE);
-        uint64_t off = seg.sector * kSectorSize, len = uint64_t(seg.num_sectors) * kSectorSize;
-        auto r = m_ctx.loop->submit([&](io_uring_sqe* sqe) { io_uring_prep_fallocate(sqe, fd, mode, off, len); },
-                                    [this, req, discard = hdr.type == kTypeDiscard](int res) {
-                                        std::lock_guard guard(*m_ctx.lock);
-                                        if (req->generation == m_generation) --m_in_flight;
-                                        // A file system without hole punching: discard is only a hint.
-                                        uint8_t st = res == 0 ? kStatusOk
-                                                     : discard && res == -EOPNOTSUPP ? kStatusOk
-                                                     : res == -EOPNOTSUPP ? kStatusUnsupported
-                                                                          : kStatusIoErr;
-                                        finish(req, st, 0);
-                                    });
-        if (r.is_error()) return fail_request(kStatusIoErr);
-        ++m_in_flight;
-        return true;
-    }
-    default:
-        return fail_request(kStatusUnsupported);
+        case kTypeGetId: {
+            if (!all_writable || data.empty()) return fail_request(kStatusIoErr);
+            // §5.2.6.1: up to 20 bytes, NUL-padded when shorter.
+            char id[20] = {};
+            std::memcpy(id, m_options.id.data(), std::min<size_t>(m_options.id.size(), sizeof id));
+            uint32_t written = 0;
+            for (const auto& b : data) {
+                uint32_t n = std::min<uint32_t>(b.len, sizeof id - written);
+                (void)mem.write(b.addr, std::span(reinterpret_cast<const uint8_t*>(id) + written, n));
+                written += n;
+                if (written == sizeof id) break;
+            }
+            finish(req, kStatusOk, written);
+            return true;
+        }
+        case kTypeDiscard:
+        case kTypeWriteZeroes: {
+            if (m_options.read_only) return fail_request(kStatusIoErr);
+            if (!all_readable || data_len != sizeof(DiscardSegment)) return fail_request(kStatusUnsupported);
+            DiscardSegment seg;
+            (void)mem.read(data[0].addr, std::span(reinterpret_cast<uint8_t*>(&seg), sizeof seg));
+            if (seg.num_sectors > kMaxDiscardSectors || !in_range(seg.sector, uint64_t(seg.num_sectors) * kSectorSize))
+                return fail_request(kStatusIoErr);
+            int mode = FALLOC_FL_KEEP_SIZE |
+                       (hdr.type == kTypeDiscard || (seg.flags & 1) ? FALLOC_FL_PUNCH_HOLE : FALLOC_FL_ZERO_RANGE);
+            uint64_t off = seg.sector * kSectorSize, len = uint64_t(seg.num_sectors) * kSectorSize;
+            auto r = m_ctx.loop->submit([&](io_uring_sqe* sqe) { io_uring_prep_fallocate(sqe, fd, mode, off, len); },
+                                        [this, req, discard = hdr.type == kTypeDiscard](int res) {
+                                            std::lock_guard guard(*m_ctx.lock);
+                                            if (req->generation == m_generation) --m_in_flight;
+                                            // A file system without hole punching: discard is only a hint.
+                                            uint8_t st = res == 0                        ? kStatusOk
+                                                         : discard && res == -EOPNOTSUPP ? kStatusOk
+                                                         : res == -EOPNOTSUPP            ? kStatusUnsupported
+                                                                                         : kStatusIoErr;
+                                            finish(req, st, 0);
+                                        });
+            if (r.is_error()) return fail_request(kStatusIoErr);
+            ++m_in_flight;
+            return true;
+        }
+        default:
+            return fail_request(kStatusUnsupported);
     }
 }
 

@@ -27,8 +27,7 @@ public:
 
     // Feature bits (§5.2.3).
     static constexpr uint64_t kFeatureSegMax = 1ull << 2, kFeatureRo = 1ull << 5, kFeatureBlkSize = 1ull << 6,
-                              kFeatureFlush = 1ull << 9, kFeatureDiscard = 1ull << 13,
-                              kFeatureWriteZeroes = 1ull << 14;
+                              kFeatureFlush = 1ull << 9, kFeatureDiscard = 1ull << 13, kFeatureWriteZeroes = 1ull << 14;
     // Request types and status values (§5.2.6).
     static constexpr uint32_t kTypeIn = 0, kTypeOut = 1, kTypeFlush = 4, kTypeGetId = 8, kTypeDiscard = 11,
                               kTypeWriteZeroes = 13;

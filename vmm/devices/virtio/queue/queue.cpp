@@ -1,9 +1,9 @@
 #include "vmm/devices/virtio/queue/queue.h"
 
+#include <fmt/format.h>
+
 #include <atomic>
 #include <cstring>
-
-#include <fmt/format.h>
 
 namespace husk::virtio {
 namespace {
@@ -16,7 +16,9 @@ struct Desc {
 };
 static_assert(sizeof(Desc) == 16);
 
-Error queue_error(const std::string& what) { return Error::from_string("virtqueue: " + what, EPROTO); }
+Error queue_error(const std::string& what) {
+    return Error::from_string("virtqueue: " + what, EPROTO);
+}
 
 }  // namespace
 
@@ -109,7 +111,8 @@ Result<std::optional<DescriptorChain>> Queue::pop(const GuestMemory& mem) {
     std::atomic_thread_fence(std::memory_order_acquire);
     uint16_t pending = uint16_t(avail_idx - m_next_avail);
     if (pending == 0) return std::optional<DescriptorChain>();
-    if (pending > m_size) return queue_error(fmt::format("available index moved by {} on a queue of {}", pending, m_size));
+    if (pending > m_size)
+        return queue_error(fmt::format("available index moved by {} on a queue of {}", pending, m_size));
     uint64_t slot = m_avail_ring + 4 + 2 * uint64_t(m_next_avail % m_size);
     auto head = TRY(mem.read_obj<uint16_t>(slot));
     std::vector<Buffer> buffers;

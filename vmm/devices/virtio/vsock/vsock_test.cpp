@@ -11,9 +11,9 @@
 #include <cstring>
 #include <thread>
 
+#include "vmm/base/system.h"
 #include "vmm/devices/virtio/mmio/mmio_transport.h"
 #include "vmm/devices/virtio/queue/fake_driver.h"
-#include "vmm/base/system.h"
 #include "vmm/io/event_loop.h"
 
 namespace husk::virtio {
@@ -22,8 +22,12 @@ namespace {
 using testing::FakeDriver;
 using namespace vsock;
 
-void wr32(MmioTransport& t, uint64_t off, uint32_t v) { testing::mmio_write32(t, off, v); }
-uint32_t rd32(MmioTransport& t, uint64_t off) { return testing::mmio_read32(t, off); }
+void wr32(MmioTransport& t, uint64_t off, uint32_t v) {
+    testing::mmio_write32(t, off, v);
+}
+uint32_t rd32(MmioTransport& t, uint64_t off) {
+    return testing::mmio_read32(t, off);
+}
 
 struct VsockHarness {
     GuestMemory mem = GuestMemory::create(16 << 20).release_value();
@@ -89,7 +93,8 @@ struct VsockHarness {
     }
     // Waits for the next rx packet; returns its header and payload.
     bool receive(Header& h, std::string& payload, uint16_t& seen, int wait_ms = 3000) {
-        for (int i = 0; i < wait_ms && rx.used_idx() == seen; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        for (int i = 0; i < wait_ms && rx.used_idx() == seen; ++i)
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
         if (rx.used_idx() == seen) return false;
         auto [id, len] = rx.used(seen++);
         // Buffers come in pairs (header area, 4 KiB), in descriptor order; find this chain's.
