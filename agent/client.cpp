@@ -182,13 +182,6 @@ Result<void> AgentClient::shutdown() {
     return {};
 }
 
-std::optional<int> AgentClient::exit_status(const std::string& exec_id) {
-    std::lock_guard guard(m_lock);
-    auto it = m_exits.find(exec_id);
-    if (it == m_exits.end()) return std::nullopt;
-    return it->second;
-}
-
 Result<int> AgentClient::wait(const std::string& exec_id) {
     {
         std::unique_lock lock(m_lock);

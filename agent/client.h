@@ -50,8 +50,6 @@ public:
     // Waits for the process's Exit event (sent to the connection that created
     // it) or, for a process created elsewhere, asks with Wait.
     Result<int> wait(const std::string& exec_id);
-    // The Exit status if it has arrived.
-    std::optional<int> exit_status(const std::string& exec_id);
 
     // A stdio stream of a created process: raw bytes after the Ok reply.
     Result<UniqueFd> attach_stdio(const std::string& exec_id, Channel channel);

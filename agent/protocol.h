@@ -168,7 +168,6 @@ public:
     // The next whole frame, nothing when more bytes are needed, or an error for
     // a malformed header (the connection must then be dropped).
     Result<std::optional<Frame>> next();
-    size_t buffered() const { return m_bytes.size(); }
     // Whatever follows the last whole frame (a stream's first bytes after AttachStdio).
     std::string take_rest() { return std::exchange(m_bytes, {}); }
 

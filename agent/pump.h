@@ -26,7 +26,6 @@ public:
     Result<void> start();
     // Stops reading: what is buffered is still written, then the sink is closed.
     void close_source();
-    bool finished() const { return m_finished; }
 
 private:
     static constexpr size_t kBufferLimit = 256 * 1024;

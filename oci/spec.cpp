@@ -310,6 +310,13 @@ Result<Process> parse_process(std::string_view json, std::string_view name) {
     return p;
 }
 
+bool is_bind(const Mount& m) {
+    if (m.type == "bind") return true;
+    for (const auto& o : m.options)
+        if (o == "bind" || o == "rbind") return true;
+    return false;
+}
+
 Result<Spec> load_spec(const std::string& bundle) {
     std::string path = bundle + "/config.json";
     std::string text = TRY(sys::read_file(path, 16 << 20));

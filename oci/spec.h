@@ -94,6 +94,9 @@ struct Spec {
     Linux linux_;
 };
 
+// A bind mount: type "bind", or the "bind"/"rbind" option (how runc's configs spell it).
+bool is_bind(const Mount& mount);
+
 // `name` prefixes every error ("config.json").
 Result<Spec> parse_spec(std::string_view json, std::string_view name = "config.json");
 // A process.json as given to `exec --process`.

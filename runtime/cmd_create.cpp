@@ -21,6 +21,7 @@
 #include "runtime/args.h"
 #include "runtime/console.h"
 #include "runtime/create.h"
+#include "runtime/handoff.h"
 #include "runtime/hooks.h"
 #include "runtime/husk_config.h"
 #include "runtime/rootfs_image.h"
@@ -41,20 +42,15 @@ std::string absolute(const std::string& base, const std::string& path) {
     return fs::weakly_canonical(fs::path(base) / path).string();
 }
 
-bool is_bind(const Json& m) {
-    if (m.value("type", "") == "bind") return true;
-    for (const auto& o : m.value("options", Json::array()))
-        if (o == "bind" || o == "rbind") return true;
-    return false;
-}
-
 // Rewrites the mounts for the guest: bound host files are copied into the image,
 // a bound /dev/shm becomes the guest's own tmpfs.
-std::vector<ImageFile> rewrite_mounts(Json& config) {
+std::vector<ImageFile> rewrite_mounts(Json& config, const oci::Spec& spec) {
     std::vector<ImageFile> files;
     if (!config.contains("mounts")) return files;
-    for (auto& m : config["mounts"]) {
-        if (!is_bind(m)) continue;
+    // spec.mounts holds the same entries, in the same order, already validated.
+    for (size_t i = 0; i < spec.mounts.size(); ++i) {
+        if (!oci::is_bind(spec.mounts[i])) continue;
+        Json& m = config["mounts"][i];
         std::string destination = m.value("destination", "");
         std::string source = m.value("source", "");
         struct stat st {};
@@ -111,42 +107,14 @@ Result<std::string> socket_prefix(const std::string& dir) {
     return base + "/" + name;
 }
 
-Result<void> wait_ready(int fd, pid_t pid) {
-    std::string reply;
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(3);
-    for (;;) {
-        pollfd p{fd, POLLIN, 0};
-        int n = ::poll(&p, 1, 200);
-        if (n < 0 && errno != EINTR) return Error::from_errno(errno, "wait for husk-vmm");
-        if (n > 0) {
-            char buf[4096];
-            ssize_t got = ::read(fd, buf, sizeof buf);
-            if (got > 0) {
-                reply.append(buf, size_t(got));
-                continue;
-            }
-            break;  // EOF: husk-vmm said its word, or died
-        }
-        if (std::chrono::steady_clock::now() > deadline)
-            return Error::from_string("the VM did not set the container up within 3 minutes", ETIMEDOUT);
-    }
-    while (!reply.empty() && reply.back() == '\n') reply.pop_back();
-    if (reply == "ok") return {};
-    if (reply.rfind("error: ", 0) == 0) return Error::from_string(reply.substr(7));
-    int status = 0;
-    if (::waitpid(pid, &status, WNOHANG) == pid)
-        return Error::from_string("husk-vmm exited with status " +
-                                  std::to_string(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status)) +
-                                  " before the container was created (see the log)");
-    return Error::from_string("husk-vmm closed its ready pipe without a word");
-}
-
 }  // namespace
 
 Result<ContainerState> create_container(const GlobalOptions& g, const CreateOptions& o) {
     TRY(validate_id(o.id));
     std::string bundle = absolute(fs::current_path().string(), o.bundle.empty() ? "." : o.bundle);
-    oci::Spec spec = TRY(oci::load_spec(bundle));
+    // Read once: parsed for its meaning, and kept as JSON to hand husk-vmm with its mounts rewritten.
+    std::string config_text = TRY(sys::read_file(bundle + "/config.json", 16 << 20));
+    oci::Spec spec = TRY(oci::parse_spec(config_text, bundle + "/config.json"));
     if (!spec.process) return Error::from_string(bundle + "/config.json: process: is required to create a container");
     if (spec.process->terminal && o.console_socket.empty() && !o.foreground)
         return Error::from_string("process.terminal is set: --console-socket is required");
@@ -172,8 +140,8 @@ Result<ContainerState> create_container(const GlobalOptions& g, const CreateOpti
     Undo undo(dir);
 
     // The config husk-vmm reads: the bundle's, with mounts rewritten for the guest.
-    Json config = Json::parse(TRY(sys::read_file(bundle + "/config.json", 16 << 20)));
-    auto files = rewrite_mounts(config);
+    Json config = Json::parse(config_text);
+    auto files = rewrite_mounts(config, spec);
     std::string rootfs = absolute(bundle, spec.root.path);
     std::string image = dir + "/rootfs.ext4";
     TRY(build_rootfs_image(rootfs, image, files).context("build the rootfs image"));
@@ -257,20 +225,12 @@ Result<ContainerState> create_container(const GlobalOptions& g, const CreateOpti
         pty->slave.reset();
         TRY(send_console(o.console_socket, pty->master.get()));
     }
-    TRY(wait_ready(ready_r.get(), pid).context("create `" + o.id + "`"));
+    TRY(wait_ready(ready_r.get(), pid, "husk-vmm").context("create `" + o.id + "`"));
     state.pid = pid;
     state.pid_start = process_start_time(pid);
     state.status = "created";
     TRY(save_state(state));
-    if (!o.pid_file.empty()) {
-        // Write then rename, as runc does: a reader never sees an empty pid file.
-        std::string tmp = o.pid_file + ".husk-tmp";
-        {
-            auto fd = TRY(sys::open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644).context("--pid-file"));
-            TRY(sys::write_all(fd.get(), std::to_string(pid)));
-        }
-        if (::rename(tmp.c_str(), o.pid_file.c_str()) < 0) return Error::from_errno(errno, "write --pid-file");
-    }
+    if (!o.pid_file.empty()) TRY(write_pid_file(o.pid_file, pid));
     Json oci_state = state.oci_json("created");
     TRY(run_hooks(spec.hooks.create_runtime, oci_state, "createRuntime"));
     TRY(run_hooks(spec.hooks.prestart, oci_state, "prestart"));

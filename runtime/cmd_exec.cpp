@@ -13,6 +13,7 @@
 #include "runtime/args.h"
 #include "runtime/console.h"
 #include "runtime/exec_proxy.h"
+#include "runtime/handoff.h"
 #include "runtime/runtime.h"
 #include "runtime/state.h"
 #include "vmm/base/system.h"
@@ -105,22 +106,8 @@ Result<int> cmd_exec(const GlobalOptions& g, const Args& args) {
         pty->slave.reset();
         TRY(send_console(p.get("console-socket"), pty->master.get()));
     }
-    std::string reply;
-    char buf[4096];
-    ssize_t n;
-    while ((n = ::read(ready_r.get(), buf, sizeof buf)) > 0) reply.append(buf, size_t(n));
-    if (reply.rfind("ok", 0) != 0) {
-        if (reply.rfind("error: ", 0) == 0) return Error::from_string(reply.substr(7, reply.find('\n') - 7));
-        return Error::from_string("the exec proxy died before the process started");
-    }
-    if (p.has("pid-file")) {
-        std::string tmp = p.get("pid-file") + ".husk-tmp";
-        {
-            auto fd = TRY(sys::open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644).context("--pid-file"));
-            TRY(sys::write_all(fd.get(), std::to_string(pid)));
-        }
-        if (::rename(tmp.c_str(), p.get("pid-file").c_str()) < 0) return Error::from_errno(errno, "write --pid-file");
-    }
+    TRY(wait_ready(ready_r.get(), pid, "the exec proxy"));
+    if (p.has("pid-file")) TRY(write_pid_file(p.get("pid-file"), pid));
     state.exec_pids.push_back(pid);
     (void)save_state(state);
     if (detach) return 0;

@@ -14,15 +14,6 @@ namespace husk::runtime {
 
 namespace {
 
-std::string self_dir() {
-    char exe[4096];
-    ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0) return ".";
-    exe[n] = 0;
-    std::string p(exe);
-    return p.substr(0, p.rfind('/'));
-}
-
 std::string newest_cached_kernel() {
     const char* home = std::getenv("HOME");
     std::string pattern = std::string(home && *home ? home : "/root") + "/.cache/husk/kernel/*/vmlinux";
@@ -88,7 +79,8 @@ Result<RuntimeConfig> load_runtime_config(const std::string& path) {
         c.kernel = k && *k ? k : newest_cached_kernel();
     }
     if (c.vmm.empty()) {
-        for (const std::string& candidate : {self_dir() + "/../vmm/husk-vmm", self_dir() + "/husk-vmm"})
+        for (const std::string& candidate :
+             {sys::executable_dir() + "/../vmm/husk-vmm", sys::executable_dir() + "/husk-vmm"})
             if (::access(candidate.c_str(), X_OK) == 0) {
                 c.vmm = candidate;
                 break;

@@ -110,30 +110,40 @@ std::vector<std::string> list_ids(const std::string& root) {
     return ids;
 }
 
-unsigned long long process_start_time(pid_t pid) {
+namespace {
+struct ProcStat {
+    char state = 0;
+    unsigned long long start_time = 0;  // field 22
+};
+// One read of /proc/PID/stat. The command name may hold spaces and
+// parentheses: the fields start after the last ')'.
+ProcStat proc_stat(pid_t pid) {
     std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
     std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    ProcStat st;
     auto close = text.rfind(')');
-    if (close == std::string::npos) return 0;
+    if (close == std::string::npos || close + 2 >= text.size()) return st;
     std::istringstream rest(text.substr(close + 2));
     std::string field;
-    for (int i = 3; i <= 22 && rest >> field; ++i)
-        if (i == 22) return std::stoull(field);
-    return 0;
+    for (int i = 3; i <= 22 && rest >> field; ++i) {
+        if (i == 3) st.state = field[0];
+        if (i == 22) st.start_time = std::stoull(field);
+    }
+    return st;
+}
+}  // namespace
+
+unsigned long long process_start_time(pid_t pid) {
+    return proc_stat(pid).start_time;
 }
 
 bool vmm_alive(const ContainerState& s) {
     if (s.pid <= 0) return false;
     if (::kill(s.pid, 0) < 0 && errno == ESRCH) return false;
-    unsigned long long start = process_start_time(s.pid);
-    if (start == 0) return false;
+    ProcStat st = proc_stat(s.pid);
     // A zombie still has its stat; it is stopped for us.
-    std::ifstream f("/proc/" + std::to_string(s.pid) + "/stat");
-    std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-    auto close = text.rfind(')');
-    if (close != std::string::npos && close + 2 < text.size() && text[close + 2] == 'Z') return false;
-    return s.pid_start == 0 || start == s.pid_start;
+    if (st.start_time == 0 || st.state == 'Z') return false;
+    return s.pid_start == 0 || st.start_time == s.pid_start;
 }
 
 std::string live_status(const ContainerState& s) {

@@ -20,11 +20,7 @@ namespace {
 // The agent's initramfs shipped with husk-vmm: beside it in a build tree
 // (build/vmm/husk-vmm → build/agent/husk-agent.cpio) or under share/husk when installed.
 std::string default_agent_initramfs() {
-    char exe[4096];
-    ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0) return {};
-    exe[n] = 0;
-    std::string dir = std::string(exe).substr(0, std::string(exe).rfind('/'));
+    std::string dir = husk::sys::executable_dir();
     for (const char* rel : {"/../agent/husk-agent.cpio", "/../share/husk/husk-agent.cpio"}) {
         std::string path = dir + rel;
         if (::access(path.c_str(), R_OK) == 0) return path;

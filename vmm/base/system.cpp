@@ -68,6 +68,14 @@ Result<UniqueFd> connect_unix(const std::string& path) {
     return owned;
 }
 
+std::string executable_dir() {
+    char exe[4096];
+    ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) return ".";
+    std::string path(exe, size_t(n));
+    return path.substr(0, path.rfind('/'));
+}
+
 Result<std::string> read_file(const std::string& path, size_t max_size) {
     auto fd = TRY(open(path, O_RDONLY));
     struct stat st {};
@@ -82,8 +90,7 @@ Result<std::string> read_file(const std::string& path, size_t max_size) {
             return Error::from_errno(errno, "read `" + path + "`");
         }
         if (n == 0) break;
-        if (out.size() + size_t(n) > max_size)
-            return Error::from_errno(EFBIG, "read `" + path + "`");
+        if (out.size() + size_t(n) > max_size) return Error::from_errno(EFBIG, "read `" + path + "`");
         out.append(buf, size_t(n));
     }
     return out;

@@ -26,6 +26,9 @@ Result<sockaddr_un> unix_address(const std::string& path);
 // A connected AF_UNIX stream socket.
 Result<UniqueFd> connect_unix(const std::string& path);
 // Reads a whole file into memory (regular files; refuses anything over max_size bytes).
+// The directory of the running executable (/proc/self/exe), or ".".
+std::string executable_dir();
+
 Result<std::string> read_file(const std::string& path, size_t max_size = size_t(1) << 31);
 // Writes all of data, retrying on short writes and EINTR.
 Result<void> write_all(int fd, std::span<const uint8_t> data);

@@ -27,13 +27,6 @@ bool guest_can_mount(const oci::Mount& m) {
     return false;
 }
 
-bool is_bind(const oci::Mount& m) {
-    if (m.type == "bind") return true;
-    for (const auto& o : m.options)
-        if (o == "bind" || o == "rbind") return true;
-    return false;
-}
-
 }  // namespace
 
 Result<AgentSpecs> agent_specs_for(const oci::Spec& spec) {
@@ -47,7 +40,7 @@ Result<AgentSpecs> agent_specs_for(const oci::Spec& spec) {
     for (const auto& m : spec.mounts) {
         // Binds name host paths; the runtime copies such files into the rootfs
         // image and rewrites the source to their path there (agent/PROTOCOL.md).
-        if (is_bind(m)) {
+        if (oci::is_bind(m)) {
             if (m.source.rfind("/.husk/", 0) == 0)
                 c.mounts.push_back({m.destination, "bind", m.source, m.options});
             else
@@ -196,10 +189,9 @@ void ContainerSession::start() {
 }
 
 bool ContainerSession::forward_signal(int sig) {
-    std::lock_guard guard(m_lock);
-    if (m_status != Status::Running || !m_client) return false;
-    auto r = m_client->signal(std::string(agent::kInitId), sig);
-    if (!r) log::warn("forward signal {} to the container: {}", sig, r.error().message());
+    if (status() != Status::Running) return false;
+    // signal() calls the agent without holding m_lock, so the API's state requests are not held up.
+    if (auto r = signal(sig, false); !r) log::warn("forward signal {} to the container: {}", sig, r.error().message());
     return true;
 }
 
