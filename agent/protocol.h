@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "vmm/base/result.h"
+#include "vmm/base/wire.h"
 
 namespace husk::agent {
 
@@ -65,45 +66,11 @@ std::string encode_frame(MessageType type, uint32_t id, std::string_view payload
 // Checks magic, version and length. The payload follows the header.
 Result<FrameHeader> decode_header(std::span<const uint8_t> bytes);
 
-// Appends little-endian fields to a payload.
-class Writer {
+// Payload fields: little-endian, bounds-checked (vmm/base/wire.h).
+using Writer = wire::Writer;
+class Reader : public wire::Reader {
 public:
-    Writer& u8(uint8_t v);
-    Writer& u16(uint16_t v);
-    Writer& u32(uint32_t v);
-    Writer& u64(uint64_t v);
-    Writer& i32(int32_t v) { return u32(uint32_t(v)); }
-    Writer& boolean(bool v) { return u8(v ? 1 : 0); }
-    Writer& str(std::string_view v);
-    Writer& strings(const std::vector<std::string>& v);
-    std::string take() { return std::move(m_out); }
-
-private:
-    std::string m_out;
-};
-
-// Reads fields back. A read past the end, or a string longer than what is
-// left, puts the reader in a failed state; all later reads return zero/empty
-// and finish() reports the first failure.
-class Reader {
-public:
-    explicit Reader(std::string_view payload) : m_in(payload) {}
-    uint8_t u8();
-    uint16_t u16();
-    uint32_t u32();
-    uint64_t u64();
-    int32_t i32() { return int32_t(u32()); }
-    bool boolean();
-    std::string str();
-    std::vector<std::string> strings();
-    // Fails unless every byte was consumed and no read overran.
-    Result<void> finish(std::string_view what) const;
-
-private:
-    bool take(void* out, size_t size);
-    std::string_view m_in;
-    size_t m_pos = 0;
-    const char* m_failure = nullptr;
+    explicit Reader(std::string_view payload) : wire::Reader(payload, "agent protocol") {}
 };
 
 struct Rlimit {

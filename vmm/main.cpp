@@ -68,7 +68,11 @@ int run(int argc, char** argv) {
                                                                                   "boot.entry: auto | pvh | linux64")(
         "vcpus", po::value<uint32_t>(), "machine.vcpus")("memory", po::value<uint32_t>(),
                                                          "machine.memory_mib: guest RAM in MiB")(
-        "hugepages", "machine.hugepages = true")("console", po::value<std::string>(),
+        "hugepages", "machine.hugepages = true")("cpu-template", po::value<std::string>(),
+                                                 "machine.cpu_template: host | baseline (portable snapshots)")(
+        "restore", po::value<std::string>(),
+        "snapshot.restore: restore this snapshot directory instead of booting (the machine comes from the snapshot; "
+        "--api, --console, --vsock and --drive paths may be given anew)")("console", po::value<std::string>(),
                                                  "console.output: stdout | stderr | none | FILE")(
         "console-input", po::value<std::string>(), "console.input: none | stdin")(
         "drive", po::value<std::vector<std::string>>(),
@@ -95,8 +99,10 @@ int run(int argc, char** argv) {
         return husk::kExitVmmError;
     }
     if (vm.count("help")) {
-        std::cout << "Usage: husk-vmm [--config vm.toml] [--kernel FILE] [options]\n\n"
-                     "Starts one microVM and runs it until the guest powers off.\n\n"
+        std::cout << "Usage: husk-vmm [--config vm.toml] [--kernel FILE] [options]\n"
+                     "       husk-vmm --restore SNAPSHOT_DIR [--api SOCKET] [options]\n\n"
+                     "Starts one microVM (booted, or restored from a snapshot) and runs it until the guest powers "
+                     "off.\n\n"
                   << opts << "\n"
                   << keys_help()
                   << "\nExit status: the guest's (0 on reboot/poweroff, or the byte written to debug port 0x441),\n"
@@ -153,6 +159,8 @@ int run(int argc, char** argv) {
     if (vm.count("vcpus")) config.vcpus = vm["vcpus"].as<uint32_t>();
     if (vm.count("memory")) config.memory_mib = vm["memory"].as<uint32_t>();
     if (vm.count("hugepages")) config.hugepages = true;
+    if (vm.count("cpu-template")) config.cpu_template = vm["cpu-template"].as<std::string>();
+    if (vm.count("restore")) config.restore = vm["restore"].as<std::string>();
     if (vm.count("console")) config.console_output = vm["console"].as<std::string>();
     if (vm.count("console-input")) config.console_input = vm["console-input"].as<std::string>();
     if (vm.count("no-rng")) config.rng = false;

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sys/stat.h>
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -26,6 +27,7 @@
 #include "vmm/devices/virtio/net/net.h"
 #include "vmm/devices/virtio/rng/rng.h"
 #include "vmm/devices/virtio/vsock/vsock.h"
+#include "vmm/snapshot/snapshot.h"
 
 namespace husk {
 namespace {
@@ -38,6 +40,10 @@ void ignore_signal(int) {}
 std::atomic<uint64_t> g_first_run_ns{0};
 
 constexpr uint32_t kFirstVirtioGsi = 5;  // IOAPIC pins 5..23 (4 is the UART, 1 the i8042, 0 the PIT)
+
+void phase(const char* what) {
+    log::debug("{:8.3f} ms  {}", clock::ms_since_start(), what);
+}
 
 // Kernel arguments go before " -- " (what follows is for init).
 std::string with_kernel_args(const std::string& cmdline, const std::string& extra) {
@@ -68,12 +74,8 @@ Vmm::~Vmm() {
 
 Result<std::unique_ptr<Vmm>> Vmm::create(const VmConfig& config) {
     TRY(validate(config));
-    auto phase = [](const char* what) { log::debug("{:8.3f} ms  {}", clock::ms_since_start(), what); };
+    if (!config.restore.empty()) return restore(config);
     phase("create: start");
-    auto kvm = TRY(Kvm::open());
-    TRY(kvm.check_required_capabilities());
-    phase("KVM opened");
-
     // Read the inputs first: a bad path or config fails before any KVM object exists.
     std::optional<AgentSpecs> container;
     if (!config.container_config.empty()) {
@@ -90,24 +92,8 @@ Result<std::unique_ptr<Vmm>> Vmm::create(const VmConfig& config) {
     auto memory =
         TRY(GuestMemory::create(uint64_t(config.memory_mib) << 20, config.hugepages ? HugePages::On : HugePages::Off));
     phase("inputs read, guest memory mapped");
-    auto vm_object = TRY(Vm::create(kvm));
-    phase("VM created");
-    std::unique_ptr<Vmm> vmm(new Vmm(std::move(kvm), std::move(vm_object), std::move(memory)));
-    Vm& vm = vmm->m_vm;
-
-    // Memory slots go in before the irqchip: once the irqchip exists, every
-    // slot change waits for an SRCU grace period (measured: ~4 ms per
-    // KVM_SET_USER_MEMORY_REGION after KVM_CREATE_IRQCHIP, ~0.05 ms before).
-    uint32_t slot = 0;
-    for (const auto& r : vmm->m_memory.regions())
-        TRY(vm.set_user_memory_region(slot++, r.guest_phys, r.size, vmm->m_memory.host_base() + r.file_offset));
-    phase("memory slots set");
-    TRY(vm.set_tss_and_identity_map(x86::kTssAddr, x86::kIdentityMapAddr));
-    TRY(vm.create_irqchip_and_pit());
-    phase("irqchip and PIT created");
-
-    std::string virtio_args = TRY(vmm->setup_virtio(config));
-    phase("virtio devices set up");
+    auto vmm = TRY(build(config, std::move(memory)));
+    std::string virtio_args = vmm->m_virtio_args;
 
     auto pref = config.entry == "pvh"       ? x86::EntryPreference::Pvh
                 : config.entry == "linux64" ? x86::EntryPreference::Linux64
@@ -121,12 +107,11 @@ Result<std::unique_ptr<Vmm>> Vmm::create(const VmConfig& config) {
     uint64_t boot_struct = TRY(x86::write_boot_structures(vmm->m_memory, loaded, inputs));
     phase("kernel loaded, boot structures written");
 
-    auto supported = TRY(vmm->m_kvm.supported_cpuid());
-    const bool tsc_deadline = vmm->m_kvm.check_extension(KVM_CAP_TSC_DEADLINE_TIMER) > 0;
     for (uint32_t id = 0; id < config.vcpus; ++id) {
-        auto vcpu = TRY(vm.create_vcpu(id));
-        TRY(vcpu.set_cpuid(x86::normalize_cpuid(supported, {id, config.vcpus, tsc_deadline}))
-                .context("set CPUID of vCPU " + std::to_string(id)));
+        auto vcpu = TRY(vmm->m_vm.create_vcpu(id));
+        auto cpuid = TRY(vmm->guest_cpuid(id));
+        TRY(vcpu.set_cpuid(cpuid).context("set CPUID of vCPU " + std::to_string(id)));
+        vmm->m_cpuid.push_back(std::move(cpuid));
         if (id == 0)
             TRY(x86::setup_boot_vcpu(vcpu, loaded.mode, loaded.entry, boot_struct).context("set up boot vCPU"));
         else
@@ -137,7 +122,6 @@ Result<std::unique_ptr<Vmm>> Vmm::create(const VmConfig& config) {
     log::debug("kernel entry 0x{:x} ({}), {} vCPUs, {} MiB", loaded.entry,
                loaded.mode == x86::EntryMode::Pvh ? "PVH" : "64-bit", config.vcpus, config.memory_mib);
 
-    TRY(vmm->setup_devices(config));
     Vmm* self = vmm.get();
     if (container) {
         if (config.container_wait_for_start && config.api_socket.empty())
@@ -152,10 +136,263 @@ Result<std::unique_ptr<Vmm>> Vmm::create(const VmConfig& config) {
                     self->m_container_status = status;
                 }});
     }
-    if (!config.api_socket.empty())
-        vmm->m_api =
-            TRY(ApiServer::create(config.api_socket, [self](const nlohmann::json& r) { return self->api_request(r); }));
+    TRY(vmm->start_api());
     return vmm;
+}
+
+Result<std::unique_ptr<Vmm>> Vmm::build(const VmConfig& config, GuestMemory memory) {
+    auto kvm = TRY(Kvm::open());
+    TRY(kvm.check_required_capabilities());
+    phase("KVM opened");
+    auto vm_object = TRY(Vm::create(kvm));
+    phase("VM created");
+    std::unique_ptr<Vmm> vmm(new Vmm(std::move(kvm), std::move(vm_object), std::move(memory)));
+    vmm->m_config = config;
+    Vm& vm = vmm->m_vm;
+
+    // Memory slots go in before the irqchip: once the irqchip exists, every
+    // slot change waits for an SRCU grace period (measured: ~4 ms per
+    // KVM_SET_USER_MEMORY_REGION after KVM_CREATE_IRQCHIP, ~0.05 ms before).
+    // A restored VM logs dirty pages: `reset` reverts exactly those.
+    uint32_t flags = vmm->m_memory.snapshot_backed() ? KVM_MEM_LOG_DIRTY_PAGES : 0;
+    uint32_t slot = 0;
+    for (const auto& r : vmm->m_memory.regions())
+        TRY(vm.set_user_memory_region(slot++, r.guest_phys, r.size, vmm->m_memory.host_base() + r.file_offset, flags));
+    phase("memory slots set");
+    TRY(vm.set_tss_and_identity_map(x86::kTssAddr, x86::kIdentityMapAddr));
+    TRY(vm.create_irqchip_and_pit());
+    phase("irqchip and PIT created");
+
+    vmm->m_virtio_args = TRY(vmm->setup_virtio(config));
+    phase("virtio devices set up");
+    TRY(vmm->setup_devices(config));
+    return vmm;
+}
+
+Result<std::vector<kvm_cpuid_entry2>> Vmm::guest_cpuid(uint32_t id) {
+    if (m_supported_cpuid.empty()) m_supported_cpuid = TRY(m_kvm.supported_cpuid());
+    const bool tsc_deadline = m_kvm.check_extension(KVM_CAP_TSC_DEADLINE_TIMER) > 0;
+    return x86::normalize_cpuid(m_supported_cpuid,
+                                {id, m_config.vcpus, tsc_deadline, m_config.cpu_template == "baseline"});
+}
+
+Result<void> Vmm::start_api() {
+    if (m_config.api_socket.empty()) return {};
+    m_api = TRY(ApiServer::create(m_config.api_socket, [this](const nlohmann::json& r) { return api_request(r); }));
+    return {};
+}
+
+Result<std::unique_ptr<Vmm>> Vmm::restore(const VmConfig& given) {
+    phase("restore: start");
+    const std::string dir = given.restore;
+    auto snap = TRY(snapshot::read_state(dir));
+    VmConfig config = given;
+    nlohmann::json machine;
+    try {
+        machine = nlohmann::json::parse(snap.machine.config);
+    } catch (const nlohmann::json::exception& e) {
+        return Error::from_string("snapshot `" + dir + "`: its machine description is not JSON", EINVAL);
+    }
+    TRY(machine_from_json(machine, config).context("snapshot `" + dir + "`"));
+    if ((uint64_t(config.memory_mib) << 20) != snap.machine.memory_bytes || config.vcpus != snap.machine.vcpus)
+        return Error::from_string("snapshot `" + dir + "`: its machine description and state disagree", EINVAL);
+    if (!config.container_config.empty())
+        return Error::from_string("a restored VM runs no --container of its own; start one through its agent");
+    auto memory = TRY(GuestMemory::from_file(dir + "/" + snapshot::kMemoryFile, snap.machine.memory_bytes));
+    memory.track_vmm_writes();
+    phase("snapshot read, memory mapped");
+    auto vmm = TRY(build(config, std::move(memory)));
+
+    auto host_cpuid = TRY(vmm->guest_cpuid(0));
+    TRY(snapshot::check_cpu(snap.machine, snap.vcpus[0].cpuid, host_cpuid).context("snapshot `" + dir + "`"));
+    TRY(snapshot::restore_vm_chips(vmm->m_vm, snap.vm).context("restore interrupt controllers"));
+    for (uint32_t id = 0; id < config.vcpus; ++id) {
+        auto vcpu = TRY(vmm->m_vm.create_vcpu(id));
+        TRY(snapshot::restore_vcpu(vcpu, snap.vcpus[id], true).context("restore vCPU " + std::to_string(id)));
+        vmm->m_cpuid.push_back(snap.vcpus[id].cpuid);
+        vmm->m_vcpus.push_back(std::move(vcpu));
+    }
+    TRY(snapshot::restore_clock(vmm->m_vm, snap.vm.clock).context("restore kvmclock"));
+    TRY(vmm->load_device_state(snap));
+    vmm->m_snapshot = std::make_unique<snapshot::Snapshot>(std::move(snap));
+    vmm->m_snapshot_dir = dir;
+    vmm->m_restore_ms = clock::ms_since_start();
+    phase("restored");
+    TRY(vmm->start_api());
+    return vmm;
+}
+
+Result<void> Vmm::load_device_state(const snapshot::Snapshot& snap) {
+    if (snap.virtio.size() != m_virtio.size())
+        return Error::from_string(fmt::format("snapshot has {} virtio devices; this VM has {}", snap.virtio.size(),
+                                              m_virtio.size()),
+                                  EINVAL);
+    TRY(m_serial->load_state(snap.serial));
+    for (size_t i = 0; i < m_virtio.size(); ++i)
+        TRY(m_virtio[i]->load_state(snap.virtio[i]).context("virtio device " + std::to_string(i)));
+    return {};
+}
+
+Result<void> Vmm::wait_devices_idle() {
+    for (int waited = 0; waited < 2000; ++waited) {
+        bool busy = false;
+        for (auto& t : m_virtio) busy = busy || t->busy();
+        if (!busy) return {};
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return Error::from_string("device I/O did not finish within 2 s", ETIMEDOUT);
+}
+
+Result<nlohmann::json> Vmm::take_snapshot(const std::string& dir) {
+    if (dir.empty()) return Error::from_string("snapshot needs a \"path\": the directory to write", EINVAL);
+    if (::mkdir(dir.c_str(), 0700) < 0 && errno != EEXIST)
+        return Error::from_errno(errno, "create snapshot directory `" + dir + "`");
+    uint64_t t0 = clock::now_ns();
+    bool was_paused = is_paused();
+    TRY(pause());
+    auto result = [&]() -> Result<nlohmann::json> {
+        TRY(wait_devices_idle());
+        // The devices' locks stay held until guest memory is written: host
+        // data arriving meanwhile waits instead of changing queues already saved.
+        std::vector<std::unique_lock<std::mutex>> held;
+        for (auto& t : m_virtio) held.push_back(t->hold());
+        snapshot::Snapshot snap;
+        if (m_msr_indices.empty()) m_msr_indices = TRY(m_kvm.msr_index_list());
+        for (size_t i = 0; i < m_vcpus.size(); ++i) {
+            snap.vcpus.push_back(TRY(snapshot::capture_vcpu(m_vcpus[i], m_msr_indices)));
+            snap.vcpus.back().cpuid = m_cpuid[i];
+        }
+        snap.vm = TRY(snapshot::capture_vm(m_vm));
+        snap.serial = m_serial->save_state();
+        for (auto& t : m_virtio) snap.virtio.push_back(t->save_state_locked());
+        if (m_supported_cpuid.empty()) m_supported_cpuid = TRY(m_kvm.supported_cpuid());
+        snap.machine = {m_memory.size(), uint32_t(m_vcpus.size()), x86::vendor_string(m_supported_cpuid),
+                        m_config.cpu_template, machine_to_json(m_config).dump()};
+        std::string memory_path = dir + "/" + snapshot::kMemoryFile;
+        TRY(m_memory.save(memory_path + ".tmp"));
+        if (::rename((memory_path + ".tmp").c_str(), memory_path.c_str()) < 0)
+            return Error::from_errno(errno, "rename `" + memory_path + ".tmp`");
+        held.clear();
+        TRY(snapshot::write_state(dir, snap));
+        double ms = double(clock::now_ns() - t0) / 1e6;
+        log::info("snapshot written to {} in {:.1f} ms", dir, ms);
+        return nlohmann::json{{"path", dir}, {"ms", ms}, {"memory_bytes", m_memory.size()}};
+    }();
+    if (!was_paused) resume();
+    return result;
+}
+
+Result<nlohmann::json> Vmm::reset_to_snapshot(const std::string& other) {
+    if (!m_snapshot) return Error::from_string("this VM was not restored from a snapshot: there is nothing to reset to");
+    std::unique_ptr<snapshot::Snapshot> replacement;
+    if (!other.empty()) {
+        replacement = std::make_unique<snapshot::Snapshot>(TRY(snapshot::read_state(other)));
+        if (replacement->machine.memory_bytes != m_snapshot->machine.memory_bytes ||
+            replacement->machine.vcpus != m_snapshot->machine.vcpus ||
+            replacement->machine.config != m_snapshot->machine.config)
+            return Error::from_string("snapshot `" + other + "` is of a different machine than this VM", EINVAL);
+        auto host_cpuid = TRY(guest_cpuid(0));
+        TRY(snapshot::check_cpu(replacement->machine, replacement->vcpus[0].cpuid, host_cpuid));
+    }
+    uint64_t t0 = clock::now_ns();
+    bool was_paused = is_paused();
+    TRY(pause());
+    uint64_t dirty = 0;
+    auto result = [&]() -> Result<void> {
+        TRY(wait_devices_idle());
+        // Devices stop first, so nothing writes guest memory behind the revert.
+        for (auto& t : m_virtio) t->quiesce();
+        if (replacement) {
+            TRY(m_memory.remap_from_file(other + "/" + snapshot::kMemoryFile));
+            std::vector<uint64_t> discard((m_memory.size() / GuestMemory::kPageSize + 63) / 64);
+            TRY(collect_dirty(discard));  // clears the logs
+            m_snapshot = std::move(replacement);
+            m_snapshot_dir = other;
+            dirty = m_memory.size() / GuestMemory::kPageSize;
+        } else {
+            std::vector<uint64_t> bitmap((m_memory.size() / GuestMemory::kPageSize + 63) / 64);
+            TRY(collect_dirty(bitmap));
+            dirty = TRY(revert(bitmap));
+        }
+        const auto& snap = *m_snapshot;
+        TRY(snapshot::restore_vm_chips(m_vm, snap.vm));
+        for (size_t i = 0; i < m_vcpus.size(); ++i) TRY(snapshot::restore_vcpu(m_vcpus[i], snap.vcpus[i], false));
+        TRY(snapshot::restore_clock(m_vm, snap.vm.clock));
+        TRY(load_device_state(snap));
+        return {};
+    }();
+    if (result.is_error()) {
+        // Half a reset is no VM to run.
+        request_exit(kExitVmmError, "reset failed: " + result.error().message());
+        return result.release_error();
+    }
+    if (!was_paused) resume();
+    double us = double(clock::now_ns() - t0) / 1e3;
+    ++m_resets;
+    m_last_reset_us = us;
+    log::info("reset to {} in {:.1f} us ({} pages reverted)", m_snapshot_dir, us, dirty);
+    return nlohmann::json{{"us", us}, {"dirty_pages", dirty}, {"resets", m_resets}};
+}
+
+Result<void> Vmm::collect_dirty(std::vector<uint64_t>& bitmap) {
+    m_memory.take_vmm_dirty(bitmap);
+    uint32_t slot = 0;
+    for (const auto& r : m_memory.regions()) {
+        uint64_t pages = r.size / GuestMemory::kPageSize;
+        std::vector<uint64_t> slot_bits((pages + 63) / 64);
+        TRY(m_vm.dirty_log(slot++, slot_bits));
+        uint64_t first = r.file_offset / GuestMemory::kPageSize;
+        for (uint64_t w = 0; w < slot_bits.size(); ++w) {
+            uint64_t bits = slot_bits[w];
+            while (bits) {
+                uint64_t p = first + w * 64 + uint64_t(__builtin_ctzll(bits));
+                bits &= bits - 1;
+                bitmap[p / 64] |= 1ull << (p % 64);
+            }
+        }
+    }
+    return {};
+}
+
+Result<uint64_t> Vmm::revert(const std::vector<uint64_t>& bitmap) {
+    uint64_t pages = m_memory.size() / GuestMemory::kPageSize, total = 0;
+    auto is_set = [&](uint64_t p) { return (bitmap[p / 64] >> (p % 64)) & 1; };
+    for (uint64_t p = 0; p < pages;) {
+        if (bitmap[p / 64] == 0 && p % 64 == 0) {
+            p += 64;
+            continue;
+        }
+        if (!is_set(p)) {
+            ++p;
+            continue;
+        }
+        uint64_t end = p + 1;
+        while (end < pages && is_set(end)) ++end;
+        TRY(m_memory.revert_pages(p, end - p));
+        total += end - p;
+        p = end;
+    }
+    return total;
+}
+
+bool Vmm::is_paused() {
+    std::lock_guard guard(m_pause_lock);
+    return m_paused;
+}
+
+nlohmann::json Vmm::stats() {
+    nlohmann::json j{{"vcpus", m_vcpus.size()},
+                     {"memory_bytes", m_memory.size()},
+                     {"rss_kib", sys::resident_kib()},
+                     {"first_run_ms", double(g_first_run_ns.load() - clock::process_start_ns()) / 1e6}};
+    if (g_first_run_ns.load() == 0) j["first_run_ms"] = nullptr;
+    if (m_snapshot) {
+        j["restored_from"] = m_snapshot_dir;
+        j["restore_ms"] = m_restore_ms;
+        j["resets"] = m_resets;
+        j["last_reset_us"] = m_last_reset_us;
+    }
+    return j;
 }
 
 Result<std::string> Vmm::setup_virtio(const VmConfig& config) {
@@ -298,6 +535,7 @@ void Vmm::resume() {
 nlohmann::json Vmm::api_request(const nlohmann::json& request) {
     const std::string cmd = request["cmd"].get<std::string>();
     auto fail = [](const Error& e) { return nlohmann::json{{"error", e.message()}}; };
+    auto path = [&] { return request.contains("path") && request["path"].is_string() ? request["path"].get<std::string>() : std::string(); };
     auto status = [this] {
         std::string s = m_container ? ContainerSession::to_string(m_container->status()) : "running";
         std::lock_guard guard(m_pause_lock);
@@ -312,6 +550,16 @@ nlohmann::json Vmm::api_request(const nlohmann::json& request) {
     if (cmd == "resume") {
         resume();
         return {{"status", status()}};
+    }
+    if (cmd == "stats") return stats();
+    if (cmd == "snapshot") {
+        auto r = take_snapshot(path());
+        return r ? r.value() : fail(r.error());
+    }
+    if (cmd == "reset" || cmd == "restore") {
+        if (cmd == "restore" && path().empty()) return {{"error", "restore needs a \"path\": a snapshot directory"}};
+        auto r = reset_to_snapshot(cmd == "restore" ? path() : std::string());
+        return r ? r.value() : fail(r.error());
     }
     if (!m_container) return {{"error", "`" + cmd + "` needs a container (container.config)"}};
     if (cmd == "start") {

@@ -24,6 +24,7 @@
 #include "vmm/kvm/vcpu.h"
 #include "vmm/kvm/vm.h"
 #include "vmm/memory/guest_memory.h"
+#include "vmm/snapshot/snapshot.h"
 
 namespace husk {
 
@@ -46,8 +47,27 @@ public:
     Result<void> pause();
     void resume();
 
+    // Writes `dir/vmstate` and `dir/memory` (the VM pauses meanwhile).
+    Result<nlohmann::json> take_snapshot(const std::string& dir);
+    // Rolls a restored VM back to its snapshot in place, reverting only pages
+    // written since; with `other`, moves it to that snapshot of the same machine.
+    Result<nlohmann::json> reset_to_snapshot(const std::string& other = {});
+    nlohmann::json stats();
+
 private:
     explicit Vmm(Kvm kvm, Vm vm, GuestMemory memory);
+
+    // KVM, memory slots, irqchip, devices: what boot and restore share.
+    static Result<std::unique_ptr<Vmm>> build(const VmConfig& config, GuestMemory memory);
+    static Result<std::unique_ptr<Vmm>> restore(const VmConfig& config);
+    Result<std::vector<kvm_cpuid_entry2>> guest_cpuid(uint32_t vcpu_id);
+    Result<void> start_api();
+    Result<void> load_device_state(const snapshot::Snapshot& snap);
+    Result<void> wait_devices_idle();
+    // KVM's dirty logs plus the VMM's own writes, one bit per page of guest RAM.
+    Result<void> collect_dirty(std::vector<uint64_t>& bitmap);
+    Result<uint64_t> revert(const std::vector<uint64_t>& bitmap);
+    bool is_paused();
 
     Result<void> setup_devices(const VmConfig& config);
     // virtio-mmio devices; returns their virtio_mmio.device= command-line entries.
@@ -68,6 +88,17 @@ private:
     Kvm m_kvm;
     Vm m_vm;
     GuestMemory m_memory;
+    VmConfig m_config;
+    std::string m_virtio_args;
+    std::vector<kvm_cpuid_entry2> m_supported_cpuid;
+    std::vector<uint32_t> m_msr_indices;
+    std::vector<std::vector<kvm_cpuid_entry2>> m_cpuid;  // what each vCPU was given
+    // Set on a restored VM: what `reset` goes back to.
+    std::unique_ptr<snapshot::Snapshot> m_snapshot;
+    std::string m_snapshot_dir;
+    double m_restore_ms = 0;
+    uint64_t m_resets = 0;
+    double m_last_reset_us = 0;
     std::vector<Vcpu> m_vcpus;
     std::vector<std::thread> m_threads;
     Bus m_pio{"pio"};

@@ -95,12 +95,27 @@ ProcessResult run_process(const std::vector<std::string>& argv, const RunOptions
     return r;
 }
 
-RunningProcess::RunningProcess(const std::vector<std::string>& argv) {
+RunningProcess::RunningProcess(const std::vector<std::string>& argv, bool stdin_pipe) {
     int out[2];
     if (pipe2(out, O_CLOEXEC)) return;
-    m_pid = spawn(argv, -1, out[1], -1);
+    int in[2] = {-1, -1};
+    if (stdin_pipe && pipe2(in, O_CLOEXEC)) return;
+    m_pid = spawn(argv, in[0], out[1], -1);
     close(out[1]);
+    if (in[0] >= 0) close(in[0]);
+    m_stdin = in[1];
     m_stdout = out[0];
+}
+
+bool RunningProcess::write_stdin(const std::string& data) {
+    size_t done = 0;
+    while (done < data.size()) {
+        ssize_t n = write(m_stdin, data.data() + done, data.size() - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return false;
+        done += size_t(n);
+    }
+    return true;
 }
 
 RunningProcess::~RunningProcess() {
@@ -109,6 +124,7 @@ RunningProcess::~RunningProcess() {
         wait_status(m_pid);
     }
     if (m_stdout >= 0) close(m_stdout);
+    if (m_stdin >= 0) close(m_stdin);
 }
 
 bool RunningProcess::wait_for_stdout(const std::string& text, int timeout_seconds) {

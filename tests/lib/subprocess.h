@@ -32,7 +32,8 @@ ProcessResult run_process(const std::vector<std::string>& argv, const RunOptions
 // A child started with stdin from /dev/null and stdout on a pipe; killed (SIGKILL) and reaped on destruction.
 class RunningProcess {
 public:
-    explicit RunningProcess(const std::vector<std::string>& argv);
+    // With `stdin_pipe`, write_stdin() feeds the child's stdin.
+    explicit RunningProcess(const std::vector<std::string>& argv, bool stdin_pipe = false);
     ~RunningProcess();
     RunningProcess(const RunningProcess&) = delete;
     RunningProcess& operator=(const RunningProcess&) = delete;
@@ -44,8 +45,12 @@ public:
     // What stdout held so far (and everything up to EOF after wait_exit).
     const std::string& seen() const { return m_seen; }
     pid_t pid() const { return m_pid; }
+    bool write_stdin(const std::string& data);
+    // Forgets what stdout held so far (wait_for_stdout then looks only at new output).
+    void clear_seen() { m_seen.clear(); }
 
 private:
+    int m_stdin = -1;
     pid_t m_pid = -1;
     int m_stdout = -1;
     std::string m_seen;

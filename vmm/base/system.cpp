@@ -1,5 +1,7 @@
 #include "vmm/base/system.h"
 
+#include <cstdio>
+
 #include <fcntl.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
@@ -110,6 +112,14 @@ Result<void> write_all(int fd, std::span<const uint8_t> data) {
 
 Result<void> write_all(int fd, std::string_view data) {
     return write_all(fd, std::span(reinterpret_cast<const uint8_t*>(data.data()), data.size()));
+}
+
+uint64_t resident_kib() {
+    auto text = read_file("/proc/self/statm", 4096);
+    if (!text) return 0;
+    unsigned long long size = 0, resident = 0;
+    if (std::sscanf(text.value().c_str(), "%llu %llu", &size, &resident) != 2) return 0;
+    return resident * uint64_t(::sysconf(_SC_PAGESIZE)) / 1024;
 }
 
 }  // namespace husk::sys

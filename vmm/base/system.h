@@ -29,6 +29,8 @@ Result<UniqueFd> connect_unix(const std::string& path);
 // The directory of the running executable (/proc/self/exe), or ".".
 std::string executable_dir();
 
+// This process's resident memory in KiB (/proc/self/statm); 0 if unknown.
+uint64_t resident_kib();
 Result<std::string> read_file(const std::string& path, size_t max_size = size_t(1) << 31);
 // Writes all of data, retrying on short writes and EINTR.
 Result<void> write_all(int fd, std::span<const uint8_t> data);

@@ -7,6 +7,10 @@
 namespace husk {
 namespace {
 
+bool x86_cpu_template_ok(const std::string& name) {
+    return name == "host" || name == "baseline";
+}
+
 std::string where(std::string_view source, const toml::source_region& r) {
     std::ostringstream s;
     s << source << ":" << r.begin.line << ":" << r.begin.column;
@@ -30,6 +34,11 @@ const std::vector<ConfigKey>& vm_config_keys() {
         {"machine", "vcpus", "integer", "number of vCPUs, 1-254 (default 1)"},
         {"machine", "memory_mib", "integer", "guest RAM in MiB, at least 16 (default 128)"},
         {"machine", "hugepages", "boolean", "back guest RAM with 2 MiB hugepages (default false)"},
+        {"machine", "cpu_template", "string",
+         "CPUID the guest sees: host (default: all this host offers) or baseline (common x86-64 features, so "
+         "snapshots move between hosts of one CPU vendor)"},
+        {"snapshot", "restore", "path",
+         "restore this snapshot directory (vmstate + memory) instead of booting; boot.* is then not needed"},
         {"console", "output", "string",
          "where the serial console goes: stdout (default), stderr, none, unix:SOCKET, or a file path"},
         {"console", "input", "string", "serial console input: none (default) or stdin"},
@@ -133,6 +142,10 @@ Result<VmConfig> parse_vm_toml(std::string_view text, std::string_view source, V
                     c.container_config = *s;
                 else if (full == "api.socket")
                     c.api_socket = *s;
+                else if (full == "machine.cpu_template")
+                    c.cpu_template = *s;
+                else if (full == "snapshot.restore")
+                    c.restore = *s;
             } else if (type == "integer") {
                 auto v = value.value<int64_t>();
                 if (!v || !value.is_integer()) return bad_type();
@@ -158,8 +171,53 @@ Result<VmConfig> parse_vm_toml(std::string_view text, std::string_view source, V
     return c;
 }
 
+nlohmann::json machine_to_json(const VmConfig& c) {
+    nlohmann::json drives = nlohmann::json::array();
+    for (const auto& d : c.drives)
+        drives.push_back({{"path", d.path}, {"read_only", d.read_only}, {"direct", d.direct}, {"id", d.id}});
+    return {{"vcpus", c.vcpus},           {"memory_mib", c.memory_mib}, {"cpu_template", c.cpu_template},
+            {"drives", drives},           {"rng", c.rng},               {"vsock_socket", c.vsock_socket},
+            {"vsock_cid", c.vsock_cid},   {"net_tap", c.net_tap},       {"net_mac", c.net_mac},
+            {"cmdline", c.cmdline}};
+}
+
+Result<void> machine_from_json(const nlohmann::json& j, VmConfig& c) {
+    try {
+        c.vcpus = j.at("vcpus").get<uint32_t>();
+        c.memory_mib = j.at("memory_mib").get<uint32_t>();
+        c.cpu_template = j.at("cpu_template").get<std::string>();
+        c.hugepages = false;
+        std::vector<DriveConfig> drives;
+        for (const auto& d : j.at("drives"))
+            drives.push_back({d.at("path").get<std::string>(), d.at("read_only").get<bool>(), d.at("direct").get<bool>(),
+                              d.at("id").get<std::string>()});
+        // A restore may point the disks elsewhere (same count, same order).
+        if (!c.drives.empty()) {
+            if (c.drives.size() != drives.size())
+                return Error::from_string("the snapshot has " + std::to_string(drives.size()) + " drives; " +
+                                          std::to_string(c.drives.size()) + " were given");
+            for (size_t i = 0; i < drives.size(); ++i) drives[i].path = c.drives[i].path;
+        }
+        c.drives = std::move(drives);
+        c.rng = j.at("rng").get<bool>();
+        std::string vsock = j.at("vsock_socket").get<std::string>();
+        if (vsock.empty() != c.vsock_socket.empty() && !c.vsock_socket.empty())
+            return Error::from_string("the snapshot's VM has no vsock device");
+        if (c.vsock_socket.empty()) c.vsock_socket = vsock;
+        c.vsock_cid = j.at("vsock_cid").get<uint64_t>();
+        c.net_tap = j.at("net_tap").get<std::string>();
+        c.net_mac = j.at("net_mac").get<std::string>();
+        c.cmdline = j.at("cmdline").get<std::string>();
+    } catch (const nlohmann::json::exception& e) {
+        return Error::from_string(std::string("the snapshot's machine description is invalid: ") + e.what(), EINVAL);
+    }
+    return {};
+}
+
 Result<void> validate(const VmConfig& c) {
-    if (c.kernel.empty()) return Error::from_string("no kernel given: set boot.kernel in vm.toml or pass --kernel");
+    if (!x86_cpu_template_ok(c.cpu_template))
+        return Error::from_string("machine.cpu_template must be host or baseline, not `" + c.cpu_template + "`");
+    if (c.kernel.empty() && c.restore.empty()) return Error::from_string("no kernel given: set boot.kernel in vm.toml or pass --kernel");
     if (c.vcpus < 1 || c.vcpus > 254)
         return Error::from_string("machine.vcpus must be between 1 and 254, not " + std::to_string(c.vcpus));
     if (c.memory_mib < 16)

@@ -4,6 +4,8 @@
 
 #include <cstdint>
 #include <string>
+
+#include <nlohmann/json.hpp>
 #include <string_view>
 #include <vector>
 
@@ -34,6 +36,9 @@ struct VmConfig {
     uint32_t vcpus = 1;
     uint32_t memory_mib = 128;
     bool hugepages = false;
+    std::string cpu_template = "host";  // host | baseline (vmm/arch/x86/cpuid.h)
+    // Restore this snapshot directory instead of booting (boot.* is not needed).
+    std::string restore;
     // [console]
     std::string console_output =
         "auto";  // auto (stdout; none with a container) | stdout | stderr | none | unix:SOCKET | a file path
@@ -76,6 +81,13 @@ struct ConfigKey {
 const std::vector<ConfigKey>& vm_config_keys();
 
 // Parses vm.toml text on top of `base`. `source` names the file in errors.
+// The machine's shape as a snapshot records it: sizes and devices. Host-side
+// endpoints (API socket, console) are not part of it.
+nlohmann::json machine_to_json(const VmConfig& config);
+// `into` keeps its host-side endpoints; the machine comes from `json`. The
+// vsock socket and drive paths of `into` win when set (a restore's own).
+Result<void> machine_from_json(const nlohmann::json& json, VmConfig& into);
+
 Result<VmConfig> parse_vm_toml(std::string_view text, std::string_view source, VmConfig base = {});
 // Checks values that no parser can (ranges, required keys).
 Result<void> validate(const VmConfig& config);

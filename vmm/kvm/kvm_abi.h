@@ -24,6 +24,9 @@ struct MsrsHeader {  // struct kvm_msrs without entries
 struct MsrListHeader {  // struct kvm_msr_list without indices
     uint32_t nmsrs;
 };
+struct Xsave {  // struct kvm_xsave without the flexible `extra` (KVM_GET_XSAVE fills 4 KiB)
+    uint32_t region[1024];
+};
 static_assert(sizeof(Cpuid2Header) == 8 && sizeof(MsrsHeader) == 8 && sizeof(MsrListHeader) == 4);
 static_assert(sizeof(kvm_cpuid_entry2) == 40 && sizeof(kvm_msr_entry) == 16);
 
@@ -33,5 +36,7 @@ inline constexpr unsigned long kGetCpuid2 = _IOWR(KVMIO, 0x91, Cpuid2Header);
 inline constexpr unsigned long kGetMsrIndexList = _IOWR(KVMIO, 0x02, MsrListHeader);
 inline constexpr unsigned long kGetMsrs = _IOWR(KVMIO, 0x88, MsrsHeader);
 inline constexpr unsigned long kSetMsrs = _IOW(KVMIO, 0x89, MsrsHeader);
+inline constexpr unsigned long kGetXsave = _IOR(KVMIO, 0xa4, Xsave);
+inline constexpr unsigned long kSetXsave = _IOW(KVMIO, 0xa5, Xsave);
 
 }  // namespace husk::kvm_abi

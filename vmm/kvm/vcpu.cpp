@@ -82,6 +82,57 @@ Result<void> Vcpu::set_lapic(const kvm_lapic_state& state) {
     return {};
 }
 
+Result<std::vector<kvm_cpuid_entry2>> Vcpu::cpuid() const {
+    constexpr uint32_t kMax = 256;  // KVM_MAX_CPUID_ENTRIES
+    size_t bytes = sizeof(kvm_abi::Cpuid2Header) + kMax * sizeof(kvm_cpuid_entry2);
+    auto buf = std::make_unique<uint64_t[]>((bytes + 7) / 8);
+    auto* header = reinterpret_cast<kvm_abi::Cpuid2Header*>(buf.get());
+    header->nent = kMax;
+    TRY(sys::ioctl(m_fd.get(), kvm_abi::kGetCpuid2, header, "KVM_GET_CPUID2"));
+    auto* entries = reinterpret_cast<kvm_cpuid_entry2*>(header + 1);
+    return std::vector<kvm_cpuid_entry2>(entries, entries + std::min(header->nent, kMax));
+}
+
+Result<std::vector<kvm_msr_entry>> Vcpu::msrs(const std::vector<uint32_t>& indices) const {
+    std::vector<kvm_msr_entry> out;
+    size_t next = 0;
+    while (next < indices.size()) {
+        size_t n = indices.size() - next;
+        size_t bytes = sizeof(kvm_abi::MsrsHeader) + n * sizeof(kvm_msr_entry);
+        auto buf = std::make_unique<uint64_t[]>((bytes + 7) / 8);
+        auto* header = reinterpret_cast<kvm_abi::MsrsHeader*>(buf.get());
+        auto* entries = reinterpret_cast<kvm_msr_entry*>(header + 1);
+        header->nmsrs = uint32_t(n);
+        for (size_t i = 0; i < n; ++i) entries[i] = kvm_msr_entry{indices[next + i], 0, 0};
+        // KVM reads in order and stops at the first MSR it refuses: keep what
+        // it read, skip that one, go on.
+        size_t got = size_t(TRY(sys::ioctl(m_fd.get(), kvm_abi::kGetMsrs, header, "KVM_GET_MSRS")));
+        out.insert(out.end(), entries, entries + std::min(got, n));
+        next += got + 1;
+    }
+    return out;
+}
+
+Result<void> Vcpu::get_raw(unsigned long request, void* out, const char* name) const {
+    TRY(sys::ioctl(m_fd.get(), request, out, name));
+    return {};
+}
+
+Result<void> Vcpu::set_raw(unsigned long request, const void* in, const char* name) {
+    TRY(sys::ioctl(m_fd.get(), request, in, name));
+    return {};
+}
+
+Result<uint32_t> Vcpu::tsc_khz() const {
+    int khz = TRY(sys::ioctl(m_fd.get(), KVM_GET_TSC_KHZ, 0ul, "KVM_GET_TSC_KHZ"));
+    return uint32_t(khz);
+}
+
+Result<void> Vcpu::set_tsc_khz(uint32_t khz) {
+    TRY(sys::ioctl(m_fd.get(), KVM_SET_TSC_KHZ, static_cast<unsigned long>(khz), "KVM_SET_TSC_KHZ"));
+    return {};
+}
+
 Result<void> Vcpu::run() {
     if (::ioctl(m_fd.get(), KVM_RUN, 0) < 0) {
         if (errno == EINTR || errno == EAGAIN) {

@@ -71,4 +71,46 @@ Result<void> Vm::register_irqfd(int fd, uint32_t gsi) {
 
 Result<Vcpu> Vm::create_vcpu(uint32_t id) { return Vcpu::create(*this, id); }
 
+Result<kvm_clock_data> Vm::clock() const {
+    kvm_clock_data c{};
+    TRY(sys::ioctl(m_fd.get(), KVM_GET_CLOCK, &c, "KVM_GET_CLOCK"));
+    return c;
+}
+
+Result<void> Vm::set_clock(const kvm_clock_data& clock) {
+    TRY(sys::ioctl(m_fd.get(), KVM_SET_CLOCK, &clock, "KVM_SET_CLOCK"));
+    return {};
+}
+
+Result<kvm_irqchip> Vm::irqchip(uint32_t chip_id) const {
+    kvm_irqchip chip{};
+    chip.chip_id = chip_id;
+    TRY(sys::ioctl(m_fd.get(), KVM_GET_IRQCHIP, &chip, "KVM_GET_IRQCHIP"));
+    return chip;
+}
+
+Result<void> Vm::set_irqchip(const kvm_irqchip& chip) {
+    TRY(sys::ioctl(m_fd.get(), KVM_SET_IRQCHIP, &chip, "KVM_SET_IRQCHIP"));
+    return {};
+}
+
+Result<kvm_pit_state2> Vm::pit() const {
+    kvm_pit_state2 p{};
+    TRY(sys::ioctl(m_fd.get(), KVM_GET_PIT2, &p, "KVM_GET_PIT2"));
+    return p;
+}
+
+Result<void> Vm::set_pit(const kvm_pit_state2& pit) {
+    TRY(sys::ioctl(m_fd.get(), KVM_SET_PIT2, &pit, "KVM_SET_PIT2"));
+    return {};
+}
+
+Result<void> Vm::dirty_log(uint32_t slot, std::span<uint64_t> bitmap) {
+    kvm_dirty_log log{};
+    log.slot = slot;
+    log.dirty_bitmap = bitmap.data();
+    TRY(sys::ioctl(m_fd.get(), KVM_GET_DIRTY_LOG, &log, "KVM_GET_DIRTY_LOG"));
+    return {};
+}
+
 }  // namespace husk

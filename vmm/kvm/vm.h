@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 
 #include "vmm/base/result.h"
 #include "vmm/base/unique_fd.h"
@@ -30,6 +31,18 @@ public:
                                     std::optional<uint64_t> datamatch = std::nullopt);
     Result<void> register_irqfd(int fd, uint32_t gsi);
     Result<Vcpu> create_vcpu(uint32_t id);
+
+    // VM-wide state for snapshots: kvmclock, the PIC/IOAPIC chips, the PIT.
+    Result<kvm_clock_data> clock() const;
+    Result<void> set_clock(const kvm_clock_data& clock);
+    Result<kvm_irqchip> irqchip(uint32_t chip_id) const;
+    Result<void> set_irqchip(const kvm_irqchip& chip);
+    Result<kvm_pit_state2> pit() const;
+    Result<void> set_pit(const kvm_pit_state2& pit);
+    // KVM_GET_DIRTY_LOG: the slot's pages written since the last call (one
+    // bit per page), which KVM write-protects again. The slot needs
+    // KVM_MEM_LOG_DIRTY_PAGES.
+    Result<void> dirty_log(uint32_t slot, std::span<uint64_t> bitmap);
 
     int fd() const { return m_fd.get(); }
     size_t vcpu_mmap_size() const { return m_vcpu_mmap_size; }

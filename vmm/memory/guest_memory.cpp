@@ -1,7 +1,10 @@
 #include "vmm/memory/guest_memory.h"
 
 #include <linux/memfd.h>
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <fmt/format.h>
 
@@ -32,7 +35,114 @@ Result<GuestMemory> GuestMemory::create(uint64_t size, HugePages huge) {
     // MAP_NORESERVE: pages are allocated on first touch; an idle guest costs what it uses.
     auto mapping = TRY(MappedRegion::map(size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd.get())
                            .context("map guest RAM"));
-    return GuestMemory(std::move(fd), std::move(mapping), layout(size));
+    return GuestMemory(std::move(fd), std::move(mapping), layout(size), false);
+}
+
+Result<GuestMemory> GuestMemory::from_file(const std::string& path, uint64_t size) {
+    auto fd = TRY(sys::open(path, O_RDONLY | O_CLOEXEC).context("open memory file `" + path + "`"));
+    struct stat st {};
+    if (::fstat(fd.get(), &st) < 0) return Error::from_errno(errno, "stat memory file `" + path + "`");
+    if (uint64_t(st.st_size) != size)
+        return Error::from_string(fmt::format("memory file `{}` holds {} bytes; the snapshot's guest has {}", path,
+                                              st.st_size, size));
+    if (size == 0 || size % kPageSize != 0) return Error::from_string("guest memory size must be whole pages");
+    auto mapping = TRY(MappedRegion::map(size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd.get())
+                           .context("map memory file `" + path + "`"));
+    return GuestMemory(std::move(fd), std::move(mapping), layout(size), true);
+}
+
+void GuestMemory::track_vmm_writes() {
+    size_t words = (size() / kPageSize + 63) / 64;
+    m_vmm_dirty = std::make_unique<std::atomic<uint64_t>[]>(words);
+    for (size_t i = 0; i < words; ++i) m_vmm_dirty[i] = 0;
+}
+
+void GuestMemory::mark_dirty(uint64_t gpa, uint64_t len) const {
+    if (!m_vmm_dirty || len == 0) return;
+    auto host = slice(gpa, len);
+    if (host.is_error()) return;
+    uint64_t first = uint64_t(host.value().data() - m_mapping.data()) / kPageSize;
+    uint64_t last = (uint64_t(host.value().data() - m_mapping.data()) + len - 1) / kPageSize;
+    for (uint64_t p = first; p <= last; ++p) m_vmm_dirty[p / 64].fetch_or(1ull << (p % 64), std::memory_order_relaxed);
+}
+
+void GuestMemory::take_vmm_dirty(std::span<uint64_t> bitmap) const {
+    if (!m_vmm_dirty) return;
+    size_t words = std::min(bitmap.size(), (size() / kPageSize + 63) / 64);
+    for (size_t i = 0; i < words; ++i) bitmap[i] |= m_vmm_dirty[i].exchange(0, std::memory_order_relaxed);
+}
+
+Result<void> GuestMemory::revert_pages(uint64_t first_page, uint64_t count) const {
+    if (!m_private) return Error::from_string("only memory restored from a snapshot can be reverted");
+    if (first_page > size() / kPageSize || count > size() / kPageSize - first_page)
+        return Error::from_string("page range outside guest RAM", EINVAL);
+    // On a private file mapping, MADV_DONTNEED drops the process's copies:
+    // the next access reads the file again. KVM's MMU notifier drops the
+    // matching EPT/NPT entries.
+    if (::madvise(m_mapping.data() + first_page * kPageSize, count * kPageSize, MADV_DONTNEED) < 0)
+        return Error::from_errno(errno, "madvise(MADV_DONTNEED) on guest RAM");
+    return {};
+}
+
+Result<void> GuestMemory::remap_from_file(const std::string& path) {
+    auto fd = TRY(sys::open(path, O_RDONLY | O_CLOEXEC).context("open memory file `" + path + "`"));
+    struct stat st {};
+    if (::fstat(fd.get(), &st) < 0) return Error::from_errno(errno, "stat memory file `" + path + "`");
+    if (uint64_t(st.st_size) != size())
+        return Error::from_string(fmt::format("memory file `{}` holds {} bytes; this guest has {}", path, st.st_size,
+                                              size()));
+    void* p = ::mmap(m_mapping.data(), size(), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE | MAP_FIXED,
+                     fd.get(), 0);
+    if (p == MAP_FAILED) return Error::from_errno(errno, "map memory file `" + path + "` over guest RAM");
+    m_fd = std::move(fd);
+    m_private = true;
+    return {};
+}
+
+Result<void> GuestMemory::save(const std::string& path) const {
+    auto out = TRY(sys::open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600).context("create `" + path + "`"));
+    TRY(sys::ftruncate(out.get(), off_t(size())).context("size `" + path + "`"));
+    const uint8_t* base = m_mapping.data();
+    static const uint8_t kZero[kPageSize] = {};
+    // Runs of pages that hold data; zero pages stay holes in the file.
+    uint64_t pages = size() / kPageSize;
+    uint64_t p = 0;
+    // A memfd knows which pages were never touched (SEEK_DATA): skip them without reading.
+    auto next_data = [&](uint64_t from) -> uint64_t {
+        if (m_private) return from;
+        off_t d = ::lseek(m_fd.get(), off_t(from * kPageSize), SEEK_DATA);
+        return d < 0 ? pages : uint64_t(d) / kPageSize;
+    };
+    auto zero = [&](uint64_t page) { return std::memcmp(base + page * kPageSize, kZero, kPageSize) == 0; };
+    while (p < pages) {
+        p = next_data(p);
+        if (p >= pages) break;
+        // Reading a memfd's hole would allocate it: stop at the next one.
+        uint64_t limit = pages;
+        if (!m_private) {
+            off_t h = ::lseek(m_fd.get(), off_t(p * kPageSize), SEEK_HOLE);
+            if (h >= 0) limit = std::min(pages, (uint64_t(h) + kPageSize - 1) / kPageSize);
+        }
+        while (p < limit) {
+            if (zero(p)) {
+                ++p;
+                continue;
+            }
+            uint64_t end = p + 1;
+            while (end < limit && !zero(end)) ++end;
+            uint64_t off = p * kPageSize, len = (end - p) * kPageSize;
+            while (len > 0) {
+                ssize_t n = ::pwrite(out.get(), base + off, len, off_t(off));
+                if (n < 0 && errno == EINTR) continue;
+                if (n <= 0) return Error::from_errno(n < 0 ? errno : EIO, "write `" + path + "`");
+                off += uint64_t(n);
+                len -= uint64_t(n);
+            }
+            p = end;
+        }
+    }
+    if (::fsync(out.get()) < 0) return Error::from_errno(errno, "fsync `" + path + "`");
+    return {};
 }
 
 Result<std::span<uint8_t>> GuestMemory::slice(uint64_t gpa, uint64_t len) const {
@@ -49,6 +159,7 @@ Result<std::span<uint8_t>> GuestMemory::slice(uint64_t gpa, uint64_t len) const 
 Result<void> GuestMemory::write(uint64_t gpa, std::span<const uint8_t> data) const {
     auto dst = TRY(slice(gpa, data.size()));
     if (!data.empty()) std::memcpy(dst.data(), data.data(), data.size());
+    mark_dirty(gpa, data.size());
     return {};
 }
 

@@ -1,9 +1,13 @@
-// GuestMemory: guest RAM in one memfd, laid out around the 32-bit MMIO hole,
-// with bounds-checked access. Every address here may come from the guest.
+// GuestMemory: guest RAM in one memfd (or mapped copy-on-write from a
+// snapshot's memory file), laid out around the 32-bit MMIO hole, with
+// bounds-checked access. Every address here may come from the guest.
 #pragma once
 
 #include <cstdint>
+#include <atomic>
 #include <cstring>
+#include <memory>
+#include <string>
 #include <span>
 #include <type_traits>
 #include <vector>
@@ -28,7 +32,13 @@ public:
     static constexpr uint64_t kMmioHoleStart = 0xC000'0000;
     static constexpr uint64_t kMmioHoleEnd = 0x1'0000'0000;
 
+    static constexpr uint64_t kPageSize = 4096;
+
     static Result<GuestMemory> create(uint64_t size_bytes, HugePages huge = HugePages::Off);
+    // Guest RAM mapped MAP_PRIVATE from a snapshot's memory file: pages load
+    // lazily, stay shared through the page cache until written, and a written
+    // page is the process's own copy.
+    static Result<GuestMemory> from_file(const std::string& path, uint64_t size_bytes);
     // Only the layout; used by tests and the loaders' planning.
     static std::vector<GuestRegion> layout(uint64_t size_bytes);
 
@@ -44,6 +54,22 @@ public:
     bool contains(uint64_t gpa, uint64_t len) const { return !slice(gpa, len).is_error(); }
 
     Result<void> write(uint64_t gpa, std::span<const uint8_t> data) const;
+    // Records that the VMM itself wrote [gpa, gpa+len) (KVM's dirty log only
+    // sees the guest's writes). A no-op until track_vmm_writes().
+    void mark_dirty(uint64_t gpa, uint64_t len) const;
+    void track_vmm_writes();
+    // Moves the VMM-written pages (one bit per page of the host mapping) into `bitmap`.
+    void take_vmm_dirty(std::span<uint64_t> bitmap) const;
+
+    // Snapshot-backed memory only: pages [first, first+count) of the host
+    // mapping read the memory file's content again (their private copies are dropped).
+    Result<void> revert_pages(uint64_t first_page, uint64_t count) const;
+    // Maps another memory file of the same size over the whole range (in place,
+    // so KVM's memory slots stay valid) and makes it the backing.
+    Result<void> remap_from_file(const std::string& path);
+    bool snapshot_backed() const { return m_private; }
+    // Writes every page to `path` (sparse: pages never written stay holes).
+    Result<void> save(const std::string& path) const;
     Result<void> read(uint64_t gpa, std::span<uint8_t> out) const;
 
     template <typename T>
@@ -60,12 +86,15 @@ public:
     }
 
 private:
-    GuestMemory(UniqueFd fd, MappedRegion mapping, std::vector<GuestRegion> regions)
-        : m_fd(std::move(fd)), m_mapping(std::move(mapping)), m_regions(std::move(regions)) {}
+    GuestMemory(UniqueFd fd, MappedRegion mapping, std::vector<GuestRegion> regions, bool is_private)
+        : m_fd(std::move(fd)), m_mapping(std::move(mapping)), m_regions(std::move(regions)), m_private(is_private) {}
 
     UniqueFd m_fd;
     MappedRegion m_mapping;
     std::vector<GuestRegion> m_regions;
+    bool m_private = false;
+    // One bit per page the VMM wrote since the last take; null when not tracking.
+    std::unique_ptr<std::atomic<uint64_t>[]> m_vmm_dirty;
 };
 
 }  // namespace husk

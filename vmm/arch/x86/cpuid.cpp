@@ -1,6 +1,7 @@
 #include "vmm/arch/x86/cpuid.h"
 
 #include <cstring>
+#include <initializer_list>
 
 namespace husk::x86 {
 namespace {
@@ -23,6 +24,48 @@ uint32_t apic_id_bits(uint32_t count) {
     uint32_t bits = 0;
     while ((1u << bits) < count) ++bits;
     return bits;
+}
+
+constexpr uint32_t bits(std::initializer_list<unsigned> list) {
+    uint32_t v = 0;
+    for (unsigned b : list) v |= 1u << b;
+    return v;
+}
+
+// The baseline template's feature words (SDM Vol. 2A CPUID; AMD APM Vol. 3 E.4).
+constexpr uint32_t kBaseline1Ecx = bits({0, 1, 9, 12, 13, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31});
+constexpr uint32_t kBaseline7Ebx = bits({0, 3, 5, 7, 8, 9, 18, 19, 20, 23});
+constexpr uint32_t kBaselineExtEcx = bits({0, 1, 5, 6, 8});
+constexpr uint32_t kBaselineExtEdx =
+    bits({0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 14, 15, 16, 17, 20, 22, 23, 24, 25, 27, 29});
+constexpr uint32_t kBaselineXcr0 = 0x7;      // x87, SSE, AVX
+constexpr uint32_t kBaselineXsaveArea = 0x340;  // legacy area + header + AVX state
+
+void apply_baseline(std::vector<kvm_cpuid_entry2>& entries) {
+    std::erase_if(entries, [](const kvm_cpuid_entry2& e) {
+        return (e.function == 0xd && e.index >= 3) || (e.function == 7 && e.index >= 1);
+    });
+    for (auto& e : entries) {
+        if (e.function == 1) e.ecx &= kBaseline1Ecx;
+        if (e.function == 7 && e.index == 0) {
+            e.eax = 0;  // no further subleaves
+            e.ebx &= kBaseline7Ebx;
+            e.ecx = e.edx = 0;
+        }
+        if (e.function == 0xd && e.index == 0) {
+            e.eax &= kBaselineXcr0;
+            e.edx = 0;
+            e.ebx = e.ecx = kBaselineXsaveArea;
+        }
+        if (e.function == 0xd && e.index == 1) {
+            e.eax &= 1;  // XSAVEOPT only
+            e.ebx = e.ecx = e.edx = 0;
+        }
+        if (e.function == 0x8000'0001) {
+            e.ecx &= kBaselineExtEcx;
+            e.edx &= kBaselineExtEdx;
+        }
+    }
 }
 
 }  // namespace
@@ -140,6 +183,7 @@ std::vector<kvm_cpuid_entry2> normalize_cpuid(std::vector<kvm_cpuid_entry2> entr
                 break;
         }
     }
+    if (o.baseline) apply_baseline(entries);
     return entries;
 }
 

@@ -20,7 +20,12 @@ struct CpuidOptions {
     // KVM emulates the TSC-deadline timer but leaves its CPUID bit for user
     // space to set (KVM_CAP_TSC_DEADLINE_TIMER, api.rst).
     bool tsc_deadline = false;
+    // The "baseline" CPU template: only features every x86-64 server of the
+    // last decade has (SSE4.2, AVX2, AES, ... no AVX-512, no AMX), so a
+    // snapshot taken here restores on another host of the same vendor.
+    bool baseline = false;
 };
+
 
 // The table for one vCPU: topology (APIC ids, core counts) for vcpu_count
 // single-threaded cores in one package, the KVM hypervisor leaves, and the

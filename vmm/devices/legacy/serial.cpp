@@ -1,5 +1,7 @@
 #include "vmm/devices/legacy/serial.h"
 
+#include "vmm/base/wire.h"
+
 #include <unistd.h>
 
 #include <cerrno>
@@ -24,6 +26,34 @@ constexpr const char kHaltBanner[] = "reboot: System halted";
 
 Serial::Serial(int output_fd, std::function<void()> raise_irq, std::function<void()> on_halt)
     : m_output_fd(output_fd), m_raise_irq(std::move(raise_irq)), m_on_halt(std::move(on_halt)) {}
+
+std::string Serial::save_state() const {
+    std::lock_guard guard(m_lock);
+    wire::Writer w;
+    w.u8(m_ier).u8(m_lcr).u8(m_mcr).u8(m_scr).u8(m_dll).u8(m_dlm);
+    w.boolean(m_fifo_enabled).boolean(m_thre_pending).boolean(m_irq_asserted);
+    w.str(std::string(m_input.begin(), m_input.end()));
+    return w.take();
+}
+
+Result<void> Serial::load_state(std::string_view bytes) {
+    std::lock_guard guard(m_lock);
+    wire::Reader r(bytes, "snapshot");
+    m_ier = r.u8();
+    m_lcr = r.u8();
+    m_mcr = r.u8();
+    m_scr = r.u8();
+    m_dll = r.u8();
+    m_dlm = r.u8();
+    m_fifo_enabled = r.boolean();
+    m_thre_pending = r.boolean();
+    m_irq_asserted = r.boolean();
+    std::string input = r.str();
+    TRY(r.finish("serial state"));
+    if (input.size() > kInputLimit) return Error::from_string("snapshot: serial input longer than its buffer");
+    m_input.assign(input.begin(), input.end());
+    return {};
+}
 
 void Serial::read(uint64_t offset, std::span<uint8_t> data) {
     std::lock_guard guard(m_lock);

@@ -10,6 +10,9 @@
 #include <functional>
 #include <mutex>
 #include <string>
+#include <string_view>
+
+#include "vmm/base/result.h"
 
 #include "vmm/devices/io_device.h"
 
@@ -29,6 +32,10 @@ public:
 
     void read(uint64_t offset, std::span<uint8_t> data) override;
     void write(uint64_t offset, std::span<const uint8_t> data) override;
+
+    // Snapshots: the registers, pending interrupt and unread input.
+    std::string save_state() const;
+    Result<void> load_state(std::string_view bytes);
 
     // Host -> guest bytes (console input).
     void enqueue_input(std::span<const uint8_t> bytes);

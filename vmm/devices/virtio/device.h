@@ -6,6 +6,8 @@
 #include <functional>
 #include <mutex>
 #include <span>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include "vmm/base/result.h"
@@ -60,6 +62,18 @@ public:
     // Guest data accepted but not yet handed to the host (a socket that was
     // slow to read); the VMM lets it drain before it exits. ctx.lock held.
     virtual bool has_pending_output() const { return false; }
+
+    // Snapshots (ctx.lock held). What the device keeps beyond the transport's
+    // registers and queue positions; load_state runs after re-activation.
+    virtual std::string save_state() const { return {}; }
+    virtual Result<void> load_state(std::string_view bytes) {
+        if (!bytes.empty()) return Error::from_string("unexpected device state");
+        return {};
+    }
+    // Host I/O submitted and not yet completed; snapshots wait for none.
+    virtual bool busy() const { return false; }
+    // After load_state: drop what cannot survive a restore (host connections).
+    virtual void restored() {}
 };
 
 // Interrupts the driver if it wants to hear about the used buffers added to `queue`

@@ -199,6 +199,7 @@ bool Block::start(DescriptorChain chain) {
         all_readable &= !b.device_writable;
         data_len += b.len;
         req->iov.push_back({mem.slice(b.addr, b.len).value().data(), b.len});
+        if (b.device_writable) mem.mark_dirty(b.addr, b.len);  // the host kernel writes it, not KVM
     }
 
     auto fail_request = [&](uint8_t status) {

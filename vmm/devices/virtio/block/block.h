@@ -43,6 +43,7 @@ public:
     Result<void> activate(uint64_t features, std::span<Queue> queues, DeviceContext ctx) override;
     void queue_notify(size_t index) override;
     void reset() override;
+    bool busy() const override { return m_in_flight > 0; }
 
     uint64_t capacity_sectors() const { return m_sectors; }
     uint64_t completed_requests() const { return m_completed; }

@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "vmm/base/log.h"
+#include "vmm/base/wire.h"
 #include "vmm/base/system.h"
 #include "vmm/io/event_loop.h"
 #include "vmm/kvm/vm.h"
@@ -197,13 +198,7 @@ void MmioTransport::set_status(uint32_t v) {
                 return;
             }
         }
-        DeviceContext ctx;
-        ctx.memory = &m_memory;
-        ctx.loop = &m_loop;
-        ctx.lock = &m_lock;
-        ctx.signal_used = [this] { signal(1); };
-        ctx.fail = [this](const Error& e) { fail(e); };
-        if (auto r = m_device->activate(m_driver_features, std::span(m_queues), std::move(ctx)); r.is_error()) {
+        if (auto r = activate_device(); r.is_error()) {
             m_status = v;
             fail(r.error());
             return;
@@ -211,6 +206,87 @@ void MmioTransport::set_status(uint32_t v) {
         m_active = true;
     }
     m_status = v;
+}
+
+Result<void> MmioTransport::activate_device() {
+    DeviceContext ctx;
+    ctx.memory = &m_memory;
+    ctx.loop = &m_loop;
+    ctx.lock = &m_lock;
+    ctx.signal_used = [this] { signal(1); };
+    ctx.fail = [this](const Error& e) { fail(e); };
+    return m_device->activate(m_driver_features, std::span(m_queues), std::move(ctx));
+}
+
+bool MmioTransport::busy() const {
+    std::lock_guard guard(m_lock);
+    return m_active && m_device->busy();
+}
+
+std::string MmioTransport::save_state_locked() const {
+    wire::Writer w;
+    w.u32(m_device->device_type()).u32(m_status).u64(m_driver_features).u32(m_device_features_sel);
+    w.u32(m_driver_features_sel).u32(m_queue_sel).u32(m_interrupt_status).u32(m_config_generation);
+    w.u32(uint32_t(m_queues.size()));
+    for (const auto& q : m_queues) {
+        w.u16(q.size()).boolean(q.ready()).u64(q.desc_table()).u64(q.avail_ring()).u64(q.used_ring());
+        w.u16(q.next_avail()).u16(q.next_used());
+    }
+    w.str(m_active ? m_device->save_state() : std::string());
+    return w.take();
+}
+
+Result<void> MmioTransport::load_state(std::string_view bytes) {
+    std::lock_guard guard(m_lock);
+    reset_locked();
+    wire::Reader r(bytes, "snapshot");
+    uint32_t type = r.u32();
+    uint32_t status = r.u32();
+    m_driver_features = r.u64();
+    m_device_features_sel = r.u32();
+    m_driver_features_sel = r.u32();
+    m_queue_sel = r.u32();
+    uint32_t interrupt_status = r.u32();
+    m_config_generation = r.u32();
+    uint32_t queues = r.count(1);
+    if (!r.failed() && type != m_device->device_type())
+        return Error::from_string(fmt::format("snapshot: a virtio device of type {} where this VM has type {}", type,
+                                              m_device->device_type()));
+    if (!r.failed() && queues != m_queues.size())
+        return Error::from_string(fmt::format("snapshot: virtio device {} has {} queues, not {}", type, queues,
+                                              m_queues.size()));
+    std::vector<std::pair<uint16_t, uint16_t>> indices;
+    for (uint32_t i = 0; i < queues && !r.failed(); ++i) {
+        Queue& q = m_queues[i];
+        uint16_t size = r.u16();
+        q.set_size(std::min(size, q.max_size()));
+        q.set_ready(r.boolean());
+        q.set_desc_table(r.u64());
+        q.set_avail_ring(r.u64());
+        q.set_used_ring(r.u64());
+        uint16_t next_avail = r.u16(), next_used = r.u16();
+        indices.emplace_back(next_avail, next_used);
+    }
+    std::string device_state = r.str();
+    TRY(r.finish("virtio device state"));
+    m_status = status & ~kStatusNeedsReset;
+    if ((m_status & kStatusDriverOk) && !(status & kStatusNeedsReset)) {
+        for (auto& q : m_queues) {
+            q.set_event_idx(m_driver_features & kFeatureEventIdx);
+            if (q.ready()) TRY(q.validate(m_memory).context("snapshot: virtio queue"));
+        }
+        TRY(activate_device().context("snapshot: reactivate virtio device"));
+        m_active = true;
+        for (size_t i = 0; i < m_queues.size(); ++i) m_queues[i].set_indices(indices[i].first, indices[i].second);
+        TRY(m_device->load_state(device_state).context("snapshot: virtio device state"));
+        m_device->restored();
+    } else {
+        // A device the driver had not finished setting up, or one it broke: it
+        // stays as the guest left it and needs a reset.
+        m_status = status;
+    }
+    m_interrupt_status = interrupt_status;
+    return {};
 }
 
 void MmioTransport::reset_locked() {

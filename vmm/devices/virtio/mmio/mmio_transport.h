@@ -49,6 +49,20 @@ public:
         return m_device->has_pending_output();
     }
 
+    // Snapshots: registers, queues (addresses and ring positions) and the
+    // device's own state. Loading re-activates a device the driver had set up.
+    // save_state_locked needs hold() held.
+    std::unique_lock<std::mutex> hold() const { return std::unique_lock(m_lock); }
+    std::string save_state_locked() const;
+    Result<void> load_state(std::string_view bytes);
+    // Device reset from the host side: its I/O stops until load_state.
+    void quiesce() {
+        std::lock_guard guard(m_lock);
+        reset_locked();
+    }
+    // Host I/O in flight; a snapshot waits until there is none.
+    bool busy() const;
+
     uint32_t status() const;
     uint32_t interrupt_status() const;
     VirtioDevice& device() { return *m_device; }
@@ -58,6 +72,7 @@ private:
     void write_register(uint64_t offset, uint32_t value);
     void set_status(uint32_t value);
     void reset_locked();
+    Result<void> activate_device();
     void signal(uint32_t bits);
     void fail(const Error& error);
     void on_queue_notify(size_t index);

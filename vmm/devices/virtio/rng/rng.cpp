@@ -34,6 +34,7 @@ void Rng::queue_notify(size_t) {
                 got = getrandom(dst.value().data(), want, 0);
             } while (got < 0 && errno == EINTR);
             if (got <= 0) break;
+            mem.mark_dirty(b.addr, uint64_t(got));
             written += uint32_t(got);
             if (uint32_t(got) < want) break;
         }

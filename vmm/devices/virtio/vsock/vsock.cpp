@@ -22,7 +22,8 @@ using namespace vsock;
 
 namespace {
 
-constexpr size_t kRx = 0, kTx = 1;
+constexpr size_t kRx = 0, kTx = 1, kEvent = 2;
+constexpr uint32_t kEventTransportReset = 0;  // VIRTIO_VSOCK_EVENT_TRANSPORT_RESET (§5.10.6.6)
 constexpr size_t kMaxInbound = 64 * 1024;  // host bytes read ahead per connection
 constexpr size_t kMaxConnectLine = 64;
 
@@ -100,6 +101,7 @@ Result<void> Vsock::activate(uint64_t, std::span<Queue> queues, DeviceContext ct
         return Error::from_string("virtio-vsock: rx/tx queues not ready");
     m_rx = &queues[kRx];
     m_tx = &queues[kTx];
+    m_event = queues.size() > kEvent && queues[kEvent].ready() ? &queues[kEvent] : nullptr;
     m_ctx = std::move(ctx);
     m_active = true;
     arm_accept();
@@ -109,11 +111,29 @@ Result<void> Vsock::activate(uint64_t, std::span<Queue> queues, DeviceContext ct
 void Vsock::reset() {
     // §5.10.6.6: a transport reset drops every connection.
     m_active = false;
-    m_rx = m_tx = nullptr;
+    m_rx = m_tx = m_event = nullptr;
     m_conns.clear();
     m_pending_clients.clear();
     m_control.clear();
     ++m_generation;
+}
+
+void Vsock::restored() {
+    // The guest's connections were to host sockets that are gone: a transport
+    // reset makes it drop them all (its listening sockets stay).
+    if (!m_event) return;
+    auto next = m_event->pop(*m_ctx.memory);
+    if (next.is_error()) return m_ctx.fail(next.error());
+    if (!next.value()) {
+        log::warn("virtio-vsock: no event buffer to announce the transport reset");
+        return;
+    }
+    uint32_t id = kEventTransportReset;
+    uint32_t written =
+        write_to_chain(*m_ctx.memory, *next.value(), std::span(reinterpret_cast<const uint8_t*>(&id), sizeof id));
+    if (auto r = m_event->add_used(*m_ctx.memory, next.value()->head(), written); r.is_error())
+        return m_ctx.fail(r.error());
+    notify_if_wanted(*m_event, m_ctx);
 }
 
 void Vsock::queue_notify(size_t index) {

@@ -46,6 +46,8 @@ public:
     Result<void> activate(uint64_t features, std::span<Queue> queues, DeviceContext ctx) override;
     void queue_notify(size_t index) override;
     void reset() override;
+    // A restored guest hears of a transport reset: its old connections are gone.
+    void restored() override;
 
     size_t connection_count() const { return m_conns.size(); }
     bool has_pending_output() const override;
@@ -79,6 +81,7 @@ private:
     UniqueFd m_listener;
     Queue* m_rx = nullptr;
     Queue* m_tx = nullptr;
+    Queue* m_event = nullptr;
     DeviceContext m_ctx;
     bool m_active = false;
     uint64_t m_generation = 0;

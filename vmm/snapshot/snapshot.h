@@ -1,0 +1,101 @@
+// Snapshot files: `vmstate` (this format) beside `memory` (guest RAM, page
+// for page). vmstate is a 32-byte header — magic "HUSKSNAP", format version,
+// body length, FNV-1a-64 checksum of the body — and a body of little-endian
+// fields (vmm/base/wire.h): the machine, every vCPU, the VM-wide chips and
+// clock, and each device. Everything read back is checked; a file from
+// another format version, a truncated or corrupted one is refused whole.
+#pragma once
+
+#include <linux/kvm.h>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "vmm/base/result.h"
+#include "vmm/kvm/kvm_abi.h"
+
+namespace husk {
+class Vcpu;
+class Vm;
+}  // namespace husk
+
+namespace husk::snapshot {
+
+inline constexpr uint32_t kFormatVersion = 1;
+inline constexpr size_t kHeaderSize = 32;
+inline constexpr const char* kStateFile = "vmstate";
+inline constexpr const char* kMemoryFile = "memory";
+
+struct VcpuState {
+    kvm_regs regs{};
+    kvm_sregs sregs{};
+    kvm_abi::Xsave xsave{};
+    kvm_xcrs xcrs{};
+    kvm_debugregs debugregs{};
+    kvm_lapic_state lapic{};
+    kvm_vcpu_events events{};
+    kvm_mp_state mp_state{};
+    std::vector<kvm_msr_entry> msrs;
+    // The table the VMM gave the vCPU (KVM_GET_CPUID2 may report more on some hosts).
+    std::vector<kvm_cpuid_entry2> cpuid;
+    uint32_t tsc_khz = 0;
+};
+
+struct VmState {
+    kvm_clock_data clock{};
+    kvm_irqchip pic_master{};
+    kvm_irqchip pic_slave{};
+    kvm_irqchip ioapic{};
+    kvm_pit_state2 pit{};
+};
+
+// What the VM is built of; a restore builds the same machine.
+struct Machine {
+    uint64_t memory_bytes = 0;
+    uint32_t vcpus = 0;
+    std::string cpu_vendor;    // "GenuineIntel", "AuthenticAMD"
+    std::string cpu_template;  // "host" or "baseline" (vmm/arch/x86/cpuid.h)
+    std::string config;        // the VM's configuration as JSON (devices, sizes)
+};
+
+struct Snapshot {
+    Machine machine;
+    std::vector<VcpuState> vcpus;
+    VmState vm;
+    std::string serial;               // Serial::save_state
+    std::vector<std::string> virtio;  // MmioTransport::save_state, in device order
+};
+
+std::string encode(const Snapshot& snapshot);
+// `what` names the source in errors (a path).
+Result<Snapshot> decode(std::string_view bytes, const std::string& what);
+
+// Writes `dir/vmstate` through a temporary file and a rename, so a reader
+// never sees half a file.
+Result<void> write_state(const std::string& dir, const Snapshot& snapshot);
+Result<Snapshot> read_state(const std::string& dir);
+
+// The MSRs worth saving: KVM's index list. `cpuid` is left to the caller.
+Result<VcpuState> capture_vcpu(const Vcpu& vcpu, const std::vector<uint32_t>& msr_indices);
+// In the order KVM needs: CPUID (only before the vCPU's first run), TSC
+// frequency, MP state, registers, special registers (before the LAPIC),
+// FPU/XSAVE, XCRs, debug registers, LAPIC (before the TSC-deadline MSR),
+// MSRs, and pending events last.
+Result<void> restore_vcpu(Vcpu& vcpu, const VcpuState& state, bool set_cpuid);
+Result<VmState> capture_vm(const Vm& vm);
+// Chips and PIT; the clock is separate: it goes last, after every vCPU.
+Result<void> restore_vm_chips(Vm& vm, const VmState& state);
+// kvmclock as saved, moved on by the host's wall-clock time since (when KVM
+// can: KVM_CLOCK_REALTIME), so the guest sees the pause, not time running backwards.
+Result<void> restore_clock(Vm& vm, const kvm_clock_data& saved);
+
+// Whether this host can run a snapshot's vCPUs: the same CPU vendor, and
+// every CPUID feature bit the snapshot's guest saw is one this host offers
+// (`host_cpuid`: the table this host would give a new guest of the same
+// template). The first missing feature is named.
+Result<void> check_cpu(const Machine& machine, const std::vector<kvm_cpuid_entry2>& snapshot_cpuid,
+                       const std::vector<kvm_cpuid_entry2>& host_cpuid);
+
+}  // namespace husk::snapshot
