@@ -520,7 +520,7 @@ Result<void> Vmm::pause() {
         m_pause_changed.notify_all();
         return Error::from_string("the vCPUs did not stop within 5 s", ETIMEDOUT);
     }
-    log::info("paused");
+    log::debug("paused");
     return {};
 }
 
@@ -529,7 +529,7 @@ void Vmm::resume() {
     if (!m_paused) return;
     m_paused = false;
     m_pause_changed.notify_all();
-    log::info("resumed");
+    log::debug("resumed");
 }
 
 nlohmann::json Vmm::api_request(const nlohmann::json& request) {

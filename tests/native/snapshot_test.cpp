@@ -1,0 +1,188 @@
+// Native KVM tier: snapshot, restore into a new husk-vmm, and in-place reset,
+// with the `snapshot` tiny guest (tests/guests/snapshot.c) driven over its
+// serial console and husk-vmm's control socket.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+
+#include "tests/lib/subprocess.h"
+#include "vmm/api/api_server.h"
+
+namespace husk::test {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string vmm() {
+    return env_or("HUSK_VMM");
+}
+std::string guest() {
+    return env_or("HUSK_GUESTS") + "/snapshot.elf";
+}
+
+class SnapshotTest : public ::testing::Test {
+protected:
+    void SetUp() override {
+        char tmpl[] = "/tmp/husk-snapshot-test-XXXXXX";
+        ASSERT_NE(::mkdtemp(tmpl), nullptr);
+        dir = tmpl;
+    }
+    void TearDown() override { fs::remove_all(dir); }
+
+    std::unique_ptr<RunningProcess> start(std::vector<std::string> args, const std::string& api) {
+        std::vector<std::string> argv = {vmm(), "--console-input", "stdin", "--api", api, "--log", dir + "/log"};
+        argv.insert(argv.end(), args.begin(), args.end());
+        auto p = std::make_unique<RunningProcess>(argv, true);
+        EXPECT_TRUE(wait_until([&] { return fs::exists(api); }, 30)) << log();
+        return p;
+    }
+    std::unique_ptr<RunningProcess> boot(const std::string& api) {
+        auto p = start({"--kernel", guest(), "--memory", "32", "--no-rng"}, api);
+        EXPECT_TRUE(p->wait_for_stdout("ready\n", 30)) << p->seen() << log();
+        return p;
+    }
+    // Sends one command line and returns the guest's answer line.
+    std::string round(RunningProcess& p, const std::string& pages) {
+        p.clear_seen();
+        p.write_stdin(pages + "\n");
+        if (!p.wait_for_stdout("ready\n", 30)) return "timeout: " + p.seen();
+        std::string out = p.seen();
+        return out.substr(0, out.find('\n'));
+    }
+    nlohmann::json api(const std::string& socket, const nlohmann::json& request) {
+        auto r = api_call(socket, request, 30000);
+        if (!r) return {{"error", r.error().message()}};
+        return r.value();
+    }
+    std::string log() {
+        std::ifstream in(dir + "/log");
+        return std::string(std::istreambuf_iterator<char>(in), {});
+    }
+    // A snapshot taken after rounds 1 (3 pages) and 2 (5 pages).
+    std::string take_snapshot() {
+        auto p = boot(dir + "/boot.sock");
+        EXPECT_EQ(round(*p, "3"), "round 1 dirtied 3");
+        EXPECT_EQ(round(*p, "5"), "round 2 dirtied 5");
+        auto reply = api(dir + "/boot.sock", {{"cmd", "snapshot"}, {"path", dir + "/snap"}});
+        EXPECT_FALSE(reply.contains("error")) << reply.dump() << log();
+        // The original goes on from where it was.
+        EXPECT_EQ(round(*p, "2"), "round 3 dirtied 2");
+        p->write_stdin("q\n");
+        EXPECT_EQ(p->wait_exit(30), 0);
+        return dir + "/snap";
+    }
+
+    std::string dir;
+};
+
+TEST_F(SnapshotTest, StateSurvivesRestoreInANewProcess) {
+    std::string snap = take_snapshot();
+    ASSERT_TRUE(fs::exists(snap + "/vmstate"));
+    ASSERT_TRUE(fs::exists(snap + "/memory"));
+    // Twice from one snapshot: each restored VM goes on from round 2, with round 2's memory.
+    for (int i = 0; i < 2; ++i) {
+        std::string api_sock = dir + "/r" + std::to_string(i) + ".sock";
+        auto p = start({"--restore", snap}, api_sock);
+        EXPECT_EQ(round(*p, "4"), "round 3 dirtied 4") << log();
+        EXPECT_EQ(round(*p, "6"), "round 4 dirtied 6") << log();
+        auto stats = api(api_sock, {{"cmd", "stats"}});
+        EXPECT_EQ(stats.value("restored_from", ""), snap) << stats.dump();
+        p->write_stdin("q\n");
+        EXPECT_EQ(p->wait_exit(30), 0) << log();
+    }
+}
+
+TEST_F(SnapshotTest, ResetBringsBackMemoryAndRegistersEveryTime) {
+    std::string snap = take_snapshot();
+    std::string sock = dir + "/r.sock";
+    auto p = start({"--restore", snap}, sock);
+    // The guest checks its pages' sum each round: a half-reverted memory says "corrupt".
+    for (const char* pages : {"7", "1000", "0", "64", "2"}) {
+        EXPECT_EQ(round(*p, pages), std::string("round 3 dirtied ") + pages) << log();
+        EXPECT_EQ(round(*p, "1"), "round 4 dirtied 1") << log();
+        auto reply = api(sock, {{"cmd", "reset"}});
+        ASSERT_FALSE(reply.contains("error")) << reply.dump();
+        // At least the pages the guest wrote since the snapshot were reverted.
+        EXPECT_GE(reply.value("dirty_pages", 0), std::max(std::atoi(pages), 1)) << reply.dump();
+    }
+    EXPECT_EQ(api(sock, {{"cmd", "stats"}}).value("resets", 0), 5);
+    p->write_stdin("q\n");
+    EXPECT_EQ(p->wait_exit(30), 0) << log();
+}
+
+TEST_F(SnapshotTest, RestoreInPlaceMovesARunningVmToAnotherSnapshot) {
+    std::string snap = take_snapshot();
+    std::string sock = dir + "/r.sock";
+    auto p = start({"--restore", snap}, sock);
+    EXPECT_EQ(round(*p, "2"), "round 3 dirtied 2");
+    // A second snapshot, of this restored VM after round 3.
+    auto second = api(sock, {{"cmd", "snapshot"}, {"path", dir + "/snap2"}});
+    ASSERT_FALSE(second.contains("error")) << second.dump() << log();
+    EXPECT_EQ(round(*p, "2"), "round 4 dirtied 2");
+    auto moved = api(sock, {{"cmd", "restore"}, {"path", dir + "/snap2"}});
+    ASSERT_FALSE(moved.contains("error")) << moved.dump() << log();
+    EXPECT_EQ(round(*p, "9"), "round 4 dirtied 9") << log();
+    // And reset now returns to the second snapshot.
+    ASSERT_FALSE(api(sock, {{"cmd", "reset"}}).contains("error"));
+    EXPECT_EQ(round(*p, "1"), "round 4 dirtied 1") << log();
+    p->write_stdin("q\n");
+    EXPECT_EQ(p->wait_exit(30), 0) << log();
+}
+
+TEST_F(SnapshotTest, ResetWithoutASnapshotIsRefused) {
+    std::string sock = dir + "/b.sock";
+    auto p = boot(sock);
+    auto reply = api(sock, {{"cmd", "reset"}});
+    EXPECT_NE(reply.value("error", "").find("not restored from a snapshot"), std::string::npos) << reply.dump();
+    EXPECT_EQ(round(*p, "1"), "round 1 dirtied 1");  // the VM runs on
+    p->write_stdin("q\n");
+    EXPECT_EQ(p->wait_exit(30), 0);
+}
+
+// Damaged snapshot files are refused before any VM exists, with a message saying how.
+TEST_F(SnapshotTest, BadSnapshotFilesAreRefusedCleanly) {
+    std::string snap = take_snapshot();
+    std::ifstream in(snap + "/vmstate", std::ios::binary);
+    std::string good((std::istreambuf_iterator<char>(in)), {});
+    auto attempt = [&](const std::string& bytes, const std::string& expected) {
+        fs::remove_all(dir + "/bad");
+        fs::create_directory(dir + "/bad");
+        fs::copy(snap + "/memory", dir + "/bad/memory");
+        std::ofstream(dir + "/bad/vmstate", std::ios::binary) << bytes;
+        auto r = run_process({vmm(), "--restore", dir + "/bad", "--api", dir + "/bad.sock"}, {.timeout_seconds = 30});
+        EXPECT_EQ(r.exit_status, 1) << expected;
+        EXPECT_NE(r.err.find(expected), std::string::npos) << r.err;
+        EXPECT_FALSE(fs::exists(dir + "/bad.sock")) << "a refused restore left its API socket";
+    };
+    attempt(good.substr(0, good.size() / 2), "is truncated");
+    attempt(good.substr(0, 20), "header is incomplete");
+    std::string flipped = good;
+    flipped[flipped.size() / 2] ^= 0x40;
+    attempt(flipped, "is corrupt (checksum mismatch)");
+    std::string version = good;
+    version[8] = 9;
+    attempt(version, "has format version 9; this husk-vmm reads version 1");
+    attempt("not a snapshot at all", "is not a husk snapshot");
+    attempt(good + "x", "bytes after its end");
+    // A memory file of the wrong size.
+    fs::remove_all(dir + "/bad");
+    fs::create_directory(dir + "/bad");
+    std::ofstream(dir + "/bad/vmstate", std::ios::binary) << good;
+    std::ofstream(dir + "/bad/memory", std::ios::binary) << "short";
+    auto r = run_process({vmm(), "--restore", dir + "/bad"}, {.timeout_seconds = 30});
+    EXPECT_EQ(r.exit_status, 1);
+    EXPECT_NE(r.err.find("holds 5 bytes"), std::string::npos) << r.err;
+    // A missing directory.
+    r = run_process({vmm(), "--restore", dir + "/nowhere"}, {.timeout_seconds = 30});
+    EXPECT_EQ(r.exit_status, 1);
+    EXPECT_NE(r.err.find("nowhere/vmstate"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace husk::test
