@@ -1,6 +1,7 @@
 #include "agent/agent.h"
 
 #include <fcntl.h>
+#include <linux/random.h>
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
@@ -12,6 +13,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
 #include <cstdio>
 
 namespace husk::agent {
@@ -38,6 +42,41 @@ struct Agent::Process {
     int status = 0;
     std::vector<std::pair<uint64_t, uint32_t>> waiters;  // (connection, request id) of Wait requests
 };
+
+namespace {
+
+Result<void> reseed_rng(std::string_view entropy) {
+    if (entropy.size() < 16 || entropy.size() > 512)
+        return Error::from_string("Reseed needs 16 to 512 bytes of entropy", EINVAL);
+    UniqueFd fd(::open("/dev/urandom", O_WRONLY | O_CLOEXEC));
+    if (!fd) return Error::from_errno(errno, "open /dev/urandom");
+    // struct rand_pool_info: entropy_count (bits credited), buf_size, then the bytes.
+    std::vector<int> info(2 + (entropy.size() + sizeof(int) - 1) / sizeof(int));
+    info[0] = int(entropy.size() * 8);
+    info[1] = int(entropy.size());
+    std::memcpy(&info[2], entropy.data(), entropy.size());
+    if (::ioctl(fd.get(), RNDADDENTROPY, info.data()) < 0) return Error::from_errno(errno, "RNDADDENTROPY");
+    // The per-CPU generators follow the base one's new generation at their next use.
+    if (::ioctl(fd.get(), RNDRESEEDCRNG) < 0) return Error::from_errno(errno, "RNDRESEEDCRNG");
+    return {};
+}
+
+Result<void> wait_for_disk(const std::string& device) {
+    // A VM restored from a template learns its disk's size from a
+    // configuration interrupt the kernel handles a moment later.
+    std::string name = device.substr(device.rfind('/') + 1);
+    std::string size_path = "/sys/block/" + name + "/size";
+    for (int waited_ms = 0; waited_ms < 5000; ++waited_ms) {
+        UniqueFd fd(::open(size_path.c_str(), O_RDONLY | O_CLOEXEC));
+        if (!fd) return {};  // not a whole disk (a partition, a test path): nothing to wait for
+        char buf[32] = {};
+        if (::read(fd.get(), buf, sizeof buf - 1) > 0 && std::strtoull(buf, nullptr, 10) > 0) return {};
+        ::usleep(1000);
+    }
+    return Error::from_string("the rootfs disk " + device + " still has no capacity after 5 s", EIO);
+}
+
+}  // namespace
 
 Result<std::unique_ptr<Agent>> Agent::create(UniqueFd listener, Options options) {
     Poller poller = TRY(Poller::create());
@@ -254,6 +293,12 @@ Result<std::string> Agent::handle_request(Connection& c, const FrameBuffer::Fram
             TRY(attach(c, id, Channel(channel)));
             return std::string();
         }
+        case MessageType::Reseed: {
+            std::string entropy = r.str();
+            TRY(r.finish("Reseed"));
+            TRY(reseed_rng(entropy));
+            return std::string();
+        }
         case MessageType::Shutdown:
             TRY(r.finish("Shutdown"));
             begin_shutdown();
@@ -262,6 +307,7 @@ Result<std::string> Agent::handle_request(Connection& c, const FrameBuffer::Fram
             return Error::from_string("unexpected message type " + std::to_string(unsigned(frame.type)));
     }
 }
+
 
 Result<void> Agent::setup_container(const ContainerSpec& spec) {
     if (m_container) return Error::from_string("the container is already set up", EEXIST);
@@ -272,6 +318,7 @@ Result<void> Agent::setup_container(const ContainerSpec& spec) {
         if (::mkdir(root.c_str(), 0755) < 0 && errno != EEXIST) return Error::from_errno(errno, "mkdir " + root);
         // Read-write even for a read-only root, so mount points can be made; the
         // container's view is remounted read-only (spawn.cpp). A read-only disk is mounted as such.
+        TRY(wait_for_disk(spec.rootfs_device));
         int rc = ::mount(spec.rootfs_device.c_str(), root.c_str(), spec.rootfs_type.c_str(), 0, nullptr);
         if (rc < 0 && (errno == EROFS || errno == EACCES))
             rc = ::mount(spec.rootfs_device.c_str(), root.c_str(), spec.rootfs_type.c_str(), MS_RDONLY, nullptr);

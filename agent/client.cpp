@@ -177,6 +177,11 @@ Result<void> AgentClient::close_stdin(const std::string& exec_id) {
     return {};
 }
 
+Result<void> AgentClient::reseed(std::string_view entropy) {
+    TRY(call(MessageType::Reseed, Writer().str(entropy).take()));
+    return {};
+}
+
 Result<void> AgentClient::shutdown() {
     TRY(call(MessageType::Shutdown, {}));
     return {};

@@ -47,6 +47,9 @@ public:
     Result<void> resize(const std::string& exec_id, uint16_t rows, uint16_t cols);
     Result<void> close_stdin(const std::string& exec_id);
     Result<void> shutdown();
+    // Mixes host entropy into the guest's RNG and reseeds it: a VM restored
+    // from a snapshot would otherwise repeat the snapshot's random numbers.
+    Result<void> reseed(std::string_view entropy);
     // Waits for the process's Exit event (sent to the connection that created
     // it) or, for a process created elsewhere, asks with Wait.
     Result<int> wait(const std::string& exec_id);

@@ -28,6 +28,8 @@ std::string_view to_string(MessageType type) {
             return "AttachStdio";
         case MessageType::Shutdown:
             return "Shutdown";
+        case MessageType::Reseed:
+            return "Reseed";
         case MessageType::Ok:
             return "Ok";
         case MessageType::Error:

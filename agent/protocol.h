@@ -38,6 +38,7 @@ enum class MessageType : uint16_t {
     Wait = 8,            // string exec id → Ok(i32 status) once the process has exited
     AttachStdio = 9,     // string exec id, u8 channel → Ok; the connection then carries raw bytes
     Shutdown = 10,       // → Ok; then the agent syncs, unmounts and powers off
+    Reseed = 11,         // string entropy (16-512 bytes) → Ok once the guest's RNG is reseeded with it
     // agent → host
     Ok = 0x80,
     Error = 0x81,  // i32 errno, string message

@@ -30,8 +30,9 @@ std::string default_agent_initramfs() {
 
 // A container needs the agent as init and a vsock to reach it; both have defaults.
 husk::Result<void> container_defaults(husk::VmConfig& config) {
-    if (config.container_config.empty()) return {};
-    if (config.initramfs.empty()) {
+    // A container, or the template containers restore from, runs husk-agent.
+    if (config.container_config.empty() && config.snapshot_on_ready.empty()) return {};
+    if (config.initramfs.empty() && config.restore.empty()) {
         config.initramfs = default_agent_initramfs();
         if (config.initramfs.empty())
             return husk::Error::from_string("container: husk-agent.cpio not found beside husk-vmm; give --initramfs");
@@ -70,6 +71,8 @@ int run(int argc, char** argv) {
                                                          "machine.memory_mib: guest RAM in MiB")(
         "hugepages", "machine.hugepages = true")("cpu-template", po::value<std::string>(),
                                                  "machine.cpu_template: host | baseline (portable snapshots)")(
+        "snapshot-on-ready", po::value<std::string>(),
+        "snapshot.on_ready: boot, snapshot into this directory once init is ready, exit (makes templates)")(
         "restore", po::value<std::string>(),
         "snapshot.restore: restore this snapshot directory instead of booting (the machine comes from the snapshot; "
         "--api, --console, --vsock and --drive paths may be given anew)")("console", po::value<std::string>(),
@@ -161,6 +164,7 @@ int run(int argc, char** argv) {
     if (vm.count("hugepages")) config.hugepages = true;
     if (vm.count("cpu-template")) config.cpu_template = vm["cpu-template"].as<std::string>();
     if (vm.count("restore")) config.restore = vm["restore"].as<std::string>();
+    if (vm.count("snapshot-on-ready")) config.snapshot_on_ready = vm["snapshot-on-ready"].as<std::string>();
     if (vm.count("console")) config.console_output = vm["console"].as<std::string>();
     if (vm.count("console-input")) config.console_input = vm["console-input"].as<std::string>();
     if (vm.count("no-rng")) config.rng = false;

@@ -60,6 +60,7 @@ Vmm::Vmm(Kvm kvm, Vm vm, GuestMemory memory)
 
 Vmm::~Vmm() {
     m_stopping = true;
+    if (m_snapshot_thread.joinable()) m_snapshot_thread.join();
     kick_all_vcpus();
     for (auto& t : m_threads)
         if (t.joinable()) t.join();
@@ -77,14 +78,7 @@ Result<std::unique_ptr<Vmm>> Vmm::create(const VmConfig& config) {
     if (!config.restore.empty()) return restore(config);
     phase("create: start");
     // Read the inputs first: a bad path or config fails before any KVM object exists.
-    std::optional<AgentSpecs> container;
-    if (!config.container_config.empty()) {
-        if (config.vsock_socket.empty()) return Error::from_string("a container needs the vsock device (vsock.socket)");
-        if (config.drives.empty()) return Error::from_string("a container needs its rootfs as the first drive");
-        auto text = TRY(sys::read_file(config.container_config, 16 << 20).context("read the container config"));
-        auto spec = TRY(oci::parse_spec(text, config.container_config));
-        container = TRY(agent_specs_for(spec).context(config.container_config));
-    }
+    auto container = TRY(read_container(config));
     auto kernel_image = TRY(sys::read_file(config.kernel).context("read kernel"));
     std::string initramfs;
     if (!config.initramfs.empty()) initramfs = TRY(sys::read_file(config.initramfs).context("read initramfs"));
@@ -122,22 +116,35 @@ Result<std::unique_ptr<Vmm>> Vmm::create(const VmConfig& config) {
     log::debug("kernel entry 0x{:x} ({}), {} vCPUs, {} MiB", loaded.entry,
                loaded.mode == x86::EntryMode::Pvh ? "PVH" : "64-bit", config.vcpus, config.memory_mib);
 
-    Vmm* self = vmm.get();
-    if (container) {
-        if (config.container_wait_for_start && config.api_socket.empty())
-            return Error::from_string("container.wait_for_start needs the API socket (api.socket) to hear `start` on");
-        vmm->m_container = std::make_unique<ContainerSession>(
-            std::move(*container), agent::Endpoint{config.vsock_socket, true, agent::kPort},
-            ContainerSession::Options{config.container_wait_for_start, config.ready_fd},
-            ContainerSession::Callbacks{
-                [self](int status, const std::string& reason) { self->request_exit(status, reason); },
-                [self](int status) {
-                    std::lock_guard guard(self->m_exit_lock);
-                    self->m_container_status = status;
-                }});
-    }
+    TRY(vmm->attach_container(std::move(container)));
     TRY(vmm->start_api());
     return vmm;
+}
+
+Result<std::optional<AgentSpecs>> Vmm::read_container(const VmConfig& config) {
+    if (config.container_config.empty()) return std::optional<AgentSpecs>();
+    if (config.vsock_socket.empty()) return Error::from_string("a container needs the vsock device (vsock.socket)");
+    if (config.drives.empty()) return Error::from_string("a container needs its rootfs as the first drive");
+    auto text = TRY(sys::read_file(config.container_config, 16 << 20).context("read the container config"));
+    auto spec = TRY(oci::parse_spec(text, config.container_config));
+    return std::optional<AgentSpecs>(TRY(agent_specs_for(spec).context(config.container_config)));
+}
+
+Result<void> Vmm::attach_container(std::optional<AgentSpecs> container) {
+    const VmConfig& config = m_config;
+    if (!container) return {};
+    if (config.container_wait_for_start && config.api_socket.empty())
+        return Error::from_string("container.wait_for_start needs the API socket (api.socket) to hear `start` on");
+    Vmm* self = this;
+    m_container = std::make_unique<ContainerSession>(
+        std::move(*container), agent::Endpoint{config.vsock_socket, true, agent::kPort},
+        ContainerSession::Options{config.container_wait_for_start, config.ready_fd},
+        ContainerSession::Callbacks{[self](int status, const std::string& reason) { self->request_exit(status, reason); },
+                                    [self](int status) {
+                                        std::lock_guard guard(self->m_exit_lock);
+                                        self->m_container_status = status;
+                                    }});
+    return {};
 }
 
 Result<std::unique_ptr<Vmm>> Vmm::build(const VmConfig& config, GuestMemory memory) {
@@ -196,8 +203,7 @@ Result<std::unique_ptr<Vmm>> Vmm::restore(const VmConfig& given) {
     TRY(machine_from_json(machine, config).context("snapshot `" + dir + "`"));
     if ((uint64_t(config.memory_mib) << 20) != snap.machine.memory_bytes || config.vcpus != snap.machine.vcpus)
         return Error::from_string("snapshot `" + dir + "`: its machine description and state disagree", EINVAL);
-    if (!config.container_config.empty())
-        return Error::from_string("a restored VM runs no --container of its own; start one through its agent");
+    auto container = TRY(read_container(config));
     auto memory = TRY(GuestMemory::from_file(dir + "/" + snapshot::kMemoryFile, snap.machine.memory_bytes));
     memory.track_vmm_writes();
     phase("snapshot read, memory mapped");
@@ -218,6 +224,8 @@ Result<std::unique_ptr<Vmm>> Vmm::restore(const VmConfig& given) {
     vmm->m_snapshot_dir = dir;
     vmm->m_restore_ms = clock::ms_since_start();
     phase("restored");
+    log::debug("restored from {} in {:.3f} ms", dir, vmm->m_restore_ms);
+    TRY(vmm->attach_container(std::move(container)));
     TRY(vmm->start_api());
     return vmm;
 }
@@ -458,6 +466,15 @@ Result<void> Vmm::setup_devices(const VmConfig& config) {
                 double first = double(g_first_run_ns.load() - clock::process_start_ns()) / 1e6;
                 log::info("guest init reached {:.3f} ms after VMM start (first KVM_RUN at {:.3f} ms)",
                           clock::ms_since_start(), first);
+                // Not on this vCPU thread: a snapshot waits for every vCPU to stop.
+                if (!m_config.snapshot_on_ready.empty())
+                    m_snapshot_thread = std::thread([this] {
+                        auto r = take_snapshot(m_config.snapshot_on_ready);
+                        if (r)
+                            request_exit(0, "snapshot written to " + m_config.snapshot_on_ready);
+                        else
+                            request_exit(kExitVmmError, "snapshot on ready: " + r.error().message());
+                    });
             }
         },
         [this](uint8_t status) { request_exit(status, "guest asked to exit with status " + std::to_string(status)); },
@@ -736,6 +753,8 @@ Result<int> Vmm::run() {
         request_exit(kExitSignalBase + sig, std::string("stopped by ") + strsignal(sig));
         break;
     }
+    kick_all_vcpus();
+    if (m_snapshot_thread.joinable()) m_snapshot_thread.join();
     kick_all_vcpus();
     for (auto& t : m_threads) t.join();
     m_threads.clear();

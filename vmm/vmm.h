@@ -62,6 +62,8 @@ private:
     static Result<std::unique_ptr<Vmm>> restore(const VmConfig& config);
     Result<std::vector<kvm_cpuid_entry2>> guest_cpuid(uint32_t vcpu_id);
     Result<void> start_api();
+    static Result<std::optional<AgentSpecs>> read_container(const VmConfig& config);
+    Result<void> attach_container(std::optional<AgentSpecs> container);
     Result<void> load_device_state(const snapshot::Snapshot& snap);
     Result<void> wait_devices_idle();
     // KVM's dirty logs plus the VMM's own writes, one bit per page of guest RAM.
@@ -99,6 +101,7 @@ private:
     double m_restore_ms = 0;
     uint64_t m_resets = 0;
     double m_last_reset_us = 0;
+    std::thread m_snapshot_thread;  // snapshot.on_ready
     std::vector<Vcpu> m_vcpus;
     std::vector<std::thread> m_threads;
     Bus m_pio{"pio"};

@@ -37,6 +37,8 @@ const std::vector<ConfigKey>& vm_config_keys() {
         {"machine", "cpu_template", "string",
          "CPUID the guest sees: host (default: all this host offers) or baseline (common x86-64 features, so "
          "snapshots move between hosts of one CPU vendor)"},
+        {"snapshot", "on_ready", "path",
+         "boot, write a snapshot into this directory once init signals it is ready, and exit (a template)"},
         {"snapshot", "restore", "path",
          "restore this snapshot directory (vmstate + memory) instead of booting; boot.* is then not needed"},
         {"console", "output", "string",
@@ -146,6 +148,8 @@ Result<VmConfig> parse_vm_toml(std::string_view text, std::string_view source, V
                     c.cpu_template = *s;
                 else if (full == "snapshot.restore")
                     c.restore = *s;
+                else if (full == "snapshot.on_ready")
+                    c.snapshot_on_ready = *s;
             } else if (type == "integer") {
                 auto v = value.value<int64_t>();
                 if (!v || !value.is_integer()) return bad_type();
@@ -217,6 +221,8 @@ Result<void> machine_from_json(const nlohmann::json& j, VmConfig& c) {
 Result<void> validate(const VmConfig& c) {
     if (!x86_cpu_template_ok(c.cpu_template))
         return Error::from_string("machine.cpu_template must be host or baseline, not `" + c.cpu_template + "`");
+    if (!c.restore.empty() && !c.snapshot_on_ready.empty())
+        return Error::from_string("snapshot.on_ready and snapshot.restore exclude each other");
     if (c.kernel.empty() && c.restore.empty()) return Error::from_string("no kernel given: set boot.kernel in vm.toml or pass --kernel");
     if (c.vcpus < 1 || c.vcpus > 254)
         return Error::from_string("machine.vcpus must be between 1 and 254, not " + std::to_string(c.vcpus));

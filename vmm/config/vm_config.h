@@ -39,6 +39,9 @@ struct VmConfig {
     std::string cpu_template = "host";  // host | baseline (vmm/arch/x86/cpuid.h)
     // Restore this snapshot directory instead of booting (boot.* is not needed).
     std::string restore;
+    // Boot, snapshot into this directory once the guest's init signals it is
+    // ready (the boot-timer port), and exit: how templates are made.
+    std::string snapshot_on_ready;
     // [console]
     std::string console_output =
         "auto";  // auto (stdout; none with a container) | stdout | stderr | none | unix:SOCKET | a file path

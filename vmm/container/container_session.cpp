@@ -1,5 +1,7 @@
 #include "vmm/container/container_session.h"
 
+#include <sys/random.h>
+
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
@@ -223,6 +225,12 @@ Result<int> ContainerSession::run() {
     auto phase = [](const char* what) { log::debug("container: {} at {:.3f} ms", what, clock::ms_since_start()); };
     std::string version = TRY(c->hello());
     phase("agent ready");
+    // A VM restored from a template holds the template's RNG state: every
+    // container reseeds its guest from the host before anything runs.
+    std::string entropy(64, '\0');
+    if (::getrandom(entropy.data(), entropy.size(), 0) != ssize_t(entropy.size()))
+        return Error::from_errno(errno, "getrandom");
+    TRY(c->reseed(entropy).context("reseed the guest's RNG"));
     for (const auto& skipped : m_specs.skipped_mounts)
         log::warn("mount {} cannot be made in the guest; skipped", skipped);
     TRY(c->setup_container(m_specs.container));

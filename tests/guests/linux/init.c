@@ -39,6 +39,7 @@
 #include <liburing.h>
 #include <time.h>
 #include <sys/reboot.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #define DEBUG_PORT 0x440
@@ -145,6 +146,47 @@ static void do_vsock_echo(unsigned port) {
     close(c);
     close(s);
     say("vsock echoed %llu bytes", total);
+}
+
+/* Serves one-line commands on a vsock port, one per connection, forever:
+ * "write" creates /probe-file (the initramfs root is memory), "check" answers
+ * "present|absent <CLOCK_REALTIME seconds> <16 random hex digits>". For
+ * snapshot tests: after a reset the file is gone and the clock is sane. */
+static void do_vsock_probe(unsigned port) {
+    int s = socket(AF_VSOCK, SOCK_STREAM, 0);
+    struct sockaddr_vm addr = {.svm_family = AF_VSOCK, .svm_port = port, .svm_cid = VMADDR_CID_ANY};
+    if (s < 0 || bind(s, (struct sockaddr*)&addr, sizeof addr) != 0 || listen(s, 4) != 0) {
+        say("vsock listen: %s", strerror(errno));
+        return;
+    }
+    say("vsock probe listening on %u", port);
+    for (;;) {
+        int c = accept(s, NULL, NULL);
+        if (c < 0) {
+            say("vsock probe accept: %s", strerror(errno));
+            continue;
+        }
+        say("vsock probe: accepted");
+        char cmd[64] = {0};
+        ssize_t n = read(c, cmd, sizeof cmd - 1);
+        say("vsock probe: read %zd", n);
+        char reply[128];
+        if (n > 0 && strncmp(cmd, "write", 5) == 0) {
+            int fd = open("/probe-file", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+            snprintf(reply, sizeof reply, "%s\n", fd >= 0 ? "written" : strerror(errno));
+            if (fd >= 0) close(fd);
+        } else {
+            struct timespec now;
+            clock_gettime(CLOCK_REALTIME, &now);
+            unsigned long long r = 0;
+            if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r) r = 0;
+            snprintf(reply, sizeof reply, "%s %lld %016llx\n", access("/probe-file", F_OK) == 0 ? "present" : "absent",
+                     (long long)now.tv_sec, r);
+        }
+        ssize_t w = write(c, reply, strlen(reply));
+        (void)w;
+        close(c);
+    }
 }
 
 static void do_vsock_send(unsigned port, unsigned long long bytes) {
@@ -312,6 +354,9 @@ int main(int argc, char** argv) {
         } else if (strcmp(argv[i], "vsock-echo") == 0 && i + 1 < argc) {
             action = "vsock-echo";
             status = atoi(argv[++i]);
+        } else if (strcmp(argv[i], "vsock-probe") == 0 && i + 1 < argc) {
+            action = argv[i];
+            status = atoi(argv[++i]);
         } else if (strcmp(argv[i], "vsock-send") == 0 && i + 2 < argc) {
             action = "vsock-send";
             status = atoi(argv[++i]);
@@ -330,6 +375,7 @@ int main(int argc, char** argv) {
     if (strcmp(action, "randread") == 0) do_randread(status, (int)vsock_bytes), status = 0, action = "reboot";
     if (strcmp(action, "vsock-echo") == 0) do_vsock_echo((unsigned)status);
     if (strcmp(action, "vsock-send") == 0) do_vsock_send((unsigned)status, vsock_bytes);
+    if (strcmp(action, "vsock-probe") == 0) do_vsock_probe((unsigned)status);
     if (strncmp(action, "vsock", 5) == 0) status = 0, action = "reboot";
     sync();
     if (strcmp(action, "exit") == 0) debug_exit(status);

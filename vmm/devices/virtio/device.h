@@ -34,6 +34,8 @@ struct DeviceContext {
     EventLoop* loop = nullptr;
     // Tells the driver used buffers are ready (sets InterruptStatus bit 0, fires the irqfd).
     std::function<void()> signal_used;
+    // Tells the driver the configuration space changed (§2.5.1: InterruptStatus bit 1).
+    std::function<void()> signal_config;
     // The driver broke the rules: DEVICE_NEEDS_RESET (§2.1.2); the device stops processing.
     std::function<void(const Error&)> fail;
     // Serialises device work with the transport (register access on vCPU threads).

@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "vmm/base/log.h"
+#include "vmm/base/wire.h"
 #include "vmm/base/system.h"
 #include "vmm/io/event_loop.h"
 
@@ -82,6 +83,25 @@ Result<std::unique_ptr<Block>> Block::open(const BlockOptions& o) {
                   bytes % kSectorSize);
     if (o.id.size() > 20) return Error::from_string("drive id `" + o.id + "` is longer than 20 bytes");
     return std::unique_ptr<Block>(new Block(o, std::move(fd), bytes / kSectorSize));
+}
+
+std::string Block::save_state() const {
+    return wire::Writer().u64(m_sectors).take();
+}
+
+Result<void> Block::load_state(std::string_view bytes) {
+    wire::Reader r(bytes, "snapshot");
+    m_restored_sectors = r.u64();
+    return r.finish("virtio-blk state");
+}
+
+void Block::restored() {
+    // The snapshot's disk was another size (a template's placeholder, say):
+    // the driver rereads the capacity on a configuration change interrupt.
+    if (m_restored_sectors != m_sectors && m_ctx.signal_config) {
+        log::debug("virtio-blk: capacity {} -> {} sectors after restore", m_restored_sectors, m_sectors);
+        m_ctx.signal_config();
+    }
 }
 
 uint64_t Block::device_features() const {

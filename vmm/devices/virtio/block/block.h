@@ -44,6 +44,10 @@ public:
     void queue_notify(size_t index) override;
     void reset() override;
     bool busy() const override { return m_in_flight > 0; }
+    // The capacity the driver knew; a restore onto another disk tells it of the new one.
+    std::string save_state() const override;
+    Result<void> load_state(std::string_view bytes) override;
+    void restored() override;
 
     uint64_t capacity_sectors() const { return m_sectors; }
     uint64_t completed_requests() const { return m_completed; }
@@ -70,7 +74,8 @@ private:
     uint64_t m_generation = 0;  // bumped on reset: completions of older requests are dropped
     uint64_t m_completed = 0;
     bool m_notify_scheduled = false;  // one interrupt check per event-loop turn
-    uint32_t m_in_flight = 0;         // requests submitted to io_uring, not yet completed
+    uint32_t m_in_flight = 0;
+    uint64_t m_restored_sectors = 0;         // requests submitted to io_uring, not yet completed
 };
 
 }  // namespace husk::virtio

@@ -214,6 +214,10 @@ Result<void> MmioTransport::activate_device() {
     ctx.loop = &m_loop;
     ctx.lock = &m_lock;
     ctx.signal_used = [this] { signal(1); };
+    ctx.signal_config = [this] {
+        ++m_config_generation;
+        signal(2);
+    };
     ctx.fail = [this](const Error& e) { fail(e); };
     return m_device->activate(m_driver_features, std::span(m_queues), std::move(ctx));
 }
@@ -269,6 +273,8 @@ Result<void> MmioTransport::load_state(std::string_view bytes) {
     }
     std::string device_state = r.str();
     TRY(r.finish("virtio device state"));
+    // Before the device's restored(): what it signals then adds to this.
+    m_interrupt_status = interrupt_status;
     m_status = status & ~kStatusNeedsReset;
     if ((m_status & kStatusDriverOk) && !(status & kStatusNeedsReset)) {
         for (auto& q : m_queues) {
@@ -285,7 +291,6 @@ Result<void> MmioTransport::load_state(std::string_view bytes) {
         // stays as the guest left it and needs a reset.
         m_status = status;
     }
-    m_interrupt_status = interrupt_status;
     return {};
 }
 

@@ -172,6 +172,15 @@ Result<bool> Queue::enable_notifications(const GuestMemory& mem) {
     return avail_idx != m_next_avail;
 }
 
+Result<void> Queue::notify_on_next_buffer(const GuestMemory& mem) {
+    m_notifications = true;
+    if (!m_event_idx) return mem.write_obj<uint16_t>(m_used_ring, 0);
+    auto avail_idx = TRY(mem.read_obj<uint16_t>(m_avail_ring + 2));
+    TRY(mem.write_obj<uint16_t>(m_used_ring + 4 + 8 * uint64_t(m_size), avail_idx));
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    return {};
+}
+
 void Queue::reset() {
     m_notifications = true;
     m_size = m_max_size;

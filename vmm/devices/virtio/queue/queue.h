@@ -87,6 +87,10 @@ public:
     // Re-enables kicks; returns true if the driver added buffers meanwhile (poll again).
     Result<bool> enable_notifications(const GuestMemory& mem);
 
+    // Asks for a notification when the driver next adds a buffer, even with
+    // buffers still pending (EVENT_IDX: avail_event = the driver's avail index).
+    Result<void> notify_on_next_buffer(const GuestMemory& mem);
+
     // Back to the state after a device reset (§2.4).
     void reset();
 

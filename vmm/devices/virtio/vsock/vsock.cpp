@@ -13,6 +13,7 @@
 #include <string_view>
 
 #include "vmm/base/log.h"
+#include "vmm/base/wire.h"
 #include "vmm/base/system.h"
 #include "vmm/io/event_loop.h"
 
@@ -112,10 +113,24 @@ void Vsock::reset() {
     // §5.10.6.6: a transport reset drops every connection.
     m_active = false;
     m_rx = m_tx = m_event = nullptr;
+    m_reset_unacked = false;
+    m_waiting_for_reset.clear();
     m_conns.clear();
     m_pending_clients.clear();
     m_control.clear();
     ++m_generation;
+}
+
+std::string Vsock::save_state() const {
+    return wire::Writer().u32(m_next_host_port).take();
+}
+
+Result<void> Vsock::load_state(std::string_view bytes) {
+    wire::Reader r(bytes, "snapshot");
+    uint32_t next = r.u32();
+    TRY(r.finish("virtio-vsock state"));
+    m_next_host_port = std::max(next, kFirstHostPort);
+    return {};
 }
 
 void Vsock::restored() {
@@ -133,11 +148,22 @@ void Vsock::restored() {
         write_to_chain(*m_ctx.memory, *next.value(), std::span(reinterpret_cast<const uint8_t*>(&id), sizeof id));
     if (auto r = m_event->add_used(*m_ctx.memory, next.value()->head(), written); r.is_error())
         return m_ctx.fail(r.error());
+    // The guest acknowledges by giving the buffer back; it has more queued,
+    // so ask to hear of that one.
+    if (auto r = m_event->notify_on_next_buffer(*m_ctx.memory); r.is_error()) return m_ctx.fail(r.error());
+    m_reset_unacked = true;
     notify_if_wanted(*m_event, m_ctx);
 }
 
 void Vsock::queue_notify(size_t index) {
     if (!m_active) return;
+    if (index == kEvent && m_reset_unacked) {
+        // The guest handled the transport reset and gave the event buffer back.
+        m_reset_unacked = false;
+        auto waiting = std::move(m_waiting_for_reset);
+        m_waiting_for_reset.clear();
+        for (uint64_t id : waiting) on_client_line(id);
+    }
     if (index == kTx) process_tx();
     process_rx();
 }
@@ -423,13 +449,15 @@ void Vsock::on_client_line(uint64_t id) {
     auto it = m_pending_clients.find(id);
     if (it == m_pending_clients.end()) return;
     PendingClient& p = it->second;
-    char buf[kMaxConnectLine];
-    ssize_t n = ::recv(p.fd.get(), buf, sizeof buf - p.line.size(), MSG_DONTWAIT);
-    if (n <= 0 && !(n < 0 && errno == EAGAIN)) {
-        m_pending_clients.erase(it);
-        return;
+    if (p.line.find('\n') == std::string::npos) {
+        char buf[kMaxConnectLine];
+        ssize_t n = ::recv(p.fd.get(), buf, sizeof buf - p.line.size(), MSG_DONTWAIT);
+        if (n <= 0 && !(n < 0 && errno == EAGAIN)) {
+            m_pending_clients.erase(it);
+            return;
+        }
+        if (n > 0) p.line.append(buf, size_t(n));
     }
-    if (n > 0) p.line.append(buf, size_t(n));
     size_t nl = p.line.find('\n');
     if (nl == std::string::npos) {
         if (p.line.size() >= kMaxConnectLine - 1) {
@@ -451,6 +479,12 @@ void Vsock::on_client_line(uint64_t id) {
         static const char kBad[] = "ERROR expected CONNECT <port>\n";
         [[maybe_unused]] ssize_t w = ::send(p.fd.get(), kBad, sizeof kBad - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
         m_pending_clients.erase(it);
+        return;
+    }
+    if (m_reset_unacked) {
+        // The guest has not handled the transport reset yet; a connection made
+        // now could be reset along with the old ones. It waits.
+        m_waiting_for_reset.push_back(id);
         return;
     }
     auto conn = std::make_unique<Connection>();

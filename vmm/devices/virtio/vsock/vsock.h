@@ -16,6 +16,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "vmm/base/unique_fd.h"
 #include "vmm/devices/virtio/device.h"
@@ -48,6 +49,10 @@ public:
     void reset() override;
     // A restored guest hears of a transport reset: its old connections are gone.
     void restored() override;
+    // The next host port: a restored VM's new connections must not reuse a
+    // port the guest may still hold a closing socket for.
+    std::string save_state() const override;
+    Result<void> load_state(std::string_view bytes) override;
 
     size_t connection_count() const { return m_conns.size(); }
     bool has_pending_output() const override;
@@ -82,6 +87,10 @@ private:
     Queue* m_rx = nullptr;
     Queue* m_tx = nullptr;
     Queue* m_event = nullptr;
+    // A transport reset the guest has not acknowledged (by reposting its
+    // event buffer); host clients that connect meanwhile wait in this list.
+    bool m_reset_unacked = false;
+    std::vector<uint64_t> m_waiting_for_reset;
     DeviceContext m_ctx;
     bool m_active = false;
     uint64_t m_generation = 0;
