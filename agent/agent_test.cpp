@@ -123,6 +123,16 @@ protected:
     std::unique_ptr<AgentClient> m_client;
 };
 
+// Reseed mixes host bytes into the RNG (here the host's own: test mode) and
+// refuses amounts that could not be meant.
+TEST_F(AgentTest, ReseedTakesHostEntropy) {
+    EXPECT_TRUE(m_client->reseed(std::string(64, 'x')));
+    auto too_little = m_client->reseed("short");
+    ASSERT_FALSE(too_little);
+    EXPECT_NE(too_little.error().message().find("16 to 512 bytes"), std::string::npos);
+    EXPECT_FALSE(m_client->reseed(std::string(513, 'x')));
+}
+
 TEST_F(AgentTest, OutputErrorsAndExitStatus) {
     auto r = run(spec("init", {"sh", "-c", "echo out; echo err >&2; exit 3"}));
     EXPECT_EQ(r.out, "out\n");

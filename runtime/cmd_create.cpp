@@ -26,9 +26,13 @@
 #include "runtime/husk_config.h"
 #include "runtime/rootfs_image.h"
 #include "runtime/runtime.h"
+#include "runtime/template.h"
+#include "vmm/base/wire.h"
 #include "runtime/state.h"
 #include "vmm/base/clock.h"
+#include "vmm/base/log.h"
 #include "vmm/base/system.h"
+#include "vmm/base/wire.h"
 
 namespace husk::runtime {
 
@@ -97,8 +101,7 @@ private:
 // directories deep (dockerd: /run/docker/runtime-husk/moby/<64 hex>/), so the
 // sockets live in a short directory, named by a hash of the state directory.
 Result<std::string> socket_prefix(const std::string& dir) {
-    uint64_t h = 1469598103934665603ULL;  // FNV-1a
-    for (char ch : dir) h = (h ^ uint8_t(ch)) * 1099511628211ULL;
+    uint64_t h = wire::fnv1a64(dir);
     char name[32];
     std::snprintf(name, sizeof name, "%016llx", static_cast<unsigned long long>(h));
     std::string base =
@@ -172,15 +175,30 @@ Result<ContainerState> create_container(const GlobalOptions& g, const CreateOpti
     int ready[2];
     if (::pipe2(ready, O_CLOEXEC) < 0) return Error::from_errno(errno, "pipe");
     UniqueFd ready_r(ready[0]), ready_w(ready[1]);
-    std::vector<std::string> argv = {
-        rc.vmm, "--kernel", rc.kernel, "--memory", std::to_string(rc.memory_mib), "--vcpus", std::to_string(rc.vcpus),
-        // Writable even for a read-only root: the agent makes the mount
-        // points, then remounts the container's root read-only.
-        "--drive", image, "--vsock", state.vsock_socket, "--api", state.api_socket, "--container", dir + "/config.json",
-        "--ready-fd", "3", "--log", g.log.empty() ? dir + "/vmm.log" : g.log, "--wait-for-start"};
+    // From a template when there is one (made on first use), else a cold boot.
+    std::string from_template;
+    if (rc.use_template) {
+        auto t = ensure_template(rc);
+        if (t)
+            from_template = t.value();
+        else
+            log::warn("booting without a template: {}", t.error().message());
+    }
+    std::vector<std::string> argv = {rc.vmm};
+    if (from_template.empty()) {
+        argv.insert(argv.end(), {"--kernel", rc.kernel, "--memory", std::to_string(rc.memory_mib), "--vcpus",
+                                 std::to_string(rc.vcpus)});
+        if (!rc.initramfs.empty()) argv.insert(argv.end(), {"--initramfs", rc.initramfs});
+    } else {
+        argv.insert(argv.end(), {"--restore", from_template});
+    }
+    // Writable even for a read-only root: the agent makes the mount points,
+    // then remounts the container's root read-only.
+    argv.insert(argv.end(), {"--drive", image, "--vsock", state.vsock_socket, "--api", state.api_socket,
+                             "--container", dir + "/config.json", "--ready-fd", "3", "--log",
+                             g.log.empty() ? dir + "/vmm.log" : g.log, "--wait-for-start"});
     if (g.log_json) argv.insert(argv.end(), {"--log-format", "json"});
     if (g.debug) argv.push_back("--debug");
-    if (!rc.initramfs.empty()) argv.insert(argv.end(), {"--initramfs", rc.initramfs});
 
     bool new_netns = false;
     UniqueFd netns;

@@ -60,6 +60,9 @@ Result<RuntimeConfig> load_runtime_config(const std::string& path) {
                         auto s = v.value<std::string>();
                         if (!s) return Error::from_string(path + ": vm." + name + " must be a string");
                         (name == "kernel" ? c.kernel : name == "vmm" ? c.vmm : c.initramfs) = *s;
+                    } else if (name == "template") {
+                        if (!v.is_boolean()) return Error::from_string(path + ": vm.template must be true or false");
+                        c.use_template = *v.value<bool>();
                     } else if (name == "memory_mib" || name == "vcpus") {
                         auto n = v.value<int64_t>();
                         if (!n || *n < 1 || *n > (name == "vcpus" ? 64 : 1 << 20))
@@ -95,6 +98,11 @@ Result<void> apply_annotations(RuntimeConfig& c, const std::map<std::string, std
     if (auto it = a.find("io.husk.memory_mib"); it != a.end())
         c.memory_mib = TRY(parse_count(it->first, it->second, 64, 1 << 20));
     if (auto it = a.find("io.husk.vcpus"); it != a.end()) c.vcpus = TRY(parse_count(it->first, it->second, 1, 64));
+    if (auto it = a.find("io.husk.template"); it != a.end()) {
+        if (it->second != "true" && it->second != "false")
+            return Error::from_string("io.husk.template: `" + it->second + "` must be true or false");
+        c.use_template = it->second == "true";
+    }
     return {};
 }
 

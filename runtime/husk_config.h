@@ -24,13 +24,16 @@ struct RuntimeConfig {
     std::string initramfs;
     uint32_t memory_mib = 256;
     uint32_t vcpus = 1;
+    // Restore containers from a template VM instead of booting (vm.template,
+    // annotation io.husk.template).
+    bool use_template = true;
 };
 
 inline constexpr const char* kConfigPath = "/etc/husk/config.toml";
 
 // Reads `path` (missing is fine: defaults), then fills what is still empty.
 Result<RuntimeConfig> load_runtime_config(const std::string& path = kConfigPath);
-// io.husk.kernel, io.husk.memory_mib, io.husk.vcpus.
+// io.husk.kernel, io.husk.memory_mib, io.husk.vcpus, io.husk.template.
 Result<void> apply_annotations(RuntimeConfig& config, const std::map<std::string, std::string>& annotations);
 
 }  // namespace husk::runtime

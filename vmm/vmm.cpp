@@ -224,7 +224,7 @@ Result<std::unique_ptr<Vmm>> Vmm::restore(const VmConfig& given) {
     vmm->m_snapshot_dir = dir;
     vmm->m_restore_ms = clock::ms_since_start();
     phase("restored");
-    log::debug("restored from {} in {:.3f} ms", dir, vmm->m_restore_ms);
+    log::info("restored from {} in {:.3f} ms", dir, vmm->m_restore_ms);
     TRY(vmm->attach_container(std::move(container)));
     TRY(vmm->start_api());
     return vmm;

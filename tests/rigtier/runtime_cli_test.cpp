@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -114,6 +115,46 @@ TEST_F(RuntimeCli, RunWaitsAndPassesTheStatus) {
     EXPECT_EQ(r.exit_status, 9) << r.err;
     EXPECT_EQ(r.out, "ran\n");
     EXPECT_FALSE(fs::exists(m_dir + "/state/once"));
+}
+
+// The first create makes the template (one boot); later ones restore it. Two
+// containers restored from one snapshot still draw different random numbers:
+// each guest's RNG is reseeded from the host before the process runs.
+TEST_F(RuntimeCli, CreateRestoresATemplateAndEachGuestHasItsOwnRandomness) {
+    // Each read of this file is a fresh UUID from the kernel's RNG.
+    write_config({"cat", "/proc/sys/kernel/random/uuid"});
+    std::string templates = m_dir + "/templates";
+    std::vector<std::string> draws;
+    for (const char* id : {"first", "second", "third"}) {
+        auto r = shell("HUSK_TEMPLATE_DIR=" + templates + " " + env("HUSK_RUNTIME") + " --root " + m_dir +
+                       "/state --log " + m_dir + "/log run --bundle " + m_dir + "/bundle " + id + " </dev/null >" +
+                       m_dir + "/out 2>" + m_dir + "/err");
+        ASSERT_EQ(r.exit_status, 0) << shell("cat " + m_dir + "/err " + m_dir + "/log").out;
+        draws.push_back(shell("cat " + m_dir + "/out").out);
+        EXPECT_EQ(draws.back().size(), 37u) << draws.back();
+    }
+    EXPECT_NE(draws[0], draws[1]);
+    EXPECT_NE(draws[1], draws[2]);
+    EXPECT_NE(draws[0], draws[2]);
+    // One template, and every container came from it.
+    auto made = shell("ls " + templates + " | grep -v lock");
+    EXPECT_EQ(std::count(made.out.begin(), made.out.end(), '\n'), 1) << made.out;
+    auto log = shell("grep -c 'restored from " + templates + "' " + m_dir + "/log");
+    EXPECT_EQ(log.out, "3\n") << shell("cat " + m_dir + "/log").out;
+}
+
+// A template that cannot be made (no agent beside husk-vmm, say) is not an
+// error: the container boots the old way.
+TEST_F(RuntimeCli, WithoutATemplateTheContainerBoots) {
+    write_config({"echo", "booted"});
+    nlohmann::json c = nlohmann::json::parse(shell("cat " + m_dir + "/bundle/config.json").out);
+    c["annotations"] = {{"io.husk.template", "false"}};
+    std::ofstream(m_dir + "/bundle/config.json") << c.dump();
+    auto r = shell("HUSK_TEMPLATE_DIR=" + m_dir + "/templates " + env("HUSK_RUNTIME") + " --root " + m_dir +
+                   "/state run --bundle " + m_dir + "/bundle cold </dev/null >" + m_dir + "/out 2>" + m_dir + "/err");
+    ASSERT_EQ(r.exit_status, 0) << shell("cat " + m_dir + "/err").out;
+    EXPECT_EQ(shell("cat " + m_dir + "/out").out, "booted\n");
+    EXPECT_FALSE(fs::exists(m_dir + "/templates")) << "io.husk.template=false makes no template";
 }
 
 }  // namespace

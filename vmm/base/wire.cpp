@@ -2,6 +2,15 @@
 
 namespace husk::wire {
 
+uint64_t fnv1a64(std::string_view bytes) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (unsigned char c : bytes) {
+        h ^= c;
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+
 Writer& Writer::u8(uint8_t v) {
     m_out.push_back(char(v));
     return *this;

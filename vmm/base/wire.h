@@ -14,6 +14,9 @@
 
 namespace husk::wire {
 
+// FNV-1a, 64-bit: checksums and short stable names (not for security).
+uint64_t fnv1a64(std::string_view bytes);
+
 // Appends little-endian fields.
 class Writer {
 public:

@@ -21,15 +21,6 @@ constexpr char kMagic[8] = {'H', 'U', 'S', 'K', 'S', 'N', 'A', 'P'};
 constexpr size_t kMaxVcpus = 256;
 constexpr size_t kMaxStateBytes = 64 << 20;
 
-uint64_t fnv1a64(std::string_view bytes) {
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (unsigned char c : bytes) {
-        h ^= c;
-        h *= 0x100000001b3ull;
-    }
-    return h;
-}
-
 void put_u32(std::string& out, uint32_t v) {
     for (int i = 0; i < 4; ++i) out.push_back(char(v >> (8 * i)));
 }
@@ -89,7 +80,7 @@ std::string encode(const Snapshot& s) {
     put_u32(out, kFormatVersion);
     put_u32(out, 0);
     put_u64(out, body.size());
-    put_u64(out, fnv1a64(body));
+    put_u64(out, wire::fnv1a64(body));
     return out + body;
 }
 
@@ -106,7 +97,7 @@ Result<Snapshot> decode(std::string_view bytes, const std::string& what) {
     std::string_view body = bytes.substr(kHeaderSize);
     if (body.size() < length) return refuse(fmt::format("is truncated ({} of {} bytes)", body.size(), length));
     if (body.size() > length) return refuse(fmt::format("has {} bytes after its end", body.size() - length));
-    if (fnv1a64(body) != checksum) return refuse("is corrupt (checksum mismatch)");
+    if (wire::fnv1a64(body) != checksum) return refuse("is corrupt (checksum mismatch)");
 
     Snapshot s;
     wire::Reader r(body, "snapshot");

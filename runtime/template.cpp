@@ -1,0 +1,121 @@
+#include "runtime/template.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include <fmt/format.h>
+
+#include "runtime/command.h"
+#include "vmm/base/log.h"
+#include "vmm/base/system.h"
+#include "vmm/base/wire.h"
+#include "vmm/base/unique_fd.h"
+
+namespace husk::runtime {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr int kBootTimeoutSeconds = 180;
+
+// A file's identity for the key: path, size and modification time, so a
+// rebuilt kernel, agent or husk-vmm gets a template of its own.
+std::string stamp(const std::string& path) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) return path + ":missing";
+    return fmt::format("{}:{}:{}.{}", path, st.st_size, st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+}
+
+std::string tail(const std::string& path) {
+    std::ifstream in(path);
+    std::string text((std::istreambuf_iterator<char>(in)), {});
+    return text.size() > 2000 ? text.substr(text.size() - 2000) : text;
+}
+
+}  // namespace
+
+std::string template_root() {
+    const char* dir = std::getenv("HUSK_TEMPLATE_DIR");
+    if (dir && *dir) return dir;
+    return ::geteuid() == 0 ? "/run/husk/templates" : "/tmp/husk-templates-" + std::to_string(::geteuid());
+}
+
+std::string agent_initramfs(const RuntimeConfig& config) {
+    if (!config.initramfs.empty()) return config.initramfs;
+    if (config.vmm.find('/') == std::string::npos) return {};
+    std::string dir = config.vmm.substr(0, config.vmm.rfind('/'));
+    for (const char* rel : {"/../agent/husk-agent.cpio", "/../share/husk/husk-agent.cpio"})
+        if (::access((dir + rel).c_str(), R_OK) == 0) return dir + rel;
+    return {};
+}
+
+Result<std::string> ensure_template(const RuntimeConfig& config) {
+    std::string agent = agent_initramfs(config);
+    if (agent.empty()) return Error::from_string("the agent's initramfs was not found beside " + config.vmm, ENOENT);
+    std::string identity = stamp(config.vmm) + "\n" + stamp(config.kernel) + "\n" + stamp(agent) + "\n" +
+                           std::to_string(config.vcpus) + "\n" + std::to_string(config.memory_mib);
+    std::string root = template_root();
+    std::string dir = fmt::format("{}/{:016x}", root, wire::fnv1a64(identity));
+    auto ready = [&] { return ::access((dir + "/vmstate").c_str(), R_OK) == 0; };
+    if (ready()) return dir;
+
+    std::error_code ec;
+    fs::create_directories(root, ec);
+    if (ec) return Error::from_errno(ec.value(), "create " + root);
+    // One maker per template; the others wait here and then find it made.
+    auto lock = TRY(sys::open(dir + ".lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+    while (::flock(lock.get(), LOCK_EX) < 0)
+        if (errno != EINTR) return Error::from_errno(errno, "lock " + dir + ".lock");
+    if (ready()) return dir;
+
+    std::string work = dir + ".making";
+    fs::remove_all(work, ec);
+    if (::mkdir(work.c_str(), 0700) < 0) return Error::from_errno(errno, "create " + work);
+    struct Cleanup {
+        std::string path;
+        ~Cleanup() {
+            std::error_code ignored;
+            fs::remove_all(path, ignored);
+        }
+    } cleanup{work};
+    // The container's disk replaces this empty one at restore; the guest
+    // learns its size then (virtio-blk configuration interrupt).
+    TRY(sys::open(work + "/disk", O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
+    std::vector<std::string> argv = {config.vmm,
+                                     "--kernel",
+                                     config.kernel,
+                                     "--initramfs",
+                                     agent,
+                                     "--memory",
+                                     std::to_string(config.memory_mib),
+                                     "--vcpus",
+                                     std::to_string(config.vcpus),
+                                     "--drive",
+                                     work + "/disk",
+                                     "--vsock",
+                                     work + "/vsock",
+                                     "--console",
+                                     "none",
+                                     "--log",
+                                     work + "/log",
+                                     "--snapshot-on-ready",
+                                     work + "/snapshot"};
+    log::info("making the VM template {} ({} vCPUs, {} MiB)", dir, config.vcpus, config.memory_mib);
+    auto r = TRY(run_command(argv, "", kBootTimeoutSeconds));
+    if (r.status != 0)
+        return Error::from_string(fmt::format("the template VM exited with {}: {}{}", r.status, r.err,
+                                              tail(work + "/log")));
+    std::ofstream(work + "/snapshot/identity") << identity << "\n";
+    if (::rename((work + "/snapshot").c_str(), dir.c_str()) < 0)
+        return Error::from_errno(errno, "move the template into " + dir);
+    return dir;
+}
+
+}  // namespace husk::runtime
