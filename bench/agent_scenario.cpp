@@ -1,5 +1,6 @@
 // Scenario "agent": one container process (`true`) from a busybox rootfs, step
-// by step, husk (husk-vmm --container + husk-agent) against runc, interleaved.
+// by step, husk (husk-vmm --container + husk-agent), booted cold and restored
+// from a template snapshot, against runc, interleaved.
 //
 // husk steps come from husk-vmm's debug log ("container: <phase> at <ms> ms"):
 //   agent ready   launch → the agent answered Hello (the guest booted)
@@ -91,19 +92,36 @@ json agent_scenario(int runs, const std::string& kernel, const std::string& vmm)
     // The runc container's init is reparented to us once `runc create` exits: reap it ourselves.
     ::prctl(PR_SET_CHILD_SUBREAPER, 1);
 
-    std::map<std::string, std::vector<double>> husk, peer;
+    // The template: the same kernel and agent booted once and snapshotted
+    // once the agent listens; the husk_template side restores it each run.
+    const std::string template_dir = dir + "/template";
+    fs::create_directories(dir + "/template-work");
+    std::ofstream(dir + "/template-work/disk").close();
+    auto made = husk::test::run_process({vmm, "--kernel", kernel, "--memory", "256", "--drive",
+                                         dir + "/template-work/disk", "--vsock", dir + "/template-work/vsock",
+                                         "--console", "none", "--snapshot-on-ready", template_dir},
+                                        {.timeout_seconds = 300});
+    bool have_template = made.exit_status == 0;
+    if (!have_template) {
+        out["template_note"] = "the template could not be made: " + made.err.substr(0, 400);
+        fmt::print(stderr, "  template failed: {}\n", made.err);
+    }
+
+    std::map<std::string, std::vector<double>> husk, warm, peer;
     int failures = 0;
-    for (int i = 0; i < runs; ++i) {
-        // husk
+    auto husk_run = [&](std::map<std::string, std::vector<double>>& into, const char* label, int i,
+                        std::vector<std::string> machine) {
         std::string disk = dir + "/disk.ext4";
         fs::copy_file(image, disk, fs::copy_options::overwrite_existing);
         std::string log = dir + "/vmm.log";
         fs::remove(log);
         husk::test::RunOptions o;
         o.timeout_seconds = 300;
-        auto r = husk::test::run_process({vmm, "--kernel", kernel, "--memory", "256", "--drive", disk, "--vsock",
-                                          dir + "/vsock", "--container", dir + "/config.json", "--debug", "--log", log},
-                                         o);
+        std::vector<std::string> argv = {vmm};
+        argv.insert(argv.end(), machine.begin(), machine.end());
+        argv.insert(argv.end(), {"--drive", disk, "--vsock", dir + "/vsock", "--container", dir + "/config.json",
+                                 "--debug", "--log", log});
+        auto r = husk::test::run_process(argv, o);
         std::ifstream lf(log);
         std::string text((std::istreambuf_iterator<char>(lf)), std::istreambuf_iterator<char>());
         auto ready = parse_ms(text, R"(container: agent ready at ([0-9.]+) ms)");
@@ -112,20 +130,25 @@ json agent_scenario(int runs, const std::string& kernel, const std::string& vmm)
         auto exited = parse_ms(text, R"(container: exit reported at ([0-9.]+) ms)");
         if (r.exit_status != 0 || !ready || !created || !started || !exited) {
             ++failures;
-            fmt::print(stderr, "  [{}/{}] husk failed (status {}): {}\n", i + 1, runs, r.exit_status,
+            fmt::print(stderr, "  [{}/{}] {} failed (status {}): {}\n", i + 1, runs, label, r.exit_status,
                        text.substr(0, 600));
-        } else {
-            husk["agent_ready_ms"].push_back(*ready);
-            husk["create_ms"].push_back(*created - *ready);
-            husk["start_ms"].push_back(*started - *created);
-            husk["exit_ms"].push_back(*exited - *started);
-            husk["teardown_ms"].push_back(r.exit_ms - *exited);
-            husk["create_start_exit_ms"].push_back(*exited - *ready);
-            husk["total_ms"].push_back(r.exit_ms);
-            fmt::print(stderr,
-                       "  [{}/{}] husk  ready {:7.1f}  create {:6.1f}  start {:6.1f}  exit {:6.1f}  total {:7.1f} ms\n",
-                       i + 1, runs, *ready, *created - *ready, *started - *created, *exited - *started, r.exit_ms);
+            return;
         }
+        into["agent_ready_ms"].push_back(*ready);
+        into["create_ms"].push_back(*created - *ready);
+        into["start_ms"].push_back(*started - *created);
+        into["exit_ms"].push_back(*exited - *started);
+        into["teardown_ms"].push_back(r.exit_ms - *exited);
+        into["create_start_exit_ms"].push_back(*exited - *ready);
+        into["launch_to_exit_reported_ms"].push_back(*exited);
+        into["total_ms"].push_back(r.exit_ms);
+        fmt::print(stderr,
+                   "  [{}/{}] {:5} ready {:7.1f}  create {:6.1f}  start {:6.1f}  exit {:6.1f}  total {:7.1f} ms\n",
+                   i + 1, runs, label, *ready, *created - *ready, *started - *created, *exited - *started, r.exit_ms);
+    };
+    for (int i = 0; i < runs; ++i) {
+        husk_run(husk, "husk", i, {"--kernel", kernel, "--memory", "256"});
+        if (have_template) husk_run(warm, "tmpl", i, {"--restore", template_dir});
         if (!have_runc) continue;
         // runc
         std::string id = fmt::format("husk-bench-{}-{}", ::getpid(), i);
@@ -160,8 +183,28 @@ json agent_scenario(int runs, const std::string& kernel, const std::string& vmm)
                    ms_between(t0, t4));
     }
     for (auto& [k, v] : husk) out["husk"][k] = stats(v);
+    for (auto& [k, v] : warm) out["husk_template"][k] = stats(v);
     for (auto& [k, v] : peer) out["runc"][k] = stats(v);
     out["failures"] = failures;
+    if (!warm.empty()) {
+        for (const char* k : {"agent_ready_ms", "launch_to_exit_reported_ms", "total_ms"})
+            out["ratio_template_over_cold_boot"][k] =
+                double(out["husk_template"][k]["median"]) / double(out["husk"][k]["median"]);
+        if (!peer.empty()) {
+            // The whole container start: launch → the process's exit reported, against runc create+start+exit.
+            out["ratio_template_over_runc"]["launch_to_exit_reported_ms"] =
+                double(out["husk_template"]["launch_to_exit_reported_ms"]["median"]) /
+                double(out["runc"]["create_start_exit_ms"]["median"]);
+            out["ratio_template_over_runc"]["total_ms"] =
+                double(out["husk_template"]["total_ms"]["median"]) / double(out["runc"]["total_ms"]["median"]);
+        }
+        fmt::print(stderr,
+                   "agent: median launch to exit reported: template {:.1f} ms, cold boot {:.1f} ms; runc "
+                   "create+start+exit {:.1f} ms\n",
+                   double(out["husk_template"]["launch_to_exit_reported_ms"]["median"]),
+                   double(out["husk"]["launch_to_exit_reported_ms"]["median"]),
+                   peer.empty() ? 0.0 : double(out["runc"]["create_start_exit_ms"]["median"]));
+    }
     if (!husk.empty() && !peer.empty()) {
         for (const char* k : {"create_ms", "start_ms", "exit_ms", "create_start_exit_ms", "total_ms"}) {
             double h = out["husk"][k]["median"], p = out["runc"][k]["median"];
@@ -176,7 +219,9 @@ json agent_scenario(int runs, const std::string& kernel, const std::string& vmm)
                    double(out["husk"]["total_ms"]["median"]), double(out["runc"]["total_ms"]["median"]));
     }
     out["note"] =
-        "husk: agent ready = launch to the agent's Hello (guest boot); create = rootfs mount + process setup; "
+        "husk: cold boot (kernel + agent booted each run); husk_template: husk-vmm --restore of a template "
+        "snapshot made once before the runs (kernel + agent booted to a listening agent), rootfs disk attached after "
+        "restore. agent ready = launch to the agent's Hello (guest boot or restore); create = rootfs mount + process setup; "
         "total = launch to husk-vmm exit. runc: its create/start/delete commands; exit = start to the process reaped. "
         "Same busybox tree (ext4 image for husk, a directory for runc), process `true`.";
     fs::remove_all(dir);

@@ -29,6 +29,10 @@ void write_result(const json& result, const std::string& out_path);
 json agent_scenario(int runs, const std::string& kernel, const std::string& vmm);
 // `husk-bench report`: report.html and summary.md from the newest result of each scenario in `dir`.
 int report(const std::string& dir, const std::string& out_dir);
+// Scenarios "restore", "reset" (native, tiny guest) and "density" (rig) (snapshot_scenario.cpp).
+json restore_scenario(int runs, const std::string& vmm, const std::string& guests);
+json reset_scenario(int runs, const std::string& vmm, const std::string& guests);
+json density_scenario(int count, const std::string& vmm, const std::string& kernel, const std::string& agent);
 // Scenario "container-start" (container_scenario.cpp).
 json container_scenario(int runs, const std::string& runtime);
 

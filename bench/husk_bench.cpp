@@ -281,13 +281,28 @@ int scenario(const std::string& name, int runs, const std::string& out_path, con
         result.update(agent_scenario(runs, kernel, vmm));
         write_result(result, out_path);
         return result.value("failures", 0) ? 1 : 0;
+    } else if (name == "restore" || name == "reset") {
+        std::string guests = env_or("HUSK_GUESTS", build + "/tests/guests");
+        result.update(name == "restore" ? restore_scenario(runs, vmm, guests) : reset_scenario(runs, vmm, guests));
+        write_result(result, out_path);
+        return result.contains("error") || result.value("failures", 0) ? 1 : 0;
+    } else if (name == "density") {
+        std::string kernel = vm.count("kernel") ? vm["kernel"].as<std::string>() : env_or("HUSK_VMLINUX", "");
+        if (kernel.empty()) {
+            std::cerr << "husk-bench: density needs --kernel or HUSK_VMLINUX\n";
+            return 2;
+        }
+        std::string agent = env_or("HUSK_AGENT_INITRAMFS", build + "/agent/husk-agent.cpio");
+        result.update(density_scenario(runs, vmm, kernel, agent));
+        write_result(result, out_path);
+        return result.contains("error") ? 1 : 0;
     } else if (name == "container-start") {
         result.update(container_scenario(runs, env_or("HUSK_RUNTIME", build + "/runtime/husk")));
         write_result(result, out_path);
         return result.value("failures", 0) ? 1 : 0;
     } else {
         std::cerr << "husk-bench: unknown scenario `" << name
-                  << "` (tiny, boot, blk-device, blk-iops, agent, container-start)\n";
+                  << "` (tiny, boot, blk-device, blk-iops, agent, container-start, restore, reset, density)\n";
         return 2;
     }
     result["commands"] = {{"husk", husk_cmd}, {"qemu", qemu_cmd}};
@@ -348,7 +363,7 @@ int main(int argc, char** argv) {
         "out,o", po::value<std::string>()->default_value("-"), "result JSON file (- for stdout)")(
         "kernel", po::value<std::string>(), "guest vmlinux for `boot` (default $HUSK_VMLINUX)")(
         "results", po::value<std::string>()->default_value("bench/results"), "results directory for `report`")(
-        "scenario", po::value<std::string>(), "tiny | boot | blk-device | blk-iops | agent | container-start | report");
+        "scenario", po::value<std::string>(), "tiny | boot | blk-device | blk-iops | agent | container-start | restore | reset | density | report");
     po::positional_options_description pos;
     pos.add("scenario", 1);
     po::variables_map vm;
@@ -367,6 +382,9 @@ int main(int argc, char** argv) {
                      "         and resident memory of each VMM\n"
                      "  blk-device  virtio-blk request rate on the device side (fake driver, tmpfs image)\n"
                      "  blk-iops    guest 4 KiB random-read IOPS at QD 1 and 32, husk-vmm vs QEMU microvm (rig)\n"
+                     "  restore  native: husk-vmm --restore of the snapshot tiny guest vs its cold boot\n"
+                     "  reset    native: in-place reset latency after the guest dirtied 0..16384 pages\n"
+                     "  density  rig: idle VMs restored from one template vs booted; memory per VM (--runs = VMs)\n"
                      "  agent  a container's process through husk-vmm + husk-agent, per step (agent ready, create,\n"
                      "         start, exit reported), vs runc create/start/exit on the same busybox rootfs (rig)\n"
                      "  container-start  `docker run --rm IMAGE true` and `ctr run --rm IMAGE true`, husk vs runc\n"

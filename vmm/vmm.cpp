@@ -305,6 +305,7 @@ Result<nlohmann::json> Vmm::reset_to_snapshot(const std::string& other) {
     uint64_t t0 = clock::now_ns();
     bool was_paused = is_paused();
     TRY(pause());
+    uint64_t t_paused = clock::now_ns(), t_reverted = 0, t_state = 0;
     uint64_t dirty = 0;
     auto result = [&]() -> Result<void> {
         TRY(wait_devices_idle());
@@ -322,11 +323,13 @@ Result<nlohmann::json> Vmm::reset_to_snapshot(const std::string& other) {
             TRY(collect_dirty(bitmap));
             dirty = TRY(revert(bitmap));
         }
+        t_reverted = clock::now_ns();
         const auto& snap = *m_snapshot;
         TRY(snapshot::restore_vm_chips(m_vm, snap.vm));
         for (size_t i = 0; i < m_vcpus.size(); ++i) TRY(snapshot::restore_vcpu(m_vcpus[i], snap.vcpus[i], false));
         TRY(snapshot::restore_clock(m_vm, snap.vm.clock));
         TRY(load_device_state(snap));
+        t_state = clock::now_ns();
         return {};
     }();
     if (result.is_error()) {
@@ -335,11 +338,20 @@ Result<nlohmann::json> Vmm::reset_to_snapshot(const std::string& other) {
         return result.release_error();
     }
     if (!was_paused) resume();
-    double us = double(clock::now_ns() - t0) / 1e3;
+    uint64_t t_end = clock::now_ns();
+    double us = double(t_end - t0) / 1e3;
     ++m_resets;
     m_last_reset_us = us;
     log::info("reset to {} in {:.1f} us ({} pages reverted)", m_snapshot_dir, us, dirty);
-    return nlohmann::json{{"us", us}, {"dirty_pages", dirty}, {"resets", m_resets}};
+    auto us_between = [](uint64_t a, uint64_t b) { return double(b - a) / 1e3; };
+    return nlohmann::json{{"us", us},
+                          {"dirty_pages", dirty},
+                          {"resets", m_resets},
+                          {"breakdown_us",
+                           {{"pause", us_between(t0, t_paused)},
+                            {"memory", us_between(t_paused, t_reverted)},
+                            {"state", us_between(t_reverted, t_state)},
+                            {"resume", us_between(t_state, t_end)}}}};
 }
 
 Result<void> Vmm::collect_dirty(std::vector<uint64_t>& bitmap) {

@@ -158,7 +158,8 @@ Result<VcpuState> capture_vcpu(const Vcpu& vcpu, const std::vector<uint32_t>& ms
 
 Result<void> restore_vcpu(Vcpu& vcpu, const VcpuState& s, bool set_cpuid) {
     if (set_cpuid) TRY(vcpu.set_cpuid(s.cpuid));
-    if (s.tsc_khz != 0) {
+    // A reset (the same vCPU, set_cpuid false) already runs at the snapshot's frequency.
+    if (set_cpuid && s.tsc_khz != 0) {
         // Only when it differs: setting the frequency needs TSC scaling on the host.
         auto khz = vcpu.tsc_khz();
         uint32_t current = khz ? khz.value() : 0;
