@@ -21,7 +21,8 @@ namespace husk::bench {
 
 namespace {
 
-const std::vector<std::string> kSides = {"husk", "qemu", "runc", "crun"};
+// "cold_boot": husk itself booting where the figure is of a restored VM.
+const std::vector<std::string> kSides = {"husk", "qemu", "runc", "crun", "cold_boot"};
 
 struct Figure {
     std::string name;                      // the path with the side replaced by {}
@@ -68,7 +69,8 @@ void collect(const json& node, std::vector<std::string>& path, std::map<std::str
         if (key == "machine" || key == "commands" || key == "samples" || key == "runs_detail") continue;
         path.push_back(key);
         // Plain numbers that are figures in their own right: memory and IOPS.
-        if (value.is_number() && (key.ends_with("_kib") || key.ends_with("_iops"))) {
+        if (value.is_number() &&
+            (key.ends_with("_kib") || key.ends_with("_iops") || key.ends_with("_mib") || key.ends_with("_vms"))) {
             if (auto s = side_of(path)) {
                 auto& f = out[s->second];
                 f.name = s->second;
@@ -84,21 +86,24 @@ std::string unit_of(const std::string& name) {
     if (name.find("_ms") != std::string::npos || name.find("docker") != std::string::npos ||
         name.find("ctr") != std::string::npos)
         return "ms";
+    if (name.ends_with("_us")) return "µs";
     if (name.find("_kib") != std::string::npos) return "KiB";
+    if (name.ends_with("_mib")) return "MiB";
+    if (name.ends_with("_vms")) return "VMs";
     if (name.find("iops") != std::string::npos) return "IOPS";
     if (name.find("per_second") != std::string::npos) return "req/s";
     return "";
 }
 
 bool higher_is_better(const std::string& unit) {
-    return unit == "IOPS" || unit == "req/s";
+    return unit == "IOPS" || unit == "req/s" || unit == "VMs";
 }
 
 std::string pretty(std::string name) {
     // "/husk/qd1/{}_iops" → "qd1 iops"; "/{}/create_ms" → "create"; the unit has its own column.
     if (name.rfind("/husk/", 0) == 0 && name.find("{}") > 5) name.erase(0, 5);
     if (auto at = name.find("{}"); at != std::string::npos) name.erase(at, 2);
-    for (const char* suffix : {"_ms", "_kib"})
+    for (const char* suffix : {"_ms", "_kib", "_us", "_mib", "_vms"})
         if (name.ends_with(suffix)) name.erase(name.size() - std::string(suffix).size());
     std::string out;
     for (char ch : name) out += (ch == '_' || ch == '/') ? ' ' : ch;
@@ -185,7 +190,7 @@ std::vector<Scenario> load(const std::string& dir) {
         s.file = file;
         s.date = j["machine"].value("date", "");
         s.in_rig = file != "" && (scenario == "boot" || scenario == "blk-iops" || scenario == "agent" ||
-                                  scenario == "container-start");
+                                  scenario == "container-start" || scenario == "density");
         s.machine = fmt::format("{} ({}, {} CPUs, kernel {}, KVM {})", j["machine"].value("hostname", ""),
                                 j["machine"].value("cpu", ""), j["machine"].value("cpus", 0),
                                 j["machine"].value("kernel", ""), j["machine"].value("kvm_backend", ""));

@@ -62,7 +62,8 @@ public:
     void take_vmm_dirty(std::span<uint64_t> bitmap) const;
 
     // Snapshot-backed memory only: pages [first, first+count) of the host
-    // mapping read the memory file's content again (their private copies are dropped).
+    // mapping hold the memory file's content again (copied back for short
+    // runs, dropped so the file shows through for long ones).
     Result<void> revert_pages(uint64_t first_page, uint64_t count) const;
     // Maps another memory file of the same size over the whole range (in place,
     // so KVM's memory slots stay valid) and makes it the backing.
@@ -93,6 +94,7 @@ private:
     MappedRegion m_mapping;
     std::vector<GuestRegion> m_regions;
     bool m_private = false;
+    MappedRegion m_file_view;  // the memory file, read-only and shared: what reverted pages copy from
     // One bit per page the VMM wrote since the last take; null when not tracking.
     std::unique_ptr<std::atomic<uint64_t>[]> m_vmm_dirty;
 };
