@@ -34,6 +34,7 @@ husk::Result<void> container_defaults(husk::VmConfig& config) {
     if (config.container_config.empty() && config.snapshot_on_ready.empty()) return {};
     if (config.initramfs.empty() && config.restore.empty()) {
         config.initramfs = default_agent_initramfs();
+        config.agent = true;
         if (config.initramfs.empty())
             return husk::Error::from_string("container: husk-agent.cpio not found beside husk-vmm; give --initramfs");
     }

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <signal.h>
 #include <sys/eventfd.h>
@@ -61,6 +62,7 @@ Vmm::Vmm(Kvm kvm, Vm vm, GuestMemory memory)
 Vmm::~Vmm() {
     m_stopping = true;
     if (m_snapshot_thread.joinable()) m_snapshot_thread.join();
+    if (m_reseed_thread.joinable()) m_reseed_thread.join();
     kick_all_vcpus();
     for (auto& t : m_threads)
         if (t.joinable()) t.join();
@@ -343,15 +345,37 @@ Result<nlohmann::json> Vmm::reset_to_snapshot(const std::string& other) {
     ++m_resets;
     m_last_reset_us = us;
     log::info("reset to {} in {:.1f} us ({} pages reverted)", m_snapshot_dir, us, dirty);
+    // The guest's RNG state is the snapshot's again: reseed it before anyone
+    // relies on it (a container session does so itself when it connects).
+    bool reseeded = false;
+    if (m_config.agent && !m_container) {
+        auto r = reseed_guest();
+        reseeded = !r.is_error();
+        if (!reseeded) log::warn("could not reseed the guest's RNG after reset: {}", r.error().message());
+    }
     auto us_between = [](uint64_t a, uint64_t b) { return double(b - a) / 1e3; };
     return nlohmann::json{{"us", us},
                           {"dirty_pages", dirty},
                           {"resets", m_resets},
+                          {"reseeded", reseeded},
                           {"breakdown_us",
                            {{"pause", us_between(t0, t_paused)},
                             {"memory", us_between(t_paused, t_reverted)},
                             {"state", us_between(t_reverted, t_state)},
                             {"resume", us_between(t_state, t_end)}}}};
+}
+
+Result<void> Vmm::reseed_guest() {
+    if (!m_config.agent || m_config.vsock_socket.empty())
+        return Error::from_string("the guest runs no husk-agent to reseed its RNG through", ENOTSUP);
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    auto client = TRY(agent::AgentClient::connect({m_config.vsock_socket, true, agent::kPort}, deadline));
+    TRY(client->hello());
+    std::string entropy(64, '\0');
+    if (::getrandom(entropy.data(), entropy.size(), 0) != ssize_t(entropy.size()))
+        return Error::from_errno(errno, "getrandom");
+    TRY(client->reseed(entropy));
+    return {};
 }
 
 Result<void> Vmm::collect_dirty(std::vector<uint64_t>& bitmap) {
@@ -743,6 +767,15 @@ Result<int> Vmm::run() {
     for (size_t i = 0; i < m_vcpus.size(); ++i) m_threads.emplace_back([this, i] { vcpu_thread(i); });
     if (m_loop) m_loop_thread = std::thread([this] { m_loop->run(); });
     if (m_container) m_container->start();
+    // A restored agent guest holds the snapshot's RNG state; a container
+    // session reseeds it itself, otherwise husk-vmm does.
+    if (m_snapshot && m_config.agent && !m_container)
+        m_reseed_thread = std::thread([this] {
+            if (auto r = reseed_guest(); r.is_error())
+                log::warn("could not reseed the restored guest's RNG: {}", r.error().message());
+            else
+                log::debug("guest RNG reseeded after restore");
+        });
 
     for (;;) {
         siginfo_t info;
@@ -767,6 +800,7 @@ Result<int> Vmm::run() {
     }
     kick_all_vcpus();
     if (m_snapshot_thread.joinable()) m_snapshot_thread.join();
+    if (m_reseed_thread.joinable()) m_reseed_thread.join();
     kick_all_vcpus();
     for (auto& t : m_threads) t.join();
     m_threads.clear();

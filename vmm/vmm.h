@@ -70,6 +70,8 @@ private:
     Result<void> collect_dirty(std::vector<uint64_t>& bitmap);
     Result<uint64_t> revert(const std::vector<uint64_t>& bitmap);
     bool is_paused();
+    // Host entropy into the guest's RNG through husk-agent (Reseed).
+    Result<void> reseed_guest();
 
     Result<void> setup_devices(const VmConfig& config);
     // virtio-mmio devices; returns their virtio_mmio.device= command-line entries.
@@ -102,6 +104,7 @@ private:
     uint64_t m_resets = 0;
     double m_last_reset_us = 0;
     std::thread m_snapshot_thread;  // snapshot.on_ready
+    std::thread m_reseed_thread;    // after --restore of an agent guest
     std::vector<Vcpu> m_vcpus;
     std::vector<std::thread> m_threads;
     Bus m_pio{"pio"};

@@ -135,6 +135,21 @@ TEST_F(SnapshotTest, RestoreInPlaceMovesARunningVmToAnotherSnapshot) {
     EXPECT_EQ(p->wait_exit(30), 0) << log();
 }
 
+// The baseline CPU template (portable snapshots) boots, snapshots and restores like the host's.
+TEST_F(SnapshotTest, BaselineCpuTemplateRestores) {
+    std::string sock = dir + "/b.sock";
+    auto p = start({"--kernel", guest(), "--memory", "32", "--no-rng", "--cpu-template", "baseline"}, sock);
+    ASSERT_TRUE(p->wait_for_stdout("ready\n", 30)) << log();
+    EXPECT_EQ(round(*p, "3"), "round 1 dirtied 3");
+    ASSERT_FALSE(api(sock, {{"cmd", "snapshot"}, {"path", dir + "/base"}}).contains("error")) << log();
+    p->write_stdin("q\n");
+    EXPECT_EQ(p->wait_exit(30), 0);
+    auto r = start({"--restore", dir + "/base"}, dir + "/r.sock");
+    EXPECT_EQ(round(*r, "1"), "round 2 dirtied 1") << log();
+    r->write_stdin("q\n");
+    EXPECT_EQ(r->wait_exit(30), 0);
+}
+
 TEST_F(SnapshotTest, ResetWithoutASnapshotIsRefused) {
     std::string sock = dir + "/b.sock";
     auto p = boot(sock);

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <chrono>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -14,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "agent/client.h"
 #include "tests/lib/subprocess.h"
 #include "vmm/api/api_server.h"
 
@@ -124,6 +126,33 @@ TEST_F(LinuxSnapshot, RestoredGuestAnswersAndResetForgetsItsFilesWithASaneClock)
     }
     auto stats = api(api_sock, {{"cmd", "stats"}});
     EXPECT_EQ(stats.value("resets", 0), 3) << stats.dump();
+}
+
+// The template path without a container: husk-agent booted and snapshotted by
+// --snapshot-on-ready, restored in a new process, answers; husk-vmm reseeds
+// its RNG after the restore and after every reset.
+TEST_F(LinuxSnapshot, RestoredAgentAnswersAndIsReseeded) {
+    std::ofstream(dir + "/disk").close();
+    auto made = run_process({env_or("HUSK_VMM"), "--kernel", env_or("HUSK_VMLINUX"), "--memory", "256", "--drive",
+                             dir + "/disk", "--vsock", dir + "/t.vsock", "--console", "none", "--log", dir + "/log",
+                             "--snapshot-on-ready", dir + "/template"},
+                            {.timeout_seconds = 240});
+    ASSERT_EQ(made.exit_status, 0) << made.err << log();
+    std::string sock = dir + "/r.vsock", api_sock = dir + "/r.api";
+    RunningProcess restored({env_or("HUSK_VMM"), "--restore", dir + "/template", "--vsock", sock, "--api", api_sock,
+                             "--log", dir + "/log", "--debug"});
+    ASSERT_TRUE(wait_until([&] { return fs::exists(api_sock); }, 60)) << log();
+    auto client = agent::AgentClient::connect({sock, true, agent::kPort},
+                                              std::chrono::steady_clock::now() + std::chrono::seconds(60));
+    ASSERT_TRUE(client) << client.error().message() << log();
+    auto version = client.value()->hello();
+    EXPECT_TRUE(version) << (version ? "" : version.error().message());
+    client.value()->close();
+    EXPECT_TRUE(wait_until([&] { return log().find("guest RNG reseeded after restore") != std::string::npos; }, 60))
+        << log();
+    auto reset = api(api_sock, {{"cmd", "reset"}});
+    ASSERT_FALSE(reset.contains("error")) << reset.dump() << log();
+    EXPECT_TRUE(reset.value("reseeded", false)) << reset.dump() << log();
 }
 
 }  // namespace

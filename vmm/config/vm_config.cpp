@@ -182,7 +182,7 @@ nlohmann::json machine_to_json(const VmConfig& c) {
     return {{"vcpus", c.vcpus},           {"memory_mib", c.memory_mib}, {"cpu_template", c.cpu_template},
             {"drives", drives},           {"rng", c.rng},               {"vsock_socket", c.vsock_socket},
             {"vsock_cid", c.vsock_cid},   {"net_tap", c.net_tap},       {"net_mac", c.net_mac},
-            {"cmdline", c.cmdline}};
+            {"cmdline", c.cmdline},     {"agent", c.agent}};
 }
 
 Result<void> machine_from_json(const nlohmann::json& j, VmConfig& c) {
@@ -212,6 +212,7 @@ Result<void> machine_from_json(const nlohmann::json& j, VmConfig& c) {
         c.net_tap = j.at("net_tap").get<std::string>();
         c.net_mac = j.at("net_mac").get<std::string>();
         c.cmdline = j.at("cmdline").get<std::string>();
+        c.agent = j.value("agent", false);
     } catch (const nlohmann::json::exception& e) {
         return Error::from_string(std::string("the snapshot's machine description is invalid: ") + e.what(), EINVAL);
     }

@@ -42,6 +42,10 @@ struct VmConfig {
     // Boot, snapshot into this directory once the guest's init signals it is
     // ready (the boot-timer port), and exit: how templates are made.
     std::string snapshot_on_ready;
+    // The guest's init is husk-agent (set when husk-vmm picks the agent's
+    // initramfs; kept in snapshots): after a restore or reset, husk-vmm
+    // reseeds the guest's RNG through it.
+    bool agent = false;
     // [console]
     std::string console_output =
         "auto";  // auto (stdout; none with a container) | stdout | stderr | none | unix:SOCKET | a file path
