@@ -13,10 +13,10 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
-#include <cstdio>
 
 namespace husk::agent {
 
@@ -307,7 +307,6 @@ Result<std::string> Agent::handle_request(Connection& c, const FrameBuffer::Fram
             return Error::from_string("unexpected message type " + std::to_string(unsigned(frame.type)));
     }
 }
-
 
 Result<void> Agent::setup_container(const ContainerSpec& spec) {
     if (m_container) return Error::from_string("the container is already set up", EEXIST);

@@ -97,10 +97,10 @@ json agent_scenario(int runs, const std::string& kernel, const std::string& vmm)
     const std::string template_dir = dir + "/template";
     fs::create_directories(dir + "/template-work");
     std::ofstream(dir + "/template-work/disk").close();
-    auto made = husk::test::run_process({vmm, "--kernel", kernel, "--memory", "256", "--drive",
-                                         dir + "/template-work/disk", "--vsock", dir + "/template-work/vsock",
-                                         "--console", "none", "--snapshot-on-ready", template_dir},
-                                        {.timeout_seconds = 300});
+    auto made = husk::test::run_process(
+        {vmm, "--kernel", kernel, "--memory", "256", "--drive", dir + "/template-work/disk", "--vsock",
+         dir + "/template-work/vsock", "--console", "none", "--snapshot-on-ready", template_dir},
+        {.timeout_seconds = 300});
     bool have_template = made.exit_status == 0;
     if (!have_template) {
         out["template_note"] = "the template could not be made: " + made.err.substr(0, 400);
@@ -220,8 +220,10 @@ json agent_scenario(int runs, const std::string& kernel, const std::string& vmm)
                    double(out["husk"]["total_ms"]["median"]), double(out["runc"]["total_ms"]["median"]));
     }
     out["note"] =
-        "husk: husk-vmm --restore of a template snapshot made once before the runs (kernel + agent booted to a listening agent), rootfs disk attached after "
-        "restore (what `husk create` does); cold_boot: the same, booting kernel + agent each run. agent ready = launch to the agent's Hello (guest boot or restore); create = rootfs mount + process setup; "
+        "husk: husk-vmm --restore of a template snapshot made once before the runs (kernel + agent booted to a "
+        "listening agent), rootfs disk attached after "
+        "restore (what `husk create` does); cold_boot: the same, booting kernel + agent each run. agent ready = launch "
+        "to the agent's Hello (guest boot or restore); create = rootfs mount + process setup; "
         "total = launch to husk-vmm exit. runc: its create/start/delete commands; exit = start to the process reaped. "
         "Same busybox tree (ext4 image for husk, a directory for runc), process `true`.";
     fs::remove_all(dir);

@@ -363,7 +363,8 @@ int main(int argc, char** argv) {
         "out,o", po::value<std::string>()->default_value("-"), "result JSON file (- for stdout)")(
         "kernel", po::value<std::string>(), "guest vmlinux for `boot` (default $HUSK_VMLINUX)")(
         "results", po::value<std::string>()->default_value("bench/results"), "results directory for `report`")(
-        "scenario", po::value<std::string>(), "tiny | boot | blk-device | blk-iops | agent | container-start | restore | reset | density | report");
+        "scenario", po::value<std::string>(),
+        "tiny | boot | blk-device | blk-iops | agent | container-start | restore | reset | density | report");
     po::positional_options_description pos;
     pos.add("scenario", 1);
     po::variables_map vm;

@@ -107,9 +107,10 @@ json restore_scenario(int runs, const std::string& vmm, const std::string& guest
             p.write_stdin("q\n");
             p.wait_exit(30);
         }
-        fmt::print(stderr, "  [{}/{}] cold boot → ready {:.2f} ms, restore → answer {:.2f} ms (first KVM_RUN {:.2f} ms)\n",
-                   i + 1, runs, cold_ready.empty() ? -1.0 : cold_ready.back(),
-                   restored_answer.empty() ? -1.0 : restored_answer.back(), first_run.empty() ? -1.0 : first_run.back());
+        fmt::print(
+            stderr, "  [{}/{}] cold boot → ready {:.2f} ms, restore → answer {:.2f} ms (first KVM_RUN {:.2f} ms)\n",
+            i + 1, runs, cold_ready.empty() ? -1.0 : cold_ready.back(),
+            restored_answer.empty() ? -1.0 : restored_answer.back(), first_run.empty() ? -1.0 : first_run.back());
     }
     // husk = restored; cold_boot = the same guest booted (its "ready" is its first answer).
     out["husk"]["launch_to_answer_ms"] = stats(restored_answer);
@@ -125,7 +126,8 @@ json restore_scenario(int runs, const std::string& vmm, const std::string& guest
     out["note"] =
         "tests/guests/snapshot.c, 128 MiB, 1 vCPU, snapshot after one 16-page round. first KVM_RUN is measured by "
         "husk-vmm from its process start; the answer includes the serial round trip through the test's pipe.";
-    fmt::print(stderr, "restore: median first KVM_RUN {:.2f} ms; launch → answer {:.2f} ms vs cold boot → ready {:.2f} ms\n",
+    fmt::print(stderr,
+               "restore: median first KVM_RUN {:.2f} ms; launch → answer {:.2f} ms vs cold boot → ready {:.2f} ms\n",
                first_run.empty() ? -1.0 : double(out["husk"]["first_kvm_run_ms"]["median"]),
                restored_answer.empty() ? -1.0 : double(out["husk"]["launch_to_answer_ms"]["median"]),
                cold_ready.empty() ? -1.0 : double(out["cold_boot"]["launch_to_answer_ms"]["median"]));
@@ -206,10 +208,10 @@ json density_scenario(int count, const std::string& vmm, const std::string& kern
     std::string dir = make_dir("density");
     fs::create_directories(dir + "/t");
     std::ofstream(dir + "/t/disk").close();
-    auto made = husk::test::run_process({vmm, "--kernel", kernel, "--initramfs", agent, "--memory", "256", "--drive",
-                                         dir + "/t/disk", "--vsock", dir + "/t/vsock", "--console", "none",
-                                         "--snapshot-on-ready", dir + "/template"},
-                                        {.timeout_seconds = 300});
+    auto made = husk::test::run_process(
+        {vmm, "--kernel", kernel, "--initramfs", agent, "--memory", "256", "--drive", dir + "/t/disk", "--vsock",
+         dir + "/t/vsock", "--console", "none", "--snapshot-on-ready", dir + "/template"},
+        {.timeout_seconds = 300});
     if (made.exit_status != 0) {
         out["error"] = "the template could not be made: " + made.err;
         return out;

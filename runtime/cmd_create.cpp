@@ -26,9 +26,8 @@
 #include "runtime/husk_config.h"
 #include "runtime/rootfs_image.h"
 #include "runtime/runtime.h"
-#include "runtime/template.h"
-#include "vmm/base/wire.h"
 #include "runtime/state.h"
+#include "runtime/template.h"
 #include "vmm/base/clock.h"
 #include "vmm/base/log.h"
 #include "vmm/base/system.h"
@@ -194,9 +193,9 @@ Result<ContainerState> create_container(const GlobalOptions& g, const CreateOpti
     }
     // Writable even for a read-only root: the agent makes the mount points,
     // then remounts the container's root read-only.
-    argv.insert(argv.end(), {"--drive", image, "--vsock", state.vsock_socket, "--api", state.api_socket,
-                             "--container", dir + "/config.json", "--ready-fd", "3", "--log",
-                             g.log.empty() ? dir + "/vmm.log" : g.log, "--wait-for-start"});
+    argv.insert(argv.end(), {"--drive", image, "--vsock", state.vsock_socket, "--api", state.api_socket, "--container",
+                             dir + "/config.json", "--ready-fd", "3", "--log", g.log.empty() ? dir + "/vmm.log" : g.log,
+                             "--wait-for-start"});
     if (g.log_json) argv.insert(argv.end(), {"--log-format", "json"});
     if (g.debug) argv.push_back("--debug");
 

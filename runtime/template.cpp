@@ -1,6 +1,7 @@
 #include "runtime/template.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -10,13 +11,11 @@
 #include <filesystem>
 #include <fstream>
 
-#include <fmt/format.h>
-
 #include "runtime/command.h"
 #include "vmm/base/log.h"
 #include "vmm/base/system.h"
-#include "vmm/base/wire.h"
 #include "vmm/base/unique_fd.h"
+#include "vmm/base/wire.h"
 
 namespace husk::runtime {
 namespace {
@@ -110,8 +109,8 @@ Result<std::string> ensure_template(const RuntimeConfig& config) {
     log::info("making the VM template {} ({} vCPUs, {} MiB)", dir, config.vcpus, config.memory_mib);
     auto r = TRY(run_command(argv, "", kBootTimeoutSeconds));
     if (r.status != 0)
-        return Error::from_string(fmt::format("the template VM exited with {}: {}{}", r.status, r.err,
-                                              tail(work + "/log")));
+        return Error::from_string(
+            fmt::format("the template VM exited with {}: {}{}", r.status, r.err, tail(work + "/log")));
     std::ofstream(work + "/snapshot/identity") << identity << "\n";
     if (::rename((work + "/snapshot").c_str(), dir.c_str()) < 0)
         return Error::from_errno(errno, "move the template into " + dir);

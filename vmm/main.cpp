@@ -76,8 +76,8 @@ int run(int argc, char** argv) {
         "snapshot.on_ready: boot, snapshot into this directory once init is ready, exit (makes templates)")(
         "restore", po::value<std::string>(),
         "snapshot.restore: restore this snapshot directory instead of booting (the machine comes from the snapshot; "
-        "--api, --console, --vsock and --drive paths may be given anew)")("console", po::value<std::string>(),
-                                                 "console.output: stdout | stderr | none | FILE")(
+        "--api, --console, --vsock and --drive paths may be given anew)")(
+        "console", po::value<std::string>(), "console.output: stdout | stderr | none | FILE")(
         "console-input", po::value<std::string>(), "console.input: none | stdin")(
         "drive", po::value<std::vector<std::string>>(),
         "[[drive]] PATH[,ro][,direct][,id=NAME]; repeat for more disks")("no-rng", "devices.rng = false")(

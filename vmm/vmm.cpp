@@ -3,10 +3,10 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
-#include <sys/random.h>
-#include <sys/stat.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/random.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <csignal>
@@ -141,11 +141,12 @@ Result<void> Vmm::attach_container(std::optional<AgentSpecs> container) {
     m_container = std::make_unique<ContainerSession>(
         std::move(*container), agent::Endpoint{config.vsock_socket, true, agent::kPort},
         ContainerSession::Options{config.container_wait_for_start, config.ready_fd},
-        ContainerSession::Callbacks{[self](int status, const std::string& reason) { self->request_exit(status, reason); },
-                                    [self](int status) {
-                                        std::lock_guard guard(self->m_exit_lock);
-                                        self->m_container_status = status;
-                                    }});
+        ContainerSession::Callbacks{
+            [self](int status, const std::string& reason) { self->request_exit(status, reason); },
+            [self](int status) {
+                std::lock_guard guard(self->m_exit_lock);
+                self->m_container_status = status;
+            }});
     return {};
 }
 
@@ -234,9 +235,8 @@ Result<std::unique_ptr<Vmm>> Vmm::restore(const VmConfig& given) {
 
 Result<void> Vmm::load_device_state(const snapshot::Snapshot& snap) {
     if (snap.virtio.size() != m_virtio.size())
-        return Error::from_string(fmt::format("snapshot has {} virtio devices; this VM has {}", snap.virtio.size(),
-                                              m_virtio.size()),
-                                  EINVAL);
+        return Error::from_string(
+            fmt::format("snapshot has {} virtio devices; this VM has {}", snap.virtio.size(), m_virtio.size()), EINVAL);
     TRY(m_serial->load_state(snap.serial));
     for (size_t i = 0; i < m_virtio.size(); ++i)
         TRY(m_virtio[i]->load_state(snap.virtio[i]).context("virtio device " + std::to_string(i)));
@@ -293,7 +293,8 @@ Result<nlohmann::json> Vmm::take_snapshot(const std::string& dir) {
 }
 
 Result<nlohmann::json> Vmm::reset_to_snapshot(const std::string& other) {
-    if (!m_snapshot) return Error::from_string("this VM was not restored from a snapshot: there is nothing to reset to");
+    if (!m_snapshot)
+        return Error::from_string("this VM was not restored from a snapshot: there is nothing to reset to");
     std::unique_ptr<snapshot::Snapshot> replacement;
     if (!other.empty()) {
         replacement = std::make_unique<snapshot::Snapshot>(TRY(snapshot::read_state(other)));
@@ -588,7 +589,10 @@ void Vmm::resume() {
 nlohmann::json Vmm::api_request(const nlohmann::json& request) {
     const std::string cmd = request["cmd"].get<std::string>();
     auto fail = [](const Error& e) { return nlohmann::json{{"error", e.message()}}; };
-    auto path = [&] { return request.contains("path") && request["path"].is_string() ? request["path"].get<std::string>() : std::string(); };
+    auto path = [&] {
+        return request.contains("path") && request["path"].is_string() ? request["path"].get<std::string>()
+                                                                       : std::string();
+    };
     auto status = [this] {
         std::string s = m_container ? ContainerSession::to_string(m_container->status()) : "running";
         std::lock_guard guard(m_pause_lock);

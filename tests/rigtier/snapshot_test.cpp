@@ -6,8 +6,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include <cstdlib>
 #include <chrono>
+#include <cstdlib>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -90,8 +90,7 @@ TEST_F(LinuxSnapshot, RestoredGuestAnswersAndResetForgetsItsFilesWithASaneClock)
     std::string boot_sock = dir + "/boot.vsock", boot_api = dir + "/boot.api";
     RunningProcess vm({env_or("HUSK_VMM"), "--kernel", env_or("HUSK_VMLINUX"), "--initramfs", env_or("HUSK_INITRAMFS"),
                        "--memory", "256", "--vcpus", "2", "--vsock", boot_sock, "--api", boot_api, "--log",
-                       dir + "/log", "--cmdline",
-                       std::string(kCmdline) + " -- vsock-probe " + std::to_string(kPort)});
+                       dir + "/log", "--cmdline", std::string(kCmdline) + " -- vsock-probe " + std::to_string(kPort)});
     ASSERT_TRUE(vm.wait_for_stdout("vsock probe listening", 240)) << vm.seen() << log();
     EXPECT_EQ(check(boot_sock).file, "absent");
     auto snap = api(boot_api, {{"cmd", "snapshot"}, {"path", dir + "/snap"}});
@@ -102,8 +101,8 @@ TEST_F(LinuxSnapshot, RestoredGuestAnswersAndResetForgetsItsFilesWithASaneClock)
     EXPECT_EQ(check(boot_sock).file, "present");
 
     std::string sock = dir + "/r.vsock", api_sock = dir + "/r.api";
-    RunningProcess restored({env_or("HUSK_VMM"), "--restore", dir + "/snap", "--vsock", sock, "--api", api_sock,
-                             "--log", dir + "/log"});
+    RunningProcess restored(
+        {env_or("HUSK_VMM"), "--restore", dir + "/snap", "--vsock", sock, "--api", api_sock, "--log", dir + "/log"});
     ASSERT_TRUE(wait_until([&] { return fs::exists(api_sock); }, 60)) << log();
     // The restored guest has the snapshot's memory: no file, and it answers on vsock.
     Probe first = check(sock);
@@ -133,10 +132,10 @@ TEST_F(LinuxSnapshot, RestoredGuestAnswersAndResetForgetsItsFilesWithASaneClock)
 // its RNG after the restore and after every reset.
 TEST_F(LinuxSnapshot, RestoredAgentAnswersAndIsReseeded) {
     std::ofstream(dir + "/disk").close();
-    auto made = run_process({env_or("HUSK_VMM"), "--kernel", env_or("HUSK_VMLINUX"), "--memory", "256", "--drive",
-                             dir + "/disk", "--vsock", dir + "/t.vsock", "--console", "none", "--log", dir + "/log",
-                             "--snapshot-on-ready", dir + "/template"},
-                            {.timeout_seconds = 240});
+    auto made = run_process(
+        {env_or("HUSK_VMM"), "--kernel", env_or("HUSK_VMLINUX"), "--memory", "256", "--drive", dir + "/disk", "--vsock",
+         dir + "/t.vsock", "--console", "none", "--log", dir + "/log", "--snapshot-on-ready", dir + "/template"},
+        {.timeout_seconds = 240});
     ASSERT_EQ(made.exit_status, 0) << made.err << log();
     std::string sock = dir + "/r.vsock", api_sock = dir + "/r.api";
     RunningProcess restored({env_or("HUSK_VMM"), "--restore", dir + "/template", "--vsock", sock, "--api", api_sock,

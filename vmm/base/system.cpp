@@ -1,7 +1,5 @@
 #include "vmm/base/system.h"
 
-#include <cstdio>
-
 #include <fcntl.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
@@ -12,6 +10,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 namespace husk::sys {

@@ -106,7 +106,8 @@ Result<void> Reader::finish(std::string_view what) const {
     std::string prefix = m_domain.empty() ? "" : std::string(m_domain) + ": ";
     prefix += "malformed " + std::string(what) + ": ";
     if (m_failure) return Error::from_string(prefix + m_failure);
-    if (m_pos != m_in.size()) return Error::from_string(prefix + std::to_string(m_in.size() - m_pos) + " trailing bytes");
+    if (m_pos != m_in.size())
+        return Error::from_string(prefix + std::to_string(m_in.size() - m_pos) + " trailing bytes");
     return {};
 }
 

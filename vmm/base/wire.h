@@ -32,8 +32,7 @@ public:
     // A plain struct as its bytes, preceded by its size so a reader built
     // against a different layout refuses it.
     template <typename T>
-        requires std::is_trivially_copyable_v<T>
-    Writer& object(const T& v) {
+    requires std::is_trivially_copyable_v<T> Writer& object(const T& v) {
         return str(std::string_view(reinterpret_cast<const char*>(&v), sizeof v));
     }
     std::string take() { return std::move(m_out); }
@@ -58,8 +57,7 @@ public:
     std::string str();
     std::vector<std::string> strings();
     template <typename T>
-        requires std::is_trivially_copyable_v<T>
-    T object() {
+    requires std::is_trivially_copyable_v<T> T object() {
         T v{};
         std::string bytes = str();
         if (!m_failure && bytes.size() != sizeof v) m_failure = "a record has the wrong size";

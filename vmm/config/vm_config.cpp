@@ -179,10 +179,17 @@ nlohmann::json machine_to_json(const VmConfig& c) {
     nlohmann::json drives = nlohmann::json::array();
     for (const auto& d : c.drives)
         drives.push_back({{"path", d.path}, {"read_only", d.read_only}, {"direct", d.direct}, {"id", d.id}});
-    return {{"vcpus", c.vcpus},           {"memory_mib", c.memory_mib}, {"cpu_template", c.cpu_template},
-            {"drives", drives},           {"rng", c.rng},               {"vsock_socket", c.vsock_socket},
-            {"vsock_cid", c.vsock_cid},   {"net_tap", c.net_tap},       {"net_mac", c.net_mac},
-            {"cmdline", c.cmdline},     {"agent", c.agent}};
+    return {{"vcpus", c.vcpus},
+            {"memory_mib", c.memory_mib},
+            {"cpu_template", c.cpu_template},
+            {"drives", drives},
+            {"rng", c.rng},
+            {"vsock_socket", c.vsock_socket},
+            {"vsock_cid", c.vsock_cid},
+            {"net_tap", c.net_tap},
+            {"net_mac", c.net_mac},
+            {"cmdline", c.cmdline},
+            {"agent", c.agent}};
 }
 
 Result<void> machine_from_json(const nlohmann::json& j, VmConfig& c) {
@@ -193,8 +200,8 @@ Result<void> machine_from_json(const nlohmann::json& j, VmConfig& c) {
         c.hugepages = false;
         std::vector<DriveConfig> drives;
         for (const auto& d : j.at("drives"))
-            drives.push_back({d.at("path").get<std::string>(), d.at("read_only").get<bool>(), d.at("direct").get<bool>(),
-                              d.at("id").get<std::string>()});
+            drives.push_back({d.at("path").get<std::string>(), d.at("read_only").get<bool>(),
+                              d.at("direct").get<bool>(), d.at("id").get<std::string>()});
         // A restore may point the disks elsewhere (same count, same order).
         if (!c.drives.empty()) {
             if (c.drives.size() != drives.size())
@@ -224,7 +231,8 @@ Result<void> validate(const VmConfig& c) {
         return Error::from_string("machine.cpu_template must be host or baseline, not `" + c.cpu_template + "`");
     if (!c.restore.empty() && !c.snapshot_on_ready.empty())
         return Error::from_string("snapshot.on_ready and snapshot.restore exclude each other");
-    if (c.kernel.empty() && c.restore.empty()) return Error::from_string("no kernel given: set boot.kernel in vm.toml or pass --kernel");
+    if (c.kernel.empty() && c.restore.empty())
+        return Error::from_string("no kernel given: set boot.kernel in vm.toml or pass --kernel");
     if (c.vcpus < 1 || c.vcpus > 254)
         return Error::from_string("machine.vcpus must be between 1 and 254, not " + std::to_string(c.vcpus));
     if (c.memory_mib < 16)

@@ -1,10 +1,9 @@
 #include "vmm/container/container_session.h"
 
-#include <sys/random.h>
-
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <termios.h>
 #include <unistd.h>

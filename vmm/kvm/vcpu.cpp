@@ -1,11 +1,10 @@
 #include "vmm/kvm/vcpu.h"
 
+#include <fmt/format.h>
 #include <sys/ioctl.h>
 
 #include <cerrno>
 #include <memory>
-
-#include <fmt/format.h>
 
 #include "vmm/base/system.h"
 #include "vmm/kvm/kvm_abi.h"

@@ -11,8 +11,7 @@ Result<Vm> Vm::create(const Kvm& kvm) {
     return Vm(UniqueFd(fd), kvm.vcpu_mmap_size(), kvm.check_extension(KVM_CAP_SET_IDENTITY_MAP_ADDR) > 0);
 }
 
-Result<void> Vm::set_user_memory_region(uint32_t slot, uint64_t guest_phys, uint64_t size, void* host,
-                                        uint32_t flags) {
+Result<void> Vm::set_user_memory_region(uint32_t slot, uint64_t guest_phys, uint64_t size, void* host, uint32_t flags) {
     kvm_userspace_memory_region region{};
     region.slot = slot;
     region.flags = flags;
@@ -49,8 +48,7 @@ Result<void> Vm::set_irq_line(uint32_t irq, bool level) {
     return {};
 }
 
-Result<void> Vm::register_ioeventfd(int fd, uint64_t addr, uint32_t len, bool pio,
-                                    std::optional<uint64_t> datamatch) {
+Result<void> Vm::register_ioeventfd(int fd, uint64_t addr, uint32_t len, bool pio, std::optional<uint64_t> datamatch) {
     kvm_ioeventfd ev{};
     ev.addr = addr;
     ev.len = len;
@@ -69,7 +67,9 @@ Result<void> Vm::register_irqfd(int fd, uint32_t gsi) {
     return {};
 }
 
-Result<Vcpu> Vm::create_vcpu(uint32_t id) { return Vcpu::create(*this, id); }
+Result<Vcpu> Vm::create_vcpu(uint32_t id) {
+    return Vcpu::create(*this, id);
+}
 
 Result<kvm_clock_data> Vm::clock() const {
     kvm_clock_data c{};

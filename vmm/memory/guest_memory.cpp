@@ -1,12 +1,11 @@
 #include "vmm/memory/guest_memory.h"
 
-#include <linux/memfd.h>
 #include <fcntl.h>
+#include <fmt/format.h>
+#include <linux/memfd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#include <fmt/format.h>
 
 #include "vmm/base/system.h"
 
@@ -24,8 +23,8 @@ Result<GuestMemory> GuestMemory::create(uint64_t size, HugePages huge) {
     constexpr uint64_t kPage = 4096, kHugePage = 2ull << 20;
     uint64_t align = huge == HugePages::On ? kHugePage : kPage;
     if (size == 0 || size % align != 0)
-        return Error::from_string("guest memory size must be a non-zero multiple of " +
-                                  std::to_string(align >> 10) + " KiB");
+        return Error::from_string("guest memory size must be a non-zero multiple of " + std::to_string(align >> 10) +
+                                  " KiB");
     unsigned flags = huge == HugePages::On ? (MFD_HUGETLB | MFD_HUGE_2MB) : 0;
     auto fd = TRY(sys::memfd_create("husk-guest-ram", flags)
                       .context(huge == HugePages::On ? "allocate guest RAM with 2 MiB hugepages (are any reserved in "
@@ -33,8 +32,8 @@ Result<GuestMemory> GuestMemory::create(uint64_t size, HugePages huge) {
                                                      : "allocate guest RAM"));
     TRY(sys::ftruncate(fd.get(), off_t(size)).context("size guest RAM"));
     // MAP_NORESERVE: pages are allocated on first touch; an idle guest costs what it uses.
-    auto mapping = TRY(MappedRegion::map(size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd.get())
-                           .context("map guest RAM"));
+    auto mapping = TRY(
+        MappedRegion::map(size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd.get()).context("map guest RAM"));
     return GuestMemory(std::move(fd), std::move(mapping), layout(size), false);
 }
 
@@ -43,8 +42,8 @@ Result<GuestMemory> GuestMemory::from_file(const std::string& path, uint64_t siz
     struct stat st {};
     if (::fstat(fd.get(), &st) < 0) return Error::from_errno(errno, "stat memory file `" + path + "`");
     if (uint64_t(st.st_size) != size)
-        return Error::from_string(fmt::format("memory file `{}` holds {} bytes; the snapshot's guest has {}", path,
-                                              st.st_size, size));
+        return Error::from_string(
+            fmt::format("memory file `{}` holds {} bytes; the snapshot's guest has {}", path, st.st_size, size));
     if (size == 0 || size % kPageSize != 0) return Error::from_string("guest memory size must be whole pages");
     auto mapping = TRY(MappedRegion::map(size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd.get())
                            .context("map memory file `" + path + "`"));
@@ -101,10 +100,10 @@ Result<void> GuestMemory::remap_from_file(const std::string& path) {
     struct stat st {};
     if (::fstat(fd.get(), &st) < 0) return Error::from_errno(errno, "stat memory file `" + path + "`");
     if (uint64_t(st.st_size) != size())
-        return Error::from_string(fmt::format("memory file `{}` holds {} bytes; this guest has {}", path, st.st_size,
-                                              size()));
-    void* p = ::mmap(m_mapping.data(), size(), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE | MAP_FIXED,
-                     fd.get(), 0);
+        return Error::from_string(
+            fmt::format("memory file `{}` holds {} bytes; this guest has {}", path, st.st_size, size()));
+    void* p =
+        ::mmap(m_mapping.data(), size(), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE | MAP_FIXED, fd.get(), 0);
     if (p == MAP_FAILED) return Error::from_errno(errno, "map memory file `" + path + "` over guest RAM");
     m_file_view = TRY(MappedRegion::map(size(), PROT_READ, MAP_SHARED | MAP_NORESERVE, fd.get())
                           .context("map memory file `" + path + "`"));

@@ -3,12 +3,12 @@
 // bounds-checked access. Every address here may come from the guest.
 #pragma once
 
-#include <cstdint>
 #include <atomic>
+#include <cstdint>
 #include <cstring>
 #include <memory>
-#include <string>
 #include <span>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -74,13 +74,11 @@ public:
     Result<void> read(uint64_t gpa, std::span<uint8_t> out) const;
 
     template <typename T>
-        requires std::is_trivially_copyable_v<T>
-    Result<void> write_obj(uint64_t gpa, const T& value) const {
-        return write(gpa, std::span(reinterpret_cast<const uint8_t*>(&value), sizeof(T)));
-    }
+    requires std::is_trivially_copyable_v<T> Result<void> write_obj(uint64_t gpa, const T& value)
+    const { return write(gpa, std::span(reinterpret_cast<const uint8_t*>(&value), sizeof(T))); }
     template <typename T>
-        requires std::is_trivially_copyable_v<T>
-    Result<T> read_obj(uint64_t gpa) const {
+    requires std::is_trivially_copyable_v<T> Result<T> read_obj(uint64_t gpa)
+    const {
         T value;
         TRY(read(gpa, std::span(reinterpret_cast<uint8_t*>(&value), sizeof(T))));
         return value;

@@ -1,12 +1,11 @@
 #include "vmm/snapshot/snapshot.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <cstring>
 #include <ctime>
-
-#include <fmt/format.h>
 
 #include "vmm/arch/x86/cpuid.h"
 #include "vmm/base/system.h"
@@ -222,9 +221,9 @@ Result<void> check_cpu(const Machine& machine, const std::vector<kvm_cpuid_entry
                        const std::vector<kvm_cpuid_entry2>& host_cpuid) {
     std::string host_vendor = x86::vendor_string(host_cpuid);
     if (machine.cpu_vendor != host_vendor)
-        return Error::from_string(fmt::format("the snapshot was taken on a {} CPU; this host's is {}",
-                                              machine.cpu_vendor, host_vendor),
-                                  ENOTSUP);
+        return Error::from_string(
+            fmt::format("the snapshot was taken on a {} CPU; this host's is {}", machine.cpu_vendor, host_vendor),
+            ENOTSUP);
     struct FeatureWord {
         uint32_t function, index;
         uint32_t kvm_cpuid_entry2::*reg;

@@ -38,7 +38,7 @@ constexpr uint32_t kBaseline7Ebx = bits({0, 3, 5, 7, 8, 9, 18, 19, 20, 23});
 constexpr uint32_t kBaselineExtEcx = bits({0, 1, 5, 6, 8});
 constexpr uint32_t kBaselineExtEdx =
     bits({0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 14, 15, 16, 17, 20, 22, 23, 24, 25, 27, 29});
-constexpr uint32_t kBaselineXcr0 = 0x7;      // x87, SSE, AVX
+constexpr uint32_t kBaselineXcr0 = 0x7;         // x87, SSE, AVX
 constexpr uint32_t kBaselineXsaveArea = 0x340;  // legacy area + header + AVX state
 
 void apply_baseline(std::vector<kvm_cpuid_entry2>& entries) {

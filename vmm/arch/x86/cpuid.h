@@ -26,7 +26,6 @@ struct CpuidOptions {
     bool baseline = false;
 };
 
-
 // The table for one vCPU: topology (APIC ids, core counts) for vcpu_count
 // single-threaded cores in one package, the KVM hypervisor leaves, and the
 // features husk cannot back masked (nested virtualization, MONITOR/MWAIT,

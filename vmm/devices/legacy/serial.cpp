@@ -1,10 +1,10 @@
 #include "vmm/devices/legacy/serial.h"
 
-#include "vmm/base/wire.h"
-
 #include <unistd.h>
 
 #include <cerrno>
+
+#include "vmm/base/wire.h"
 
 namespace husk {
 namespace {

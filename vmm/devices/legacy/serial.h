@@ -13,7 +13,6 @@
 #include <string_view>
 
 #include "vmm/base/result.h"
-
 #include "vmm/devices/io_device.h"
 
 namespace husk {

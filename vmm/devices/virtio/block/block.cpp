@@ -11,8 +11,8 @@
 #include <cstring>
 
 #include "vmm/base/log.h"
-#include "vmm/base/wire.h"
 #include "vmm/base/system.h"
+#include "vmm/base/wire.h"
 #include "vmm/io/event_loop.h"
 
 namespace husk::virtio {

@@ -75,7 +75,7 @@ private:
     uint64_t m_completed = 0;
     bool m_notify_scheduled = false;  // one interrupt check per event-loop turn
     uint32_t m_in_flight = 0;
-    uint64_t m_restored_sectors = 0;         // requests submitted to io_uring, not yet completed
+    uint64_t m_restored_sectors = 0;  // requests submitted to io_uring, not yet completed
 };
 
 }  // namespace husk::virtio

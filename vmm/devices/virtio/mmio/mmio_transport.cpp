@@ -1,15 +1,14 @@
 #include "vmm/devices/virtio/mmio/mmio_transport.h"
 
+#include <fmt/format.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <cstring>
 
-#include <fmt/format.h>
-
 #include "vmm/base/log.h"
-#include "vmm/base/wire.h"
 #include "vmm/base/system.h"
+#include "vmm/base/wire.h"
 #include "vmm/io/event_loop.h"
 #include "vmm/kvm/vm.h"
 
@@ -47,8 +46,12 @@ constexpr uint32_t kMagicValue = 0x74726976;  // "virt"
 constexpr uint32_t kVendor = 0x4b535548;      // "HUSK"
 constexpr uint64_t kTransportFeatures = kFeatureVersion1 | kFeatureEventIdx | kFeatureIndirectDesc;
 
-void set_low(uint64_t& v, uint32_t lo) { v = (v & ~0xffffffffull) | lo; }
-void set_high(uint64_t& v, uint32_t hi) { v = (v & 0xffffffffull) | (uint64_t(hi) << 32); }
+void set_low(uint64_t& v, uint32_t lo) {
+    v = (v & ~0xffffffffull) | lo;
+}
+void set_high(uint64_t& v, uint32_t hi) {
+    v = (v & 0xffffffffull) | (uint64_t(hi) << 32);
+}
 
 }  // namespace
 
@@ -85,7 +88,9 @@ uint32_t MmioTransport::interrupt_status() const {
     return m_interrupt_status;
 }
 
-Queue* MmioTransport::selected_queue() { return m_queue_sel < m_queues.size() ? &m_queues[m_queue_sel] : nullptr; }
+Queue* MmioTransport::selected_queue() {
+    return m_queue_sel < m_queues.size() ? &m_queues[m_queue_sel] : nullptr;
+}
 
 void MmioTransport::read(uint64_t offset, std::span<uint8_t> data) {
     std::lock_guard guard(m_lock);
@@ -115,26 +120,34 @@ void MmioTransport::write(uint64_t offset, std::span<const uint8_t> data) {
 
 uint32_t MmioTransport::read_register(uint64_t offset) {
     switch (offset) {
-    case kMagic: return kMagicValue;
-    case kVersion: return 2;
-    case kDeviceId: return m_device->device_type();
-    case kVendorId: return kVendor;
-    case kDeviceFeatures: {
-        uint64_t f = m_device->device_features() | kTransportFeatures;
-        return m_device_features_sel == 0 ? uint32_t(f) : m_device_features_sel == 1 ? uint32_t(f >> 32) : 0;
-    }
-    case kQueueNumMax: {
-        Queue* q = selected_queue();
-        return q ? q->max_size() : 0;
-    }
-    case kQueueReady: {
-        Queue* q = selected_queue();
-        return q && q->ready() ? 1 : 0;
-    }
-    case kInterruptStatus: return m_interrupt_status;
-    case kStatus: return m_status;
-    case kConfigGeneration: return m_config_generation;
-    default: return 0;
+        case kMagic:
+            return kMagicValue;
+        case kVersion:
+            return 2;
+        case kDeviceId:
+            return m_device->device_type();
+        case kVendorId:
+            return kVendor;
+        case kDeviceFeatures: {
+            uint64_t f = m_device->device_features() | kTransportFeatures;
+            return m_device_features_sel == 0 ? uint32_t(f) : m_device_features_sel == 1 ? uint32_t(f >> 32) : 0;
+        }
+        case kQueueNumMax: {
+            Queue* q = selected_queue();
+            return q ? q->max_size() : 0;
+        }
+        case kQueueReady: {
+            Queue* q = selected_queue();
+            return q && q->ready() ? 1 : 0;
+        }
+        case kInterruptStatus:
+            return m_interrupt_status;
+        case kStatus:
+            return m_status;
+        case kConfigGeneration:
+            return m_config_generation;
+        default:
+            return 0;
     }
 }
 
@@ -143,34 +156,83 @@ void MmioTransport::write_register(uint64_t offset, uint32_t v) {
     bool configuring = !(m_status & kStatusDriverOk);
     Queue* q = selected_queue();
     switch (offset) {
-    case kDeviceFeaturesSel: m_device_features_sel = v; break;
-    case kDriverFeaturesSel: m_driver_features_sel = v; break;
-    case kDriverFeatures:
-        if (configuring && !(m_status & kStatusFeaturesOk)) {
-            if (m_driver_features_sel == 0) set_low(m_driver_features, v);
-            else if (m_driver_features_sel == 1) set_high(m_driver_features, v);
-        }
-        break;
-    case kQueueSel: m_queue_sel = v; break;
-    case kQueueNum:
-        if (q && configuring) q->set_size(uint16_t(std::min<uint32_t>(v, kMaxQueueSize)));
-        break;
-    case kQueueReady:
-        if (q && configuring) q->set_ready(v == 1);
-        break;
-    case kQueueDescLow: if (q && configuring) { uint64_t a = q->desc_table(); set_low(a, v); q->set_desc_table(a); } break;
-    case kQueueDescHigh: if (q && configuring) { uint64_t a = q->desc_table(); set_high(a, v); q->set_desc_table(a); } break;
-    case kQueueDriverLow: if (q && configuring) { uint64_t a = q->avail_ring(); set_low(a, v); q->set_avail_ring(a); } break;
-    case kQueueDriverHigh: if (q && configuring) { uint64_t a = q->avail_ring(); set_high(a, v); q->set_avail_ring(a); } break;
-    case kQueueDeviceLow: if (q && configuring) { uint64_t a = q->used_ring(); set_low(a, v); q->set_used_ring(a); } break;
-    case kQueueDeviceHigh: if (q && configuring) { uint64_t a = q->used_ring(); set_high(a, v); q->set_used_ring(a); } break;
-    case kQueueNotify:
-        // Normally caught by the ioeventfd; a write that reaches us (no ioeventfd) is handled the same way.
-        if (m_active && v < m_queues.size() && !(m_status & kStatusNeedsReset)) m_device->queue_notify(v);
-        break;
-    case kInterruptAck: m_interrupt_status &= ~v; break;
-    case kStatus: set_status(v); break;
-    default: break;  // unknown or read-only register: ignored
+        case kDeviceFeaturesSel:
+            m_device_features_sel = v;
+            break;
+        case kDriverFeaturesSel:
+            m_driver_features_sel = v;
+            break;
+        case kDriverFeatures:
+            if (configuring && !(m_status & kStatusFeaturesOk)) {
+                if (m_driver_features_sel == 0)
+                    set_low(m_driver_features, v);
+                else if (m_driver_features_sel == 1)
+                    set_high(m_driver_features, v);
+            }
+            break;
+        case kQueueSel:
+            m_queue_sel = v;
+            break;
+        case kQueueNum:
+            if (q && configuring) q->set_size(uint16_t(std::min<uint32_t>(v, kMaxQueueSize)));
+            break;
+        case kQueueReady:
+            if (q && configuring) q->set_ready(v == 1);
+            break;
+        case kQueueDescLow:
+            if (q && configuring) {
+                uint64_t a = q->desc_table();
+                set_low(a, v);
+                q->set_desc_table(a);
+            }
+            break;
+        case kQueueDescHigh:
+            if (q && configuring) {
+                uint64_t a = q->desc_table();
+                set_high(a, v);
+                q->set_desc_table(a);
+            }
+            break;
+        case kQueueDriverLow:
+            if (q && configuring) {
+                uint64_t a = q->avail_ring();
+                set_low(a, v);
+                q->set_avail_ring(a);
+            }
+            break;
+        case kQueueDriverHigh:
+            if (q && configuring) {
+                uint64_t a = q->avail_ring();
+                set_high(a, v);
+                q->set_avail_ring(a);
+            }
+            break;
+        case kQueueDeviceLow:
+            if (q && configuring) {
+                uint64_t a = q->used_ring();
+                set_low(a, v);
+                q->set_used_ring(a);
+            }
+            break;
+        case kQueueDeviceHigh:
+            if (q && configuring) {
+                uint64_t a = q->used_ring();
+                set_high(a, v);
+                q->set_used_ring(a);
+            }
+            break;
+        case kQueueNotify:
+            // Normally caught by the ioeventfd; a write that reaches us (no ioeventfd) is handled the same way.
+            if (m_active && v < m_queues.size() && !(m_status & kStatusNeedsReset)) m_device->queue_notify(v);
+            break;
+        case kInterruptAck:
+            m_interrupt_status &= ~v;
+            break;
+        case kStatus:
+            set_status(v);
+            break;
+        default:
+            break;  // unknown or read-only register: ignored
     }
 }
 
@@ -257,8 +319,8 @@ Result<void> MmioTransport::load_state(std::string_view bytes) {
         return Error::from_string(fmt::format("snapshot: a virtio device of type {} where this VM has type {}", type,
                                               m_device->device_type()));
     if (!r.failed() && queues != m_queues.size())
-        return Error::from_string(fmt::format("snapshot: virtio device {} has {} queues, not {}", type, queues,
-                                              m_queues.size()));
+        return Error::from_string(
+            fmt::format("snapshot: virtio device {} has {} queues, not {}", type, queues, m_queues.size()));
     std::vector<std::pair<uint16_t, uint16_t>> indices;
     for (uint32_t i = 0; i < queues && !r.failed(); ++i) {
         Queue& q = m_queues[i];

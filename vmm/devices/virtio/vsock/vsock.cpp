@@ -13,8 +13,8 @@
 #include <string_view>
 
 #include "vmm/base/log.h"
-#include "vmm/base/wire.h"
 #include "vmm/base/system.h"
+#include "vmm/base/wire.h"
 #include "vmm/io/event_loop.h"
 
 namespace husk::virtio {
@@ -25,7 +25,7 @@ namespace {
 
 constexpr size_t kRx = 0, kTx = 1, kEvent = 2;
 constexpr uint32_t kEventTransportReset = 0;  // VIRTIO_VSOCK_EVENT_TRANSPORT_RESET (§5.10.6.6)
-constexpr size_t kMaxInbound = 64 * 1024;  // host bytes read ahead per connection
+constexpr size_t kMaxInbound = 64 * 1024;     // host bytes read ahead per connection
 constexpr size_t kMaxConnectLine = 64;
 
 Result<UniqueFd> unix_socket() {
