@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -24,6 +25,8 @@ Result<CommandResult> run_command(const std::vector<std::string>& argv, const st
     pid_t pid = ::fork();
     if (pid < 0) return Error::from_errno(errno, "fork");
     if (pid == 0) {
+        // A helper does not outlive a husk command that was killed.
+        ::prctl(PR_SET_PDEATHSIG, SIGKILL);
         int null_fd = ::open("/dev/null", O_WRONLY);
         ::dup2(in[0], 0);
         ::dup2(null_fd, 1);

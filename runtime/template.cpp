@@ -16,6 +16,7 @@
 #include "vmm/base/system.h"
 #include "vmm/base/unique_fd.h"
 #include "vmm/base/wire.h"
+#include "vmm/snapshot/snapshot.h"
 
 namespace husk::runtime {
 namespace {
@@ -30,6 +31,38 @@ std::string stamp(const std::string& path) {
     struct stat st {};
     if (::stat(path.c_str(), &st) != 0) return path + ":missing";
     return fmt::format("{}:{}:{}.{}", path, st.st_size, st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+}
+
+// The identity's first three lines name the husk-vmm, kernel and agent builds.
+std::string builds_of(const std::string& identity) {
+    size_t at = 0;
+    for (int i = 0; i < 3 && at != std::string::npos; ++i) at = identity.find('\n', at + 1);
+    return identity.substr(0, at);
+}
+
+// Templates of other builds can never be restored by this one: they go.
+void prune_other_builds(const std::string& root, const std::string& identity) {
+    std::error_code ec;
+    for (const auto& entry : fs::directory_iterator(root, ec)) {
+        if (!entry.is_directory(ec)) continue;
+        std::ifstream in(entry.path() / "identity");
+        std::string theirs((std::istreambuf_iterator<char>(in)), {});
+        if (theirs.empty() || builds_of(theirs) == builds_of(identity)) continue;
+        log::info("removing the template {} of another build", entry.path().string());
+        fs::remove_all(entry.path(), ec);
+        fs::remove(entry.path().string() + ".lock", ec);
+    }
+}
+
+// The template root holds snapshots that become guests: it must be ours alone.
+Result<void> check_private_dir(const std::string& dir) {
+    struct stat st {};
+    if (::lstat(dir.c_str(), &st) < 0) return Error::from_errno(errno, "stat " + dir);
+    if (!S_ISDIR(st.st_mode) || st.st_uid != ::geteuid() || (st.st_mode & 077) != 0)
+        return Error::from_string(dir + " must be a directory owned by uid " + std::to_string(::geteuid()) +
+                                      " with no access for others (mode 0700)",
+                                  EPERM);
+    return {};
 }
 
 std::string tail(const std::string& path) {
@@ -62,19 +95,21 @@ Result<std::string> ensure_template(const RuntimeConfig& config) {
                            std::to_string(config.vcpus) + "\n" + std::to_string(config.memory_mib);
     std::string root = template_root();
     std::string dir = fmt::format("{}/{:016x}", root, wire::fnv1a64(identity));
-    auto ready = [&] { return ::access((dir + "/vmstate").c_str(), R_OK) == 0; };
-    if (ready()) return dir;
-
     std::error_code ec;
-    fs::create_directories(root, ec);
-    if (ec) return Error::from_errno(ec.value(), "create " + root);
+    fs::create_directories(fs::path(root).parent_path(), ec);
+    if (::mkdir(root.c_str(), 0700) < 0 && errno != EEXIST) return Error::from_errno(errno, "create " + root);
+    TRY(check_private_dir(root));
+    // A template whose vmstate does not read back (damaged, half-written) is made again.
+    auto ready = [&] { return !snapshot::read_state(dir).is_error(); };
+    if (ready()) return dir;
     // One maker per template; the others wait here and then find it made.
     auto lock = TRY(sys::open(dir + ".lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600));
     while (::flock(lock.get(), LOCK_EX) < 0)
         if (errno != EINTR) return Error::from_errno(errno, "lock " + dir + ".lock");
     if (ready()) return dir;
+    fs::remove_all(dir, ec);
 
-    std::string work = dir + ".making";
+    std::string work = dir + ".making-" + std::to_string(::getpid());
     fs::remove_all(work, ec);
     if (::mkdir(work.c_str(), 0700) < 0) return Error::from_errno(errno, "create " + work);
     struct Cleanup {
@@ -114,6 +149,7 @@ Result<std::string> ensure_template(const RuntimeConfig& config) {
     std::ofstream(work + "/snapshot/identity") << identity << "\n";
     if (::rename((work + "/snapshot").c_str(), dir.c_str()) < 0)
         return Error::from_errno(errno, "move the template into " + dir);
+    prune_other_builds(root, identity);
     return dir;
 }
 

@@ -32,9 +32,9 @@ std::string default_agent_initramfs() {
 husk::Result<void> container_defaults(husk::VmConfig& config) {
     // A container, or the template containers restore from, runs husk-agent.
     if (config.container_config.empty() && config.snapshot_on_ready.empty()) return {};
+    if (config.restore.empty()) config.agent = true;
     if (config.initramfs.empty() && config.restore.empty()) {
         config.initramfs = default_agent_initramfs();
-        config.agent = true;
         if (config.initramfs.empty())
             return husk::Error::from_string("container: husk-agent.cpio not found beside husk-vmm; give --initramfs");
     }

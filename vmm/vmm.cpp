@@ -61,8 +61,11 @@ Vmm::Vmm(Kvm kvm, Vm vm, GuestMemory memory)
 
 Vmm::~Vmm() {
     m_stopping = true;
-    if (m_snapshot_thread.joinable()) m_snapshot_thread.join();
-    if (m_reseed_thread.joinable()) m_reseed_thread.join();
+    {
+        std::lock_guard guard(m_pause_lock);
+        m_pause_changed.notify_all();
+    }
+    join_helper_threads();
     kick_all_vcpus();
     for (auto& t : m_threads)
         if (t.joinable()) t.join();
@@ -73,6 +76,17 @@ Vmm::~Vmm() {
         [[maybe_unused]] ssize_t n = ::write(m_input_stop.get(), &one, sizeof one);
     }
     if (m_input_thread.joinable()) m_input_thread.join();
+}
+
+void Vmm::join_helper_threads() {
+    std::thread snapshot, reseed;
+    {
+        std::lock_guard guard(m_threads_lock);
+        snapshot = std::move(m_snapshot_thread);
+        reseed = std::move(m_reseed_thread);
+    }
+    if (snapshot.joinable()) snapshot.join();
+    if (reseed.joinable()) reseed.join();
 }
 
 Result<std::unique_ptr<Vmm>> Vmm::create(const VmConfig& config) {
@@ -204,6 +218,7 @@ Result<std::unique_ptr<Vmm>> Vmm::restore(const VmConfig& given) {
         return Error::from_string("snapshot `" + dir + "`: its machine description is not JSON", EINVAL);
     }
     TRY(machine_from_json(machine, config).context("snapshot `" + dir + "`"));
+    TRY(validate(config).context("snapshot `" + dir + "`"));
     if ((uint64_t(config.memory_mib) << 20) != snap.machine.memory_bytes || config.vcpus != snap.machine.vcpus)
         return Error::from_string("snapshot `" + dir + "`: its machine description and state disagree", EINVAL);
     auto container = TRY(read_container(config));
@@ -243,11 +258,18 @@ Result<void> Vmm::load_device_state(const snapshot::Snapshot& snap) {
     return {};
 }
 
-Result<void> Vmm::wait_devices_idle() {
+Result<std::vector<std::unique_lock<std::mutex>>> Vmm::hold_idle_devices() {
+    // Checked with every device lock held: a queue notification the event
+    // loop takes between a check and the lock could start new I/O.
     for (int waited = 0; waited < 2000; ++waited) {
+        std::vector<std::unique_lock<std::mutex>> held;
         bool busy = false;
-        for (auto& t : m_virtio) busy = busy || t->busy();
-        if (!busy) return {};
+        for (auto& t : m_virtio) {
+            held.push_back(t->hold());
+            busy = busy || t->busy_locked();
+        }
+        if (!busy) return held;
+        held.clear();
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
     return Error::from_string("device I/O did not finish within 2 s", ETIMEDOUT);
@@ -261,11 +283,9 @@ Result<nlohmann::json> Vmm::take_snapshot(const std::string& dir) {
     bool was_paused = is_paused();
     TRY(pause());
     auto result = [&]() -> Result<nlohmann::json> {
-        TRY(wait_devices_idle());
         // The devices' locks stay held until guest memory is written: host
         // data arriving meanwhile waits instead of changing queues already saved.
-        std::vector<std::unique_lock<std::mutex>> held;
-        for (auto& t : m_virtio) held.push_back(t->hold());
+        auto held = TRY(hold_idle_devices());
         snapshot::Snapshot snap;
         if (m_msr_indices.empty()) m_msr_indices = TRY(m_kvm.msr_index_list());
         for (size_t i = 0; i < m_vcpus.size(); ++i) {
@@ -280,6 +300,10 @@ Result<nlohmann::json> Vmm::take_snapshot(const std::string& dir) {
                         m_config.cpu_template, machine_to_json(m_config).dump()};
         std::string memory_path = dir + "/" + snapshot::kMemoryFile;
         TRY(m_memory.save(memory_path + ".tmp"));
+        // An old vmstate goes first: a crash from here on leaves no pair that
+        // does not belong together (a missing vmstate is refused).
+        if (::unlink((dir + "/" + snapshot::kStateFile).c_str()) < 0 && errno != ENOENT)
+            return Error::from_errno(errno, "remove the old vmstate in `" + dir + "`");
         if (::rename((memory_path + ".tmp").c_str(), memory_path.c_str()) < 0)
             return Error::from_errno(errno, "rename `" + memory_path + ".tmp`");
         held.clear();
@@ -302,8 +326,15 @@ Result<nlohmann::json> Vmm::reset_to_snapshot(const std::string& other) {
             replacement->machine.vcpus != m_snapshot->machine.vcpus ||
             replacement->machine.config != m_snapshot->machine.config)
             return Error::from_string("snapshot `" + other + "` is of a different machine than this VM", EINVAL);
-        auto host_cpuid = TRY(guest_cpuid(0));
-        TRY(snapshot::check_cpu(replacement->machine, replacement->vcpus[0].cpuid, host_cpuid));
+        // CPUID cannot change once a vCPU has run: the new snapshot's must be these vCPUs' own.
+        for (size_t i = 0; i < m_vcpus.size(); ++i) {
+            const auto& want = replacement->vcpus[i].cpuid;
+            if (want.size() != m_cpuid[i].size() ||
+                std::memcmp(want.data(), m_cpuid[i].data(), want.size() * sizeof(kvm_cpuid_entry2)) != 0 ||
+                replacement->vcpus[i].tsc_khz != m_snapshot->vcpus[i].tsc_khz)
+                return Error::from_string("snapshot `" + other + "` has other CPUID or TSC frequency than this VM",
+                                          EINVAL);
+        }
     }
     uint64_t t0 = clock::now_ns();
     bool was_paused = is_paused();
@@ -311,9 +342,11 @@ Result<nlohmann::json> Vmm::reset_to_snapshot(const std::string& other) {
     uint64_t t_paused = clock::now_ns(), t_reverted = 0, t_state = 0;
     uint64_t dirty = 0;
     auto result = [&]() -> Result<void> {
-        TRY(wait_devices_idle());
         // Devices stop first, so nothing writes guest memory behind the revert.
-        for (auto& t : m_virtio) t->quiesce();
+        {
+            auto held = TRY(hold_idle_devices());
+            for (auto& t : m_virtio) t->quiesce_locked();
+        }
         if (replacement) {
             TRY(m_memory.remap_from_file(other + "/" + snapshot::kMemoryFile));
             std::vector<uint64_t> discard((m_memory.size() / GuestMemory::kPageSize + 63) / 64);
@@ -349,7 +382,7 @@ Result<nlohmann::json> Vmm::reset_to_snapshot(const std::string& other) {
     // The guest's RNG state is the snapshot's again: reseed it before anyone
     // relies on it (a container session does so itself when it connects).
     bool reseeded = false;
-    if (m_config.agent && !m_container) {
+    if (m_config.agent && !m_container && !was_paused) {
         auto r = reseed_guest();
         reseeded = !r.is_error();
         if (!reseeded) log::warn("could not reseed the guest's RNG after reset: {}", r.error().message());
@@ -504,7 +537,8 @@ Result<void> Vmm::setup_devices(const VmConfig& config) {
                 log::info("guest init reached {:.3f} ms after VMM start (first KVM_RUN at {:.3f} ms)",
                           clock::ms_since_start(), first);
                 // Not on this vCPU thread: a snapshot waits for every vCPU to stop.
-                if (!m_config.snapshot_on_ready.empty())
+                std::lock_guard threads(m_threads_lock);
+                if (!m_config.snapshot_on_ready.empty() && !m_stopping)
                     m_snapshot_thread = std::thread([this] {
                         auto r = take_snapshot(m_config.snapshot_on_ready);
                         if (r)
@@ -573,6 +607,10 @@ Result<void> Vmm::pause() {
         m_paused = false;
         m_pause_changed.notify_all();
         return Error::from_string("the vCPUs did not stop within 5 s", ETIMEDOUT);
+    }
+    if (m_stopping) {
+        m_paused = false;
+        return Error::from_string("the VM is stopping", ESHUTDOWN);
     }
     log::debug("paused");
     return {};
@@ -773,6 +811,7 @@ Result<int> Vmm::run() {
     if (m_container) m_container->start();
     // A restored agent guest holds the snapshot's RNG state; a container
     // session reseeds it itself, otherwise husk-vmm does.
+    std::unique_lock threads(m_threads_lock);
     if (m_snapshot && m_config.agent && !m_container)
         m_reseed_thread = std::thread([this] {
             if (auto r = reseed_guest(); r.is_error())
@@ -780,6 +819,7 @@ Result<int> Vmm::run() {
             else
                 log::debug("guest RNG reseeded after restore");
         });
+    threads.unlock();
 
     for (;;) {
         siginfo_t info;
@@ -803,8 +843,7 @@ Result<int> Vmm::run() {
         break;
     }
     kick_all_vcpus();
-    if (m_snapshot_thread.joinable()) m_snapshot_thread.join();
-    if (m_reseed_thread.joinable()) m_reseed_thread.join();
+    join_helper_threads();
     kick_all_vcpus();
     for (auto& t : m_threads) t.join();
     m_threads.clear();

@@ -65,11 +65,13 @@ private:
     static Result<std::optional<AgentSpecs>> read_container(const VmConfig& config);
     Result<void> attach_container(std::optional<AgentSpecs> container);
     Result<void> load_device_state(const snapshot::Snapshot& snap);
-    Result<void> wait_devices_idle();
+    // Every virtio transport's lock, once none has host I/O in flight (at most 2 s).
+    Result<std::vector<std::unique_lock<std::mutex>>> hold_idle_devices();
     // KVM's dirty logs plus the VMM's own writes, one bit per page of guest RAM.
     Result<void> collect_dirty(std::vector<uint64_t>& bitmap);
     Result<uint64_t> revert(const std::vector<uint64_t>& bitmap);
     bool is_paused();
+    void join_helper_threads();
     // Host entropy into the guest's RNG through husk-agent (Reseed).
     Result<void> reseed_guest();
 
@@ -103,6 +105,7 @@ private:
     double m_restore_ms = 0;
     uint64_t m_resets = 0;
     double m_last_reset_us = 0;
+    std::mutex m_threads_lock;      // guards the two threads below
     std::thread m_snapshot_thread;  // snapshot.on_ready
     std::thread m_reseed_thread;    // after --restore of an agent guest
     std::vector<Vcpu> m_vcpus;

@@ -193,6 +193,10 @@ TEST_F(SnapshotTest, BadSnapshotFilesAreRefusedCleanly) {
     auto r = run_process({vmm(), "--restore", dir + "/bad"}, {.timeout_seconds = 30});
     EXPECT_EQ(r.exit_status, 1);
     EXPECT_NE(r.err.find("holds 5 bytes"), std::string::npos) << r.err;
+    // Host resources are the restore's to name, and must match the machine.
+    r = run_process({vmm(), "--restore", snap, "--drive", dir + "/bad/memory"}, {.timeout_seconds = 30});
+    EXPECT_EQ(r.exit_status, 1);
+    EXPECT_NE(r.err.find("has 0 drive(s); give each with --drive"), std::string::npos) << r.err;
     // A missing directory.
     r = run_process({vmm(), "--restore", dir + "/nowhere"}, {.timeout_seconds = 30});
     EXPECT_EQ(r.exit_status, 1);

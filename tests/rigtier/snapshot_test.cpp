@@ -138,8 +138,8 @@ TEST_F(LinuxSnapshot, RestoredAgentAnswersAndIsReseeded) {
         {.timeout_seconds = 240});
     ASSERT_EQ(made.exit_status, 0) << made.err << log();
     std::string sock = dir + "/r.vsock", api_sock = dir + "/r.api";
-    RunningProcess restored({env_or("HUSK_VMM"), "--restore", dir + "/template", "--vsock", sock, "--api", api_sock,
-                             "--log", dir + "/log", "--debug"});
+    RunningProcess restored({env_or("HUSK_VMM"), "--restore", dir + "/template", "--drive", dir + "/disk", "--vsock",
+                             sock, "--api", api_sock, "--log", dir + "/log", "--debug"});
     ASSERT_TRUE(wait_until([&] { return fs::exists(api_sock); }, 60)) << log();
     auto client = agent::AgentClient::connect({sock, true, agent::kPort},
                                               std::chrono::steady_clock::now() + std::chrono::seconds(60));

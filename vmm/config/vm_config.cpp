@@ -198,25 +198,28 @@ Result<void> machine_from_json(const nlohmann::json& j, VmConfig& c) {
         c.memory_mib = j.at("memory_mib").get<uint32_t>();
         c.cpu_template = j.at("cpu_template").get<std::string>();
         c.hugepages = false;
+        // Host resources are named by the restore, not the snapshot file: its
+        // disks (same count and order; ro/direct as given) and its TAP.
         std::vector<DriveConfig> drives;
         for (const auto& d : j.at("drives"))
             drives.push_back({d.at("path").get<std::string>(), d.at("read_only").get<bool>(),
                               d.at("direct").get<bool>(), d.at("id").get<std::string>()});
-        // A restore may point the disks elsewhere (same count, same order).
-        if (!c.drives.empty()) {
-            if (c.drives.size() != drives.size())
-                return Error::from_string("the snapshot has " + std::to_string(drives.size()) + " drives; " +
-                                          std::to_string(c.drives.size()) + " were given");
-            for (size_t i = 0; i < drives.size(); ++i) drives[i].path = c.drives[i].path;
-        }
-        c.drives = std::move(drives);
+        if (c.drives.size() != drives.size())
+            return Error::from_string("the snapshot's VM has " + std::to_string(drives.size()) +
+                                      " drive(s); give each with --drive, in order (" +
+                                      std::to_string(c.drives.size()) + " given)");
+        for (size_t i = 0; i < drives.size(); ++i)
+            if (c.drives[i].id.empty()) c.drives[i].id = drives[i].id;
         c.rng = j.at("rng").get<bool>();
         std::string vsock = j.at("vsock_socket").get<std::string>();
-        if (vsock.empty() != c.vsock_socket.empty() && !c.vsock_socket.empty())
+        if (vsock.empty() && !c.vsock_socket.empty())
             return Error::from_string("the snapshot's VM has no vsock device");
         if (c.vsock_socket.empty()) c.vsock_socket = vsock;
         c.vsock_cid = j.at("vsock_cid").get<uint64_t>();
-        c.net_tap = j.at("net_tap").get<std::string>();
+        bool has_net = !j.at("net_tap").get<std::string>().empty();
+        if (has_net != !c.net_tap.empty())
+            return Error::from_string(has_net ? "the snapshot's VM has a network device: give its TAP with --net"
+                                              : "the snapshot's VM has no network device");
         c.net_mac = j.at("net_mac").get<std::string>();
         c.cmdline = j.at("cmdline").get<std::string>();
         c.agent = j.value("agent", false);

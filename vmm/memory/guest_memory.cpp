@@ -124,11 +124,13 @@ Result<void> GuestMemory::save(const std::string& path) const {
     auto next_data = [&](uint64_t from) -> uint64_t {
         if (m_private) return from;
         off_t d = ::lseek(m_fd.get(), off_t(from * kPageSize), SEEK_DATA);
-        return d < 0 ? pages : uint64_t(d) / kPageSize;
+        if (d < 0) return errno == ENXIO ? pages : ~uint64_t(0);  // ENXIO: no data after `from`
+        return uint64_t(d) / kPageSize;
     };
     auto zero = [&](uint64_t page) { return std::memcmp(base + page * kPageSize, kZero, kPageSize) == 0; };
     while (p < pages) {
         p = next_data(p);
+        if (p == ~uint64_t(0)) return Error::from_errno(errno, "find the guest's data pages (SEEK_DATA)");
         if (p >= pages) break;
         // Reading a memfd's hole would allocate it: stop at the next one.
         uint64_t limit = pages;

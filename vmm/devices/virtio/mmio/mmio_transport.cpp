@@ -284,11 +284,6 @@ Result<void> MmioTransport::activate_device() {
     return m_device->activate(m_driver_features, std::span(m_queues), std::move(ctx));
 }
 
-bool MmioTransport::busy() const {
-    std::lock_guard guard(m_lock);
-    return m_active && m_device->busy();
-}
-
 std::string MmioTransport::save_state_locked() const {
     wire::Writer w;
     w.u32(m_device->device_type()).u32(m_status).u64(m_driver_features).u32(m_device_features_sel);
@@ -338,6 +333,12 @@ Result<void> MmioTransport::load_state(std::string_view bytes) {
     // Before the device's restored(): what it signals then adds to this.
     m_interrupt_status = interrupt_status;
     m_status = status & ~kStatusNeedsReset;
+    // The same rules as a driver's own status writes: a snapshot file is input, not trust.
+    uint64_t offered = m_device->device_features() | kTransportFeatures;
+    bool features_ok =
+        (m_status & kStatusFeaturesOk) && !(m_driver_features & ~offered) && (m_driver_features & kFeatureVersion1);
+    if ((m_status & kStatusDriverOk) && !features_ok)
+        return Error::from_string("snapshot: a virtio device is DRIVER_OK without valid negotiated features", EINVAL);
     if ((m_status & kStatusDriverOk) && !(status & kStatusNeedsReset)) {
         for (auto& q : m_queues) {
             q.set_event_idx(m_driver_features & kFeatureEventIdx);
@@ -348,6 +349,11 @@ Result<void> MmioTransport::load_state(std::string_view bytes) {
         for (size_t i = 0; i < m_queues.size(); ++i) m_queues[i].set_indices(indices[i].first, indices[i].second);
         TRY(m_device->load_state(device_state).context("snapshot: virtio device state"));
         m_device->restored();
+        // A notification the guest sent just before the snapshot died with the
+        // old eventfd, and with EVENT_IDX it will not send another: look at
+        // every queue once.
+        for (size_t i = 0; i < m_queues.size(); ++i)
+            if (m_queues[i].ready() && !(m_status & kStatusNeedsReset)) m_device->queue_notify(i);
     } else {
         // A device the driver had not finished setting up, or one it broke: it
         // stays as the guest left it and needs a reset.

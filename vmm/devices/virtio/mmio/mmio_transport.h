@@ -55,13 +55,10 @@ public:
     std::unique_lock<std::mutex> hold() const { return std::unique_lock(m_lock); }
     std::string save_state_locked() const;
     Result<void> load_state(std::string_view bytes);
-    // Device reset from the host side: its I/O stops until load_state.
-    void quiesce() {
-        std::lock_guard guard(m_lock);
-        reset_locked();
-    }
-    // Host I/O in flight; a snapshot waits until there is none.
-    bool busy() const;
+    // Device reset from the host side (hold() held): its I/O stops until load_state.
+    void quiesce_locked() { reset_locked(); }
+    // Host I/O in flight (hold() held); a snapshot waits until there is none.
+    bool busy_locked() const { return m_active && m_device->busy(); }
 
     uint32_t status() const;
     uint32_t interrupt_status() const;

@@ -172,13 +172,19 @@ Result<bool> Queue::enable_notifications(const GuestMemory& mem) {
     return avail_idx != m_next_avail;
 }
 
-Result<void> Queue::notify_on_next_buffer(const GuestMemory& mem) {
+Result<uint16_t> Queue::avail_index(const GuestMemory& mem) const {
+    return mem.read_obj<uint16_t>(m_avail_ring + 2);
+}
+
+Result<uint16_t> Queue::notify_on_next_buffer(const GuestMemory& mem) {
     m_notifications = true;
-    if (!m_event_idx) return mem.write_obj<uint16_t>(m_used_ring, 0);
-    auto avail_idx = TRY(mem.read_obj<uint16_t>(m_avail_ring + 2));
-    TRY(mem.write_obj<uint16_t>(m_used_ring + 4 + 8 * uint64_t(m_size), avail_idx));
+    auto avail_idx = TRY(avail_index(mem));
+    if (m_event_idx)
+        TRY(mem.write_obj<uint16_t>(m_used_ring + 4 + 8 * uint64_t(m_size), avail_idx));
+    else
+        TRY(mem.write_obj<uint16_t>(m_used_ring, 0));
     std::atomic_thread_fence(std::memory_order_seq_cst);
-    return {};
+    return avail_idx;
 }
 
 void Queue::reset() {

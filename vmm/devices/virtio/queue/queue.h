@@ -89,7 +89,10 @@ public:
 
     // Asks for a notification when the driver next adds a buffer, even with
     // buffers still pending (EVENT_IDX: avail_event = the driver's avail index).
-    Result<void> notify_on_next_buffer(const GuestMemory& mem);
+    // Returns that avail index.
+    Result<uint16_t> notify_on_next_buffer(const GuestMemory& mem);
+    // The driver's avail index as it is in guest memory now.
+    Result<uint16_t> avail_index(const GuestMemory& mem) const;
 
     // Back to the state after a device reset (§2.4).
     void reset();

@@ -150,15 +150,20 @@ void Vsock::restored() {
         return m_ctx.fail(r.error());
     // The guest acknowledges by giving the buffer back; it has more queued,
     // so ask to hear of that one.
-    if (auto r = m_event->notify_on_next_buffer(*m_ctx.memory); r.is_error()) return m_ctx.fail(r.error());
+    auto avail = m_event->notify_on_next_buffer(*m_ctx.memory);
+    if (avail.is_error()) return m_ctx.fail(avail.error());
+    m_reset_avail = avail.value();
     m_reset_unacked = true;
     notify_if_wanted(*m_event, m_ctx);
 }
 
 void Vsock::queue_notify(size_t index) {
     if (!m_active) return;
-    if (index == kEvent && m_reset_unacked) {
-        // The guest handled the transport reset and gave the event buffer back.
+    if (index == kEvent && m_reset_unacked && m_event) {
+        // Acknowledged once the guest gave the event buffer back (its avail index moved).
+        auto avail = m_event->avail_index(*m_ctx.memory);
+        if (avail.is_error()) return m_ctx.fail(avail.error());
+        if (avail.value() == m_reset_avail) return;
         m_reset_unacked = false;
         auto waiting = std::move(m_waiting_for_reset);
         m_waiting_for_reset.clear();

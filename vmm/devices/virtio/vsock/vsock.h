@@ -90,6 +90,7 @@ private:
     // A transport reset the guest has not acknowledged (by reposting its
     // event buffer); host clients that connect meanwhile wait in this list.
     bool m_reset_unacked = false;
+    uint16_t m_reset_avail = 0;  // the event queue's avail index when the reset was sent
     std::vector<uint64_t> m_waiting_for_reset;
     DeviceContext m_ctx;
     bool m_active = false;
