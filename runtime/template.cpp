@@ -48,7 +48,7 @@ void prune_other_builds(const std::string& root, const std::string& identity) {
         std::ifstream in(entry.path() / "identity");
         std::string theirs((std::istreambuf_iterator<char>(in)), {});
         if (theirs.empty() || builds_of(theirs) == builds_of(identity)) continue;
-        log::info("removing the template {} of another build", entry.path().string());
+        log::debug("removing the template {} of another build", entry.path().string());
         fs::remove_all(entry.path(), ec);
         fs::remove(entry.path().string() + ".lock", ec);
     }
@@ -141,7 +141,7 @@ Result<std::string> ensure_template(const RuntimeConfig& config) {
                                      work + "/log",
                                      "--snapshot-on-ready",
                                      work + "/snapshot"};
-    log::info("making the VM template {} ({} vCPUs, {} MiB)", dir, config.vcpus, config.memory_mib);
+    log::debug("making the VM template {} ({} vCPUs, {} MiB)", dir, config.vcpus, config.memory_mib);
     auto r = TRY(run_command(argv, "", kBootTimeoutSeconds));
     if (r.status != 0)
         return Error::from_string(
