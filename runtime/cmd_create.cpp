@@ -181,7 +181,7 @@ Result<ContainerState> create_container(const GlobalOptions& g, const CreateOpti
         if (t)
             from_template = t.value();
         else
-            log::debug("booting without a template: {}", t.error().message());
+            log::warn("booting without a template: {}", t.error().message());
     }
     std::vector<std::string> argv = {rc.vmm};
     if (from_template.empty()) {

@@ -13,7 +13,9 @@
 #include "runtime/runtime.h"
 #include "runtime/state.h"
 #include "vmm/base/clock.h"
+#include "vmm/base/log.h"
 #include "vmm/base/system.h"
+#include "vmm/base/unique_fd.h"
 
 using namespace husk;
 using namespace husk::runtime;
@@ -119,6 +121,16 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "%s", kUsage);
         return 1;
     }
+    // Log lines (warnings, --debug detail) go to --log only: the runtime's
+    // stderr is the container's, which engines pass through to the user.
+    UniqueFd log_fd;
+    if (!g.log.empty()) log_fd = UniqueFd(::open(g.log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640));
+    log::configure("husk",
+                   !log_fd   ? log::Level::Error
+                   : g.debug ? log::Level::Debug
+                             : log::Level::Info,
+                   g.log_json ? log::Format::Json : log::Format::Text);
+    if (log_fd) log::set_output(log_fd.get());
     std::string command = args[i];
     Args rest(args.begin() + long(i) + 1, args.end());
     static const std::map<std::string, std::function<Result<int>(const GlobalOptions&, const Args&)>> kCommands = {

@@ -48,7 +48,7 @@ void prune_other_builds(const std::string& root, const std::string& identity) {
         std::ifstream in(entry.path() / "identity");
         std::string theirs((std::istreambuf_iterator<char>(in)), {});
         if (theirs.empty() || builds_of(theirs) == builds_of(identity)) continue;
-        log::debug("removing the template {} of another build", entry.path().string());
+        log::info("removing the template {} of another build", entry.path().string());
         fs::remove_all(entry.path(), ec);
         fs::remove(entry.path().string() + ".lock", ec);
     }
@@ -58,6 +58,9 @@ void prune_other_builds(const std::string& root, const std::string& identity) {
 Result<void> check_private_dir(const std::string& dir) {
     struct stat st {};
     if (::lstat(dir.c_str(), &st) < 0) return Error::from_errno(errno, "stat " + dir);
+    // Ours but open to others (made by an older husk): close it.
+    if (S_ISDIR(st.st_mode) && st.st_uid == ::geteuid() && (st.st_mode & 077) != 0 && ::chmod(dir.c_str(), 0700) == 0)
+        st.st_mode &= ~mode_t(077);
     if (!S_ISDIR(st.st_mode) || st.st_uid != ::geteuid() || (st.st_mode & 077) != 0)
         return Error::from_string(dir + " must be a directory owned by uid " + std::to_string(::geteuid()) +
                                       " with no access for others (mode 0700)",
@@ -141,7 +144,7 @@ Result<std::string> ensure_template(const RuntimeConfig& config) {
                                      work + "/log",
                                      "--snapshot-on-ready",
                                      work + "/snapshot"};
-    log::debug("making the VM template {} ({} vCPUs, {} MiB)", dir, config.vcpus, config.memory_mib);
+    log::info("making the VM template {} ({} vCPUs, {} MiB)", dir, config.vcpus, config.memory_mib);
     auto r = TRY(run_command(argv, "", kBootTimeoutSeconds));
     if (r.status != 0)
         return Error::from_string(

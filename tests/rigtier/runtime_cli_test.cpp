@@ -124,6 +124,9 @@ TEST_F(RuntimeCli, CreateRestoresATemplateAndEachGuestHasItsOwnRandomness) {
     // Each read of this file is a fresh UUID from the kernel's RNG.
     write_config({"cat", "/proc/sys/kernel/random/uuid"});
     std::string templates = m_dir + "/templates";
+    // Made open to others (as an older husk did): the runtime closes it to 0700 before use.
+    fs::create_directories(templates);
+    fs::permissions(templates, fs::perms(0755));
     std::vector<std::string> draws;
     for (const char* id : {"first", "second", "third"}) {
         auto r = shell("HUSK_TEMPLATE_DIR=" + templates + " " + env("HUSK_RUNTIME") + " --root " + m_dir +
@@ -139,6 +142,7 @@ TEST_F(RuntimeCli, CreateRestoresATemplateAndEachGuestHasItsOwnRandomness) {
     // One template, and every container came from it.
     auto made = shell("ls " + templates + " | grep -v lock");
     EXPECT_EQ(std::count(made.out.begin(), made.out.end(), '\n'), 1) << made.out;
+    EXPECT_EQ(fs::status(templates).permissions() & fs::perms::all, fs::perms::owner_all);
     auto log = shell("grep -c 'restored from " + templates + "' " + m_dir + "/log");
     EXPECT_EQ(log.out, "3\n") << shell("cat " + m_dir + "/log").out;
 }
