@@ -464,6 +464,19 @@ nlohmann::json Vmm::stats() {
                      {"rss_kib", sys::resident_kib()},
                      {"first_run_ms", double(g_first_run_ns.load() - clock::process_start_ns()) / 1e6}};
     if (g_first_run_ns.load() == 0) j["first_run_ms"] = nullptr;
+    if (auto rss = sys::resident_breakdown_kib(); rss) {
+        j["rss_anon_kib"] = rss->anon;
+        j["rss_file_kib"] = rss->file;
+        j["rss_shmem_kib"] = rss->shmem;
+    }
+    if (m_balloon) {
+        auto held = m_balloon_transport->hold();
+        auto b = m_balloon->info();
+        j["balloon"] = {{"target_mib", double(b.target_pages) / 256},
+                        {"actual_mib", double(b.actual_pages) / 256},
+                        {"inflated_pages", b.inflated_pages},
+                        {"reported_mib", double(b.reported_bytes) / (1 << 20)}};
+    }
     if (m_snapshot) {
         j["restored_from"] = m_snapshot_dir;
         j["restore_ms"] = m_restore_ms;
@@ -471,6 +484,47 @@ nlohmann::json Vmm::stats() {
         j["last_reset_us"] = m_last_reset_us;
     }
     return j;
+}
+
+Result<nlohmann::json> Vmm::balloon(std::optional<uint32_t> target_mib, bool fresh_stats) {
+    if (!m_balloon) return Error::from_string("this VM has no balloon (balloon.enabled = false)", ENOTSUP);
+    constexpr uint32_t kPagesPerMib = (1u << 20) >> virtio::Balloon::kPfnShift;
+    if (target_mib && *target_mib >= m_config.memory_mib)
+        return Error::from_string(fmt::format("a balloon of {} MiB leaves the guest nothing: it has {} MiB", *target_mib,
+                                              m_config.memory_mib),
+                                  EINVAL);
+    uint64_t seen = 0;
+    bool asked = false;
+    {
+        auto held = m_balloon_transport->hold();
+        if (target_mib) {
+            m_balloon->set_target(*target_mib * kPagesPerMib);
+            log::info("balloon target {} MiB", *target_mib);
+        }
+        seen = m_balloon->info().stats_updates;
+        asked = fresh_stats && !is_paused() && m_balloon->request_stats();
+    }
+    // The driver answers from a work queue; a busy or stopped guest may not in time.
+    bool fresh = false;
+    for (int waited = 0; asked && waited < 1000 && !fresh; waited += 5) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        auto held = m_balloon_transport->hold();
+        fresh = m_balloon->info().stats_updates != seen;
+    }
+    auto held = m_balloon_transport->hold();
+    auto b = m_balloon->info();
+    nlohmann::json stats = nlohmann::json::object();
+    for (const auto& [name, value] : b.stats) stats[name] = value;
+    return nlohmann::json{{"target_mib", double(b.target_pages) / kPagesPerMib},
+                          {"actual_mib", double(b.actual_pages) / kPagesPerMib},
+                          {"driver_ready", b.driver_ready},
+                          {"inflated_pages", b.inflated_pages},
+                          {"deflated_pages", b.deflated_pages},
+                          {"reported_mib", double(b.reported_bytes) / (1 << 20)},
+                          {"discard_calls", b.discard_calls},
+                          {"refused_requests", b.refused_requests},
+                          {"stats_fresh", fresh},
+                          {"stats", stats}};
 }
 
 Result<std::string> Vmm::setup_virtio(const VmConfig& config) {
@@ -485,6 +539,13 @@ Result<std::string> Vmm::setup_virtio(const VmConfig& config) {
     }
     if (!config.vsock_socket.empty())
         devices.push_back(TRY(virtio::Vsock::create({config.vsock_cid, config.vsock_socket})));
+    if (config.balloon) {
+        auto balloon = std::make_unique<virtio::Balloon>(virtio::BalloonOptions{
+            uint32_t(uint64_t(config.balloon_target_mib) << 20 >> virtio::Balloon::kPfnShift),
+            config.balloon_deflate_on_oom, config.balloon_free_page_reporting});
+        m_balloon = balloon.get();
+        devices.push_back(std::move(balloon));
+    }
     if (devices.empty()) return std::string();
 
     m_loop = TRY(EventLoop::create());
@@ -498,6 +559,7 @@ Result<std::string> Vmm::setup_virtio(const VmConfig& config) {
         TRY(m_mmio.insert(base, virtio::MmioTransport::kWindowSize, t));
         if (!args.empty()) args += ' ';
         args += t->cmdline_entry(base);
+        if (m_balloon && &t->device() == m_balloon) m_balloon_transport = t;
         m_virtio.push_back(std::move(t));
     }
     return args;
@@ -647,6 +709,17 @@ nlohmann::json Vmm::api_request(const nlohmann::json& request) {
         return {{"status", status()}};
     }
     if (cmd == "stats") return stats();
+    if (cmd == "balloon") {
+        std::optional<uint32_t> target;
+        if (request.contains("target_mib")) {
+            const auto& t = request["target_mib"];
+            if (!t.is_number_unsigned() || t.get<uint64_t>() > UINT32_MAX)
+                return {{"error", "balloon: target_mib must be a whole number of MiB"}};
+            target = t.get<uint32_t>();
+        }
+        auto r = balloon(target, request.value("stats", true));
+        return r ? r.value() : fail(r.error());
+    }
     if (cmd == "snapshot") {
         auto r = take_snapshot(path());
         return r ? r.value() : fail(r.error());

@@ -18,6 +18,7 @@
 #include "vmm/container/container_session.h"
 #include "vmm/devices/bus.h"
 #include "vmm/devices/legacy/serial.h"
+#include "vmm/devices/virtio/balloon/balloon.h"
 #include "vmm/devices/virtio/mmio/mmio_transport.h"
 #include "vmm/io/event_loop.h"
 #include "vmm/kvm/kvm.h"
@@ -53,6 +54,9 @@ public:
     // written since; with `other`, moves it to that snapshot of the same machine.
     Result<nlohmann::json> reset_to_snapshot(const std::string& other = {});
     nlohmann::json stats();
+    // The balloon's state; with `target_mib`, moves its target first. With
+    // fresh_stats, asks the guest for new statistics (waits at most 1 s).
+    Result<nlohmann::json> balloon(std::optional<uint32_t> target_mib, bool fresh_stats);
 
 private:
     explicit Vmm(Kvm kvm, Vm vm, GuestMemory memory);
@@ -117,6 +121,8 @@ private:
     std::unique_ptr<EventLoop> m_loop;
     std::thread m_loop_thread;
     std::vector<std::shared_ptr<virtio::MmioTransport>> m_virtio;
+    std::shared_ptr<virtio::MmioTransport> m_balloon_transport;
+    virtio::Balloon* m_balloon = nullptr;  // owned by m_balloon_transport
     UniqueFd m_console_file;
     bool m_console_stdin = false;
     UniqueFd m_input_stop;

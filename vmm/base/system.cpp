@@ -121,4 +121,19 @@ uint64_t resident_kib() {
     return resident * uint64_t(::sysconf(_SC_PAGESIZE)) / 1024;
 }
 
+std::optional<ResidentBreakdown> resident_breakdown_kib() {
+    auto text = read_file("/proc/self/status", 1 << 16);
+    if (!text) return std::nullopt;
+    ResidentBreakdown r;
+    int found = 0;
+    for (auto [name, field] : {std::pair{"RssAnon:", &r.anon}, {"RssFile:", &r.file}, {"RssShmem:", &r.shmem}}) {
+        size_t at = text.value().find(name);
+        if (at == std::string::npos) continue;
+        unsigned long long kib = 0;
+        if (std::sscanf(text.value().c_str() + at + std::strlen(name), "%llu", &kib) == 1) *field = kib, ++found;
+    }
+    if (found != 3) return std::nullopt;
+    return r;
+}
+
 }  // namespace husk::sys

@@ -6,6 +6,7 @@
 #include <sys/un.h>
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -31,6 +32,13 @@ std::string executable_dir();
 
 // This process's resident memory in KiB (/proc/self/statm); 0 if unknown.
 uint64_t resident_kib();
+// This process's resident memory by kind (/proc/self/status RssAnon, RssFile,
+// RssShmem): guest RAM in a memfd is shmem; a snapshot's private mapping is
+// file until written, then anon.
+struct ResidentBreakdown {
+    uint64_t anon = 0, file = 0, shmem = 0;
+};
+std::optional<ResidentBreakdown> resident_breakdown_kib();
 Result<std::string> read_file(const std::string& path, size_t max_size = size_t(1) << 31);
 // Writes all of data, retrying on short writes and EINTR.
 Result<void> write_all(int fd, std::span<const uint8_t> data);

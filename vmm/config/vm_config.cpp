@@ -49,6 +49,14 @@ const std::vector<ConfigKey>& vm_config_keys() {
         {"drive", "direct", "boolean", "[[drive]] O_DIRECT: bypass the host page cache (default false)"},
         {"drive", "id", "string", "[[drive]] serial returned to the guest (at most 20 bytes)"},
         {"devices", "rng", "boolean", "virtio-rng entropy device from getrandom (default true)"},
+        {"balloon", "enabled", "boolean",
+         "virtio-balloon: the host can take guest memory back at run time (default true)"},
+        {"balloon", "target_mib", "integer",
+         "MiB the guest should give back from boot on (default 0); changed at run time over the API socket"},
+        {"balloon", "deflate_on_oom", "boolean",
+         "let the guest take balloon pages back rather than run out of memory (default true)"},
+        {"balloon", "free_page_reporting", "boolean",
+         "the guest reports free memory, which goes back to the host at once (default true)"},
         {"vsock", "socket", "path",
          "virtio-vsock: the VM's Unix socket (host connects, sends CONNECT <port>); guest connections to port P go to "
          "<socket>_<P>"},
@@ -161,6 +169,8 @@ Result<VmConfig> parse_vm_toml(std::string_view text, std::string_view source, V
                     c.vcpus = uint32_t(*v);
                 else if (full == "machine.memory_mib")
                     c.memory_mib = uint32_t(*v);
+                else if (full == "balloon.target_mib")
+                    c.balloon_target_mib = uint32_t(*v);
             } else if (type == "boolean") {
                 if (!value.is_boolean()) return bad_type();
                 if (full == "machine.hugepages")
@@ -169,6 +179,12 @@ Result<VmConfig> parse_vm_toml(std::string_view text, std::string_view source, V
                     c.rng = *value.value<bool>();
                 else if (full == "container.wait_for_start")
                     c.container_wait_for_start = *value.value<bool>();
+                else if (full == "balloon.enabled")
+                    c.balloon = *value.value<bool>();
+                else if (full == "balloon.deflate_on_oom")
+                    c.balloon_deflate_on_oom = *value.value<bool>();
+                else if (full == "balloon.free_page_reporting")
+                    c.balloon_free_page_reporting = *value.value<bool>();
             }
         }
     }
@@ -189,7 +205,11 @@ nlohmann::json machine_to_json(const VmConfig& c) {
             {"net_tap", c.net_tap},
             {"net_mac", c.net_mac},
             {"cmdline", c.cmdline},
-            {"agent", c.agent}};
+            {"agent", c.agent},
+            {"balloon",
+             {{"enabled", c.balloon},
+              {"deflate_on_oom", c.balloon_deflate_on_oom},
+              {"free_page_reporting", c.balloon_free_page_reporting}}}};
 }
 
 Result<void> machine_from_json(const nlohmann::json& j, VmConfig& c) {
@@ -223,6 +243,11 @@ Result<void> machine_from_json(const nlohmann::json& j, VmConfig& c) {
         c.net_mac = j.at("net_mac").get<std::string>();
         c.cmdline = j.at("cmdline").get<std::string>();
         c.agent = j.value("agent", false);
+        // The device set is the snapshot's; the target stays the restore's own.
+        const auto balloon = j.value("balloon", nlohmann::json::object());
+        c.balloon = balloon.value("enabled", false);
+        c.balloon_deflate_on_oom = balloon.value("deflate_on_oom", true);
+        c.balloon_free_page_reporting = balloon.value("free_page_reporting", true);
     } catch (const nlohmann::json::exception& e) {
         return Error::from_string(std::string("the snapshot's machine description is invalid: ") + e.what(), EINVAL);
     }
@@ -251,7 +276,11 @@ Result<void> validate(const VmConfig& c) {
     if (c.vsock_cid < 3)
         return Error::from_string("vsock.cid must be at least 3 (0-2 are reserved), not " +
                                   std::to_string(c.vsock_cid));
-    if (c.drives.size() + (c.rng ? 1 : 0) + (c.vsock_socket.empty() ? 0 : 1) + (c.net_tap.empty() ? 0 : 1) >
+    if (c.balloon_target_mib >= c.memory_mib)
+        return Error::from_string("balloon.target_mib (" + std::to_string(c.balloon_target_mib) +
+                                  ") must be less than machine.memory_mib (" + std::to_string(c.memory_mib) + ")");
+    if (c.drives.size() + (c.rng ? 1 : 0) + (c.vsock_socket.empty() ? 0 : 1) + (c.net_tap.empty() ? 0 : 1) +
+            (c.balloon ? 1 : 0) >
         kMaxVirtioDevices)
         return Error::from_string("too many virtio devices (at most " + std::to_string(kMaxVirtioDevices) + ")");
     for (const auto& d : c.drives)

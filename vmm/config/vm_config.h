@@ -53,6 +53,11 @@ struct VmConfig {
     std::vector<DriveConfig> drives;
     // [devices]
     bool rng = true;
+    // [balloon]: virtio-balloon; the target is what the guest gives back
+    bool balloon = true;
+    uint32_t balloon_target_mib = 0;
+    bool balloon_deflate_on_oom = true;
+    bool balloon_free_page_reporting = true;
     // [vsock]: empty socket = no vsock device
     std::string vsock_socket;
     uint64_t vsock_cid = 3;

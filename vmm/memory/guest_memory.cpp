@@ -48,6 +48,7 @@ Result<GuestMemory> GuestMemory::from_file(const std::string& path, uint64_t siz
     auto mapping = TRY(MappedRegion::map(size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd.get())
                            .context("map memory file `" + path + "`"));
     GuestMemory memory(std::move(fd), std::move(mapping), layout(size), true);
+    memory.m_anonymous = std::make_unique<std::atomic<uint64_t>[]>((size / kPageSize + 63) / 64);
     memory.m_file_view = TRY(MappedRegion::map(size, PROT_READ, MAP_SHARED | MAP_NORESERVE, memory.m_fd.get())
                                  .context("map memory file `" + path + "`"));
     return memory;
@@ -78,6 +79,8 @@ Result<void> GuestMemory::revert_pages(uint64_t first_page, uint64_t count) cons
     if (!m_private) return Error::from_string("only memory restored from a snapshot can be reverted");
     if (first_page > size() / kPageSize || count > size() / kPageSize - first_page)
         return Error::from_string("page range outside guest RAM", EINVAL);
+    // Pages a balloon discarded are anonymous now: the file goes back under them.
+    if (any_set(m_anonymous.get(), first_page, count)) return map_file_over(first_page, count);
     // On a private file mapping, MADV_DONTNEED drops the process's copies:
     // the next access reads the file again. KVM's MMU notifier drops the
     // matching EPT/NPT entries.
@@ -95,6 +98,55 @@ Result<void> GuestMemory::revert_pages(uint64_t first_page, uint64_t count) cons
     return {};
 }
 
+bool GuestMemory::any_set(const std::atomic<uint64_t>* bits, uint64_t first, uint64_t count) {
+    if (!bits) return false;
+    for (uint64_t p = first; p < first + count;) {
+        uint64_t word = bits[p / 64].load(std::memory_order_relaxed) >> (p % 64);
+        uint64_t span = std::min<uint64_t>(64 - p % 64, first + count - p);
+        if (span < 64) word &= (1ull << span) - 1;
+        if (word) return true;
+        p += span;
+    }
+    return false;
+}
+
+Result<void> GuestMemory::map_file_over(uint64_t first_page, uint64_t count) const {
+    void* p = ::mmap(m_mapping.data() + first_page * kPageSize, count * kPageSize, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_NORESERVE | MAP_FIXED, m_fd.get(), off_t(first_page * kPageSize));
+    if (p == MAP_FAILED) return Error::from_errno(errno, "map the memory file back over guest RAM");
+    for (uint64_t q = first_page; q < first_page + count; ++q)
+        m_anonymous[q / 64].fetch_and(~(1ull << (q % 64)), std::memory_order_relaxed);
+    return {};
+}
+
+Result<void> GuestMemory::discard(uint64_t gpa, uint64_t len) const {
+    if (gpa % kPageSize || len % kPageSize || len == 0)
+        return Error::from_string(fmt::format("discard of [{:#x}, +{:#x}): not whole pages", gpa, len), EINVAL);
+    auto host = TRY(slice(gpa, len));
+    uint64_t offset = uint64_t(host.data() - m_mapping.data());
+    if (!m_private) {
+        // The memfd's pages go; every mapping of them (ours, KVM's) sees holes.
+        // On hugetlbfs only whole huge pages inside the range are freed.
+        if (::fallocate(m_fd.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off_t(offset), off_t(len)) < 0)
+            return Error::from_errno(errno, "punch a hole in guest RAM");
+        return {};
+    }
+    mark_dirty(gpa, len);
+    void* p = ::mmap(host.data(), len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED,
+                     -1, 0);
+    if (p == MAP_FAILED) {
+        // ENOMEM: out of mappings (vm.max_map_count). Dropping the private
+        // copies still returns the memory; the range then reads as the snapshot.
+        if (errno != ENOMEM) return Error::from_errno(errno, "remap discarded guest RAM");
+        if (::madvise(host.data(), len, MADV_DONTNEED) < 0)
+            return Error::from_errno(errno, "madvise(MADV_DONTNEED) on guest RAM");
+        return {};
+    }
+    for (uint64_t q = offset / kPageSize; q < (offset + len) / kPageSize; ++q)
+        m_anonymous[q / 64].fetch_or(1ull << (q % 64), std::memory_order_relaxed);
+    return {};
+}
+
 Result<void> GuestMemory::remap_from_file(const std::string& path) {
     auto fd = TRY(sys::open(path, O_RDONLY | O_CLOEXEC).context("open memory file `" + path + "`"));
     struct stat st {};
@@ -109,6 +161,9 @@ Result<void> GuestMemory::remap_from_file(const std::string& path) {
                           .context("map memory file `" + path + "`"));
     m_fd = std::move(fd);
     m_private = true;
+    size_t words = (size() / kPageSize + 63) / 64;
+    if (!m_anonymous) m_anonymous = std::make_unique<std::atomic<uint64_t>[]>(words);
+    for (size_t i = 0; i < words; ++i) m_anonymous[i] = 0;
     return {};
 }
 

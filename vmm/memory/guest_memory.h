@@ -69,6 +69,14 @@ public:
     // so KVM's memory slots stay valid) and makes it the backing.
     Result<void> remap_from_file(const std::string& path);
     bool snapshot_backed() const { return m_private; }
+    // Gives [gpa, gpa+len) back to the host (a balloon's inflated or reported
+    // pages): whole pages only, inside one region. The range reads as zeros
+    // afterwards. A memfd's pages are punched out of the file; on a snapshot's
+    // private mapping the range is remapped anonymous (dropping the private
+    // copy alone would show the snapshot's data again). KVM's MMU notifiers
+    // drop the EPT/NPT entries. The VMM-write tracker records the range, so a
+    // reset reverts it. Thread-safe against other discards and guest access.
+    Result<void> discard(uint64_t gpa, uint64_t len) const;
     // Writes every page to `path` (sparse: pages never written stay holes).
     Result<void> save(const std::string& path) const;
     Result<void> read(uint64_t gpa, std::span<uint8_t> out) const;
@@ -95,6 +103,12 @@ private:
     MappedRegion m_file_view;  // the memory file, read-only and shared: what reverted pages copy from
     // One bit per page the VMM wrote since the last take; null when not tracking.
     std::unique_ptr<std::atomic<uint64_t>[]> m_vmm_dirty;
+    // Snapshot-backed memory: one bit per page remapped anonymous by discard();
+    // reverting such a page maps the file back instead of copying.
+    std::unique_ptr<std::atomic<uint64_t>[]> m_anonymous;
+    // Pages whose bit is set in `bits` within [first, first+count).
+    static bool any_set(const std::atomic<uint64_t>* bits, uint64_t first, uint64_t count);
+    Result<void> map_file_over(uint64_t first_page, uint64_t count) const;
 };
 
 }  // namespace husk

@@ -1,6 +1,9 @@
 #include "vmm/memory/guest_memory.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <vector>
 
 namespace husk {
 namespace {
@@ -61,6 +64,53 @@ TEST(GuestMemory, AccessInTheMmioHoleFails) {
 TEST(GuestMemory, IsMemfdBacked) {
     auto mem = GuestMemory::create(2 * MiB).release_value();
     EXPECT_GE(mem.fd(), 0);
+}
+
+TEST(GuestMemory, DiscardPunchesTheMemfd) {
+    auto mem = GuestMemory::create(4 * MiB).release_value();
+    for (uint64_t p = 0; p < 16; ++p) ASSERT_TRUE(mem.write_obj<uint64_t>(MiB + p * 4096, p + 1));
+    ASSERT_TRUE(mem.discard(MiB + 4096, 8 * 4096));
+    EXPECT_EQ(mem.read_obj<uint64_t>(MiB).value(), 1u);
+    EXPECT_EQ(mem.read_obj<uint64_t>(MiB + 4096).value(), 0u);
+    EXPECT_EQ(mem.read_obj<uint64_t>(MiB + 9 * 4096).value(), 10u);
+    EXPECT_TRUE(mem.discard(MiB + 1, 4096).is_error());        // not whole pages
+    EXPECT_TRUE(mem.discard(4 * MiB - 4096, 8192).is_error());  // beyond RAM
+    EXPECT_TRUE(mem.revert_pages(0, 1).is_error());             // no snapshot behind it
+}
+
+// Snapshot-backed memory: a discarded page reads as zeros, not as the
+// snapshot; reverting brings the snapshot's data back, short runs and long.
+TEST(GuestMemory, DiscardOnASnapshotReadsZerosAndRevertsToTheFile) {
+    char path[] = "/tmp/husk-memory-test-XXXXXX";
+    int fd = ::mkstemp(path);
+    ASSERT_GE(fd, 0);
+    constexpr uint64_t kSize = 32 * MiB, kPages = kSize / 4096;
+    ASSERT_EQ(::ftruncate(fd, off_t(kSize)), 0);
+    for (uint64_t p = 0; p < kPages; ++p) {
+        uint64_t v = p + 7;
+        ASSERT_EQ(::pwrite(fd, &v, 8, off_t(p * 4096)), 8);
+    }
+    ::close(fd);
+    auto mem = GuestMemory::from_file(path, kSize).release_value();
+    ::unlink(path);
+    mem.track_vmm_writes();
+    ASSERT_TRUE(mem.discard(8 * 4096, 4 * 4096));
+    ASSERT_TRUE(mem.discard(MiB, 5000 * 4096));  // more than a short run
+    EXPECT_EQ(mem.read_obj<uint64_t>(8 * 4096).value(), 0u);
+    EXPECT_EQ(mem.read_obj<uint64_t>(12 * 4096).value(), 12u + 7);
+    EXPECT_EQ(mem.read_obj<uint64_t>(MiB + 4999 * 4096).value(), 0u);
+    // The discards count as the VMM's writes: a reset reverts them.
+    std::vector<uint64_t> dirty((kPages + 63) / 64);
+    mem.take_vmm_dirty(dirty);
+    EXPECT_EQ(dirty[0], 0xfull << 8);
+    ASSERT_TRUE(mem.revert_pages(8, 4));
+    ASSERT_TRUE(mem.revert_pages(256, 5000));
+    for (uint64_t p : {8ull, 11ull, 256ull, 4000ull, 5255ull})
+        EXPECT_EQ(mem.read_obj<uint64_t>(p * 4096).value(), p + 7) << "page " << p;
+    // A reverted page is copy-on-write again: writing it leaves the file alone.
+    ASSERT_TRUE(mem.write_obj<uint64_t>(8 * 4096, 1));
+    ASSERT_TRUE(mem.revert_pages(8, 1));
+    EXPECT_EQ(mem.read_obj<uint64_t>(8 * 4096).value(), 15u);
 }
 
 }  // namespace

@@ -1,0 +1,260 @@
+#include "vmm/devices/virtio/balloon/balloon.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "vmm/base/log.h"
+#include "vmm/base/wire.h"
+
+namespace husk::virtio {
+namespace {
+
+constexpr uint64_t kPage = 1ull << Balloon::kPfnShift;
+constexpr size_t kConfigSize = 16;  // num_pages, actual, free_page_hint_cmd_id, poison_val
+constexpr uint32_t kMaxPfnsPerRequest = 1u << 20;  // 4 GiB of pages per buffer: more is not a driver
+
+void put_le32(uint8_t* p, uint32_t v) {
+    for (int i = 0; i < 4; ++i) p[i] = uint8_t(v >> (8 * i));
+}
+
+}  // namespace
+
+const char* Balloon::stat_name(uint16_t tag) {
+    static const char* const names[] = {"swap_in",  "swap_out", "major_faults",    "minor_faults",    "free",
+                                        "total",    "available", "caches",         "hugetlb_allocs", "hugetlb_failures"};
+    return tag < std::size(names) ? names[tag] : nullptr;
+}
+
+uint64_t Balloon::device_features() const {
+    return kFeatureStatsVq | (m_options.deflate_on_oom ? kFeatureDeflateOnOom : 0) |
+           (m_options.free_page_reporting ? kFeatureReporting : 0);
+}
+
+void Balloon::read_config(uint64_t offset, std::span<uint8_t> data) const {
+    uint8_t config[kConfigSize] = {};
+    put_le32(config, m_target);
+    put_le32(config + 4, m_actual);
+    read_config_bytes(config, offset, data);
+}
+
+void Balloon::write_config(uint64_t offset, std::span<const uint8_t> data) {
+    // Only `actual` is the driver's to write (poison_val needs PAGE_POISON, never offered).
+    uint8_t config[kConfigSize] = {};
+    put_le32(config + 4, m_actual);
+    for (size_t i = 0; i < data.size(); ++i)
+        if (offset + i >= 4 && offset + i < 8) config[offset + i] = data[i];
+    uint32_t actual = 0;
+    for (int i = 0; i < 4; ++i) actual |= uint32_t(config[4 + i]) << (8 * i);
+    if (actual != m_actual) log::debug("virtio-balloon: the driver holds {} pages (target {})", actual, m_target);
+    m_actual = actual;
+}
+
+Result<void> Balloon::activate(uint64_t features, std::span<Queue> queues, DeviceContext ctx) {
+    if (queues.size() < 2 || !queues[0].ready() || !queues[1].ready())
+        return Error::from_string("virtio-balloon: inflate and deflate queues not ready");
+    m_features = features;
+    m_queues = queues;
+    size_t next = 2;
+    m_stats_index = (features & kFeatureStatsVq) ? next++ : SIZE_MAX;
+    m_reporting_index = (features & kFeatureReporting) ? next++ : SIZE_MAX;
+    m_ctx = std::move(ctx);
+    m_active = true;
+    m_stats_head = -1;
+    return {};
+}
+
+void Balloon::reset() {
+    m_active = false;
+    m_queues = {};
+    m_stats_head = -1;
+    m_actual = 0;
+    m_features = 0;
+}
+
+Balloon::Role Balloon::role(size_t index) const {
+    if (index == 0) return kInflate;
+    if (index == 1) return kDeflate;
+    if (index == m_stats_index) return kStats;
+    if (index == m_reporting_index) return kReporting;
+    return kNone;
+}
+
+void Balloon::queue_notify(size_t index) {
+    if (!m_active || index >= m_queues.size() || !m_queues[index].ready()) return;
+    Queue& q = m_queues[index];
+    switch (role(index)) {
+        case kInflate:
+            return handle_pfns(q, true);
+        case kDeflate:
+            return handle_pfns(q, false);
+        case kStats:
+            return handle_stats(q);
+        case kReporting:
+            return handle_reports(q);
+        case kNone:
+            return;
+    }
+}
+
+bool Balloon::discard_pfns(std::vector<uint32_t>& pfns) {
+    const GuestMemory& mem = *m_ctx.memory;
+    std::sort(pfns.begin(), pfns.end());
+    pfns.erase(std::unique(pfns.begin(), pfns.end()), pfns.end());
+    // Runs of consecutive PFNs, each checked before any is discarded.
+    std::vector<std::pair<uint64_t, uint64_t>> runs;  // (gpa, bytes)
+    for (size_t i = 0; i < pfns.size();) {
+        size_t j = i + 1;
+        while (j < pfns.size() && pfns[j] == pfns[j - 1] + 1) ++j;
+        runs.emplace_back(uint64_t(pfns[i]) << kPfnShift, uint64_t(j - i) * kPage);
+        i = j;
+    }
+    for (const auto& [gpa, len] : runs)
+        if (!mem.contains(gpa, len)) return false;
+    for (const auto& [gpa, len] : runs) {
+        if (auto r = mem.discard(gpa, len); r.is_error()) {
+            log::warn("virtio-balloon: {}", r.error().message());
+            continue;
+        }
+        ++m_counts.discard_calls;
+    }
+    return true;
+}
+
+void Balloon::handle_pfns(Queue& queue, bool inflate) {
+    const GuestMemory& mem = *m_ctx.memory;
+    bool used = false;
+    for (;;) {
+        auto next = queue.pop(mem);
+        if (next.is_error()) return m_ctx.fail(next.error());
+        if (!next.value()) break;
+        auto& chain = *next.value();
+        std::vector<uint32_t> pfns;
+        bool ok = chain.readable_bytes() % 4 == 0 && chain.readable_bytes() / 4 <= kMaxPfnsPerRequest;
+        for (const auto& b : chain.buffers()) {
+            if (!ok || b.device_writable) break;
+            auto bytes = mem.slice(b.addr, b.len);  // checked at pop
+            if (bytes.is_error()) return m_ctx.fail(bytes.error());
+            size_t first = pfns.size();
+            pfns.resize(first + b.len / 4);
+            std::memcpy(pfns.data() + first, bytes.value().data(), b.len / 4 * 4);
+        }
+        if (ok && inflate) {
+            ok = discard_pfns(pfns);
+        } else if (ok) {
+            for (uint32_t pfn : pfns) ok = ok && mem.contains(uint64_t(pfn) << kPfnShift, kPage);
+        }
+        if (ok) {
+            (inflate ? m_counts.inflated_pages : m_counts.deflated_pages) += pfns.size();
+        } else {
+            if (m_counts.refused_requests++ == 0)
+                log::warn("virtio-balloon: the driver sent a PFN outside guest RAM; the request is refused");
+        }
+        if (auto r = queue.add_used(mem, chain.head(), 0); r.is_error()) return m_ctx.fail(r.error());
+        used = true;
+    }
+    if (used) notify_if_wanted(queue, m_ctx);
+}
+
+void Balloon::handle_reports(Queue& queue) {
+    const GuestMemory& mem = *m_ctx.memory;
+    bool used = false;
+    for (;;) {
+        auto next = queue.pop(mem);
+        if (next.is_error()) return m_ctx.fail(next.error());
+        if (!next.value()) break;
+        auto& chain = *next.value();
+        // Each buffer is a free range; only whole pages inside it go. The
+        // buffers were checked to lie in guest RAM when the chain was popped.
+        uint64_t bytes = 0;
+        for (const auto& b : chain.buffers()) {
+            uint64_t start = (b.addr + kPage - 1) & ~(kPage - 1), end = (b.addr + b.len) & ~(kPage - 1);
+            if (end <= start) continue;
+            if (auto r = mem.discard(start, end - start); r.is_error()) {
+                log::warn("virtio-balloon: {}", r.error().message());
+                continue;
+            }
+            ++m_counts.discard_calls;
+            bytes += end - start;
+        }
+        m_counts.reported_bytes += bytes;
+        if (auto r = queue.add_used(mem, chain.head(), 0); r.is_error()) return m_ctx.fail(r.error());
+        used = true;
+    }
+    if (used) notify_if_wanted(queue, m_ctx);
+}
+
+void Balloon::handle_stats(Queue& queue) {
+    const GuestMemory& mem = *m_ctx.memory;
+    for (;;) {
+        auto next = queue.pop(mem);
+        if (next.is_error()) return m_ctx.fail(next.error());
+        if (!next.value()) break;
+        auto& chain = *next.value();
+        // Entries are packed: le16 tag, le64 value (10 bytes each).
+        std::string bytes;
+        for (const auto& b : chain.buffers()) {
+            if (b.device_writable || bytes.size() + b.len > 4096) break;
+            auto src = mem.slice(b.addr, b.len);
+            if (src.is_error()) return m_ctx.fail(src.error());
+            bytes.append(reinterpret_cast<const char*>(src.value().data()), b.len);
+        }
+        for (size_t off = 0; off + 10 <= bytes.size(); off += 10) {
+            uint16_t tag = uint16_t(uint8_t(bytes[off]) | uint8_t(bytes[off + 1]) << 8);
+            uint64_t value = 0;
+            for (int i = 0; i < 8; ++i) value |= uint64_t(uint8_t(bytes[off + 2 + i])) << (8 * i);
+            if (const char* name = stat_name(tag)) m_counts.stats[name] = value;
+        }
+        ++m_counts.stats_updates;
+        // The driver expects one buffer in flight: an older one goes back unread.
+        if (m_stats_head >= 0) {
+            if (auto r = queue.add_used(mem, uint16_t(m_stats_head), 0); r.is_error()) return m_ctx.fail(r.error());
+            notify_if_wanted(queue, m_ctx);
+        }
+        m_stats_head = chain.head();
+    }
+}
+
+void Balloon::set_target(uint32_t pages) {
+    if (pages == m_target) return;
+    m_target = pages;
+    if (m_active && m_ctx.signal_config) m_ctx.signal_config();
+}
+
+bool Balloon::request_stats() {
+    if (!m_active || m_stats_head < 0 || m_stats_index == SIZE_MAX) return false;
+    Queue& q = m_queues[m_stats_index];
+    if (auto r = q.add_used(*m_ctx.memory, uint16_t(m_stats_head), 0); r.is_error()) {
+        m_ctx.fail(r.error());
+        return false;
+    }
+    m_stats_head = -1;
+    notify_if_wanted(q, m_ctx);
+    return true;
+}
+
+BalloonInfo Balloon::info() const {
+    BalloonInfo i = m_counts;
+    i.target_pages = m_target;
+    i.actual_pages = m_actual;
+    i.driver_ready = m_active;
+    return i;
+}
+
+std::string Balloon::save_state() const {
+    return wire::Writer().u32(m_target).u32(m_actual).u32(uint32_t(m_stats_head)).take();
+}
+
+Result<void> Balloon::load_state(std::string_view bytes) {
+    wire::Reader r(bytes, "snapshot");
+    uint32_t target = r.u32(), actual = r.u32();
+    int32_t head = r.i32();
+    TRY(r.finish("virtio-balloon state"));
+    if (head >= 0 && (m_stats_index == SIZE_MAX || size_t(head) >= m_queues[m_stats_index].size()))
+        return Error::from_string("virtio-balloon state: the held stats buffer is not on the stats queue", EINVAL);
+    m_target = target;
+    m_actual = actual;
+    m_stats_head = head;
+    return {};
+}
+
+}  // namespace husk::virtio
