@@ -81,6 +81,8 @@ int run(int argc, char** argv) {
         "console-input", po::value<std::string>(), "console.input: none | stdin")(
         "drive", po::value<std::vector<std::string>>(),
         "[[drive]] PATH[,ro][,direct][,id=NAME]; repeat for more disks")("no-rng", "devices.rng = false")(
+        "balloon", po::value<uint32_t>(), "balloon.target_mib: MiB the guest gives back from boot on")(
+        "no-balloon", "balloon.enabled = false: no virtio-balloon device")(
         "vsock", po::value<std::string>(), "[vsock] SOCKET[,cid=N]: virtio-vsock over a Unix socket")(
         "net", po::value<std::string>(), "[net] TAP[,mac=MAC]: virtio-net over a TAP interface")(
         "container", po::value<std::string>(),
@@ -169,6 +171,8 @@ int run(int argc, char** argv) {
     if (vm.count("console")) config.console_output = vm["console"].as<std::string>();
     if (vm.count("console-input")) config.console_input = vm["console-input"].as<std::string>();
     if (vm.count("no-rng")) config.rng = false;
+    if (vm.count("balloon")) config.balloon_target_mib = vm["balloon"].as<uint32_t>();
+    if (vm.count("no-balloon")) config.balloon = false;
     if (vm.count("net")) {
         if (auto r = husk::parse_net_flag(vm["net"].as<std::string>(), config); r.is_error()) {
             husk::log::error("{}", r.error().message());
