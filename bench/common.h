@@ -33,6 +33,9 @@ int report(const std::string& dir, const std::string& out_dir);
 json restore_scenario(int runs, const std::string& vmm, const std::string& guests);
 json reset_scenario(int runs, const std::string& vmm, const std::string& guests);
 json density_scenario(int count, const std::string& vmm, const std::string& kernel, const std::string& agent);
+// Scenario "balloon-reclaim" (balloon_scenario.cpp).
+json balloon_scenario(int runs, const std::string& vmm, const std::string& qemu, const std::string& kernel,
+                      const std::string& initrd);
 // Scenario "container-start" (container_scenario.cpp).
 json container_scenario(int runs, const std::string& runtime);
 

@@ -296,6 +296,16 @@ int scenario(const std::string& name, int runs, const std::string& out_path, con
         result.update(density_scenario(runs, vmm, kernel, agent));
         write_result(result, out_path);
         return result.contains("error") ? 1 : 0;
+    } else if (name == "balloon-reclaim") {
+        std::string kernel = vm.count("kernel") ? vm["kernel"].as<std::string>() : env_or("HUSK_VMLINUX", "");
+        std::string initrd = env_or("HUSK_INITRAMFS", build + "/tests/guests/linux/test-initramfs.cpio.gz");
+        if (kernel.empty()) {
+            std::cerr << "husk-bench: balloon-reclaim needs --kernel or HUSK_VMLINUX\n";
+            return 2;
+        }
+        result.update(balloon_scenario(runs, vmm, qemu, kernel, initrd));
+        write_result(result, out_path);
+        return result.value("failures", 0) ? 1 : 0;
     } else if (name == "container-start") {
         result.update(container_scenario(runs, env_or("HUSK_RUNTIME", build + "/runtime/husk")));
         write_result(result, out_path);
@@ -386,6 +396,8 @@ int main(int argc, char** argv) {
                      "  restore  native: husk-vmm --restore of the snapshot tiny guest vs its cold boot\n"
                      "  reset    native: in-place reset latency after the guest dirtied 0..16384 pages\n"
                      "  density  rig: idle VMs restored from one template vs booted; memory per VM (--runs = VMs)\n"
+                     "  balloon-reclaim  rig: 1 GiB a Linux guest filled and freed goes back to the host, by\n"
+                     "         inflating the balloon and by free page reporting: seconds and MiB, vs QEMU's balloon\n"
                      "  agent  a container's process through husk-vmm + husk-agent, per step (agent ready, create,\n"
                      "         start, exit reported), vs runc create/start/exit on the same busybox rootfs (rig)\n"
                      "  container-start  `docker run --rm IMAGE true` and `ctr run --rm IMAGE true`, husk vs runc\n"

@@ -1,10 +1,13 @@
 // husk update [--resources FILE|-] [--memory N ...] ID: resource changes for a
-// running container. The VM's size is fixed at create: growing or shrinking it
-// needs the memory balloon and vCPU hotplug, so a change is refused with a
-// clear error rather than accepted and ignored. Values equal to what the VM has
-// are accepted (Docker resends them).
+// running container. The VM's RAM is fixed at create (the memory limit then);
+// a new memory limit moves the VM's balloon, so the guest gives back what lies
+// above it and takes it again when the limit rises, up to that size. vCPUs
+// cannot change: such a change is refused with a clear error rather than
+// accepted and ignored. Values equal to what the VM has are accepted (Docker
+// resends them).
 #include <unistd.h>
 
+#include <cctype>
 #include <iostream>
 #include <iterator>
 #include <nlohmann/json.hpp>
@@ -12,9 +15,71 @@
 #include "runtime/args.h"
 #include "runtime/runtime.h"
 #include "runtime/state.h"
+#include "vmm/api/api_server.h"
 #include "vmm/base/system.h"
 
 namespace husk::runtime {
+namespace {
+
+constexpr int64_t kMinLimitMib = 32;  // below this the guest kernel itself cannot run
+
+// runc's --memory: bytes, or a number with a k/m/g suffix (binary units).
+Result<int64_t> parse_bytes(const std::string& text) {
+    size_t used = 0;
+    int64_t n = 0;
+    try {
+        n = std::stoll(text, &used);
+    } catch (const std::exception&) {
+        return Error::from_string("update: --memory `" + text + "` is not a size (bytes, or N[kmg])", EINVAL);
+    }
+    std::string unit = text.substr(used);
+    if (!unit.empty() && (unit.back() == 'b' || unit.back() == 'B')) unit.pop_back();
+    int shift = unit.empty() ? 0 : -1;
+    if (unit.size() == 1) {
+        switch (std::tolower(unit[0])) {
+            case 'k': shift = 10; break;
+            case 'm': shift = 20; break;
+            case 'g': shift = 30; break;
+            default: break;
+        }
+    }
+    if (shift < 0) return Error::from_string("update: --memory `" + text + "` is not a size (bytes, or N[kmg])", EINVAL);
+    if (n > 0 && n > (INT64_MAX >> shift)) return Error::from_string("update: --memory `" + text + "` is too large");
+    return n << shift;
+}
+
+// The memory limit asked for, in bytes: 0 for none given, -1 for unlimited.
+Result<int64_t> memory_limit(const ArgParser& p, const nlohmann::json& resources) {
+    if (p.has("memory")) return parse_bytes(p.get("memory"));
+    if (!resources.contains("memory") || !resources["memory"].is_object()) return 0;
+    const auto& limit = resources["memory"].value("limit", nlohmann::json());
+    if (limit.is_null()) return 0;
+    if (!limit.is_number_integer()) return Error::from_string("update: memory.limit must be an integer", EINVAL);
+    int64_t v = limit.get<int64_t>();
+    return v < 0 ? -1 : v;
+}
+
+// Moves the balloon so the guest keeps `limit` bytes of its RAM.
+Result<void> apply_memory_limit(const ContainerState& state, int64_t limit) {
+    auto stats = TRY(api_call(state.api_socket, {{"cmd", "stats"}}).context("update `" + state.id + "`"));
+    int64_t vm_mib = int64_t(stats.value("memory_bytes", uint64_t(0)) >> 20);
+    int64_t limit_mib = limit < 0 ? vm_mib : (limit + (1 << 20) - 1) >> 20;
+    if (limit_mib > vm_mib)
+        return Error::from_string("update: the container's microVM has " + std::to_string(vm_mib) +
+                                      " MiB; its memory can shrink and grow back up to that, not beyond (" +
+                                      std::to_string(limit_mib) + " MiB asked): recreate the container",
+                                  ENOTSUP);
+    if (limit_mib < kMinLimitMib)
+        return Error::from_string("update: a memory limit below " + std::to_string(kMinLimitMib) +
+                                      " MiB leaves the microVM's kernel no room",
+                                  EINVAL);
+    auto reply = TRY(api_call(state.api_socket, {{"cmd", "balloon"}, {"target_mib", vm_mib - limit_mib}, {"stats", false}})
+                         .context("update `" + state.id + "`"));
+    (void)reply;
+    return {};
+}
+
+}  // namespace
 
 Result<int> cmd_update(const GlobalOptions& g, const Args& args) {
     ArgParser p("update");
@@ -37,23 +102,19 @@ Result<int> cmd_update(const GlobalOptions& g, const Args& args) {
         } catch (const nlohmann::json::exception& e) {
             return Error::from_string(std::string("update: --resources is not valid JSON: ") + e.what());
         }
+        if (!resources.is_object()) return Error::from_string("update: --resources must hold a JSON object", EINVAL);
     }
-    bool memory = p.has("memory") || (resources.contains("memory") && resources["memory"].contains("limit") &&
-                                      !resources["memory"]["limit"].is_null() && resources["memory"]["limit"] != 0);
     bool cpu = p.has("cpu-quota") || p.has("cpuset-cpus") ||
                (resources.contains("cpu") && resources["cpu"].is_object() &&
                 ((resources["cpu"].contains("quota") && !resources["cpu"]["quota"].is_null() &&
                   resources["cpu"]["quota"] != 0) ||
                  (resources["cpu"].contains("cpus") && resources["cpu"]["cpus"].is_string() &&
                   !resources["cpu"]["cpus"].get<std::string>().empty())));
-    if (memory)
-        return Error::from_string(
-            "update: the memory of a running microVM cannot change yet (it needs the balloon); "
-            "recreate the container with the new limit",
-            ENOTSUP);
     if (cpu)
         return Error::from_string("update: the vCPUs of a running microVM cannot change; recreate the container",
                                   ENOTSUP);
+    int64_t limit = TRY(memory_limit(p, resources));
+    if (limit != 0) TRY(apply_memory_limit(state, limit));
     return 0;
 }
 

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "tests/lib/subprocess.h"
+#include "vmm/api/api_server.h"
 
 namespace husk::test {
 namespace {
@@ -127,6 +128,51 @@ TEST_F(Docker, MemoryLimitSizesTheGuest) {
     long kib = std::stol(r.out.substr(r.out.find(':') + 1));
     EXPECT_GT(kib, 200 * 1024);
     EXPECT_LE(kib, 256 * 1024);
+}
+
+// husk-vmm's control socket, from its command line (the container's pid is husk-vmm's).
+std::string api_socket_of(pid_t pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/cmdline", std::ios::binary);
+    std::string all((std::istreambuf_iterator<char>(in)), {});
+    std::vector<std::string> argv;
+    for (size_t at = 0; at < all.size();) {
+        size_t end = all.find('\0', at);
+        if (end == std::string::npos) end = all.size();
+        argv.push_back(all.substr(at, end - at));
+        at = end + 1;
+    }
+    for (size_t i = 0; i + 1 < argv.size(); ++i)
+        if (argv[i] == "--api") return argv[i + 1];
+    return {};
+}
+
+// docker update --memory moves the microVM's balloon: the guest gives back
+// what lies above the new limit, and takes it again when the limit rises.
+TEST_F(Docker, UpdateMemoryMovesTheBalloon) {
+    ASSERT_EQ(docker(run() + "-d --name upd --memory 512m busybox:husk sleep 300").exit_status, 0);
+    pid_t pid = std::atoi(docker("inspect -f '{{.State.Pid}}' upd").out.c_str());
+    std::string sock = api_socket_of(pid);
+    ASSERT_FALSE(sock.empty()) << "no --api in husk-vmm's command line (pid " << pid << ")";
+    auto balloon = [&] {
+        auto r = api_call(sock, {{"cmd", "balloon"}, {"stats", false}});
+        return r ? r.value() : nlohmann::json{{"error", r.error().message()}};
+    };
+    EXPECT_EQ(balloon().value("target_mib", -1.0), 0.0) << balloon().dump();
+    auto u = docker("update --memory 256m --memory-swap 512m upd");
+    EXPECT_EQ(u.exit_status, 0) << u.err;
+    EXPECT_EQ(balloon().value("target_mib", -1.0), 256.0) << balloon().dump();
+    EXPECT_TRUE(wait_until([&] { return balloon().value("actual_mib", 0.0) >= 256; }, 240)) << balloon().dump();
+    // The container runs on inside its smaller share.
+    EXPECT_EQ(docker("exec upd true").exit_status, 0);
+    // Growing beyond the microVM's size is refused and says why.
+    u = docker("update --memory 1g --memory-swap 2g upd");
+    EXPECT_NE(u.exit_status, 0);
+    EXPECT_NE(u.err.find("not beyond"), std::string::npos) << u.err;
+    EXPECT_EQ(balloon().value("target_mib", -1.0), 256.0) << balloon().dump();
+    u = docker("update --memory 512m upd");
+    EXPECT_EQ(u.exit_status, 0) << u.err;
+    EXPECT_EQ(balloon().value("target_mib", -1.0), 0.0) << balloon().dump();
+    EXPECT_EQ(docker("rm -f upd").exit_status, 0);
 }
 
 class Containerd : public ::testing::Test {

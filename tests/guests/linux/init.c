@@ -17,6 +17,13 @@
  *   vsock-echo P        listen on vsock port P, echo one connection until EOF, reboot
  *   vsock-send P N      connect to the host (CID 2) port P, send N pattern bytes
  *                       (byte i = (i * 7 + 3) & 0xff), close, reboot
+ *   memory              print "memory ready", then take commands on stdin, one line each:
+ *                         fill N     map N MiB and write every page -> "filled N"
+ *                         free       unmap what fill mapped         -> "freed"
+ *                         hold N     a child maps and writes N MiB and keeps it
+ *                                    -> "held N", or "hold failed" if it was killed
+ *                         release    ends that child                -> "released"
+ *                         exit       reboot
  *
  * Arguments come from the kernel command line after "--". */
 #define _GNU_SOURCE
@@ -28,6 +35,9 @@
 #include <string.h>
 #include <sys/io.h>
 #include <sys/mount.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <linux/vm_sockets.h>
@@ -315,6 +325,56 @@ static void do_randread(int qd, int secs) {
     say("randread qd=%d iops=%.0f reads=%llu seconds=%.2f", qd, (double)done / elapsed, done, elapsed);
 }
 
+static void do_memory(void) {
+    say("memory ready");
+    char line[64];
+    char* filled = NULL;
+    size_t filled_bytes = 0;
+    pid_t holder = -1;
+    while (fgets(line, sizeof line, stdin)) {
+        unsigned long mib = 0;
+        if (sscanf(line, "fill %lu", &mib) == 1) {
+            filled_bytes = mib << 20;
+            filled = mmap(NULL, filled_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            if (filled == MAP_FAILED) {
+                say("fill failed: %s", strerror(errno));
+                filled = NULL;
+                continue;
+            }
+            for (size_t off = 0; off < filled_bytes; off += 4096) filled[off] = 1;
+            say("filled %lu", mib);
+        } else if (strncmp(line, "free", 4) == 0) {
+            if (filled) munmap(filled, filled_bytes);
+            filled = NULL;
+            say("freed");
+        } else if (sscanf(line, "hold %lu", &mib) == 1) {
+            int fds[2];
+            if (pipe(fds) != 0) continue;
+            holder = fork();
+            if (holder == 0) {
+                char* p = mmap(NULL, mib << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+                if (p == MAP_FAILED) _exit(1);
+                for (size_t off = 0; off < (mib << 20); off += 4096) p[off] = 1;
+                if (write(fds[1], "x", 1) != 1) _exit(1);
+                for (;;) pause();
+            }
+            close(fds[1]);
+            char c;
+            if (holder > 0 && read(fds[0], &c, 1) == 1)
+                say("held %lu", mib);
+            else
+                say("hold failed");
+            close(fds[0]);
+        } else if (strncmp(line, "release", 7) == 0) {
+            if (holder > 0) kill(holder, SIGKILL), waitpid(holder, NULL, 0);
+            holder = -1;
+            say("released");
+        } else if (strncmp(line, "exit", 4) == 0) {
+            return;
+        }
+    }
+}
+
 static void debug_exit(int status) {
     outb((unsigned char)status, DEBUG_PORT + 1);
     for (;;) pause();
@@ -376,6 +436,7 @@ int main(int argc, char** argv) {
     if (strcmp(action, "vsock-echo") == 0) do_vsock_echo((unsigned)status);
     if (strcmp(action, "vsock-send") == 0) do_vsock_send((unsigned)status, vsock_bytes);
     if (strcmp(action, "vsock-probe") == 0) do_vsock_probe((unsigned)status);
+    if (strcmp(action, "memory") == 0) do_memory(), action = "reboot";
     if (strncmp(action, "vsock", 5) == 0) status = 0, action = "reboot";
     sync();
     if (strcmp(action, "exit") == 0) debug_exit(status);
