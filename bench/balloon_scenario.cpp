@@ -104,14 +104,37 @@ std::optional<Sample> run_once(bool husk, bool reporting, const std::string& vmm
     if (husk) {
         std::ofstream(dir + "/vm.toml") << "[balloon]\nfree_page_reporting = " << (reporting ? "true" : "false")
                                         << "\n";
-        argv = {vmm,       "--config", dir + "/vm.toml", "--kernel", kernel,  "--initramfs",     initrd,
-                "--memory", std::to_string(kGuestMib),   "--cmdline", cmdline, "--console-input", "stdin",
-                "--api",    sock};
+        argv = {vmm,         "--config", dir + "/vm.toml",
+                "--kernel",  kernel,     "--initramfs",
+                initrd,      "--memory", std::to_string(kGuestMib),
+                "--cmdline", cmdline,    "--console-input",
+                "stdin",     "--api",    sock};
     } else {
-        argv = {qemu, "-M", "microvm,x-option-roms=off,isa-serial=on,rtc=off,acpi=off", "-accel", "kvm", "-cpu", "host",
-                "-m", std::to_string(kGuestMib), "-smp", "1", "-nodefaults", "-nographic", "-serial", "stdio",
-                "-kernel", kernel, "-initrd", initrd, "-append", cmdline, "-no-reboot", "-qmp",
-                "unix:" + sock + ",server=on,wait=off", "-device",
+        argv = {qemu,
+                "-M",
+                "microvm,x-option-roms=off,isa-serial=on,rtc=off,acpi=off",
+                "-accel",
+                "kvm",
+                "-cpu",
+                "host",
+                "-m",
+                std::to_string(kGuestMib),
+                "-smp",
+                "1",
+                "-nodefaults",
+                "-nographic",
+                "-serial",
+                "stdio",
+                "-kernel",
+                kernel,
+                "-initrd",
+                initrd,
+                "-append",
+                cmdline,
+                "-no-reboot",
+                "-qmp",
+                "unix:" + sock + ",server=on,wait=off",
+                "-device",
                 std::string("virtio-balloon-device") + (reporting ? ",free-page-reporting=on" : "")};
     }
     RunningProcess p(argv, true);
@@ -153,8 +176,8 @@ std::optional<Sample> run_once(bool husk, bool reporting, const std::string& vmm
                 if (done) s.discard_calls = r.value().value("discard_calls", uint64_t(0));
             } else {
                 auto r = qmp.execute({{"execute", "query-balloon"}});
-                done = r.contains("return") && r["return"].value("actual", uint64_t(~0ull)) <=
-                                                   (uint64_t(kGuestMib - kReclaimMib) << 20);
+                done = r.contains("return") &&
+                       r["return"].value("actual", uint64_t(~0ull)) <= (uint64_t(kGuestMib - kReclaimMib) << 20);
             }
         }
         if (!done) return fail("the balloon did not reach its target");
@@ -184,8 +207,9 @@ json balloon_scenario(int runs, const std::string& vmm, const std::string& qemu,
     json out = {{"guest", fmt::format("kernel-config/ vmlinux + test initramfs, {} MiB, 1 vCPU; 1 GiB filled and "
                                       "freed by a guest process, then reclaimed",
                                       kGuestMib)},
-                {"measure", "seconds: target set (inflate) or memory freed (reporting) until done; returned: VmRSS "
-                            "before minus after"}};
+                {"measure",
+                 "seconds: target set (inflate) or memory freed (reporting) until done; returned: VmRSS "
+                 "before minus after"}};
     bool have_qemu = husk::test::run_process({qemu, "--version"}, {}).exit_status == 0;
     if (!have_qemu) out["note"] = "QEMU (" + qemu + ") is not installed: husk only";
     int failures = 0;
@@ -210,11 +234,10 @@ json balloon_scenario(int runs, const std::string& vmm, const std::string& qemu,
         if (have_qemu) entry["qemu"] = {{"reclaim_ms", stats(secs[1])}, {"returned_mib", stats(mib[1])}};
         if (!calls.empty()) entry["husk_discard_calls"] = stats(calls);
         if (!secs[0].empty() && !secs[1].empty()) {
-            entry["ratio_husk_over_qemu"] = {
-                {"reclaim_time", double(entry["husk"]["reclaim_ms"]["median"]) /
-                                     double(entry["qemu"]["reclaim_ms"]["median"])},
-                {"returned", double(entry["husk"]["returned_mib"]["median"]) /
-                                 double(entry["qemu"]["returned_mib"]["median"])}};
+            entry["ratio_husk_over_qemu"] = {{"reclaim_time", double(entry["husk"]["reclaim_ms"]["median"]) /
+                                                                  double(entry["qemu"]["reclaim_ms"]["median"])},
+                                             {"returned", double(entry["husk"]["returned_mib"]["median"]) /
+                                                              double(entry["qemu"]["returned_mib"]["median"])}};
             fmt::print(stderr, "balloon-reclaim {}: median husk {:.2f} s / {:.0f} MiB, qemu {:.2f} s / {:.0f} MiB\n",
                        reporting ? "reporting" : "inflate", double(entry["husk"]["reclaim_ms"]["median"]) / 1000,
                        double(entry["husk"]["returned_mib"]["median"]),

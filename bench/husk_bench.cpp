@@ -3,6 +3,7 @@
 //
 //   husk-bench tiny  [--runs N] [--out FILE]   native: tiny PVH guest, husk-vmm vs QEMU microvm
 //   husk-bench boot  [--runs N] [--out FILE]   Linux guest boot to init, husk-vmm vs QEMU microvm
+//   husk-bench all   [--runs N] [--results DIR] every scenario, native or in the rig, then the report
 //
 // Paths come from flags or HUSK_* variables (see --help). Results go to
 // --out (default: stdout as one JSON document).
@@ -374,7 +375,8 @@ int main(int argc, char** argv) {
         "kernel", po::value<std::string>(), "guest vmlinux for `boot` (default $HUSK_VMLINUX)")(
         "results", po::value<std::string>()->default_value("bench/results"), "results directory for `report`")(
         "scenario", po::value<std::string>(),
-        "tiny | boot | blk-device | blk-iops | agent | container-start | restore | reset | density | report");
+        "tiny | boot | blk-device | blk-iops | agent | container-start | restore | reset | density | balloon-reclaim | "
+        "all | report");
     po::positional_options_description pos;
     pos.add("scenario", 1);
     po::variables_map vm;
@@ -386,31 +388,38 @@ int main(int argc, char** argv) {
         return 2;
     }
     if (vm.count("help") || !vm.count("scenario")) {
-        std::cout << "Usage: husk-bench SCENARIO [options]\n\n"
-                     "Scenarios (husk and its peer run interleaved, --runs times each):\n"
-                     "  tiny   native: a tiny PVH guest (tests/guests/pvh.S) under husk-vmm and QEMU microvm:\n"
-                     "         launch to console line, launch to exit, husk's VMM start to first KVM_RUN,\n"
-                     "         and resident memory of each VMM\n"
-                     "  blk-device  virtio-blk request rate on the device side (fake driver, tmpfs image)\n"
-                     "  blk-iops    guest 4 KiB random-read IOPS at QD 1 and 32, husk-vmm vs QEMU microvm (rig)\n"
-                     "  restore  native: husk-vmm --restore of the snapshot tiny guest vs its cold boot\n"
-                     "  reset    native: in-place reset latency after the guest dirtied 0..16384 pages\n"
-                     "  density  rig: idle VMs restored from one template vs booted; memory per VM (--runs = VMs)\n"
-                     "  balloon-reclaim  rig: 1 GiB a Linux guest filled and freed goes back to the host, by\n"
-                     "         inflating the balloon and by free page reporting: seconds and MiB, vs QEMU's balloon\n"
-                     "  agent  a container's process through husk-vmm + husk-agent, per step (agent ready, create,\n"
-                     "         start, exit reported), vs runc create/start/exit on the same busybox rootfs (rig)\n"
-                     "  container-start  `docker run --rm IMAGE true` and `ctr run --rm IMAGE true`, husk vs runc\n"
-                     "         (private dockerd/containerd; needs HUSK_KERNEL for the runtime; rig)\n"
-                     "  report  report.html (SVG charts) and summary.md from the newest result of each scenario\n"
-                     "         in --results (default bench/results), written there or to --out DIR\n"
-                     "  boot   Linux guest (kernel-config/ vmlinux + test initramfs) boot to init, husk-vmm vs\n"
-                     "         QEMU microvm; needs hardware KVM (run it inside tests/rig/run on PVM hosts)\n\n"
-                  << opts
-                  << "\nEnvironment: HUSK_BUILD_DIR (default build), HUSK_VMM, HUSK_QEMU, HUSK_GUESTS, HUSK_VMLINUX,\n"
-                     "HUSK_INITRAMFS. bench/run-issue3 records both scenarios in bench/results/.\n";
+        std::cout
+            << "Usage: husk-bench SCENARIO [options]\n\n"
+               "Scenarios (husk and its peer run interleaved, --runs times each):\n"
+               "  tiny   native: a tiny PVH guest (tests/guests/pvh.S) under husk-vmm and QEMU microvm:\n"
+               "         launch to console line, launch to exit, husk's VMM start to first KVM_RUN,\n"
+               "         and resident memory of each VMM\n"
+               "  blk-device  virtio-blk request rate on the device side (fake driver, tmpfs image)\n"
+               "  blk-iops    guest 4 KiB random-read IOPS at QD 1 and 32, husk-vmm vs QEMU microvm (rig)\n"
+               "  restore  native: husk-vmm --restore of the snapshot tiny guest vs its cold boot\n"
+               "  reset    native: in-place reset latency after the guest dirtied 0..16384 pages\n"
+               "  density  rig: idle VMs restored from one template vs booted; memory per VM (--runs = VMs)\n"
+               "  balloon-reclaim  rig: 1 GiB a Linux guest filled and freed goes back to the host, by\n"
+               "         inflating the balloon and by free page reporting: seconds and MiB, vs QEMU's balloon\n"
+               "  agent  a container's process through husk-vmm + husk-agent, per step (agent ready, create,\n"
+               "         start, exit reported), vs runc create/start/exit on the same busybox rootfs (rig)\n"
+               "  container-start  `docker run --rm IMAGE true` and `ctr run --rm IMAGE true`, husk vs runc\n"
+               "         (private dockerd/containerd; needs HUSK_KERNEL for the runtime; rig)\n"
+               "  all    every scenario above, natively where this host can and through tests/rig/run where it\n"
+               "         needs hardware KVM; results into --results, then the report\n"
+               "  report  report.html (SVG charts) and summary.md from the newest result of each scenario\n"
+               "         in --results (default bench/results), written there or to --out DIR\n"
+               "  boot   Linux guest (kernel-config/ vmlinux + test initramfs) boot to init, husk-vmm vs\n"
+               "         QEMU microvm; needs hardware KVM (run it inside tests/rig/run on PVM hosts)\n\n"
+            << opts
+            << "\nEnvironment: HUSK_BUILD_DIR (default build), HUSK_VMM, HUSK_QEMU, HUSK_GUESTS, HUSK_VMLINUX,\n"
+               "HUSK_INITRAMFS, HUSK_SOURCE_DIR (for `all`: tests/rig/run, kernel-config/build). bench/run installs\n"
+               "what is missing and runs `all` (or the scenarios it is given) into bench/results/.\n";
         return vm.count("help") ? 0 : 2;
     }
+    if (vm["scenario"].as<std::string>() == "all")
+        return husk::bench::run_all(vm["runs"].as<int>(), vm["results"].as<std::string>(),
+                                    vm.count("kernel") ? vm["kernel"].as<std::string>() : std::string());
     if (vm["scenario"].as<std::string>() == "report") {
         std::string results = vm["results"].as<std::string>();
         std::string out = vm["out"].as<std::string>();

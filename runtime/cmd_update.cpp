@@ -37,13 +37,21 @@ Result<int64_t> parse_bytes(const std::string& text) {
     int shift = unit.empty() ? 0 : -1;
     if (unit.size() == 1) {
         switch (std::tolower(unit[0])) {
-            case 'k': shift = 10; break;
-            case 'm': shift = 20; break;
-            case 'g': shift = 30; break;
-            default: break;
+            case 'k':
+                shift = 10;
+                break;
+            case 'm':
+                shift = 20;
+                break;
+            case 'g':
+                shift = 30;
+                break;
+            default:
+                break;
         }
     }
-    if (shift < 0) return Error::from_string("update: --memory `" + text + "` is not a size (bytes, or N[kmg])", EINVAL);
+    if (shift < 0)
+        return Error::from_string("update: --memory `" + text + "` is not a size (bytes, or N[kmg])", EINVAL);
     if (n > 0 && n > (INT64_MAX >> shift)) return Error::from_string("update: --memory `" + text + "` is too large");
     return n << shift;
 }
@@ -70,11 +78,12 @@ Result<void> apply_memory_limit(const ContainerState& state, int64_t limit) {
                                       std::to_string(limit_mib) + " MiB asked): recreate the container",
                                   ENOTSUP);
     if (limit_mib < kMinLimitMib)
-        return Error::from_string("update: a memory limit below " + std::to_string(kMinLimitMib) +
-                                      " MiB leaves the microVM's kernel no room",
-                                  EINVAL);
-    auto reply = TRY(api_call(state.api_socket, {{"cmd", "balloon"}, {"target_mib", vm_mib - limit_mib}, {"stats", false}})
-                         .context("update `" + state.id + "`"));
+        return Error::from_string(
+            "update: a memory limit below " + std::to_string(kMinLimitMib) + " MiB leaves the microVM's kernel no room",
+            EINVAL);
+    auto reply =
+        TRY(api_call(state.api_socket, {{"cmd", "balloon"}, {"target_mib", vm_mib - limit_mib}, {"stats", false}})
+                .context("update `" + state.id + "`"));
     (void)reply;
     return {};
 }

@@ -490,8 +490,8 @@ Result<nlohmann::json> Vmm::balloon(std::optional<uint32_t> target_mib, bool fre
     if (!m_balloon) return Error::from_string("this VM has no balloon (balloon.enabled = false)", ENOTSUP);
     constexpr uint32_t kPagesPerMib = (1u << 20) >> virtio::Balloon::kPfnShift;
     if (target_mib && *target_mib >= m_config.memory_mib)
-        return Error::from_string(fmt::format("a balloon of {} MiB leaves the guest nothing: it has {} MiB", *target_mib,
-                                              m_config.memory_mib),
+        return Error::from_string(fmt::format("a balloon of {} MiB leaves the guest nothing: it has {} MiB",
+                                              *target_mib, m_config.memory_mib),
                                   EINVAL);
     uint64_t seen = 0;
     bool asked = false;
@@ -540,9 +540,9 @@ Result<std::string> Vmm::setup_virtio(const VmConfig& config) {
     if (!config.vsock_socket.empty())
         devices.push_back(TRY(virtio::Vsock::create({config.vsock_cid, config.vsock_socket})));
     if (config.balloon) {
-        auto balloon = std::make_unique<virtio::Balloon>(virtio::BalloonOptions{
-            uint32_t(uint64_t(config.balloon_target_mib) << 20 >> virtio::Balloon::kPfnShift),
-            config.balloon_deflate_on_oom, config.balloon_free_page_reporting});
+        auto balloon = std::make_unique<virtio::Balloon>(
+            virtio::BalloonOptions{uint32_t(uint64_t(config.balloon_target_mib) << 20 >> virtio::Balloon::kPfnShift),
+                                   config.balloon_deflate_on_oom, config.balloon_free_page_reporting});
         m_balloon = balloon.get();
         devices.push_back(std::move(balloon));
     }

@@ -34,8 +34,8 @@ protected:
     void TearDown() override { fs::remove_all(dir); }
 
     std::unique_ptr<RunningProcess> start(std::vector<std::string> args, const std::string& api) {
-        std::vector<std::string> argv = {env_or("HUSK_VMM"), "--console-input", "stdin", "--api", api,
-                                         "--log",            dir + "/log"};
+        std::vector<std::string> argv = {env_or("HUSK_VMM"), "--console-input", "stdin", "--api", api, "--log",
+                                         dir + "/log"};
         argv.insert(argv.end(), args.begin(), args.end());
         auto p = std::make_unique<RunningProcess>(argv, true);
         EXPECT_TRUE(wait_until([&] { return fs::exists(api); }, 30)) << log();
@@ -167,9 +167,9 @@ TEST_F(BalloonTest, SnapshotKeepsTheBalloonAndResetUndoesAnInflate) {
 }
 
 TEST_F(BalloonTest, WithoutTheDeviceTheApiSaysSo) {
-    auto r = run_process({env_or("HUSK_VMM"), "--kernel", env_or("HUSK_GUESTS") + "/balloon.elf", "--memory", "128",
-                          "--no-balloon"},
-                         {.timeout_seconds = 30});
+    auto r = run_process(
+        {env_or("HUSK_VMM"), "--kernel", env_or("HUSK_GUESTS") + "/balloon.elf", "--memory", "128", "--no-balloon"},
+        {.timeout_seconds = 30});
     EXPECT_EQ(r.exit_status, 4) << r.out << r.err;  // the guest finds no balloon
     EXPECT_NE(r.out.find("no balloon"), std::string::npos) << r.out;
     std::string sock = dir + "/s.sock";
@@ -178,9 +178,9 @@ TEST_F(BalloonTest, WithoutTheDeviceTheApiSaysSo) {
     auto b = api(sock, {{"cmd", "balloon"}, {"target_mib", 4}});
     EXPECT_NE(b.value("error", "").find("this VM has no balloon"), std::string::npos) << b.dump();
     quit(*p);
-    r = run_process({env_or("HUSK_VMM"), "--kernel", env_or("HUSK_GUESTS") + "/balloon.elf", "--memory", "64",
-                     "--balloon", "64"},
-                    {.timeout_seconds = 30});
+    r = run_process(
+        {env_or("HUSK_VMM"), "--kernel", env_or("HUSK_GUESTS") + "/balloon.elf", "--memory", "64", "--balloon", "64"},
+        {.timeout_seconds = 30});
     EXPECT_EQ(r.exit_status, 1);
     EXPECT_NE(r.err.find("balloon.target_mib (64) must be less than machine.memory_mib (64)"), std::string::npos)
         << r.err;

@@ -104,8 +104,11 @@ TEST_F(LinuxBalloon, InflatingToATargetShrinksTheHostsShare) {
     auto b = api({{"cmd", "balloon"}, {"target_mib", 512}});
     ASSERT_FALSE(b.contains("error")) << b.dump();
     // The driver inflates until its `actual` meets the target.
-    EXPECT_TRUE(wait_until([&] { return api({{"cmd", "balloon"}, {"stats", false}}).value("actual_mib", 0.0) >= 512; },
-                           240))
+    EXPECT_TRUE(wait_until(
+        [&] {
+            return api({{"cmd", "balloon"}, {"stats", false}}).value("actual_mib", 0.0) >= 512;
+        },
+        240))
         << api({{"cmd", "balloon"}, {"stats", false}}).dump() << log();
     int64_t after = guest_ram_kib();
     // The balloon took at least the 300 MiB of free pages that were resident.
@@ -113,8 +116,11 @@ TEST_F(LinuxBalloon, InflatingToATargetShrinksTheHostsShare) {
     EXPECT_GE(api({{"cmd", "balloon"}, {"stats", false}}).value("inflated_pages", 0), 512 * 256);
     // Deflating gives the guest its memory back.
     api({{"cmd", "balloon"}, {"target_mib", 0}});
-    EXPECT_TRUE(wait_until([&] { return api({{"cmd", "balloon"}, {"stats", false}}).value("actual_mib", 1.0) == 0; },
-                           240));
+    EXPECT_TRUE(wait_until(
+        [&] {
+            return api({{"cmd", "balloon"}, {"stats", false}}).value("actual_mib", 1.0) == 0;
+        },
+        240));
     EXPECT_TRUE(ask(*p, "fill 600", "filled 600")) << p->seen();
     finish(*p);
 }
@@ -127,11 +133,16 @@ TEST_F(LinuxBalloon, DeflateOnOomLetsAnAllocationSucceed) {
         fs::remove(sock);
         auto p = boot(256, std::string("target_mib = 192\ndeflate_on_oom = ") + (deflate ? "true" : "false"));
         EXPECT_TRUE(wait_until(
-            [&] { return api({{"cmd", "balloon"}, {"stats", false}}).value("actual_mib", 0.0) >= 192; }, 240))
+            [&] {
+                return api({{"cmd", "balloon"}, {"stats", false}}).value("actual_mib", 0.0) >= 192;
+            },
+            240))
             << api({{"cmd", "balloon"}}).dump();
         p->clear_seen();
         p->write_stdin("hold 128\n");
-        auto answered = [&] { return p->wait_for_stdout("held 128", 1) || p->seen().find("hold failed") != std::string::npos; };
+        auto answered = [&] {
+            return p->wait_for_stdout("held 128", 1) || p->seen().find("hold failed") != std::string::npos;
+        };
         EXPECT_TRUE(wait_until(answered, 240)) << p->seen();
         if (deflate) {
             EXPECT_NE(p->seen().find("held 128"), std::string::npos) << p->seen();

@@ -73,7 +73,7 @@ TEST(GuestMemory, DiscardPunchesTheMemfd) {
     EXPECT_EQ(mem.read_obj<uint64_t>(MiB).value(), 1u);
     EXPECT_EQ(mem.read_obj<uint64_t>(MiB + 4096).value(), 0u);
     EXPECT_EQ(mem.read_obj<uint64_t>(MiB + 9 * 4096).value(), 10u);
-    EXPECT_TRUE(mem.discard(MiB + 1, 4096).is_error());        // not whole pages
+    EXPECT_TRUE(mem.discard(MiB + 1, 4096).is_error());         // not whole pages
     EXPECT_TRUE(mem.discard(4 * MiB - 4096, 8192).is_error());  // beyond RAM
     EXPECT_TRUE(mem.revert_pages(0, 1).is_error());             // no snapshot behind it
 }

@@ -10,7 +10,7 @@ namespace husk::virtio {
 namespace {
 
 constexpr uint64_t kPage = 1ull << Balloon::kPfnShift;
-constexpr size_t kConfigSize = 16;  // num_pages, actual, free_page_hint_cmd_id, poison_val
+constexpr size_t kConfigSize = 16;                 // num_pages, actual, free_page_hint_cmd_id, poison_val
 constexpr uint32_t kMaxPfnsPerRequest = 1u << 20;  // 4 GiB of pages per buffer: more is not a driver
 
 void put_le32(uint8_t* p, uint32_t v) {
@@ -20,8 +20,8 @@ void put_le32(uint8_t* p, uint32_t v) {
 }  // namespace
 
 const char* Balloon::stat_name(uint16_t tag) {
-    static const char* const names[] = {"swap_in",  "swap_out", "major_faults",    "minor_faults",    "free",
-                                        "total",    "available", "caches",         "hugetlb_allocs", "hugetlb_failures"};
+    static const char* const names[] = {"swap_in", "swap_out",  "major_faults", "minor_faults",   "free",
+                                        "total",   "available", "caches",       "hugetlb_allocs", "hugetlb_failures"};
     return tag < std::size(names) ? names[tag] : nullptr;
 }
 

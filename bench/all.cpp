@@ -1,0 +1,162 @@
+// husk-bench all: every scenario, each where this host can run it — natively,
+// or through the nested rig (tests/rig/run) when it needs hardware KVM that
+// this host lacks — written to the results directory, then the report.
+// Each scenario runs as its own husk-bench process, so one that fails or
+// crashes costs only its own figures; its progress streams to stderr.
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include "bench/common.h"
+
+namespace husk::bench {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Plan {
+    const char* name;
+    bool needs_hardware_kvm;  // a Linux guest: PVM cannot boot it
+};
+
+const Plan kScenarios[] = {
+    {"tiny", false},    {"blk-device", false}, {"restore", false},        {"reset", false},  {"boot", true},
+    {"blk-iops", true}, {"agent", true},       {"container-start", true}, {"density", true}, {"balloon-reclaim", true},
+};
+
+// Runs argv with stdout on a pipe, copying each chunk to stderr as it comes
+// (progress) and returning all of it; the exit status in `status`.
+std::string run_streamed(const std::vector<std::string>& argv, int& status) {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) {
+        status = 127;
+        return {};
+    }
+    pid_t pid = ::fork();
+    if (pid == 0) {
+        ::dup2(fds[1], STDOUT_FILENO);
+        std::vector<char*> args;
+        for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+        args.push_back(nullptr);
+        ::execvp(args[0], args.data());
+        _exit(127);
+    }
+    ::close(fds[1]);
+    std::string out;
+    char buf[4096];
+    for (;;) {
+        ssize_t n = ::read(fds[0], buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        out.append(buf, size_t(n));
+        (void)!::write(STDERR_FILENO, buf, size_t(n));
+    }
+    ::close(fds[0]);
+    int ws = 0;
+    ::waitpid(pid, &ws, 0);
+    status = WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
+    return out;
+}
+
+std::optional<json> between_markers(const std::string& out) {
+    const std::string begin = "----- husk-bench result -----\n", end = "----- end husk-bench result -----";
+    size_t b = out.rfind(begin);
+    if (b == std::string::npos) return std::nullopt;
+    b += begin.size();
+    size_t e = out.find(end, b);
+    if (e == std::string::npos) return std::nullopt;
+    // Inside the rig, the console may turn "\n" into "\r\n".
+    std::string text = out.substr(b, e - b);
+    std::erase(text, '\r');
+    json j = json::parse(text, nullptr, false);
+    if (j.is_discarded()) return std::nullopt;
+    return j;
+}
+
+std::string trimmed(std::string s) {
+    while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+    return s;
+}
+
+}  // namespace
+
+int run_all(int runs, const std::string& results_dir, const std::string& kernel_flag) {
+    std::string self = fs::read_symlink("/proc/self/exe").string();
+    std::string source = env_or("HUSK_SOURCE_DIR", fs::current_path().string());
+    bool hardware_kvm = fs::exists("/sys/module/kvm_intel") || fs::exists("/sys/module/kvm_amd");
+    std::string rig = source + "/tests/rig/run";
+    bool have_rig = ::access(rig.c_str(), X_OK) == 0;
+    std::error_code ec;
+    fs::create_directories(results_dir, ec);
+
+    // The guest kernel for the Linux scenarios: given, or built (and cached) by kernel-config/build.
+    std::string kernel = kernel_flag.empty() ? env_or("HUSK_VMLINUX", env_or("HUSK_KERNEL")) : kernel_flag;
+    if (kernel.empty()) {
+        auto r = husk::test::run_process({source + "/kernel-config/build"}, {.timeout_seconds = 7200});
+        if (r.exit_status == 0) kernel = trimmed(r.out.substr(r.out.rfind('\n', r.out.size() - 2) + 1));
+        if (kernel.empty() || !fs::exists(kernel)) fmt::print(stderr, "husk-bench all: no guest kernel: {}\n", r.err);
+    }
+    ::setenv("HUSK_KERNEL", kernel.c_str(), 1);
+    ::setenv("HUSK_VMLINUX", kernel.c_str(), 1);
+    ::setenv("HUSK_SOURCE_DIR", source.c_str(), 1);
+
+    char stamp[32];
+    std::time_t now = std::time(nullptr);
+    std::strftime(stamp, sizeof stamp, "%Y-%m-%dT%H%M%SZ", std::gmtime(&now));
+    char host[64] = {};
+    ::gethostname(host, sizeof host - 1);
+    std::string short_host = std::string(host).substr(0, std::string(host).find('.'));
+
+    json summary = json::array();
+    int failed = 0;
+    for (const auto& s : kScenarios) {
+        int n = runs;
+        if (std::string(s.name) == "density") n = 8;                          // VMs at once, not repetitions
+        if (std::string(s.name) == "balloon-reclaim") n = std::min(runs, 3);  // minutes per run in the rig
+        std::vector<std::string> argv = {self, s.name, "--runs", std::to_string(n), "-o", "-"};
+        std::string where = "native";
+        if (s.needs_hardware_kvm) {
+            if (kernel.empty()) {
+                summary.push_back({{"scenario", s.name}, {"skipped", "no guest kernel"}});
+                continue;
+            }
+            argv.insert(argv.end(), {"--kernel", kernel});
+            if (!hardware_kvm) {
+                if (!have_rig) {
+                    summary.push_back({{"scenario", s.name}, {"skipped", "needs hardware KVM or " + rig}});
+                    continue;
+                }
+                where = "rig";
+                argv.insert(argv.begin(),
+                            {rig, "--env", "HUSK_KERNEL", "--env", "HUSK_VMLINUX", "--env", "HUSK_SOURCE_DIR", "--"});
+            }
+        }
+        fmt::print(stderr, "\n=== husk-bench all: {} ({}, {} runs) ===\n", s.name, where, n);
+        int status = 0;
+        std::string out = run_streamed(argv, status);
+        auto result = between_markers(out);
+        if (!result) {
+            ++failed;
+            summary.push_back({{"scenario", s.name}, {"where", where}, {"failed", status}});
+            fmt::print(stderr, "husk-bench all: {} gave no result (exit {})\n", s.name, status);
+            continue;
+        }
+        std::string path = fmt::format("{}/{}-{}-{}.json", results_dir, s.name, stamp, short_host);
+        std::ofstream(path) << result->dump(2) << "\n";
+        summary.push_back({{"scenario", s.name}, {"where", where}, {"exit", status}, {"file", path}});
+        fmt::print(stderr, "husk-bench all: wrote {}\n", path);
+    }
+    int report_status = report(results_dir, results_dir);
+    fmt::print(stderr, "\nhusk-bench all:\n");
+    for (const auto& e : summary) fmt::print(stderr, "  {}\n", e.dump());
+    fmt::print(stderr, "report: {}/report.html, {}/summary.md\n", results_dir, results_dir);
+    return failed || report_status ? 1 : 0;
+}
+
+}  // namespace husk::bench
