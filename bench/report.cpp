@@ -95,8 +95,8 @@ std::string unit_of(const std::string& name) {
     return "";
 }
 
-bool higher_is_better(const std::string& unit) {
-    return unit == "IOPS" || unit == "req/s" || unit == "VMs";
+bool higher_is_better(const std::string& unit, const std::string& name) {
+    return unit == "IOPS" || unit == "req/s" || unit == "VMs" || name.find("returned") != std::string::npos;
 }
 
 std::string pretty(std::string name) {
@@ -236,7 +236,7 @@ int report(const std::string& dir, const std::string& out_dir) {
                 if (side == "husk") continue;
                 any_peer = true;
                 std::string ratio = husk == f.median.end() || v == 0 ? "—" : fmt::format("{:.2f}", husk->second / v);
-                if (husk != f.median.end() && higher_is_better(unit)) ratio += " (higher is better)";
+                if (husk != f.median.end() && higher_is_better(unit, f.name)) ratio += " (higher is better)";
                 md += fmt::format("| {} | {} | {} | {} | {} {} | {} | {} |\n", s.name, pretty(f.name), husk_text, side,
                                   number(v), unit, ratio, s.in_rig ? "rig" : "native");
                 html += fmt::format("<tr><td>{}</td><td>{}</td><td>{}</td><td>{} {}</td><td>{}</td></tr>",

@@ -238,6 +238,11 @@ Result<std::unique_ptr<Vmm>> Vmm::restore(const VmConfig& given) {
     }
     TRY(snapshot::restore_clock(vmm->m_vm, snap.vm.clock).context("restore kvmclock"));
     TRY(vmm->load_device_state(snap));
+    // The balloon's target is the snapshot's unless this restore names its own.
+    if (vmm->m_balloon && config.balloon_target_mib) {
+        auto held = vmm->m_balloon_transport->hold();
+        vmm->m_balloon->set_target(config.balloon_target_mib * ((1u << 20) >> virtio::Balloon::kPfnShift));
+    }
     vmm->m_snapshot = std::make_unique<snapshot::Snapshot>(std::move(snap));
     vmm->m_snapshot_dir = dir;
     vmm->m_restore_ms = clock::ms_since_start();
