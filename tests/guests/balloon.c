@@ -116,22 +116,6 @@ static u64 rdtsc(void) {
     return ((u64)hi << 32) | lo;
 }
 
-static int read_char(void) {
-    while (!(inb(COM1 + 5) & 1)) {
-    }
-    return inb(COM1);
-}
-
-static void put_dec(u64 v) {
-    char digits[24];
-    int n = 0;
-    do {
-        digits[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    while (n) putc(digits[--n]);
-}
-
 static int streq(const char* a, const char* b) {
     while (*a && *a == *b) ++a, ++b;
     return *a == *b;

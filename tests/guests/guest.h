@@ -37,6 +37,22 @@ static inline void put_hex(u64 v) {
     for (int i = 60; i >= 0; i -= 4) putc(digits[(v >> i) & 0xf]);
 }
 
+/* Waits for and returns the next byte on the serial console. */
+static inline int read_char(void) {
+    while (!(inb(COM1 + 5) & 1)) {
+    }
+    return inb(COM1);
+}
+static inline void put_dec(u64 v) {
+    char digits[24];
+    int n = 0;
+    do {
+        digits[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n) putc(digits[--n]);
+}
+
 static inline void mark_init_reached(void) { outb(DEBUG_PORT, 1); }
 
 /* Ends the VM with this exit status. */

@@ -13,22 +13,6 @@ static u64 round_number;
 static u64 expected_sum;
 static u64 max_pages;
 
-static int read_char(void) {
-    while (!(inb(COM1 + 5) & 1)) {
-    }
-    return inb(COM1);
-}
-
-static void put_dec(u64 v) {
-    char digits[24];
-    int n = 0;
-    do {
-        digits[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    while (n) putc(digits[--n]);
-}
-
 int guest_main(void) {
     mark_init_reached();
     for (;;) {

@@ -10,13 +10,10 @@
 #include <memory>
 #include <string>
 
-#include "tests/lib/subprocess.h"
-#include "vmm/api/api_server.h"
+#include "tests/lib/console_guest.h"
 
 namespace husk::test {
 namespace {
-
-namespace fs = std::filesystem;
 
 constexpr int64_t kPages = 8192;  // 32 MiB
 constexpr int64_t kKibPerPage = 4;
@@ -24,58 +21,19 @@ constexpr int64_t kKibPerPage = 4;
 // this PVM host ~2.7 ms: reading all 8192 would take 20 s).
 constexpr int64_t kChecked = 256;
 
-class BalloonTest : public ::testing::Test {
+class BalloonTest : public ConsoleGuestTest {
 protected:
-    void SetUp() override {
-        char tmpl[] = "/tmp/husk-balloon-test-XXXXXX";
-        ASSERT_NE(::mkdtemp(tmpl), nullptr);
-        dir = tmpl;
-    }
-    void TearDown() override { fs::remove_all(dir); }
-
-    std::unique_ptr<RunningProcess> start(std::vector<std::string> args, const std::string& api) {
-        std::vector<std::string> argv = {env_or("HUSK_VMM"), "--console-input", "stdin", "--api", api, "--log",
-                                         dir + "/log"};
-        argv.insert(argv.end(), args.begin(), args.end());
-        auto p = std::make_unique<RunningProcess>(argv, true);
-        EXPECT_TRUE(wait_until([&] { return fs::exists(api); }, 30)) << log();
-        return p;
-    }
     std::unique_ptr<RunningProcess> boot(const std::string& api, std::vector<std::string> extra = {}) {
-        std::vector<std::string> args = {"--kernel", env_or("HUSK_GUESTS") + "/balloon.elf", "--memory", "128",
-                                         "--no-rng"};
+        std::vector<std::string> args = {"--kernel", guest("balloon"), "--memory", "128", "--no-rng"};
         args.insert(args.end(), extra.begin(), extra.end());
         auto p = start(args, api);
         EXPECT_TRUE(p->wait_for_stdout("ready\n", 30)) << p->seen() << log();
         EXPECT_NE(p->seen().find("balloon ready"), std::string::npos) << p->seen();
         return p;
     }
-    // Sends one command line and returns the guest's answer line.
-    std::string ask(RunningProcess& p, const std::string& line) {
-        p.clear_seen();
-        p.write_stdin(line + "\n");
-        if (!p.wait_for_stdout("ready\n", 60)) return "timeout: " + p.seen();
-        std::string out = p.seen();
-        return out.substr(0, out.find('\n'));
-    }
-    nlohmann::json api(const std::string& socket, const nlohmann::json& request) {
-        auto r = api_call(socket, request, 30000);
-        if (!r) return {{"error", r.error().message()}};
-        return r.value();
-    }
     int64_t guest_ram_kib(const std::string& socket, const char* kind) {
         return api(socket, {{"cmd", "stats"}}).value(kind, int64_t(-1));
     }
-    std::string log() {
-        std::ifstream in(dir + "/log");
-        return std::string(std::istreambuf_iterator<char>(in), {});
-    }
-    void quit(RunningProcess& p) {
-        p.write_stdin("q\n");
-        EXPECT_EQ(p.wait_exit(30), 0) << log();
-    }
-
-    std::string dir;
 };
 
 TEST_F(BalloonTest, InflatedPagesLeaveTheHostAndDeflatedOnesComeBackEmpty) {
@@ -167,20 +125,18 @@ TEST_F(BalloonTest, SnapshotKeepsTheBalloonAndResetUndoesAnInflate) {
 }
 
 TEST_F(BalloonTest, WithoutTheDeviceTheApiSaysSo) {
-    auto r = run_process(
-        {env_or("HUSK_VMM"), "--kernel", env_or("HUSK_GUESTS") + "/balloon.elf", "--memory", "128", "--no-balloon"},
-        {.timeout_seconds = 30});
+    auto r =
+        run_process({vmm(), "--kernel", guest("balloon"), "--memory", "128", "--no-balloon"}, {.timeout_seconds = 30});
     EXPECT_EQ(r.exit_status, 4) << r.out << r.err;  // the guest finds no balloon
     EXPECT_NE(r.out.find("no balloon"), std::string::npos) << r.out;
     std::string sock = dir + "/s.sock";
-    auto p = start({"--kernel", env_or("HUSK_GUESTS") + "/snapshot.elf", "--memory", "32", "--no-balloon"}, sock);
+    auto p = start({"--kernel", guest("snapshot"), "--memory", "32", "--no-balloon"}, sock);
     EXPECT_TRUE(p->wait_for_stdout("ready\n", 30)) << log();
     auto b = api(sock, {{"cmd", "balloon"}, {"target_mib", 4}});
     EXPECT_NE(b.value("error", "").find("this VM has no balloon"), std::string::npos) << b.dump();
     quit(*p);
-    r = run_process(
-        {env_or("HUSK_VMM"), "--kernel", env_or("HUSK_GUESTS") + "/balloon.elf", "--memory", "64", "--balloon", "64"},
-        {.timeout_seconds = 30});
+    r = run_process({vmm(), "--kernel", guest("balloon"), "--memory", "64", "--balloon", "64"},
+                    {.timeout_seconds = 30});
     EXPECT_EQ(r.exit_status, 1);
     EXPECT_NE(r.err.find("balloon.target_mib (64) must be less than machine.memory_mib (64)"), std::string::npos)
         << r.err;

@@ -11,59 +11,21 @@
 #include <memory>
 #include <string>
 
-#include "tests/lib/subprocess.h"
-#include "vmm/api/api_server.h"
+#include "tests/lib/console_guest.h"
 
 namespace husk::test {
 namespace {
 
 namespace fs = std::filesystem;
 
-std::string vmm() {
-    return env_or("HUSK_VMM");
-}
-std::string guest() {
-    return env_or("HUSK_GUESTS") + "/snapshot.elf";
-}
-
-class SnapshotTest : public ::testing::Test {
+class SnapshotTest : public ConsoleGuestTest {
 protected:
-    void SetUp() override {
-        char tmpl[] = "/tmp/husk-snapshot-test-XXXXXX";
-        ASSERT_NE(::mkdtemp(tmpl), nullptr);
-        dir = tmpl;
-    }
-    void TearDown() override { fs::remove_all(dir); }
-
-    std::unique_ptr<RunningProcess> start(std::vector<std::string> args, const std::string& api) {
-        std::vector<std::string> argv = {vmm(), "--console-input", "stdin", "--api", api, "--log", dir + "/log"};
-        argv.insert(argv.end(), args.begin(), args.end());
-        auto p = std::make_unique<RunningProcess>(argv, true);
-        EXPECT_TRUE(wait_until([&] { return fs::exists(api); }, 30)) << log();
-        return p;
-    }
     std::unique_ptr<RunningProcess> boot(const std::string& api) {
-        auto p = start({"--kernel", guest(), "--memory", "32", "--no-rng"}, api);
+        auto p = start({"--kernel", guest("snapshot"), "--memory", "32", "--no-rng"}, api);
         EXPECT_TRUE(p->wait_for_stdout("ready\n", 30)) << p->seen() << log();
         return p;
     }
-    // Sends one command line and returns the guest's answer line.
-    std::string round(RunningProcess& p, const std::string& pages) {
-        p.clear_seen();
-        p.write_stdin(pages + "\n");
-        if (!p.wait_for_stdout("ready\n", 30)) return "timeout: " + p.seen();
-        std::string out = p.seen();
-        return out.substr(0, out.find('\n'));
-    }
-    nlohmann::json api(const std::string& socket, const nlohmann::json& request) {
-        auto r = api_call(socket, request, 30000);
-        if (!r) return {{"error", r.error().message()}};
-        return r.value();
-    }
-    std::string log() {
-        std::ifstream in(dir + "/log");
-        return std::string(std::istreambuf_iterator<char>(in), {});
-    }
+    std::string round(RunningProcess& p, const std::string& pages) { return ask(p, pages); }
     // A snapshot taken after rounds 1 (3 pages) and 2 (5 pages).
     std::string take_snapshot() {
         auto p = boot(dir + "/boot.sock");
@@ -77,8 +39,6 @@ protected:
         EXPECT_EQ(p->wait_exit(30), 0);
         return dir + "/snap";
     }
-
-    std::string dir;
 };
 
 TEST_F(SnapshotTest, StateSurvivesRestoreInANewProcess) {
@@ -138,7 +98,7 @@ TEST_F(SnapshotTest, RestoreInPlaceMovesARunningVmToAnotherSnapshot) {
 // The baseline CPU template (portable snapshots) boots, snapshots and restores like the host's.
 TEST_F(SnapshotTest, BaselineCpuTemplateRestores) {
     std::string sock = dir + "/b.sock";
-    auto p = start({"--kernel", guest(), "--memory", "32", "--no-rng", "--cpu-template", "baseline"}, sock);
+    auto p = start({"--kernel", guest("snapshot"), "--memory", "32", "--no-rng", "--cpu-template", "baseline"}, sock);
     ASSERT_TRUE(p->wait_for_stdout("ready\n", 30)) << log();
     EXPECT_EQ(round(*p, "3"), "round 1 dirtied 3");
     ASSERT_FALSE(api(sock, {{"cmd", "snapshot"}, {"path", dir + "/base"}}).contains("error")) << log();

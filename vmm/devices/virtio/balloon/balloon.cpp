@@ -120,20 +120,39 @@ bool Balloon::discard_pfns(std::vector<uint32_t>& pfns) {
     return true;
 }
 
-void Balloon::handle_pfns(Queue& queue, bool inflate) {
+bool Balloon::serve(Queue& queue, const std::function<bool(const DescriptorChain&)>& handle) {
     const GuestMemory& mem = *m_ctx.memory;
     bool used = false;
     for (;;) {
         auto next = queue.pop(mem);
-        if (next.is_error()) return m_ctx.fail(next.error());
+        if (next.is_error()) {
+            m_ctx.fail(next.error());
+            return false;
+        }
         if (!next.value()) break;
-        auto& chain = *next.value();
+        if (!handle(*next.value())) return false;
+        if (auto r = queue.add_used(mem, next.value()->head(), 0); r.is_error()) {
+            m_ctx.fail(r.error());
+            return false;
+        }
+        used = true;
+    }
+    if (used) notify_if_wanted(queue, m_ctx);
+    return true;
+}
+
+void Balloon::handle_pfns(Queue& queue, bool inflate) {
+    const GuestMemory& mem = *m_ctx.memory;
+    serve(queue, [&](const DescriptorChain& chain) {
         std::vector<uint32_t> pfns;
         bool ok = chain.readable_bytes() % 4 == 0 && chain.readable_bytes() / 4 <= kMaxPfnsPerRequest;
         for (const auto& b : chain.buffers()) {
             if (!ok || b.device_writable) break;
             auto bytes = mem.slice(b.addr, b.len);  // checked at pop
-            if (bytes.is_error()) return m_ctx.fail(bytes.error());
+            if (bytes.is_error()) {
+                m_ctx.fail(bytes.error());
+                return false;
+            }
             size_t first = pfns.size();
             pfns.resize(first + b.len / 4);
             std::memcpy(pfns.data() + first, bytes.value().data(), b.len / 4 * 4);
@@ -145,27 +164,18 @@ void Balloon::handle_pfns(Queue& queue, bool inflate) {
         }
         if (ok) {
             (inflate ? m_counts.inflated_pages : m_counts.deflated_pages) += pfns.size();
-        } else {
-            if (m_counts.refused_requests++ == 0)
-                log::warn("virtio-balloon: the driver sent a PFN outside guest RAM; the request is refused");
+        } else if (m_counts.refused_requests++ == 0) {
+            log::warn("virtio-balloon: the driver sent a PFN outside guest RAM; the request is refused");
         }
-        if (auto r = queue.add_used(mem, chain.head(), 0); r.is_error()) return m_ctx.fail(r.error());
-        used = true;
-    }
-    if (used) notify_if_wanted(queue, m_ctx);
+        return true;
+    });
 }
 
 void Balloon::handle_reports(Queue& queue) {
     const GuestMemory& mem = *m_ctx.memory;
-    bool used = false;
-    for (;;) {
-        auto next = queue.pop(mem);
-        if (next.is_error()) return m_ctx.fail(next.error());
-        if (!next.value()) break;
-        auto& chain = *next.value();
+    serve(queue, [&](const DescriptorChain& chain) {
         // Each buffer is a free range; only whole pages inside it go. The
         // buffers were checked to lie in guest RAM when the chain was popped.
-        uint64_t bytes = 0;
         for (const auto& b : chain.buffers()) {
             uint64_t start = (b.addr + kPage - 1) & ~(kPage - 1), end = (b.addr + b.len) & ~(kPage - 1);
             if (end <= start) continue;
@@ -174,13 +184,10 @@ void Balloon::handle_reports(Queue& queue) {
                 continue;
             }
             ++m_counts.discard_calls;
-            bytes += end - start;
+            m_counts.reported_bytes += end - start;
         }
-        m_counts.reported_bytes += bytes;
-        if (auto r = queue.add_used(mem, chain.head(), 0); r.is_error()) return m_ctx.fail(r.error());
-        used = true;
-    }
-    if (used) notify_if_wanted(queue, m_ctx);
+        return true;
+    });
 }
 
 void Balloon::handle_stats(Queue& queue) {

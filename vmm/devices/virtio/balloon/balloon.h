@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -80,6 +81,9 @@ public:
 private:
     enum Role { kInflate, kDeflate, kStats, kReporting, kNone };
     Role role(size_t index) const;
+    // Pops every chain, hands it to `handle` and returns it used (length 0);
+    // one interrupt at the end. False once the device failed.
+    bool serve(Queue& queue, const std::function<bool(const DescriptorChain&)>& handle);
     void handle_pfns(Queue& queue, bool inflate);
     void handle_reports(Queue& queue);
     void handle_stats(Queue& queue);
