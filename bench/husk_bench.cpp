@@ -101,6 +101,7 @@ json blk_device_run(double seconds, uint32_t batch) {
     uint64_t x = 88172645463325252ull;
     uint64_t done = 0;
     uint16_t used_seen = 0;
+    bool stalled = false;
     auto start = Clock::now();
     auto deadline = start + std::chrono::duration<double>(seconds);
     while (Clock::now() < deadline) {
@@ -118,7 +119,13 @@ json blk_device_run(double seconds, uint32_t batch) {
         uint64_t one = 1;
         [[maybe_unused]] ssize_t kicked = write(kick, &one, sizeof one);  // one notification per batch
         uint16_t target = uint16_t(used_seen + batch);
-        while (drv.used_idx() != target) {
+        // A device that failed (DEVICE_NEEDS_RESET) returns nothing: give up after 5 s, not spin forever.
+        auto waited_from = Clock::now();
+        while (drv.used_idx() != target && Clock::now() - waited_from < std::chrono::seconds(5)) {
+        }
+        if (drv.used_idx() != target) {
+            stalled = true;
+            break;
         }
         used_seen = target;
         done += batch;
@@ -132,6 +139,7 @@ json blk_device_run(double seconds, uint32_t batch) {
             {"seconds", secs},
             {"requests_per_second", double(done) / secs},
             {"batch", batch},
+            {"stalled", stalled},
             {"backend", "raw image on tmpfs (/dev/shm), page cache, io_uring readv"}};
 }
 
@@ -260,6 +268,12 @@ int scenario(const std::string& name, int runs, const std::string& out_path, con
         json samples = json::array();
         for (int i = 0; i < runs; ++i) {
             auto r = blk_device_run(1.0, 64);
+            if (r.value("stalled", false)) {
+                fmt::print(stderr, "  [{}/{}] the device stopped answering (see its warning); run left out\n", i + 1,
+                           runs);
+                result["failures"] = result.value("failures", 0) + 1;
+                continue;
+            }
             rates.push_back(r["requests_per_second"]);
             samples.push_back(r);
             fmt::print(stderr, "  [{}/{}] {:.0f} requests/s\n", i + 1, runs, rates.back());

@@ -189,8 +189,11 @@ std::vector<Scenario> load(const std::string& dir) {
         s.name = scenario;
         s.file = file;
         s.date = j["machine"].value("date", "");
-        s.in_rig = file != "" && (scenario == "boot" || scenario == "blk-iops" || scenario == "agent" ||
-                                  scenario == "container-start" || scenario == "density");
+        // The result says where it ran; results from before it did were rig runs for these scenarios.
+        s.in_rig = j["machine"].contains("in_rig")
+                       ? j["machine"].value("in_rig", false)
+                       : (scenario == "boot" || scenario == "blk-iops" || scenario == "agent" ||
+                          scenario == "container-start" || scenario == "density");
         s.machine = fmt::format("{} ({}, {} CPUs, kernel {}, KVM {})", j["machine"].value("hostname", ""),
                                 j["machine"].value("cpu", ""), j["machine"].value("cpus", 0),
                                 j["machine"].value("kernel", ""), j["machine"].value("kvm_backend", ""));
