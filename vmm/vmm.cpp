@@ -241,7 +241,7 @@ Result<std::unique_ptr<Vmm>> Vmm::restore(const VmConfig& given) {
     // The balloon's target is the snapshot's unless this restore names its own.
     if (vmm->m_balloon && config.balloon_target_mib) {
         auto held = vmm->m_balloon_transport->hold();
-        vmm->m_balloon->set_target(config.balloon_target_mib * ((1u << 20) >> virtio::Balloon::kPfnShift));
+        vmm->m_balloon->set_target(config.balloon_target_mib * virtio::Balloon::kPagesPerMib);
     }
     vmm->m_snapshot = std::make_unique<snapshot::Snapshot>(std::move(snap));
     vmm->m_snapshot_dir = dir;
@@ -477,8 +477,8 @@ nlohmann::json Vmm::stats() {
     if (m_balloon) {
         auto held = m_balloon_transport->hold();
         auto b = m_balloon->info();
-        j["balloon"] = {{"target_mib", double(b.target_pages) / 256},
-                        {"actual_mib", double(b.actual_pages) / 256},
+        j["balloon"] = {{"target_mib", double(b.target_pages) / virtio::Balloon::kPagesPerMib},
+                        {"actual_mib", double(b.actual_pages) / virtio::Balloon::kPagesPerMib},
                         {"inflated_pages", b.inflated_pages},
                         {"reported_mib", double(b.reported_bytes) / (1 << 20)}};
     }
@@ -493,7 +493,7 @@ nlohmann::json Vmm::stats() {
 
 Result<nlohmann::json> Vmm::balloon(std::optional<uint32_t> target_mib, bool fresh_stats) {
     if (!m_balloon) return Error::from_string("this VM has no balloon (balloon.enabled = false)", ENOTSUP);
-    constexpr uint32_t kPagesPerMib = (1u << 20) >> virtio::Balloon::kPfnShift;
+    constexpr uint32_t kPagesPerMib = virtio::Balloon::kPagesPerMib;
     if (target_mib && *target_mib >= m_config.memory_mib)
         return Error::from_string(fmt::format("a balloon of {} MiB leaves the guest nothing: it has {} MiB",
                                               *target_mib, m_config.memory_mib),
@@ -546,7 +546,7 @@ Result<std::string> Vmm::setup_virtio(const VmConfig& config) {
         devices.push_back(TRY(virtio::Vsock::create({config.vsock_cid, config.vsock_socket})));
     if (config.balloon) {
         auto balloon = std::make_unique<virtio::Balloon>(
-            virtio::BalloonOptions{uint32_t(uint64_t(config.balloon_target_mib) << 20 >> virtio::Balloon::kPfnShift),
+            virtio::BalloonOptions{config.balloon_target_mib * virtio::Balloon::kPagesPerMib,
                                    config.balloon_deflate_on_oom, config.balloon_free_page_reporting});
         m_balloon = balloon.get();
         devices.push_back(std::move(balloon));

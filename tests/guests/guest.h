@@ -10,13 +10,17 @@ typedef unsigned long u64;
 #define DEBUG_PORT 0x440 /* +0 boot timer, +1 exit status, +4 scratch */
 #define DEBUG_MMIO 0xd0000000ul
 
-static inline void outb(u16 port, u8 v) { __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port)); }
+static inline void outb(u16 port, u8 v) {
+    __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port));
+}
 static inline u8 inb(u16 port) {
     u8 v;
     __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port));
     return v;
 }
-static inline void outl(u16 port, u32 v) { __asm__ volatile("outl %0, %1" : : "a"(v), "Nd"(port)); }
+static inline void outl(u16 port, u32 v) {
+    __asm__ volatile("outl %0, %1" : : "a"(v), "Nd"(port));
+}
 static inline u32 inl(u16 port) {
     u32 v;
     __asm__ volatile("inl %1, %0" : "=a"(v) : "Nd"(port));
@@ -53,7 +57,9 @@ static inline void put_dec(u64 v) {
     while (n) putc(digits[--n]);
 }
 
-static inline void mark_init_reached(void) { outb(DEBUG_PORT, 1); }
+static inline void mark_init_reached(void) {
+    outb(DEBUG_PORT, 1);
+}
 
 /* Ends the VM with this exit status. */
 void guest_exit(int status);

@@ -10,6 +10,19 @@
 #include "vmm/base/system.h"
 
 namespace husk {
+namespace {
+
+// Sets (or clears) bits [first, first+count) of a shared page bitmap.
+void mark_pages(std::atomic<uint64_t>* bits, uint64_t first, uint64_t count, bool on = true) {
+    for (uint64_t p = first; p < first + count; ++p) {
+        if (on)
+            bits[p / 64].fetch_or(1ull << (p % 64), std::memory_order_relaxed);
+        else
+            bits[p / 64].fetch_and(~(1ull << (p % 64)), std::memory_order_relaxed);
+    }
+}
+
+}  // namespace
 
 std::vector<GuestRegion> GuestMemory::layout(uint64_t size) {
     std::vector<GuestRegion> regions;
@@ -66,7 +79,7 @@ void GuestMemory::mark_dirty(uint64_t gpa, uint64_t len) const {
     if (host.is_error()) return;
     uint64_t first = uint64_t(host.value().data() - m_mapping.data()) / kPageSize;
     uint64_t last = (uint64_t(host.value().data() - m_mapping.data()) + len - 1) / kPageSize;
-    for (uint64_t p = first; p <= last; ++p) m_vmm_dirty[p / 64].fetch_or(1ull << (p % 64), std::memory_order_relaxed);
+    mark_pages(m_vmm_dirty.get(), first, last - first + 1);
 }
 
 void GuestMemory::take_vmm_dirty(std::span<uint64_t> bitmap) const {
@@ -114,8 +127,7 @@ Result<void> GuestMemory::map_file_over(uint64_t first_page, uint64_t count) con
     void* p = ::mmap(m_mapping.data() + first_page * kPageSize, count * kPageSize, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_NORESERVE | MAP_FIXED, m_fd.get(), off_t(first_page * kPageSize));
     if (p == MAP_FAILED) return Error::from_errno(errno, "map the memory file back over guest RAM");
-    for (uint64_t q = first_page; q < first_page + count; ++q)
-        m_anonymous[q / 64].fetch_and(~(1ull << (q % 64)), std::memory_order_relaxed);
+    mark_pages(m_anonymous.get(), first_page, count, false);
     return {};
 }
 
@@ -142,8 +154,7 @@ Result<void> GuestMemory::discard(uint64_t gpa, uint64_t len) const {
             return Error::from_errno(errno, "madvise(MADV_DONTNEED) on guest RAM");
         return {};
     }
-    for (uint64_t q = offset / kPageSize; q < (offset + len) / kPageSize; ++q)
-        m_anonymous[q / 64].fetch_or(1ull << (q % 64), std::memory_order_relaxed);
+    mark_pages(m_anonymous.get(), offset / kPageSize, len / kPageSize);
     return {};
 }
 

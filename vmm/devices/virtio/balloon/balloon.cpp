@@ -52,7 +52,6 @@ void Balloon::write_config(uint64_t offset, std::span<const uint8_t> data) {
 Result<void> Balloon::activate(uint64_t features, std::span<Queue> queues, DeviceContext ctx) {
     if (queues.size() < 2 || !queues[0].ready() || !queues[1].ready())
         return Error::from_string("virtio-balloon: inflate and deflate queues not ready");
-    m_features = features;
     m_queues = queues;
     size_t next = 2;
     m_stats_index = (features & kFeatureStatsVq) ? next++ : SIZE_MAX;
@@ -68,7 +67,6 @@ void Balloon::reset() {
     m_queues = {};
     m_stats_head = -1;
     m_actual = 0;
-    m_features = 0;
 }
 
 Balloon::Role Balloon::role(size_t index) const {
@@ -96,12 +94,10 @@ void Balloon::queue_notify(size_t index) {
     }
 }
 
-bool Balloon::discard_pfns(std::vector<uint32_t>& pfns) {
-    const GuestMemory& mem = *m_ctx.memory;
+std::optional<std::vector<std::pair<uint64_t, uint64_t>>> Balloon::checked_runs(std::vector<uint32_t>& pfns) const {
     std::sort(pfns.begin(), pfns.end());
     pfns.erase(std::unique(pfns.begin(), pfns.end()), pfns.end());
-    // Runs of consecutive PFNs, each checked before any is discarded.
-    std::vector<std::pair<uint64_t, uint64_t>> runs;  // (gpa, bytes)
+    std::vector<std::pair<uint64_t, uint64_t>> runs;
     for (size_t i = 0; i < pfns.size();) {
         size_t j = i + 1;
         while (j < pfns.size() && pfns[j] == pfns[j - 1] + 1) ++j;
@@ -109,15 +105,8 @@ bool Balloon::discard_pfns(std::vector<uint32_t>& pfns) {
         i = j;
     }
     for (const auto& [gpa, len] : runs)
-        if (!mem.contains(gpa, len)) return false;
-    for (const auto& [gpa, len] : runs) {
-        if (auto r = mem.discard(gpa, len); r.is_error()) {
-            log::warn("virtio-balloon: {}", r.error().message());
-            continue;
-        }
-        ++m_counts.discard_calls;
-    }
-    return true;
+        if (!m_ctx.memory->contains(gpa, len)) return std::nullopt;
+    return runs;
 }
 
 bool Balloon::serve(Queue& queue, const std::function<bool(const DescriptorChain&)>& handle) {
@@ -157,10 +146,17 @@ void Balloon::handle_pfns(Queue& queue, bool inflate) {
             pfns.resize(first + b.len / 4);
             std::memcpy(pfns.data() + first, bytes.value().data(), b.len / 4 * 4);
         }
+        // Every PFN is checked before anything is discarded.
+        auto runs = ok ? checked_runs(pfns) : std::nullopt;
+        ok = runs.has_value();
         if (ok && inflate) {
-            ok = discard_pfns(pfns);
-        } else if (ok) {
-            for (uint32_t pfn : pfns) ok = ok && mem.contains(uint64_t(pfn) << kPfnShift, kPage);
+            for (const auto& [gpa, len] : *runs) {
+                if (auto r = mem.discard(gpa, len); r.is_error()) {
+                    log::warn("virtio-balloon: {}", r.error().message());
+                    continue;
+                }
+                ++m_counts.discard_calls;
+            }
         }
         if (ok) {
             (inflate ? m_counts.inflated_pages : m_counts.deflated_pages) += pfns.size();

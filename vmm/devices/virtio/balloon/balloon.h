@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -47,6 +48,7 @@ class Balloon final : public VirtioDevice {
 public:
     static constexpr uint16_t kQueueSize = 256;
     static constexpr uint32_t kPfnShift = 12;  // PFNs are of 4 KiB pages, whatever the guest's page size
+    static constexpr uint32_t kPagesPerMib = (1u << 20) >> kPfnShift;
     // Feature bits (§5.5.3).
     static constexpr uint64_t kFeatureStatsVq = 1ull << 1, kFeatureDeflateOnOom = 1ull << 2,
                               kFeatureReporting = 1ull << 5;
@@ -87,13 +89,12 @@ private:
     void handle_pfns(Queue& queue, bool inflate);
     void handle_reports(Queue& queue);
     void handle_stats(Queue& queue);
-    // Discards sorted, coalesced page runs; false (nothing discarded) if any is outside RAM.
-    bool discard_pfns(std::vector<uint32_t>& pfns);
+    // The PFNs sorted and coalesced into (gpa, bytes) runs; nullopt if any lies outside guest RAM.
+    std::optional<std::vector<std::pair<uint64_t, uint64_t>>> checked_runs(std::vector<uint32_t>& pfns) const;
 
     BalloonOptions m_options;
     uint32_t m_target;
     uint32_t m_actual = 0;
-    uint64_t m_features = 0;
     std::span<Queue> m_queues;
     size_t m_stats_index = SIZE_MAX, m_reporting_index = SIZE_MAX;
     DeviceContext m_ctx;
