@@ -11,6 +11,7 @@
 #include "vmm/base/system.h"
 #include "vmm/config/vm_config.h"
 #include "vmm/probe/host_probe.h"
+#include "vmm/seccomp/seccomp.h"
 #include "vmm/vmm.h"
 
 namespace po = boost::program_options;
@@ -94,6 +95,12 @@ int run(int argc, char** argv) {
         "write \"ok\" to this inherited fd once the container is created (or \"error: ...\")")(
         "log", po::value<std::string>(), "write log lines to this file instead of stderr")(
         "probe", "report this host's virtualization support and exit (0 if microVMs can run)")(
+        "seccomp", po::value<std::string>()->default_value("enforce"),
+        "system-call filters per thread: enforce (a forbidden call kills husk-vmm and the log names it) | log "
+        "(allowed, logged by the kernel's audit) | off")("no-seccomp", "--seccomp off: for debugging only")(
+        "seccomp-selftest", po::value<std::string>(),
+        "vcpu | loop | control: that thread makes a forbidden call (an AF_INET socket) once its filter is in, "
+        "which must kill husk-vmm with SIGSYS and name the call")(
         "log-format", po::value<std::string>()->default_value("text"), "text | json")("debug", "log debug messages");
 
     po::variables_map vm;
@@ -141,6 +148,28 @@ int run(int argc, char** argv) {
         auto report = husk::probe_host();
         std::cout << husk::format_report(report);
         return report.can_run_vms ? 0 : 1;
+    }
+
+    auto seccomp_mode = husk::seccomp::parse_mode(vm["seccomp"].as<std::string>());
+    if (seccomp_mode.is_error()) {
+        husk::log::error("--seccomp: {}", seccomp_mode.error().message());
+        return husk::kExitVmmError;
+    }
+    if (vm.count("no-seccomp")) seccomp_mode = husk::seccomp::Mode::Off;
+    if (seccomp_mode.value() != husk::seccomp::Mode::Enforce)
+        husk::log::warn("seccomp is {}: the guest's VMM is not confined by system-call filters (for debugging only)",
+                        husk::seccomp::mode_name(seccomp_mode.value()));
+    if (vm.count("seccomp-selftest")) {
+        auto kind = husk::seccomp::parse_thread(vm["seccomp-selftest"].as<std::string>());
+        if (kind.is_error()) {
+            husk::log::error("--seccomp-selftest: {}", kind.error().message());
+            return husk::kExitVmmError;
+        }
+        husk::seccomp::set_selftest(kind.value());
+    }
+    if (auto r = husk::seccomp::configure(seccomp_mode.value()); r.is_error()) {
+        husk::log::error("seccomp: {}", r.error().message());
+        return husk::kExitVmmError;
     }
 
     husk::VmConfig config;

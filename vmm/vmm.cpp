@@ -603,16 +603,12 @@ Result<void> Vmm::setup_devices(const VmConfig& config) {
                 double first = double(g_first_run_ns.load() - clock::process_start_ns()) / 1e6;
                 log::info("guest init reached {:.3f} ms after VMM start (first KVM_RUN at {:.3f} ms)",
                           clock::ms_since_start(), first);
-                // Not on this vCPU thread: a snapshot waits for every vCPU to stop.
-                std::lock_guard threads(m_threads_lock);
-                if (!m_config.snapshot_on_ready.empty() && !m_stopping)
-                    m_snapshot_thread = std::thread([this] {
-                        auto r = take_snapshot(m_config.snapshot_on_ready);
-                        if (r)
-                            request_exit(0, "snapshot written to " + m_config.snapshot_on_ready);
-                        else
-                            request_exit(kExitVmmError, "snapshot on ready: " + r.error().message());
-                    });
+                // Not on this vCPU thread: a snapshot waits for every vCPU to
+                // stop. The main thread starts it (a vCPU thread may not start threads).
+                if (!m_config.snapshot_on_ready.empty() && !m_stopping) {
+                    m_snapshot_due = true;
+                    ::kill(::getpid(), kWakeSignal);
+                }
             }
         },
         [this](uint8_t status) { request_exit(status, "guest asked to exit with status " + std::to_string(status)); },
@@ -800,6 +796,10 @@ void Vmm::vcpu_thread(size_t index) {
     sigemptyset(&kick);
     sigaddset(&kick, kKickSignal);
     pthread_sigmask(SIG_UNBLOCK, &kick, nullptr);
+    if (auto r = seccomp::install(seccomp::Thread::Vcpu); r.is_error()) {
+        request_exit(kExitVmmError, r.error().message());
+        return;
+    }
 
     kvm_run* run = vcpu.run_data();
     while (!m_stopping.load(std::memory_order_acquire)) {
@@ -868,6 +868,9 @@ void Vmm::console_input_thread() {
 }
 
 Result<int> Vmm::run() {
+    // Before any vCPU runs: every thread started from here on inherits this
+    // filter, and the vCPU and event-loop threads narrow it further.
+    TRY(seccomp::install(seccomp::Thread::Control));
     // Signals the main thread waits for; blocked everywhere so the vCPU threads never take them.
     sigset_t wait_set;
     sigemptyset(&wait_set);
@@ -885,7 +888,14 @@ Result<int> Vmm::run() {
     }
     // vCPUs first: the guest needs its devices only well into boot, the CPU at once.
     for (size_t i = 0; i < m_vcpus.size(); ++i) m_threads.emplace_back([this, i] { vcpu_thread(i); });
-    if (m_loop) m_loop_thread = std::thread([this] { m_loop->run(); });
+    if (m_loop)
+        m_loop_thread = std::thread([this] {
+            if (auto r = seccomp::install(seccomp::Thread::EventLoop); r.is_error()) {
+                request_exit(kExitVmmError, r.error().message());
+                return;
+            }
+            m_loop->run();
+        });
     if (m_container) m_container->start();
     // A restored agent guest holds the snapshot's RNG state; a container
     // session reseeds it itself, otherwise husk-vmm does.
@@ -909,6 +919,16 @@ Result<int> Vmm::run() {
         }
         if (sig == kWakeSignal) {
             if (m_stopping) break;
+            if (m_snapshot_due.exchange(false)) {
+                std::lock_guard guard(m_threads_lock);
+                m_snapshot_thread = std::thread([this] {
+                    auto r = take_snapshot(m_config.snapshot_on_ready);
+                    if (r)
+                        request_exit(0, "snapshot written to " + m_config.snapshot_on_ready);
+                    else
+                        request_exit(kExitVmmError, "snapshot on ready: " + r.error().message());
+                });
+            }
             continue;
         }
         if (sig == SIGWINCH) {

@@ -25,6 +25,7 @@
 #include "vmm/kvm/vcpu.h"
 #include "vmm/kvm/vm.h"
 #include "vmm/memory/guest_memory.h"
+#include "vmm/seccomp/seccomp.h"
 #include "vmm/snapshot/snapshot.h"
 
 namespace husk {
@@ -130,6 +131,7 @@ private:
 
     std::atomic<bool> m_stopping{false};
     std::atomic<bool> m_init_reached{false};
+    std::atomic<bool> m_snapshot_due{false};  // init reached with snapshot.on_ready: main starts the snapshot
     std::mutex m_exit_lock;
     int m_exit_status = 0;
     std::string m_exit_reason;

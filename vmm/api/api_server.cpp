@@ -1,6 +1,8 @@
 #include "vmm/api/api_server.h"
 
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -8,7 +10,9 @@
 
 #include <cerrno>
 
+#include "vmm/base/log.h"
 #include "vmm/base/system.h"
+#include "vmm/seccomp/seccomp.h"
 
 namespace husk {
 
@@ -46,6 +50,17 @@ ApiServer::~ApiServer() {
 }
 
 void ApiServer::serve() {
+    // Signals are the main thread's (it waits for them); this thread may start
+    // before the main thread blocks them, so it blocks them itself.
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, nullptr);
+    // Requests are parsed here: this thread is filtered like husk-vmm's main thread.
+    if (auto r = seccomp::install(seccomp::Thread::Control); r.is_error()) {
+        log::error("API thread: {}; stopping", r.error().message());
+        ::kill(::getpid(), SIGTERM);
+        return;
+    }
     for (;;) {
         pollfd fds[2] = {{m_listener.get(), POLLIN, 0}, {m_stop.get(), POLLIN, 0}};
         if (::poll(fds, 2, -1) < 0) {

@@ -14,6 +14,9 @@ void configure(std::string_view program, Level min_level, Format format);
 // Where lines go (stderr by default); the caller keeps the fd open.
 void set_output(int fd);
 void write(Level level, std::string_view message);
+// An error line from a signal handler: no lock, no allocation. `message` must
+// need no JSON escaping (plain ASCII without quotes or backslashes).
+void write_from_signal_handler(const char* message);
 // Whether messages of `level` are written; checked before formatting.
 bool enabled(Level level);
 
