@@ -2,7 +2,7 @@
 
 #include <glob.h>
 #include <sys/stat.h>
-#include <toml++/toml.h>
+#include "vmm/base/toml.h"
 #include <unistd.h>
 
 #include <cerrno>

@@ -1,6 +1,6 @@
 #include "vmm/config/vm_config.h"
 
-#include <toml++/toml.h>
+#include "vmm/base/toml.h"
 
 #include <sstream>
 
@@ -123,8 +123,8 @@ Result<VmConfig> parse_vm_toml(std::string_view text, std::string_view source, V
             if (!k)
                 return Error::from_string(where(source, value.source()) + ": unknown key `" + full +
                                           "` (see husk-vmm --help)");
-            auto bad_type = [&] {
-                return Error::from_string(where(source, value.source()) + ": `" + full + "` must be a " + k->type);
+            auto bad_type = [&, &v = value] {
+                return Error::from_string(where(source, v.source()) + ": `" + full + "` must be a " + k->type);
             };
             std::string_view type = k->type;
             if (type == "path" || type == "string") {

@@ -84,6 +84,15 @@ TEST(VmConfig, UnknownKeyIsNamedWithLocation) {
     EXPECT_EQ(c.error().message(), "vm.toml:2:8: unknown key `machine.vcpu` (see husk-vmm --help)");
 }
 
+// Inputs the fuzz target found, each once a crash: now a parse error that names the file.
+TEST(VmConfig, KeysTheParserChokesOnAreErrors) {
+    for (const char* text : {"[+achine]\nvcpus = 0\n", "[machine]\n+vcpus = 2\n", "a.+b = 1\n"}) {
+        auto c = parse_vm_toml(text, "vm.toml");
+        ASSERT_TRUE(c.is_error()) << text;
+        EXPECT_EQ(c.error().message().rfind("vm.toml", 0), 0u) << c.error().message();
+    }
+}
+
 TEST(VmConfig, UnknownTableIsNamed) {
     auto c = parse_vm_toml("[disk]\npath = \"x\"\n", "vm.toml");
     ASSERT_TRUE(c.is_error());

@@ -1,6 +1,7 @@
 #include "vmm/io/event_loop.h"
 
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -43,9 +44,12 @@ Result<std::unique_ptr<EventLoop>> EventLoop::create(unsigned entries) {
         res.sqe_op = uint8_t(op);
         allowed.push_back(res);
     }
-    if (r = io_uring_register_restrictions(&loop->m_ring, allowed.data(), unsigned(allowed.size())); r < 0)
-        return Error::from_errno(-r, "io_uring restrictions");
-    if (r = io_uring_enable_rings(&loop->m_ring); r < 0) return Error::from_errno(-r, "io_uring enable");
+    // Raw io_uring_register: Debian's shared liburing does not export the restriction helper.
+    int fd = loop->m_ring.ring_fd;
+    if (::syscall(__NR_io_uring_register, fd, IORING_REGISTER_RESTRICTIONS, allowed.data(), allowed.size()) < 0)
+        return Error::from_errno(errno, "io_uring restrictions");
+    if (::syscall(__NR_io_uring_register, fd, IORING_REGISTER_ENABLE_RINGS, nullptr, 0) < 0)
+        return Error::from_errno(errno, "io_uring enable");
     loop->m_stop = TRY(sys::eventfd(0, 0));
     auto* stop = new Op{Op::Kind::Stop, {}, {}, loop->m_stop.get(), 0};
     loop->m_live.insert(stop);
