@@ -2,13 +2,13 @@
 
 #include <glob.h>
 #include <sys/stat.h>
-#include "vmm/base/toml.h"
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdlib>
 
 #include "vmm/base/system.h"
+#include "vmm/base/toml.h"
 
 namespace husk::runtime {
 
@@ -49,6 +49,7 @@ Result<RuntimeConfig> load_runtime_config(const std::string& path) {
     RuntimeConfig c;
     if (::access(path.c_str(), F_OK) == 0) {
         std::string text = TRY(sys::read_file(path, 1 << 20));
+        if (auto bad = check_ascii(text)) return Error::from_string(path + ":" + *bad);
         try {
             auto doc = toml::parse(text, path);
             for (auto&& [key, value] : doc) {

@@ -1,8 +1,8 @@
 #include "vmm/config/vm_config.h"
 
-#include "vmm/base/toml.h"
-
 #include <sstream>
+
+#include "vmm/base/toml.h"
 
 namespace husk {
 namespace {
@@ -75,6 +75,7 @@ const std::vector<ConfigKey>& vm_config_keys() {
 }
 
 Result<VmConfig> parse_vm_toml(std::string_view text, std::string_view source, VmConfig c) {
+    if (auto bad = check_ascii(text)) return Error::from_string(std::string(source) + ":" + *bad);
     toml::table root;
     try {
         root = toml::parse(text, source);

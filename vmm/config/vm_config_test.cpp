@@ -93,6 +93,25 @@ TEST(VmConfig, KeysTheParserChokesOnAreErrors) {
     }
 }
 
+TEST(VmConfig, NonAsciiOnlyInComments) {
+    // U+00C3 where toml++ 3.3 would ask whether it is whitespace (undefined behaviour there).
+    auto c = parse_vm_toml("[machine]\nvcpus \xc3\x83s]\n", "vm.toml");
+    ASSERT_TRUE(c.is_error());
+    EXPECT_EQ(c.error().message(),
+              "vm.toml:2:7: a non-ASCII character outside a comment (husk reads its TOML files as ASCII)");
+    c = parse_vm_toml("[boot]\nkernel = \"/k\xc3\xa9rnel\"\n", "vm.toml");
+    ASSERT_TRUE(c.is_error());
+    EXPECT_NE(c.error().message().find("vm.toml:2:13:"), std::string::npos) << c.error().message();
+    // In comments they are fine, and a '#' inside a string is no comment.
+    c = parse_vm_toml("# caf\xc3\xa9\n[boot] # \xc3\xa9\nkernel = \"/a#b\" # \xe3\x80\x80\n", "vm.toml");
+    ASSERT_TRUE(c) << c.error().message();
+    EXPECT_EQ(c.value().kernel, "/a#b");
+    c = parse_vm_toml("[boot]\nkernel = \"/a#\xc3\xa9\"\n", "vm.toml");
+    EXPECT_TRUE(c.is_error());
+    c = parse_vm_toml("[boot]\ncmdline = \"\"\"a\n#b\xc3\xa9\"\"\"\n", "vm.toml");
+    EXPECT_TRUE(c.is_error()) << "inside a multi-line string";
+}
+
 TEST(VmConfig, UnknownTableIsNamed) {
     auto c = parse_vm_toml("[disk]\npath = \"x\"\n", "vm.toml");
     ASSERT_TRUE(c.is_error());

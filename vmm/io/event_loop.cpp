@@ -67,6 +67,11 @@ bool EventLoop::on_loop_thread() const {
     return std::this_thread::get_id() == m_thread;
 }
 
+size_t EventLoop::in_flight() {
+    std::lock_guard guard(m_submit_lock);
+    return m_live.size();
+}
+
 Result<void> EventLoop::arm_read(Op* op) {
     std::lock_guard guard(m_submit_lock);
     io_uring_sqe* sqe = io_uring_get_sqe(&m_ring);

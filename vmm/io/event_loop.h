@@ -45,6 +45,8 @@ public:
     void stop();
 
     bool on_loop_thread() const;
+    // Operations submitted and not yet completed (watched eventfds included).
+    size_t in_flight();
 
 private:
     struct Op;

@@ -424,12 +424,17 @@ done:
 // --- polling ------------------------------------------------------------------------
 
 void Vsock::arm_accept() {
-    uint64_t gen = m_generation;
+    // One poll on the listener at a time, however often the driver resets the
+    // device: a poll per activation would pile up in the ring (the listener
+    // stays quiet until a host client comes), host memory a guest could grow.
+    if (m_accept_armed) return;
+    m_accept_armed = true;
     int fd = m_listener.get();
     (void)m_ctx.loop->submit([fd](io_uring_sqe* sqe) { io_uring_prep_poll_add(sqe, fd, POLLIN); },
-                             [this, gen](int) {
+                             [this](int) {
                                  std::lock_guard guard(*m_ctx.lock);
-                                 if (gen != m_generation || !m_active) return;
+                                 m_accept_armed = false;
+                                 if (!m_active) return;  // armed again at the next activation
                                  on_accept();
                              });
 }

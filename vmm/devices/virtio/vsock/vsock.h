@@ -94,6 +94,7 @@ private:
     std::vector<uint64_t> m_waiting_for_reset;
     DeviceContext m_ctx;
     bool m_active = false;
+    bool m_accept_armed = false;  // a poll on m_listener is in the ring
     uint64_t m_generation = 0;
     uint64_t m_next_id = 1;
     uint32_t m_next_host_port = kFirstHostPort;
