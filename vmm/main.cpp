@@ -4,6 +4,7 @@
 
 #include <boost/program_options.hpp>
 #include <cstdlib>
+#include <filesystem>
 #include <iostream>
 #include <sstream>
 
@@ -91,6 +92,9 @@ int run(int argc, char** argv) {
         "--drive)")("wait-for-start",
                     "container.wait_for_start = true: set the container up, then wait for `start` on --api")(
         "api", po::value<std::string>(), "api.socket: the control socket (JSON lines)")(
+        "jail", "jail.enabled = true: once the VM is built, namespaces, a root of its own and no capabilities")(
+        "jail-user", po::value<std::string>(), "jail.user: UID[:GID] to run as in the jail")(
+        "jail-cgroup", po::value<std::string>(), "jail.cgroup: cgroup v2 path to join")(
         "ready-fd", po::value<int>(),
         "write \"ok\" to this inherited fd once the container is created (or \"error: ...\")")(
         "log", po::value<std::string>(), "write log lines to this file instead of stderr")(
@@ -228,9 +232,17 @@ int run(int argc, char** argv) {
     if (vm.count("container")) config.container_config = vm["container"].as<std::string>();
     if (vm.count("wait-for-start")) config.container_wait_for_start = true;
     if (vm.count("api")) config.api_socket = vm["api"].as<std::string>();
+    if (vm.count("jail")) config.jail = true;
+    if (vm.count("jail-user")) config.jail_user = vm["jail-user"].as<std::string>();
+    if (vm.count("jail-cgroup")) config.jail_cgroup = vm["jail-cgroup"].as<std::string>();
     if (vm.count("ready-fd")) {
         config.ready_fd = vm["ready-fd"].as<int>();
         ::fcntl(config.ready_fd, F_SETFD, FD_CLOEXEC);
+    }
+    // In the jail the working directory is its root: paths it keeps are absolute.
+    if (config.jail) {
+        for (std::string* path : {&config.api_socket, &config.vsock_socket, &config.snapshot_on_ready})
+            if (!path->empty()) *path = std::filesystem::absolute(*path).lexically_normal().string();
     }
     if (auto r = container_defaults(config); r.is_error()) {
         husk::log::error("{}", r.error().message());

@@ -9,8 +9,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <csignal>
 #include <cstring>
+#include <filesystem>
 
 #include "oci/spec.h"
 #include "vmm/arch/x86/boot.h"
@@ -28,6 +30,7 @@
 #include "vmm/devices/virtio/net/net.h"
 #include "vmm/devices/virtio/rng/rng.h"
 #include "vmm/devices/virtio/vsock/vsock.h"
+#include "vmm/jail/jail.h"
 #include "vmm/snapshot/snapshot.h"
 
 namespace husk {
@@ -198,6 +201,34 @@ Result<std::vector<kvm_cpuid_entry2>> Vmm::guest_cpuid(uint32_t id) {
     const bool tsc_deadline = m_kvm.check_extension(KVM_CAP_TSC_DEADLINE_TIMER) > 0;
     return x86::normalize_cpuid(m_supported_cpuid,
                                 {id, m_config.vcpus, tsc_deadline, m_config.cpu_template == "baseline"});
+}
+
+Result<void> Vmm::enter_jail() {
+    jail::Options o;
+    auto keep = [&](const std::string& path, bool is_dir) {
+        if (path.empty()) return;
+        std::string dir = is_dir ? path : std::filesystem::path(path).parent_path().string();
+        if (dir.empty() || dir == "/") return;
+        if (std::find(o.writable_dirs.begin(), o.writable_dirs.end(), dir) == o.writable_dirs.end())
+            o.writable_dirs.push_back(dir);
+    };
+    // What the running VM still opens by path: its sockets (created, removed,
+    // and vsock's <socket>_<port> for guest connections) and a template's directory.
+    keep(m_config.api_socket, false);
+    keep(m_config.vsock_socket, false);
+    if (!m_config.snapshot_on_ready.empty())
+        keep(m_config.snapshot_on_ready, std::filesystem::is_directory(m_config.snapshot_on_ready));
+    if (!m_config.jail_user.empty()) {
+        auto [uid, gid] = TRY(jail::parse_user(m_config.jail_user));
+        o.uid = uid;
+        o.gid = gid;
+    }
+    o.cgroup = m_config.jail_cgroup;
+    o.max_files = 4096;
+    TRY(jail::enter(o).context("jail"));
+    log::info("in the jail: {} director{} kept{}", o.writable_dirs.size(), o.writable_dirs.size() == 1 ? "y" : "ies",
+              o.uid ? fmt::format(", uid {} gid {}", *o.uid, *o.gid) : "");
+    return {};
 }
 
 Result<void> Vmm::start_api() {
@@ -868,9 +899,12 @@ void Vmm::console_input_thread() {
 }
 
 Result<int> Vmm::run() {
+    // Still one thread: the jail's namespaces can only be entered now.
+    if (m_config.jail) TRY(enter_jail());
     // Before any vCPU runs: every thread started from here on inherits this
     // filter, and the vCPU and event-loop threads narrow it further.
     TRY(seccomp::install(seccomp::Thread::Control));
+    if (m_api) m_api->start();
     // Signals the main thread waits for; blocked everywhere so the vCPU threads never take them.
     sigset_t wait_set;
     sigemptyset(&wait_set);

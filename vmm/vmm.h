@@ -67,6 +67,8 @@ private:
     static Result<std::unique_ptr<Vmm>> restore(const VmConfig& config);
     Result<std::vector<kvm_cpuid_entry2>> guest_cpuid(uint32_t vcpu_id);
     Result<void> start_api();
+    // jail.enabled: enters the jail (vmm/jail/jail.h) keeping the directories the VM still uses.
+    Result<void> enter_jail();
     static Result<std::optional<AgentSpecs>> read_container(const VmConfig& config);
     Result<void> attach_container(std::optional<AgentSpecs> container);
     Result<void> load_device_state(const snapshot::Snapshot& snap);

@@ -36,7 +36,7 @@
 
 namespace husk::fuzz {
 
-inline constexpr uint64_t kGuestRam = 1 << 20;  // small: fuzzed addresses often fall outside it
+inline constexpr uint64_t kGuestRam = 256 << 10;  // small: fuzzed addresses often fall outside it
 inline constexpr uint64_t kImageBase = 0x10000;
 inline constexpr size_t kMaxImage = 0x8000;
 

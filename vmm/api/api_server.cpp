@@ -32,8 +32,11 @@ Result<std::unique_ptr<ApiServer>> ApiServer::create(const std::string& path, Ha
     UniqueFd stop = TRY(sys::eventfd(0, EFD_NONBLOCK));
     auto server =
         std::unique_ptr<ApiServer>(new ApiServer(path, std::move(listener), std::move(stop), std::move(handler)));
-    server->m_thread = std::thread([s = server.get()] { s->serve(); });
     return server;
+}
+
+void ApiServer::start() {
+    if (!m_thread.joinable()) m_thread = std::thread([this] { serve(); });
 }
 
 ApiServer::ApiServer(std::string path, UniqueFd listener, UniqueFd stop, Handler handler)

@@ -19,7 +19,10 @@ public:
     // Returns the reply; {"error": "..."} for a failed request.
     using Handler = std::function<nlohmann::json(const nlohmann::json& request)>;
 
+    // Binds and listens; clients wait in the backlog until start().
     static Result<std::unique_ptr<ApiServer>> create(const std::string& path, Handler handler);
+    // Starts the thread that serves them.
+    void start();
     ~ApiServer();  // stops the thread and removes the socket
 
 private:

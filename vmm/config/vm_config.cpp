@@ -3,6 +3,7 @@
 #include <sstream>
 
 #include "vmm/base/toml.h"
+#include "vmm/jail/jail.h"
 
 namespace husk {
 namespace {
@@ -67,6 +68,11 @@ const std::vector<ConfigKey>& vm_config_keys() {
          "set the container up, then wait for {\"cmd\":\"start\"} on the API socket (OCI create/start)"},
         {"api", "socket", "path",
          "the control socket: JSON lines (pause, resume, state, start, kill, resize; see vmm/api/API.md)"},
+        {"jail", "enabled", "boolean",
+         "run husk-vmm in a jail once the VM is built: new mount, PID, IPC and UTS namespaces, a root holding only "
+         "its sockets' directories, no capabilities (needs root; default false)"},
+        {"jail", "user", "string", "UID[:GID] husk-vmm becomes in the jail (default: root without capabilities)"},
+        {"jail", "cgroup", "string", "cgroup v2 path (under /sys/fs/cgroup) husk-vmm joins, an OCI linux.cgroupsPath"},
         {"container", "config", "path",
          "run this OCI config.json's process through husk-agent: rootfs is the first drive, husk-vmm's stdio is the "
          "process's, its exit status is husk-vmm's"},
@@ -159,6 +165,10 @@ Result<VmConfig> parse_vm_toml(std::string_view text, std::string_view source, V
                     c.restore = *s;
                 else if (full == "snapshot.on_ready")
                     c.snapshot_on_ready = *s;
+                else if (full == "jail.user")
+                    c.jail_user = *s;
+                else if (full == "jail.cgroup")
+                    c.jail_cgroup = *s;
             } else if (type == "integer") {
                 auto v = value.value<int64_t>();
                 if (!v || !value.is_integer()) return bad_type();
@@ -186,6 +196,8 @@ Result<VmConfig> parse_vm_toml(std::string_view text, std::string_view source, V
                     c.balloon_deflate_on_oom = *value.value<bool>();
                 else if (full == "balloon.free_page_reporting")
                     c.balloon_free_page_reporting = *value.value<bool>();
+                else if (full == "jail.enabled")
+                    c.jail = *value.value<bool>();
             }
         }
     }
@@ -256,6 +268,9 @@ Result<void> machine_from_json(const nlohmann::json& j, VmConfig& c) {
 }
 
 Result<void> validate(const VmConfig& c) {
+    if (!c.jail_user.empty()) TRY(jail::parse_user(c.jail_user).context("jail.user"));
+    if ((!c.jail_user.empty() || !c.jail_cgroup.empty()) && !c.jail)
+        return Error::from_string("jail.user and jail.cgroup need jail.enabled (--jail)");
     if (!x86_cpu_template_ok(c.cpu_template))
         return Error::from_string("machine.cpu_template must be host or baseline, not `" + c.cpu_template + "`");
     if (!c.restore.empty() && !c.snapshot_on_ready.empty())

@@ -69,6 +69,10 @@ struct VmConfig {
     bool container_wait_for_start = false;  // OCI create: wait for `start` on the API socket
     // [api]: the control socket (vmm/api/API.md); empty = none
     std::string api_socket;
+    // [jail]: namespaces, a pivot_root of its own, no capabilities (vmm/jail/jail.h)
+    bool jail = false;
+    std::string jail_user;    // "UID[:GID]"; empty = stay root (without capabilities)
+    std::string jail_cgroup;  // cgroup v2 path under /sys/fs/cgroup; empty = stay where started
     // Not in vm.toml: an inherited fd told "ok" once the container is created (--ready-fd).
     int ready_fd = -1;
 };
