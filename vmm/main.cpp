@@ -92,8 +92,9 @@ int run(int argc, char** argv) {
         "--drive)")("wait-for-start",
                     "container.wait_for_start = true: set the container up, then wait for `start` on --api")(
         "api", po::value<std::string>(), "api.socket: the control socket (JSON lines)")(
-        "jail", "jail.enabled = true: once the VM is built, namespaces, a root of its own and no capabilities")(
-        "jail-user", po::value<std::string>(), "jail.user: UID[:GID] to run as in the jail")(
+        "jail",
+        "jail.enabled = true (also HUSK_JAIL=1): once the VM is built, namespaces, a root of its own and no "
+        "capabilities")("jail-user", po::value<std::string>(), "jail.user: UID[:GID] to run as in the jail")(
         "jail-cgroup", po::value<std::string>(), "jail.cgroup: cgroup v2 path to join")(
         "ready-fd", po::value<int>(),
         "write \"ok\" to this inherited fd once the container is created (or \"error: ...\")")(
@@ -232,6 +233,9 @@ int run(int argc, char** argv) {
     if (vm.count("container")) config.container_config = vm["container"].as<std::string>();
     if (vm.count("wait-for-start")) config.container_wait_for_start = true;
     if (vm.count("api")) config.api_socket = vm["api"].as<std::string>();
+    // HUSK_JAIL=1 jails every husk-vmm started with this environment (a whole
+    // test suite, or the VMs an engine starts through the runtime).
+    if (const char* j = std::getenv("HUSK_JAIL"); j && std::string_view(j) == "1") config.jail = true;
     if (vm.count("jail")) config.jail = true;
     if (vm.count("jail-user")) config.jail_user = vm["jail-user"].as<std::string>();
     if (vm.count("jail-cgroup")) config.jail_cgroup = vm["jail-cgroup"].as<std::string>();

@@ -159,6 +159,9 @@ Rules rules_for(Thread kind, pid_t pid) {
                         SCMP_SYS(epoll_pwait)});
             // New threads only (helper threads, the session's relays), never processes.
             rules.push_back({SCMP_SYS(clone), {SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, CLONE_THREAD)}});
+            // Sanitizer builds (tests only): LeakSanitizer's check at exit stops
+            // the world from a helper task that ptraces every thread.
+            if (kSanitizerBuild) add(rules, {SCMP_SYS(clone), SCMP_SYS(ptrace), SCMP_SYS(wait4), SCMP_SYS(getppid)});
             // A thread started here narrows its inherited filter with its own
             // (seccomp can only ever add restrictions).
             add(rules, {SCMP_SYS(set_tid_address), SCMP_SYS(seccomp)});

@@ -21,6 +21,20 @@
 
 namespace husk::seccomp {
 
+// Sanitizer builds (tests only) also let the control threads clone, ptrace and
+// wait: LeakSanitizer's check at exit needs them.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+inline constexpr bool kSanitizerBuild = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+inline constexpr bool kSanitizerBuild = true;
+#else
+inline constexpr bool kSanitizerBuild = false;
+#endif
+#else
+inline constexpr bool kSanitizerBuild = false;
+#endif
+
 enum class Thread { Control, EventLoop, Vcpu };
 
 enum class Mode {
