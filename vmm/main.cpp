@@ -129,7 +129,8 @@ int run(int argc, char** argv) {
         return 0;
     }
     if (vm.count("version")) {
-        std::cout << "husk-vmm version " << HUSK_VERSION << "\n";
+        std::cout << "husk-vmm version " << HUSK_VERSION
+                  << (husk::seccomp::kSanitizerBuild ? " (built with sanitizers)" : "") << "\n";
         return 0;
     }
     auto format = vm["log-format"].as<std::string>();

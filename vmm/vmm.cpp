@@ -225,6 +225,7 @@ Result<void> Vmm::enter_jail() {
     }
     o.cgroup = m_config.jail_cgroup;
     o.max_files = 4096;
+    sys::open_proc_self();  // `stats` reads them; the jail has no /proc
     TRY(jail::enter(o).context("jail"));
     log::info("in the jail: {} director{} kept{}", o.writable_dirs.size(), o.writable_dirs.size() == 1 ? "y" : "ies",
               o.uid ? fmt::format(", uid {} gid {}", *o.uid, *o.gid) : "");

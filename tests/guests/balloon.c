@@ -2,7 +2,7 @@
  * for the balloon device, driven over the serial console. It finds the device
  * in the MMIO windows from 0xd0001000 up (none: exits 4), negotiates only
  * VERSION_1 (refused: exits 5), sets up the inflate and deflate queues and
- * prints "balloon ready". Then it prints "ready", reads a line and answers
+ * prints "balloon found". Then it prints "ready", reads a line and answers
  * with one line:
  *   touch N    writes 0x5a5a000000000000 | i into the first word of page i of
  *              the array at 32 MiB, for i < N (N <= 16384) -> "touched N"
@@ -101,7 +101,7 @@ int guest_main(void) {
     }
     int status = init_device(2);
     if (status) return status;
-    puts("balloon ready\n");
+    puts("balloon found\n");
 
     for (;;) {
         puts("ready\n");

@@ -1,7 +1,7 @@
 /* Hostile-driver test guest: drives virtio-rng (one queue; the device writes
  * random bytes into the buffers it is given) the way a broken or malicious
  * driver would, over the serial console. It finds the device (none: exits 4),
- * sets it up (VERSION_1 only) and prints "rng ready". Then it prints "ready",
+ * sets it up (VERSION_1 only) and prints "rng found". Then it prints "ready",
  * reads a line and answers with one line:
  *   good     one 64-byte writable buffer    -> "good LEN" (LEN bytes written)
  *   loop     descriptors 0 -> 1 -> 0 ...            (a chain that never ends)
@@ -120,7 +120,7 @@ int guest_main(void) {
     }
     int status = init_device(1);
     if (status) return status;
-    puts("rng ready\n");
+    puts("rng found\n");
 
     for (;;) {
         puts("ready\n");

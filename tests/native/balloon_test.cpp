@@ -28,7 +28,7 @@ protected:
         args.insert(args.end(), extra.begin(), extra.end());
         auto p = start(args, api);
         EXPECT_TRUE(p->wait_for_stdout("ready\n", 30)) << p->seen() << log();
-        EXPECT_NE(p->seen().find("balloon ready"), std::string::npos) << p->seen();
+        EXPECT_NE(p->seen().find("balloon found"), std::string::npos) << p->seen();
         return p;
     }
     int64_t guest_ram_kib(const std::string& socket, const char* kind) {

@@ -25,7 +25,7 @@ protected:
     std::unique_ptr<RunningProcess> boot(const std::string& api) {
         auto p = start({"--kernel", guest("hostile"), "--memory", "32", "--no-balloon"}, api);
         EXPECT_TRUE(p->wait_for_stdout("ready\n", 30)) << p->seen() << log();
-        EXPECT_NE(p->seen().find("rng ready"), std::string::npos) << p->seen();
+        EXPECT_NE(p->seen().find("rng found"), std::string::npos) << p->seen();
         return p;
     }
 };

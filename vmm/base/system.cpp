@@ -12,6 +12,8 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <map>
+#include <mutex>
 
 namespace husk::sys {
 
@@ -113,8 +115,33 @@ Result<void> write_all(int fd, std::string_view data) {
     return write_all(fd, std::span(reinterpret_cast<const uint8_t*>(data.data()), data.size()));
 }
 
+namespace {
+
+// /proc/self files opened once and read with pread: they stay readable from
+// inside the jail, which has no /proc (open_proc_self runs before it).
+std::optional<std::string> read_proc_self(const char* name) {
+    static std::mutex lock;
+    static std::map<std::string, int> fds;
+    std::lock_guard guard(lock);
+    auto [it, inserted] = fds.try_emplace(name, -1);
+    if (inserted) it->second = ::open((std::string("/proc/self/") + name).c_str(), O_RDONLY | O_CLOEXEC);
+    if (it->second < 0) return std::nullopt;
+    std::string text(1 << 16, '\0');
+    ssize_t n = ::pread(it->second, text.data(), text.size(), 0);
+    if (n <= 0) return std::nullopt;
+    text.resize(size_t(n));
+    return text;
+}
+
+}  // namespace
+
+void open_proc_self() {
+    (void)read_proc_self("statm");
+    (void)read_proc_self("status");
+}
+
 uint64_t resident_kib() {
-    auto text = read_file("/proc/self/statm", 4096);
+    auto text = read_proc_self("statm");
     if (!text) return 0;
     unsigned long long size = 0, resident = 0;
     if (std::sscanf(text.value().c_str(), "%llu %llu", &size, &resident) != 2) return 0;
@@ -122,7 +149,7 @@ uint64_t resident_kib() {
 }
 
 std::optional<ResidentBreakdown> resident_breakdown_kib() {
-    auto text = read_file("/proc/self/status", 1 << 16);
+    auto text = read_proc_self("status");
     if (!text) return std::nullopt;
     ResidentBreakdown r;
     int found = 0;

@@ -30,6 +30,9 @@ Result<UniqueFd> connect_unix(const std::string& path);
 // The directory of the running executable (/proc/self/exe), or ".".
 std::string executable_dir();
 
+// Opens the /proc/self files the two below read, so they still work where
+// /proc is gone (the jail); they are otherwise opened on first use.
+void open_proc_self();
 // This process's resident memory in KiB (/proc/self/statm); 0 if unknown.
 uint64_t resident_kib();
 // This process's resident memory by kind (/proc/self/status RssAnon, RssFile,

@@ -86,6 +86,15 @@ void add_common(Rules& rules, pid_t pid) {
     // Anonymous and file mappings, but nothing executable.
     rules.push_back({SCMP_SYS(mmap), {SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0)}});
     rules.push_back({SCMP_SYS(mprotect), {SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0)}});
+    // Sanitizer builds (tests only): what the sanitizer runtimes call on any
+    // thread (a pipe to probe memory, /proc/self/maps for a report) and
+    // LeakSanitizer's check at exit (a helper task that ptraces every thread).
+    if (kSanitizerBuild)
+        add(rules,
+            {SCMP_SYS(pipe), SCMP_SYS(pipe2), SCMP_SYS(open), SCMP_SYS(openat), SCMP_SYS(getdents), SCMP_SYS(readlink),
+             SCMP_SYS(newfstatat), SCMP_SYS(fstat), SCMP_SYS(getdents64), SCMP_SYS(prlimit64), SCMP_SYS(getrlimit),
+             SCMP_SYS(sched_getaffinity), SCMP_SYS(mincore), SCMP_SYS(prctl), SCMP_SYS(rt_sigaction), SCMP_SYS(clone),
+             SCMP_SYS(ptrace), SCMP_SYS(wait4), SCMP_SYS(getppid)});
     // Kicks and wake-ups go to this process's own threads.
     rules.push_back({SCMP_SYS(kill), {SCMP_A0(SCMP_CMP_EQ, uint64_t(pid))}});
     rules.push_back({SCMP_SYS(tgkill), {SCMP_A0(SCMP_CMP_EQ, uint64_t(pid))}});
