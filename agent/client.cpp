@@ -1,8 +1,10 @@
 #include "agent/client.h"
 
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 
 #include "vmm/base/system.h"
@@ -34,13 +36,29 @@ Result<FrameBuffer::Frame> read_frame(int fd) {
     return FrameBuffer::Frame{MessageType(h.type), h.id, std::move(payload)};
 }
 
-Result<UniqueFd> connect_once(const Endpoint& e) {
+// How long a vsock handshake may wait for the guest's answer at the least,
+// however close the caller's deadline: a booting guest under emulation can
+// be slow to answer, and a retry would only queue another request behind it.
+constexpr auto kHandshakeFloor = std::chrono::seconds(5);
+
+Result<UniqueFd> connect_once(const Endpoint& e, std::chrono::steady_clock::time_point deadline) {
     UniqueFd fd = TRY(sys::connect_unix(e.socket));
     if (!e.vsock) return fd;
     TRY(sys::write_all(fd.get(), "CONNECT " + std::to_string(e.port) + "\n"));
+    // husk-vmm answers once the guest has (virtio-vsock RESPONSE or RST). A
+    // guest that never drives its queues never answers: the wait is bounded,
+    // or the caller (a reset's reseed, a container session being torn down)
+    // would hang with it.
+    auto until = std::max(deadline, std::chrono::steady_clock::now() + kHandshakeFloor);
     // The answer is one line, "OK <host port>"; read it byte by byte so nothing after it is consumed.
     std::string line;
     for (;;) {
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
+        pollfd p{fd.get(), POLLIN, 0};
+        int ready = ::poll(&p, 1, int(std::max<int64_t>(left.count(), 0)));
+        if (ready < 0 && errno == EINTR) continue;
+        if (ready < 0) return Error::from_errno(errno, "wait for the vsock handshake");
+        if (ready == 0) return Error::from_string("the guest did not answer the vsock connection in time", ETIMEDOUT);
         char ch;
         ssize_t n = ::read(fd.get(), &ch, 1);
         if (n < 0 && errno == EINTR) continue;
@@ -58,7 +76,7 @@ Result<UniqueFd> connect_once(const Endpoint& e) {
 Result<UniqueFd> connect_agent(const Endpoint& endpoint, std::chrono::steady_clock::time_point deadline) {
     auto delay = std::chrono::milliseconds(1);
     for (;;) {
-        auto fd = connect_once(endpoint);
+        auto fd = connect_once(endpoint, deadline);
         if (fd) return fd;
         if (std::chrono::steady_clock::now() + delay > deadline)
             return fd.release_error().with_context("connect to the agent at " + endpoint.socket);

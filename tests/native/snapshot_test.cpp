@@ -2,6 +2,7 @@
 // with the `snapshot` tiny guest (tests/guests/snapshot.c) driven over its
 // serial console and husk-vmm's control socket.
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -161,6 +162,25 @@ TEST_F(SnapshotTest, BadSnapshotFilesAreRefusedCleanly) {
     r = run_process({vmm(), "--restore", dir + "/nowhere"}, {.timeout_seconds = 30});
     EXPECT_EQ(r.exit_status, 1);
     EXPECT_NE(r.err.find("nowhere/vmstate"), std::string::npos) << r.err;
+}
+
+// A template (--snapshot-on-ready) is taken to run husk-agent, and a reset
+// reseeds its RNG through it. A guest with no agent behind the port used to
+// hold the reset, and with it husk-vmm's exit, for ever; now the reseed
+// gives up at its deadline and says so.
+TEST_F(SnapshotTest, ResetOfATemplateWithNoAgentAnswersAndExits) {
+    std::string snap = dir + "/template";
+    auto made = run_process({vmm(), "--kernel", guest("snapshot"), "--memory", "32", "--no-rng",
+                             "--snapshot-on-ready", snap, "--log", dir + "/log"});
+    ASSERT_EQ(made.exit_status, 0) << log();
+    std::string sock = dir + "/t.sock";
+    auto p = start({"--restore", snap}, sock);
+    auto reply = api(sock, {{"cmd", "reset"}});
+    EXPECT_FALSE(reply.contains("error")) << reply.dump() << log();
+    EXPECT_FALSE(reply.value("reseeded", true)) << reply.dump();
+    EXPECT_NE(log().find("could not reseed"), std::string::npos) << log();
+    ::kill(p->pid(), SIGTERM);
+    EXPECT_EQ(p->wait_exit(30), 128 + SIGTERM) << log();
 }
 
 }  // namespace
