@@ -170,8 +170,8 @@ TEST_F(SnapshotTest, BadSnapshotFilesAreRefusedCleanly) {
 // gives up at its deadline and says so.
 TEST_F(SnapshotTest, ResetOfATemplateWithNoAgentAnswersAndExits) {
     std::string snap = dir + "/template";
-    auto made = run_process({vmm(), "--kernel", guest("snapshot"), "--memory", "32", "--no-rng",
-                             "--snapshot-on-ready", snap, "--log", dir + "/log"});
+    auto made = run_process({vmm(), "--kernel", guest("snapshot"), "--memory", "32", "--no-rng", "--snapshot-on-ready",
+                             snap, "--log", dir + "/log"});
     ASSERT_EQ(made.exit_status, 0) << log();
     std::string sock = dir + "/t.sock";
     auto p = start({"--restore", snap}, sock);
