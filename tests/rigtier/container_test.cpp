@@ -11,6 +11,7 @@
 #include <fstream>
 #include <future>
 #include <nlohmann/json.hpp>
+#include <string_view>
 
 #include "agent/client.h"
 #include "tests/lib/subprocess.h"
@@ -72,6 +73,29 @@ protected:
         o.timeout_seconds = 180;
         o.stdin_data = input;
         return run_process(argv(spec), o);
+    }
+
+    // Every thread of a running husk-vmm is under a seccomp filter; with
+    // HUSK_JAIL=1 (the rig tier's jailed run) it is also in mount, IPC and
+    // UTS namespaces of its own, so that run cannot pass unjailed.
+    static void expect_confined(pid_t pid) {
+        std::string task_dir = "/proc/" + std::to_string(pid) + "/task";
+        int threads = 0;
+        for (const auto& task : fs::directory_iterator(task_dir)) {
+            std::ifstream status(task.path() / "status");
+            std::string line, mode;
+            while (std::getline(status, line))
+                if (line.rfind("Seccomp:", 0) == 0) mode = line.substr(line.find_last_of(" \t") + 1);
+            EXPECT_EQ(mode, "2") << "thread " << task.path().filename() << " is not filtered";
+            ++threads;
+        }
+        EXPECT_GE(threads, 3) << "vCPU, event loop and control threads";
+        const char* jail = std::getenv("HUSK_JAIL");
+        if (!jail || std::string_view(jail) != "1") return;
+        for (const char* ns : {"mnt", "ipc", "uts"}) {
+            auto theirs = fs::read_symlink("/proc/" + std::to_string(pid) + "/ns/" + ns);
+            EXPECT_NE(theirs, fs::read_symlink(std::string("/proc/self/ns/") + ns)) << ns << " namespace shared";
+        }
     }
 
     std::string m_dir, m_rootfs, m_vsock;
@@ -160,6 +184,7 @@ TEST_F(ContainerTest, ExecBesideTheFirstProcessAndSignalsForwarded) {
     EXPECT_EQ(status.value(), 4);
     EXPECT_EQ(text.get(), "sleeping\nfrom-exec\n");  // it sees the first process
     client.value().reset();
+    expect_confined(vmm.pid());
     // SIGTERM to husk-vmm reaches the container's process; husk-vmm exits with its status.
     ::kill(vmm.pid(), SIGTERM);
     EXPECT_EQ(vmm.wait_exit(60), 128 + SIGTERM);
