@@ -204,7 +204,9 @@ std::vector<Hook> read_hooks(Walker& w, const Json& hooks, const char* key) {
 Result<Json> parse_json(std::string_view text, std::string_view name) {
     try {
         return Json::parse(text);
-    } catch (const Json::parse_error& e) {
+    } catch (const Json::exception& e) {
+        // Not only parse_error: a number too large for a double ("1e999")
+        // throws out_of_range from the parser itself.
         // nlohmann's message names the byte offset; keep it, drop its "[json.exception...]" prefix.
         std::string what = e.what();
         if (auto at = what.find("] "); at != std::string::npos) what = what.substr(at + 2);

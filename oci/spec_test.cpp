@@ -69,6 +69,10 @@ TEST(Spec, ErrorsNameTheFieldAndFile) {
     EXPECT_EQ(error_of("{"), error_of("{"));  // stable
     EXPECT_NE(error_of("{").find("config.json: not valid JSON"), std::string::npos) << error_of("{");
     EXPECT_EQ(error_of("[]"), "config.json: expected a JSON object");
+    // A number no double holds is refused like any other bad JSON (the fuzzer found it aborting husk).
+    EXPECT_NE(error_of(R"({"ociVersion": 1e999999})").find("config.json: not valid JSON: number overflow"),
+              std::string::npos)
+        << error_of(R"({"ociVersion": 1e999999})");
     EXPECT_EQ(error_of(R"({"root": {"path": "r"}})"), "config.json: ociVersion: is required");
     EXPECT_EQ(error_of(R"({"ociVersion": "2.0.0", "root": {"path": "r"}})"),
               "config.json: ociVersion: `2.0.0` is not supported (husk implements runtime-spec 1.x)");
