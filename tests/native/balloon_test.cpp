@@ -44,8 +44,11 @@ TEST_F(BalloonTest, InflatedPagesLeaveTheHostAndDeflatedOnesComeBackEmpty) {
     int64_t touched = guest_ram_kib(sock, "rss_shmem_kib");
     EXPECT_EQ(ask(*p, "inflate " + n), "inflated " + n) << log();
     int64_t inflated = guest_ram_kib(sock, "rss_shmem_kib");
-    // Every page handed over left husk-vmm's resident memory (a few ring pages may come and go).
-    EXPECT_GE(touched - inflated, kPages * kKibPerPage - 64) << touched << " -> " << inflated;
+    // Every page handed over left husk-vmm's resident memory. The slack: a
+    // few ring pages come and go, and a 6.1 kernel syncs each thread's RSS
+    // counters only every 64 page faults (SPLIT_RSS_COUNTING), so a reading
+    // can lag by up to 64 pages per thread that touched guest RAM.
+    EXPECT_GE(touched - inflated, kPages * kKibPerPage - 2 * 64 * kKibPerPage) << touched << " -> " << inflated;
     auto b = api(sock, {{"cmd", "balloon"}});
     EXPECT_EQ(b.value("inflated_pages", 0), kPages) << b.dump();
     // 32 buffers of 256 consecutive PFNs: one discard each, not one per page.

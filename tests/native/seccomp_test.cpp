@@ -11,6 +11,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <string_view>
 
 #include "tests/lib/subprocess.h"
 
@@ -38,7 +39,11 @@ TEST(VmmSeccomp, AForbiddenCallOnEachKindOfThreadKillsTheVmmAndIsNamed) {
         EXPECT_NE(r.err.find(std::string("the ") + name + " thread made a forbidden system call: socket (41)"),
                   std::string::npos)
             << r.err;
-        EXPECT_EQ(r.out.find("Hello from a husk guest"), std::string::npos) << "the guest ran on";
+        // The vCPU filter is in place before the first KVM_RUN and the
+        // control one before any vCPU starts, so the guest never ran; the
+        // event loop starts after the vCPUs, and a guest may print first.
+        if (std::string_view(flag) != "loop")
+            EXPECT_EQ(r.out.find("Hello from a husk guest"), std::string::npos) << flag << ": the guest ran on";
     }
 }
 
