@@ -42,8 +42,9 @@ TEST(VmmSeccomp, AForbiddenCallOnEachKindOfThreadKillsTheVmmAndIsNamed) {
         // The vCPU filter is in place before the first KVM_RUN and the
         // control one before any vCPU starts, so the guest never ran; the
         // event loop starts after the vCPUs, and a guest may print first.
-        if (std::string_view(flag) != "loop")
+        if (std::string_view(flag) != "loop") {
             EXPECT_EQ(r.out.find("Hello from a husk guest"), std::string::npos) << flag << ": the guest ran on";
+        }
     }
 }
 
