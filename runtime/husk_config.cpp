@@ -65,7 +65,9 @@ Result<RuntimeConfig> load_runtime_config(const std::string& path) {
                         if (!v.is_boolean()) return Error::from_string(path + ": vm.template must be true or false");
                         c.use_template = *v.value<bool>();
                     } else if (name == "memory_mib" || name == "vcpus") {
-                        auto n = v.value<int64_t>();
+                        // value_exact: a float (2e60) is no integer, and converting one is undefined.
+                        if (!v.is_integer()) return Error::from_string(path + ": vm." + name + " must be an integer");
+                        auto n = v.value_exact<int64_t>();
                         if (!n || *n < 1 || *n > (name == "vcpus" ? 64 : 1 << 20))
                             return Error::from_string(path + ": vm." + name + " out of range");
                         (name == "vcpus" ? c.vcpus : c.memory_mib) = uint32_t(*n);

@@ -64,6 +64,11 @@ TEST(RuntimeConfig, FileAndAnnotations) {
     auto bad = load_runtime_config(dir + "/bad.toml");
     ASSERT_FALSE(bad);
     EXPECT_NE(bad.error().message().find("unknown key `vm.memroy_mib`"), std::string::npos);
+    std::ofstream(dir + "/float.toml") << "[vm]\nmemory_mib = -2e60\n";
+    auto float_size = load_runtime_config(dir + "/float.toml");
+    ASSERT_FALSE(float_size);
+    EXPECT_NE(float_size.error().message().find("vm.memory_mib must be an integer"), std::string::npos)
+        << float_size.error().message();
     fs::remove_all(dir);
 }
 

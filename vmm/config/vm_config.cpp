@@ -131,7 +131,10 @@ Result<VmConfig> parse_vm_toml(std::string_view text, std::string_view source, V
                 return Error::from_string(where(source, value.source()) + ": unknown key `" + full +
                                           "` (see husk-vmm --help)");
             auto bad_type = [&, &v = value] {
-                return Error::from_string(where(source, v.source()) + ": `" + full + "` must be a " + k->type);
+                std::string_view t = k->type;
+                const char* article = std::string_view("aeiou").find(t.front()) != std::string_view::npos ? "an" : "a";
+                return Error::from_string(where(source, v.source()) + ": `" + full + "` must be " + article + " " +
+                                          std::string(t));
             };
             std::string_view type = k->type;
             if (type == "path" || type == "string") {
@@ -170,8 +173,12 @@ Result<VmConfig> parse_vm_toml(std::string_view text, std::string_view source, V
                 else if (full == "jail.cgroup")
                     c.jail_cgroup = *s;
             } else if (type == "integer") {
-                auto v = value.value<int64_t>();
-                if (!v || !value.is_integer()) return bad_type();
+                // Type first: value<int64_t>() would convert a float such as
+                // -2e60, which is undefined behaviour outside int64's range
+                // (found by the vm_toml fuzz target).
+                if (!value.is_integer()) return bad_type();
+                auto v = value.value_exact<int64_t>();
+                if (!v) return bad_type();
                 if (*v < 0 || *v > UINT32_MAX)
                     return Error::from_string(where(source, value.source()) + ": `" + full + "` is out of range");
                 if (full == "vsock.cid")

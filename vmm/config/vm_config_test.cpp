@@ -121,7 +121,14 @@ TEST(VmConfig, UnknownTableIsNamed) {
 TEST(VmConfig, WrongTypeIsNamed) {
     auto c = parse_vm_toml("[machine]\nvcpus = \"two\"\n", "vm.toml");
     ASSERT_TRUE(c.is_error());
-    EXPECT_NE(c.error().message().find("`machine.vcpus` must be a integer"), std::string::npos);
+    EXPECT_NE(c.error().message().find("`machine.vcpus` must be an integer"), std::string::npos);
+    // A float is not an integer, however large (the fuzzer found -2e60 converted, undefined behaviour).
+    for (const char* number : {"1.5", "-2e60", "2e60", "nan", "inf"}) {
+        auto f = parse_vm_toml(std::string("[machine]\nmemory_mib = ") + number + "\n", "vm.toml");
+        ASSERT_TRUE(f.is_error()) << number;
+        EXPECT_NE(f.error().message().find("`machine.memory_mib` must be an integer"), std::string::npos)
+            << f.error().message();
+    }
 }
 
 TEST(VmConfig, SyntaxErrorHasLineAndColumn) {
