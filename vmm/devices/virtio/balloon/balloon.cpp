@@ -59,6 +59,12 @@ Result<void> Balloon::activate(uint64_t features, std::span<Queue> queues, Devic
     m_ctx = std::move(ctx);
     m_active = true;
     m_stats_head = -1;
+    // Linux's driver queues its first statistics buffer and kicks before it
+    // sets DRIVER_OK (virtballoon_probe → init_vqs), when that kick finds the
+    // device inactive and is dropped. Without the buffer no statistics could
+    // ever be requested, so activation takes what is already on the ring.
+    if (m_stats_index != SIZE_MAX && m_stats_index < m_queues.size() && m_queues[m_stats_index].ready())
+        handle_stats(m_queues[m_stats_index]);
     return {};
 }
 

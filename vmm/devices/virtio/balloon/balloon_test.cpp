@@ -171,6 +171,33 @@ TEST(Balloon, StatisticsComeOnRequest) {
     EXPECT_EQ(h.balloon.info().stats.at("free"), 2000u);
 }
 
+// Linux queues its first statistics before DRIVER_OK, and that kick finds
+// the device inactive: activation must take the buffer from the ring.
+TEST(Balloon, StatisticsQueuedBeforeActivationAreTaken) {
+    Harness h;
+    h.balloon.reset();
+    uint8_t entries[10] = {};
+    entries[0] = 4;  // free
+    uint64_t free_bytes = 777;
+    std::memcpy(entries + 2, &free_bytes, 8);
+    uint64_t at = h.drivers[2].alloc(sizeof entries, entries);
+    h.drivers[2].add_chain({{at, sizeof entries, false}});
+    h.balloon.queue_notify(2);  // not active: ignored
+    EXPECT_EQ(h.balloon.info().stats_updates, 0u);
+    DeviceContext ctx;
+    ctx.memory = &h.mem;
+    ctx.signal_used = [] {};
+    ctx.signal_config = [] {};
+    ctx.fail = [&h](const Error& e) { h.failure = e.message(); };
+    ASSERT_TRUE(h.balloon.activate(Balloon::kFeatureStatsVq | Balloon::kFeatureReporting | kFeatureVersion1,
+                                   std::span(h.queues), std::move(ctx)));
+    auto info = h.balloon.info();
+    ASSERT_EQ(info.stats.count("free"), 1u);
+    EXPECT_EQ(info.stats.at("free"), 777u);
+    EXPECT_TRUE(h.balloon.request_stats()) << "the device holds the buffer to ask for more";
+    EXPECT_EQ(h.failure, "");
+}
+
 TEST(Balloon, ConfigHoldsTheTargetAndTheDriversAnswer) {
     Harness h(0, {300, true, true});
     uint8_t word[4];
