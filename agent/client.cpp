@@ -100,6 +100,11 @@ AgentClient::~AgentClient() {
     if (m_reader.joinable()) m_reader.join();
 }
 
+void AgentClient::set_reply_deadline(std::chrono::steady_clock::time_point deadline) {
+    std::lock_guard guard(m_lock);
+    m_reply_deadline = deadline;
+}
+
 void AgentClient::close() {
     ::shutdown(m_fd.get(), SHUT_RDWR);
 }
@@ -138,7 +143,11 @@ Result<std::string> AgentClient::call(MessageType type, std::string_view payload
         TRY(sys::write_all(m_fd.get(), encode_frame(type, id, payload)).context(to_string(type)));
     }
     std::unique_lock lock(m_lock);
-    m_changed.wait(lock, [&] { return m_replies.count(id) || m_broken; });
+    auto answered = [&] { return m_replies.count(id) || m_broken; };
+    if (!m_reply_deadline)
+        m_changed.wait(lock, answered);
+    else if (!m_changed.wait_until(lock, *m_reply_deadline, answered))
+        return Error::from_string(std::string(to_string(type)) + ": the agent did not answer in time", ETIMEDOUT);
     auto it = m_replies.find(id);
     if (it == m_replies.end()) return Error(*m_broken).with_context(std::string(to_string(type)));
     Reply reply = std::move(it->second);

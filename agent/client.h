@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -38,6 +39,10 @@ public:
 
     // Fails every pending and later request (the reader sees the connection end).
     void close();
+    // Requests whose reply has not come by `deadline` fail with ETIMEDOUT
+    // (for short exchanges with a guest that may never answer); by default
+    // a request waits as long as the agent takes.
+    void set_reply_deadline(std::chrono::steady_clock::time_point deadline);
 
     Result<std::string> hello();  // the agent's version
     Result<void> setup_container(const ContainerSpec& spec);
@@ -75,6 +80,7 @@ private:
     std::map<uint32_t, Reply> m_replies;
     std::map<std::string, int> m_exits;
     std::optional<Error> m_broken;  // set when the connection fails; every waiter gets it
+    std::optional<std::chrono::steady_clock::time_point> m_reply_deadline;
     std::thread m_reader;
 };
 

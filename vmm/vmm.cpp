@@ -442,30 +442,14 @@ Result<void> Vmm::reseed_guest() {
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
     auto client = TRY(agent::AgentClient::connect({m_config.vsock_socket, true, agent::kPort}, deadline));
     // A guest that never answers (no husk-agent behind the port after all)
-    // must not hold this thread, and with it husk-vmm's exit, for ever: at
-    // the deadline the connection is closed, which fails the requests.
-    std::mutex lock;
-    std::condition_variable changed;
-    bool finished = false;
-    std::thread watchdog([&] {
-        std::unique_lock held(lock);
-        if (!changed.wait_until(held, deadline, [&] { return finished; })) client->close();
-    });
-    auto exchange = [&]() -> Result<void> {
-        TRY(client->hello());
-        std::string entropy(64, '\0');
-        if (::getrandom(entropy.data(), entropy.size(), 0) != ssize_t(entropy.size()))
-            return Error::from_errno(errno, "getrandom");
-        TRY(client->reseed(entropy));
-        return {};
-    }();
-    {
-        std::lock_guard held(lock);
-        finished = true;
-    }
-    changed.notify_all();
-    watchdog.join();
-    return exchange;
+    // must not hold this thread, and with it husk-vmm's exit, for ever.
+    client->set_reply_deadline(deadline);
+    TRY(client->hello());
+    std::string entropy(64, '\0');
+    if (::getrandom(entropy.data(), entropy.size(), 0) != ssize_t(entropy.size()))
+        return Error::from_errno(errno, "getrandom");
+    TRY(client->reseed(entropy));
+    return {};
 }
 
 Result<void> Vmm::collect_dirty(std::vector<uint64_t>& bitmap) {
