@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -36,6 +37,34 @@ pid_t spawn(const std::vector<std::string>& argv, int in, int out, int err) {
     return pid;
 }
 
+// Writes all of `data` to a pipe. A child that has died makes this return
+// false (EPIPE) instead of killing the test binary with SIGPIPE: the signal is
+// blocked on this thread for the write and a pending one is taken back.
+bool write_all(int fd, const std::string& data) {
+    sigset_t pipe_only, old;
+    sigemptyset(&pipe_only);
+    sigaddset(&pipe_only, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_only, &old);
+    size_t done = 0;
+    bool ok = true;
+    while (done < data.size()) {
+        ssize_t n = write(fd, data.data() + done, data.size() - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            ok = false;
+            break;
+        }
+        done += size_t(n);
+    }
+    if (!ok && errno == EPIPE && !sigismember(&old, SIGPIPE)) {
+        timespec zero{};
+        while (sigtimedwait(&pipe_only, nullptr, &zero) == SIGPIPE) {
+        }
+    }
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    return ok;
+}
+
 int wait_status(pid_t pid) {
     int status = 0;
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
@@ -54,8 +83,7 @@ ProcessResult run_process(const std::vector<std::string>& argv, const RunOptions
     close(out[1]);
     close(err[1]);
     close(in[0]);
-    if (!o.stdin_data.empty()) [[maybe_unused]]
-        ssize_t n = write(in[1], o.stdin_data.data(), o.stdin_data.size());
+    if (!o.stdin_data.empty()) write_all(in[1], o.stdin_data);
     close(in[1]);
 
     bool signalled = false;
@@ -108,14 +136,7 @@ RunningProcess::RunningProcess(const std::vector<std::string>& argv, bool stdin_
 }
 
 bool RunningProcess::write_stdin(const std::string& data) {
-    size_t done = 0;
-    while (done < data.size()) {
-        ssize_t n = write(m_stdin, data.data() + done, data.size() - done);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return false;
-        done += size_t(n);
-    }
-    return true;
+    return write_all(m_stdin, data);
 }
 
 RunningProcess::~RunningProcess() {

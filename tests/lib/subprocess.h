@@ -45,6 +45,7 @@ public:
     // What stdout held so far (and everything up to EOF after wait_exit).
     const std::string& seen() const { return m_seen; }
     pid_t pid() const { return m_pid; }
+    // False once the child has closed its stdin or died (never SIGPIPE).
     bool write_stdin(const std::string& data);
     // Forgets what stdout held so far (wait_for_stdout then looks only at new output).
     void clear_seen() { m_seen.clear(); }

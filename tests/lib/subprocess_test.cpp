@@ -1,0 +1,29 @@
+// The test support library itself: a child that dies must fail a test, not
+// kill the test binary.
+#include "tests/lib/subprocess.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace husk::test {
+namespace {
+
+TEST(Subprocess, WritingToAChildThatHasExitedReturnsFalse) {
+    RunningProcess p({"true"}, true);
+    ASSERT_GT(p.pid(), 0);
+    ASSERT_EQ(p.wait_exit(10), 0);
+    // Larger than a pipe's buffer: the write meets the closed end for sure.
+    EXPECT_FALSE(p.write_stdin(std::string(1 << 20, 'x')));
+    EXPECT_FALSE(p.write_stdin("again\n"));
+}
+
+TEST(Subprocess, StdinDataForAChildThatIgnoresItIsDropped) {
+    RunOptions o;
+    o.stdin_data = std::string(1 << 20, 'x');
+    ProcessResult r = run_process({"true"}, o);
+    EXPECT_EQ(r.exit_status, 0);
+}
+
+}  // namespace
+}  // namespace husk::test
