@@ -26,8 +26,9 @@ std::string env(const char* name) {
 
 constexpr const char* kCmdline = "console=ttyS0 reboot=k panic=-1 i8042.noaux i8042.nomux i8042.dumbkbd quiet";
 
-ProcessResult boot(const std::string& init_args, std::vector<std::string> extra = {},
-                   const std::string& kernel = env("HUSK_VMLINUX")) {
+// husk-vmm booting the test kernel and initramfs with `init_args` for the test init.
+std::vector<std::string> vmm_argv(const std::string& init_args, std::vector<std::string> extra = {},
+                                  const std::string& kernel = env("HUSK_VMLINUX")) {
     std::vector<std::string> argv = {env("HUSK_VMM"),
                                      "--kernel",
                                      kernel,
@@ -38,9 +39,14 @@ ProcessResult boot(const std::string& init_args, std::vector<std::string> extra 
                                      "--cmdline",
                                      std::string(kCmdline) + " -- " + init_args};
     argv.insert(argv.end(), extra.begin(), extra.end());
+    return argv;
+}
+
+ProcessResult boot(const std::string& init_args, std::vector<std::string> extra = {},
+                   const std::string& kernel = env("HUSK_VMLINUX")) {
     RunOptions o;
     o.timeout_seconds = 120;
-    return run_process(argv, o);
+    return run_process(vmm_argv(init_args, std::move(extra), kernel), o);
 }
 
 TEST(LinuxBoot, PvhOneVcpuReachesInitAndReboots) {
@@ -154,20 +160,6 @@ std::string read_line(int fd) {
     char c;
     while (read(fd, &c, 1) == 1 && c != '\n') line += c;
     return line;
-}
-
-std::vector<std::string> vmm_argv(const std::string& init_args, std::vector<std::string> extra) {
-    std::vector<std::string> argv = {env("HUSK_VMM"),
-                                     "--kernel",
-                                     env("HUSK_VMLINUX"),
-                                     "--initramfs",
-                                     env("HUSK_INITRAMFS"),
-                                     "--memory",
-                                     "256",
-                                     "--cmdline",
-                                     std::string(kCmdline) + " -- " + init_args};
-    argv.insert(argv.end(), extra.begin(), extra.end());
-    return argv;
 }
 
 TEST(LinuxVirtio, VsockHostToGuestEcho) {
