@@ -23,6 +23,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -103,11 +104,18 @@ public:
             }
         }
         for (uint32_t q = 0; q < queues; ++q) w32(t, virtio::MmioTransport::kNotifyOffset, q);
-        // Host I/O the requests started finishes before the device goes.
-        for (int i = 0; i < 2000; ++i) {
+        // Host I/O the requests started (a reset's orphans too) finishes
+        // before the device goes: its completions use the device. Never
+        // finishing is a finding.
+        auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+        for (;;) {
             {
                 auto held = t.hold();
                 if (!t.busy_locked()) break;
+            }
+            if (std::chrono::steady_clock::now() > deadline) {
+                std::fprintf(stderr, "fuzz: the device's host I/O did not finish within 10 s\n");
+                std::abort();
             }
             std::this_thread::sleep_for(std::chrono::microseconds(50));
         }

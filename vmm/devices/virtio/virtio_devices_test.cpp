@@ -3,8 +3,10 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstring>
+#include <future>
 #include <thread>
 
 #include "vmm/devices/virtio/block/block.h"
@@ -18,8 +20,12 @@ namespace {
 
 using testing::FakeDriver;
 
-uint32_t rd32(MmioTransport& t, uint64_t off) { return testing::mmio_read32(t, off); }
-void wr32(MmioTransport& t, uint64_t off, uint32_t v) { testing::mmio_write32(t, off, v); }
+uint32_t rd32(MmioTransport& t, uint64_t off) {
+    return testing::mmio_read32(t, off);
+}
+void wr32(MmioTransport& t, uint64_t off, uint32_t v) {
+    testing::mmio_write32(t, off, v);
+}
 
 struct Harness {
     GuestMemory mem = GuestMemory::create(8 << 20).release_value();
@@ -129,7 +135,7 @@ TEST(MmioTransport, QueueOutsideMemoryNeedsReset) {
     wr32(*h.t, 0x70, kStatusAcknowledge | kStatusDriver | kStatusFeaturesOk | kStatusDriverOk);
     EXPECT_TRUE(rd32(*h.t, 0x70) & kStatusNeedsReset);
     EXPECT_TRUE(rd32(*h.t, 0x60) & 2);  // configuration change interrupt
-    wr32(*h.t, 0x70, 0);               // reset recovers
+    wr32(*h.t, 0x70, 0);                // reset recovers
     EXPECT_EQ(rd32(*h.t, 0x70), 0u);
 }
 
@@ -290,6 +296,63 @@ TEST(Block, DiscardAndWriteZeroes) {
     ASSERT_EQ(pread(fd, back, sizeof back, 4096), ssize_t(sizeof back));
     close(fd);
     for (uint8_t b : back) ASSERT_EQ(b, 0);
+}
+
+// A driver may reset the device while its reads are still in the host kernel.
+// Those reads go on writing guest memory, so the device stays busy until they
+// land: a snapshot or an in-place reset must wait for them, and the fuzz
+// harness must not free the device under them.
+TEST(Block, AResetWithAReadInFlightStaysBusyUntilItLands) {
+    TempImage img(64 * 1024);
+    Harness h(Block::open({img.path, false, false, ""}).release_value());
+    h.bring_up();
+
+    // Hold the loop thread in a completion: the read's own completion waits behind it.
+    struct Gate {
+        std::promise<void> opened;
+        bool done = false;
+        void open() {
+            if (!std::exchange(done, true)) opened.set_value();
+        }
+        ~Gate() { open(); }  // before the harness stops its loop, whatever failed
+    } gate;
+    std::shared_future<void> opened = gate.opened.get_future().share();
+    std::atomic<bool> held{false};
+    int fds[2];
+    ASSERT_EQ(pipe(fds), 0);
+    uint8_t byte = 0;
+    ASSERT_FALSE(h.loop
+                     ->submit([&](io_uring_sqe* sqe) { io_uring_prep_read(sqe, fds[0], &byte, 1, 0); },
+                              [&held, opened](int) {
+                                  held = true;
+                                  opened.wait();
+                              })
+                     .is_error());
+    ASSERT_EQ(write(fds[1], "x", 1), 1);
+    while (!held) std::this_thread::yield();
+
+    BlkReq in{Block::kTypeIn, 0, 2};
+    uint64_t hdr = h.drv.alloc(16, &in), data = h.drv.alloc(4096), st = h.drv.alloc(1);
+    h.drv.add_chain({{hdr, 16, false}, {data, 4096, true}, {st, 1, true}});
+    h.notify();
+    wr32(*h.t, 0x70, 0);  // the driver resets the device
+    {
+        auto lock = h.t->hold();
+        EXPECT_TRUE(h.t->busy_locked()) << "a read the reset orphaned is still in flight";
+    }
+    gate.open();
+    bool idle = false;
+    for (int i = 0; i < 2000 && !idle; ++i) {
+        {
+            auto lock = h.t->hold();
+            idle = !h.t->busy_locked();
+        }
+        if (!idle) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    EXPECT_TRUE(idle);
+    EXPECT_EQ(h.drv.used_idx(), 0) << "the orphaned read is not reported to the reset queue";
+    close(fds[0]);
+    close(fds[1]);
 }
 
 TEST(Block, OpenErrorsNameThePath) {

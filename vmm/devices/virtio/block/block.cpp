@@ -251,12 +251,12 @@ bool Block::start(DescriptorChain chain) {
                 },
                 [this, req, data_len, out](int res) {
                     std::lock_guard guard(*m_ctx.lock);
-                    if (req->generation == m_generation) --m_in_flight;
+                    io_done(*req);
                     bool ok = res >= 0 && uint64_t(res) == data_len;
                     finish(req, ok ? kStatusOk : kStatusIoErr, ok && !out ? uint32_t(data_len) : 0);
                 });
             if (r.is_error()) return fail_request(kStatusIoErr);
-            ++m_in_flight;
+            io_started();
             return true;
         }
         case kTypeFlush: {
@@ -264,11 +264,11 @@ bool Block::start(DescriptorChain chain) {
             auto r = m_ctx.loop->submit([&](io_uring_sqe* sqe) { io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC); },
                                         [this, req](int res) {
                                             std::lock_guard guard(*m_ctx.lock);
-                                            if (req->generation == m_generation) --m_in_flight;
+                                            io_done(*req);
                                             finish(req, res == 0 ? kStatusOk : kStatusIoErr, 0);
                                         });
             if (r.is_error()) return fail_request(kStatusIoErr);
-            ++m_in_flight;
+            io_started();
             return true;
         }
         case kTypeGetId: {
@@ -300,7 +300,7 @@ bool Block::start(DescriptorChain chain) {
             auto r = m_ctx.loop->submit([&](io_uring_sqe* sqe) { io_uring_prep_fallocate(sqe, fd, mode, off, len); },
                                         [this, req, discard = hdr.type == kTypeDiscard](int res) {
                                             std::lock_guard guard(*m_ctx.lock);
-                                            if (req->generation == m_generation) --m_in_flight;
+                                            io_done(*req);
                                             // A file system without hole punching: discard is only a hint.
                                             uint8_t st = res == 0                        ? kStatusOk
                                                          : discard && res == -EOPNOTSUPP ? kStatusOk
@@ -309,12 +309,22 @@ bool Block::start(DescriptorChain chain) {
                                             finish(req, st, 0);
                                         });
             if (r.is_error()) return fail_request(kStatusIoErr);
-            ++m_in_flight;
+            io_started();
             return true;
         }
         default:
             return fail_request(kStatusUnsupported);
     }
+}
+
+void Block::io_started() {
+    ++m_in_flight;
+    ++m_host_ops;
+}
+
+void Block::io_done(const Request& req) {
+    --m_host_ops;
+    if (req.generation == m_generation) --m_in_flight;
 }
 
 void Block::finish(const std::shared_ptr<Request>& req, uint8_t status, uint32_t data_written) {

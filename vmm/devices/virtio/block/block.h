@@ -43,7 +43,8 @@ public:
     Result<void> activate(uint64_t features, std::span<Queue> queues, DeviceContext ctx) override;
     void queue_notify(size_t index) override;
     void reset() override;
-    bool busy() const override { return m_in_flight > 0; }
+    // Counts requests a reset has orphaned too: their reads still land in guest memory.
+    bool busy() const override { return m_host_ops > 0; }
     // The capacity the driver knew; a restore onto another disk tells it of the new one.
     std::string save_state() const override;
     Result<void> load_state(std::string_view bytes) override;
@@ -59,6 +60,9 @@ private:
 
     // Starts one request; returns false when the chain is malformed (device fails).
     bool start(DescriptorChain chain);
+    // Requests handed to io_uring and back (device lock held).
+    void io_started();
+    void io_done(const Request& req);
     void finish(const std::shared_ptr<Request>& req, uint8_t status, uint32_t data_written);
     void schedule_notify();
     // Pops and starts every available request. While requests are in flight the
@@ -74,8 +78,9 @@ private:
     uint64_t m_generation = 0;  // bumped on reset: completions of older requests are dropped
     uint64_t m_completed = 0;
     bool m_notify_scheduled = false;  // one interrupt check per event-loop turn
-    uint32_t m_in_flight = 0;
-    uint64_t m_restored_sectors = 0;  // requests submitted to io_uring, not yet completed
+    uint32_t m_in_flight = 0;         // this generation's requests in io_uring (kicks stay off meanwhile)
+    uint32_t m_host_ops = 0;          // every request in io_uring, whatever its generation
+    uint64_t m_restored_sectors = 0;
 };
 
 }  // namespace husk::virtio

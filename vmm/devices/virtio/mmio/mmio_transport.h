@@ -58,7 +58,8 @@ public:
     // Device reset from the host side (hold() held): its I/O stops until load_state.
     void quiesce_locked() { reset_locked(); }
     // Host I/O in flight (hold() held); a snapshot waits until there is none.
-    bool busy_locked() const { return m_active && m_device->busy(); }
+    // A device the driver has reset can still have some: not only when active.
+    bool busy_locked() const { return m_device->busy(); }
 
     uint32_t status() const;
     uint32_t interrupt_status() const;
