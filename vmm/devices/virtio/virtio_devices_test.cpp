@@ -184,6 +184,30 @@ struct BlkReq {
     uint64_t sector;
 };
 
+// Only a reset takes status bits off. A driver that cleared DRIVER_OK could
+// otherwise resize a queue the device is using (found by fuzzing: a request
+// completing onto a queue of size 0 divided by zero).
+TEST(MmioTransport, StatusBitsGoOffOnlyByReset) {
+    TempImage img(8192);
+    Harness h(Block::open({img.path, false, false, ""}).release_value());
+    h.bring_up();
+    uint32_t up = rd32(*h.t, 0x70);
+    ASSERT_TRUE(up & kStatusDriverOk);
+    wr32(*h.t, 0x70, kStatusAcknowledge | kStatusDriver);
+    EXPECT_EQ(rd32(*h.t, 0x70), up);
+    wr32(*h.t, 0x30, 0);
+    wr32(*h.t, 0x38, 0);  // QueueNum: read-only once DRIVER_OK is set
+    BlkReq in{Block::kTypeIn, 0, 0};
+    uint64_t hdr = h.drv.alloc(16, &in), data = h.drv.alloc(512), st = h.drv.alloc(1);
+    h.drv.add_chain({{hdr, 16, false}, {data, 512, true}, {st, 1, true}});
+    h.notify();
+    ASSERT_TRUE(h.wait_used(1));
+    EXPECT_EQ(h.mem.read_obj<uint8_t>(st).value(), Block::kStatusOk);
+    EXPECT_FALSE(rd32(*h.t, 0x70) & kStatusNeedsReset);
+    wr32(*h.t, 0x70, 0);
+    EXPECT_EQ(rd32(*h.t, 0x70), 0u);
+}
+
 TEST(Block, ReadWriteFlushGetId) {
     TempImage img(64 * 1024);
     auto dev = Block::open({img.path, false, false, "husk-disk"}).release_value();

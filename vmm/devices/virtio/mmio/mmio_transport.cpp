@@ -241,6 +241,14 @@ void MmioTransport::set_status(uint32_t v) {
         reset_locked();
         return;
     }
+    // Status bits only go on (§2.1.1); a driver that wants one off resets the
+    // device. Taking DRIVER_OK off would reopen the queue registers under a
+    // device that is still using its queues.
+    if ((v & m_status) != m_status) {
+        log::debug("virtio device {}: status {:#x} would clear bits of {:#x}; ignored", m_device->device_type(), v,
+                   m_status);
+        return;
+    }
     // FEATURES_OK: the device accepts the subset unless it asks for bits we never offered (§3.1.1).
     if ((v & kStatusFeaturesOk) && !(m_status & kStatusFeaturesOk)) {
         uint64_t offered = m_device->device_features() | kTransportFeatures;
