@@ -43,10 +43,12 @@ private:
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     using namespace husk;
+    static std::string path = "/tmp/husk-vsock-fuzz-" + std::to_string(::getpid()) + ".sock";
     static virtio::Vsock* vsock = [] {
-        std::string path = "/tmp/husk-vsock-fuzz-" + std::to_string(::getpid()) + ".sock";
         auto v = virtio::Vsock::create({3, path});
         if (!v) std::abort();
+        // libFuzzer ends with exit(): the socket file goes with the process.
+        std::atexit([] { ::unlink(path.c_str()); });
         return v.release_value().release();
     }();
     fuzz::VirtioHarness::get().run(std::make_unique<Lent>(*vsock), data, size);
