@@ -66,9 +66,9 @@ Result<RuntimeConfig> load_runtime_config(const std::string& path) {
                         c.use_template = *v.value<bool>();
                     } else if (name == "memory_mib" || name == "vcpus") {
                         // value_exact: a float (2e60) is no integer, and converting one is undefined.
-                        if (!v.is_integer()) return Error::from_string(path + ": vm." + name + " must be an integer");
                         auto n = v.value_exact<int64_t>();
-                        if (!n || *n < 1 || *n > (name == "vcpus" ? 64 : 1 << 20))
+                        if (!n) return Error::from_string(path + ": vm." + name + " must be an integer");
+                        if (*n < 1 || *n > (name == "vcpus" ? 64 : 1 << 20))
                             return Error::from_string(path + ": vm." + name + " out of range");
                         (name == "vcpus" ? c.vcpus : c.memory_mib) = uint32_t(*n);
                     } else {

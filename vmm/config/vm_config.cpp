@@ -173,10 +173,9 @@ Result<VmConfig> parse_vm_toml(std::string_view text, std::string_view source, V
                 else if (full == "jail.cgroup")
                     c.jail_cgroup = *s;
             } else if (type == "integer") {
-                // Type first: value<int64_t>() would convert a float such as
-                // -2e60, which is undefined behaviour outside int64's range
-                // (found by the vm_toml fuzz target).
-                if (!value.is_integer()) return bad_type();
+                // value_exact: only an integer node answers. value<int64_t>()
+                // would convert a float such as -2e60, which is undefined
+                // behaviour outside int64's range (found by the vm_toml fuzz target).
                 auto v = value.value_exact<int64_t>();
                 if (!v) return bad_type();
                 if (*v < 0 || *v > UINT32_MAX)
