@@ -825,6 +825,16 @@ void Vmm::handle_mmio(Vcpu& vcpu) {
         m_mmio.read(mmio.phys_addr, data);
 }
 
+// " (rip=... rsp=... cr0=... cr3=... cr4=... efer=...)": where a vCPU was when
+// the guest crashed; empty if KVM will not say.
+std::string Vmm::crash_registers(const Vcpu& vcpu) {
+    auto regs = vcpu.regs();
+    auto sregs = vcpu.sregs();
+    if (regs.is_error() || sregs.is_error()) return {};
+    return fmt::format(" (rip=0x{:x} rsp=0x{:x} cr0=0x{:x} cr3=0x{:x} cr4=0x{:x} efer=0x{:x})", regs.value().rip,
+                       regs.value().rsp, sregs.value().cr0, sregs.value().cr3, sregs.value().cr4, sregs.value().efer);
+}
+
 void Vmm::vcpu_thread(size_t index) {
     Vcpu& vcpu = m_vcpus[index];
     sigset_t kick;
@@ -862,7 +872,8 @@ void Vmm::vcpu_thread(size_t index) {
                 if (m_serial->saw_power_down() || m_serial->saw_kernel_panic() || m_serial->saw_restart())
                     guest_reset("triple fault");
                 else
-                    request_exit(kExitGuestCrash, "guest triple-faulted on vCPU " + std::to_string(index));
+                    request_exit(kExitGuestCrash,
+                                 fmt::format("guest triple-faulted on vCPU {}{}", index, crash_registers(vcpu)));
                 return;
             case KVM_EXIT_SYSTEM_EVENT:
                 if (run->system_event.type == KVM_SYSTEM_EVENT_CRASH)

@@ -66,6 +66,11 @@ TEST(TinyGuest, TripleFaultExitsNonZero) {
     EXPECT_TRUE(r.err.find("triple-faulted") != std::string::npos ||
                 r.err.find("KVM internal error") != std::string::npos)
         << r.err;
+    // Where the vCPU was, for whoever debugs the guest.
+    if (r.err.find("triple-faulted") != std::string::npos) {
+        EXPECT_NE(r.err.find(" (rip=0x"), std::string::npos) << r.err;
+        EXPECT_NE(r.err.find(" cr3=0x"), std::string::npos) << r.err;
+    }
 }
 
 TEST(TinyGuest, HaltedGuestStopsOnSigterm) {

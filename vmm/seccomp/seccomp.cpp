@@ -114,8 +114,9 @@ Rules rules_for(Thread kind, pid_t pid) {
     add_common(rules, pid);
     switch (kind) {
         case Thread::Vcpu:
-            // KVM_RUN, and the serial port's interrupt line (PIO exits are handled here).
-            add_ioctls(rules, {KVM_RUN, KVM_IRQ_LINE});
+            // KVM_RUN, and the serial port's interrupt line (PIO exits are handled
+            // here); its own registers for a crash report.
+            add_ioctls(rules, {KVM_RUN, KVM_IRQ_LINE, KVM_GET_REGS, KVM_GET_SREGS});
             // A device the guest sets up through MMIO hands its first reads to
             // the event loop's ring. The ring takes only the operations its
             // restrictions list (vmm/io/event_loop.cpp), so it is no way around this filter.
