@@ -831,6 +831,10 @@ std::string Vmm::crash_registers(const Vcpu& vcpu) {
     auto regs = vcpu.regs();
     auto sregs = vcpu.sregs();
     if (regs.is_error() || sregs.is_error()) return {};
+    // KVM on AMD re-initializes a vCPU after a shutdown: what is left is the
+    // reset state (real mode at 0xfff0), not where the guest was.
+    if (regs.value().rip == 0xfff0 && !(sregs.value().cr0 & 1) && sregs.value().cr3 == 0)
+        return " (its registers are gone: KVM reset the vCPU on the fault, as it does on AMD)";
     return fmt::format(" (rip=0x{:x} rsp=0x{:x} cr0=0x{:x} cr3=0x{:x} cr4=0x{:x} efer=0x{:x})", regs.value().rip,
                        regs.value().rsp, sregs.value().cr0, sregs.value().cr3, sregs.value().cr4, sregs.value().efer);
 }
