@@ -57,6 +57,20 @@ std::string with_kernel_args(const std::string& cmdline, const std::string& extr
     return cmdline.substr(0, dashes) + " " + extra + cmdline.substr(dashes);
 }
 
+// " (rip=... rsp=... cr0=... cr3=... cr4=... efer=...)": where a vCPU was when
+// the guest crashed; empty if KVM will not say.
+std::string crash_registers(const Vcpu& vcpu) {
+    auto regs = vcpu.regs();
+    auto sregs = vcpu.sregs();
+    if (regs.is_error() || sregs.is_error()) return {};
+    // KVM on AMD re-initializes a vCPU after a shutdown: what is left is the
+    // reset state (real mode at 0xfff0), not where the guest was.
+    if (regs.value().rip == 0xfff0 && !(sregs.value().cr0 & 1) && sregs.value().cr3 == 0)
+        return " (its registers are gone: KVM reset the vCPU on the fault, as it does on AMD)";
+    return fmt::format(" (rip=0x{:x} rsp=0x{:x} cr0=0x{:x} cr3=0x{:x} cr4=0x{:x} efer=0x{:x})", regs.value().rip,
+                       regs.value().rsp, sregs.value().cr0, sregs.value().cr3, sregs.value().cr4, sregs.value().efer);
+}
+
 }  // namespace
 
 Vmm::Vmm(Kvm kvm, Vm vm, GuestMemory memory)
@@ -823,20 +837,6 @@ void Vmm::handle_mmio(Vcpu& vcpu) {
         m_mmio.write(mmio.phys_addr, data);
     else
         m_mmio.read(mmio.phys_addr, data);
-}
-
-// " (rip=... rsp=... cr0=... cr3=... cr4=... efer=...)": where a vCPU was when
-// the guest crashed; empty if KVM will not say.
-std::string Vmm::crash_registers(const Vcpu& vcpu) {
-    auto regs = vcpu.regs();
-    auto sregs = vcpu.sregs();
-    if (regs.is_error() || sregs.is_error()) return {};
-    // KVM on AMD re-initializes a vCPU after a shutdown: what is left is the
-    // reset state (real mode at 0xfff0), not where the guest was.
-    if (regs.value().rip == 0xfff0 && !(sregs.value().cr0 & 1) && sregs.value().cr3 == 0)
-        return " (its registers are gone: KVM reset the vCPU on the fault, as it does on AMD)";
-    return fmt::format(" (rip=0x{:x} rsp=0x{:x} cr0=0x{:x} cr3=0x{:x} cr4=0x{:x} efer=0x{:x})", regs.value().rip,
-                       regs.value().rsp, sregs.value().cr0, sregs.value().cr3, sregs.value().cr4, sregs.value().efer);
 }
 
 void Vmm::vcpu_thread(size_t index) {

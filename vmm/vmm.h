@@ -88,7 +88,6 @@ private:
     void vcpu_thread(size_t index);
     void handle_pio(Vcpu& vcpu);
     void handle_mmio(Vcpu& vcpu);
-    static std::string crash_registers(const Vcpu& vcpu);
     void console_input_thread();
     // The guest reset the machine: reboot, power-off or panic, told apart by the console.
     void guest_reset(const std::string& how);
