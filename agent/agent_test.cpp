@@ -123,6 +123,24 @@ protected:
     std::unique_ptr<AgentClient> m_client;
 };
 
+// The host's reader went away and the host shut the stdout stream down: the
+// process's next write fails as it would under runc (SIGPIPE, 141), instead
+// of writing into nothing for ever; the exit is still reported.
+TEST_F(AgentTest, AStdoutStreamShutByTheHostEndsTheWriterWithSigpipe) {
+    auto s = spec(std::string(kInitId), {"sh", "-c", "while :; do echo y; done"});
+    s.attach = kAttachStdout;
+    ASSERT_TRUE(m_client->create_process(s));
+    auto out = m_client->attach_stdio(s.exec_id, Channel::Stdout);
+    ASSERT_TRUE(out) << out.error().message();
+    ASSERT_TRUE(m_client->start(s.exec_id));
+    char buf[4096];
+    ASSERT_GT(::read(out.value().get(), buf, sizeof buf), 0);
+    ::shutdown(out.value().get(), SHUT_RDWR);
+    auto status = m_client->wait(s.exec_id);
+    ASSERT_TRUE(status) << status.error().message();
+    EXPECT_EQ(status.value(), 128 + SIGPIPE);
+}
+
 // Reseed mixes host bytes into the RNG (here the host's own: test mode) and
 // refuses amounts that could not be meant.
 TEST_F(AgentTest, ReseedTakesHostEntropy) {

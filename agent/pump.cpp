@@ -8,13 +8,14 @@
 namespace husk::agent {
 
 Pump::Pump(Poller& poller, UniqueFd source, UniqueFd sink, SinkKind kind, std::string initial,
-           std::function<void()> done)
+           std::function<void()> done, OnSinkFailure on_sink_failure)
     : m_poller(poller),
       m_source(std::move(source)),
       m_sink(std::move(sink)),
       m_kind(kind),
       m_buffer(std::move(initial)),
-      m_done(std::move(done)) {}
+      m_done(std::move(done)),
+      m_on_sink_failure(on_sink_failure) {}
 
 Pump::~Pump() {
     if (m_source) m_poller.unwatch(m_source.get());
@@ -71,6 +72,11 @@ void Pump::on_sink(uint32_t events) {
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && errno == EAGAIN) break;
         m_sink_failed = true;  // the reader went away: drop what is buffered
+    }
+    if (m_sink_failed && m_source && m_on_sink_failure == OnSinkFailure::CloseSource) {
+        m_poller.unwatch(m_source.get());
+        m_source.reset();
+        m_source_eof = true;
     }
     if (m_offset == m_buffer.size() || m_sink_failed) {
         m_buffer.clear();

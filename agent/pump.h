@@ -14,11 +14,16 @@ namespace husk::agent {
 class Pump {
 public:
     enum class SinkKind { Socket, Pipe, Pty };
+    // What a failed sink (its reader gone) does to the source. A process's
+    // output pipe is closed, so the process's next write fails with EPIPE as
+    // it would under runc writing to that reader; a pty or a host stream is
+    // drained into nothing, so its writer never blocks on a dead reader.
+    enum class OnSinkFailure { DrainSource, CloseSource };
     // `initial` is written to `sink` before anything read from `source`.
     // `done` runs once the source reached EOF and everything was written (or
-    // the sink failed and the source was drained into nothing).
+    // the sink failed and the source was drained or closed).
     Pump(Poller& poller, UniqueFd source, UniqueFd sink, SinkKind kind, std::string initial,
-         std::function<void()> done);
+         std::function<void()> done, OnSinkFailure on_sink_failure = OnSinkFailure::DrainSource);
     ~Pump();
     Pump(const Pump&) = delete;
     Pump& operator=(const Pump&) = delete;
@@ -46,6 +51,7 @@ private:
     uint32_t m_source_events = 0;
     uint32_t m_sink_events = 0;
     std::function<void()> m_done;
+    OnSinkFailure m_on_sink_failure;
 };
 
 }  // namespace husk::agent

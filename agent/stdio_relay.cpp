@@ -1,24 +1,90 @@
 #include "agent/stdio_relay.h"
 
 #include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <ctime>
 #include <string_view>
 
-#include "vmm/base/system.h"
 
 namespace husk::agent {
 
-void relay_output(int stream, int fd) {
-    char buf[65536];
-    for (;;) {
-        ssize_t n = ::read(stream, buf, sizeof buf);
+namespace {
+
+// Writes all of `data` to `fd`, waiting out EAGAIN with poll (a non-blocking
+// pipe the engine handed us). False once the reader is gone or `fd` failed.
+bool write_fully(int fd, std::string_view data) {
+    while (!data.empty()) {
+        ssize_t n = ::write(fd, data.data(), data.size());
+        if (n > 0) {
+            data.remove_prefix(size_t(n));
+            continue;
+        }
         if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return;
-        (void)sys::write_all(fd, std::string_view(buf, size_t(n)));
+        if (n < 0 && errno == EAGAIN) {
+            pollfd p{fd, POLLOUT, 0};
+            // POLLERR/POLLHUP wake us too; the next write tells what happened.
+            if (::poll(&p, 1, -1) < 0 && errno != EINTR) return false;
+            if (p.revents & POLLNVAL) return false;
+            continue;
+        }
+        return false;  // EPIPE (the reader closed), EIO, ENOSPC, ...
     }
+    return true;
+}
+
+// send() with MSG_NOSIGNAL: a stream the guest reset must not raise SIGPIPE.
+bool send_all(int sock, std::string_view data) {
+    while (!data.empty()) {
+        ssize_t n = ::send(sock, data.data(), data.size(), MSG_NOSIGNAL);
+        if (n > 0) {
+            data.remove_prefix(size_t(n));
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        return false;
+    }
+    return true;
+}
+
+// A SIGPIPE a write in this thread raised: pending on the thread while
+// blocked, taken back here so it never reaches the process.
+void discard_pending_sigpipe() {
+    sigset_t pipe_set;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    timespec zero{0, 0};
+    while (::sigtimedwait(&pipe_set, nullptr, &zero) == SIGPIPE) {
+    }
+}
+
+}  // namespace
+
+RelayEnd relay_output(int stream, int fd) {
+    sigset_t pipe_set, old;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+    RelayEnd end = RelayEnd::StreamEnded;
+    char chunk[65536];
+    for (;;) {
+        ssize_t n = ::read(stream, chunk, sizeof chunk);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        if (!write_fully(fd, std::string_view(chunk, size_t(n)))) {
+            // The guest's writer gets EPIPE through the stream, as it would
+            // from the pipe itself (agent/PROTOCOL.md, "Stdio streams").
+            ::shutdown(stream, SHUT_RDWR);
+            end = RelayEnd::ReaderGone;
+            break;
+        }
+    }
+    discard_pending_sigpipe();
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    return end;
 }
 
 void relay_input(int fd, int stream, int stop) {
@@ -33,7 +99,7 @@ void relay_input(int fd, int stream, int stop) {
         ssize_t n = ::read(fd, buf, sizeof buf);
         if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
         if (n <= 0) break;
-        if (!sys::write_all(stream, std::string_view(buf, size_t(n)))) return;
+        if (!send_all(stream, std::string_view(buf, size_t(n)))) return;
     }
     ::shutdown(stream, SHUT_WR);
 }
