@@ -78,6 +78,8 @@ ProcessResult run_process(const std::vector<std::string>& argv, const RunOptions
     ProcessResult r;
     int out[2], err[2], in[2];
     if (pipe2(out, O_CLOEXEC) || pipe2(err, O_CLOEXEC) || pipe2(in, O_CLOEXEC)) return r;
+    if (o.nonblocking_output)
+        for (int fd : {out[1], err[1]}) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     auto start = Clock::now();
     pid_t pid = spawn(argv, in[0], out[1], err[1]);
     close(out[1]);
@@ -103,6 +105,13 @@ ProcessResult run_process(const std::vector<std::string>& argv, const RunOptions
                 continue;
             }
             (i == 0 ? r.out : r.err).append(buf, size_t(got));
+            if (o.read_pause_us) usleep(useconds_t(o.read_pause_us));
+            if (i == 0 && o.close_stdout_after && r.out.size() >= o.close_stdout_after) {
+                close(fds[i].fd);
+                fds[i].fd = -1;
+                --open_fds;
+                continue;
+            }
             if (i == 0 && r.marker_ms < 0 && !o.stdout_marker.empty() &&
                 r.out.find(o.stdout_marker) != std::string::npos)
                 r.marker_ms = ms_since(start);

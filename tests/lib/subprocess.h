@@ -25,6 +25,13 @@ struct RunOptions {
     std::string signal_after;
     std::string stdin_data;
     std::string stdout_marker;
+    // The child's stdout and stderr as an engine's shim may hand them over:
+    // O_NONBLOCK pipes (the flag is on the pipe, so the child sees it too).
+    bool nonblocking_output = false;
+    // A slow reader: pauses this long after each read of the child's output.
+    int read_pause_us = 0;
+    // A reader that goes away: closes the child's stdout once it read this many bytes (0: never).
+    size_t close_stdout_after = 0;
 };
 
 ProcessResult run_process(const std::vector<std::string>& argv, const RunOptions& options = {});

@@ -14,6 +14,7 @@
 #include <string_view>
 
 #include "agent/client.h"
+#include "tests/lib/output_burst.h"
 #include "tests/lib/subprocess.h"
 #include "vmm/base/system.h"
 
@@ -129,6 +130,47 @@ TEST_F(ContainerTest, TenMiBOfOutputArriveIntact) {
     std::string line = "0123456789abcde\n";
     for (size_t i = 0; i < 10485760; i += 4096 * 16) ASSERT_EQ(r.out.compare(i, 16, line), 0) << "at " << i;
     EXPECT_EQ(r.out.substr(10485760), "last\n");
+}
+
+// The engines' shims hand the container non-blocking pipes: a full one
+// (EAGAIN) must be waited for, never a chunk dropped. Repeated, with a slow
+// reader, so a lost chunk cannot hide.
+TEST_F(ContainerTest, NonBlockingStdioWithASlowReaderGetsEveryByte) {
+    OutputBurst burst;
+    burst.first_mib = 2;
+    burst.second_mib = 2;
+    RunOptions o;
+    o.timeout_seconds = 300;
+    o.nonblocking_output = true;
+    o.read_pause_us = 300;
+    for (int i = 0; i < 3; ++i) {
+        auto r = run_process(argv(config({"sh", "-c", burst.script()})), o);
+        EXPECT_EQ(r.exit_status, 0) << r.err.substr(0, 2000);
+        EXPECT_EQ(burst.compare(r.out, r.err), "") << "run " << i;
+    }
+}
+
+// A reader that goes away: the container's next write fails as it would
+// under runc (SIGPIPE, 141), and husk-vmm itself neither dies of SIGPIPE nor hangs.
+TEST_F(ContainerTest, AReaderThatClosesEarlyEndsTheWriterWithSigpipe) {
+    RunOptions o;
+    o.timeout_seconds = 180;
+    o.close_stdout_after = 10000;
+    auto r = run_process(argv(config({"sh", "-c", "while :; do echo yes; done"})), o);
+    EXPECT_FALSE(r.timed_out);
+    EXPECT_EQ(r.exit_status, 128 + SIGPIPE) << r.err;
+}
+
+// A guest process that prints the kernel's power-off banner neither stops
+// the VM nor makes its exit look clean (vmm/EXIT_STATUS.md).
+TEST_F(ContainerTest, AForgedPowerOffBannerChangesNothing) {
+    // The container's /dev is a tmpfs: it makes its own /dev/kmsg node (it has CAP_MKNOD). <0> is KERN_EMERG,
+    // which reaches the console whatever its log level.
+    auto r = run(config({"sh", "-c",
+                         "mknod /tmp/kmsg c 1 11 || exit 9; echo '<0>reboot: Power down' > /tmp/kmsg; "
+                         "echo '<0>reboot: System halted' > /tmp/kmsg; sleep 1; echo still-here; exit 3"}));
+    EXPECT_EQ(r.exit_status, 3) << r.err;
+    EXPECT_EQ(r.out, "still-here\n");
 }
 
 TEST_F(ContainerTest, EnvCwdUserAndHostname) {

@@ -15,6 +15,7 @@
 #include <functional>
 #include <thread>
 
+#include "tests/lib/output_burst.h"
 #include "tests/lib/subprocess.h"
 #include "vmm/api/api_server.h"
 
@@ -33,6 +34,40 @@ std::string source_dir() {
 
 ProcessResult sh(const std::string& command, const std::string& input = "") {
     return shell(command, input);
+}
+
+// How often the output tests repeat each case (HUSK_OUTPUT_REPEATS, default 20).
+int output_repeats() {
+    std::string n = env("HUSK_OUTPUT_REPEATS");
+    return n.empty() ? 20 : std::max(1, std::atoi(n.c_str()));
+}
+
+// Runs `command(i)` output_repeats() times; each run must exit 0 with exactly
+// the burst's output. Returns how many runs came up short (each also a failure).
+template <typename Command>
+int repeat_burst(const OutputBurst& burst, Command command) {
+    int bad = 0;
+    for (int i = 0; i < output_repeats(); ++i) {
+        ProcessResult r = command(i);
+        std::string why = burst.compare(r.out, r.err);
+        if (r.exit_status != 0 || !why.empty()) {
+            ++bad;
+            ADD_FAILURE() << "run " << i << ": exit " << r.exit_status << "; " << why
+                          << (r.exit_status != 0 ? r.err.substr(0, 500) : "");
+        }
+    }
+    std::printf("output burst (%zu+%zu MiB, %d interleaved lines): %d of %d runs whole\n", burst.first_mib,
+                burst.second_mib, burst.lines, output_repeats() - bad, output_repeats());
+    return bad;
+}
+
+// 2 MiB, interleaved stdout and stderr, 20 MiB, and a last word right
+// before exit: the command of the lost-output report, and more.
+OutputBurst engine_burst() {
+    OutputBurst b;
+    b.first_mib = 2;
+    b.second_mib = 20;
+    return b;
 }
 
 class Docker : public ::testing::Test {
@@ -68,6 +103,16 @@ TEST_F(Docker, OutputAndExitCodes) {
     EXPECT_EQ(r.out, "out\n");
     EXPECT_EQ(r.err, "err\n");
     EXPECT_EQ(docker(run() + "--rm busybox:husk true").exit_status, 0);
+}
+
+// No byte lost under the shim's pipes, for the first process and for exec.
+TEST_F(Docker, OutputArrivesWholeEveryTime) {
+    OutputBurst burst = engine_burst();
+    EXPECT_EQ(repeat_burst(burst, [&](int) { return docker(run() + "--rm busybox:husk sh -c '" + burst.script() + "'"); }),
+              0);
+    ASSERT_EQ(docker(run() + "-d --name burst busybox:husk sleep 900").exit_status, 0);
+    EXPECT_EQ(repeat_burst(burst, [&](int) { return docker("exec burst sh -c '" + burst.script() + "'"); }), 0);
+    EXPECT_EQ(docker("rm -f burst").exit_status, 0);
 }
 
 TEST_F(Docker, EnvWorkdirUserReadOnly) {
@@ -210,6 +255,28 @@ TEST_F(Containerd, RunWithAndWithoutTty) {
                 " docker.io/library/busybox:husk tty1 sh -c '[ -t 0 ] && echo tty-ok'\" /dev/null");
     EXPECT_EQ(t.exit_status, 0) << t.out << t.err;
     EXPECT_NE(t.out.find("tty-ok"), std::string::npos) << t.out;
+}
+
+TEST_F(Containerd, OutputArrivesWholeEveryTime) {
+    OutputBurst burst = engine_burst();
+    EXPECT_EQ(repeat_burst(burst,
+                           [&](int i) {
+                               return ctr(run("burst" + std::to_string(i)) + "sh -c '" + burst.script() + "'");
+                           }),
+              0);
+    auto started =
+        ctr("run -d --runc-binary " + env("HUSK_RUNTIME") + " docker.io/library/busybox:husk bursts sleep 900");
+    ASSERT_EQ(started.exit_status, 0) << started.err;
+    EXPECT_EQ(repeat_burst(burst,
+                           [&](int i) {
+                               return ctr("task exec --exec-id b" + std::to_string(i) + " bursts sh -c '" +
+                                          burst.script() + "'");
+                           }),
+              0);
+    EXPECT_EQ(ctr("task kill -s SIGKILL bursts").exit_status, 0);
+    EXPECT_TRUE(wait_until([&] { return ctr("task ls").out.find("STOPPED") != std::string::npos; }, 30));
+    EXPECT_EQ(ctr("task rm bursts").exit_status, 0);
+    EXPECT_EQ(ctr("container rm bursts").exit_status, 0);
 }
 
 TEST_F(Containerd, TaskExecAndKill) {
