@@ -32,6 +32,7 @@
 #include "vmm/base/log.h"
 #include "vmm/base/system.h"
 #include "vmm/base/wire.h"
+#include "vmm/base/json_text.h"
 
 namespace husk::runtime {
 
@@ -149,7 +150,7 @@ Result<ContainerState> create_container(const GlobalOptions& g, const CreateOpti
     TRY(build_rootfs_image(rootfs, image, files).context("build the rootfs image"));
     {
         auto fd = TRY(sys::open(dir + "/config.json", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-        TRY(sys::write_all(fd.get(), config.dump()));
+        TRY(sys::write_all(fd.get(), json_text(config)));
     }
 
     ContainerState state;

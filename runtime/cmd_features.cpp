@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "runtime/runtime.h"
+#include "vmm/base/json_text.h"
 
 namespace husk::runtime {
 
@@ -24,7 +25,7 @@ Result<int> cmd_features(const GlobalOptions&, const Args&) {
           {"io.husk.memory_mib", "guest RAM in MiB"},
           {"io.husk.vcpus", "vCPUs"}}},
     };
-    std::printf("%s\n", f.dump(2).c_str());
+    std::printf("%s\n", json_text(f, 2).c_str());
     return 0;
 }
 

@@ -5,6 +5,7 @@
 #include "runtime/args.h"
 #include "runtime/runtime.h"
 #include "runtime/state.h"
+#include "vmm/base/json_text.h"
 
 namespace husk::runtime {
 
@@ -29,7 +30,7 @@ Result<int> cmd_list(const GlobalOptions& g, const Args& args) {
             std::printf("%-20s %-8d %-10s %-40s %s\n", id.c_str(), status == "stopped" ? 0 : state.value().pid,
                         status.c_str(), state.value().bundle.c_str(), state.value().created.c_str());
     }
-    if (format == "json") std::printf("%s\n", all.dump().c_str());
+    if (format == "json") std::printf("%s\n", json_text(all).c_str());
     return 0;
 }
 

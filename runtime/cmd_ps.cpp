@@ -9,6 +9,7 @@
 #include "runtime/args.h"
 #include "runtime/runtime.h"
 #include "runtime/state.h"
+#include "vmm/base/json_text.h"
 
 namespace husk::runtime {
 
@@ -24,7 +25,7 @@ Result<int> cmd_ps(const GlobalOptions& g, const Args& args) {
         if (::kill(e, 0) == 0) pids.push_back(e);
     std::string format = p.get("format", "table");
     if (format == "json") {
-        std::printf("%s\n", nlohmann::json(pids).dump().c_str());
+        std::printf("%s\n", json_text(nlohmann::json(pids)).c_str());
         return 0;
     }
     if (format != "table") return Error::from_string("ps: --format is table or json");

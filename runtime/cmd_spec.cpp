@@ -7,6 +7,7 @@
 #include "runtime/args.h"
 #include "runtime/runtime.h"
 #include "vmm/base/system.h"
+#include "vmm/base/json_text.h"
 
 namespace husk::runtime {
 
@@ -58,7 +59,7 @@ Result<int> cmd_spec(const GlobalOptions&, const Args& args) {
           {"readonlyPaths", {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"}}}},
     };
     auto fd = TRY(sys::open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
-    TRY(sys::write_all(fd.get(), spec.dump(2) + "\n"));
+    TRY(sys::write_all(fd.get(), json_text(spec, 2) + "\n"));
     return 0;
 }
 

@@ -4,6 +4,7 @@
 #include "runtime/args.h"
 #include "runtime/runtime.h"
 #include "runtime/state.h"
+#include "vmm/base/json_text.h"
 
 namespace husk::runtime {
 
@@ -12,7 +13,7 @@ Result<int> cmd_state(const GlobalOptions& g, const Args& args) {
     TRY(p.parse(args));
     std::string id = TRY(p.id());
     auto state = TRY(load_state(g.root, id));
-    std::printf("%s\n", state.oci_json(live_status(state)).dump(2).c_str());
+    std::printf("%s\n", json_text(state.oci_json(live_status(state)), 2).c_str());
     return 0;
 }
 

@@ -14,6 +14,7 @@
 
 #include "vmm/api/api_server.h"
 #include "vmm/base/system.h"
+#include "vmm/base/json_text.h"
 
 namespace husk::runtime {
 
@@ -90,7 +91,7 @@ Result<void> save_state(const ContainerState& s) {
     std::string tmp = s.dir + "/state.json.tmp";
     {
         auto fd = TRY(sys::open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-        TRY(sys::write_all(fd.get(), j.dump()));
+        TRY(sys::write_all(fd.get(), json_text(j)));
     }
     if (::rename(tmp.c_str(), (s.dir + "/state.json").c_str()) < 0) return Error::from_errno(errno, "save the state");
     return {};

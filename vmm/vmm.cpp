@@ -21,6 +21,7 @@
 #include "vmm/arch/x86/loader.h"
 #include "vmm/arch/x86/regs.h"
 #include "vmm/base/clock.h"
+#include "vmm/base/guarded_thread.h"
 #include "vmm/base/log.h"
 #include "vmm/base/system.h"
 #include "vmm/container/container_session.h"
@@ -32,6 +33,7 @@
 #include "vmm/devices/virtio/vsock/vsock.h"
 #include "vmm/jail/jail.h"
 #include "vmm/snapshot/snapshot.h"
+#include "vmm/base/json_text.h"
 
 namespace husk {
 namespace {
@@ -327,12 +329,17 @@ Result<std::vector<std::unique_lock<std::mutex>>> Vmm::hold_idle_devices() {
 }
 
 Result<nlohmann::json> Vmm::take_snapshot(const std::string& dir) {
+    std::lock_guard operation(m_operation_lock);
+    return take_snapshot_locked(dir);
+}
+
+Result<nlohmann::json> Vmm::take_snapshot_locked(const std::string& dir) {
     if (dir.empty()) return Error::from_string("snapshot needs a \"path\": the directory to write", EINVAL);
     if (::mkdir(dir.c_str(), 0700) < 0 && errno != EEXIST)
         return Error::from_errno(errno, "create snapshot directory `" + dir + "`");
     uint64_t t0 = clock::now_ns();
     bool was_paused = is_paused();
-    TRY(pause());
+    TRY(pause_vcpus());
     auto result = [&]() -> Result<nlohmann::json> {
         // The devices' locks stay held until guest memory is written: host
         // data arriving meanwhile waits instead of changing queues already saved.
@@ -348,7 +355,7 @@ Result<nlohmann::json> Vmm::take_snapshot(const std::string& dir) {
         for (auto& t : m_virtio) snap.virtio.push_back(t->save_state_locked());
         if (m_supported_cpuid.empty()) m_supported_cpuid = TRY(m_kvm.supported_cpuid());
         snap.machine = {m_memory.size(), uint32_t(m_vcpus.size()), x86::vendor_string(m_supported_cpuid),
-                        m_config.cpu_template, machine_to_json(m_config).dump()};
+                        m_config.cpu_template, json_text(machine_to_json(m_config))};
         std::string memory_path = dir + "/" + snapshot::kMemoryFile;
         TRY(m_memory.save(memory_path + ".tmp"));
         // An old vmstate goes first: a crash from here on leaves no pair that
@@ -363,11 +370,16 @@ Result<nlohmann::json> Vmm::take_snapshot(const std::string& dir) {
         log::info("snapshot written to {} in {:.1f} ms", dir, ms);
         return nlohmann::json{{"path", dir}, {"ms", ms}, {"memory_bytes", m_memory.size()}};
     }();
-    if (!was_paused) resume();
+    if (!was_paused) resume_vcpus();
     return result;
 }
 
 Result<nlohmann::json> Vmm::reset_to_snapshot(const std::string& other) {
+    std::lock_guard operation(m_operation_lock);
+    return reset_to_snapshot_locked(other);
+}
+
+Result<nlohmann::json> Vmm::reset_to_snapshot_locked(const std::string& other) {
     if (!m_snapshot)
         return Error::from_string("this VM was not restored from a snapshot: there is nothing to reset to");
     std::unique_ptr<snapshot::Snapshot> replacement;
@@ -389,7 +401,7 @@ Result<nlohmann::json> Vmm::reset_to_snapshot(const std::string& other) {
     }
     uint64_t t0 = clock::now_ns();
     bool was_paused = is_paused();
-    TRY(pause());
+    TRY(pause_vcpus());
     uint64_t t_paused = clock::now_ns(), t_reverted = 0, t_state = 0;
     uint64_t dirty = 0;
     auto result = [&]() -> Result<void> {
@@ -424,7 +436,7 @@ Result<nlohmann::json> Vmm::reset_to_snapshot(const std::string& other) {
         request_exit(kExitVmmError, "reset failed: " + result.error().message());
         return result.release_error();
     }
-    if (!was_paused) resume();
+    if (!was_paused) resume_vcpus();
     uint64_t t_end = clock::now_ns();
     double us = double(t_end - t0) / 1e3;
     ++m_resets;
@@ -541,6 +553,7 @@ nlohmann::json Vmm::stats() {
 }
 
 Result<nlohmann::json> Vmm::balloon(std::optional<uint32_t> target_mib, bool fresh_stats) {
+    std::lock_guard operation(m_operation_lock);
     if (!m_balloon) return Error::from_string("this VM has no balloon (balloon.enabled = false)", ENOTSUP);
     constexpr uint32_t kPagesPerMib = virtio::Balloon::kPagesPerMib;
     if (target_mib && *target_mib >= m_config.memory_mib)
@@ -642,7 +655,13 @@ Result<void> Vmm::setup_devices(const VmConfig& config) {
             (void)m_vm.set_irq_line(Serial::kCom1Irq, true);
             (void)m_vm.set_irq_line(Serial::kCom1Irq, false);
         },
-        [this] { request_exit(0, "guest powered off (halted)"); });
+        [this] {
+            // The banner is console text, which any guest process with
+            // /dev/kmsg can print: it ends only a VM without husk-agent
+            // (see "Exit status" in vmm/EXIT_STATUS.md).
+            if (!m_config.agent) return request_exit(0, "guest powered off (halted)");
+            log::warn("the guest printed a halt or power-off banner; an agent guest ends only through its agent: ignored");
+        });
     TRY(m_pio.insert(Serial::kCom1Base, 8, m_serial));
     auto i8042 = std::make_shared<I8042>([this] { guest_reset("reset through the i8042"); });
     TRY(m_pio.insert(I8042::kDataPort, 5, i8042));
@@ -669,8 +688,15 @@ Result<void> Vmm::setup_devices(const VmConfig& config) {
 }
 
 void Vmm::guest_reset(const std::string& how) {
-    // A power-off shows as a panic after "reboot: Power down" (init exits once
-    // the kernel finds no way to power off); that is a clean exit.
+    // husk-agent powers its guest off through the debug port's exit register;
+    // a reset of an agent guest is never that (vmm/EXIT_STATUS.md).
+    if (m_config.agent) {
+        std::string what = m_serial->saw_kernel_panic() ? "the guest kernel panicked and reset" : "the guest reset";
+        return request_exit(kExitGuestCrash, what + " (" + how + ") without its agent powering it off");
+    }
+    // Without an agent the console is all there is: a power-off shows as a
+    // panic after "reboot: Power down" (init exits once the kernel finds no
+    // way to power off); that is a clean exit.
     if (m_serial->saw_power_down())
         request_exit(0, "guest powered off (" + how + ")");
     else if (m_serial->saw_kernel_panic())
@@ -708,6 +734,16 @@ void Vmm::park_if_paused() {
 }
 
 Result<void> Vmm::pause() {
+    std::lock_guard operation(m_operation_lock);
+    return pause_vcpus();
+}
+
+void Vmm::resume() {
+    std::lock_guard operation(m_operation_lock);
+    resume_vcpus();
+}
+
+Result<void> Vmm::pause_vcpus() {
     std::unique_lock lock(m_pause_lock);
     if (m_paused) return {};
     m_paused = true;
@@ -728,7 +764,7 @@ Result<void> Vmm::pause() {
     return {};
 }
 
-void Vmm::resume() {
+void Vmm::resume_vcpus() {
     std::lock_guard guard(m_pause_lock);
     if (!m_paused) return;
     m_paused = false;
@@ -810,10 +846,8 @@ nlohmann::json Vmm::api_request(const nlohmann::json& request) {
 }
 
 void Vmm::kick_all_vcpus() {
-    for (size_t i = 0; i < m_vcpus.size(); ++i) {
-        m_vcpus[i].run_data()->immediate_exit = 1;
-        if (i < m_threads.size() && m_threads[i].joinable()) pthread_kill(m_threads[i].native_handle(), kKickSignal);
-    }
+    // No kicker before run(): no vCPU thread to kick either.
+    if (m_kicker) m_kicker->kick_all();
 }
 
 void Vmm::handle_pio(Vcpu& vcpu) {
@@ -845,6 +879,13 @@ void Vmm::vcpu_thread(size_t index) {
     sigemptyset(&kick);
     sigaddset(&kick, kKickSignal);
     pthread_sigmask(SIG_UNBLOCK, &kick, nullptr);
+    m_kicker->register_self(index);
+    // Unregistered on every way out: a thread that ended is never signalled.
+    struct Unregister {
+        VcpuKicker& kicker;
+        size_t index;
+        ~Unregister() { kicker.unregister_self(index); }
+    } unregister{*m_kicker, index};
     if (auto r = seccomp::install(seccomp::Thread::Vcpu); r.is_error()) {
         request_exit(kExitVmmError, r.error().message());
         return;
@@ -920,6 +961,11 @@ void Vmm::console_input_thread() {
 Result<int> Vmm::run() {
     // Still one thread: the jail's namespaces can only be entered now.
     if (m_config.jail) TRY(enter_jail());
+    {
+        std::vector<kvm_run*> run_data;
+        for (auto& vcpu : m_vcpus) run_data.push_back(vcpu.run_data());
+        m_kicker = std::make_unique<VcpuKicker>(std::move(run_data), kKickSignal);
+    }
     // Before any vCPU runs: every thread started from here on inherits this
     // filter, and the vCPU and event-loop threads narrow it further.
     TRY(seccomp::install(seccomp::Thread::Control));
@@ -937,17 +983,25 @@ Result<int> Vmm::run() {
 
     if (m_console_stdin) {
         m_input_stop = TRY(sys::eventfd(0, EFD_NONBLOCK));
-        m_input_thread = std::thread([this] { console_input_thread(); });
+        m_input_thread = std::thread([this] { run_guarded("console input", [this] { console_input_thread(); }); });
     }
     // vCPUs first: the guest needs its devices only well into boot, the CPU at once.
-    for (size_t i = 0; i < m_vcpus.size(); ++i) m_threads.emplace_back([this, i] { vcpu_thread(i); });
+    // A thread that fails on an exception stops the VM instead of aborting husk-vmm.
+    auto stop_vm = [this] { request_exit(kExitVmmError, "a husk-vmm thread failed (logged above)"); };
+    for (size_t i = 0; i < m_vcpus.size(); ++i)
+        m_threads.emplace_back([this, i, stop_vm] { run_guarded("vCPU", [this, i] { vcpu_thread(i); }, stop_vm); });
     if (m_loop)
-        m_loop_thread = std::thread([this] {
-            if (auto r = seccomp::install(seccomp::Thread::EventLoop); r.is_error()) {
-                request_exit(kExitVmmError, r.error().message());
-                return;
-            }
-            m_loop->run();
+        m_loop_thread = std::thread([this, stop_vm] {
+            run_guarded(
+                "event loop",
+                [this] {
+                    if (auto r = seccomp::install(seccomp::Thread::EventLoop); r.is_error()) {
+                        request_exit(kExitVmmError, r.error().message());
+                        return;
+                    }
+                    m_loop->run();
+                },
+                stop_vm);
         });
     if (m_container) m_container->start();
     // A restored agent guest holds the snapshot's RNG state; a container
@@ -955,10 +1009,12 @@ Result<int> Vmm::run() {
     std::unique_lock threads(m_threads_lock);
     if (m_snapshot && m_config.agent && !m_container)
         m_reseed_thread = std::thread([this] {
-            if (auto r = reseed_guest(); r.is_error())
-                log::warn("could not reseed the restored guest's RNG: {}", r.error().message());
-            else
-                log::debug("guest RNG reseeded after restore");
+            run_guarded("reseed", [this] {
+                if (auto r = reseed_guest(); r.is_error())
+                    log::warn("could not reseed the restored guest's RNG: {}", r.error().message());
+                else
+                    log::debug("guest RNG reseeded after restore");
+            });
         });
     threads.unlock();
 
@@ -974,12 +1030,17 @@ Result<int> Vmm::run() {
             if (m_stopping) break;
             if (m_snapshot_due.exchange(false)) {
                 std::lock_guard guard(m_threads_lock);
-                m_snapshot_thread = std::thread([this] {
-                    auto r = take_snapshot(m_config.snapshot_on_ready);
-                    if (r)
-                        request_exit(0, "snapshot written to " + m_config.snapshot_on_ready);
-                    else
-                        request_exit(kExitVmmError, "snapshot on ready: " + r.error().message());
+                m_snapshot_thread = std::thread([this, stop_vm] {
+                    run_guarded(
+                        "snapshot",
+                        [this] {
+                            auto r = take_snapshot(m_config.snapshot_on_ready);
+                            if (r)
+                                request_exit(0, "snapshot written to " + m_config.snapshot_on_ready);
+                            else
+                                request_exit(kExitVmmError, "snapshot on ready: " + r.error().message());
+                        },
+                        stop_vm);
                 });
             }
             continue;
@@ -1007,6 +1068,7 @@ Result<int> Vmm::run() {
         std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
     m_api.reset();
+    bool container_vm = m_container != nullptr;
     m_container.reset();  // ends its threads before the devices they talk through
     std::lock_guard guard(m_exit_lock);
     if (m_exit_status == kExitGuestCrash || m_exit_status == kExitVmmError) log::error("{}", m_exit_reason);
@@ -1018,6 +1080,12 @@ Result<int> Vmm::run() {
         log::info("{}", m_exit_reason);
     // The container's process exited and the guest powered off after it: that status is ours.
     if (m_container_status && m_exit_status == 0) return *m_container_status;
+    // A container VM that stopped "cleanly" without its agent's report of the
+    // process's exit did not stop cleanly: whatever the guest said, it is a crash.
+    if (container_vm && m_exit_status == 0) {
+        log::error("the guest stopped ({}) before its agent reported the container's exit", m_exit_reason);
+        return kExitGuestCrash;
+    }
     return m_exit_status;
 }
 

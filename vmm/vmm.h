@@ -23,6 +23,7 @@
 #include "vmm/io/event_loop.h"
 #include "vmm/kvm/kvm.h"
 #include "vmm/kvm/vcpu.h"
+#include "vmm/kvm/vcpu_kicker.h"
 #include "vmm/kvm/vm.h"
 #include "vmm/memory/guest_memory.h"
 #include "vmm/seccomp/seccomp.h"
@@ -44,6 +45,10 @@ public:
     // process gets SIGTERM/SIGINT/SIGHUP. Returns husk-vmm's exit status.
     // The calling thread must be the process's main thread.
     Result<int> run();
+
+    // VM-wide operations — pause, resume, snapshot, reset/restore, balloon —
+    // run one at a time (m_operation_lock), whichever thread asks: a resume
+    // from the API cannot let the vCPUs go in the middle of a snapshot.
 
     // Stops every vCPU outside the guest (returns once all are parked), and lets them go again.
     Result<void> pause();
@@ -78,6 +83,11 @@ private:
     Result<void> collect_dirty(std::vector<uint64_t>& bitmap);
     Result<uint64_t> revert(const std::vector<uint64_t>& bitmap);
     bool is_paused();
+    // pause() and resume() for an operation that already holds m_operation_lock.
+    Result<void> pause_vcpus();
+    void resume_vcpus();
+    Result<nlohmann::json> take_snapshot_locked(const std::string& dir);
+    Result<nlohmann::json> reset_to_snapshot_locked(const std::string& other);
     void join_helper_threads();
     // Host entropy into the guest's RNG through husk-agent (Reseed).
     Result<void> reseed_guest();
@@ -116,7 +126,11 @@ private:
     std::thread m_snapshot_thread;  // snapshot.on_ready
     std::thread m_reseed_thread;    // after --restore of an agent guest
     std::vector<Vcpu> m_vcpus;
+    // Only the main thread touches m_threads; every other thread kicks
+    // through m_kicker (made in run() before any other thread starts).
     std::vector<std::thread> m_threads;
+    std::unique_ptr<VcpuKicker> m_kicker;
+    std::mutex m_operation_lock;  // one VM-wide operation at a time (see pause())
     Bus m_pio{"pio"};
     Bus m_mmio{"mmio"};
     std::shared_ptr<Serial> m_serial;

@@ -13,6 +13,8 @@
 #include "vmm/base/log.h"
 #include "vmm/base/system.h"
 #include "vmm/seccomp/seccomp.h"
+#include "vmm/base/guarded_thread.h"
+#include "vmm/base/json_text.h"
 
 namespace husk {
 
@@ -36,7 +38,9 @@ Result<std::unique_ptr<ApiServer>> ApiServer::create(const std::string& path, Ha
 }
 
 void ApiServer::start() {
-    if (!m_thread.joinable()) m_thread = std::thread([this] { serve(); });
+    // The last resort: an exception past serve_client's own catch stops husk-vmm cleanly.
+    if (!m_thread.joinable())
+        m_thread = std::thread([this] { run_guarded("API", [this] { serve(); }, [] { ::kill(::getpid(), SIGTERM); }); });
 }
 
 ApiServer::ApiServer(std::string path, UniqueFd listener, UniqueFd stop, Handler handler)
@@ -105,15 +109,17 @@ void ApiServer::serve_client(int fd) {
                     reply = m_handler(request);
             } catch (const nlohmann::json::exception& e) {
                 reply = {{"error", std::string("bad request: ") + e.what()}};
+            } catch (const std::exception& e) {
+                reply = {{"error", std::string("request failed: ") + e.what()}};
             }
-            if (!sys::write_all(fd, reply.dump() + "\n")) return;
+            if (!sys::write_all(fd, json_text(reply) + "\n")) return;
         }
     }
 }
 
 Result<nlohmann::json> api_call(const std::string& path, const nlohmann::json& request, int timeout_ms) {
     UniqueFd fd = TRY(sys::connect_unix(path).context("connect to husk-vmm's API socket"));
-    TRY(sys::write_all(fd.get(), request.dump() + "\n"));
+    TRY(sys::write_all(fd.get(), json_text(request) + "\n"));
     std::string line;
     for (;;) {
         pollfd p{fd.get(), POLLIN, 0};

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "vmm/base/clock.h"
+#include "vmm/base/json_text.h"
 
 namespace husk::log {
 namespace {
@@ -93,7 +94,7 @@ void write(Level level, std::string_view message) {
                             {"msg", message},
                             {"time", clock::rfc3339_now()},
                             {"t_ms", clock::ms_since_start()}};
-        line = j.dump() + "\n";
+        line = json_text(j) + "\n";
     } else {
         line = g_program + ": " + (level >= Level::Warn ? std::string(level_name(level)) + ": " : "") +
                std::string(message) + "\n";

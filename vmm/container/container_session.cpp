@@ -13,6 +13,7 @@
 
 #include "agent/stdio_relay.h"
 #include "vmm/base/clock.h"
+#include "vmm/base/guarded_thread.h"
 #include "vmm/base/log.h"
 #include "vmm/base/system.h"
 
@@ -171,22 +172,27 @@ ContainerSession::~ContainerSession() {
 void ContainerSession::start() {
     m_stop = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     m_thread = std::thread([this] {
-        auto status = run();
-        {
-            std::lock_guard guard(m_lock);
-            m_status = Status::Stopped;
-        }
-        if (!status) {
-            report_ready("error: " + status.error().message() + "\n");
-            m_callbacks.stop(1, "container: " + status.error().message());
-            return;
-        }
-        m_callbacks.exited(status.value());
-        // The agent powers the guest off now; if it does not, stop the VM anyway.
-        std::unique_lock lock(m_lock);
-        if (!m_done.wait_for(lock, std::chrono::seconds(10), [this] { return m_cancelled; }))
-            m_callbacks.stop(status.value(), "the guest did not power off after its container exited");
+        run_guarded("container session", [this] { session(); },
+                    [this] { m_callbacks.stop(1, "container: the session failed (logged above)"); });
     });
+}
+
+void ContainerSession::session() {
+    auto status = run();
+    {
+        std::lock_guard guard(m_lock);
+        m_status = Status::Stopped;
+    }
+    if (!status) {
+        report_ready("error: " + status.error().message() + "\n");
+        m_callbacks.stop(1, "container: " + status.error().message());
+        return;
+    }
+    m_callbacks.exited(status.value());
+    // The agent powers the guest off now; if it does not, stop the VM anyway.
+    std::unique_lock lock(m_lock);
+    if (!m_done.wait_for(lock, std::chrono::seconds(10), [this] { return m_cancelled; }))
+        m_callbacks.stop(status.value(), "the guest did not power off after its container exited");
 }
 
 bool ContainerSession::forward_signal(int sig) {
@@ -257,10 +263,18 @@ Result<int> ContainerSession::run() {
         m_stdout = std::move(out);
         m_stderr = std::move(err);
     }
-    std::thread out_thread(agent::relay_output, m_stdout.get(), STDOUT_FILENO);
+    auto relay_out = [](int stream, int fd) {
+        run_guarded("output relay", [stream, fd] {
+            if (agent::relay_output(stream, fd) == agent::RelayEnd::ReaderGone)
+                log::info("the reader of fd {} closed it; the container's writes to it now fail (EPIPE)", fd);
+        });
+    };
+    std::thread out_thread(relay_out, m_stdout.get(), STDOUT_FILENO);
     std::thread err_thread;
-    if (m_stderr) err_thread = std::thread(agent::relay_output, m_stderr.get(), STDERR_FILENO);
-    m_stdin_thread = std::thread([this] { agent::relay_input(STDIN_FILENO, m_stdin.get(), m_stop.get()); });
+    if (m_stderr) err_thread = std::thread(relay_out, m_stderr.get(), STDERR_FILENO);
+    m_stdin_thread = std::thread([this] {
+        run_guarded("input relay", [this] { agent::relay_input(STDIN_FILENO, m_stdin.get(), m_stop.get()); });
+    });
     {
         std::unique_lock lock(m_lock);
         m_status = Status::Created;

@@ -68,6 +68,8 @@ public:
     void terminal_resized();
 
 private:
+    // The session thread's body: run(), then what its outcome means for the VM.
+    void session();
     Result<int> run();
 
     void report_ready(const std::string& line);

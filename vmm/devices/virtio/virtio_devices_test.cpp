@@ -11,6 +11,7 @@
 
 #include "vmm/devices/virtio/block/block.h"
 #include "vmm/devices/virtio/mmio/mmio_transport.h"
+#include "vmm/devices/virtio/net/net.h"
 #include "vmm/devices/virtio/queue/fake_driver.h"
 #include "vmm/devices/virtio/rng/rng.h"
 #include "vmm/io/event_loop.h"
@@ -375,6 +376,84 @@ TEST(Block, AResetWithAReadInFlightStaysBusyUntilItLands) {
     }
     EXPECT_TRUE(idle);
     EXPECT_EQ(h.drv.used_idx(), 0) << "the orphaned read is not reported to the reset queue";
+    close(fds[0]);
+    close(fds[1]);
+}
+
+// A TX frame on its way to the TAP holds a chain popped from the avail ring
+// and not yet used: the device is busy, so a snapshot waits for it instead
+// of saving a queue that lost the chain.
+TEST(Net, ATxWriteInFlightKeepsTheDeviceBusy) {
+    if (::access("/dev/net/tun", R_OK | W_OK) != 0) GTEST_SKIP() << "needs /dev/net/tun";
+    std::string tap = "hsknet" + std::to_string(::getpid() % 100000);
+    auto net = Net::open({tap, {}});
+    if (net.is_error()) GTEST_SKIP() << net.error().message() << " (needs CAP_NET_ADMIN)";
+    Harness h(net.release_value());
+    FakeDriver tx{h.mem, 16, 0x200000};
+    h.bring_up();  // queue 0 (rx); DRIVER_OK comes again below with both queues
+    wr32(*h.t, 0x70, 0);
+    wr32(*h.t, 0x70, kStatusAcknowledge | kStatusDriver);
+    wr32(*h.t, 0x24, 1);
+    wr32(*h.t, 0x20, 1);
+    wr32(*h.t, 0x70, kStatusAcknowledge | kStatusDriver | kStatusFeaturesOk);
+    for (uint32_t index : {0u, 1u}) {
+        Queue shadow(256);
+        (index ? tx : h.drv).configure(shadow);
+        wr32(*h.t, 0x30, index);
+        wr32(*h.t, 0x38, shadow.size());
+        wr32(*h.t, 0x80, uint32_t(shadow.desc_table()));
+        wr32(*h.t, 0x90, uint32_t(shadow.avail_ring()));
+        wr32(*h.t, 0xa0, uint32_t(shadow.used_ring()));
+        wr32(*h.t, 0x44, 1);
+    }
+    wr32(*h.t, 0x70, kStatusAcknowledge | kStatusDriver | kStatusFeaturesOk | kStatusDriverOk);
+    ASSERT_FALSE(rd32(*h.t, 0x70) & kStatusNeedsReset);
+
+    // Hold the loop thread in a completion, so the TAP write is submitted but not completed.
+    struct Gate {
+        std::promise<void> opened;
+        bool done = false;
+        void open() {
+            if (!std::exchange(done, true)) opened.set_value();
+        }
+        ~Gate() { open(); }
+    } gate;
+    std::shared_future<void> opened = gate.opened.get_future().share();
+    std::atomic<bool> held{false};
+    int fds[2];
+    ASSERT_EQ(pipe(fds), 0);
+    uint8_t byte = 0;
+    ASSERT_FALSE(h.loop
+                     ->submit([&](io_uring_sqe* sqe) { io_uring_prep_read(sqe, fds[0], &byte, 1, 0); },
+                              [&held, opened](int) {
+                                  held = true;
+                                  opened.wait();
+                              })
+                     .is_error());
+    ASSERT_EQ(write(fds[1], "x", 1), 1);
+    while (!held) std::this_thread::yield();
+
+    uint8_t frame[Net::kHeaderSize + 60] = {};
+    std::memset(frame + Net::kHeaderSize, 0xff, 6);  // broadcast
+    uint64_t at = tx.alloc(sizeof frame, frame);
+    tx.add_chain({{at, uint32_t(sizeof frame), false}});
+    wr32(*h.t, 0x50, 1);
+    {
+        auto lock = h.t->hold();
+        EXPECT_TRUE(h.t->busy_locked()) << "a TX write in flight was not reported busy";
+    }
+    gate.open();
+    bool idle = false;
+    for (int i = 0; i < 2000 && !idle; ++i) {
+        {
+            auto lock = h.t->hold();
+            idle = !h.t->busy_locked();
+        }
+        if (!idle) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    EXPECT_TRUE(idle);
+    for (int i = 0; i < 2000 && tx.used_idx() < 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    EXPECT_EQ(tx.used_idx(), 1) << "the frame's chain was given back once written";
     close(fds[0]);
     close(fds[1]);
 }

@@ -100,6 +100,7 @@ void Net::process_tx() {
         uint64_t gen = m_generation;
         auto done = [this, head, gen](int res) {
             std::lock_guard guard(*m_ctx.lock);
+            --m_tx_in_flight;  // counted across resets: the write read guest memory until now
             if (gen != m_generation || !m_tx) return;
             if (res > 0) ++m_tx_frames;
             if (auto r = m_tx->add_used(*m_ctx.memory, head, 0); r.is_error()) return m_ctx.fail(r.error());
@@ -112,10 +113,12 @@ void Net::process_tx() {
             continue;
         }
         int fd = m_tap.get();
+        ++m_tx_in_flight;
         auto r = m_ctx.loop->submit(
             [fd, iov](io_uring_sqe* sqe) { io_uring_prep_writev(sqe, fd, iov->data(), unsigned(iov->size()), 0); },
             [iov, done](int res) { done(res); });
         if (r.is_error()) {
+            --m_tx_in_flight;
             if (auto u = m_tx->add_used(mem, head, 0); u.is_error()) return m_ctx.fail(u.error());
             schedule_notify(*m_tx);
         }

@@ -39,6 +39,9 @@ public:
     Result<void> activate(uint64_t features, std::span<Queue> queues, DeviceContext ctx) override;
     void queue_notify(size_t index) override;
     void reset() override;
+    // A TX write in flight holds a chain popped from the guest's avail ring
+    // and not yet used: a snapshot taken now would lose it.
+    bool busy() const override { return m_tx_in_flight > 0; }
 
     uint64_t rx_frames() const { return m_rx_frames; }
     uint64_t tx_frames() const { return m_tx_frames; }
@@ -57,6 +60,7 @@ private:
     DeviceContext m_ctx;
     uint64_t m_generation = 0;
     bool m_read_armed = false;
+    uint32_t m_tx_in_flight = 0;  // TAP writes submitted, not completed (at most the queue size)
     std::string m_pending;  // a frame read from the TAP while the guest had no rx buffer
     uint64_t m_rx_frames = 0, m_tx_frames = 0;
 };

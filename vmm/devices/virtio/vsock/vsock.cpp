@@ -53,9 +53,19 @@ struct Vsock::Connection {
     bool eof_reported = false;    // SHUTDOWN(SEND) delivered to the guest
     bool guest_sent_all = false;  // the guest will send no more: SHUT_WR once `out` drains
     bool guest_closed = false;    // the guest shut both ways: reset once `out` drains
+    bool credit_update_queued = false;  // a CREDIT_UPDATE waits in m_control
 
     uint32_t peer_free() const { return peer_buf_alloc - (tx_cnt - peer_fwd_cnt); }
+    // A poll io_uring still holds keeps the file open after close(): shutdown
+    // is what tells the host peer the connection is gone.
+    ~Connection() {
+        if (sock) ::shutdown(sock.get(), SHUT_RDWR);
+    }
 };
+
+Vsock::PendingClient::~PendingClient() {
+    if (fd) ::shutdown(fd.get(), SHUT_RDWR);
+}
 
 Vsock::Vsock(VsockOptions options, UniqueFd listener)
     : m_options(std::move(options)), m_listener(std::move(listener)) {}
@@ -188,9 +198,23 @@ Header Vsock::header_for(uint16_t op, uint32_t host_port, uint32_t guest_port) c
 void Vsock::send_control(uint16_t op, uint32_t host_port, uint32_t guest_port, uint32_t flags) {
     Header h = header_for(op, host_port, guest_port);
     h.flags = flags;
-    if (auto it = m_conns.find({host_port, guest_port}); it != m_conns.end()) {
-        h.fwd_cnt = it->second->fwd_cnt;
-        it->second->last_fwd_sent = h.fwd_cnt;
+    Connection* c = nullptr;
+    if (auto it = m_conns.find({host_port, guest_port}); it != m_conns.end()) c = it->second.get();
+    // One queued credit update per connection says all there is to say:
+    // its fwd_cnt is filled in when it is delivered.
+    if (op == kOpCreditUpdate && c && c->credit_update_queued) return;
+    if (m_control.size() >= kMaxControlPackets) {
+        // A guest that floods bad packets or credit requests while posting no
+        // rx buffers: its answers are dropped, not queued without end.
+        if (m_dropped_control++ == 0)
+            log::warn("virtio-vsock: more than {} control packets wait for rx buffers; dropping (counted)",
+                      kMaxControlPackets);
+        return;
+    }
+    if (c) {
+        h.fwd_cnt = c->fwd_cnt;
+        c->last_fwd_sent = h.fwd_cnt;
+        if (op == kOpCreditUpdate) c->credit_update_queued = true;
     }
     m_control.push_back(h);
 }
@@ -267,6 +291,10 @@ void Vsock::handle_packet(const Header& hdr, std::span<const uint8_t> payload) {
     switch (hdr.op) {
         case kOpRequest: {
             if (c) return close(key, true);  // duplicate request
+            if (m_conns.size() >= kMaxConnections) {
+                send_control(kOpRst, hdr.dst_port, hdr.src_port);
+                return;
+            }
             auto sock = unix_socket();
             auto addr = sys::unix_address(fmt::format("{}_{}", m_options.socket_path, hdr.dst_port));
             if (sock.is_error() || addr.is_error() ||
@@ -389,7 +417,17 @@ void Vsock::process_rx() {
     auto no_payload = [](size_t) { return std::string_view(); };
 
     while (!m_control.empty()) {
-        if (!deliver(m_control.front(), no_payload)) goto done;
+        Header h = m_control.front();
+        Connection* c = nullptr;
+        if (h.op == kOpCreditUpdate)
+            if (auto it = m_conns.find(Key{uint32_t(h.src_port), uint32_t(h.dst_port)}); it != m_conns.end())
+                c = it->second.get();
+        if (c) h.fwd_cnt = c->fwd_cnt;  // the newest count, not the one of when it was queued
+        if (!deliver(h, no_payload)) goto done;
+        if (c) {
+            c->credit_update_queued = false;
+            c->last_fwd_sent = h.fwd_cnt;
+        }
         m_control.pop_front();
     }
     for (auto& [key, conn] : m_conns) {
@@ -443,8 +481,14 @@ void Vsock::on_accept() {
     for (;;) {
         int fd = ::accept4(m_listener.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) break;
+        if (m_pending_clients.size() >= kMaxPendingClients) {
+            static const char kBusy[] = "ERROR too many connections waiting\n";
+            [[maybe_unused]] ssize_t w = ::send(fd, kBusy, sizeof kBusy - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+            ::close(fd);
+            continue;
+        }
         uint64_t id = m_next_id++;
-        m_pending_clients[id] = PendingClient{UniqueFd(fd), {}};
+        m_pending_clients.emplace(id, PendingClient(UniqueFd(fd)));
         uint64_t gen = m_generation;
         (void)m_ctx.loop->submit([fd](io_uring_sqe* sqe) { io_uring_prep_poll_add(sqe, fd, POLLIN); },
                                  [this, gen, id](int) {
@@ -488,6 +532,12 @@ void Vsock::on_client_line(uint64_t id) {
     if (std::sscanf(p.line.c_str(), "CONNECT %u%c", &port, &extra) != 2 || extra != '\n') {
         static const char kBad[] = "ERROR expected CONNECT <port>\n";
         [[maybe_unused]] ssize_t w = ::send(p.fd.get(), kBad, sizeof kBad - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+        m_pending_clients.erase(it);
+        return;
+    }
+    if (m_conns.size() >= kMaxConnections) {
+        static const char kFull[] = "ERROR too many connections\n";
+        [[maybe_unused]] ssize_t w = ::send(p.fd.get(), kFull, sizeof kFull - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
         m_pending_clients.erase(it);
         return;
     }

@@ -9,6 +9,23 @@
 // Flow control is the spec's credit scheme: each side advertises its buffer
 // (buf_alloc) and how much it consumed (fwd_cnt); nothing is sent beyond the
 // peer's free space, so guest memory and VMM buffers stay bounded.
+//
+// What a guest (or a host client) can make this device hold is capped:
+//   connections        kMaxConnections (64), either side's; a guest REQUEST
+//                      past it is reset, a host CONNECT answered "ERROR".
+//   per connection     kBufAlloc (256 KiB) of guest bytes for the host and
+//                      64 KiB read ahead from the host: at most 20 MiB in all.
+//   host clients       kMaxPendingClients (16) still writing their CONNECT
+//                      line; more are answered "ERROR" and closed.
+//   control packets    kMaxControlPackets (512) header-only packets waiting
+//                      for rx buffers (44 bytes each); past it a packet is
+//                      dropped and counted (dropped_control_packets()). A
+//                      connection has at most one credit update queued.
+//   io_uring polls     at most one read and one write poll per connection,
+//                      one per pending client, one on the listener.
+// A connection closed for any reason (RST, device reset, snapshot reset, the
+// device's end) is shut down before its fd is closed, so its host peer sees
+// end of file even while an io_uring poll still holds the file.
 #pragma once
 
 #include <cstdint>
@@ -35,6 +52,9 @@ public:
     static constexpr uint32_t kBufAlloc = 256 * 1024;  // per-connection buffer we advertise
     static constexpr uint32_t kMaxPacketPayload = 64 * 1024;
     static constexpr uint32_t kFirstHostPort = 1u << 30;  // ports for host-initiated connections
+    static constexpr size_t kMaxConnections = 64;
+    static constexpr size_t kMaxPendingClients = 16;
+    static constexpr size_t kMaxControlPackets = 512;
 
     static Result<std::unique_ptr<Vsock>> create(const VsockOptions& options);
     ~Vsock() override;
@@ -55,6 +75,9 @@ public:
     Result<void> load_state(std::string_view bytes) override;
 
     size_t connection_count() const { return m_conns.size(); }
+    size_t pending_client_count() const { return m_pending_clients.size(); }
+    size_t control_backlog() const { return m_control.size(); }
+    uint64_t dropped_control_packets() const { return m_dropped_control; }
     bool has_pending_output() const override;
 
 private:
@@ -103,9 +126,14 @@ private:
     struct PendingClient {
         UniqueFd fd;
         std::string line;
+        PendingClient(UniqueFd f) : fd(std::move(f)) {}
+        PendingClient(PendingClient&&) = default;
+        PendingClient& operator=(PendingClient&&) = default;
+        ~PendingClient();  // shuts the socket down: the client sees EOF at once
     };
     std::map<uint64_t, PendingClient> m_pending_clients;
     std::deque<vsock::Header> m_control;  // packets without payload waiting for rx buffers
+    uint64_t m_dropped_control = 0;       // control packets dropped past kMaxControlPackets
 };
 
 }  // namespace husk::virtio

@@ -2,7 +2,9 @@
 // side is real Unix sockets, the event loop is the real io_uring loop.
 #include "vmm/devices/virtio/vsock/vsock.h"
 
+#include <dirent.h>
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -37,13 +39,16 @@ struct VsockHarness {
     FakeDriver rx{mem, 64, 0x100000}, tx{mem, 64, 0x400000};
     std::string path = "/tmp/husk-vsock-test-" + std::to_string(getpid()) + ".sock";
 
-    VsockHarness() {
-        auto dev = Vsock::create({3, path}).release_value();
-        t = std::make_unique<MmioTransport>(std::move(dev), mem, *loop, 5);
+    Vsock* dev = nullptr;  // owned by t
+
+    explicit VsockHarness(int rx_buffers = 32) {
+        auto owned = Vsock::create({3, path}).release_value();
+        dev = owned.get();
+        t = std::make_unique<MmioTransport>(std::move(owned), mem, *loop, 5);
         thread = std::thread([this] { loop->run(); });
         bring_up();
         // Rx buffers as Linux posts them: header and 4 KiB payload.
-        for (int i = 0; i < 32; ++i) give_rx();
+        for (int i = 0; i < rx_buffers; ++i) give_rx();
         wr32(*t, 0x50, 0);
     }
     void bring_up() {
@@ -58,6 +63,12 @@ struct VsockHarness {
     ~VsockHarness() {
         loop->stop();
         thread.join();
+    }
+    // Reads a device counter under the transport's lock (the loop thread changes them).
+    template <typename F>
+    auto device_locked(F f) {
+        auto held = t->hold();
+        return f(*dev);
     }
     void setup_queue(uint32_t index, FakeDriver& d) {
         Queue shadow(256);
@@ -311,6 +322,177 @@ TEST(Vsock, SocketPathInUseIsRefused) {
     ASSERT_TRUE(second.is_error());
     EXPECT_NE(second.error().message().find("in use"), std::string::npos);
     EXPECT_TRUE(Vsock::create({2, "/tmp/x.sock"}).is_error());
+}
+
+// A listening host socket for guest connections to CID 2 port `port`.
+struct HostListener {
+    std::string path;
+    int fd = -1;
+    HostListener(const std::string& vsock_path, uint32_t port) : path(vsock_path + "_" + std::to_string(port)) {
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_un addr{};
+        addr.sun_family = AF_UNIX;
+        std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+        unlink(path.c_str());
+        EXPECT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+        EXPECT_EQ(listen(fd, 1024), 0);
+    }
+    ~HostListener() {
+        close(fd);
+        unlink(path.c_str());
+    }
+};
+
+// The guest connects to a host listener; returns the host's accepted end,
+// whose io_uring read poll is armed in the device by then.
+int guest_connects(VsockHarness& h, HostListener& l, uint32_t guest_port, uint32_t host_port) {
+    Header req{};
+    req.op = kOpRequest;
+    req.src_port = guest_port;
+    req.dst_port = host_port;
+    h.send(req);
+    return accept4(l.fd, nullptr, nullptr, SOCK_CLOEXEC);
+}
+
+// True when `fd` reads end of file within 2 s.
+bool sees_eof(int fd) {
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, 2000) != 1) return false;
+    char c;
+    return read(fd, &c, 1) == 0 || errno == ECONNRESET;
+}
+
+size_t open_fds() {
+    size_t n = 0;
+    DIR* d = opendir("/proc/self/fd");
+    while (readdir(d)) ++n;
+    closedir(d);
+    return n;
+}
+
+TEST(VsockClose, TheHostPeerSeesEofWhenTheGuestResetsTheConnection) {
+    VsockHarness h;
+    HostListener l(h.path, 9);
+    int c = guest_connects(h, l, 2000, 9);
+    ASSERT_GE(c, 0);
+    Header rst{};
+    rst.op = kOpRst;
+    rst.src_port = 2000;
+    rst.dst_port = 9;
+    h.send(rst);
+    EXPECT_TRUE(sees_eof(c)) << "a poll in io_uring kept the closed socket open";
+    close(c);
+}
+
+TEST(VsockClose, TheHostPeerSeesEofWhenTheDriverResetsTheDevice) {
+    VsockHarness h;
+    HostListener l(h.path, 9);
+    int c = guest_connects(h, l, 2001, 9);
+    ASSERT_GE(c, 0);
+    wr32(*h.t, 0x70, 0);
+    EXPECT_TRUE(sees_eof(c));
+    close(c);
+}
+
+TEST(VsockClose, TheHostPeerSeesEofWhenTheVmIsResetToItsSnapshot) {
+    VsockHarness h;
+    HostListener l(h.path, 9);
+    // A host-initiated connection too: the client of the VM's own socket.
+    int client = connect_to(h.path);
+    ASSERT_GE(client, 0);
+    ASSERT_EQ(write(client, "CONNECT 52\n", 11), 11);
+    Header req;
+    std::string payload;
+    uint16_t seen = 0;
+    ASSERT_TRUE(h.receive(req, payload, seen));  // the device holds the connection now
+    ASSERT_EQ(req.op, kOpRequest);
+    int c = guest_connects(h, l, 2002, 9);
+    ASSERT_GE(c, 0);
+    std::string state;
+    {
+        // As Vmm::reset_to_snapshot does it: quiesce, then the snapshot's state.
+        auto held = h.t->hold();
+        state = h.t->save_state_locked();
+        h.t->quiesce_locked();
+    }
+    ASSERT_FALSE(h.t->load_state(state).is_error());
+    EXPECT_TRUE(sees_eof(c));
+    EXPECT_TRUE(sees_eof(client));
+    close(c);
+    close(client);
+}
+
+TEST(VsockClose, TheHostPeerSeesEofWhenTheVmExits) {
+    VsockHarness h;
+    HostListener l(h.path, 9);
+    int c = guest_connects(h, l, 2003, 9);
+    ASSERT_GE(c, 0);
+    // As ~Vmm does: the loop stops first (its ring, and the polls in it, live
+    // on until the loop object goes), then the devices go.
+    h.loop->stop();
+    h.thread.join();
+    h.t.reset();
+    EXPECT_TRUE(sees_eof(c)) << "a poll left in the ring kept the socket open";
+    h.thread = std::thread([] {});
+    close(c);
+}
+
+TEST(VsockHostile, AFloodOfBadPacketsWithNoRxBuffersIsCapped) {
+    VsockHarness h(0);  // a driver that never posts an rx buffer
+    Header bad{};
+    bad.op = kOpRw;
+    for (uint32_t i = 0; i < 3 * Vsock::kMaxControlPackets; ++i) {
+        bad.src_port = 10000 + i;  // a connection nobody knows: each earns a RST
+        bad.dst_port = 7;
+        h.send(bad);
+    }
+    EXPECT_EQ(h.device_locked([](Vsock& v) { return v.control_backlog(); }), Vsock::kMaxControlPackets);
+    EXPECT_EQ(h.device_locked([](Vsock& v) { return v.dropped_control_packets(); }),
+              2 * Vsock::kMaxControlPackets);
+    EXPECT_FALSE(rd32(*h.t, 0x70) & kStatusNeedsReset);
+}
+
+TEST(VsockHostile, CreditRequestsQueueOneUpdatePerConnection) {
+    VsockHarness h(0);
+    HostListener l(h.path, 9);
+    int c = guest_connects(h, l, 3000, 9);
+    ASSERT_GE(c, 0);
+    Header ask{};
+    ask.op = kOpCreditRequest;
+    ask.src_port = 3000;
+    ask.dst_port = 9;
+    for (int i = 0; i < 2000; ++i) h.send(ask);
+    // The RESPONSE and one CREDIT_UPDATE.
+    EXPECT_EQ(h.device_locked([](Vsock& v) { return v.control_backlog(); }), 2u);
+    // Once the guest posts buffers it hears both, the update with the current count.
+    for (int i = 0; i < 4; ++i) h.give_rx();
+    wr32(*h.t, 0x50, 0);
+    Header got;
+    std::string payload;
+    uint16_t seen = 0;
+    ASSERT_TRUE(h.receive(got, payload, seen));
+    EXPECT_EQ(got.op, kOpResponse);
+    ASSERT_TRUE(h.receive(got, payload, seen));
+    EXPECT_EQ(got.op, kOpCreditUpdate);
+    EXPECT_FALSE(h.receive(got, payload, seen, 100));
+    close(c);
+}
+
+TEST(VsockHostile, GuestConnectionsAreCappedInNumberAndFds) {
+    VsockHarness h;
+    HostListener l(h.path, 9);
+    size_t fds_before = open_fds();
+    for (uint32_t i = 0; i < 4 * Vsock::kMaxConnections; ++i) {
+        Header req{};
+        req.op = kOpRequest;
+        req.src_port = 5000 + i;
+        req.dst_port = 9;
+        h.send(req);
+    }
+    EXPECT_EQ(h.device_locked([](Vsock& v) { return v.connection_count(); }), Vsock::kMaxConnections);
+    EXPECT_LE(open_fds(), fds_before + Vsock::kMaxConnections + 4);
+    // Each connection past the cap was reset, and the device is still usable.
+    EXPECT_FALSE(rd32(*h.t, 0x70) & kStatusNeedsReset);
 }
 
 }  // namespace
