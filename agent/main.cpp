@@ -25,7 +25,7 @@ using namespace husk;
 
 namespace {
 
-constexpr uint16_t kDebugPort = 0x440;  // husk-vmm's debug port: +0 is the boot timer, +1 the exit status
+constexpr uint16_t kDebugPort = 0x440;  // husk-vmm's debug port: +0 is the boot timer
 
 void say(const std::string& message) {
     std::fprintf(stderr, "husk-agent: %s\n", message.c_str());
@@ -109,11 +109,10 @@ Result<UniqueFd> listen_unix(const std::string& path) {
     }
     ::sync();
     if (::umount2(rootfs.c_str(), 0) < 0) ::umount2(rootfs.c_str(), MNT_DETACH);
-    // husk-vmm ends the VM on this write, the one power-off it trusts: the
-    // kernel's "reboot: Power down" is console text any process can print
-    // (vmm/EXIT_STATUS.md). Under another VMM the port is nothing and the
-    // kernel's own power-off follows.
-    if (::ioperm(kDebugPort, 2, 1) == 0) outb(0, kDebugPort + 1);
+    // Without ACPI the kernel cannot power off: it prints "reboot: Power
+    // down", PID 1 exits and the kernel panics and resets. husk-vmm takes that
+    // as a clean end only after this agent reported the container's exit
+    // (vmm/EXIT_STATUS.md).
     ::reboot(RB_POWER_OFF);
     for (;;) ::pause();
 }
@@ -137,8 +136,9 @@ int run_pid1() {
         ::reboot(RB_POWER_OFF);
     }
     // Ready: tell husk-vmm's boot timer (ioperm needs CAP_SYS_RAWIO, which PID 1 has).
-    // The permission is dropped again: fork and exec pass it on, and the
-    // container's processes must not reach husk-vmm's ports.
+    // The permission goes again at once: fork and exec pass it on, and the
+    // container's processes must not reach husk-vmm's ports (spawn.cpp drops
+    // any in the child too).
     if (::ioperm(kDebugPort, 1, 1) == 0) {
         outb(1, kDebugPort);
         ::ioperm(kDebugPort, 1, 0);

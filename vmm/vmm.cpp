@@ -657,10 +657,11 @@ Result<void> Vmm::setup_devices(const VmConfig& config) {
         },
         [this] {
             // The banner is console text, which any guest process with
-            // /dev/kmsg can print: it ends only a VM without husk-agent
-            // (see "Exit status" in vmm/EXIT_STATUS.md).
-            if (!m_config.agent) return request_exit(0, "guest powered off (halted)");
-            log::warn("the guest printed a halt or power-off banner; an agent guest ends only through its agent: ignored");
+            // /dev/kmsg can print: in a container VM it counts only after
+            // the agent reported the container's exit (vmm/EXIT_STATUS.md).
+            if (!m_container || container_exit_reported())
+                return request_exit(0, "guest powered off (halted)");
+            log::warn("the guest printed a halt or power-off banner while its container runs: ignored");
         });
     TRY(m_pio.insert(Serial::kCom1Base, 8, m_serial));
     auto i8042 = std::make_shared<I8042>([this] { guest_reset("reset through the i8042"); });
@@ -688,13 +689,15 @@ Result<void> Vmm::setup_devices(const VmConfig& config) {
 }
 
 void Vmm::guest_reset(const std::string& how) {
-    // husk-agent powers its guest off through the debug port's exit register;
-    // a reset of an agent guest is never that (vmm/EXIT_STATUS.md).
-    if (m_config.agent) {
+    // A container VM ends cleanly once husk-agent reported the container's
+    // exit: the agent's power-off is a reset (below). Before that report a
+    // reset is a crash, whatever the console says (vmm/EXIT_STATUS.md).
+    if (m_container) {
+        if (container_exit_reported()) return request_exit(0, "guest powered off after its container exited (" + how + ")");
         std::string what = m_serial->saw_kernel_panic() ? "the guest kernel panicked and reset" : "the guest reset";
-        return request_exit(kExitGuestCrash, what + " (" + how + ") without its agent powering it off");
+        return request_exit(kExitGuestCrash, what + " (" + how + ") before its agent reported the container's exit");
     }
-    // Without an agent the console is all there is: a power-off shows as a
+    // Without a container the console is all there is: a power-off shows as a
     // panic after "reboot: Power down" (init exits once the kernel finds no
     // way to power off); that is a clean exit.
     if (m_serial->saw_power_down())
@@ -703,6 +706,11 @@ void Vmm::guest_reset(const std::string& how) {
         request_exit(kExitGuestCrash, "guest kernel panicked (" + how + ")");
     else
         request_exit(0, "guest rebooted (" + how + ")");
+}
+
+bool Vmm::container_exit_reported() {
+    std::lock_guard guard(m_exit_lock);
+    return m_container_status.has_value();
 }
 
 void Vmm::request_exit(int status, const std::string& reason) {

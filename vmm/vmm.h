@@ -101,6 +101,9 @@ private:
     void console_input_thread();
     // The guest reset the machine: reboot, power-off or panic, told apart by the console.
     void guest_reset(const std::string& how);
+    // husk-agent reported the container's exit status (the one event the
+    // guest's other processes cannot forge).
+    bool container_exit_reported();
     // First caller wins: records the outcome and wakes the main thread.
     void request_exit(int status, const std::string& reason);
     void kick_all_vcpus();

@@ -188,7 +188,6 @@ void ContainerSession::session() {
         m_callbacks.stop(1, "container: " + status.error().message());
         return;
     }
-    m_callbacks.exited(status.value());
     // The agent powers the guest off now; if it does not, stop the VM anyway.
     std::unique_lock lock(m_lock);
     if (!m_done.wait_for(lock, std::chrono::seconds(10), [this] { return m_cancelled; }))
@@ -296,6 +295,9 @@ Result<int> ContainerSession::run() {
     out_thread.join();
     if (err_thread.joinable()) err_thread.join();
     TRY(status);
+    // Recorded before the agent is asked to power off: the VM's end, which
+    // may come at once, is judged by whether this report came first.
+    m_callbacks.exited(status.value());
     uint64_t one = 1;
     [[maybe_unused]] ssize_t w = ::write(m_stop.get(), &one, sizeof one);
     if (auto r = c->shutdown(); !r) log::warn("ask the agent to power off: {}", r.error().message());
