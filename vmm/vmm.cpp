@@ -340,6 +340,7 @@ Result<nlohmann::json> Vmm::take_snapshot_locked(const std::string& dir) {
     uint64_t t0 = clock::now_ns();
     bool was_paused = is_paused();
     TRY(pause_vcpus());
+    uint64_t resumes = resume_count();
     auto result = [&]() -> Result<nlohmann::json> {
         // The devices' locks stay held until guest memory is written: host
         // data arriving meanwhile waits instead of changing queues already saved.
@@ -365,6 +366,7 @@ Result<nlohmann::json> Vmm::take_snapshot_locked(const std::string& dir) {
         if (::rename((memory_path + ".tmp").c_str(), memory_path.c_str()) < 0)
             return Error::from_errno(errno, "rename `" + memory_path + ".tmp`");
         held.clear();
+        TRY(check_still_paused(resumes));
         TRY(snapshot::write_state(dir, snap));
         double ms = double(clock::now_ns() - t0) / 1e6;
         log::info("snapshot written to {} in {:.1f} ms", dir, ms);
@@ -402,6 +404,7 @@ Result<nlohmann::json> Vmm::reset_to_snapshot_locked(const std::string& other) {
     uint64_t t0 = clock::now_ns();
     bool was_paused = is_paused();
     TRY(pause_vcpus());
+    uint64_t resumes = resume_count();
     uint64_t t_paused = clock::now_ns(), t_reverted = 0, t_state = 0;
     uint64_t dirty = 0;
     auto result = [&]() -> Result<void> {
@@ -428,6 +431,7 @@ Result<nlohmann::json> Vmm::reset_to_snapshot_locked(const std::string& other) {
         for (size_t i = 0; i < m_vcpus.size(); ++i) TRY(snapshot::restore_vcpu(m_vcpus[i], snap.vcpus[i], false));
         TRY(snapshot::restore_clock(m_vm, snap.vm.clock));
         TRY(load_device_state(snap));
+        TRY(check_still_paused(resumes));
         t_state = clock::now_ns();
         return {};
     }();
@@ -772,9 +776,21 @@ Result<void> Vmm::pause_vcpus() {
     return {};
 }
 
+uint64_t Vmm::resume_count() {
+    std::lock_guard guard(m_pause_lock);
+    return m_resumes;
+}
+
+Result<void> Vmm::check_still_paused(uint64_t resumes_at_pause) {
+    std::lock_guard guard(m_pause_lock);
+    if (m_paused && m_resumes == resumes_at_pause) return {};
+    return Error::from_string("the vCPUs ran in the middle of a VM-wide operation; its result is discarded", EBUSY);
+}
+
 void Vmm::resume_vcpus() {
     std::lock_guard guard(m_pause_lock);
     if (!m_paused) return;
+    ++m_resumes;
     m_paused = false;
     m_pause_changed.notify_all();
     log::debug("resumed");

@@ -159,6 +159,11 @@ private:
     std::condition_variable m_pause_changed;
     bool m_paused = false;
     size_t m_parked = 0;
+    uint64_t m_resumes = 0;  // times the vCPUs were let go: an operation checks none came in its middle
+    // Fails when the vCPUs were resumed since `resumes_at_pause` (a VM-wide
+    // operation lost its serialization): what it captured is not one moment.
+    Result<void> check_still_paused(uint64_t resumes_at_pause);
+    uint64_t resume_count();
     std::unique_ptr<ApiServer> m_api;
     // Last member: destroyed first, while everything its threads call into still exists.
     std::unique_ptr<ContainerSession> m_container;

@@ -6,7 +6,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
+#include <thread>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -181,6 +183,34 @@ TEST_F(SnapshotTest, ResetOfATemplateWithNoAgentAnswersAndExits) {
     EXPECT_NE(log().find("could not reseed"), std::string::npos) << log();
     ::kill(p->pid(), SIGTERM);
     EXPECT_EQ(p->wait_exit(30), 128 + SIGTERM) << log();
+}
+
+// pause and resume from the API while husk-vmm takes its snapshot on ready
+// (on a thread of its own): VM-wide operations run one at a time, so no
+// resume lets the vCPUs go in the middle of the capture (which would fail it:
+// "the vCPUs ran in the middle of a VM-wide operation") and every snapshot
+// restores. A client hammers the API from before husk-vmm starts, each round.
+TEST_F(SnapshotTest, ApiPauseAndResumeNeverRunInsideASnapshotOnReady) {
+    for (int round = 0; round < 8; ++round) {
+        std::string snap = dir + "/ready" + std::to_string(round), sock = dir + "/h" + std::to_string(round) + ".sock";
+        std::atomic<bool> done{false};
+        std::atomic<int> answered{0};
+        std::thread hammer([&] {
+            for (int i = 0; !done; ++i) {
+                auto r = api_call(sock, {{"cmd", i % 2 ? "resume" : "pause"}}, 2000);
+                if (r && !r.value().contains("error")) ++answered;
+            }
+        });
+        auto made = run_process({vmm(), "--kernel", guest("snapshot"), "--memory", "32", "--no-rng", "--api", sock,
+                                 "--snapshot-on-ready", snap, "--log", dir + "/log"});
+        done = true;
+        hammer.join();
+        ASSERT_EQ(made.exit_status, 0) << log();
+        auto p = start({"--restore", snap}, dir + "/r" + std::to_string(round) + ".sock");
+        EXPECT_EQ(ask(*p, "3"), "round 1 dirtied 3") << log();
+        quit(*p);
+        std::printf("round %d: %d pause/resume requests answered around the snapshot\n", round, answered.load());
+    }
 }
 
 }  // namespace

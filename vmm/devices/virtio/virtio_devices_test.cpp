@@ -327,34 +327,46 @@ TEST(Block, DiscardAndWriteZeroes) {
 // Those reads go on writing guest memory, so the device stays busy until they
 // land: a snapshot or an in-place reset must wait for them, and the fuzz
 // harness must not free the device under them.
+// Holds the event loop's thread inside a completion until open(): what is
+// submitted meanwhile is not completed, so it stays in flight. Opened on
+// destruction too, before the harness stops its loop, whatever failed.
+class LoopHold {
+public:
+    explicit LoopHold(EventLoop& loop) {
+        std::shared_future<void> opened = m_opened.get_future().share();
+        if (pipe(m_fds) != 0) return;
+        auto r = loop.submit([this](io_uring_sqe* sqe) { io_uring_prep_read(sqe, m_fds[0], &m_byte, 1, 0); },
+                             [this, opened](int) {
+                                 m_held = true;
+                                 opened.wait();
+                             });
+        if (r.is_error() || write(m_fds[1], "x", 1) != 1) return;
+        while (!m_held) std::this_thread::yield();
+    }
+    ~LoopHold() {
+        open();
+        close(m_fds[0]);
+        close(m_fds[1]);
+    }
+    void open() {
+        if (!std::exchange(m_open, true)) m_opened.set_value();
+    }
+
+private:
+    std::promise<void> m_opened;
+    bool m_open = false;
+    std::atomic<bool> m_held{false};
+    int m_fds[2] = {-1, -1};
+    uint8_t m_byte = 0;
+};
+
 TEST(Block, AResetWithAReadInFlightStaysBusyUntilItLands) {
     TempImage img(64 * 1024);
     Harness h(Block::open({img.path, false, false, ""}).release_value());
     h.bring_up();
 
     // Hold the loop thread in a completion: the read's own completion waits behind it.
-    struct Gate {
-        std::promise<void> opened;
-        bool done = false;
-        void open() {
-            if (!std::exchange(done, true)) opened.set_value();
-        }
-        ~Gate() { open(); }  // before the harness stops its loop, whatever failed
-    } gate;
-    std::shared_future<void> opened = gate.opened.get_future().share();
-    std::atomic<bool> held{false};
-    int fds[2];
-    ASSERT_EQ(pipe(fds), 0);
-    uint8_t byte = 0;
-    ASSERT_FALSE(h.loop
-                     ->submit([&](io_uring_sqe* sqe) { io_uring_prep_read(sqe, fds[0], &byte, 1, 0); },
-                              [&held, opened](int) {
-                                  held = true;
-                                  opened.wait();
-                              })
-                     .is_error());
-    ASSERT_EQ(write(fds[1], "x", 1), 1);
-    while (!held) std::this_thread::yield();
+    LoopHold gate(*h.loop);
 
     BlkReq in{Block::kTypeIn, 0, 2};
     uint64_t hdr = h.drv.alloc(16, &in), data = h.drv.alloc(4096), st = h.drv.alloc(1);
@@ -376,8 +388,6 @@ TEST(Block, AResetWithAReadInFlightStaysBusyUntilItLands) {
     }
     EXPECT_TRUE(idle);
     EXPECT_EQ(h.drv.used_idx(), 0) << "the orphaned read is not reported to the reset queue";
-    close(fds[0]);
-    close(fds[1]);
 }
 
 // A TX frame on its way to the TAP holds a chain popped from the avail ring
@@ -410,28 +420,7 @@ TEST(Net, ATxWriteInFlightKeepsTheDeviceBusy) {
     ASSERT_FALSE(rd32(*h.t, 0x70) & kStatusNeedsReset);
 
     // Hold the loop thread in a completion, so the TAP write is submitted but not completed.
-    struct Gate {
-        std::promise<void> opened;
-        bool done = false;
-        void open() {
-            if (!std::exchange(done, true)) opened.set_value();
-        }
-        ~Gate() { open(); }
-    } gate;
-    std::shared_future<void> opened = gate.opened.get_future().share();
-    std::atomic<bool> held{false};
-    int fds[2];
-    ASSERT_EQ(pipe(fds), 0);
-    uint8_t byte = 0;
-    ASSERT_FALSE(h.loop
-                     ->submit([&](io_uring_sqe* sqe) { io_uring_prep_read(sqe, fds[0], &byte, 1, 0); },
-                              [&held, opened](int) {
-                                  held = true;
-                                  opened.wait();
-                              })
-                     .is_error());
-    ASSERT_EQ(write(fds[1], "x", 1), 1);
-    while (!held) std::this_thread::yield();
+    LoopHold gate(*h.loop);
 
     uint8_t frame[Net::kHeaderSize + 60] = {};
     std::memset(frame + Net::kHeaderSize, 0xff, 6);  // broadcast
@@ -454,8 +443,6 @@ TEST(Net, ATxWriteInFlightKeepsTheDeviceBusy) {
     EXPECT_TRUE(idle);
     for (int i = 0; i < 2000 && tx.used_idx() < 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
     EXPECT_EQ(tx.used_idx(), 1) << "the frame's chain was given back once written";
-    close(fds[0]);
-    close(fds[1]);
 }
 
 TEST(Block, OpenErrorsNameThePath) {
