@@ -44,7 +44,7 @@ constexpr auto kHandshakeFloor = std::chrono::seconds(5);
 Result<UniqueFd> connect_once(const Endpoint& e, std::chrono::steady_clock::time_point deadline) {
     UniqueFd fd = TRY(sys::connect_unix(e.socket));
     if (!e.vsock) return fd;
-    TRY(sys::write_all(fd.get(), "CONNECT " + std::to_string(e.port) + "\n"));
+    TRY(sys::send_all(fd.get(), "CONNECT " + std::to_string(e.port) + "\n"));
     // husk-vmm answers once the guest has (virtio-vsock RESPONSE or RST). A
     // guest that never drives its queues never answers: the wait is bounded,
     // or the caller (a reset's reseed, a container session being torn down)
@@ -140,7 +140,7 @@ Result<std::string> AgentClient::call(MessageType type, std::string_view payload
     }
     {
         std::lock_guard guard(m_write_lock);
-        TRY(sys::write_all(m_fd.get(), encode_frame(type, id, payload)).context(to_string(type)));
+        TRY(sys::send_all(m_fd.get(), encode_frame(type, id, payload)).context(to_string(type)));
     }
     std::unique_lock lock(m_lock);
     auto answered = [&] { return m_replies.count(id) || m_broken; };
@@ -229,8 +229,8 @@ Result<int> AgentClient::wait(const std::string& exec_id) {
 
 Result<UniqueFd> AgentClient::attach_stdio(const std::string& exec_id, Channel channel) {
     UniqueFd fd = TRY(connect_agent(m_endpoint, std::chrono::steady_clock::now() + std::chrono::seconds(5)));
-    TRY(sys::write_all(fd.get(),
-                       encode_frame(MessageType::AttachStdio, 1, Writer().str(exec_id).u8(uint8_t(channel)).take())));
+    TRY(sys::send_all(fd.get(),
+                      encode_frame(MessageType::AttachStdio, 1, Writer().str(exec_id).u8(uint8_t(channel)).take())));
     auto reply = TRY(read_frame(fd.get()).context("attach stdio"));
     if (reply.type == MessageType::Error) {
         Reader r(reply.payload);

@@ -30,6 +30,9 @@ Result<int> run_exec_proxy(const ContainerState& state, agent::ProcessSpec spec,
         say("error: " + e.message() + "\n");
         return e;
     };
+    // The proxy executes nothing: a reader that went away (its stdout, the
+    // ready pipe) is an EPIPE for the writer, never a signal that ends it.
+    ::signal(SIGPIPE, SIG_IGN);
     // Signals for the process are taken synchronously by a thread below.
     sigset_t forwarded;
     sigemptyset(&forwarded);

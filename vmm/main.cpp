@@ -1,5 +1,6 @@
 // husk-vmm: one microVM per process, configured by vm.toml and/or flags.
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <boost/program_options.hpp>
@@ -275,5 +276,9 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+    // A reader that went away (the container's stdout, the runtime's ready
+    // pipe, an API client) is an EPIPE for the writer to handle, never a
+    // signal that kills the VM. husk-vmm executes nothing, so nothing inherits this.
+    ::signal(SIGPIPE, SIG_IGN);
     return run(argc, argv);
 }

@@ -191,7 +191,7 @@ TEST_F(SnapshotTest, ResetOfATemplateWithNoAgentAnswersAndExits) {
 // "the vCPUs ran in the middle of a VM-wide operation") and every snapshot
 // restores. A client hammers the API from before husk-vmm starts, each round.
 TEST_F(SnapshotTest, ApiPauseAndResumeNeverRunInsideASnapshotOnReady) {
-    for (int round = 0; round < 8; ++round) {
+    for (int round = 0; round < 4; ++round) {
         std::string snap = dir + "/ready" + std::to_string(round), sock = dir + "/h" + std::to_string(round) + ".sock";
         std::atomic<bool> done{false};
         std::atomic<int> answered{0};
@@ -207,7 +207,9 @@ TEST_F(SnapshotTest, ApiPauseAndResumeNeverRunInsideASnapshotOnReady) {
         hammer.join();
         ASSERT_EQ(made.exit_status, 0) << log();
         auto p = start({"--restore", snap}, dir + "/r" + std::to_string(round) + ".sock");
-        EXPECT_EQ(ask(*p, "3"), "round 1 dirtied 3") << log();
+        // The snapshot came at "init reached", before or amid the guest's first "ready".
+        p->write_stdin("3\n");
+        EXPECT_TRUE(p->wait_for_stdout("round 1 dirtied 3\n", 60)) << p->seen() << log();
         quit(*p);
         std::printf("round %d: %d pause/resume requests answered around the snapshot\n", round, answered.load());
     }

@@ -93,7 +93,7 @@ void ApiServer::serve_client(int fd) {
         if (n <= 0) return;
         buffer.append(chunk, size_t(n));
         if (buffer.size() > kMaxRequest) {
-            (void)sys::write_all(fd, std::string(R"({"error":"request too long"})") + "\n");
+            (void)sys::send_all(fd, std::string(R"({"error":"request too long"})") + "\n");
             return;
         }
         size_t nl;
@@ -112,14 +112,14 @@ void ApiServer::serve_client(int fd) {
             } catch (const std::exception& e) {
                 reply = {{"error", std::string("request failed: ") + e.what()}};
             }
-            if (!sys::write_all(fd, json_text(reply) + "\n")) return;
+            if (!sys::send_all(fd, json_text(reply) + "\n")) return;
         }
     }
 }
 
 Result<nlohmann::json> api_call(const std::string& path, const nlohmann::json& request, int timeout_ms) {
     UniqueFd fd = TRY(sys::connect_unix(path).context("connect to husk-vmm's API socket"));
-    TRY(sys::write_all(fd.get(), json_text(request) + "\n"));
+    TRY(sys::send_all(fd.get(), json_text(request) + "\n"));
     std::string line;
     for (;;) {
         pollfd p{fd.get(), POLLIN, 0};

@@ -115,6 +115,18 @@ Result<void> write_all(int fd, std::string_view data) {
     return write_all(fd, std::span(reinterpret_cast<const uint8_t*>(data.data()), data.size()));
 }
 
+Result<void> send_all(int sock, std::string_view data) {
+    while (!data.empty()) {
+        ssize_t n = ::send(sock, data.data(), data.size(), MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return Error::from_errno(errno, "send");
+        }
+        data.remove_prefix(size_t(n));
+    }
+    return {};
+}
+
 namespace {
 
 // /proc/self files opened once and read with pread: they stay readable from

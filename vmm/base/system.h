@@ -46,5 +46,9 @@ Result<std::string> read_file(const std::string& path, size_t max_size = size_t(
 // Writes all of data, retrying on short writes and EINTR.
 Result<void> write_all(int fd, std::span<const uint8_t> data);
 Result<void> write_all(int fd, std::string_view data);
+// write_all for a socket: send() with MSG_NOSIGNAL, so a peer that hung up
+// is an EPIPE error, not a SIGPIPE that kills the process (husk-vmm's API
+// thread answering a client that left, a CLI talking to a VMM that exited).
+Result<void> send_all(int sock, std::string_view data);
 
 }  // namespace husk::sys
