@@ -65,10 +65,11 @@ bool write_all(int fd, const std::string& data) {
     return ok;
 }
 
-int wait_status(pid_t pid) {
+int wait_status(pid_t pid, int* term_signal = nullptr) {
     int status = 0;
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
     }
+    if (term_signal) *term_signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
@@ -127,7 +128,7 @@ ProcessResult run_process(const std::vector<std::string>& argv, const RunOptions
     }
     for (auto& f : fds)
         if (f.fd >= 0) close(f.fd);
-    r.exit_status = wait_status(pid);
+    r.exit_status = wait_status(pid, &r.term_signal);
     r.exit_ms = ms_since(start);
     return r;
 }

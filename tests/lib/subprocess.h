@@ -12,6 +12,7 @@ namespace husk::test {
 
 struct ProcessResult {
     int exit_status = -1;  // exit code, or 128+N for signal N
+    int term_signal = 0;   // N when a signal ended it (exit_status alone cannot tell 141 from SIGPIPE)
     std::string out, err;
     bool timed_out = false;
     double exit_ms = -1;    // launch -> exit
