@@ -399,14 +399,13 @@ Result<void> Agent::attach(Connection& c, const std::string& exec_id, Channel ch
         else
             source = std::move(channel == Channel::Stdout ? p->io.stdout_pipe : p->io.stderr_pipe);
         if (!source) return Error::from_string("the output channel is gone", EPIPE);
-        pump = std::make_unique<Pump>(m_poller, std::move(source), std::move(sock), Pump::SinkKind::Socket,
-                                      std::move(reply),
-                                      [this, p, bit] {
-                                          p->finished |= uint8_t(bit);
-                                          maybe_report_exit(*p);
-                                      },
-                                      p->io.terminal ? Pump::OnSinkFailure::DrainSource
-                                                     : Pump::OnSinkFailure::CloseSource);
+        pump = std::make_unique<Pump>(
+            m_poller, std::move(source), std::move(sock), Pump::SinkKind::Socket, std::move(reply),
+            [this, p, bit] {
+                p->finished |= uint8_t(bit);
+                maybe_report_exit(*p);
+            },
+            p->io.terminal ? Pump::OnSinkFailure::DrainSource : Pump::OnSinkFailure::CloseSource);
     }
     p->attached |= uint8_t(bit);
     p->pumps[int(channel)] = std::move(pump);

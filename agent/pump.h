@@ -22,8 +22,8 @@ public:
     // `initial` is written to `sink` before anything read from `source`.
     // `done` runs once the source reached EOF and everything was written (or
     // the sink failed and the source was drained or closed).
-    Pump(Poller& poller, UniqueFd source, UniqueFd sink, SinkKind kind, std::string initial,
-         std::function<void()> done, OnSinkFailure on_sink_failure = OnSinkFailure::DrainSource);
+    Pump(Poller& poller, UniqueFd source, UniqueFd sink, SinkKind kind, std::string initial, std::function<void()> done,
+         OnSinkFailure on_sink_failure = OnSinkFailure::DrainSource);
     ~Pump();
     Pump(const Pump&) = delete;
     Pump& operator=(const Pump&) = delete;

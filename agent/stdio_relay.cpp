@@ -9,7 +9,6 @@
 #include <ctime>
 #include <string_view>
 
-
 namespace husk::agent {
 
 namespace {

@@ -5,8 +5,8 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
-#include <pty.h>
 #include <poll.h>
+#include <pty.h>
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -97,8 +97,7 @@ TEST(RelayOutput, NonBlockingPipeWithASlowReaderGetsEveryByte) {
     UniqueFd rd(p[0]), wr(p[1]);
     set_nonblocking(wr.get());
     ASSERT_GT(::fcntl(wr.get(), F_SETPIPE_SZ, 4096), 0);
-    auto got = std::async(std::launch::async,
-                          [&] { return read_until_eof(rd.get(), std::chrono::microseconds(200)); });
+    auto got = std::async(std::launch::async, [&] { return read_until_eof(rd.get(), std::chrono::microseconds(200)); });
     EXPECT_EQ(relay_output(stream.relay_end.get(), wr.get()), RelayEnd::StreamEnded);
     wr.reset();
     std::string out = got.get();

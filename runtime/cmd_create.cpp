@@ -29,10 +29,10 @@
 #include "runtime/state.h"
 #include "runtime/template.h"
 #include "vmm/base/clock.h"
+#include "vmm/base/json_text.h"
 #include "vmm/base/log.h"
 #include "vmm/base/system.h"
 #include "vmm/base/wire.h"
-#include "vmm/base/json_text.h"
 
 namespace husk::runtime {
 

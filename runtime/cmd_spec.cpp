@@ -6,8 +6,8 @@
 
 #include "runtime/args.h"
 #include "runtime/runtime.h"
-#include "vmm/base/system.h"
 #include "vmm/base/json_text.h"
+#include "vmm/base/system.h"
 
 namespace husk::runtime {
 

@@ -13,10 +13,10 @@
 #include "runtime/runtime.h"
 #include "runtime/state.h"
 #include "vmm/base/clock.h"
+#include "vmm/base/json_text.h"
 #include "vmm/base/log.h"
 #include "vmm/base/system.h"
 #include "vmm/base/unique_fd.h"
-#include "vmm/base/json_text.h"
 
 using namespace husk;
 using namespace husk::runtime;
@@ -64,8 +64,9 @@ void report(const GlobalOptions& g, const std::string& message) {
     int fd = ::open(g.log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
     if (fd < 0) return;
     std::string line =
-        g.log_json ? json_text(nlohmann::json{{"level", "error"}, {"msg", message}, {"time", clock::rfc3339_now()}}) + "\n"
-                   : clock::rfc3339_now() + " error: " + message + "\n";
+        g.log_json
+            ? json_text(nlohmann::json{{"level", "error"}, {"msg", message}, {"time", clock::rfc3339_now()}}) + "\n"
+            : clock::rfc3339_now() + " error: " + message + "\n";
     (void)sys::write_all(fd, line);
     ::close(fd);
 }

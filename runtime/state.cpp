@@ -13,8 +13,8 @@
 #include <sstream>
 
 #include "vmm/api/api_server.h"
-#include "vmm/base/system.h"
 #include "vmm/base/json_text.h"
+#include "vmm/base/system.h"
 
 namespace husk::runtime {
 

@@ -22,6 +22,7 @@
 #include "vmm/arch/x86/regs.h"
 #include "vmm/base/clock.h"
 #include "vmm/base/guarded_thread.h"
+#include "vmm/base/json_text.h"
 #include "vmm/base/log.h"
 #include "vmm/base/system.h"
 #include "vmm/container/container_session.h"
@@ -33,7 +34,6 @@
 #include "vmm/devices/virtio/vsock/vsock.h"
 #include "vmm/jail/jail.h"
 #include "vmm/snapshot/snapshot.h"
-#include "vmm/base/json_text.h"
 
 namespace husk {
 namespace {
@@ -663,8 +663,7 @@ Result<void> Vmm::setup_devices(const VmConfig& config) {
             // The banner is console text, which any guest process with
             // /dev/kmsg can print: in a container VM it counts only after
             // the agent reported the container's exit (vmm/EXIT_STATUS.md).
-            if (!m_container || container_exit_reported())
-                return request_exit(0, "guest powered off (halted)");
+            if (!m_container || container_exit_reported()) return request_exit(0, "guest powered off (halted)");
             log::warn("the guest printed a halt or power-off banner while its container runs: ignored");
         });
     TRY(m_pio.insert(Serial::kCom1Base, 8, m_serial));
@@ -697,7 +696,8 @@ void Vmm::guest_reset(const std::string& how) {
     // exit: the agent's power-off is a reset (below). Before that report a
     // reset is a crash, whatever the console says (vmm/EXIT_STATUS.md).
     if (m_container) {
-        if (container_exit_reported()) return request_exit(0, "guest powered off after its container exited (" + how + ")");
+        if (container_exit_reported())
+            return request_exit(0, "guest powered off after its container exited (" + how + ")");
         std::string what = m_serial->saw_kernel_panic() ? "the guest kernel panicked and reset" : "the guest reset";
         return request_exit(kExitGuestCrash, what + " (" + how + ") before its agent reported the container's exit");
     }
@@ -1013,7 +1013,10 @@ Result<int> Vmm::run() {
     // A thread that fails on an exception stops the VM instead of aborting husk-vmm.
     auto stop_vm = [this] { request_exit(kExitVmmError, "a husk-vmm thread failed (logged above)"); };
     for (size_t i = 0; i < m_vcpus.size(); ++i)
-        m_threads.emplace_back([this, i, stop_vm] { run_guarded("vCPU", [this, i] { vcpu_thread(i); }, stop_vm); });
+        m_threads.emplace_back([this, i, stop_vm] {
+            run_guarded(
+                "vCPU", [this, i] { vcpu_thread(i); }, stop_vm);
+        });
     if (m_loop)
         m_loop_thread = std::thread([this, stop_vm] {
             run_guarded(

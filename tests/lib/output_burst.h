@@ -16,7 +16,8 @@ struct OutputBurst {
     // A busybox sh script.
     std::string script() const {
         std::string s = "dd if=/dev/zero bs=65536 count=" + std::to_string(first_mib * 16) + " 2>/dev/null; ";
-        s += "i=0; while [ $i -lt " + std::to_string(lines) + " ]; do echo \"out $i\"; echo \"err $i\" >&2; i=$((i+1)); done; ";
+        s += "i=0; while [ $i -lt " + std::to_string(lines) +
+             " ]; do echo \"out $i\"; echo \"err $i\" >&2; i=$((i+1)); done; ";
         if (second_mib) s += "dd if=/dev/zero bs=65536 count=" + std::to_string(second_mib * 16) + " 2>/dev/null; ";
         s += "printf last";
         return s;

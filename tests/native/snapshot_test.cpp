@@ -8,11 +8,11 @@
 
 #include <atomic>
 #include <cstdlib>
-#include <thread>
 #include <filesystem>
 #include <fstream>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "tests/lib/console_guest.h"
 

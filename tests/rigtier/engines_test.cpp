@@ -122,8 +122,9 @@ TEST_F(Docker, OutputAndExitCodes) {
 // No byte lost under the shim's pipes, for the first process and for exec.
 TEST_F(Docker, OutputArrivesWholeEveryTime) {
     OutputBurst burst = engine_burst();
-    EXPECT_EQ(repeat_burst(burst, [&](int) { return docker(run() + "--rm busybox:husk sh -c '" + burst.script() + "'"); }),
-              0);
+    EXPECT_EQ(
+        repeat_burst(burst, [&](int) { return docker(run() + "--rm busybox:husk sh -c '" + burst.script() + "'"); }),
+        0);
     ASSERT_EQ(docker(run() + "-d --name burst busybox:husk sleep 900").exit_status, 0);
     EXPECT_EQ(repeat_burst(burst, [&](int) { return docker("exec burst sh -c '" + burst.script() + "'"); }), 0);
     EXPECT_EQ(docker("rm -f burst").exit_status, 0);
@@ -273,11 +274,10 @@ TEST_F(Containerd, RunWithAndWithoutTty) {
 
 TEST_F(Containerd, OutputArrivesWholeEveryTime) {
     OutputBurst burst = engine_burst();
-    EXPECT_EQ(repeat_burst(burst,
-                           [&](int i) {
-                               return ctr(run("burst" + std::to_string(i)) + "sh -c '" + burst.script() + "'");
-                           }),
-              0);
+    EXPECT_EQ(
+        repeat_burst(burst,
+                     [&](int i) { return ctr(run("burst" + std::to_string(i)) + "sh -c '" + burst.script() + "'"); }),
+        0);
     auto started =
         ctr("run -d --runc-binary " + env("HUSK_RUNTIME") + " docker.io/library/busybox:husk bursts sleep 900");
     ASSERT_EQ(started.exit_status, 0) << started.err;

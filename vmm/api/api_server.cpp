@@ -10,11 +10,11 @@
 
 #include <cerrno>
 
+#include "vmm/base/guarded_thread.h"
+#include "vmm/base/json_text.h"
 #include "vmm/base/log.h"
 #include "vmm/base/system.h"
 #include "vmm/seccomp/seccomp.h"
-#include "vmm/base/guarded_thread.h"
-#include "vmm/base/json_text.h"
 
 namespace husk {
 
@@ -40,7 +40,10 @@ Result<std::unique_ptr<ApiServer>> ApiServer::create(const std::string& path, Ha
 void ApiServer::start() {
     // The last resort: an exception past serve_client's own catch stops husk-vmm cleanly.
     if (!m_thread.joinable())
-        m_thread = std::thread([this] { run_guarded("API", [this] { serve(); }, [] { ::kill(::getpid(), SIGTERM); }); });
+        m_thread = std::thread([this] {
+            run_guarded(
+                "API", [this] { serve(); }, [] { ::kill(::getpid(), SIGTERM); });
+        });
 }
 
 ApiServer::ApiServer(std::string path, UniqueFd listener, UniqueFd stop, Handler handler)

@@ -13,7 +13,12 @@ namespace {
 TEST(JsonText, InvalidUtf8IsReplacedNotThrown) {
     std::string guest = "console \xff\xfe tail \xc3";
     nlohmann::json reply = {{"error", guest}};
-    EXPECT_THROW({ auto t = reply.dump(); (void)t; }, nlohmann::json::type_error);  // what aborted a thread before
+    EXPECT_THROW(
+        {
+            auto t = reply.dump();
+            (void)t;
+        },
+        nlohmann::json::type_error);  // what aborted a thread before
     std::string text;
     ASSERT_NO_THROW(text = json_text(reply));
     EXPECT_NE(text.find("console \xef\xbf\xbd\xef\xbf\xbd tail \xef\xbf\xbd"), std::string::npos) << text;
@@ -38,7 +43,13 @@ TEST(JsonText, JsonLogLinesTakeGuestBytes) {
 TEST(GuardedThread, AnExceptionIsLoggedAndReportedNotFatal) {
     bool failed = false;
     std::thread t([&] {
-        run_guarded("test", [] { auto j = nlohmann::json::parse("{not json"); (void)j; }, [&] { failed = true; });
+        run_guarded(
+            "test",
+            [] {
+                auto j = nlohmann::json::parse("{not json");
+                (void)j;
+            },
+            [&] { failed = true; });
     });
     t.join();
     EXPECT_TRUE(failed);

@@ -172,8 +172,9 @@ ContainerSession::~ContainerSession() {
 void ContainerSession::start() {
     m_stop = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     m_thread = std::thread([this] {
-        run_guarded("container session", [this] { session(); },
-                    [this] { m_callbacks.stop(1, "container: the session failed (logged above)"); });
+        run_guarded(
+            "container session", [this] { session(); },
+            [this] { m_callbacks.stop(1, "container: the session failed (logged above)"); });
     });
 }
 

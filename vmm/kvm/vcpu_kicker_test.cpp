@@ -14,7 +14,9 @@ namespace husk {
 namespace {
 
 std::atomic<int> g_kicks{0};
-void count_kick(int) { g_kicks.fetch_add(1); }
+void count_kick(int) {
+    g_kicks.fetch_add(1);
+}
 
 TEST(VcpuKicker, KicksWhileThreadsStartAndEndNeitherCrashNorGetLost) {
     const int kSignal = SIGRTMIN + 3;

@@ -32,7 +32,8 @@ Result<std::array<uint8_t, 6>> parse_mac(std::string_view text) {
 }
 
 Result<std::unique_ptr<Net>> Net::open(const NetOptions& o) {
-    if (o.tap.empty() || o.tap.size() >= IFNAMSIZ) return Error::from_string("TAP name `" + o.tap + "` is empty or too long");
+    if (o.tap.empty() || o.tap.size() >= IFNAMSIZ)
+        return Error::from_string("TAP name `" + o.tap + "` is empty or too long");
     auto fd = TRY(sys::open("/dev/net/tun", O_RDWR | O_NONBLOCK).context("open TAP device"));
     ifreq ifr{};
     std::memcpy(ifr.ifr_name, o.tap.c_str(), o.tap.size());
@@ -71,8 +72,10 @@ void Net::reset() {
 
 void Net::queue_notify(size_t index) {
     if (!m_rx) return;
-    if (index == 1) process_tx();
-    else process_rx();
+    if (index == 1)
+        process_tx();
+    else
+        process_rx();
 }
 
 void Net::process_tx() {
@@ -158,7 +161,8 @@ void Net::process_rx() {
         std::string bytes(reinterpret_cast<const char*>(hdr), sizeof hdr);
         bytes += m_pending;
         write_to_chain(mem, chain, std::span(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
-        if (auto r = m_rx->add_used(mem, chain.head(), uint32_t(bytes.size())); r.is_error()) return m_ctx.fail(r.error());
+        if (auto r = m_rx->add_used(mem, chain.head(), uint32_t(bytes.size())); r.is_error())
+            return m_ctx.fail(r.error());
         m_pending.clear();
         ++m_rx_frames;
         used = true;

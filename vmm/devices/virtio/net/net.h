@@ -1,7 +1,7 @@
 // virtio-net (virtio 1.2 §5.1) over a host TAP device: frames the guest
 // transmits are written to the TAP (io_uring writev from guest memory), frames
-// read from the TAP (io_uring read) fill the guest's receive buffers. One rx and one tx queue, the MAC from the configuration;
-// no offloads yet (every frame is complete and checksummed).
+// read from the TAP (io_uring read) fill the guest's receive buffers. One rx and one tx queue, the MAC from the
+// configuration; no offloads yet (every frame is complete and checksummed).
 #pragma once
 
 #include <array>
@@ -61,7 +61,7 @@ private:
     uint64_t m_generation = 0;
     bool m_read_armed = false;
     uint32_t m_tx_in_flight = 0;  // TAP writes submitted, not completed (at most the queue size)
-    std::string m_pending;  // a frame read from the TAP while the guest had no rx buffer
+    std::string m_pending;        // a frame read from the TAP while the guest had no rx buffer
     uint64_t m_rx_frames = 0, m_tx_frames = 0;
 };
 

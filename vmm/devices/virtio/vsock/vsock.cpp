@@ -49,10 +49,10 @@ struct Vsock::Connection {
     std::string out;             // guest -> host, not yet written
     std::string in;              // host -> guest, read but not yet delivered
     bool read_armed = false, write_armed = false;
-    bool host_eof = false;        // the socket reached EOF
-    bool eof_reported = false;    // SHUTDOWN(SEND) delivered to the guest
-    bool guest_sent_all = false;  // the guest will send no more: SHUT_WR once `out` drains
-    bool guest_closed = false;    // the guest shut both ways: reset once `out` drains
+    bool host_eof = false;              // the socket reached EOF
+    bool eof_reported = false;          // SHUTDOWN(SEND) delivered to the guest
+    bool guest_sent_all = false;        // the guest will send no more: SHUT_WR once `out` drains
+    bool guest_closed = false;          // the guest shut both ways: reset once `out` drains
     bool credit_update_queued = false;  // a CREDIT_UPDATE waits in m_control
 
     uint32_t peer_free() const { return peer_buf_alloc - (tx_cnt - peer_fwd_cnt); }

@@ -447,8 +447,7 @@ TEST(VsockHostile, AFloodOfBadPacketsWithNoRxBuffersIsCapped) {
         h.send(bad);
     }
     EXPECT_EQ(h.device_locked([](Vsock& v) { return v.control_backlog(); }), Vsock::kMaxControlPackets);
-    EXPECT_EQ(h.device_locked([](Vsock& v) { return v.dropped_control_packets(); }),
-              2 * Vsock::kMaxControlPackets);
+    EXPECT_EQ(h.device_locked([](Vsock& v) { return v.dropped_control_packets(); }), 2 * Vsock::kMaxControlPackets);
     EXPECT_FALSE(rd32(*h.t, 0x70) & kStatusNeedsReset);
 }
 
