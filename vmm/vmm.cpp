@@ -547,6 +547,14 @@ nlohmann::json Vmm::stats() {
                         {"inflated_pages", b.inflated_pages},
                         {"reported_mib", double(b.reported_bytes) / (1 << 20)}};
     }
+    if (m_vsock) {
+        // What the guest holds of the device's capped tables (README, "Limits").
+        auto held = m_vsock_transport->hold();
+        j["vsock"] = {{"connections", m_vsock->connection_count()},
+                      {"pending_clients", m_vsock->pending_client_count()},
+                      {"control_backlog", m_vsock->control_backlog()},
+                      {"dropped_control_packets", m_vsock->dropped_control_packets()}};
+    }
     if (m_snapshot) {
         j["restored_from"] = m_snapshot_dir;
         j["restore_ms"] = m_restore_ms;
@@ -608,8 +616,11 @@ Result<std::string> Vmm::setup_virtio(const VmConfig& config) {
         if (!config.net_mac.empty()) net.mac = TRY(virtio::parse_mac(config.net_mac).context("net.mac"));
         devices.push_back(TRY(virtio::Net::open(net)));
     }
-    if (!config.vsock_socket.empty())
-        devices.push_back(TRY(virtio::Vsock::create({config.vsock_cid, config.vsock_socket})));
+    if (!config.vsock_socket.empty()) {
+        auto vsock = TRY(virtio::Vsock::create({config.vsock_cid, config.vsock_socket}));
+        m_vsock = vsock.get();
+        devices.push_back(std::move(vsock));
+    }
     if (config.balloon) {
         auto balloon = std::make_unique<virtio::Balloon>(
             virtio::BalloonOptions{config.balloon_target_mib * virtio::Balloon::kPagesPerMib,
@@ -631,6 +642,7 @@ Result<std::string> Vmm::setup_virtio(const VmConfig& config) {
         if (!args.empty()) args += ' ';
         args += t->cmdline_entry(base);
         if (m_balloon && &t->device() == m_balloon) m_balloon_transport = t;
+        if (m_vsock && &t->device() == m_vsock) m_vsock_transport = t;
         m_virtio.push_back(std::move(t));
     }
     return args;

@@ -20,6 +20,7 @@
 #include "vmm/devices/legacy/serial.h"
 #include "vmm/devices/virtio/balloon/balloon.h"
 #include "vmm/devices/virtio/mmio/mmio_transport.h"
+#include "vmm/devices/virtio/vsock/vsock.h"
 #include "vmm/io/event_loop.h"
 #include "vmm/kvm/kvm.h"
 #include "vmm/kvm/vcpu.h"
@@ -143,6 +144,8 @@ private:
     std::vector<std::shared_ptr<virtio::MmioTransport>> m_virtio;
     std::shared_ptr<virtio::MmioTransport> m_balloon_transport;
     virtio::Balloon* m_balloon = nullptr;  // owned by m_balloon_transport
+    std::shared_ptr<virtio::MmioTransport> m_vsock_transport;
+    virtio::Vsock* m_vsock = nullptr;  // owned by m_vsock_transport
     UniqueFd m_console_file;
     bool m_console_stdin = false;
     UniqueFd m_input_stop;

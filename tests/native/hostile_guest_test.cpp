@@ -5,9 +5,14 @@
 // driver makes and notifications before negotiation. Each time husk-vmm lives
 // on, the device says DEVICE_NEEDS_RESET (or ignores the access), and after a
 // reset it works again. Under the ASan tier the same runs prove no host
-// memory outside guest RAM is read or written.
+// memory outside guest RAM is read or written. The `vsock_flood` guest
+// floods virtio-vsock while posting no rx buffer.
 #include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 
+#include <cstring>
+#include <filesystem>
 #include <memory>
 #include <string>
 
@@ -66,6 +71,49 @@ TEST_F(HostileGuestTest, NotifyingBeforeNegotiationDoesNothing) {
     EXPECT_EQ(ask(*p, "reset"), "reset ok");
     EXPECT_EQ(ask(*p, "good"), "good 64") << log();
     quit(*p);
+}
+
+size_t open_fds(pid_t pid) {
+    size_t n = 0;
+    for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd")) ++n;
+    return n;
+}
+
+// The `vsock_flood` guest (tests/guests/vsock_flood.c) never posts an rx
+// buffer and floods virtio-vsock with packets that each ask for an answer,
+// with credit requests and with connections: what it can make husk-vmm hold
+// stays within the device's caps (README, "Limits"), and the VMM lives on.
+TEST_F(HostileGuestTest, AVsockFloodWithNoRxBuffersStaysWithinTheCaps) {
+    std::string sock = dir + "/h.sock", vsock = dir + "/v.sock";
+    // Where the guest's connections to host port 9 go; nobody accepts them.
+    int l = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::string port9 = vsock + "_9";
+    std::strncpy(addr.sun_path, port9.c_str(), sizeof addr.sun_path - 1);
+    ASSERT_EQ(::bind(l, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    ASSERT_EQ(::listen(l, 4096), 0);
+    auto p = start({"--kernel", guest("vsock_flood"), "--memory", "32", "--no-balloon", "--no-rng", "--vsock", vsock},
+                   sock);
+    ASSERT_TRUE(p->wait_for_stdout("ready\n", 30)) << p->seen() << log();
+    ASSERT_NE(p->seen().find("vsock found"), std::string::npos) << p->seen();
+    size_t fds_before = open_fds(p->pid());
+    auto vsock_stats = [&] { return api(sock, {{"cmd", "stats"}}).value("vsock", nlohmann::json::object()); };
+
+    // One RESPONSE and one CREDIT_UPDATE wait, however many credit requests came.
+    EXPECT_EQ(ask(*p, "credit 2000"), "sent 2000 status=" + std::to_string(kStatusLive)) << log();
+    EXPECT_EQ(vsock_stats().value("control_backlog", -1), 2) << vsock_stats().dump();
+    // Connections stop at the cap; the rest are reset.
+    EXPECT_EQ(ask(*p, "connect 300"), "sent 300 status=" + std::to_string(kStatusLive)) << log();
+    EXPECT_EQ(vsock_stats().value("connections", -1), 64) << vsock_stats().dump();
+    EXPECT_LE(open_fds(p->pid()), fds_before + 64 + 4);  // the 64 sockets, and an API client or two
+    // Answers that cannot be delivered stop at the cap, and are counted.
+    EXPECT_EQ(ask(*p, "rst 3000"), "sent 3000 status=" + std::to_string(kStatusLive)) << log();
+    auto v = vsock_stats();
+    EXPECT_EQ(v.value("control_backlog", -1), 512) << v.dump();
+    EXPECT_GE(v.value("dropped_control_packets", 0), 3000 - 512) << v.dump();
+    quit(*p);
+    ::close(l);
 }
 
 }  // namespace
