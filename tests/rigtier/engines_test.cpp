@@ -13,7 +13,6 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
-#include <future>
 #include <thread>
 
 #include "tests/lib/output_burst.h"
@@ -43,32 +42,21 @@ int output_repeats() {
     return n.empty() ? 20 : std::max(1, std::atoi(n.c_str()));
 }
 
-// Runs `command(i)` output_repeats() times, two at a time (the engines serve
-// containers side by side, and the rig's time is short); each run must exit
-// 0 with exactly the burst's output. Returns how many runs came up short
-// (each also a failure).
+// Runs `command(i)` output_repeats() times, one after the other; each run
+// must exit 0 with exactly the burst's output. Returns how many runs came up
+// short (each also a failure). (Two `docker exec` bursts at a time hung in
+// the rig, with the old husk as with this one: not understood yet.)
 template <typename Command>
 int repeat_burst(const OutputBurst& burst, Command command) {
     int bad = 0;
-    auto check = [&](int i, const ProcessResult& r) {
+    for (int i = 0; i < output_repeats(); ++i) {
+        ProcessResult r = command(i);
         std::string why = burst.compare(r.out, r.err);
         if (r.exit_status != 0 || !why.empty()) {
             ++bad;
             ADD_FAILURE() << "run " << i << ": exit " << r.exit_status << "; " << why
                           << (r.exit_status != 0 ? r.err.substr(0, 500) : "");
         }
-    };
-    for (int i = 0; i < output_repeats(); i += 2) {
-        auto second = std::async(std::launch::async, [&, i] {
-            if (i + 1 < output_repeats()) return command(i + 1);
-            ProcessResult nothing;  // an odd count: no second run
-            nothing.exit_status = 0;
-            nothing.out = burst.expected_stdout();
-            nothing.err = burst.expected_stderr();
-            return nothing;
-        });
-        check(i, command(i));
-        check(i + 1, second.get());
     }
     std::printf("output burst (%zu+%zu MiB, %d interleaved lines): %d of %d runs whole\n", burst.first_mib,
                 burst.second_mib, burst.lines, output_repeats() - bad, output_repeats());
