@@ -327,6 +327,18 @@ TEST(Block, DiscardAndWriteZeroes) {
 // Those reads go on writing guest memory, so the device stays busy until they
 // land: a snapshot or an in-place reset must wait for them, and the fuzz
 // harness must not free the device under them.
+// True once the transport reports no host I/O in flight (within 2 s).
+bool becomes_idle(MmioTransport& t) {
+    for (int i = 0; i < 2000; ++i) {
+        {
+            auto lock = t.hold();
+            if (!t.busy_locked()) return true;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return false;
+}
+
 // Holds the event loop's thread inside a completion until open(): what is
 // submitted meanwhile is not completed, so it stays in flight. Opened on
 // destruction too, before the harness stops its loop, whatever failed.
@@ -378,15 +390,7 @@ TEST(Block, AResetWithAReadInFlightStaysBusyUntilItLands) {
         EXPECT_TRUE(h.t->busy_locked()) << "a read the reset orphaned is still in flight";
     }
     gate.open();
-    bool idle = false;
-    for (int i = 0; i < 2000 && !idle; ++i) {
-        {
-            auto lock = h.t->hold();
-            idle = !h.t->busy_locked();
-        }
-        if (!idle) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
-    EXPECT_TRUE(idle);
+    EXPECT_TRUE(becomes_idle(*h.t));
     EXPECT_EQ(h.drv.used_idx(), 0) << "the orphaned read is not reported to the reset queue";
 }
 
@@ -432,15 +436,7 @@ TEST(Net, ATxWriteInFlightKeepsTheDeviceBusy) {
         EXPECT_TRUE(h.t->busy_locked()) << "a TX write in flight was not reported busy";
     }
     gate.open();
-    bool idle = false;
-    for (int i = 0; i < 2000 && !idle; ++i) {
-        {
-            auto lock = h.t->hold();
-            idle = !h.t->busy_locked();
-        }
-        if (!idle) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
-    EXPECT_TRUE(idle);
+    EXPECT_TRUE(becomes_idle(*h.t));
     for (int i = 0; i < 2000 && tx.used_idx() < 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
     EXPECT_EQ(tx.used_idx(), 1) << "the frame's chain was given back once written";
 }
