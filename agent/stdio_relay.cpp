@@ -9,6 +9,8 @@
 #include <ctime>
 #include <string_view>
 
+#include "vmm/base/system.h"
+
 namespace husk::agent {
 
 namespace {
@@ -35,55 +37,45 @@ bool write_fully(int fd, std::string_view data) {
     return true;
 }
 
-// send() with MSG_NOSIGNAL: a stream the guest reset must not raise SIGPIPE.
-bool send_all(int sock, std::string_view data) {
-    while (!data.empty()) {
-        ssize_t n = ::send(sock, data.data(), data.size(), MSG_NOSIGNAL);
-        if (n > 0) {
-            data.remove_prefix(size_t(n));
-            continue;
+// SIGPIPE blocked in this thread for the guard's life. A SIGPIPE a write
+// raised meanwhile stays pending on the thread and is taken back at the end,
+// so it never reaches the process.
+class SigpipeBlocked {
+public:
+    SigpipeBlocked() {
+        sigemptyset(&m_pipe);
+        sigaddset(&m_pipe, SIGPIPE);
+        pthread_sigmask(SIG_BLOCK, &m_pipe, &m_old);
+    }
+    ~SigpipeBlocked() {
+        timespec zero{0, 0};
+        while (::sigtimedwait(&m_pipe, nullptr, &zero) == SIGPIPE) {
         }
-        if (n < 0 && errno == EINTR) continue;
-        return false;
+        pthread_sigmask(SIG_SETMASK, &m_old, nullptr);
     }
-    return true;
-}
+    SigpipeBlocked(const SigpipeBlocked&) = delete;
+    SigpipeBlocked& operator=(const SigpipeBlocked&) = delete;
 
-// A SIGPIPE a write in this thread raised: pending on the thread while
-// blocked, taken back here so it never reaches the process.
-void discard_pending_sigpipe() {
-    sigset_t pipe_set;
-    sigemptyset(&pipe_set);
-    sigaddset(&pipe_set, SIGPIPE);
-    timespec zero{0, 0};
-    while (::sigtimedwait(&pipe_set, nullptr, &zero) == SIGPIPE) {
-    }
-}
+private:
+    sigset_t m_pipe, m_old;
+};
 
 }  // namespace
 
 RelayEnd relay_output(int stream, int fd) {
-    sigset_t pipe_set, old;
-    sigemptyset(&pipe_set);
-    sigaddset(&pipe_set, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
-    RelayEnd end = RelayEnd::StreamEnded;
+    SigpipeBlocked no_sigpipe;
     char chunk[65536];
     for (;;) {
         ssize_t n = ::read(stream, chunk, sizeof chunk);
         if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) break;
+        if (n <= 0) return RelayEnd::StreamEnded;
         if (!write_fully(fd, std::string_view(chunk, size_t(n)))) {
             // The guest's writer gets EPIPE through the stream, as it would
             // from the pipe itself (agent/PROTOCOL.md, "Stdio streams").
             ::shutdown(stream, SHUT_RDWR);
-            end = RelayEnd::ReaderGone;
-            break;
+            return RelayEnd::ReaderGone;
         }
     }
-    discard_pending_sigpipe();
-    pthread_sigmask(SIG_SETMASK, &old, nullptr);
-    return end;
 }
 
 void relay_input(int fd, int stream, int stop) {
@@ -98,7 +90,7 @@ void relay_input(int fd, int stream, int stop) {
         ssize_t n = ::read(fd, buf, sizeof buf);
         if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
         if (n <= 0) break;
-        if (!send_all(stream, std::string_view(buf, size_t(n)))) return;
+        if (!sys::send_all(stream, std::string_view(buf, size_t(n)))) return;
     }
     ::shutdown(stream, SHUT_WR);
 }

@@ -169,12 +169,23 @@ TEST(RelayOutput, NonBlockingPtyGetsEveryByte) {
     EXPECT_TRUE(out == data);
 }
 
+// SIGPIPE at its default action for a test's life: a relay that let one
+// through would kill the test binary.
+class DefaultSigpipe {
+public:
+    DefaultSigpipe() {
+        struct sigaction dfl {};
+        dfl.sa_handler = SIG_DFL;
+        ::sigaction(SIGPIPE, &dfl, &m_old);
+    }
+    ~DefaultSigpipe() { ::sigaction(SIGPIPE, &m_old, nullptr); }
+
+private:
+    struct sigaction m_old {};
+};
+
 TEST(RelayOutput, AReaderThatClosesEarlyShutsTheStreamWithoutSigpipe) {
-    // SIGPIPE left at its default: a relay that let it through would kill this test binary.
-    struct sigaction old {};
-    struct sigaction dfl {};
-    dfl.sa_handler = SIG_DFL;
-    ::sigaction(SIGPIPE, &dfl, &old);
+    DefaultSigpipe fatal;
     const std::string data = pattern(8 << 20);
     Stream stream(data);
     int p[2];
@@ -199,14 +210,10 @@ TEST(RelayOutput, AReaderThatClosesEarlyShutsTheStreamWithoutSigpipe) {
     sigset_t pending;
     ::sigpending(&pending);
     EXPECT_FALSE(::sigismember(&pending, SIGPIPE)) << "a SIGPIPE was left pending";
-    ::sigaction(SIGPIPE, &old, nullptr);
 }
 
 TEST(RelayInput, AStreamTheGuestClosedRaisesNoSigpipe) {
-    struct sigaction old {};
-    struct sigaction dfl {};
-    dfl.sa_handler = SIG_DFL;
-    ::sigaction(SIGPIPE, &dfl, &old);
+    DefaultSigpipe fatal;
     int sv[2];
     ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
     UniqueFd stream(sv[0]);
@@ -218,7 +225,6 @@ TEST(RelayInput, AStreamTheGuestClosedRaisesNoSigpipe) {
     wr.reset();
     UniqueFd stop(::eventfd(0, EFD_CLOEXEC));
     relay_input(rd.get(), stream.get(), stop.get());  // returns instead of dying
-    ::sigaction(SIGPIPE, &old, nullptr);
 }
 
 }  // namespace

@@ -8,15 +8,13 @@
 // memory outside guest RAM is read or written. The `vsock_flood` guest
 // floods virtio-vsock while posting no rx buffer.
 #include <gtest/gtest.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 
-#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <string>
 
 #include "tests/lib/console_guest.h"
+#include "vmm/base/system.h"
 
 namespace husk::test {
 namespace {
@@ -75,7 +73,8 @@ TEST_F(HostileGuestTest, NotifyingBeforeNegotiationDoesNothing) {
 
 size_t open_fds(pid_t pid) {
     size_t n = 0;
-    for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd")) ++n;
+    for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd"))
+        ++n;
     return n;
 }
 
@@ -86,15 +85,10 @@ size_t open_fds(pid_t pid) {
 TEST_F(HostileGuestTest, AVsockFloodWithNoRxBuffersStaysWithinTheCaps) {
     std::string sock = dir + "/h.sock", vsock = dir + "/v.sock";
     // Where the guest's connections to host port 9 go; nobody accepts them.
-    int l = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::string port9 = vsock + "_9";
-    std::strncpy(addr.sun_path, port9.c_str(), sizeof addr.sun_path - 1);
-    ASSERT_EQ(::bind(l, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-    ASSERT_EQ(::listen(l, 4096), 0);
-    auto p = start({"--kernel", guest("vsock_flood"), "--memory", "32", "--no-balloon", "--no-rng", "--vsock", vsock},
-                   sock);
+    auto l = sys::listen_unix(vsock + "_9", 4096);
+    ASSERT_FALSE(l.is_error()) << l.error().message();
+    auto p =
+        start({"--kernel", guest("vsock_flood"), "--memory", "32", "--no-balloon", "--no-rng", "--vsock", vsock}, sock);
     ASSERT_TRUE(p->wait_for_stdout("ready\n", 30)) << p->seen() << log();
     ASSERT_NE(p->seen().find("vsock found"), std::string::npos) << p->seen();
     size_t fds_before = open_fds(p->pid());
@@ -113,7 +107,6 @@ TEST_F(HostileGuestTest, AVsockFloodWithNoRxBuffersStaysWithinTheCaps) {
     EXPECT_EQ(v.value("control_backlog", -1), 512) << v.dump();
     EXPECT_GE(v.value("dropped_control_packets", 0), 3000 - 512) << v.dump();
     quit(*p);
-    ::close(l);
 }
 
 }  // namespace

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "tests/lib/subprocess.h"
+#include "vmm/base/system.h"
 
 namespace husk::test {
 namespace {
@@ -197,13 +198,9 @@ TEST(LinuxVirtio, VsockHostToGuestEcho) {
 TEST(LinuxVirtio, VsockGuestToHost) {
     std::string sock = "/tmp/husk-vsock-g-" + std::to_string(getpid()) + ".sock";
     std::string port_path = sock + "_5000";
-    int listener = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::strncpy(addr.sun_path, port_path.c_str(), sizeof addr.sun_path - 1);
-    unlink(port_path.c_str());
-    ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-    ASSERT_EQ(listen(listener, 1), 0);
+    auto listening = sys::listen_unix(port_path, 1);
+    ASSERT_FALSE(listening.is_error()) << listening.error().message();
+    int listener = listening.release_value().release();
     RunningProcess vmm(vmm_argv("vsock-send 5000 3000000", {"--vsock", sock}));
     int c = accept(listener, nullptr, nullptr);
     ASSERT_GE(c, 0);

@@ -71,6 +71,18 @@ Result<UniqueFd> connect_unix(const std::string& path) {
     return owned;
 }
 
+Result<UniqueFd> listen_unix(const std::string& path, int backlog) {
+    auto addr = TRY(unix_address(path));
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return Error::from_errno(errno, "socket");
+    UniqueFd owned(fd);
+    ::unlink(path.c_str());
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0)
+        return Error::from_errno(errno, "bind `" + path + "`");
+    if (::listen(fd, backlog) < 0) return Error::from_errno(errno, "listen on `" + path + "`");
+    return owned;
+}
+
 std::string executable_dir() {
     char exe[4096];
     ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);

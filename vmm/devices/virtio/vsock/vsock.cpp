@@ -34,6 +34,12 @@ Result<UniqueFd> unix_socket() {
     return UniqueFd(fd);
 }
 
+// Tells a host client why it is turned away, if its socket has room; the
+// caller then drops it.
+void refuse(int fd, std::string_view why) {
+    [[maybe_unused]] ssize_t w = ::send(fd, why.data(), why.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
 }  // namespace
 
 struct Vsock::Connection {
@@ -482,8 +488,7 @@ void Vsock::on_accept() {
         int fd = ::accept4(m_listener.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) break;
         if (m_pending_clients.size() >= kMaxPendingClients) {
-            static const char kBusy[] = "ERROR too many connections waiting\n";
-            [[maybe_unused]] ssize_t w = ::send(fd, kBusy, sizeof kBusy - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+            refuse(fd, "ERROR too many connections waiting\n");
             ::close(fd);
             continue;
         }
@@ -530,14 +535,12 @@ void Vsock::on_client_line(uint64_t id) {
     unsigned port = 0;
     char extra = 0;
     if (std::sscanf(p.line.c_str(), "CONNECT %u%c", &port, &extra) != 2 || extra != '\n') {
-        static const char kBad[] = "ERROR expected CONNECT <port>\n";
-        [[maybe_unused]] ssize_t w = ::send(p.fd.get(), kBad, sizeof kBad - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+        refuse(p.fd.get(), "ERROR expected CONNECT <port>\n");
         m_pending_clients.erase(it);
         return;
     }
     if (m_conns.size() >= kMaxConnections) {
-        static const char kFull[] = "ERROR too many connections\n";
-        [[maybe_unused]] ssize_t w = ::send(p.fd.get(), kFull, sizeof kFull - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+        refuse(p.fd.get(), "ERROR too many connections\n");
         m_pending_clients.erase(it);
         return;
     }

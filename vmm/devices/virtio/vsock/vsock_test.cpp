@@ -230,16 +230,24 @@ TEST(Vsock, GuestConnectToNobodyIsReset) {
     EXPECT_EQ(rst.dst_port, 1000u);
 }
 
+// A listening host socket for guest connections to CID 2 port `port`.
+struct HostListener {
+    std::string path;
+    int fd = -1;
+    HostListener(const std::string& vsock_path, uint32_t port) : path(vsock_path + "_" + std::to_string(port)) {
+        auto l = sys::listen_unix(path, 1024);
+        EXPECT_FALSE(l.is_error()) << l.error().message();
+        if (!l.is_error()) fd = l.release_value().release();
+    }
+    ~HostListener() {
+        close(fd);
+        unlink(path.c_str());
+    }
+};
+
 TEST(Vsock, GuestConnectsToHostListener) {
     VsockHarness h;
-    std::string port_path = h.path + "_9";
-    int l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::strncpy(addr.sun_path, port_path.c_str(), sizeof addr.sun_path - 1);
-    unlink(port_path.c_str());
-    ASSERT_EQ(bind(l, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-    ASSERT_EQ(listen(l, 1), 0);
+    HostListener l(h.path, 9);
     Header req{};
     req.op = kOpRequest;
     req.src_port = 1001;
@@ -250,15 +258,13 @@ TEST(Vsock, GuestConnectsToHostListener) {
     uint16_t seen = 0;
     ASSERT_TRUE(h.receive(resp, payload, seen));
     EXPECT_EQ(resp.op, kOpResponse);
-    int c = accept(l, nullptr, nullptr);
+    int c = accept(l.fd, nullptr, nullptr);
     ASSERT_GE(c, 0);
     ASSERT_EQ(write(c, "hi", 2), 2);
     Header rw;
     ASSERT_TRUE(h.receive(rw, payload, seen));
     EXPECT_EQ(payload, "hi");
     close(c);
-    close(l);
-    unlink(port_path.c_str());
 }
 
 TEST(Vsock, MalformedPacketsDoNotBreakTheDevice) {
@@ -323,25 +329,6 @@ TEST(Vsock, SocketPathInUseIsRefused) {
     EXPECT_NE(second.error().message().find("in use"), std::string::npos);
     EXPECT_TRUE(Vsock::create({2, "/tmp/x.sock"}).is_error());
 }
-
-// A listening host socket for guest connections to CID 2 port `port`.
-struct HostListener {
-    std::string path;
-    int fd = -1;
-    HostListener(const std::string& vsock_path, uint32_t port) : path(vsock_path + "_" + std::to_string(port)) {
-        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        sockaddr_un addr{};
-        addr.sun_family = AF_UNIX;
-        std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
-        unlink(path.c_str());
-        EXPECT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-        EXPECT_EQ(listen(fd, 1024), 0);
-    }
-    ~HostListener() {
-        close(fd);
-        unlink(path.c_str());
-    }
-};
 
 // The guest connects to a host listener; returns the host's accepted end,
 // whose io_uring read poll is armed in the device by then.
