@@ -10,6 +10,9 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 
 namespace husk::test {
 namespace {
@@ -63,6 +66,22 @@ bool write_all(int fd, const std::string& data) {
     }
     pthread_sigmask(SIG_SETMASK, &old, nullptr);
     return ok;
+}
+
+// Where each thread of a hung child waits, for the test's failure message.
+std::string threads_of(pid_t pid) {
+    std::string text = "\n[hung: the child's threads, where they wait]\n";
+    std::error_code ec;
+    for (const auto& task : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
+        auto read = [&](const char* name) {
+            std::ifstream f(task.path() / name);
+            return std::string(std::istreambuf_iterator<char>(f), {});
+        };
+        std::string comm = read("comm"), wchan = read("wchan");
+        if (!comm.empty() && comm.back() == '\n') comm.pop_back();
+        text += task.path().filename().string() + " " + comm + ": " + wchan + "\n" + read("stack");
+    }
+    return text;
 }
 
 int wait_status(pid_t pid, int* term_signal = nullptr) {
@@ -123,6 +142,7 @@ ProcessResult run_process(const std::vector<std::string>& argv, const RunOptions
         }
         if (!r.timed_out && ms_since(start) > o.timeout_seconds * 1000.0) {
             r.timed_out = true;
+            r.err += threads_of(pid);
             kill(pid, SIGKILL);
         }
     }

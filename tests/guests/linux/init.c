@@ -153,6 +153,12 @@ static void do_vsock_echo(unsigned port) {
         }
         total += (unsigned long long)n;
     }
+    /* The host half-closed first, so there is no end of its to wait for (as
+     * vsock-send does): a lingering close returns once husk-vmm, having
+     * written everything to the host socket, resets the connection. Without
+     * it the reboot below could lose the tail still queued in the guest. */
+    struct linger lg = {.l_onoff = 1, .l_linger = 10};
+    if (setsockopt(c, SOL_SOCKET, SO_LINGER, &lg, sizeof lg) != 0) say("vsock SO_LINGER: %s", strerror(errno));
     close(c);
     close(s);
     say("vsock echoed %llu bytes", total);
