@@ -15,6 +15,7 @@
 #include <filesystem>
 
 #include "oci/spec.h"
+#include "vmm/api/api_command.h"
 #include "vmm/arch/x86/boot.h"
 #include "vmm/arch/x86/cpuid.h"
 #include "vmm/arch/x86/layout.h"
@@ -33,6 +34,7 @@
 #include "vmm/devices/virtio/rng/rng.h"
 #include "vmm/devices/virtio/vsock/vsock.h"
 #include "vmm/jail/jail.h"
+#include "vmm/snapshot/dirty_pages.h"
 #include "vmm/snapshot/snapshot.h"
 
 namespace husk {
@@ -42,8 +44,6 @@ constexpr int kKickSignal = SIGUSR1;  // interrupts KVM_RUN on a vCPU thread
 constexpr int kWakeSignal = SIGUSR2;  // tells the main thread the VM ended
 
 void ignore_signal(int) {}
-
-std::atomic<uint64_t> g_first_run_ns{0};
 
 constexpr uint32_t kFirstVirtioGsi = 5;  // IOAPIC pins 5..23 (4 is the UART, 1 the i8042, 0 the PIT)
 
@@ -80,14 +80,9 @@ Vmm::Vmm(Kvm kvm, Vm vm, GuestMemory memory)
 
 Vmm::~Vmm() {
     m_stopping = true;
-    {
-        std::lock_guard guard(m_pause_lock);
-        m_pause_changed.notify_all();
-    }
+    if (m_runner) m_runner->stop();
     join_helper_threads();
-    kick_all_vcpus();
-    for (auto& t : m_threads)
-        if (t.joinable()) t.join();
+    if (m_runner) m_runner->join();
     if (m_loop) m_loop->stop();
     if (m_loop_thread.joinable()) m_loop_thread.join();
     if (m_input_stop) {
@@ -340,7 +335,7 @@ Result<nlohmann::json> Vmm::take_snapshot_locked(const std::string& dir) {
     uint64_t t0 = clock::now_ns();
     bool was_paused = is_paused();
     TRY(pause_vcpus());
-    uint64_t resumes = resume_count();
+    uint64_t resumes = m_runner->resumes();
     auto result = [&]() -> Result<nlohmann::json> {
         // The devices' locks stay held until guest memory is written: host
         // data arriving meanwhile waits instead of changing queues already saved.
@@ -366,7 +361,7 @@ Result<nlohmann::json> Vmm::take_snapshot_locked(const std::string& dir) {
         if (::rename((memory_path + ".tmp").c_str(), memory_path.c_str()) < 0)
             return Error::from_errno(errno, "rename `" + memory_path + ".tmp`");
         held.clear();
-        TRY(check_still_paused(resumes));
+        TRY(m_runner->check_still_paused(resumes));
         TRY(snapshot::write_state(dir, snap));
         double ms = double(clock::now_ns() - t0) / 1e6;
         log::info("snapshot written to {} in {:.1f} ms", dir, ms);
@@ -404,7 +399,7 @@ Result<nlohmann::json> Vmm::reset_to_snapshot_locked(const std::string& other) {
     uint64_t t0 = clock::now_ns();
     bool was_paused = is_paused();
     TRY(pause_vcpus());
-    uint64_t resumes = resume_count();
+    uint64_t resumes = m_runner->resumes();
     uint64_t t_paused = clock::now_ns(), t_reverted = 0, t_state = 0;
     uint64_t dirty = 0;
     auto result = [&]() -> Result<void> {
@@ -415,15 +410,15 @@ Result<nlohmann::json> Vmm::reset_to_snapshot_locked(const std::string& other) {
         }
         if (replacement) {
             TRY(m_memory.remap_from_file(other + "/" + snapshot::kMemoryFile));
-            std::vector<uint64_t> discard((m_memory.size() / GuestMemory::kPageSize + 63) / 64);
-            TRY(collect_dirty(discard));  // clears the logs
+            auto discard = snapshot::empty_page_bitmap(m_memory);
+            TRY(snapshot::collect_dirty(m_vm, m_memory, discard));  // clears the logs
             m_snapshot = std::move(replacement);
             m_snapshot_dir = other;
             dirty = m_memory.size() / GuestMemory::kPageSize;
         } else {
-            std::vector<uint64_t> bitmap((m_memory.size() / GuestMemory::kPageSize + 63) / 64);
-            TRY(collect_dirty(bitmap));
-            dirty = TRY(revert(bitmap));
+            auto bitmap = snapshot::empty_page_bitmap(m_memory);
+            TRY(snapshot::collect_dirty(m_vm, m_memory, bitmap));
+            dirty = TRY(snapshot::revert_dirty(m_memory, bitmap));
         }
         t_reverted = clock::now_ns();
         const auto& snap = *m_snapshot;
@@ -431,7 +426,7 @@ Result<nlohmann::json> Vmm::reset_to_snapshot_locked(const std::string& other) {
         for (size_t i = 0; i < m_vcpus.size(); ++i) TRY(snapshot::restore_vcpu(m_vcpus[i], snap.vcpus[i], false));
         TRY(snapshot::restore_clock(m_vm, snap.vm.clock));
         TRY(load_device_state(snap));
-        TRY(check_still_paused(resumes));
+        TRY(m_runner->check_still_paused(resumes));
         t_state = clock::now_ns();
         return {};
     }();
@@ -482,58 +477,17 @@ Result<void> Vmm::reseed_guest() {
     return {};
 }
 
-Result<void> Vmm::collect_dirty(std::vector<uint64_t>& bitmap) {
-    m_memory.take_vmm_dirty(bitmap);
-    uint32_t slot = 0;
-    for (const auto& r : m_memory.regions()) {
-        uint64_t pages = r.size / GuestMemory::kPageSize;
-        std::vector<uint64_t> slot_bits((pages + 63) / 64);
-        TRY(m_vm.dirty_log(slot++, slot_bits));
-        uint64_t first = r.file_offset / GuestMemory::kPageSize;
-        for (uint64_t w = 0; w < slot_bits.size(); ++w) {
-            uint64_t bits = slot_bits[w];
-            while (bits) {
-                uint64_t p = first + w * 64 + uint64_t(__builtin_ctzll(bits));
-                bits &= bits - 1;
-                bitmap[p / 64] |= 1ull << (p % 64);
-            }
-        }
-    }
-    return {};
-}
-
-Result<uint64_t> Vmm::revert(const std::vector<uint64_t>& bitmap) {
-    uint64_t pages = m_memory.size() / GuestMemory::kPageSize, total = 0;
-    auto is_set = [&](uint64_t p) { return (bitmap[p / 64] >> (p % 64)) & 1; };
-    for (uint64_t p = 0; p < pages;) {
-        if (bitmap[p / 64] == 0 && p % 64 == 0) {
-            p += 64;
-            continue;
-        }
-        if (!is_set(p)) {
-            ++p;
-            continue;
-        }
-        uint64_t end = p + 1;
-        while (end < pages && is_set(end)) ++end;
-        TRY(m_memory.revert_pages(p, end - p));
-        total += end - p;
-        p = end;
-    }
-    return total;
-}
-
 bool Vmm::is_paused() {
-    std::lock_guard guard(m_pause_lock);
-    return m_paused;
+    return m_runner && m_runner->paused();
 }
 
 nlohmann::json Vmm::stats() {
     nlohmann::json j{{"vcpus", m_vcpus.size()},
                      {"memory_bytes", m_memory.size()},
                      {"rss_kib", sys::resident_kib()},
-                     {"first_run_ms", double(g_first_run_ns.load() - clock::process_start_ns()) / 1e6}};
-    if (g_first_run_ns.load() == 0) j["first_run_ms"] = nullptr;
+                     {"first_run_ms", nullptr}};
+    if (uint64_t first = m_runner ? m_runner->first_run_ns() : 0; first != 0)
+        j["first_run_ms"] = double(first - clock::process_start_ns()) / 1e6;
     if (auto rss = sys::resident_breakdown_kib(); rss) {
         j["rss_anon_kib"] = rss->anon;
         j["rss_file_kib"] = rss->file;
@@ -684,7 +638,7 @@ Result<void> Vmm::setup_devices(const VmConfig& config) {
     auto debug = std::make_shared<DebugPort>(DebugPort::Callbacks{
         [this] {
             if (!m_init_reached.exchange(true)) {
-                double first = double(g_first_run_ns.load() - clock::process_start_ns()) / 1e6;
+                double first = double(m_runner->first_run_ns() - clock::process_start_ns()) / 1e6;
                 log::info("guest init reached {:.3f} ms after VMM start (first KVM_RUN at {:.3f} ms)",
                           clock::ms_since_start(), first);
                 // Not on this vCPU thread: a snapshot waits for every vCPU to
@@ -736,25 +690,8 @@ void Vmm::request_exit(int status, const std::string& reason) {
         m_exit_status = status;
         m_exit_reason = reason;
     }
-    {
-        std::lock_guard guard(m_pause_lock);
-        m_pause_changed.notify_all();
-    }
-    kick_all_vcpus();
+    if (m_runner) m_runner->stop();
     ::kill(::getpid(), kWakeSignal);
-}
-
-void Vmm::park_if_paused() {
-    std::unique_lock lock(m_pause_lock);
-    if (m_paused && !m_stopping) {
-        ++m_parked;
-        m_pause_changed.notify_all();
-        m_pause_changed.wait(lock, [this] { return !m_paused || m_stopping.load(); });
-        --m_parked;
-    }
-    // The kick left immediate_exit set; clear it unless the VM is stopping.
-    for (auto& vcpu : m_vcpus)
-        if (!m_stopping) vcpu.run_data()->immediate_exit = 0;
 }
 
 Result<void> Vmm::pause() {
@@ -768,213 +705,96 @@ void Vmm::resume() {
 }
 
 Result<void> Vmm::pause_vcpus() {
-    std::unique_lock lock(m_pause_lock);
-    if (m_paused) return {};
-    m_paused = true;
-    lock.unlock();
-    kick_all_vcpus();
-    lock.lock();
-    if (!m_pause_changed.wait_for(lock, std::chrono::seconds(5),
-                                  [this] { return m_parked == m_vcpus.size() || m_stopping.load(); })) {
-        m_paused = false;
-        m_pause_changed.notify_all();
-        return Error::from_string("the vCPUs did not stop within 5 s", ETIMEDOUT);
-    }
-    if (m_stopping) {
-        m_paused = false;
-        return Error::from_string("the VM is stopping", ESHUTDOWN);
-    }
-    log::debug("paused");
-    return {};
-}
-
-uint64_t Vmm::resume_count() {
-    std::lock_guard guard(m_pause_lock);
-    return m_resumes;
-}
-
-Result<void> Vmm::check_still_paused(uint64_t resumes_at_pause) {
-    std::lock_guard guard(m_pause_lock);
-    if (m_paused && m_resumes == resumes_at_pause) return {};
-    return Error::from_string("the vCPUs ran in the middle of a VM-wide operation; its result is discarded", EBUSY);
+    if (!m_runner) return Error::from_string("the VM is not running", EAGAIN);
+    return m_runner->pause();
 }
 
 void Vmm::resume_vcpus() {
-    std::lock_guard guard(m_pause_lock);
-    if (!m_paused) return;
-    ++m_resumes;
-    m_paused = false;
-    m_pause_changed.notify_all();
-    log::debug("resumed");
+    if (m_runner) m_runner->resume();
 }
 
 nlohmann::json Vmm::api_request(const nlohmann::json& request) {
-    const std::string cmd = request["cmd"].get<std::string>();
-    auto fail = [](const Error& e) { return nlohmann::json{{"error", e.message()}}; };
-    auto path = [&] {
-        return request.contains("path") && request["path"].is_string() ? request["path"].get<std::string>()
-                                                                       : std::string();
-    };
-    auto status = [this] {
-        std::string s = m_container ? ContainerSession::to_string(m_container->status()) : "running";
-        std::lock_guard guard(m_pause_lock);
-        if (m_paused) s = "paused";
-        return s;
-    };
-    if (cmd == "state") return {{"status", status()}, {"pid", ::getpid()}};
-    if (cmd == "pause") {
-        if (auto r = pause(); !r) return fail(r.error());
-        return {{"status", status()}};
-    }
-    if (cmd == "resume") {
-        resume();
-        return {{"status", status()}};
-    }
-    if (cmd == "stats") return stats();
-    if (cmd == "balloon") {
-        std::optional<uint32_t> target;
-        if (request.contains("target_mib")) {
-            const auto& t = request["target_mib"];
-            if (!t.is_number_unsigned() || t.get<uint64_t>() > UINT32_MAX)
-                return {{"error", "balloon: target_mib must be a whole number of MiB"}};
-            target = t.get<uint32_t>();
-        }
-        auto r = balloon(target, request.value("stats", true));
-        return r ? r.value() : fail(r.error());
-    }
-    if (cmd == "snapshot") {
-        auto r = take_snapshot(path());
-        return r ? r.value() : fail(r.error());
-    }
-    if (cmd == "reset" || cmd == "restore") {
-        if (cmd == "restore" && path().empty()) return {{"error", "restore needs a \"path\": a snapshot directory"}};
-        auto r = reset_to_snapshot(cmd == "restore" ? path() : std::string());
-        return r ? r.value() : fail(r.error());
-    }
-    if (!m_container) return {{"error", "`" + cmd + "` needs a container (container.config)"}};
-    if (cmd == "start") {
-        if (auto r = m_container->request_start(); !r) return fail(r.error());
-        return {{"status", "running"}};
-    }
-    if (cmd == "kill") {
-        int sig = request.value("signal", SIGTERM);
-        bool all = request.value("all", false);
-        if (sig <= 0 || sig >= NSIG) return {{"error", "signal " + std::to_string(sig) + " is out of range"}};
-        // Before start there is no process: the signal ends the VM, as it would a created runc container.
-        if (m_container->status() != ContainerSession::Status::Running) {
-            request_exit(kExitSignalBase + sig, std::string("killed before start by ") + strsignal(sig));
-            return {{"status", "stopped"}};
-        }
-        {
-            std::lock_guard guard(m_pause_lock);
-            if (m_paused) return {{"error", "the container is paused; resume it first"}};
-        }
-        if (auto r = m_container->signal(sig, all); !r) return fail(r.error());
-        return {{"status", status()}};
-    }
-    if (cmd == "resize") {
-        int rows = request.value("rows", 0), cols = request.value("cols", 0);
-        if (rows <= 0 || cols <= 0 || rows > 65535 || cols > 65535) return {{"error", "resize needs rows and cols"}};
-        if (auto r = m_container->resize(uint16_t(rows), uint16_t(cols)); !r) return fail(r.error());
-        return nlohmann::json::object();
-    }
-    return {{"error", "unknown command `" + cmd + "`"}};
+    auto command = api::parse_command(request);
+    if (command.is_error()) return {{"error", command.error().message()}};
+    if (!m_container && api::needs_container(command.value()))
+        return {{"error", fmt::format("`{}` needs a container (container.config)", api::command_name(command.value()))}};
+    auto reply = handle(command.value());
+    return reply ? reply.release_value() : nlohmann::json{{"error", reply.error().message()}};
 }
 
-void Vmm::kick_all_vcpus() {
-    // No kicker before run(): no vCPU thread to kick either.
-    if (m_kicker) m_kicker->kick_all();
+std::string Vmm::status() {
+    std::string s = m_container ? ContainerSession::to_string(m_container->status()) : "running";
+    return is_paused() ? "paused" : s;
 }
 
-void Vmm::handle_pio(Vcpu& vcpu) {
-    auto& io = vcpu.run_data()->io;
-    auto* base = reinterpret_cast<uint8_t*>(vcpu.run_data()) + io.data_offset;
-    // count > 1 for REP INS/OUTS: the data buffer holds `count` elements.
-    for (uint32_t i = 0; i < io.count; ++i) {
-        std::span<uint8_t> data(base + size_t(i) * io.size, io.size);
-        if (io.direction == KVM_EXIT_IO_OUT)
-            m_pio.write(io.port, data);
-        else
-            m_pio.read(io.port, data);
-    }
+Result<nlohmann::json> Vmm::handle(const api::Command& command) {
+    return std::visit(
+        [this](const auto& c) -> Result<nlohmann::json> {
+            using C = std::decay_t<decltype(c)>;
+            if constexpr (std::is_same_v<C, api::State>) {
+                return nlohmann::json{{"status", status()}, {"pid", ::getpid()}};
+            } else if constexpr (std::is_same_v<C, api::Pause>) {
+                TRY(pause());
+                return nlohmann::json{{"status", status()}};
+            } else if constexpr (std::is_same_v<C, api::Resume>) {
+                resume();
+                return nlohmann::json{{"status", status()}};
+            } else if constexpr (std::is_same_v<C, api::Stats>) {
+                return stats();
+            } else if constexpr (std::is_same_v<C, api::Balloon>) {
+                return balloon(c.target_mib, c.fresh_stats);
+            } else if constexpr (std::is_same_v<C, api::Snapshot>) {
+                return take_snapshot(c.path);
+            } else if constexpr (std::is_same_v<C, api::Reset>) {
+                return reset_to_snapshot();
+            } else if constexpr (std::is_same_v<C, api::Restore>) {
+                return reset_to_snapshot(c.path);
+            } else if constexpr (std::is_same_v<C, api::Start>) {
+                TRY(m_container->request_start());
+                return nlohmann::json{{"status", "running"}};
+            } else if constexpr (std::is_same_v<C, api::Kill>) {
+                // Before start there is no process: the signal ends the VM, as it would a created runc container.
+                if (m_container->status() != ContainerSession::Status::Running) {
+                    request_exit(kExitSignalBase + c.signal, std::string("killed before start by ") + strsignal(c.signal));
+                    return nlohmann::json{{"status", "stopped"}};
+                }
+                if (is_paused()) return Error::from_string("the container is paused; resume it first", EBUSY);
+                TRY(m_container->signal(c.signal, c.all));
+                return nlohmann::json{{"status", status()}};
+            } else {
+                static_assert(std::is_same_v<C, api::Resize>);
+                TRY(m_container->resize(c.rows, c.cols));
+                return nlohmann::json::object();
+            }
+        },
+        command);
 }
 
-void Vmm::handle_mmio(Vcpu& vcpu) {
-    auto& mmio = vcpu.run_data()->mmio;
-    uint32_t len = std::min<uint32_t>(mmio.len, sizeof mmio.data);
-    std::span<uint8_t> data(mmio.data, len);
-    if (mmio.is_write)
-        m_mmio.write(mmio.phys_addr, data);
-    else
-        m_mmio.read(mmio.phys_addr, data);
-}
-
-void Vmm::vcpu_thread(size_t index) {
-    Vcpu& vcpu = m_vcpus[index];
-    sigset_t kick;
-    sigemptyset(&kick);
-    sigaddset(&kick, kKickSignal);
-    pthread_sigmask(SIG_UNBLOCK, &kick, nullptr);
-    m_kicker->register_self(index);
-    // Unregistered on every way out: a thread that ended is never signalled.
-    struct Unregister {
-        VcpuKicker& kicker;
-        size_t index;
-        ~Unregister() { kicker.unregister_self(index); }
-    } unregister{*m_kicker, index};
-    if (auto r = seccomp::install(seccomp::Thread::Vcpu); r.is_error()) {
-        request_exit(kExitVmmError, r.error().message());
-        return;
-    }
-
-    kvm_run* run = vcpu.run_data();
-    while (!m_stopping.load(std::memory_order_acquire)) {
-        if (index == 0 && g_first_run_ns.load() == 0) g_first_run_ns = clock::now_ns();
-        auto r = vcpu.run();
-        if (r.is_error()) {
-            request_exit(kExitVmmError, r.error().message());
-            return;
-        }
-        switch (run->exit_reason) {
-            case KVM_EXIT_IO:
-                handle_pio(vcpu);
-                break;
-            case KVM_EXIT_MMIO:
-                handle_mmio(vcpu);
-                break;
-            case KVM_EXIT_INTR:
-                park_if_paused();
-                break;
-            case KVM_EXIT_HLT:
-                request_exit(0, "guest halted");
-                return;
-            case KVM_EXIT_SHUTDOWN:
-                // A triple fault: a crash, unless Linux was already on its way down.
-                if (m_serial->saw_power_down() || m_serial->saw_kernel_panic() || m_serial->saw_restart())
-                    guest_reset("triple fault");
-                else
-                    request_exit(kExitGuestCrash,
-                                 fmt::format("guest triple-faulted on vCPU {}{}", index, crash_registers(vcpu)));
-                return;
-            case KVM_EXIT_SYSTEM_EVENT:
-                if (run->system_event.type == KVM_SYSTEM_EVENT_CRASH)
-                    request_exit(kExitGuestCrash, "guest reported a crash");
-                else
-                    request_exit(0, "guest shut down");
-                return;
-            case KVM_EXIT_FAIL_ENTRY:
-                request_exit(kExitGuestCrash,
-                             fmt::format("KVM could not enter the guest on vCPU {} (hardware reason 0x{:x})", index,
-                                         run->fail_entry.hardware_entry_failure_reason));
-                return;
-            case KVM_EXIT_INTERNAL_ERROR:
-                request_exit(kExitGuestCrash,
-                             fmt::format("KVM internal error on vCPU {} (suberror {})", index, run->internal.suberror));
-                return;
-            default:
-                request_exit(kExitGuestCrash, fmt::format("unhandled KVM exit {} on vCPU {}", run->exit_reason, index));
-                return;
-        }
+void Vmm::vcpu_ended(const VcpuRunner::Exit& exit) {
+    using Ending = VcpuRunner::Ending;
+    switch (exit.ending) {
+        case Ending::Halted:
+            return request_exit(0, "guest halted");
+        case Ending::TripleFault:
+            // A crash, unless Linux was already on its way down.
+            if (m_serial->saw_power_down() || m_serial->saw_kernel_panic() || m_serial->saw_restart())
+                return guest_reset("triple fault");
+            return request_exit(kExitGuestCrash, fmt::format("guest triple-faulted on vCPU {}{}", exit.vcpu,
+                                                             crash_registers(m_vcpus[exit.vcpu])));
+        case Ending::GuestShutdown:
+            return request_exit(0, "guest shut down");
+        case Ending::GuestCrashReport:
+            return request_exit(kExitGuestCrash, "guest reported a crash");
+        case Ending::EntryFailed:
+            return request_exit(kExitGuestCrash,
+                                fmt::format("KVM could not enter the guest on vCPU {} ({})", exit.vcpu, exit.detail));
+        case Ending::KvmInternalError:
+            return request_exit(kExitGuestCrash,
+                                fmt::format("KVM internal error on vCPU {} ({})", exit.vcpu, exit.detail));
+        case Ending::UnhandledExit:
+            return request_exit(kExitGuestCrash, fmt::format("unhandled KVM {} on vCPU {}", exit.detail, exit.vcpu));
+        case Ending::HostError:
+            return request_exit(kExitVmmError, exit.detail);
     }
 }
 
@@ -997,11 +817,11 @@ void Vmm::console_input_thread() {
 Result<int> Vmm::run() {
     // Still one thread: the jail's namespaces can only be entered now.
     if (m_config.jail) TRY(enter_jail());
-    {
-        std::vector<kvm_run*> run_data;
-        for (auto& vcpu : m_vcpus) run_data.push_back(vcpu.run_data());
-        m_kicker = std::make_unique<VcpuKicker>(std::move(run_data), kKickSignal);
-    }
+    // A thread that fails on an exception stops the VM instead of aborting husk-vmm.
+    auto stop_vm = [this] { request_exit(kExitVmmError, "a husk-vmm thread failed (logged above)"); };
+    m_runner = std::make_unique<VcpuRunner>(
+        m_vcpus, m_pio, m_mmio, kKickSignal,
+        VcpuRunner::Handlers{[this](const VcpuRunner::Exit& exit) { vcpu_ended(exit); }, stop_vm});
     // Before any vCPU runs: every thread started from here on inherits this
     // filter, and the vCPU and event-loop threads narrow it further.
     TRY(seccomp::install(seccomp::Thread::Control));
@@ -1022,13 +842,7 @@ Result<int> Vmm::run() {
         m_input_thread = std::thread([this] { run_guarded("console input", [this] { console_input_thread(); }); });
     }
     // vCPUs first: the guest needs its devices only well into boot, the CPU at once.
-    // A thread that fails on an exception stops the VM instead of aborting husk-vmm.
-    auto stop_vm = [this] { request_exit(kExitVmmError, "a husk-vmm thread failed (logged above)"); };
-    for (size_t i = 0; i < m_vcpus.size(); ++i)
-        m_threads.emplace_back([this, i, stop_vm] {
-            run_guarded(
-                "vCPU", [this, i] { vcpu_thread(i); }, stop_vm);
-        });
+    m_runner->start();
     if (m_loop)
         m_loop_thread = std::thread([this, stop_vm] {
             run_guarded(
@@ -1093,11 +907,9 @@ Result<int> Vmm::run() {
         request_exit(kExitSignalBase + sig, std::string("stopped by ") + strsignal(sig));
         break;
     }
-    kick_all_vcpus();
+    m_runner->stop();
     join_helper_threads();
-    kick_all_vcpus();
-    for (auto& t : m_threads) t.join();
-    m_threads.clear();
+    m_runner->join();
     // What the guest sent just before it stopped (vsock data a host reader was
     // slow to take) still goes out: the event loop runs on, for at most 2 s.
     for (int waited = 0; waited < 2000; waited += 5) {

@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "vmm/api/api_command.h"
 #include "vmm/api/api_server.h"
 #include "vmm/base/result.h"
 #include "vmm/base/unique_fd.h"
@@ -24,11 +25,11 @@
 #include "vmm/io/event_loop.h"
 #include "vmm/kvm/kvm.h"
 #include "vmm/kvm/vcpu.h"
-#include "vmm/kvm/vcpu_kicker.h"
 #include "vmm/kvm/vm.h"
 #include "vmm/memory/guest_memory.h"
 #include "vmm/seccomp/seccomp.h"
 #include "vmm/snapshot/snapshot.h"
+#include "vmm/vstate/vcpu_runner.h"
 
 namespace husk {
 
@@ -80,13 +81,12 @@ private:
     Result<void> load_device_state(const snapshot::Snapshot& snap);
     // Every virtio transport's lock, once none has host I/O in flight (at most 2 s).
     Result<std::vector<std::unique_lock<std::mutex>>> hold_idle_devices();
-    // KVM's dirty logs plus the VMM's own writes, one bit per page of guest RAM.
-    Result<void> collect_dirty(std::vector<uint64_t>& bitmap);
-    Result<uint64_t> revert(const std::vector<uint64_t>& bitmap);
     bool is_paused();
     // pause() and resume() for an operation that already holds m_operation_lock.
     Result<void> pause_vcpus();
     void resume_vcpus();
+    // A vCPU's run ended: what that means for the VM (vmm/EXIT_STATUS.md).
+    void vcpu_ended(const VcpuRunner::Exit& exit);
     Result<nlohmann::json> take_snapshot_locked(const std::string& dir);
     Result<nlohmann::json> reset_to_snapshot_locked(const std::string& other);
     void join_helper_threads();
@@ -96,9 +96,6 @@ private:
     Result<void> setup_devices(const VmConfig& config);
     // virtio-mmio devices; returns their virtio_mmio.device= command-line entries.
     Result<std::string> setup_virtio(const VmConfig& config);
-    void vcpu_thread(size_t index);
-    void handle_pio(Vcpu& vcpu);
-    void handle_mmio(Vcpu& vcpu);
     void console_input_thread();
     // The guest reset the machine: reboot, power-off or panic, told apart by the console.
     void guest_reset(const std::string& how);
@@ -107,10 +104,11 @@ private:
     bool container_exit_reported();
     // First caller wins: records the outcome and wakes the main thread.
     void request_exit(int status, const std::string& reason);
-    void kick_all_vcpus();
+    // The control socket's handler: JSON in and out here only (vmm/api/api_command.h).
     nlohmann::json api_request(const nlohmann::json& request);
-    // A vCPU thread's stop while paused: waits until resumed or stopping.
-    void park_if_paused();
+    Result<nlohmann::json> handle(const api::Command& command);
+    // "running", "paused", or the container's state (vmm/api/API.md, `state`).
+    std::string status();
 
     Kvm m_kvm;
     Vm m_vm;
@@ -130,10 +128,8 @@ private:
     std::thread m_snapshot_thread;  // snapshot.on_ready
     std::thread m_reseed_thread;    // after --restore of an agent guest
     std::vector<Vcpu> m_vcpus;
-    // Only the main thread touches m_threads; every other thread kicks
-    // through m_kicker (made in run() before any other thread starts).
-    std::vector<std::thread> m_threads;
-    std::unique_ptr<VcpuKicker> m_kicker;
+    // Made in run() before any thread that uses it starts.
+    std::unique_ptr<VcpuRunner> m_runner;
     std::mutex m_operation_lock;  // one VM-wide operation at a time (see pause())
     Bus m_pio{"pio"};
     Bus m_mmio{"mmio"};
@@ -158,15 +154,6 @@ private:
     int m_exit_status = 0;
     std::string m_exit_reason;
     std::optional<int> m_container_status;
-    std::mutex m_pause_lock;
-    std::condition_variable m_pause_changed;
-    bool m_paused = false;
-    size_t m_parked = 0;
-    uint64_t m_resumes = 0;  // times the vCPUs were let go: an operation checks none came in its middle
-    // Fails when the vCPUs were resumed since `resumes_at_pause` (a VM-wide
-    // operation lost its serialization): what it captured is not one moment.
-    Result<void> check_still_paused(uint64_t resumes_at_pause);
-    uint64_t resume_count();
     std::unique_ptr<ApiServer> m_api;
     // Last member: destroyed first, while everything its threads call into still exists.
     std::unique_ptr<ContainerSession> m_container;

@@ -105,11 +105,7 @@ void ApiServer::serve_client(int fd) {
             buffer.erase(0, nl + 1);
             nlohmann::json reply;
             try {
-                auto request = nlohmann::json::parse(line);
-                if (!request.is_object() || !request.contains("cmd") || !request["cmd"].is_string())
-                    reply = {{"error", "a request is a JSON object with a \"cmd\" string"}};
-                else
-                    reply = m_handler(request);
+                reply = m_handler(nlohmann::json::parse(line));
             } catch (const nlohmann::json::exception& e) {
                 reply = {{"error", std::string("bad request: ") + e.what()}};
             } catch (const std::exception& e) {
