@@ -63,7 +63,7 @@ json blk_device_run(double seconds, uint32_t batch) {
     auto mem = GuestMemory::create(64ull << 20).release_value();
     auto loop = EventLoop::create(1024).release_value();
     auto dev = Block::open({path, true, false, ""}).release_value();
-    MmioTransport t(std::move(dev), mem, *loop, 5);
+    MmioTransport t(std::move(dev), "drive0", mem, *loop, 5);
     // Notifications as KVM delivers them: an eventfd the loop watches (the ioeventfd path).
     int kick = eventfd(0, EFD_CLOEXEC);
     (void)loop->watch_eventfd(kick, [&t] { t.queue_notify(0); });

@@ -297,12 +297,12 @@ Result<std::unique_ptr<Vmm>> Vmm::restore(const VmConfig& given) {
 }
 
 Result<void> Vmm::load_device_state(const snapshot::Snapshot& snap) {
-    if (snap.virtio.size() != m_virtio.size())
-        return Error::from_string(
-            fmt::format("snapshot has {} virtio devices; this VM has {}", snap.virtio.size(), m_virtio.size()), EINVAL);
+    std::vector<std::pair<std::string, uint32_t>> present;
+    for (const auto& t : m_virtio) present.emplace_back(t->id(), t->device().device_type());
+    auto states = TRY(snapshot::match_devices(snap.devices, present));
     TRY(m_serial->load_state(snap.serial));
     for (size_t i = 0; i < m_virtio.size(); ++i)
-        TRY(m_virtio[i]->load_state(snap.virtio[i]).context("virtio device " + std::to_string(i)));
+        TRY(m_virtio[i]->load_state(states[i]->state).context("device `" + m_virtio[i]->id() + "`"));
     return {};
 }
 
@@ -348,7 +348,7 @@ Result<nlohmann::json> Vmm::take_snapshot_locked(const std::string& dir) {
         }
         snap.vm = TRY(snapshot::capture_vm(m_vm));
         snap.serial = m_serial->save_state();
-        for (auto& t : m_virtio) snap.virtio.push_back(t->save_state_locked());
+        for (auto& t : m_virtio) snap.devices.push_back({t->id(), t->device().device_type(), t->save_state_locked()});
         if (m_supported_cpuid.empty()) m_supported_cpuid = TRY(m_kvm.supported_cpuid());
         snap.machine = {m_memory.size(), uint32_t(m_vcpus.size()), x86::vendor_string(m_supported_cpuid),
                         m_config.cpu_template, json_text(machine_to_json(m_config))};
@@ -561,26 +561,30 @@ Result<nlohmann::json> Vmm::balloon(std::optional<uint32_t> target_mib, bool fre
 }
 
 Result<std::string> Vmm::setup_virtio(const VmConfig& config) {
-    std::vector<std::unique_ptr<virtio::VirtioDevice>> devices;
-    for (const auto& d : config.drives)
-        devices.push_back(TRY(virtio::Block::open({d.path, d.read_only, d.direct, d.id})));
-    if (config.rng) devices.push_back(std::make_unique<virtio::Rng>());
+    // Each device with its stable id (snapshot::DeviceState).
+    std::vector<std::pair<std::unique_ptr<virtio::VirtioDevice>, std::string>> devices;
+    for (size_t i = 0; i < config.drives.size(); ++i) {
+        const auto& d = config.drives[i];
+        devices.emplace_back(TRY(virtio::Block::open({d.path, d.read_only, d.direct, d.id})),
+                             d.id.empty() ? "drive" + std::to_string(i) : d.id);
+    }
+    if (config.rng) devices.emplace_back(std::make_unique<virtio::Rng>(), "rng");
     if (!config.net_tap.empty()) {
         virtio::NetOptions net{config.net_tap, {}};
         if (!config.net_mac.empty()) net.mac = TRY(virtio::parse_mac(config.net_mac).context("net.mac"));
-        devices.push_back(TRY(virtio::Net::open(net)));
+        devices.emplace_back(TRY(virtio::Net::open(net)), "net");
     }
     if (!config.vsock_socket.empty()) {
         auto vsock = TRY(virtio::Vsock::create({config.vsock_cid, config.vsock_socket}));
         m_vsock = vsock.get();
-        devices.push_back(std::move(vsock));
+        devices.emplace_back(std::move(vsock), "vsock");
     }
     if (config.balloon) {
         auto balloon = std::make_unique<virtio::Balloon>(
             virtio::BalloonOptions{config.balloon_target_mib * virtio::Balloon::kPagesPerMib,
                                    config.balloon_deflate_on_oom, config.balloon_free_page_reporting});
         m_balloon = balloon.get();
-        devices.push_back(std::move(balloon));
+        devices.emplace_back(std::move(balloon), "balloon");
     }
     if (devices.empty()) return std::string();
 
@@ -589,8 +593,8 @@ Result<std::string> Vmm::setup_virtio(const VmConfig& config) {
     for (size_t i = 0; i < devices.size(); ++i) {
         // Page 0 of the device window holds the debug port.
         uint64_t base = x86::kMmioDevicesStart + (i + 1) * virtio::MmioTransport::kWindowSize;
-        auto t = std::make_shared<virtio::MmioTransport>(std::move(devices[i]), m_memory, *m_loop,
-                                                         kFirstVirtioGsi + uint32_t(i));
+        auto t = std::make_shared<virtio::MmioTransport>(std::move(devices[i].first), devices[i].second, m_memory,
+                                                         *m_loop, kFirstVirtioGsi + uint32_t(i));
         TRY(t->attach(m_vm, base));
         TRY(m_mmio.insert(base, virtio::MmioTransport::kWindowSize, t));
         if (!args.empty()) args += ' ';

@@ -45,13 +45,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     Serial serial(null_fd, [] {});
     (void)serial.load_state(snap.value().serial);
     auto& harness = fuzz::VirtioHarness::get();
-    for (size_t i = 0; i < snap.value().virtio.size() && i < 8; ++i) {
+    for (size_t i = 0; i < snap.value().devices.size() && i < 8; ++i) {
         std::unique_ptr<virtio::VirtioDevice> device;
         if (i % 2)
             device = std::make_unique<virtio::Balloon>(virtio::BalloonOptions{});
         else
             device = std::make_unique<virtio::Rng>();
-        harness.load_state(std::move(device), snap.value().virtio[i]);
+        harness.load_state(std::move(device), snap.value().devices[i].state);
     }
     return 0;
 }

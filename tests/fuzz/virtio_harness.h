@@ -74,7 +74,7 @@ public:
         size -= image_len;
 
         size_t queues = device->queue_max_sizes().size();
-        virtio::MmioTransport t(std::move(device), m_memory, *m_loop, 5);
+        virtio::MmioTransport t(std::move(device), "fuzz", m_memory, *m_loop, 5);
         if (!(flags & 8)) bring_up(t, flags, queues);
         for (; size >= 7; data += 7, size -= 7) {
             uint8_t kind = data[0];
@@ -125,7 +125,7 @@ public:
 
     // A transport's snapshot state (registers, queues, the device's own) loaded into a fresh device.
     void load_state(std::unique_ptr<virtio::VirtioDevice> device, std::string_view bytes) {
-        virtio::MmioTransport t(std::move(device), m_memory, *m_loop, 5);
+        virtio::MmioTransport t(std::move(device), "fuzz", m_memory, *m_loop, 5);
         (void)t.load_state(bytes);
         w32(t, 0x70, 0);
         drain();

@@ -145,7 +145,7 @@ TEST_F(SnapshotTest, BadSnapshotFilesAreRefusedCleanly) {
     attempt(flipped, "is corrupt (checksum mismatch)");
     std::string version = good;
     version[8] = 9;
-    attempt(version, "has format version 9; this husk-vmm reads version 1");
+    attempt(version, "has format version 9; this husk-vmm reads version 2");
     attempt("not a snapshot at all", "is not a husk snapshot");
     attempt(good + "x", "bytes after its end");
     // A memory file of the wrong size.
@@ -164,6 +164,35 @@ TEST_F(SnapshotTest, BadSnapshotFilesAreRefusedCleanly) {
     r = run_process({vmm(), "--restore", dir + "/nowhere"}, {.timeout_seconds = 30});
     EXPECT_EQ(r.exit_status, 1);
     EXPECT_NE(r.err.find("nowhere/vmstate"), std::string::npos) << r.err;
+}
+
+// Device states are matched by the devices' ids: drives given in another
+// order at restore are refused, named, before the VM runs; in the snapshot's
+// order they restore.
+TEST_F(SnapshotTest, DrivesSwappedAtRestoreAreRefusedByName) {
+    for (const char* name : {"/root.img", "/data.img"}) {
+        std::ofstream f(dir + name, std::ios::binary);
+        f << std::string(1 << 20, '\0');
+    }
+    std::string root = dir + "/root.img,id=root", data = dir + "/data.img,id=data";
+    std::string sock = dir + "/d.sock";
+    auto p = start({"--kernel", guest("snapshot"), "--memory", "32", "--no-rng", "--drive", root, "--drive", data}, sock);
+    ASSERT_TRUE(p->wait_for_stdout("ready\n", 30)) << log();
+    EXPECT_EQ(round(*p, "3"), "round 1 dirtied 3");
+    ASSERT_FALSE(api(sock, {{"cmd", "snapshot"}, {"path", dir + "/drives"}}).contains("error")) << log();
+    p->write_stdin("q\n");
+    EXPECT_EQ(p->wait_exit(30), 0);
+
+    auto r = run_process({vmm(), "--restore", dir + "/drives", "--drive", data, "--drive", root, "--api", dir + "/x.sock"},
+                         {.timeout_seconds = 30});
+    EXPECT_EQ(r.exit_status, 1);
+    EXPECT_NE(r.err.find("device `data` is virtio device 0 here but 1 in the snapshot"), std::string::npos) << r.err;
+    EXPECT_FALSE(fs::exists(dir + "/x.sock")) << "a refused restore left its API socket";
+
+    auto ok = start({"--restore", dir + "/drives", "--drive", root, "--drive", data}, dir + "/r.sock");
+    EXPECT_EQ(round(*ok, "1"), "round 2 dirtied 1") << log();
+    ok->write_stdin("q\n");
+    EXPECT_EQ(ok->wait_exit(30), 0);
 }
 
 // A template (--snapshot-on-ready) is taken to run husk-agent, and a reset

@@ -305,8 +305,21 @@ Result<void> validate(const VmConfig& c) {
             (c.balloon ? 1 : 0) >
         kMaxVirtioDevices)
         return Error::from_string("too many virtio devices (at most " + std::to_string(kMaxVirtioDevices) + ")");
-    for (const auto& d : c.drives)
+    for (size_t i = 0; i < c.drives.size(); ++i) {
+        const auto& d = c.drives[i];
         if (d.id.size() > 20) return Error::from_string("drive.id `" + d.id + "` is longer than 20 bytes");
+        // Ids name the devices' states in a snapshot: two drives cannot share one.
+        for (size_t j = 0; j < i; ++j)
+            if (!d.id.empty() && d.id == c.drives[j].id)
+                return Error::from_string("two drives have the id `" + d.id + "`");
+        // A drive without an id is `drive<N>` (N its position); another drive cannot take that name.
+        for (size_t j = 0; j < c.drives.size(); ++j)
+            if (j != i && c.drives[j].id.empty() && d.id == "drive" + std::to_string(j))
+                return Error::from_string("drive.id `" + d.id + "` is the name of drive " + std::to_string(j) +
+                                          ", which has no id of its own");
+        for (const char* reserved : {"rng", "net", "vsock", "balloon"})
+            if (d.id == reserved) return Error::from_string("drive.id `" + d.id + "` is the name of another device");
+    }
     return {};
 }
 

@@ -157,6 +157,22 @@ TEST(VmConfig, ValidationMessagesNameTheKey) {
     EXPECT_NE(validate(c).error().message().find("boot.entry"), std::string::npos);
 }
 
+// Drive ids name the devices' states in a snapshot: they must tell drives apart.
+TEST(VmConfig, DriveIdsAreUniqueAndNotAnotherDevicesName) {
+    VmConfig c;
+    c.kernel = "/k";
+    c.drives = {{"/a", false, false, "root"}, {"/b", false, false, ""}, {"/c", false, false, ""}};
+    EXPECT_FALSE(validate(c).is_error());
+    c.drives[2].id = "root";
+    EXPECT_EQ(validate(c).error().message(), "two drives have the id `root`");
+    c.drives[2].id = "vsock";
+    EXPECT_EQ(validate(c).error().message(), "drive.id `vsock` is the name of another device");
+    c.drives[2].id = "drive1";
+    EXPECT_EQ(validate(c).error().message(), "drive.id `drive1` is the name of drive 1, which has no id of its own");
+    c.drives[2].id = "drive2";
+    EXPECT_FALSE(validate(c).is_error());
+}
+
 }  // namespace
 }  // namespace husk
 

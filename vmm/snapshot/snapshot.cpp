@@ -73,7 +73,8 @@ std::string encode(const Snapshot& s) {
     w.u32(uint32_t(s.vcpus.size()));
     for (const auto& v : s.vcpus) put_vcpu(w, v);
     w.object(s.vm.clock).object(s.vm.pic_master).object(s.vm.pic_slave).object(s.vm.ioapic).object(s.vm.pit);
-    w.str(s.serial).strings(s.virtio);
+    w.str(s.serial).u32(uint32_t(s.devices.size()));
+    for (const auto& d : s.devices) w.str(d.id).u32(d.type).str(d.state);
     std::string body = w.take();
     std::string out(kMagic, sizeof kMagic);
     put_u32(out, kFormatVersion);
@@ -115,11 +116,49 @@ Result<Snapshot> decode(std::string_view bytes, const std::string& what) {
     s.vm.ioapic = r.object<kvm_irqchip>();
     s.vm.pit = r.object<kvm_pit_state2>();
     s.serial = r.str();
-    s.virtio = r.strings();
+    uint32_t devices = r.count(12);
+    for (uint32_t i = 0; i < devices && !r.failed(); ++i) {
+        DeviceState d;
+        d.id = r.str();
+        d.type = r.u32();
+        d.state = r.str();
+        s.devices.push_back(std::move(d));
+    }
     if (auto done = r.finish("vmstate"); done.is_error()) return refuse("is invalid: " + done.error().message());
     if (s.machine.memory_bytes == 0 || s.machine.memory_bytes % 4096 != 0)
         return refuse("has an invalid guest memory size");
     return s;
+}
+
+Result<std::vector<const DeviceState*>> match_devices(const std::vector<DeviceState>& saved,
+                                                      const std::vector<std::pair<std::string, uint32_t>>& present) {
+    auto find = [](const auto& list, const std::string& id, auto id_of) -> int {
+        for (size_t i = 0; i < list.size(); ++i)
+            if (id_of(list[i]) == id) return int(i);
+        return -1;
+    };
+    auto saved_id = [](const DeviceState& d) { return d.id; };
+    auto present_id = [](const std::pair<std::string, uint32_t>& d) { return d.first; };
+    std::vector<const DeviceState*> matched;
+    for (size_t i = 0; i < present.size(); ++i) {
+        const auto& [id, type] = present[i];
+        int at = find(saved, id, saved_id);
+        if (at < 0) return Error::from_string(fmt::format("the snapshot has no device `{}`", id), EINVAL);
+        if (size_t(at) != i)
+            return Error::from_string(fmt::format("device `{}` is virtio device {} here but {} in the snapshot (give the "
+                                                  "devices in the snapshot's order)",
+                                                  id, i, at),
+                                      EINVAL);
+        if (saved[i].type != type)
+            return Error::from_string(fmt::format("device `{}` is of virtio type {} here but {} in the snapshot", id,
+                                                  type, saved[i].type),
+                                      EINVAL);
+        matched.push_back(&saved[i]);
+    }
+    for (const auto& d : saved)
+        if (find(present, d.id, present_id) < 0)
+            return Error::from_string(fmt::format("the snapshot's device `{}` is missing from this VM", d.id), EINVAL);
+    return matched;
 }
 
 Result<void> write_state(const std::string& dir, const Snapshot& snapshot) {

@@ -23,7 +23,8 @@ class Vm;
 
 namespace husk::snapshot {
 
-inline constexpr uint32_t kFormatVersion = 1;
+// 2: device states carry their device's id and type.
+inline constexpr uint32_t kFormatVersion = 2;
 inline constexpr size_t kHeaderSize = 32;
 inline constexpr const char* kStateFile = "vmstate";
 inline constexpr const char* kMemoryFile = "memory";
@@ -60,12 +61,28 @@ struct Machine {
     std::string config;        // the VM's configuration as JSON (devices, sizes)
 };
 
+// One virtio device's state, named by its stable id: a drive's id
+// (`drive<N>` when it has none), or the device's kind ("rng", "net", "vsock",
+// "balloon"). Restore matches states to devices by id and type.
+struct DeviceState {
+    std::string id;
+    uint32_t type = 0;  // virtio device type (§5)
+    std::string state;  // MmioTransport::save_state
+};
+
+// Every device of `present` (id and type, in MMIO order) gets the snapshot's
+// state of that id, which must sit at the same place (the guest found each
+// device at its MMIO window) and be of the same type; a device missing on
+// either side, moved or of another type is refused, named.
+Result<std::vector<const DeviceState*>> match_devices(const std::vector<DeviceState>& saved,
+                                                      const std::vector<std::pair<std::string, uint32_t>>& present);
+
 struct Snapshot {
     Machine machine;
     std::vector<VcpuState> vcpus;
     VmState vm;
     std::string serial;               // Serial::save_state
-    std::vector<std::string> virtio;  // MmioTransport::save_state, in device order
+    std::vector<DeviceState> devices;  // virtio devices, in MMIO order
 };
 
 std::string encode(const Snapshot& snapshot);

@@ -46,7 +46,7 @@ Snapshot sample() {
     s.vm.pic_slave.chip_id = KVM_IRQCHIP_PIC_SLAVE;
     s.vm.ioapic.chip_id = KVM_IRQCHIP_IOAPIC;
     s.serial = "uart";
-    s.virtio = {"dev0", "dev1"};
+    s.devices = {{"drive0", 2, "dev0"}, {"vsock", 19, "dev1"}};
     return s;
 }
 
@@ -61,7 +61,10 @@ TEST(SnapshotFormat, RoundTrips) {
     EXPECT_EQ(back.value().vcpus[0].msrs[1].data, 0x500u);
     EXPECT_EQ(back.value().vcpus[0].cpuid.size(), 3u);
     EXPECT_EQ(back.value().vm.clock.clock, 42u);
-    EXPECT_EQ(back.value().virtio, (std::vector<std::string>{"dev0", "dev1"}));
+    ASSERT_EQ(back.value().devices.size(), 2u);
+    EXPECT_EQ(back.value().devices[1].id, "vsock");
+    EXPECT_EQ(back.value().devices[1].type, 19u);
+    EXPECT_EQ(back.value().devices[1].state, "dev1");
 }
 
 TEST(SnapshotFormat, EveryTruncationIsRefused) {
@@ -124,6 +127,28 @@ TEST(SnapshotCpu, BaselineTemplateDropsNewerFeatures) {
     ASSERT_NE(xsave, nullptr);
     EXPECT_EQ(xsave->eax, 0x7u);
     EXPECT_EQ(x86::find_leaf(base, 0xd, 17), nullptr);
+}
+
+TEST(SnapshotDevices, EachDeviceGetsTheStateOfItsId) {
+    std::vector<DeviceState> saved = {{"root", 2, "r"}, {"data", 2, "d"}, {"vsock", 19, "v"}};
+    auto matched = match_devices(saved, {{"root", 2}, {"data", 2}, {"vsock", 19}});
+    ASSERT_TRUE(matched) << matched.error().message();
+    EXPECT_EQ(matched.value()[1]->state, "d");
+}
+
+TEST(SnapshotDevices, SwappedMissingExtraAndRetypedDevicesAreRefusedByName) {
+    std::vector<DeviceState> saved = {{"root", 2, "r"}, {"data", 2, "d"}, {"vsock", 19, "v"}};
+    auto refused = [&](std::vector<std::pair<std::string, uint32_t>> present) {
+        auto m = match_devices(saved, present);
+        EXPECT_FALSE(m) << "accepted";
+        return m ? std::string() : m.error().message();
+    };
+    EXPECT_EQ(refused({{"data", 2}, {"root", 2}, {"vsock", 19}}),
+              "device `data` is virtio device 0 here but 1 in the snapshot (give the devices in the snapshot's order)");
+    EXPECT_EQ(refused({{"root", 2}, {"other", 2}, {"vsock", 19}}), "the snapshot has no device `other`");
+    EXPECT_EQ(refused({{"root", 2}, {"data", 2}}), "the snapshot's device `vsock` is missing from this VM");
+    EXPECT_EQ(refused({{"root", 2}, {"data", 4}, {"vsock", 19}}),
+              "device `data` is of virtio type 4 here but 2 in the snapshot");
 }
 
 }  // namespace

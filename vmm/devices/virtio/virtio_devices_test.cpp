@@ -36,7 +36,7 @@ struct Harness {
     FakeDriver drv{mem, 16};
 
     explicit Harness(std::unique_ptr<VirtioDevice> dev) {
-        t = std::make_unique<MmioTransport>(std::move(dev), mem, *loop, 5);
+        t = std::make_unique<MmioTransport>(std::move(dev), "test", mem, *loop, 5);
         loop_thread = std::thread([this] { loop->run(); });
     }
     ~Harness() {

@@ -55,9 +55,9 @@ void set_high(uint64_t& v, uint32_t hi) {
 
 }  // namespace
 
-MmioTransport::MmioTransport(std::unique_ptr<VirtioDevice> device, const GuestMemory& memory, EventLoop& loop,
-                             uint32_t gsi)
-    : m_device(std::move(device)), m_memory(memory), m_loop(loop), m_gsi(gsi) {
+MmioTransport::MmioTransport(std::unique_ptr<VirtioDevice> device, std::string id, const GuestMemory& memory,
+                             EventLoop& loop, uint32_t gsi)
+    : m_device(std::move(device)), m_memory(memory), m_loop(loop), m_gsi(gsi), m_id(std::move(id)) {
     for (uint16_t max : m_device->queue_max_sizes()) m_queues.emplace_back(max);
 }
 

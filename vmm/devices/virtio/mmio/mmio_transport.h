@@ -31,7 +31,10 @@ public:
     static constexpr uint64_t kWindowSize = 0x1000;
     static constexpr uint64_t kNotifyOffset = 0x50;
 
-    MmioTransport(std::unique_ptr<VirtioDevice> device, const GuestMemory& memory, EventLoop& loop, uint32_t gsi);
+    // `id`: the device's stable name, which its snapshot state carries (snapshot::DeviceState).
+    MmioTransport(std::unique_ptr<VirtioDevice> device, std::string id, const GuestMemory& memory, EventLoop& loop,
+                  uint32_t gsi);
+    const std::string& id() const { return m_id; }
 
     // Registers one ioeventfd per queue at base+QueueNotify (matching the queue
     // index) and the irqfd on the GSI. Call once the window's base is known.
@@ -81,6 +84,7 @@ private:
     const GuestMemory& m_memory;
     EventLoop& m_loop;
     uint32_t m_gsi;
+    std::string m_id;
     std::vector<Queue> m_queues;
     std::vector<UniqueFd> m_notify_fds;
     UniqueFd m_irqfd;

@@ -44,7 +44,7 @@ struct VsockHarness {
     explicit VsockHarness(int rx_buffers = 32) {
         auto owned = Vsock::create({3, path}).release_value();
         dev = owned.get();
-        t = std::make_unique<MmioTransport>(std::move(owned), mem, *loop, 5);
+        t = std::make_unique<MmioTransport>(std::move(owned), "vsock", mem, *loop, 5);
         thread = std::thread([this] { loop->run(); });
         bring_up();
         // Rx buffers as Linux posts them: header and 4 KiB payload.
