@@ -33,7 +33,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         file = input;
     } else {
         file = "HUSKSNAP";
-        put_le(file, 1, 4);  // format version
+        put_le(file, snapshot::kFormatVersion, 4);
         put_le(file, 0, 4);
         put_le(file, input.size(), 8);
         put_le(file, wire::fnv1a64(input), 8);
