@@ -134,7 +134,7 @@ Result<void> GuestMemory::map_file_over(uint64_t first_page, uint64_t count) con
 Result<void> GuestMemory::discard(uint64_t gpa, uint64_t len) const {
     if (gpa % kPageSize || len % kPageSize || len == 0)
         return Error::from_string(fmt::format("discard of [{:#x}, +{:#x}): not whole pages", gpa, len), EINVAL);
-    auto host = TRY(slice(gpa, len));
+    auto host = TRY(range(gpa, len));
     uint64_t offset = uint64_t(host.data() - m_mapping.data());
     if (!m_private) {
         // The memfd's pages go; every mapping of them (ours, KVM's) sees holes.
@@ -226,7 +226,7 @@ Result<void> GuestMemory::save(const std::string& path) const {
     return {};
 }
 
-Result<std::span<uint8_t>> GuestMemory::slice(uint64_t gpa, uint64_t len) const {
+Result<std::span<uint8_t>> GuestMemory::range(uint64_t gpa, uint64_t len) const {
     for (const auto& r : m_regions) {
         if (gpa < r.guest_phys) continue;
         uint64_t offset = gpa - r.guest_phys;
@@ -237,10 +237,19 @@ Result<std::span<uint8_t>> GuestMemory::slice(uint64_t gpa, uint64_t len) const 
     return Error::from_string(fmt::format("guest range [{:#x}, +{:#x}) is outside guest RAM", gpa, len), EFAULT);
 }
 
+Result<std::span<const uint8_t>> GuestMemory::slice(uint64_t gpa, uint64_t len) const {
+    return std::span<const uint8_t>(TRY(range(gpa, len)));
+}
+
+Result<std::span<uint8_t>> GuestMemory::writable_slice(uint64_t gpa, uint64_t len) const {
+    auto span = TRY(range(gpa, len));
+    mark_dirty(gpa, len);
+    return span;
+}
+
 Result<void> GuestMemory::write(uint64_t gpa, std::span<const uint8_t> data) const {
-    auto dst = TRY(slice(gpa, data.size()));
+    auto dst = TRY(writable_slice(gpa, data.size()));
     if (!data.empty()) std::memcpy(dst.data(), data.data(), data.size());
-    mark_dirty(gpa, data.size());
     return {};
 }
 

@@ -49,14 +49,16 @@ public:
     // End of RAM below the MMIO hole.
     uint64_t low_ram_end() const { return m_regions.front().guest_phys + m_regions.front().size; }
 
-    // The host view of [gpa, gpa+len), which must lie inside one region. guest-controlled
-    Result<std::span<uint8_t>> slice(uint64_t gpa, uint64_t len) const;
+    // The host view of [gpa, gpa+len), which must lie inside one region, to read. guest-controlled
+    Result<std::span<const uint8_t>> slice(uint64_t gpa, uint64_t len) const;
+    // The same range to write (or to hand to the host kernel to write into):
+    // its pages are recorded as written by the VMM, which KVM's dirty log
+    // does not see, so a reset reverts them. The only way to a writable span.
+    Result<std::span<uint8_t>> writable_slice(uint64_t gpa, uint64_t len) const;
     bool contains(uint64_t gpa, uint64_t len) const { return !slice(gpa, len).is_error(); }
 
     Result<void> write(uint64_t gpa, std::span<const uint8_t> data) const;
-    // Records that the VMM itself wrote [gpa, gpa+len) (KVM's dirty log only
-    // sees the guest's writes). A no-op until track_vmm_writes().
-    void mark_dirty(uint64_t gpa, uint64_t len) const;
+    // From here on, writable_slice() and write() record the pages they hand out.
     void track_vmm_writes();
     // Moves the VMM-written pages (one bit per page of the host mapping) into `bitmap`.
     void take_vmm_dirty(std::span<uint64_t> bitmap) const;
@@ -93,6 +95,9 @@ public:
     }
 
 private:
+    Result<std::span<uint8_t>> range(uint64_t gpa, uint64_t len) const;
+    // Records that the VMM itself wrote [gpa, gpa+len). A no-op until track_vmm_writes().
+    void mark_dirty(uint64_t gpa, uint64_t len) const;
     GuestMemory(UniqueFd fd, MappedRegion mapping, std::vector<GuestRegion> regions, bool is_private)
         : m_fd(std::move(fd)), m_mapping(std::move(mapping)), m_regions(std::move(regions)), m_private(is_private) {}
 

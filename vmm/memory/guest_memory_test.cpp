@@ -113,5 +113,19 @@ TEST(GuestMemory, DiscardOnASnapshotReadsZerosAndRevertsToTheFile) {
     EXPECT_EQ(mem.read_obj<uint64_t>(8 * 4096).value(), 15u);
 }
 
+// A device that writes guest memory (or has the host kernel write it) can
+// only get the span from writable_slice, which records the pages for reset.
+TEST(GuestMemory, OnlyWritableSpansAreRecordedAsTheVmmsWrites) {
+    auto mem = GuestMemory::create(4 * MiB).release_value();
+    mem.track_vmm_writes();
+    ASSERT_TRUE(mem.slice(2 * 4096, 4096));
+    ASSERT_TRUE(mem.writable_slice(5 * 4096 + 100, 5000));  // pages 5 and 6
+    ASSERT_TRUE(mem.write_obj<uint64_t>(9 * 4096, 1));
+    std::vector<uint64_t> dirty(4 * MiB / 4096 / 64);
+    mem.take_vmm_dirty(dirty);
+    EXPECT_EQ(dirty[0], (1ull << 5) | (1ull << 6) | (1ull << 9));
+    EXPECT_FALSE(mem.writable_slice(4 * MiB - 10, 20));
+}
+
 }  // namespace
 }  // namespace husk

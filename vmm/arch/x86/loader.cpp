@@ -45,7 +45,8 @@ Result<LoadedKernel> load_elf(const GuestMemory& mem, std::span<const uint8_t> e
         if (ph.p_filesz > ph.p_memsz) return Error::from_string("kernel ELF segment larger in file than in memory");
         if (ph.p_paddr < kHighMemory)
             return Error::from_string("kernel ELF segment loads below 1 MiB, over the boot structures");
-        auto dst = TRY(mem.slice(ph.p_paddr, ph.p_memsz).context("kernel ELF segment does not fit in guest RAM"));
+        auto dst =
+            TRY(mem.writable_slice(ph.p_paddr, ph.p_memsz).context("kernel ELF segment does not fit in guest RAM"));
         std::memcpy(dst.data(), elf.data() + ph.p_offset, ph.p_filesz);
         std::memset(dst.data() + ph.p_filesz, 0, ph.p_memsz - ph.p_filesz);
         end = std::max(end, ph.p_paddr + ph.p_memsz);

@@ -218,8 +218,11 @@ bool Block::start(DescriptorChain chain) {
         all_writable &= b.device_writable;
         all_readable &= !b.device_writable;
         data_len += b.len;
-        req->iov.push_back({mem.slice(b.addr, b.len).value().data(), b.len});
-        if (b.device_writable) mem.mark_dirty(b.addr, b.len);  // the host kernel writes it, not KVM
+        // A device-writable buffer is written by the host kernel (a disk read), not KVM:
+        // writable_slice records it. iovec's base is never const; a disk write only reads it.
+        uint8_t* base = b.device_writable ? mem.writable_slice(b.addr, b.len).value().data()
+                                          : const_cast<uint8_t*>(mem.slice(b.addr, b.len).value().data());
+        req->iov.push_back({base, b.len});
     }
 
     auto fail_request = [&](uint8_t status) {

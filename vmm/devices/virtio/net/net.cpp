@@ -95,7 +95,8 @@ void Net::process_tx() {
             size_t s = std::min(skip, bytes.size());
             skip -= s;
             if (bytes.size() > s) {
-                iov->push_back({bytes.data() + s, bytes.size() - s});
+                // iovec's base is never const; writev only reads it.
+                iov->push_back({const_cast<uint8_t*>(bytes.data()) + s, bytes.size() - s});
                 frame += bytes.size() - s;
             }
         }

@@ -27,14 +27,13 @@ void Rng::queue_notify(size_t) {
             if (!b.device_writable) continue;
             uint32_t want = std::min(b.len, kMaxRequest - written);
             if (want == 0) break;
-            auto dst = mem.slice(b.addr, want);  // checked at pop; cannot fail here
+            auto dst = mem.writable_slice(b.addr, want);  // checked at pop; cannot fail here
             if (dst.is_error()) return m_ctx.fail(dst.error());
             ssize_t got;
             do {
                 got = getrandom(dst.value().data(), want, 0);
             } while (got < 0 && errno == EINTR);
             if (got <= 0) break;
-            mem.mark_dirty(b.addr, uint64_t(got));
             written += uint32_t(got);
             if (uint32_t(got) < want) break;
         }
