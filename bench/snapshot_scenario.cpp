@@ -21,7 +21,7 @@
 
 #include "bench/common.h"
 #include "tests/lib/subprocess.h"
-#include "vmm/api/api_server.h"
+#include "vmm/client/api_client.h"
 
 namespace husk::bench {
 namespace {

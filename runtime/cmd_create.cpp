@@ -28,6 +28,7 @@
 #include "runtime/runtime.h"
 #include "runtime/state.h"
 #include "runtime/template.h"
+#include "vmm/client/vmm_command.h"
 #include "vmm/base/clock.h"
 #include "vmm/base/json_text.h"
 #include "vmm/base/log.h"
@@ -184,21 +185,28 @@ Result<ContainerState> create_container(const GlobalOptions& g, const CreateOpti
         else
             log::warn("booting without a template: {}", t.error().message());
     }
-    std::vector<std::string> argv = {rc.vmm};
+    VmmCommand command;
+    command.vmm = rc.vmm;
     if (from_template.empty()) {
-        argv.insert(argv.end(), {"--kernel", rc.kernel, "--memory", std::to_string(rc.memory_mib), "--vcpus",
-                                 std::to_string(rc.vcpus)});
-        if (!rc.initramfs.empty()) argv.insert(argv.end(), {"--initramfs", rc.initramfs});
+        command.kernel = rc.kernel;
+        command.initramfs = rc.initramfs;
+        command.memory_mib = rc.memory_mib;
+        command.vcpus = rc.vcpus;
     } else {
-        argv.insert(argv.end(), {"--restore", from_template});
+        command.restore = from_template;
     }
     // Writable even for a read-only root: the agent makes the mount points,
     // then remounts the container's root read-only.
-    argv.insert(argv.end(), {"--drive", image, "--vsock", state.vsock_socket, "--api", state.api_socket, "--container",
-                             dir + "/config.json", "--ready-fd", "3", "--log", g.log.empty() ? dir + "/vmm.log" : g.log,
-                             "--wait-for-start"});
-    if (g.log_json) argv.insert(argv.end(), {"--log-format", "json"});
-    if (g.debug) argv.push_back("--debug");
+    command.drives = {image};
+    command.vsock_socket = state.vsock_socket;
+    command.api_socket = state.api_socket;
+    command.container_config = dir + "/config.json";
+    command.ready_fd = 3;
+    command.wait_for_start = true;
+    command.log = g.log.empty() ? dir + "/vmm.log" : g.log;
+    command.log_format = g.log_json ? VmmCommand::LogFormat::Json : VmmCommand::LogFormat::Text;
+    command.debug = g.debug;
+    std::vector<std::string> argv = command.argv();
 
     bool new_netns = false;
     UniqueFd netns;

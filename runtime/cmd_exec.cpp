@@ -17,7 +17,7 @@
 #include "runtime/runtime.h"
 #include "runtime/state.h"
 #include "vmm/base/system.h"
-#include "vmm/container/container_session.h"
+#include "vmm/client/agent_specs.h"
 
 namespace husk::runtime {
 

@@ -8,7 +8,7 @@
 #include "runtime/args.h"
 #include "runtime/runtime.h"
 #include "runtime/state.h"
-#include "vmm/api/api_server.h"
+#include "vmm/client/api_client.h"
 
 namespace husk::runtime {
 

@@ -9,7 +9,7 @@
 #include "oci/spec.h"
 #include "runtime/create.h"
 #include "runtime/hooks.h"
-#include "vmm/api/api_server.h"
+#include "vmm/client/api_client.h"
 
 namespace husk::runtime {
 

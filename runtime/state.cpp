@@ -12,7 +12,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "vmm/api/api_server.h"
+#include "vmm/client/api_client.h"
 #include "vmm/base/json_text.h"
 #include "vmm/base/system.h"
 

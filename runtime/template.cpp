@@ -16,6 +16,7 @@
 #include "vmm/base/system.h"
 #include "vmm/base/unique_fd.h"
 #include "vmm/base/wire.h"
+#include "vmm/client/vmm_command.h"
 #include "vmm/snapshot/snapshot.h"
 
 namespace husk::runtime {
@@ -125,25 +126,18 @@ Result<std::string> ensure_template(const RuntimeConfig& config) {
     // The container's disk replaces this empty one at restore; the guest
     // learns its size then (virtio-blk configuration interrupt).
     TRY(sys::open(work + "/disk", O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
-    std::vector<std::string> argv = {config.vmm,
-                                     "--kernel",
-                                     config.kernel,
-                                     "--initramfs",
-                                     agent,
-                                     "--memory",
-                                     std::to_string(config.memory_mib),
-                                     "--vcpus",
-                                     std::to_string(config.vcpus),
-                                     "--drive",
-                                     work + "/disk",
-                                     "--vsock",
-                                     work + "/vsock",
-                                     "--console",
-                                     "none",
-                                     "--log",
-                                     work + "/log",
-                                     "--snapshot-on-ready",
-                                     work + "/snapshot"};
+    VmmCommand command;
+    command.vmm = config.vmm;
+    command.kernel = config.kernel;
+    command.initramfs = agent;
+    command.memory_mib = config.memory_mib;
+    command.vcpus = config.vcpus;
+    command.drives = {work + "/disk"};
+    command.vsock_socket = work + "/vsock";
+    command.console = VmmCommand::Console::None;
+    command.log = work + "/log";
+    command.snapshot_on_ready = work + "/snapshot";
+    std::vector<std::string> argv = command.argv();
     log::info("making the VM template {} ({} vCPUs, {} MiB)", dir, config.vcpus, config.memory_mib);
     auto r = TRY(run_command(argv, "", kBootTimeoutSeconds));
     if (r.status != 0)

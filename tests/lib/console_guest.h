@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "tests/lib/subprocess.h"
-#include "vmm/api/api_server.h"
+#include "vmm/client/api_client.h"
 
 namespace husk::test {
 

@@ -17,7 +17,7 @@
 
 #include "tests/lib/output_burst.h"
 #include "tests/lib/subprocess.h"
-#include "vmm/api/api_server.h"
+#include "vmm/client/api_client.h"
 
 namespace husk::test {
 namespace {

@@ -17,7 +17,7 @@
 
 #include "agent/client.h"
 #include "tests/lib/subprocess.h"
-#include "vmm/api/api_server.h"
+#include "vmm/client/api_client.h"
 
 namespace husk::test {
 namespace {

@@ -37,7 +37,5 @@ private:
     std::thread m_thread;
 };
 
-// A client of that socket: one request, one reply.
-Result<nlohmann::json> api_call(const std::string& path, const nlohmann::json& request, int timeout_ms = 10000);
 
 }  // namespace husk

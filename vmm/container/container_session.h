@@ -18,21 +18,12 @@
 #include <vector>
 
 #include "agent/client.h"
-#include "oci/spec.h"
+#include "vmm/client/agent_specs.h"
 #include "vmm/base/result.h"
 #include "vmm/base/unique_fd.h"
 
 namespace husk {
 
-// What the guest is told: the agent's container and process specs from an OCI config.
-struct AgentSpecs {
-    agent::ContainerSpec container;
-    agent::ProcessSpec process;
-    std::vector<std::string> skipped_mounts;  // mounts the guest cannot honour, for the log
-};
-Result<AgentSpecs> agent_specs_for(const oci::Spec& spec);
-// An OCI process as the agent runs it (every stdio channel attached; a terminal has no stderr).
-agent::ProcessSpec process_spec_for(const oci::Process& process, std::string exec_id);
 
 class ContainerSession {
 public:

@@ -1,0 +1,25 @@
+// The OCI-to-agent translation: what the guest's husk-agent is told to set
+// up and run for an OCI config (agent/PROTOCOL.md). Shared by husk-vmm (the
+// container's first process) and the runtime (`husk exec`).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "agent/protocol.h"
+#include "oci/spec.h"
+#include "vmm/base/result.h"
+
+namespace husk {
+
+// What the guest is told: the agent's container and process specs from an OCI config.
+struct AgentSpecs {
+    agent::ContainerSpec container;
+    agent::ProcessSpec process;
+    std::vector<std::string> skipped_mounts;  // mounts the guest cannot honour, for the log
+};
+Result<AgentSpecs> agent_specs_for(const oci::Spec& spec);
+// An OCI process as the agent runs it (every stdio channel attached; a terminal has no stderr).
+agent::ProcessSpec process_spec_for(const oci::Process& process, std::string exec_id);
+
+}  // namespace husk
