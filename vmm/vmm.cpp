@@ -119,9 +119,9 @@ Result<std::unique_ptr<Vmm>> Vmm::create(const VmConfig& config) {
     auto vmm = TRY(build(config, std::move(memory)));
     std::string virtio_args = vmm->m_virtio_args;
 
-    auto pref = config.entry == "pvh"       ? x86::EntryPreference::Pvh
-                : config.entry == "linux64" ? x86::EntryPreference::Linux64
-                                            : x86::EntryPreference::Auto;
+    auto pref = config.entry == BootEntry::Pvh       ? x86::EntryPreference::Pvh
+                : config.entry == BootEntry::Linux64 ? x86::EntryPreference::Linux64
+                                                     : x86::EntryPreference::Auto;
     auto image = std::span(reinterpret_cast<const uint8_t*>(kernel_image.data()), kernel_image.size());
     auto loaded = TRY(x86::load_kernel(vmm->m_memory, image, pref).context("load kernel `" + config.kernel + "`"));
     x86::BootInputs inputs;
@@ -211,7 +211,7 @@ Result<std::vector<kvm_cpuid_entry2>> Vmm::guest_cpuid(uint32_t id) {
     if (m_supported_cpuid.empty()) m_supported_cpuid = TRY(m_kvm.supported_cpuid());
     const bool tsc_deadline = m_kvm.check_extension(KVM_CAP_TSC_DEADLINE_TIMER) > 0;
     return x86::normalize_cpuid(m_supported_cpuid,
-                                {id, m_config.vcpus, tsc_deadline, m_config.cpu_template == "baseline"});
+                                {id, m_config.vcpus, tsc_deadline, m_config.cpu_template == CpuTemplate::Baseline});
 }
 
 Result<void> Vmm::enter_jail() {
@@ -351,7 +351,7 @@ Result<nlohmann::json> Vmm::take_snapshot_locked(const std::string& dir) {
         for (auto& t : m_virtio) snap.devices.push_back({t->id(), t->device().device_type(), t->save_state_locked()});
         if (m_supported_cpuid.empty()) m_supported_cpuid = TRY(m_kvm.supported_cpuid());
         snap.machine = {m_memory.size(), uint32_t(m_vcpus.size()), x86::vendor_string(m_supported_cpuid),
-                        m_config.cpu_template, json_text(machine_to_json(m_config))};
+                        to_string(m_config.cpu_template), json_text(machine_to_json(m_config))};
         std::string memory_path = dir + "/" + snapshot::kMemoryFile;
         TRY(m_memory.save(memory_path + ".tmp"));
         // An old vmstate goes first: a crash from here on leaves no pair that
@@ -609,18 +609,28 @@ Result<std::string> Vmm::setup_virtio(const VmConfig& config) {
 Result<void> Vmm::setup_devices(const VmConfig& config) {
     int out_fd = -1;
     // A container's stdout is its process's: the kernel's console stays out of it unless asked for.
-    std::string console = config.console_output;
-    if (console == "auto") console = config.container_config.empty() ? "stdout" : "none";
-    if (console == "stdout") {
-        out_fd = STDOUT_FILENO;
-    } else if (console == "stderr") {
-        out_fd = STDERR_FILENO;
-    } else if (console.rfind("unix:", 0) == 0) {
-        m_console_file = TRY(sys::connect_unix(console.substr(5)).context("connect console socket"));
-        out_fd = m_console_file.get();
-    } else if (console != "none") {
-        m_console_file = TRY(sys::open(console, O_WRONLY | O_CREAT | O_APPEND, 0640).context("open console output"));
-        out_fd = m_console_file.get();
+    using Kind = ConsoleOutput::Kind;
+    Kind console = config.console_output.kind;
+    if (console == Kind::Auto) console = config.container_config.empty() ? Kind::Stdout : Kind::None;
+    const std::string& path = config.console_output.path;
+    switch (console) {
+        case Kind::Auto:
+        case Kind::None:
+            break;
+        case Kind::Stdout:
+            out_fd = STDOUT_FILENO;
+            break;
+        case Kind::Stderr:
+            out_fd = STDERR_FILENO;
+            break;
+        case Kind::UnixSocket:
+            m_console_file = TRY(sys::connect_unix(path).context("connect console socket"));
+            out_fd = m_console_file.get();
+            break;
+        case Kind::File:
+            m_console_file = TRY(sys::open(path, O_WRONLY | O_CREAT | O_APPEND, 0640).context("open console output"));
+            out_fd = m_console_file.get();
+            break;
     }
     m_serial = std::make_shared<Serial>(
         out_fd,
@@ -657,7 +667,7 @@ Result<void> Vmm::setup_devices(const VmConfig& config) {
     });
     TRY(m_pio.insert(DebugPort::kPioBase, DebugPort::kSize, debug));
     TRY(m_mmio.insert(x86::kMmioDevicesStart, DebugPort::kSize, debug));
-    m_console_stdin = config.console_input == "stdin";
+    m_console_stdin = config.console_input == ConsoleInput::Stdin;
     return {};
 }
 

@@ -8,10 +8,6 @@
 namespace husk {
 namespace {
 
-bool x86_cpu_template_ok(const std::string& name) {
-    return name == "host" || name == "baseline";
-}
-
 std::string where(std::string_view source, const toml::source_region& r) {
     std::ostringstream s;
     s << source << ":" << r.begin.line << ":" << r.begin.column;
@@ -25,6 +21,44 @@ const ConfigKey* find_key(std::string_view table, std::string_view key) {
 }
 
 }  // namespace
+
+Result<BootEntry> parse_boot_entry(std::string_view text) {
+    if (text == "auto") return BootEntry::Auto;
+    if (text == "pvh") return BootEntry::Pvh;
+    if (text == "linux64") return BootEntry::Linux64;
+    return Error::from_string("boot.entry must be auto, pvh or linux64, not `" + std::string(text) + "`", EINVAL);
+}
+
+Result<CpuTemplate> parse_cpu_template(std::string_view text) {
+    if (text == "host") return CpuTemplate::Host;
+    if (text == "baseline") return CpuTemplate::Baseline;
+    return Error::from_string("machine.cpu_template must be host or baseline, not `" + std::string(text) + "`",
+                              EINVAL);
+}
+
+const char* to_string(CpuTemplate t) {
+    return t == CpuTemplate::Baseline ? "baseline" : "host";
+}
+
+Result<ConsoleOutput> parse_console_output(std::string_view text) {
+    using Kind = ConsoleOutput::Kind;
+    if (text.empty()) return Error::from_string("console.output must not be empty (use none)", EINVAL);
+    if (text == "auto") return ConsoleOutput{Kind::Auto, {}};
+    if (text == "stdout") return ConsoleOutput{Kind::Stdout, {}};
+    if (text == "stderr") return ConsoleOutput{Kind::Stderr, {}};
+    if (text == "none") return ConsoleOutput{Kind::None, {}};
+    if (text.rfind("unix:", 0) == 0) {
+        if (text.size() == 5) return Error::from_string("console.output unix: needs a socket path", EINVAL);
+        return ConsoleOutput{Kind::UnixSocket, std::string(text.substr(5))};
+    }
+    return ConsoleOutput{Kind::File, std::string(text)};
+}
+
+Result<ConsoleInput> parse_console_input(std::string_view text) {
+    if (text == "none") return ConsoleInput::None;
+    if (text == "stdin") return ConsoleInput::Stdin;
+    return Error::from_string("console.input must be none or stdin, not `" + std::string(text) + "`", EINVAL);
+}
 
 const std::vector<ConfigKey>& vm_config_keys() {
     static const std::vector<ConfigKey> keys = {
@@ -147,11 +181,11 @@ Result<VmConfig> parse_vm_toml(std::string_view text, std::string_view source, V
                 else if (full == "boot.cmdline")
                     c.cmdline = *s;
                 else if (full == "boot.entry")
-                    c.entry = *s;
+                    c.entry = TRY(parse_boot_entry(*s).context(where(source, value.source())));
                 else if (full == "console.output")
-                    c.console_output = *s;
+                    c.console_output = TRY(parse_console_output(*s).context(where(source, value.source())));
                 else if (full == "console.input")
-                    c.console_input = *s;
+                    c.console_input = TRY(parse_console_input(*s).context(where(source, value.source())));
                 else if (full == "vsock.socket")
                     c.vsock_socket = *s;
                 else if (full == "net.tap")
@@ -163,7 +197,7 @@ Result<VmConfig> parse_vm_toml(std::string_view text, std::string_view source, V
                 else if (full == "api.socket")
                     c.api_socket = *s;
                 else if (full == "machine.cpu_template")
-                    c.cpu_template = *s;
+                    c.cpu_template = TRY(parse_cpu_template(*s).context(where(source, value.source())));
                 else if (full == "snapshot.restore")
                     c.restore = *s;
                 else if (full == "snapshot.on_ready")
@@ -216,7 +250,7 @@ nlohmann::json machine_to_json(const VmConfig& c) {
         drives.push_back({{"path", d.path}, {"read_only", d.read_only}, {"direct", d.direct}, {"id", d.id}});
     return {{"vcpus", c.vcpus},
             {"memory_mib", c.memory_mib},
-            {"cpu_template", c.cpu_template},
+            {"cpu_template", to_string(c.cpu_template)},
             {"drives", drives},
             {"rng", c.rng},
             {"vsock_socket", c.vsock_socket},
@@ -235,7 +269,7 @@ Result<void> machine_from_json(const nlohmann::json& j, VmConfig& c) {
     try {
         c.vcpus = j.at("vcpus").get<uint32_t>();
         c.memory_mib = j.at("memory_mib").get<uint32_t>();
-        c.cpu_template = j.at("cpu_template").get<std::string>();
+        c.cpu_template = TRY(parse_cpu_template(j.at("cpu_template").get<std::string>()));
         c.hugepages = false;
         // Host resources are named by the restore, not the snapshot file: its
         // disks (same count and order; ro/direct as given) and its TAP.
@@ -277,8 +311,6 @@ Result<void> validate(const VmConfig& c) {
     if (!c.jail_user.empty()) TRY(jail::parse_user(c.jail_user).context("jail.user"));
     if ((!c.jail_user.empty() || !c.jail_cgroup.empty()) && !c.jail)
         return Error::from_string("jail.user and jail.cgroup need jail.enabled (--jail)");
-    if (!x86_cpu_template_ok(c.cpu_template))
-        return Error::from_string("machine.cpu_template must be host or baseline, not `" + c.cpu_template + "`");
     if (!c.restore.empty() && !c.snapshot_on_ready.empty())
         return Error::from_string("snapshot.on_ready and snapshot.restore exclude each other");
     if (c.kernel.empty() && c.restore.empty())
@@ -290,11 +322,6 @@ Result<void> validate(const VmConfig& c) {
     if (c.memory_mib > (1u << 20)) return Error::from_string("machine.memory_mib must be at most 1048576 (1 TiB)");
     if (c.hugepages && c.memory_mib % 2)
         return Error::from_string("machine.memory_mib must be even with hugepages (2 MiB pages)");
-    if (c.entry != "auto" && c.entry != "pvh" && c.entry != "linux64")
-        return Error::from_string("boot.entry must be auto, pvh or linux64, not `" + c.entry + "`");
-    if (c.console_input != "none" && c.console_input != "stdin")
-        return Error::from_string("console.input must be none or stdin, not `" + c.console_input + "`");
-    if (c.console_output.empty()) return Error::from_string("console.output must not be empty (use none)");
     if (c.vsock_cid < 3)
         return Error::from_string("vsock.cid must be at least 3 (0-2 are reserved), not " +
                                   std::to_string(c.vsock_cid));

@@ -18,6 +18,28 @@ inline constexpr size_t kMaxVirtioDevices = 19;
 inline constexpr const char* kDefaultCmdline =
     "console=ttyS0 reboot=k panic=-1 i8042.noaux i8042.nomux i8042.dumbkbd nomodule";
 
+// boot.entry: how the kernel is entered.
+enum class BootEntry { Auto, Pvh, Linux64 };
+// machine.cpu_template: the CPUID the guest sees (vmm/arch/x86/cpuid.h).
+enum class CpuTemplate { Host, Baseline };
+// console.output: where the serial console goes.
+struct ConsoleOutput {
+    enum class Kind { Auto, Stdout, Stderr, None, UnixSocket, File };
+    Kind kind = Kind::Auto;  // Auto: stdout, or none for a container VM
+    std::string path;        // UnixSocket, File
+    bool operator==(const ConsoleOutput&) const = default;
+};
+// console.input: what feeds the serial console.
+enum class ConsoleInput { None, Stdin };
+
+// The one place each of these is spelled: vm.toml, the flags and snapshots
+// go through them, and an unknown word is an error naming the key.
+Result<BootEntry> parse_boot_entry(std::string_view text);
+Result<CpuTemplate> parse_cpu_template(std::string_view text);
+Result<ConsoleOutput> parse_console_output(std::string_view text);
+Result<ConsoleInput> parse_console_input(std::string_view text);
+const char* to_string(CpuTemplate t);
+
 struct DriveConfig {
     std::string path;
     bool read_only = false;
@@ -30,12 +52,12 @@ struct VmConfig {
     std::string kernel;     // vmlinux (ELF, PVH note) or bzImage; required
     std::string initramfs;  // optional
     std::string cmdline = kDefaultCmdline;
-    std::string entry = "auto";  // auto | pvh | linux64
+    BootEntry entry = BootEntry::Auto;
     // [machine]
     uint32_t vcpus = 1;
     uint32_t memory_mib = 128;
     bool hugepages = false;
-    std::string cpu_template = "host";  // host | baseline (vmm/arch/x86/cpuid.h)
+    CpuTemplate cpu_template = CpuTemplate::Host;
     // Restore this snapshot directory instead of booting (boot.* is not needed).
     std::string restore;
     // Boot, snapshot into this directory once the guest's init signals it is
@@ -46,9 +68,8 @@ struct VmConfig {
     // reseeds the guest's RNG through it.
     bool agent = false;
     // [console]
-    std::string console_output =
-        "auto";  // auto (stdout; none with a container) | stdout | stderr | none | unix:SOCKET | a file path
-    std::string console_input = "none";  // stdin | none
+    ConsoleOutput console_output;
+    ConsoleInput console_input = ConsoleInput::None;
     // [[drive]]: virtio-blk disks, in order (/dev/vda, /dev/vdb, ...)
     std::vector<DriveConfig> drives;
     // [devices]

@@ -24,11 +24,11 @@ input = "stdin"
     ASSERT_FALSE(c.is_error()) << c.error().message();
     EXPECT_EQ(c.value().kernel, "/k/vmlinux");
     EXPECT_EQ(c.value().initramfs, "/k/initrd");
-    EXPECT_EQ(c.value().entry, "pvh");
+    EXPECT_EQ(c.value().entry, BootEntry::Pvh);
     EXPECT_EQ(c.value().vcpus, 2u);
     EXPECT_EQ(c.value().memory_mib, 256u);
     EXPECT_TRUE(c.value().hugepages);
-    EXPECT_EQ(c.value().console_output, "none");
+    EXPECT_EQ(c.value().console_output.kind, ConsoleOutput::Kind::None);
     EXPECT_FALSE(validate(c.value()).is_error());
 }
 
@@ -152,9 +152,27 @@ TEST(VmConfig, ValidationMessagesNameTheKey) {
     c.vcpus = 1;
     c.memory_mib = 8;
     EXPECT_NE(validate(c).error().message().find("machine.memory_mib"), std::string::npos);
-    c.memory_mib = 64;
-    c.entry = "efi";
-    EXPECT_NE(validate(c).error().message().find("boot.entry"), std::string::npos);
+}
+
+// Words with a fixed set of values are types: an unknown one is refused where
+// it is read (with the file position in vm.toml), never compared later.
+TEST(VmConfig, EnumeratedValuesAreParsedOnceAndRefusedByKey) {
+    EXPECT_EQ(parse_boot_entry("linux64").value(), BootEntry::Linux64);
+    EXPECT_EQ(parse_boot_entry("efi").error().message(), "boot.entry must be auto, pvh or linux64, not `efi`");
+    EXPECT_EQ(parse_cpu_template("baseline").value(), CpuTemplate::Baseline);
+    EXPECT_EQ(std::string(to_string(CpuTemplate::Baseline)), "baseline");
+    EXPECT_NE(parse_cpu_template("max").error().message().find("machine.cpu_template"), std::string::npos);
+    EXPECT_EQ(parse_console_input("stdin").value(), ConsoleInput::Stdin);
+    EXPECT_NE(parse_console_input("tty").error().message().find("console.input"), std::string::npos);
+    EXPECT_EQ(parse_console_output("unix:/run/c.sock").value(),
+              (ConsoleOutput{ConsoleOutput::Kind::UnixSocket, "/run/c.sock"}));
+    EXPECT_EQ(parse_console_output("/var/log/c").value(), (ConsoleOutput{ConsoleOutput::Kind::File, "/var/log/c"}));
+    EXPECT_FALSE(parse_console_output(""));
+    EXPECT_FALSE(parse_console_output("unix:"));
+    auto bad = parse_vm_toml("[boot]\nkernel = \"/k\"\nentry = \"efi\"\n", "vm.toml");
+    ASSERT_TRUE(bad.is_error());
+    EXPECT_NE(bad.error().message().find("vm.toml:3:"), std::string::npos) << bad.error().message();
+    EXPECT_NE(bad.error().message().find("boot.entry must be"), std::string::npos) << bad.error().message();
 }
 
 // Drive ids name the devices' states in a snapshot: they must tell drives apart.
