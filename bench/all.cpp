@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -86,7 +87,14 @@ std::string trimmed(std::string s) {
 
 }  // namespace
 
-int run_all(int runs, const std::string& results_dir, const std::string& kernel_flag) {
+int run_all(int runs, const std::string& results_dir, const std::string& kernel_flag,
+            const std::vector<std::string>& only) {
+    auto wanted = [&](const char* name) { return only.empty() || std::find(only.begin(), only.end(), name) != only.end(); };
+    for (const auto& name : only)
+        if (std::none_of(std::begin(kScenarios), std::end(kScenarios), [&](const Plan& p) { return name == p.name; })) {
+            fmt::print(stderr, "husk-bench all: unknown scenario `{}`\n", name);
+            return 2;
+        }
     std::string self = fs::read_symlink("/proc/self/exe").string();
     std::string source = env_or("HUSK_SOURCE_DIR", fs::current_path().string());
     bool hardware_kvm = fs::exists("/sys/module/kvm_intel") || fs::exists("/sys/module/kvm_amd");
@@ -117,6 +125,7 @@ int run_all(int runs, const std::string& results_dir, const std::string& kernel_
     json summary = json::array();
     int failed = 0;
     for (const auto& s : kScenarios) {
+        if (!wanted(s.name)) continue;
         int n = runs;
         if (std::string(s.name) == "density") n = 8;                          // VMs at once, not repetitions
         if (std::string(s.name) == "balloon-reclaim") n = std::min(runs, 3);  // minutes per run in the rig

@@ -28,7 +28,8 @@ void write_result(const json& result, const std::string& out_path);
 // Scenario "agent" (agent_scenario.cpp).
 json agent_scenario(int runs, const std::string& kernel, const std::string& vmm);
 // `husk-bench all` (all.cpp): every scenario into `results_dir`, then the report.
-int run_all(int runs, const std::string& results_dir, const std::string& kernel);
+// `only`: the scenarios to run (empty: every one); an unknown name is an error (exit 2).
+int run_all(int runs, const std::string& results_dir, const std::string& kernel, const std::vector<std::string>& only);
 // `husk-bench report`: report.html and summary.md from the newest result of each scenario in `dir`.
 int report(const std::string& dir, const std::string& out_dir);
 // Scenarios "restore", "reset" (native, tiny guest) and "density" (rig) (snapshot_scenario.cpp).

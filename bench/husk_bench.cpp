@@ -387,7 +387,9 @@ int main(int argc, char** argv) {
     opts.add_options()("help,h", "show this help")("runs,n", po::value<int>()->default_value(10), "runs per side")(
         "out,o", po::value<std::string>()->default_value("-"), "result JSON file (- for stdout)")(
         "kernel", po::value<std::string>(), "guest vmlinux for `boot` (default $HUSK_VMLINUX)")(
-        "results", po::value<std::string>()->default_value("bench/results"), "results directory for `report`")(
+        "results", po::value<std::string>()->default_value("bench/results"),
+        "results directory for `all` and `report`")("only", po::value<std::vector<std::string>>()->composing(),
+                                                    "with `all`: only this scenario (repeatable)")(
         "scenario", po::value<std::string>(),
         "tiny | boot | blk-device | blk-iops | agent | container-start | restore | reset | density | balloon-reclaim | "
         "all | report");
@@ -433,7 +435,9 @@ int main(int argc, char** argv) {
     }
     if (vm["scenario"].as<std::string>() == "all")
         return husk::bench::run_all(vm["runs"].as<int>(), vm["results"].as<std::string>(),
-                                    vm.count("kernel") ? vm["kernel"].as<std::string>() : std::string());
+                                    vm.count("kernel") ? vm["kernel"].as<std::string>() : std::string(),
+                                    vm.count("only") ? vm["only"].as<std::vector<std::string>>()
+                                                     : std::vector<std::string>());
     if (vm["scenario"].as<std::string>() == "report") {
         std::string results = vm["results"].as<std::string>();
         std::string out = vm["out"].as<std::string>();
