@@ -89,7 +89,9 @@ std::string trimmed(std::string s) {
 
 int run_all(int runs, const std::string& results_dir, const std::string& kernel_flag,
             const std::vector<std::string>& only) {
-    auto wanted = [&](const char* name) { return only.empty() || std::find(only.begin(), only.end(), name) != only.end(); };
+    auto wanted = [&](const char* name) {
+        return only.empty() || std::find(only.begin(), only.end(), name) != only.end();
+    };
     for (const auto& name : only)
         if (std::none_of(std::begin(kScenarios), std::end(kScenarios), [&](const Plan& p) { return name == p.name; })) {
             fmt::print(stderr, "husk-bench all: unknown scenario `{}`\n", name);

@@ -434,10 +434,10 @@ int main(int argc, char** argv) {
         return vm.count("help") ? 0 : 2;
     }
     if (vm["scenario"].as<std::string>() == "all")
-        return husk::bench::run_all(vm["runs"].as<int>(), vm["results"].as<std::string>(),
-                                    vm.count("kernel") ? vm["kernel"].as<std::string>() : std::string(),
-                                    vm.count("only") ? vm["only"].as<std::vector<std::string>>()
-                                                     : std::vector<std::string>());
+        return husk::bench::run_all(
+            vm["runs"].as<int>(), vm["results"].as<std::string>(),
+            vm.count("kernel") ? vm["kernel"].as<std::string>() : std::string(),
+            vm.count("only") ? vm["only"].as<std::vector<std::string>>() : std::vector<std::string>());
     if (vm["scenario"].as<std::string>() == "report") {
         std::string results = vm["results"].as<std::string>();
         std::string out = vm["out"].as<std::string>();

@@ -28,12 +28,12 @@
 #include "runtime/runtime.h"
 #include "runtime/state.h"
 #include "runtime/template.h"
-#include "vmm/client/vmm_command.h"
 #include "vmm/base/clock.h"
 #include "vmm/base/json_text.h"
 #include "vmm/base/log.h"
 #include "vmm/base/system.h"
 #include "vmm/base/wire.h"
+#include "vmm/client/vmm_command.h"
 
 namespace husk::runtime {
 

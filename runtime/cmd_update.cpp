@@ -15,8 +15,8 @@
 #include "runtime/args.h"
 #include "runtime/runtime.h"
 #include "runtime/state.h"
-#include "vmm/client/api_client.h"
 #include "vmm/base/system.h"
+#include "vmm/client/api_client.h"
 
 namespace husk::runtime {
 namespace {

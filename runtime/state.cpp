@@ -12,9 +12,9 @@
 #include <fstream>
 #include <sstream>
 
-#include "vmm/client/api_client.h"
 #include "vmm/base/json_text.h"
 #include "vmm/base/system.h"
+#include "vmm/client/api_client.h"
 
 namespace husk::runtime {
 

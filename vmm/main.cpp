@@ -197,43 +197,25 @@ int run(int argc, char** argv) {
     if (vm.count("kernel")) config.kernel = vm["kernel"].as<std::string>();
     if (vm.count("initramfs")) config.initramfs = vm["initramfs"].as<std::string>();
     if (vm.count("cmdline")) config.cmdline = vm["cmdline"].as<std::string>();
-    if (vm.count("entry")) {
-        auto v = husk::parse_boot_entry(vm["entry"].as<std::string>());
-        if (v.is_error()) {
-            husk::log::error("--entry: {}", v.error().message());
-            return husk::kExitVmmError;
-        }
-        config.entry = v.value();
-    }
+    // A word a parser turns into a type; an unknown one ends husk-vmm with the flag named.
+    auto typed_flag = [&](const char* flag, auto parse, auto& field) {
+        if (!vm.count(flag)) return true;
+        auto v = parse(vm[flag].as<std::string>());
+        if (v.is_error())
+            husk::log::error("--{}: {}", flag, v.error().message());
+        else
+            field = v.value();
+        return !v.is_error();
+    };
+    if (!typed_flag("entry", husk::parse_boot_entry, config.entry)) return husk::kExitVmmError;
     if (vm.count("vcpus")) config.vcpus = vm["vcpus"].as<uint32_t>();
     if (vm.count("memory")) config.memory_mib = vm["memory"].as<uint32_t>();
     if (vm.count("hugepages")) config.hugepages = true;
-    if (vm.count("cpu-template")) {
-        auto v = husk::parse_cpu_template(vm["cpu-template"].as<std::string>());
-        if (v.is_error()) {
-            husk::log::error("--cpu-template: {}", v.error().message());
-            return husk::kExitVmmError;
-        }
-        config.cpu_template = v.value();
-    }
+    if (!typed_flag("cpu-template", husk::parse_cpu_template, config.cpu_template)) return husk::kExitVmmError;
     if (vm.count("restore")) config.restore = vm["restore"].as<std::string>();
     if (vm.count("snapshot-on-ready")) config.snapshot_on_ready = vm["snapshot-on-ready"].as<std::string>();
-    if (vm.count("console")) {
-        auto v = husk::parse_console_output(vm["console"].as<std::string>());
-        if (v.is_error()) {
-            husk::log::error("--console: {}", v.error().message());
-            return husk::kExitVmmError;
-        }
-        config.console_output = v.value();
-    }
-    if (vm.count("console-input")) {
-        auto v = husk::parse_console_input(vm["console-input"].as<std::string>());
-        if (v.is_error()) {
-            husk::log::error("--console-input: {}", v.error().message());
-            return husk::kExitVmmError;
-        }
-        config.console_input = v.value();
-    }
+    if (!typed_flag("console", husk::parse_console_output, config.console_output)) return husk::kExitVmmError;
+    if (!typed_flag("console-input", husk::parse_console_input, config.console_input)) return husk::kExitVmmError;
     if (vm.count("no-rng")) config.rng = false;
     if (vm.count("balloon")) config.balloon_target_mib = vm["balloon"].as<uint32_t>();
     if (vm.count("no-balloon")) config.balloon = false;

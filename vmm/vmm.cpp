@@ -731,7 +731,8 @@ nlohmann::json Vmm::api_request(const nlohmann::json& request) {
     auto command = api::parse_command(request);
     if (command.is_error()) return {{"error", command.error().message()}};
     if (!m_container && api::needs_container(command.value()))
-        return {{"error", fmt::format("`{}` needs a container (container.config)", api::command_name(command.value()))}};
+        return {
+            {"error", fmt::format("`{}` needs a container (container.config)", api::command_name(command.value()))}};
     auto reply = handle(command.value());
     return reply ? reply.release_value() : nlohmann::json{{"error", reply.error().message()}};
 }
@@ -769,7 +770,8 @@ Result<nlohmann::json> Vmm::handle(const api::Command& command) {
             } else if constexpr (std::is_same_v<C, api::Kill>) {
                 // Before start there is no process: the signal ends the VM, as it would a created runc container.
                 if (m_container->status() != ContainerSession::Status::Running) {
-                    request_exit(kExitSignalBase + c.signal, std::string("killed before start by ") + strsignal(c.signal));
+                    request_exit(kExitSignalBase + c.signal,
+                                 std::string("killed before start by ") + strsignal(c.signal));
                     return nlohmann::json{{"status", "stopped"}};
                 }
                 if (is_paused()) return Error::from_string("the container is paused; resume it first", EBUSY);

@@ -176,15 +176,17 @@ TEST_F(SnapshotTest, DrivesSwappedAtRestoreAreRefusedByName) {
     }
     std::string root = dir + "/root.img,id=root", data = dir + "/data.img,id=data";
     std::string sock = dir + "/d.sock";
-    auto p = start({"--kernel", guest("snapshot"), "--memory", "32", "--no-rng", "--drive", root, "--drive", data}, sock);
+    auto p =
+        start({"--kernel", guest("snapshot"), "--memory", "32", "--no-rng", "--drive", root, "--drive", data}, sock);
     ASSERT_TRUE(p->wait_for_stdout("ready\n", 30)) << log();
     EXPECT_EQ(round(*p, "3"), "round 1 dirtied 3");
     ASSERT_FALSE(api(sock, {{"cmd", "snapshot"}, {"path", dir + "/drives"}}).contains("error")) << log();
     p->write_stdin("q\n");
     EXPECT_EQ(p->wait_exit(30), 0);
 
-    auto r = run_process({vmm(), "--restore", dir + "/drives", "--drive", data, "--drive", root, "--api", dir + "/x.sock"},
-                         {.timeout_seconds = 30});
+    auto r =
+        run_process({vmm(), "--restore", dir + "/drives", "--drive", data, "--drive", root, "--api", dir + "/x.sock"},
+                    {.timeout_seconds = 30});
     EXPECT_EQ(r.exit_status, 1);
     EXPECT_NE(r.err.find("device `data` is virtio device 0 here but 1 in the snapshot"), std::string::npos) << r.err;
     EXPECT_FALSE(fs::exists(dir + "/x.sock")) << "a refused restore left its API socket";

@@ -1,8 +1,7 @@
 #include "vmm/api/api_command.h"
 
-#include <signal.h>
-
 #include <fmt/format.h>
+#include <signal.h>
 
 namespace husk::api {
 namespace {
@@ -91,8 +90,8 @@ Result<Command> parse_command(const nlohmann::json& request) {
 }
 
 const char* command_name(const Command& command) {
-    static constexpr const char* kNames[] = {"state",    "pause", "resume",  "stats", "balloon", "snapshot",
-                                             "reset",    "restore", "start", "kill",  "resize"};
+    static constexpr const char* kNames[] = {"state", "pause",   "resume", "stats", "balloon", "snapshot",
+                                             "reset", "restore", "start",  "kill",  "resize"};
     static_assert(std::size(kNames) == std::variant_size_v<Command>);
     return kNames[command.index()];
 }

@@ -49,9 +49,9 @@ TEST(ApiCommand, BadRequestsAreRefusedWithTheFieldNamed) {
     EXPECT_EQ(refused(R"({"cmd":"snapshot"})"), "snapshot needs a \"path\": the directory to write");
     EXPECT_NE(refused(R"({"cmd":"snapshot","path":5})").find("\"path\""), std::string::npos);
     EXPECT_EQ(refused(R"({"cmd":"restore"})"), "restore needs a \"path\": a snapshot directory");
-    for (const char* bad : {R"({"cmd":"kill","signal":0})", R"({"cmd":"kill","signal":65})",
-                            R"({"cmd":"kill","signal":"TERM"})", R"({"cmd":"kill","signal":1.5})",
-                            R"({"cmd":"kill","signal":18446744073709551615})"})
+    for (const char* bad :
+         {R"({"cmd":"kill","signal":0})", R"({"cmd":"kill","signal":65})", R"({"cmd":"kill","signal":"TERM"})",
+          R"({"cmd":"kill","signal":1.5})", R"({"cmd":"kill","signal":18446744073709551615})"})
         EXPECT_NE(refused(bad).find("\"signal\""), std::string::npos) << bad;
     EXPECT_NE(refused(R"({"cmd":"kill","all":"yes"})").find("\"all\""), std::string::npos);
     EXPECT_EQ(refused(R"({"cmd":"resize","rows":24})"), "resize needs rows and cols");

@@ -11,10 +11,10 @@
 #include <cerrno>
 
 #include "vmm/base/guarded_thread.h"
-#include "vmm/client/api_client.h"
 #include "vmm/base/json_text.h"
 #include "vmm/base/log.h"
 #include "vmm/base/system.h"
+#include "vmm/client/api_client.h"
 #include "vmm/seccomp/seccomp.h"
 
 namespace husk {

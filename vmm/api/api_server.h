@@ -37,5 +37,4 @@ private:
     std::thread m_thread;
 };
 
-
 }  // namespace husk

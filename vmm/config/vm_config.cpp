@@ -32,8 +32,7 @@ Result<BootEntry> parse_boot_entry(std::string_view text) {
 Result<CpuTemplate> parse_cpu_template(std::string_view text) {
     if (text == "host") return CpuTemplate::Host;
     if (text == "baseline") return CpuTemplate::Baseline;
-    return Error::from_string("machine.cpu_template must be host or baseline, not `" + std::string(text) + "`",
-                              EINVAL);
+    return Error::from_string("machine.cpu_template must be host or baseline, not `" + std::string(text) + "`", EINVAL);
 }
 
 const char* to_string(CpuTemplate t) {

@@ -18,12 +18,11 @@
 #include <vector>
 
 #include "agent/client.h"
-#include "vmm/client/agent_specs.h"
 #include "vmm/base/result.h"
 #include "vmm/base/unique_fd.h"
+#include "vmm/client/agent_specs.h"
 
 namespace husk {
-
 
 class ContainerSession {
 public:

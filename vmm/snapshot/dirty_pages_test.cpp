@@ -31,8 +31,7 @@ GuestMemory snapshot_memory() {
 TEST(DirtyPages, RevertsExactlyTheMarkedPagesRunByRun) {
     auto mem = snapshot_memory();
     // Runs at a word's start, across a word boundary and at the very end.
-    for (uint64_t p : kWritten)
-        ASSERT_TRUE(mem.write_obj<uint64_t>(p * GuestMemory::kPageSize, 1000 + p));
+    for (uint64_t p : kWritten) ASSERT_TRUE(mem.write_obj<uint64_t>(p * GuestMemory::kPageSize, 1000 + p));
     auto bitmap = empty_page_bitmap(mem);
     ASSERT_EQ(bitmap.size(), (kPages + 63) / 64);
     mem.take_vmm_dirty(bitmap);

@@ -142,14 +142,15 @@ Result<std::vector<const DeviceState*>> match_devices(const std::vector<DeviceSt
         int at = find(saved, id, saved_id);
         if (at < 0) return Error::from_string(fmt::format("the snapshot has no device `{}`", id), EINVAL);
         if (size_t(at) != i)
-            return Error::from_string(fmt::format("device `{}` is virtio device {} here but {} in the snapshot (give the "
-                                                  "devices in the snapshot's order)",
-                                                  id, i, at),
-                                      EINVAL);
+            return Error::from_string(
+                fmt::format("device `{}` is virtio device {} here but {} in the snapshot (give the "
+                            "devices in the snapshot's order)",
+                            id, i, at),
+                EINVAL);
         if (saved[i].type != type)
-            return Error::from_string(fmt::format("device `{}` is of virtio type {} here but {} in the snapshot", id,
-                                                  type, saved[i].type),
-                                      EINVAL);
+            return Error::from_string(
+                fmt::format("device `{}` is of virtio type {} here but {} in the snapshot", id, type, saved[i].type),
+                EINVAL);
         matched.push_back(&saved[i]);
     }
     for (const auto& d : saved)

@@ -81,7 +81,7 @@ struct Snapshot {
     Machine machine;
     std::vector<VcpuState> vcpus;
     VmState vm;
-    std::string serial;               // Serial::save_state
+    std::string serial;                // Serial::save_state
     std::vector<DeviceState> devices;  // virtio devices, in MMIO order
 };
 

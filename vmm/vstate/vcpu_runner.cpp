@@ -73,7 +73,8 @@ void VcpuRunner::run_vcpu(size_t index) {
         ~Unregister() { kicker.unregister_self(index); }
     } unregister{m_kicker, index};
     auto end = [&](Ending ending, std::string detail) { m_handlers.ended({index, ending, std::move(detail)}); };
-    if (auto r = seccomp::install(seccomp::Thread::Vcpu); r.is_error()) return end(Ending::HostError, r.error().message());
+    if (auto r = seccomp::install(seccomp::Thread::Vcpu); r.is_error())
+        return end(Ending::HostError, r.error().message());
 
     kvm_run* run = vcpu.run_data();
     while (!m_stopping.load(std::memory_order_acquire)) {
@@ -94,9 +95,9 @@ void VcpuRunner::run_vcpu(size_t index) {
             case KVM_EXIT_SHUTDOWN:
                 return end(Ending::TripleFault, {});
             case KVM_EXIT_SYSTEM_EVENT:
-                return end(run->system_event.type == KVM_SYSTEM_EVENT_CRASH ? Ending::GuestCrashReport
-                                                                            : Ending::GuestShutdown,
-                           {});
+                return end(
+                    run->system_event.type == KVM_SYSTEM_EVENT_CRASH ? Ending::GuestCrashReport : Ending::GuestShutdown,
+                    {});
             case KVM_EXIT_FAIL_ENTRY:
                 return end(Ending::EntryFailed,
                            fmt::format("hardware reason 0x{:x}", run->fail_entry.hardware_entry_failure_reason));

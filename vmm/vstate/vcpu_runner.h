@@ -34,14 +34,14 @@ class VcpuRunner {
 public:
     // How a vCPU's run ended.
     enum class Ending {
-        Halted,             // HLT with interrupts off
-        TripleFault,        // KVM_EXIT_SHUTDOWN
-        GuestShutdown,      // KVM_SYSTEM_EVENT_SHUTDOWN / RESET
-        GuestCrashReport,   // KVM_SYSTEM_EVENT_CRASH
-        EntryFailed,        // KVM_EXIT_FAIL_ENTRY
-        KvmInternalError,   // KVM_EXIT_INTERNAL_ERROR
-        UnhandledExit,      // an exit reason this loop does not know
-        HostError,          // KVM_RUN failed, or the thread's set-up (its seccomp filter) did
+        Halted,            // HLT with interrupts off
+        TripleFault,       // KVM_EXIT_SHUTDOWN
+        GuestShutdown,     // KVM_SYSTEM_EVENT_SHUTDOWN / RESET
+        GuestCrashReport,  // KVM_SYSTEM_EVENT_CRASH
+        EntryFailed,       // KVM_EXIT_FAIL_ENTRY
+        KvmInternalError,  // KVM_EXIT_INTERNAL_ERROR
+        UnhandledExit,     // an exit reason this loop does not know
+        HostError,         // KVM_RUN failed, or the thread's set-up (its seccomp filter) did
     };
     struct Exit {
         size_t vcpu;

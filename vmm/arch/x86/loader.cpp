@@ -57,7 +57,9 @@ Result<LoadedKernel> load_elf(const GuestMemory& mem, std::span<const uint8_t> e
     LoadedKernel k{};
     k.kernel_end = end;
     if (pref == EntryPreference::Pvh || (pref == EntryPreference::Auto && pvh)) {
-        if (!pvh) return Error::from_string("kernel has no PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY); build it with CONFIG_PVH=y");
+        if (!pvh)
+            return Error::from_string(
+                "kernel has no PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY); build it with CONFIG_PVH=y");
         k.mode = EntryMode::Pvh;
         k.entry = *pvh;
     } else {
@@ -68,7 +70,8 @@ Result<LoadedKernel> load_elf(const GuestMemory& mem, std::span<const uint8_t> e
 }
 
 Result<LoadedKernel> load_bzimage(const GuestMemory& mem, std::span<const uint8_t> image, EntryPreference pref) {
-    if (pref == EntryPreference::Pvh) return Error::from_string("a bzImage has no PVH entry; use entry = \"linux64\" or a vmlinux");
+    if (pref == EntryPreference::Pvh)
+        return Error::from_string("a bzImage has no PVH entry; use entry = \"linux64\" or a vmlinux");
     constexpr uint64_t kHdrOffset = 0x1f1;
     if (!in_image(image, kHdrOffset, sizeof(setup_header))) return Error::from_string("bzImage setup header truncated");
     auto hdr = read_at<setup_header>(image, kHdrOffset);
@@ -126,12 +129,12 @@ Result<std::optional<uint64_t>> find_pvh_entry(std::span<const uint8_t> elf) {
 
 Result<LoadedKernel> load_kernel(const GuestMemory& mem, std::span<const uint8_t> image, EntryPreference pref) {
     switch (detect_kernel_format(image)) {
-    case KernelFormat::Elf:
-        return load_elf(mem, image, pref);
-    case KernelFormat::BzImage:
-        return load_bzimage(mem, image, pref);
-    case KernelFormat::Unknown:
-        break;
+        case KernelFormat::Elf:
+            return load_elf(mem, image, pref);
+        case KernelFormat::BzImage:
+            return load_bzimage(mem, image, pref);
+        case KernelFormat::Unknown:
+            break;
     }
     return Error::from_string("kernel is neither an ELF vmlinux nor a bzImage");
 }
