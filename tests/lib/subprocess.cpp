@@ -258,8 +258,33 @@ ProcessResult shell(const std::string& command, const std::string& input, int ti
     return run_process({"/bin/sh", "-c", command}, o);
 }
 
+// The daemons pass their environment down to the shims and husk: every
+// container VM's log is kept in DIR/vmm-logs (runtime/cmd_create.cpp).
+void Engines::keep_vmm_logs() {
+    std::string logs = dir + "/vmm-logs";
+    mkdir(logs.c_str(), 0755);
+    setenv("HUSK_VMM_LOG_DIR", logs.c_str(), 1);
+}
+
+std::string newest_vmm_log_tail(size_t lines) {
+    const char* logs = getenv("HUSK_VMM_LOG_DIR");
+    if (!logs) return {};
+    std::error_code ec;
+    std::filesystem::path newest;
+    std::filesystem::file_time_type when{};
+    for (const auto& e : std::filesystem::directory_iterator(logs, ec))
+        if (newest.empty() || e.last_write_time(ec) > when) {
+            newest = e.path();
+            when = e.last_write_time(ec);
+        }
+    if (newest.empty()) return {};
+    return "\n[husk-vmm log " + newest.string() + ", last lines]\n" +
+           shell("grep -v '\"level\":\"debug\"' " + newest.string() + " | tail -" + std::to_string(lines)).out;
+}
+
 bool Engines::start_docker(const std::string& runtime) {
     mkdir(dir.c_str(), 0755);
+    keep_vmm_logs();
     {
         std::string config =
             "{\n  \"iptables\": false, \"ip-forward\": false, \"ip-masq\": false, \"bridge\": \"none\",\n"
@@ -284,6 +309,7 @@ bool Engines::start_docker(const std::string& runtime) {
 
 bool Engines::start_containerd() {
     mkdir(dir.c_str(), 0755);
+    keep_vmm_logs();
     std::string config = "version = 2\nroot = \"" + dir + "/containerd-root\"\nstate = \"" + dir +
                          "/containerd-state\"\n[grpc]\n  address = \"" + dir + "/containerd.sock\"\n" +
                          "[plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"" + dir + "/containerd-opt\"\n";

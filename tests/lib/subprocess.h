@@ -96,7 +96,11 @@ struct Engines {
     // Imports the busybox test image as busybox:husk (docker) and docker.io/library/busybox:husk (ctr).
     bool import_busybox_docker(const std::string& source_dir);
     bool import_busybox_containerd(const std::string& source_dir);
+    // Sets HUSK_VMM_LOG_DIR to DIR/vmm-logs for the daemons started after it.
+    void keep_vmm_logs();
 };
+// The last `lines` non-debug lines of the newest log in HUSK_VMM_LOG_DIR: why a container VM ended.
+std::string newest_vmm_log_tail(size_t lines = 20);
 
 // The variable's value, or `fallback` when it is unset or empty.
 std::string env_or(const char* name, const std::string& fallback = "");

@@ -55,7 +55,7 @@ int repeat_burst(const OutputBurst& burst, Command command) {
         if (r.exit_status != 0 || !why.empty()) {
             ++bad;
             ADD_FAILURE() << "run " << i << ": exit " << r.exit_status << "; " << why
-                          << (r.exit_status != 0 ? r.err.substr(0, 500) : "");
+                          << (r.exit_status != 0 ? r.err.substr(0, 500) : "") << newest_vmm_log_tail();
         }
     }
     std::printf("output burst (%zu+%zu MiB, %d interleaved lines): %d of %d runs whole\n", burst.first_mib,
