@@ -10,12 +10,9 @@ Error invalid(const std::string& what) {
     return Error::from_string(what, EINVAL);
 }
 
-// A field that must be a string when present; `required` makes it so.
-Result<std::string> string_field(const nlohmann::json& request, const char* cmd, const char* name, bool required) {
-    if (!request.contains(name)) {
-        if (required) return invalid(fmt::format("{} needs a \"{}\"", cmd, name));
-        return std::string();
-    }
+// A field that must be a non-empty string when present; "" when absent.
+Result<std::string> string_field(const nlohmann::json& request, const char* cmd, const char* name) {
+    if (!request.contains(name)) return std::string();
     const auto& v = request[name];
     if (!v.is_string() || v.get<std::string>().empty())
         return invalid(fmt::format("{}: \"{}\" must be a non-empty string", cmd, name));
@@ -66,12 +63,12 @@ Result<Command> parse_command(const nlohmann::json& request) {
         return b;
     }
     if (cmd == "snapshot") {
-        auto path = TRY(string_field(request, "snapshot", "path", false));
+        auto path = TRY(string_field(request, "snapshot", "path"));
         if (path.empty()) return invalid("snapshot needs a \"path\": the directory to write");
         return Snapshot{path};
     }
     if (cmd == "restore") {
-        auto path = TRY(string_field(request, "restore", "path", false));
+        auto path = TRY(string_field(request, "restore", "path"));
         if (path.empty()) return invalid("restore needs a \"path\": a snapshot directory");
         return Restore{path};
     }

@@ -19,19 +19,8 @@
 
 namespace husk {
 
-namespace {
-constexpr size_t kMaxRequest = kMaxApiLine;
-}
-
 Result<std::unique_ptr<ApiServer>> ApiServer::create(const std::string& path, Handler handler) {
-    auto addr = TRY(sys::unix_address(path).context("API socket"));
-    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return Error::from_errno(errno, "API socket");
-    UniqueFd listener(fd);
-    ::unlink(path.c_str());
-    if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0)
-        return Error::from_errno(errno, "bind API socket `" + path + "`");
-    if (::listen(fd, 16) < 0) return Error::from_errno(errno, "listen on the API socket");
+    UniqueFd listener = TRY(sys::listen_unix(path, 16).context("API socket"));
     UniqueFd stop = TRY(sys::eventfd(0, EFD_NONBLOCK));
     auto server =
         std::unique_ptr<ApiServer>(new ApiServer(path, std::move(listener), std::move(stop), std::move(handler)));
@@ -96,7 +85,7 @@ void ApiServer::serve_client(int fd) {
         ssize_t n = ::read(fd, chunk, sizeof chunk);
         if (n <= 0) return;
         buffer.append(chunk, size_t(n));
-        if (buffer.size() > kMaxRequest) {
+        if (buffer.size() > kMaxApiLine) {
             (void)sys::send_all(fd, std::string(R"({"error":"request too long"})") + "\n");
             return;
         }
