@@ -16,6 +16,7 @@
 
 #include "oci/spec.h"
 #include "vmm/api/api_command.h"
+#include "vmm/api/api_reply.h"
 #include "vmm/arch/x86/boot.h"
 #include "vmm/arch/x86/cpuid.h"
 #include "vmm/arch/x86/layout.h"
@@ -131,16 +132,13 @@ Result<std::unique_ptr<Vmm>> Vmm::create(const VmConfig& config) {
     uint64_t boot_struct = TRY(x86::write_boot_structures(vmm->m_memory, loaded, inputs));
     phase("kernel loaded, boot structures written");
 
+    TRY(vmm->create_vcpus([&](uint32_t id) { return vmm->guest_cpuid(id); }));
     for (uint32_t id = 0; id < config.vcpus; ++id) {
-        auto vcpu = TRY(vmm->m_vm.create_vcpu(id));
-        auto cpuid = TRY(vmm->guest_cpuid(id));
-        TRY(vcpu.set_cpuid(cpuid).context("set CPUID of vCPU " + std::to_string(id)));
-        vmm->m_cpuid.push_back(std::move(cpuid));
+        Vcpu& vcpu = vmm->m_vcpus[id];
         if (id == 0)
             TRY(x86::setup_boot_vcpu(vcpu, loaded.mode, loaded.entry, boot_struct).context("set up boot vCPU"));
         else
             TRY(x86::setup_ap_vcpu(vcpu).context("set up vCPU " + std::to_string(id)));
-        vmm->m_vcpus.push_back(std::move(vcpu));
     }
     phase("vCPUs created and set up");
     log::debug("kernel entry 0x{:x} ({}), {} vCPUs, {} MiB", loaded.entry,
@@ -205,6 +203,17 @@ Result<std::unique_ptr<Vmm>> Vmm::build(const VmConfig& config, GuestMemory memo
     phase("virtio devices set up");
     TRY(vmm->setup_devices(config));
     return vmm;
+}
+
+Result<void> Vmm::create_vcpus(const std::function<Result<std::vector<kvm_cpuid_entry2>>(uint32_t)>& cpuid_of) {
+    for (uint32_t id = 0; id < m_config.vcpus; ++id) {
+        auto vcpu = TRY(m_vm.create_vcpu(id));
+        auto cpuid = TRY(cpuid_of(id));
+        TRY(vcpu.set_cpuid(cpuid).context("set CPUID of vCPU " + std::to_string(id)));
+        m_cpuid.push_back(std::move(cpuid));
+        m_vcpus.push_back(std::move(vcpu));
+    }
+    return {};
 }
 
 Result<std::vector<kvm_cpuid_entry2>> Vmm::guest_cpuid(uint32_t id) {
@@ -272,14 +281,8 @@ Result<std::unique_ptr<Vmm>> Vmm::restore(const VmConfig& given) {
 
     auto host_cpuid = TRY(vmm->guest_cpuid(0));
     TRY(snapshot::check_cpu(snap.machine, snap.vcpus[0].cpuid, host_cpuid).context("snapshot `" + dir + "`"));
-    TRY(snapshot::restore_vm_chips(vmm->m_vm, snap.vm).context("restore interrupt controllers"));
-    for (uint32_t id = 0; id < config.vcpus; ++id) {
-        auto vcpu = TRY(vmm->m_vm.create_vcpu(id));
-        TRY(snapshot::restore_vcpu(vcpu, snap.vcpus[id], true).context("restore vCPU " + std::to_string(id)));
-        vmm->m_cpuid.push_back(snap.vcpus[id].cpuid);
-        vmm->m_vcpus.push_back(std::move(vcpu));
-    }
-    TRY(snapshot::restore_clock(vmm->m_vm, snap.vm.clock).context("restore kvmclock"));
+    TRY(vmm->create_vcpus([&](uint32_t id) { return snap.vcpus[id].cpuid; }));
+    TRY(snapshot::restore_machine(vmm->m_vm, vmm->m_vcpus, snap, true));
     TRY(vmm->load_device_state(snap));
     // The balloon's target is the snapshot's unless this restore names its own.
     if (vmm->m_balloon && config.balloon_target_mib) {
@@ -323,12 +326,12 @@ Result<std::vector<std::unique_lock<std::mutex>>> Vmm::hold_idle_devices() {
     return Error::from_string("device I/O did not finish within 2 s", ETIMEDOUT);
 }
 
-Result<nlohmann::json> Vmm::take_snapshot(const std::string& dir) {
+Result<api::SnapshotReply> Vmm::take_snapshot(const std::string& dir) {
     std::lock_guard operation(m_operation_lock);
     return take_snapshot_locked(dir);
 }
 
-Result<nlohmann::json> Vmm::take_snapshot_locked(const std::string& dir) {
+Result<api::SnapshotReply> Vmm::take_snapshot_locked(const std::string& dir) {
     if (dir.empty()) return Error::from_string("snapshot needs a \"path\": the directory to write", EINVAL);
     if (::mkdir(dir.c_str(), 0700) < 0 && errno != EEXIST)
         return Error::from_errno(errno, "create snapshot directory `" + dir + "`");
@@ -336,7 +339,7 @@ Result<nlohmann::json> Vmm::take_snapshot_locked(const std::string& dir) {
     bool was_paused = is_paused();
     TRY(pause_vcpus());
     uint64_t resumes = m_runner->resumes();
-    auto result = [&]() -> Result<nlohmann::json> {
+    auto result = [&]() -> Result<api::SnapshotReply> {
         // The devices' locks stay held until guest memory is written: host
         // data arriving meanwhile waits instead of changing queues already saved.
         auto held = TRY(hold_idle_devices());
@@ -365,36 +368,24 @@ Result<nlohmann::json> Vmm::take_snapshot_locked(const std::string& dir) {
         TRY(snapshot::write_state(dir, snap));
         double ms = double(clock::now_ns() - t0) / 1e6;
         log::info("snapshot written to {} in {:.1f} ms", dir, ms);
-        return nlohmann::json{{"path", dir}, {"ms", ms}, {"memory_bytes", m_memory.size()}};
+        return api::SnapshotReply{dir, ms, m_memory.size()};
     }();
     if (!was_paused) resume_vcpus();
     return result;
 }
 
-Result<nlohmann::json> Vmm::reset_to_snapshot(const std::string& other) {
+Result<api::ResetReply> Vmm::reset_to_snapshot(const std::string& other) {
     std::lock_guard operation(m_operation_lock);
     return reset_to_snapshot_locked(other);
 }
 
-Result<nlohmann::json> Vmm::reset_to_snapshot_locked(const std::string& other) {
+Result<api::ResetReply> Vmm::reset_to_snapshot_locked(const std::string& other) {
     if (!m_snapshot)
         return Error::from_string("this VM was not restored from a snapshot: there is nothing to reset to");
     std::unique_ptr<snapshot::Snapshot> replacement;
     if (!other.empty()) {
         replacement = std::make_unique<snapshot::Snapshot>(TRY(snapshot::read_state(other)));
-        if (replacement->machine.memory_bytes != m_snapshot->machine.memory_bytes ||
-            replacement->machine.vcpus != m_snapshot->machine.vcpus ||
-            replacement->machine.config != m_snapshot->machine.config)
-            return Error::from_string("snapshot `" + other + "` is of a different machine than this VM", EINVAL);
-        // CPUID cannot change once a vCPU has run: the new snapshot's must be these vCPUs' own.
-        for (size_t i = 0; i < m_vcpus.size(); ++i) {
-            const auto& want = replacement->vcpus[i].cpuid;
-            if (want.size() != m_cpuid[i].size() ||
-                std::memcmp(want.data(), m_cpuid[i].data(), want.size() * sizeof(kvm_cpuid_entry2)) != 0 ||
-                replacement->vcpus[i].tsc_khz != m_snapshot->vcpus[i].tsc_khz)
-                return Error::from_string("snapshot `" + other + "` has other CPUID or TSC frequency than this VM",
-                                          EINVAL);
-        }
+        TRY(snapshot::check_same_machine(*m_snapshot, *replacement, m_cpuid, other));
     }
     uint64_t t0 = clock::now_ns();
     bool was_paused = is_paused();
@@ -408,23 +399,15 @@ Result<nlohmann::json> Vmm::reset_to_snapshot_locked(const std::string& other) {
             auto held = TRY(hold_idle_devices());
             for (auto& t : m_virtio) t->quiesce_locked();
         }
+        dirty = TRY(snapshot::reset_memory(m_vm, m_memory,
+                                           replacement ? other + "/" + snapshot::kMemoryFile : std::string()));
         if (replacement) {
-            TRY(m_memory.remap_from_file(other + "/" + snapshot::kMemoryFile));
-            auto discard = snapshot::empty_page_bitmap(m_memory);
-            TRY(snapshot::collect_dirty(m_vm, m_memory, discard));  // clears the logs
             m_snapshot = std::move(replacement);
             m_snapshot_dir = other;
-            dirty = m_memory.size() / GuestMemory::kPageSize;
-        } else {
-            auto bitmap = snapshot::empty_page_bitmap(m_memory);
-            TRY(snapshot::collect_dirty(m_vm, m_memory, bitmap));
-            dirty = TRY(snapshot::revert_dirty(m_memory, bitmap));
         }
         t_reverted = clock::now_ns();
         const auto& snap = *m_snapshot;
-        TRY(snapshot::restore_vm_chips(m_vm, snap.vm));
-        for (size_t i = 0; i < m_vcpus.size(); ++i) TRY(snapshot::restore_vcpu(m_vcpus[i], snap.vcpus[i], false));
-        TRY(snapshot::restore_clock(m_vm, snap.vm.clock));
+        TRY(snapshot::restore_machine(m_vm, m_vcpus, snap, false));
         TRY(load_device_state(snap));
         TRY(m_runner->check_still_paused(resumes));
         t_state = clock::now_ns();
@@ -450,15 +433,10 @@ Result<nlohmann::json> Vmm::reset_to_snapshot_locked(const std::string& other) {
         if (!reseeded) log::warn("could not reseed the guest's RNG after reset: {}", r.error().message());
     }
     auto us_between = [](uint64_t a, uint64_t b) { return double(b - a) / 1e3; };
-    return nlohmann::json{{"us", us},
-                          {"dirty_pages", dirty},
-                          {"resets", m_resets},
-                          {"reseeded", reseeded},
-                          {"breakdown_us",
-                           {{"pause", us_between(t0, t_paused)},
-                            {"memory", us_between(t_paused, t_reverted)},
-                            {"state", us_between(t_reverted, t_state)},
-                            {"resume", us_between(t_state, t_end)}}}};
+    api::ResetReply reply{us, dirty, m_resets, reseeded, {}};
+    reply.breakdown_us = {us_between(t0, t_paused), us_between(t_paused, t_reverted), us_between(t_reverted, t_state),
+                          us_between(t_state, t_end)};
+    return reply;
 }
 
 Result<void> Vmm::reseed_guest() {
@@ -481,44 +459,29 @@ bool Vmm::is_paused() {
     return m_runner && m_runner->paused();
 }
 
-nlohmann::json Vmm::stats() {
-    nlohmann::json j{{"vcpus", m_vcpus.size()},
-                     {"memory_bytes", m_memory.size()},
-                     {"rss_kib", sys::resident_kib()},
-                     {"first_run_ms", nullptr}};
+api::StatsReply Vmm::stats() {
+    api::StatsReply r;
+    r.vcpus = uint32_t(m_vcpus.size());
+    r.memory_bytes = m_memory.size();
+    r.rss_kib = sys::resident_kib();
     if (uint64_t first = m_runner ? m_runner->first_run_ns() : 0; first != 0)
-        j["first_run_ms"] = double(first - clock::process_start_ns()) / 1e6;
-    if (auto rss = sys::resident_breakdown_kib(); rss) {
-        j["rss_anon_kib"] = rss->anon;
-        j["rss_file_kib"] = rss->file;
-        j["rss_shmem_kib"] = rss->shmem;
-    }
+        r.first_run_ms = double(first - clock::process_start_ns()) / 1e6;
+    if (auto rss = sys::resident_breakdown_kib(); rss) r.rss_breakdown_kib = {rss->anon, rss->file, rss->shmem};
     if (m_balloon) {
         auto held = m_balloon_transport->hold();
-        auto b = m_balloon->info();
-        j["balloon"] = {{"target_mib", double(b.target_pages) / virtio::Balloon::kPagesPerMib},
-                        {"actual_mib", double(b.actual_pages) / virtio::Balloon::kPagesPerMib},
-                        {"inflated_pages", b.inflated_pages},
-                        {"reported_mib", double(b.reported_bytes) / (1 << 20)}};
+        r.balloon = m_balloon->info();
     }
     if (m_vsock) {
         // What the guest holds of the device's capped tables (README, "Limits").
         auto held = m_vsock_transport->hold();
-        j["vsock"] = {{"connections", m_vsock->connection_count()},
-                      {"pending_clients", m_vsock->pending_client_count()},
-                      {"control_backlog", m_vsock->control_backlog()},
-                      {"dropped_control_packets", m_vsock->dropped_control_packets()}};
+        r.vsock = {m_vsock->connection_count(), m_vsock->pending_client_count(), m_vsock->control_backlog(),
+                   m_vsock->dropped_control_packets()};
     }
-    if (m_snapshot) {
-        j["restored_from"] = m_snapshot_dir;
-        j["restore_ms"] = m_restore_ms;
-        j["resets"] = m_resets;
-        j["last_reset_us"] = m_last_reset_us;
-    }
-    return j;
+    if (m_snapshot) r.restored = {m_snapshot_dir, m_restore_ms, m_resets, m_last_reset_us};
+    return r;
 }
 
-Result<nlohmann::json> Vmm::balloon(std::optional<uint32_t> target_mib, bool fresh_stats) {
+Result<api::BalloonReply> Vmm::balloon(std::optional<uint32_t> target_mib, bool fresh_stats) {
     std::lock_guard operation(m_operation_lock);
     if (!m_balloon) return Error::from_string("this VM has no balloon (balloon.enabled = false)", ENOTSUP);
     constexpr uint32_t kPagesPerMib = virtio::Balloon::kPagesPerMib;
@@ -545,19 +508,7 @@ Result<nlohmann::json> Vmm::balloon(std::optional<uint32_t> target_mib, bool fre
         fresh = m_balloon->info().stats_updates != seen;
     }
     auto held = m_balloon_transport->hold();
-    auto b = m_balloon->info();
-    nlohmann::json stats = nlohmann::json::object();
-    for (const auto& [name, value] : b.stats) stats[name] = value;
-    return nlohmann::json{{"target_mib", double(b.target_pages) / kPagesPerMib},
-                          {"actual_mib", double(b.actual_pages) / kPagesPerMib},
-                          {"driver_ready", b.driver_ready},
-                          {"inflated_pages", b.inflated_pages},
-                          {"deflated_pages", b.deflated_pages},
-                          {"reported_mib", double(b.reported_bytes) / (1 << 20)},
-                          {"discard_calls", b.discard_calls},
-                          {"refused_requests", b.refused_requests},
-                          {"stats_fresh", fresh},
-                          {"stats", stats}};
+    return api::BalloonReply{m_balloon->info(), fresh};
 }
 
 Result<std::string> Vmm::setup_virtio(const VmConfig& config) {
@@ -734,7 +685,7 @@ nlohmann::json Vmm::api_request(const nlohmann::json& request) {
         return {
             {"error", fmt::format("`{}` needs a container (container.config)", api::command_name(command.value()))}};
     auto reply = handle(command.value());
-    return reply ? reply.release_value() : nlohmann::json{{"error", reply.error().message()}};
+    return reply ? api::to_json(reply.value()) : nlohmann::json{{"error", reply.error().message()}};
 }
 
 std::string Vmm::status() {
@@ -742,45 +693,45 @@ std::string Vmm::status() {
     return is_paused() ? "paused" : s;
 }
 
-Result<nlohmann::json> Vmm::handle(const api::Command& command) {
+Result<api::Reply> Vmm::handle(const api::Command& command) {
     return std::visit(
-        [this](const auto& c) -> Result<nlohmann::json> {
+        [this](const auto& c) -> Result<api::Reply> {
             using C = std::decay_t<decltype(c)>;
             if constexpr (std::is_same_v<C, api::State>) {
-                return nlohmann::json{{"status", status()}, {"pid", ::getpid()}};
+                return api::StatusReply{status(), ::getpid()};
             } else if constexpr (std::is_same_v<C, api::Pause>) {
                 TRY(pause());
-                return nlohmann::json{{"status", status()}};
+                return api::StatusReply{status(), {}};
             } else if constexpr (std::is_same_v<C, api::Resume>) {
                 resume();
-                return nlohmann::json{{"status", status()}};
+                return api::StatusReply{status(), {}};
             } else if constexpr (std::is_same_v<C, api::Stats>) {
                 return stats();
             } else if constexpr (std::is_same_v<C, api::Balloon>) {
-                return balloon(c.target_mib, c.fresh_stats);
+                return TRY(balloon(c.target_mib, c.fresh_stats));
             } else if constexpr (std::is_same_v<C, api::Snapshot>) {
-                return take_snapshot(c.path);
+                return TRY(take_snapshot(c.path));
             } else if constexpr (std::is_same_v<C, api::Reset>) {
-                return reset_to_snapshot();
+                return TRY(reset_to_snapshot());
             } else if constexpr (std::is_same_v<C, api::Restore>) {
-                return reset_to_snapshot(c.path);
+                return TRY(reset_to_snapshot(c.path));
             } else if constexpr (std::is_same_v<C, api::Start>) {
                 TRY(m_container->request_start());
-                return nlohmann::json{{"status", "running"}};
+                return api::StatusReply{"running", {}};
             } else if constexpr (std::is_same_v<C, api::Kill>) {
                 // Before start there is no process: the signal ends the VM, as it would a created runc container.
                 if (m_container->status() != ContainerSession::Status::Running) {
                     request_exit(kExitSignalBase + c.signal,
                                  std::string("killed before start by ") + strsignal(c.signal));
-                    return nlohmann::json{{"status", "stopped"}};
+                    return api::StatusReply{"stopped", {}};
                 }
                 if (is_paused()) return Error::from_string("the container is paused; resume it first", EBUSY);
                 TRY(m_container->signal(c.signal, c.all));
-                return nlohmann::json{{"status", status()}};
+                return api::StatusReply{status(), {}};
             } else {
                 static_assert(std::is_same_v<C, api::Resize>);
                 TRY(m_container->resize(c.rows, c.cols));
-                return nlohmann::json::object();
+                return api::EmptyReply{};
             }
         },
         command);

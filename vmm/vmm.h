@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "vmm/api/api_command.h"
+#include "vmm/api/api_reply.h"
 #include "vmm/api/api_server.h"
 #include "vmm/base/result.h"
 #include "vmm/base/unique_fd.h"
@@ -57,14 +59,14 @@ public:
     void resume();
 
     // Writes `dir/vmstate` and `dir/memory` (the VM pauses meanwhile).
-    Result<nlohmann::json> take_snapshot(const std::string& dir);
+    Result<api::SnapshotReply> take_snapshot(const std::string& dir);
     // Rolls a restored VM back to its snapshot in place, reverting only pages
     // written since; with `other`, moves it to that snapshot of the same machine.
-    Result<nlohmann::json> reset_to_snapshot(const std::string& other = {});
-    nlohmann::json stats();
+    Result<api::ResetReply> reset_to_snapshot(const std::string& other = {});
+    api::StatsReply stats();
     // The balloon's state; with `target_mib`, moves its target first. With
     // fresh_stats, asks the guest for new statistics (waits at most 1 s).
-    Result<nlohmann::json> balloon(std::optional<uint32_t> target_mib, bool fresh_stats);
+    Result<api::BalloonReply> balloon(std::optional<uint32_t> target_mib, bool fresh_stats);
 
 private:
     explicit Vmm(Kvm kvm, Vm vm, GuestMemory memory);
@@ -73,6 +75,10 @@ private:
     static Result<std::unique_ptr<Vmm>> build(const VmConfig& config, GuestMemory memory);
     static Result<std::unique_ptr<Vmm>> restore(const VmConfig& config);
     Result<std::vector<kvm_cpuid_entry2>> guest_cpuid(uint32_t vcpu_id);
+    // The one place vCPUs are made, for boot and restore alike: config.vcpus of
+    // them, each given `cpuid_of(id)` (this host's table, or the snapshot's).
+    // Their registers are the caller's: boot's entry state or the snapshot's.
+    Result<void> create_vcpus(const std::function<Result<std::vector<kvm_cpuid_entry2>>(uint32_t)>& cpuid_of);
     Result<void> start_api();
     // jail.enabled: enters the jail (vmm/jail/jail.h) keeping the directories the VM still uses.
     Result<void> enter_jail();
@@ -87,8 +93,8 @@ private:
     void resume_vcpus();
     // A vCPU's run ended: what that means for the VM (vmm/EXIT_STATUS.md).
     void vcpu_ended(const VcpuRunner::Exit& exit);
-    Result<nlohmann::json> take_snapshot_locked(const std::string& dir);
-    Result<nlohmann::json> reset_to_snapshot_locked(const std::string& other);
+    Result<api::SnapshotReply> take_snapshot_locked(const std::string& dir);
+    Result<api::ResetReply> reset_to_snapshot_locked(const std::string& other);
     void join_helper_threads();
     // Host entropy into the guest's RNG through husk-agent (Reseed).
     Result<void> reseed_guest();
@@ -106,7 +112,7 @@ private:
     void request_exit(int status, const std::string& reason);
     // The control socket's handler: JSON in and out here only (vmm/api/api_command.h).
     nlohmann::json api_request(const nlohmann::json& request);
-    Result<nlohmann::json> handle(const api::Command& command);
+    Result<api::Reply> handle(const api::Command& command);
     // "running", "paused", or the container's state (vmm/api/API.md, `state`).
     std::string status();
 

@@ -50,4 +50,15 @@ Result<uint64_t> revert_dirty(const GuestMemory& memory, const PageBitmap& bitma
     return total;
 }
 
+Result<uint64_t> reset_memory(Vm& vm, GuestMemory& memory, const std::string& remap_from) {
+    auto bitmap = empty_page_bitmap(memory);
+    if (remap_from.empty()) {
+        TRY(collect_dirty(vm, memory, bitmap));
+        return revert_dirty(memory, bitmap);
+    }
+    TRY(memory.remap_from_file(remap_from));
+    TRY(collect_dirty(vm, memory, bitmap));  // clears the logs: from here on, pages differ from the new file
+    return memory.size() / GuestMemory::kPageSize;
+}
+
 }  // namespace husk::snapshot

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "vmm/base/result.h"
@@ -28,5 +29,11 @@ Result<void> collect_dirty(Vm& vm, const GuestMemory& memory, PageBitmap& bitmap
 // Puts every page set in `bitmap` back to the snapshot's content, one call
 // per run of consecutive pages. Returns how many pages it reverted.
 Result<uint64_t> revert_dirty(const GuestMemory& memory, const PageBitmap& bitmap);
+
+// The memory half of a reset: the pages written since the snapshot are put
+// back (returns how many). With `remap_from` (another snapshot's memory file),
+// all of guest memory is mapped from that file instead, and the dirty logs
+// start again from it.
+Result<uint64_t> reset_memory(Vm& vm, GuestMemory& memory, const std::string& remap_from = {});
 
 }  // namespace husk::snapshot

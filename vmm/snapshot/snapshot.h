@@ -9,6 +9,7 @@
 #include <linux/kvm.h>
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -96,17 +97,23 @@ Result<Snapshot> read_state(const std::string& dir);
 
 // The MSRs worth saving: KVM's index list. `cpuid` is left to the caller.
 Result<VcpuState> capture_vcpu(const Vcpu& vcpu, const std::vector<uint32_t>& msr_indices);
-// In the order KVM needs: CPUID (only before the vCPU's first run), TSC
-// frequency, MP state, registers, special registers (before the LAPIC),
-// FPU/XSAVE, XCRs, debug registers, LAPIC (before the TSC-deadline MSR),
-// MSRs, and pending events last.
-Result<void> restore_vcpu(Vcpu& vcpu, const VcpuState& state, bool set_cpuid);
 Result<VmState> capture_vm(const Vm& vm);
-// Chips and PIT; the clock is separate: it goes last, after every vCPU.
-Result<void> restore_vm_chips(Vm& vm, const VmState& state);
-// kvmclock as saved, moved on by the host's wall-clock time since (when KVM
-// can: KVM_CLOCK_REALTIME), so the guest sees the pause, not time running backwards.
-Result<void> restore_clock(Vm& vm, const kvm_clock_data& saved);
+
+// Restore and reset alike: the interrupt controllers and PIT, every vCPU (in
+// the order KVM needs: TSC frequency, MP state, registers, special registers
+// before the LAPIC, FPU/XSAVE, XCRs, debug registers, LAPIC before the
+// TSC-deadline MSR, MSRs, pending events last), then kvmclock — moved on by
+// the host's wall-clock time since the capture (KVM_CLOCK_REALTIME when KVM
+// can), so the guest sees a pause, not time running backwards. `fresh_vcpus`:
+// the vCPUs never ran (restore; the builder gave them the snapshot's CPUID), so
+// their TSC frequency is set too; a reset's vCPUs already run at it.
+Result<void> restore_machine(Vm& vm, std::span<Vcpu> vcpus, const Snapshot& snapshot, bool fresh_vcpus);
+
+// Whether a running VM restored from `current`, whose vCPUs were given
+// `vcpu_cpuid`, can take `other` in place (`restore` over the API): the same
+// machine description, sizes, CPUID and TSC frequency. `name` names `other` in errors.
+Result<void> check_same_machine(const Snapshot& current, const Snapshot& other,
+                                const std::vector<std::vector<kvm_cpuid_entry2>>& vcpu_cpuid, const std::string& name);
 
 // Whether this host can run a snapshot's vCPUs: the same CPU vendor, and
 // every CPUID feature bit the snapshot's guest saw is one this host offers

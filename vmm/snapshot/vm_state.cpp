@@ -12,27 +12,11 @@
 #include "vmm/snapshot/snapshot.h"
 
 namespace husk::snapshot {
+namespace {
 
-Result<VcpuState> capture_vcpu(const Vcpu& vcpu, const std::vector<uint32_t>& msr_indices) {
-    VcpuState s;
-    s.mp_state = TRY(vcpu.get<kvm_mp_state>(KVM_GET_MP_STATE, "KVM_GET_MP_STATE"));
-    s.regs = TRY(vcpu.regs());
-    s.sregs = TRY(vcpu.sregs());
-    s.xsave = TRY(vcpu.get<kvm_abi::Xsave>(kvm_abi::kGetXsave, "KVM_GET_XSAVE"));
-    s.xcrs = TRY(vcpu.get<kvm_xcrs>(KVM_GET_XCRS, "KVM_GET_XCRS"));
-    s.debugregs = TRY(vcpu.get<kvm_debugregs>(KVM_GET_DEBUGREGS, "KVM_GET_DEBUGREGS"));
-    s.lapic = TRY(vcpu.lapic());
-    s.msrs = TRY(vcpu.msrs(msr_indices));
-    s.events = TRY(vcpu.get<kvm_vcpu_events>(KVM_GET_VCPU_EVENTS, "KVM_GET_VCPU_EVENTS"));
-    if (auto khz = vcpu.tsc_khz()) s.tsc_khz = khz.value();
-    return s;
-}
-
-Result<void> restore_vcpu(Vcpu& vcpu, const VcpuState& s, bool set_cpuid) {
-    if (set_cpuid) TRY(vcpu.set_cpuid(s.cpuid));
-    // A reset (the same vCPU, set_cpuid false) already runs at the snapshot's frequency.
-    if (set_cpuid && s.tsc_khz != 0) {
-        // Only when it differs: setting the frequency needs TSC scaling on the host.
+Result<void> restore_vcpu(Vcpu& vcpu, const VcpuState& s, bool fresh) {
+    // Only when it differs: setting the frequency needs TSC scaling on the host.
+    if (fresh && s.tsc_khz != 0) {
         auto khz = vcpu.tsc_khz();
         uint32_t current = khz ? khz.value() : 0;
         if (current != s.tsc_khz) TRY(vcpu.set_tsc_khz(s.tsc_khz).context("set the snapshot's TSC frequency"));
@@ -50,16 +34,6 @@ Result<void> restore_vcpu(Vcpu& vcpu, const VcpuState& s, bool set_cpuid) {
     events.flags |= KVM_VCPUEVENT_VALID_NMI_PENDING | KVM_VCPUEVENT_VALID_SIPI_VECTOR;
     TRY(vcpu.set(KVM_SET_VCPU_EVENTS, events, "KVM_SET_VCPU_EVENTS"));
     return {};
-}
-
-Result<VmState> capture_vm(const Vm& vm) {
-    VmState s;
-    s.clock = TRY(vm.clock());
-    s.pic_master = TRY(vm.irqchip(KVM_IRQCHIP_PIC_MASTER));
-    s.pic_slave = TRY(vm.irqchip(KVM_IRQCHIP_PIC_SLAVE));
-    s.ioapic = TRY(vm.irqchip(KVM_IRQCHIP_IOAPIC));
-    s.pit = TRY(vm.pit());
-    return s;
 }
 
 Result<void> restore_vm_chips(Vm& vm, const VmState& s) {
@@ -88,6 +62,60 @@ Result<void> restore_clock(Vm& vm, const kvm_clock_data& saved) {
         if (now_ns > saved.realtime) c.clock += now_ns - saved.realtime;
     }
     return vm.set_clock(c);
+}
+
+}  // namespace
+
+Result<VcpuState> capture_vcpu(const Vcpu& vcpu, const std::vector<uint32_t>& msr_indices) {
+    VcpuState s;
+    s.mp_state = TRY(vcpu.get<kvm_mp_state>(KVM_GET_MP_STATE, "KVM_GET_MP_STATE"));
+    s.regs = TRY(vcpu.regs());
+    s.sregs = TRY(vcpu.sregs());
+    s.xsave = TRY(vcpu.get<kvm_abi::Xsave>(kvm_abi::kGetXsave, "KVM_GET_XSAVE"));
+    s.xcrs = TRY(vcpu.get<kvm_xcrs>(KVM_GET_XCRS, "KVM_GET_XCRS"));
+    s.debugregs = TRY(vcpu.get<kvm_debugregs>(KVM_GET_DEBUGREGS, "KVM_GET_DEBUGREGS"));
+    s.lapic = TRY(vcpu.lapic());
+    s.msrs = TRY(vcpu.msrs(msr_indices));
+    s.events = TRY(vcpu.get<kvm_vcpu_events>(KVM_GET_VCPU_EVENTS, "KVM_GET_VCPU_EVENTS"));
+    if (auto khz = vcpu.tsc_khz()) s.tsc_khz = khz.value();
+    return s;
+}
+
+Result<VmState> capture_vm(const Vm& vm) {
+    VmState s;
+    s.clock = TRY(vm.clock());
+    s.pic_master = TRY(vm.irqchip(KVM_IRQCHIP_PIC_MASTER));
+    s.pic_slave = TRY(vm.irqchip(KVM_IRQCHIP_PIC_SLAVE));
+    s.ioapic = TRY(vm.irqchip(KVM_IRQCHIP_IOAPIC));
+    s.pit = TRY(vm.pit());
+    return s;
+}
+
+Result<void> restore_machine(Vm& vm, std::span<Vcpu> vcpus, const Snapshot& snap, bool fresh_vcpus) {
+    if (vcpus.size() != snap.vcpus.size())
+        return Error::from_string(fmt::format("the snapshot has {} vCPUs, this VM {}", snap.vcpus.size(), vcpus.size()),
+                                  EINVAL);
+    TRY(restore_vm_chips(vm, snap.vm).context("restore interrupt controllers"));
+    for (size_t i = 0; i < vcpus.size(); ++i)
+        TRY(restore_vcpu(vcpus[i], snap.vcpus[i], fresh_vcpus).context("restore vCPU " + std::to_string(i)));
+    TRY(restore_clock(vm, snap.vm.clock).context("restore kvmclock"));
+    return {};
+}
+
+Result<void> check_same_machine(const Snapshot& current, const Snapshot& other,
+                                const std::vector<std::vector<kvm_cpuid_entry2>>& vcpu_cpuid, const std::string& name) {
+    if (other.machine.memory_bytes != current.machine.memory_bytes || other.machine.vcpus != current.machine.vcpus ||
+        other.machine.config != current.machine.config || other.vcpus.size() != vcpu_cpuid.size())
+        return Error::from_string("snapshot `" + name + "` is of a different machine than this VM", EINVAL);
+    // CPUID cannot change once a vCPU has run: the new snapshot's must be these vCPUs' own.
+    for (size_t i = 0; i < vcpu_cpuid.size(); ++i) {
+        const auto& want = other.vcpus[i].cpuid;
+        if (want.size() != vcpu_cpuid[i].size() ||
+            std::memcmp(want.data(), vcpu_cpuid[i].data(), want.size() * sizeof(kvm_cpuid_entry2)) != 0 ||
+            other.vcpus[i].tsc_khz != current.vcpus[i].tsc_khz)
+            return Error::from_string("snapshot `" + name + "` has other CPUID or TSC frequency than this VM", EINVAL);
+    }
+    return {};
 }
 
 Result<void> check_cpu(const Machine& machine, const std::vector<kvm_cpuid_entry2>& snapshot_cpuid,
