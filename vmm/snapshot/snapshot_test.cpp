@@ -153,3 +153,38 @@ TEST(SnapshotDevices, SwappedMissingExtraAndRetypedDevicesAreRefusedByName) {
 
 }  // namespace
 }  // namespace husk::snapshot
+
+namespace husk::snapshot {
+namespace {
+
+TEST(SnapshotReset, AnotherSnapshotOfTheSameMachineIsTakenInPlace) {
+    Snapshot current = sample(), other = sample();
+    other.vcpus[0].regs.rip = 0x2000;  // another moment of the same machine
+    std::vector<std::vector<kvm_cpuid_entry2>> cpuid{current.vcpus[0].cpuid, current.vcpus[1].cpuid};
+    EXPECT_TRUE(check_same_machine(current, other, cpuid, "/s2"));
+}
+
+TEST(SnapshotReset, AnotherMachinesSnapshotIsRefusedByName) {
+    Snapshot current = sample();
+    std::vector<std::vector<kvm_cpuid_entry2>> cpuid{current.vcpus[0].cpuid, current.vcpus[1].cpuid};
+    auto refused = [&](Snapshot other) {
+        auto r = check_same_machine(current, other, cpuid, "/s2");
+        return r.is_error() && r.error().message().find("/s2") != std::string::npos;
+    };
+    Snapshot bigger = sample();
+    bigger.machine.memory_bytes *= 2;
+    EXPECT_TRUE(refused(bigger));
+    Snapshot other_config = sample();
+    other_config.machine.config = R"({"vcpus":2,"drives":1})";
+    EXPECT_TRUE(refused(other_config));
+    // The vCPUs ran with their CPUID: a snapshot with another cannot be taken in place.
+    Snapshot other_cpuid = sample();
+    other_cpuid.vcpus[1].cpuid = cpu("GenuineIntel", 3, 2);
+    EXPECT_TRUE(refused(other_cpuid));
+    Snapshot other_tsc = sample();
+    other_tsc.vcpus[0].tsc_khz += 1000;
+    EXPECT_TRUE(refused(other_tsc));
+}
+
+}  // namespace
+}  // namespace husk::snapshot
