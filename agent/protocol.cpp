@@ -165,6 +165,34 @@ Result<ContainerSpec> decode_container_spec(std::string_view payload) {
     return s;
 }
 
+std::string encode_specs_file(const Specs& specs) {
+    Writer w;
+    w.u32(kSpecsFileVersion).str(encode(specs.container)).str(encode(specs.process)).strings(specs.skipped_mounts);
+    return std::string(kSpecsFileMagic) + w.take();
+}
+
+Result<Specs> decode_specs_file(std::string_view bytes) {
+    if (!bytes.starts_with(kSpecsFileMagic))
+        return Error::from_string("not a container specs file (`husk create` writes one from the OCI config; run an "
+                                  "OCI bundle with `husk run`)",
+                                  EINVAL);
+    bytes.remove_prefix(kSpecsFileMagic.size());
+    Reader r(bytes);
+    uint32_t version = r.u32();
+    std::string container = r.str(), process = r.str();
+    Specs s;
+    s.skipped_mounts = r.strings();
+    TRY(r.finish("container specs file"));
+    if (version != kSpecsFileVersion)
+        return Error::from_string(
+            "container specs file of format " + std::to_string(version) + "; this husk-vmm reads " +
+                std::to_string(kSpecsFileVersion),
+            EINVAL);
+    s.container = TRY(decode_container_spec(container));
+    s.process = TRY(decode_process_spec(process));
+    return s;
+}
+
 void FrameBuffer::append(std::span<const uint8_t> bytes) {
     m_bytes.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
 }

@@ -124,6 +124,24 @@ std::string encode(const ContainerSpec& spec);
 Result<ProcessSpec> decode_process_spec(std::string_view payload);
 Result<ContainerSpec> decode_container_spec(std::string_view payload);
 
+// What husk-agent is told to set up and run for a container: the runtime
+// translates the OCI config into this (vmm/client/agent_specs.h) and hands it
+// to husk-vmm as a file (`husk-vmm --container FILE`), so husk-vmm never
+// parses an OCI config itself.
+struct Specs {
+    ContainerSpec container;
+    ProcessSpec process;
+    std::vector<std::string> skipped_mounts;  // mounts the guest cannot honour, for the log
+    bool operator==(const Specs&) const = default;
+};
+// The file: "HUSKSPEC", a format version, then the two specs as on the wire
+// and the skipped mounts. Anything else (an OCI config.json given by
+// mistake, a truncated file) is refused whole.
+inline constexpr std::string_view kSpecsFileMagic = "HUSKSPEC";
+inline constexpr uint32_t kSpecsFileVersion = 1;
+std::string encode_specs_file(const Specs& specs);
+Result<Specs> decode_specs_file(std::string_view bytes);
+
 // Frames arrive in pieces; FrameBuffer collects bytes and hands out whole frames.
 class FrameBuffer {
 public:

@@ -68,6 +68,25 @@ TEST(Protocol, EveryTruncationIsRefused) {
     for (size_t n = 0; n < c.size(); ++n) EXPECT_FALSE(decode_container_spec(c.substr(0, n)));
 }
 
+// husk-vmm's --container file: what the runtime translated, whole or refused.
+TEST(Protocol, SpecsFileRoundTripsAndRefusesAnythingElse) {
+    Specs specs{sample_container(), sample_process(), {"/data (bind of a host path)"}};
+    std::string file = encode_specs_file(specs);
+    auto back = decode_specs_file(file);
+    ASSERT_TRUE(back) << back.error().message();
+    EXPECT_EQ(back.value(), specs);
+    for (size_t n = 0; n < file.size(); ++n) EXPECT_FALSE(decode_specs_file(file.substr(0, n))) << n;
+    EXPECT_FALSE(decode_specs_file(file + "x"));
+    auto oci = decode_specs_file(R"({"ociVersion": "1.0.2", "process": {"args": ["sh"]}})");
+    ASSERT_FALSE(oci);
+    EXPECT_NE(oci.error().message().find("not a container specs file"), std::string::npos);
+    std::string future = file;
+    future[kSpecsFileMagic.size()] = 9;  // the format version's low byte
+    auto newer = decode_specs_file(future);
+    ASSERT_FALSE(newer);
+    EXPECT_NE(newer.error().message().find("format 9"), std::string::npos) << newer.error().message();
+}
+
 TEST(Protocol, TrailingBytesAndLyingLengthsAreRefused) {
     EXPECT_FALSE(decode_process_spec(encode(sample_process()) + "x"));
     // A string length far past the payload.

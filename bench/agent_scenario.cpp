@@ -21,6 +21,7 @@
 #include <fstream>
 
 #include "bench/common.h"
+#include "tests/lib/container_specs.h"
 #include "tests/lib/subprocess.h"
 
 namespace husk::bench {
@@ -87,7 +88,7 @@ json agent_scenario(int runs, const std::string& kernel, const std::string& vmm)
         {"mounts",
          {{{"destination", "/proc"}, {"type", "proc"}, {"source", "proc"}},
           {{"destination", "/dev"}, {"type", "tmpfs"}, {"source", "tmpfs"}}}}};
-    std::ofstream(dir + "/config.json") << config.dump(2);
+    husk::test::write_container_specs(config.dump(), dir + "/container.specs");
 
     // The runc container's init is reparented to us once `runc create` exits: reap it ourselves.
     ::prctl(PR_SET_CHILD_SUBREAPER, 1);
@@ -120,7 +121,7 @@ json agent_scenario(int runs, const std::string& kernel, const std::string& vmm)
         o.timeout_seconds = 300;
         std::vector<std::string> argv = {vmm};
         argv.insert(argv.end(), machine.begin(), machine.end());
-        argv.insert(argv.end(), {"--drive", disk, "--vsock", dir + "/vsock", "--container", dir + "/config.json",
+        argv.insert(argv.end(), {"--drive", disk, "--vsock", dir + "/vsock", "--container", dir + "/container.specs",
                                  "--debug", "--log", log});
         auto r = husk::test::run_process(argv, o);
         std::ifstream lf(log);

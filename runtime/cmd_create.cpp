@@ -33,6 +33,7 @@
 #include "vmm/base/log.h"
 #include "vmm/base/system.h"
 #include "vmm/base/wire.h"
+#include "vmm/client/agent_specs.h"
 #include "vmm/client/vmm_command.h"
 
 namespace husk::runtime {
@@ -143,15 +144,19 @@ Result<ContainerState> create_container(const GlobalOptions& g, const CreateOpti
     }
     Undo undo(dir);
 
-    // The config husk-vmm reads: the bundle's, with mounts rewritten for the guest.
+    // The bundle's config with mounts rewritten for the guest.
     Json config = Json::parse(config_text);
     auto files = rewrite_mounts(config, spec);
     std::string rootfs = absolute(bundle, spec.root.path);
     std::string image = dir + "/rootfs.ext4";
     TRY(build_rootfs_image(rootfs, image, files).context("build the rootfs image"));
+    // What husk-vmm hands the agent: the config, with mounts rewritten for the
+    // guest, translated here (husk-vmm parses no OCI config).
     {
-        auto fd = TRY(sys::open(dir + "/config.json", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-        TRY(sys::write_all(fd.get(), json_text(config)));
+        oci::Spec guest_spec = TRY(oci::parse_spec(json_text(config), bundle + "/config.json"));
+        auto specs = TRY(agent_specs_for(guest_spec));
+        auto fd = TRY(sys::open(dir + "/container.specs", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+        TRY(sys::write_all(fd.get(), agent::encode_specs_file(specs)));
     }
 
     ContainerState state;
@@ -200,7 +205,7 @@ Result<ContainerState> create_container(const GlobalOptions& g, const CreateOpti
     command.drives = {image};
     command.vsock_socket = state.vsock_socket;
     command.api_socket = state.api_socket;
-    command.container_config = dir + "/config.json";
+    command.container_specs = dir + "/container.specs";
     command.ready_fd = 3;
     command.wait_for_start = true;
     command.log = g.log.empty() ? dir + "/vmm.log" : g.log;

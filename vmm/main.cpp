@@ -34,7 +34,7 @@ std::string default_agent_initramfs() {
 // A container needs the agent as init and a vsock to reach it; both have defaults.
 husk::Result<void> container_defaults(husk::VmConfig& config) {
     // A container, or the template containers restore from, runs husk-agent.
-    if (config.container_config.empty() && config.snapshot_on_ready.empty()) return {};
+    if (config.container_specs.empty() && config.snapshot_on_ready.empty()) return {};
     if (config.restore.empty()) config.agent = true;
     if (config.initramfs.empty() && config.restore.empty()) {
         config.initramfs = default_agent_initramfs();
@@ -89,8 +89,8 @@ int run(int argc, char** argv) {
         "vsock", po::value<std::string>(), "[vsock] SOCKET[,cid=N]: virtio-vsock over a Unix socket")(
         "net", po::value<std::string>(), "[net] TAP[,mac=MAC]: virtio-net over a TAP interface")(
         "container", po::value<std::string>(),
-        "container.config: run this OCI config.json's process in the VM through husk-agent (rootfs: the first "
-        "--drive)")("wait-for-start",
+        "container.specs: run the container this specs file describes (`husk create` writes it from the OCI "
+        "config) through husk-agent (rootfs: the first --drive)")("wait-for-start",
                     "container.wait_for_start = true: set the container up, then wait for `start` on --api")(
         "api", po::value<std::string>(), "api.socket: the control socket (JSON lines)")(
         "jail",
@@ -242,7 +242,7 @@ int run(int argc, char** argv) {
         }
     }
 
-    if (vm.count("container")) config.container_config = vm["container"].as<std::string>();
+    if (vm.count("container")) config.container_specs = vm["container"].as<std::string>();
     if (vm.count("wait-for-start")) config.container_wait_for_start = true;
     if (vm.count("api")) config.api_socket = vm["api"].as<std::string>();
     // HUSK_JAIL=1 jails every husk-vmm started with this environment (a whole
@@ -265,7 +265,7 @@ int run(int argc, char** argv) {
         return husk::kExitVmmError;
     }
     // The container's stderr is ours: say only what matters there unless asked to say more.
-    if (!config.container_config.empty() && !vm.count("debug") && !vm.count("log"))
+    if (!config.container_specs.empty() && !vm.count("debug") && !vm.count("log"))
         husk::log::configure("husk-vmm", husk::log::Level::Warn,
                              format == "json" ? husk::log::Format::Json : husk::log::Format::Text);
 

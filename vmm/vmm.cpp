@@ -14,7 +14,6 @@
 #include <cstring>
 #include <filesystem>
 
-#include "oci/spec.h"
 #include "vmm/api/api_command.h"
 #include "vmm/api/api_reply.h"
 #include "vmm/arch/x86/boot.h"
@@ -149,16 +148,17 @@ Result<std::unique_ptr<Vmm>> Vmm::create(const VmConfig& config) {
     return vmm;
 }
 
-Result<std::optional<AgentSpecs>> Vmm::read_container(const VmConfig& config) {
-    if (config.container_config.empty()) return std::optional<AgentSpecs>();
+Result<std::optional<agent::Specs>> Vmm::read_container(const VmConfig& config) {
+    if (config.container_specs.empty()) return std::optional<agent::Specs>();
     if (config.vsock_socket.empty()) return Error::from_string("a container needs the vsock device (vsock.socket)");
     if (config.drives.empty()) return Error::from_string("a container needs its rootfs as the first drive");
-    auto text = TRY(sys::read_file(config.container_config, 16 << 20).context("read the container config"));
-    auto spec = TRY(oci::parse_spec(text, config.container_config));
-    return std::optional<AgentSpecs>(TRY(agent_specs_for(spec).context(config.container_config)));
+    // Two whole agent frames at most, and a little for the header.
+    const std::string& path = config.container_specs;
+    auto bytes = TRY(sys::read_file(path, 2 * agent::kMaxPayload + 4096).context("read the container specs"));
+    return std::optional<agent::Specs>(TRY(agent::decode_specs_file(bytes).context("`" + path + "`")));
 }
 
-Result<void> Vmm::attach_container(std::optional<AgentSpecs> container) {
+Result<void> Vmm::attach_container(std::optional<agent::Specs> container) {
     const VmConfig& config = m_config;
     if (!container) return {};
     if (config.container_wait_for_start && config.api_socket.empty())
@@ -562,7 +562,7 @@ Result<void> Vmm::setup_devices(const VmConfig& config) {
     // A container's stdout is its process's: the kernel's console stays out of it unless asked for.
     using Kind = ConsoleOutput::Kind;
     Kind console = config.console_output.kind;
-    if (console == Kind::Auto) console = config.container_config.empty() ? Kind::Stdout : Kind::None;
+    if (console == Kind::Auto) console = config.container_specs.empty() ? Kind::Stdout : Kind::None;
     const std::string& path = config.console_output.path;
     switch (console) {
         case Kind::Auto:
@@ -683,7 +683,7 @@ nlohmann::json Vmm::api_request(const nlohmann::json& request) {
     if (command.is_error()) return {{"error", command.error().message()}};
     if (!m_container && api::needs_container(command.value()))
         return {
-            {"error", fmt::format("`{}` needs a container (container.config)", api::command_name(command.value()))}};
+            {"error", fmt::format("`{}` needs a container (container.specs)", api::command_name(command.value()))}};
     auto reply = handle(command.value());
     return reply ? api::to_json(reply.value()) : nlohmann::json{{"error", reply.error().message()}};
 }

@@ -82,8 +82,9 @@ private:
     Result<void> start_api();
     // jail.enabled: enters the jail (vmm/jail/jail.h) keeping the directories the VM still uses.
     Result<void> enter_jail();
-    static Result<std::optional<AgentSpecs>> read_container(const VmConfig& config);
-    Result<void> attach_container(std::optional<AgentSpecs> container);
+    // The container's specs file (container.specs), written by the runtime.
+    static Result<std::optional<agent::Specs>> read_container(const VmConfig& config);
+    Result<void> attach_container(std::optional<agent::Specs> container);
     Result<void> load_device_state(const snapshot::Snapshot& snap);
     // Every virtio transport's lock, once none has host I/O in flight (at most 2 s).
     Result<std::vector<std::unique_lock<std::mutex>>> hold_idle_devices();

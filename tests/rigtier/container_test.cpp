@@ -14,6 +14,7 @@
 #include <string_view>
 
 #include "agent/client.h"
+#include "tests/lib/container_specs.h"
 #include "tests/lib/output_burst.h"
 #include "tests/lib/subprocess.h"
 #include "vmm/base/system.h"
@@ -54,8 +55,8 @@ protected:
     }
 
     std::vector<std::string> argv(const nlohmann::json& spec, bool readonly_drive = false) {
-        std::string path = m_dir + "/config.json";
-        std::ofstream(path) << spec.dump(2);
+        std::string path = m_dir + "/container.specs";
+        write_container_specs(spec.dump(), path);
         return {env("HUSK_VMM"),
                 "--kernel",
                 env("HUSK_VMLINUX"),
@@ -233,14 +234,23 @@ TEST_F(ContainerTest, ExecBesideTheFirstProcessAndSignalsForwarded) {
     EXPECT_EQ(vmm.wait_exit(60), 128 + SIGTERM);
 }
 
-TEST_F(ContainerTest, MalformedConfigIsRefusedBeforeAnyVm) {
-    std::string path = m_dir + "/config.json";
-    std::ofstream(path) << R"({"ociVersion": "1.0.2", "root": {"path": "rootfs"}, "process": {"args": []}})";
-    RunOptions o;
-    auto r =
-        run_process({env("HUSK_VMM"), "--kernel", env("HUSK_VMLINUX"), "--drive", m_rootfs, "--container", path}, o);
-    EXPECT_EQ(r.exit_status, 1);
-    EXPECT_NE(r.err.find("config.json: process.user: is required"), std::string::npos) << r.err;
+// husk-vmm parses no OCI config: one given where the runtime's specs file
+// belongs, or a specs file cut short, is refused before any VM exists.
+TEST_F(ContainerTest, AnythingButAContainerSpecsFileIsRefusedBeforeAnyVm) {
+    std::string oci_config = m_dir + "/config.json";
+    std::ofstream(oci_config) << config({"/bin/true"}).dump();
+    std::string cut = m_dir + "/cut.specs";
+    write_container_specs(config({"/bin/true"}).dump(), cut);
+    std::filesystem::resize_file(cut, std::filesystem::file_size(cut) - 3);
+    for (const auto& [path, why] : {std::pair{oci_config, "not a container specs file"},
+                                    std::pair{cut, "malformed container specs file"}}) {
+        RunOptions o;
+        auto r = run_process(
+            {env("HUSK_VMM"), "--kernel", env("HUSK_VMLINUX"), "--drive", m_rootfs, "--container", path}, o);
+        EXPECT_EQ(r.exit_status, 1) << path;
+        EXPECT_NE(r.err.find(why), std::string::npos) << r.err;
+        EXPECT_NE(r.err.find(path), std::string::npos) << r.err;
+    }
 }
 
 }  // namespace

@@ -12,12 +12,9 @@
 
 namespace husk {
 
-// What the guest is told: the agent's container and process specs from an OCI config.
-struct AgentSpecs {
-    agent::ContainerSpec container;
-    agent::ProcessSpec process;
-    std::vector<std::string> skipped_mounts;  // mounts the guest cannot honour, for the log
-};
+// What the guest is told: the agent's container and process specs from an OCI
+// config. husk-vmm takes them as a file (agent::encode_specs_file).
+using AgentSpecs = agent::Specs;
 Result<AgentSpecs> agent_specs_for(const oci::Spec& spec);
 // An OCI process as the agent runs it (every stdio channel attached; a terminal has no stderr).
 agent::ProcessSpec process_spec_for(const oci::Process& process, std::string exec_id);

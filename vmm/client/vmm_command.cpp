@@ -20,7 +20,7 @@ std::vector<std::string> VmmCommand::argv() const {
     for (const auto& d : drives) add("--drive", d);
     add("--vsock", vsock_socket);
     add("--api", api_socket);
-    add("--container", container_config);
+    add("--container", container_specs);
     if (wait_for_start) a.push_back("--wait-for-start");
     if (ready_fd) add("--ready-fd", std::to_string(*ready_fd));
     add("--snapshot-on-ready", snapshot_on_ready);

@@ -30,14 +30,14 @@ TEST(VmmCommand, ARestoreLeavesTheMachineToTheSnapshot) {
     c.restore = "/t";
     c.drives = {"/rootfs.img"};
     c.api_socket = "/a";
-    c.container_config = "/b/config.json";
+    c.container_specs = "/b/container.specs";
     c.wait_for_start = true;
     c.ready_fd = 3;
     c.log = "/l";
     c.log_format = VmmCommand::LogFormat::Json;
     c.debug = true;
     EXPECT_EQ(c.argv(), (Argv{"husk-vmm", "--restore", "/t", "--drive", "/rootfs.img", "--api", "/a", "--container",
-                              "/b/config.json", "--wait-for-start", "--ready-fd", "3", "--log", "/l", "--log-format",
+                              "/b/container.specs", "--wait-for-start", "--ready-fd", "3", "--log", "/l", "--log-format",
                               "json", "--debug"}));
 }
 

@@ -106,8 +106,9 @@ const std::vector<ConfigKey>& vm_config_keys() {
          "its sockets' directories, no capabilities (needs root; default false)"},
         {"jail", "user", "string", "UID[:GID] husk-vmm becomes in the jail (default: root without capabilities)"},
         {"jail", "cgroup", "string", "cgroup v2 path (under /sys/fs/cgroup) husk-vmm joins, an OCI linux.cgroupsPath"},
-        {"container", "config", "path",
-         "run this OCI config.json's process through husk-agent: rootfs is the first drive, husk-vmm's stdio is the "
+        {"container", "specs", "path",
+         "run the container this specs file describes (`husk create` writes it from the OCI config; husk-vmm "
+         "parses no OCI config itself) through husk-agent: rootfs is the first drive, husk-vmm's stdio is the "
          "process's, its exit status is husk-vmm's"},
     };
     return keys;
@@ -191,8 +192,8 @@ Result<VmConfig> parse_vm_toml(std::string_view text, std::string_view source, V
                     c.net_tap = *s;
                 else if (full == "net.mac")
                     c.net_mac = *s;
-                else if (full == "container.config")
-                    c.container_config = *s;
+                else if (full == "container.specs")
+                    c.container_specs = *s;
                 else if (full == "api.socket")
                     c.api_socket = *s;
                 else if (full == "machine.cpu_template")

@@ -85,8 +85,9 @@ struct VmConfig {
     // [net]: empty tap = no network device
     std::string net_tap;
     std::string net_mac;  // empty: generated
-    // [container]: an OCI config.json whose process the agent runs; empty = a plain VM
-    std::string container_config;
+    // [container]: the specs file the runtime writes (agent::encode_specs_file)
+    // for the agent to set up and run; empty = a plain VM
+    std::string container_specs;
     bool container_wait_for_start = false;  // OCI create: wait for `start` on the API socket
     // [api]: the control socket (vmm/api/API.md); empty = none
     std::string api_socket;

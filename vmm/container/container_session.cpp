@@ -19,7 +19,7 @@
 
 namespace husk {
 
-ContainerSession::ContainerSession(AgentSpecs specs, agent::Endpoint endpoint, Options options, Callbacks callbacks)
+ContainerSession::ContainerSession(agent::Specs specs, agent::Endpoint endpoint, Options options, Callbacks callbacks)
     : m_specs(std::move(specs)),
       m_endpoint(std::move(endpoint)),
       m_options(options),

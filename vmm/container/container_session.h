@@ -20,7 +20,6 @@
 #include "agent/client.h"
 #include "vmm/base/result.h"
 #include "vmm/base/unique_fd.h"
-#include "vmm/client/agent_specs.h"
 
 namespace husk {
 
@@ -38,7 +37,7 @@ public:
         // Told "ok\n" once the process is created, or "error: <why>\n"; then closed.
         int ready_fd = -1;
     };
-    ContainerSession(AgentSpecs specs, agent::Endpoint endpoint, Options options, Callbacks callbacks);
+    ContainerSession(agent::Specs specs, agent::Endpoint endpoint, Options options, Callbacks callbacks);
     ~ContainerSession();
 
     void start();
@@ -64,7 +63,7 @@ private:
 
     void report_ready(const std::string& line);
 
-    AgentSpecs m_specs;
+    agent::Specs m_specs;
     agent::Endpoint m_endpoint;
     Options m_options;
     Status m_status = Status::Creating;
