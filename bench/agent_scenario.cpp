@@ -21,6 +21,7 @@
 #include <fstream>
 
 #include "bench/common.h"
+#include "vmm/base/subprocess.h"
 #include "tests/lib/container_specs.h"
 #include "tests/lib/subprocess.h"
 
@@ -38,19 +39,12 @@ double ms_between(Clock::time_point a, Clock::time_point b) {
 // Runs a command with stdio on /dev/null: `runc create` leaves the container's
 // init holding whatever stdio it had, so pipes would never reach end of file.
 int run(const std::vector<std::string>& argv) {
-    pid_t pid = ::fork();
-    if (pid == 0) {
-        int null_fd = ::open("/dev/null", O_RDWR);
-        for (int i = 0; i < 3; ++i) ::dup2(null_fd, i);
-        std::vector<char*> args;
-        for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-        args.push_back(nullptr);
-        ::execvp(args[0], args.data());
-        ::_exit(127);
+    auto pid = husk::sys::spawn(argv);  // stdio on /dev/null
+    if (pid.is_error()) {
+        fmt::print(stderr, "    {}\n", pid.error().message());
+        return 127;
     }
-    int status = 0;
-    ::waitpid(pid, &status, 0);
-    int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    int code = husk::sys::wait_exit_status(pid.value());
     if (code != 0) fmt::print(stderr, "    {} {} failed ({})\n", argv[0], argv.size() > 1 ? argv[1] : "", code);
     return code;
 }

@@ -15,6 +15,8 @@
 #include <iostream>
 
 #include "bench/common.h"
+#include "vmm/base/subprocess.h"
+#include "vmm/probe/host_probe.h"
 
 namespace husk::bench {
 namespace {
@@ -39,14 +41,17 @@ std::string run_streamed(const std::vector<std::string>& argv, int& status) {
         status = 127;
         return {};
     }
-    pid_t pid = ::fork();
-    if (pid == 0) {
-        ::dup2(fds[1], STDOUT_FILENO);
-        std::vector<char*> args;
-        for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-        args.push_back(nullptr);
-        ::execvp(args[0], args.data());
-        _exit(127);
+    husk::sys::SpawnOptions o;
+    o.stdin_fd = STDIN_FILENO;
+    o.stdout_fd = fds[1];
+    o.stderr_fd = STDERR_FILENO;
+    auto pid = husk::sys::spawn(argv, o);
+    if (pid.is_error()) {
+        ::close(fds[0]);
+        ::close(fds[1]);
+        fmt::print(stderr, "{}\n", pid.error().message());
+        status = 127;
+        return {};
     }
     ::close(fds[1]);
     std::string out;
@@ -59,9 +64,7 @@ std::string run_streamed(const std::vector<std::string>& argv, int& status) {
         (void)!::write(STDERR_FILENO, buf, size_t(n));
     }
     ::close(fds[0]);
-    int ws = 0;
-    ::waitpid(pid, &ws, 0);
-    status = WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
+    status = husk::sys::wait_exit_status(pid.value());
     return out;
 }
 
@@ -99,8 +102,11 @@ int run_all(int runs, const std::string& results_dir, const std::string& kernel_
         }
     std::string self = fs::read_symlink("/proc/self/exe").string();
     std::string source = env_or("HUSK_SOURCE_DIR", fs::current_path().string());
-    bool hardware_kvm = fs::exists("/sys/module/kvm_intel") || fs::exists("/sys/module/kvm_amd");
-    bool kvm_here = ::access("/dev/kvm", R_OK | W_OK) == 0;
+    // The host probe `husk doctor` reports (vmm/probe/host_probe.h): Linux
+    // guests need hardware KVM with its capabilities, tiny guests any working /dev/kvm.
+    const husk::HostReport probe = husk::probe_host();
+    bool hardware_kvm = probe.can_boot_linux;
+    bool kvm_here = probe.can_run_vms;
     std::string rig = source + "/tests/rig/run";
     bool have_rig = ::access(rig.c_str(), X_OK) == 0;
     std::error_code ec;

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "tests/lib/subprocess.h"
+#include "vmm/probe/host_probe.h"
 
 namespace husk::bench {
 
@@ -41,10 +42,7 @@ json machine() {
             cpu = line.substr(line.find(':') + 2);
             break;
         }
-    std::string backend = access("/sys/module/kvm_intel", F_OK) == 0 ? "kvm_intel"
-                          : access("/sys/module/kvm_amd", F_OK) == 0 ? "kvm_amd"
-                          : access("/sys/module/kvm_pvm", F_OK) == 0 ? "kvm_pvm"
-                                                                     : "none";
+    std::string backend = husk::backend_module(husk::probe_host().backend);
     char host[256] = {};
     gethostname(host, sizeof host - 1);
     std::time_t now = std::time(nullptr);

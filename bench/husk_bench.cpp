@@ -34,6 +34,7 @@
 
 #include "bench/common.h"
 #include "tests/lib/subprocess.h"
+#include "vmm/probe/host_probe.h"
 #include "vmm/devices/virtio/block/block.h"
 #include "vmm/devices/virtio/mmio/mmio_transport.h"
 #include "vmm/devices/virtio/queue/fake_driver.h"
@@ -219,7 +220,7 @@ int scenario(const std::string& name, int runs, const std::string& out_path, con
         marker = "Hello from a PVH guest";
         husk_cmd = {vmm, "--kernel", guest, "--memory", "32"};
         // PVM needs a CPU model without ARCH_CAPABILITIES; hardware KVM takes host.
-        std::string cpu = access("/sys/module/kvm_pvm", F_OK) == 0 ? "qemu64" : "host";
+        std::string cpu = husk::probe_host().backend == husk::KvmBackend::Pvm ? "qemu64" : "host";
         qemu_cmd = {qemu,         "-M",      microvm,     "-accel",  "kvm",
                     "-cpu",       cpu,       "-m",        "32",      "-nodefaults",
                     "-nographic", "-serial", "stdio",     "-device", "isa-debug-exit,iobase=0x501,iosize=2",

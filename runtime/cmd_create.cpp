@@ -31,6 +31,7 @@
 #include "vmm/base/clock.h"
 #include "vmm/base/json_text.h"
 #include "vmm/base/log.h"
+#include "vmm/base/subprocess.h"
 #include "vmm/base/system.h"
 #include "vmm/base/wire.h"
 #include "vmm/client/agent_specs.h"
@@ -227,33 +228,29 @@ Result<ContainerState> create_container(const GlobalOptions& g, const CreateOpti
             netns = TRY(sys::open(ns.path, O_RDONLY | O_CLOEXEC).context("the network namespace"));
     }
     int netns_fd = netns ? netns.get() : -1;
-    pid_t pid = ::fork();
-    if (pid < 0) return Error::from_errno(errno, "fork");
-    if (pid == 0) {
-        // husk-vmm: its own session (a kill of our process group must not take the
-        // container with it), the pty as its terminal, the ready pipe as fd 3.
-        if (pty)
-            become_terminal_owner(pty->slave.get());
+    // husk-vmm: the container's stdio are ours (or the pty's), the ready
+    // pipe is its fd 3, and it has its own session (a kill of our process
+    // group must not take the container with it).
+    sys::SpawnOptions spawn;
+    spawn.stdin_fd = STDIN_FILENO;
+    spawn.stdout_fd = STDOUT_FILENO;
+    spawn.stderr_fd = STDERR_FILENO;
+    int slave = pty ? pty->slave.get() : -1, ready_fd = ready_w.get();
+    spawn.before_exec = [slave, netns_fd, new_netns, ready_fd] {
+        if (slave >= 0)
+            become_terminal_owner(slave);
         else
             ::setsid();
         // The container's network namespace is husk-vmm's: a new one, or the one
         // the config names. Engines' network hooks (Docker's setkey) then
         // configure it, not the host's, and a TAP made there is the guest's network.
         if ((netns_fd >= 0 && ::setns(netns_fd, CLONE_NEWNET) < 0) ||
-            (netns_fd < 0 && new_netns && ::unshare(CLONE_NEWNET) < 0)) {
-            std::string m = std::string("error: enter the container's network namespace: ") + strerror(errno) + "\n";
-            [[maybe_unused]] ssize_t w = ::write(ready_w.get(), m.data(), m.size());
-            ::_exit(126);
-        }
-        ::dup2(ready_w.get(), 3);
-        std::vector<char*> args;
-        for (auto& a : argv) args.push_back(a.data());
-        args.push_back(nullptr);
-        ::execvp(args[0], args.data());
-        std::string m = "error: exec " + argv[0] + ": " + strerror(errno) + "\n";
-        [[maybe_unused]] ssize_t w = ::write(3, m.data(), m.size());
-        ::_exit(127);
-    }
+            (netns_fd < 0 && new_netns && ::unshare(CLONE_NEWNET) < 0))
+            return errno;
+        return ::dup2(ready_fd, 3) < 0 ? errno : 0;
+    };
+    spawn.before_exec_what = "enter the container's network namespace";
+    pid_t pid = TRY(sys::spawn(argv, spawn).context("start husk-vmm"));
     undo.set_pid(pid);
     ready_w.reset();
     if (pty) {

@@ -3,13 +3,14 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+
+#include "vmm/base/subprocess.h"
 
 namespace husk::runtime {
 
@@ -22,30 +23,18 @@ Result<CommandResult> run_command(const std::vector<std::string>& argv, const st
         ::close(in[1]);
         return Error::from_errno(errno, "pipe");
     }
-    pid_t pid = ::fork();
-    if (pid < 0) return Error::from_errno(errno, "fork");
-    if (pid == 0) {
-        // A helper does not outlive a husk command that was killed.
-        ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-        int null_fd = ::open("/dev/null", O_WRONLY);
-        ::dup2(in[0], 0);
-        ::dup2(null_fd, 1);
-        ::dup2(err[1], 2);
-        std::vector<char*> args, envp;
-        for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-        args.push_back(nullptr);
-        const char* file = program.empty() ? args[0] : program.c_str();
-        if (env) {
-            for (const auto& e : *env) envp.push_back(const_cast<char*>(e.c_str()));
-            envp.push_back(nullptr);
-            ::execvpe(file, args.data(), envp.data());
-        } else {
-            ::execvp(file, args.data());
-        }
-        std::string m = argv[0] + ": " + std::string(strerror(errno)) + "\n";
-        [[maybe_unused]] ssize_t w = ::write(2, m.data(), m.size());
-        ::_exit(127);
+    sys::SpawnOptions spawn;
+    spawn.stdin_fd = in[0];
+    spawn.stderr_fd = err[1];  // stdout: /dev/null
+    spawn.env = env;
+    spawn.program = program;
+    spawn.die_with_parent = true;  // a helper does not outlive a husk command that was killed
+    auto started = sys::spawn(argv, spawn);
+    if (started.is_error()) {
+        for (int fd : {in[0], in[1], err[0], err[1]}) ::close(fd);
+        return started.release_error();
     }
+    pid_t pid = started.value();
     ::close(in[0]);
     ::close(err[1]);
     // Feed stdin and read stderr together so neither side blocks on a full pipe.
@@ -83,10 +72,7 @@ Result<CommandResult> run_command(const std::vector<std::string>& argv, const st
     }
     if (in[1] >= 0) ::close(in[1]);
     ::close(err[0]);
-    int status = 0;
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    r.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    r.status = sys::wait_exit_status(pid);
     if (killed) r.err += "\n(killed after " + std::to_string(timeout_s) + " s)";
     return r;
 }

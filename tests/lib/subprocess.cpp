@@ -14,6 +14,8 @@
 #include <fstream>
 #include <iterator>
 
+#include "vmm/base/subprocess.h"
+
 namespace husk::test {
 namespace {
 
@@ -23,21 +25,17 @@ double ms_since(Clock::time_point start) {
     return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
 }
 
-// fork + exec with the given fds as 0, 1, 2 (-1: /dev/null).
-pid_t spawn(const std::vector<std::string>& argv, int in, int out, int err) {
-    pid_t pid = fork();
-    if (pid == 0) {
-        int devnull = open("/dev/null", O_RDWR);
-        dup2(in >= 0 ? in : devnull, 0);
-        dup2(out >= 0 ? out : devnull, 1);
-        dup2(err >= 0 ? err : devnull, 2);
-        std::vector<char*> args;
-        for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-        args.push_back(nullptr);
-        execvp(args[0], args.data());
-        _exit(127);
-    }
-    return pid;
+// sys::spawn with the given fds as 0, 1, 2 (-1: /dev/null); -1 when it
+// could not start, with the reason in `error`.
+pid_t spawn(const std::vector<std::string>& argv, int in, int out, int err, std::string* error = nullptr) {
+    sys::SpawnOptions o;
+    o.stdin_fd = in;
+    o.stdout_fd = out;
+    o.stderr_fd = err;
+    auto pid = sys::spawn(argv, o);
+    if (pid) return pid.value();
+    if (error) *error = pid.error().message();
+    return -1;
 }
 
 // Writes all of `data` to a pipe. A child that has died makes this return
@@ -84,14 +82,6 @@ std::string threads_of(pid_t pid) {
     return text;
 }
 
-int wait_status(pid_t pid, int* term_signal = nullptr) {
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    if (term_signal) *term_signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
 }  // namespace
 
 ProcessResult run_process(const std::vector<std::string>& argv, const RunOptions& o) {
@@ -101,10 +91,16 @@ ProcessResult run_process(const std::vector<std::string>& argv, const RunOptions
     if (o.nonblocking_output)
         for (int fd : {out[1], err[1]}) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     auto start = Clock::now();
-    pid_t pid = spawn(argv, in[0], out[1], err[1]);
+    pid_t pid = spawn(argv, in[0], out[1], err[1], &r.err);
     close(out[1]);
     close(err[1]);
     close(in[0]);
+    if (pid < 0) {
+        for (int fd : {out[0], err[0], in[1]}) close(fd);
+        r.exit_status = 127;
+        r.exit_ms = ms_since(start);
+        return r;
+    }
     if (!o.stdin_data.empty()) write_all(in[1], o.stdin_data);
     close(in[1]);
 
@@ -148,7 +144,7 @@ ProcessResult run_process(const std::vector<std::string>& argv, const RunOptions
     }
     for (auto& f : fds)
         if (f.fd >= 0) close(f.fd);
-    r.exit_status = wait_status(pid, &r.term_signal);
+    r.exit_status = sys::wait_exit_status(pid, &r.term_signal);
     r.exit_ms = ms_since(start);
     return r;
 }
@@ -172,7 +168,7 @@ bool RunningProcess::write_stdin(const std::string& data) {
 RunningProcess::~RunningProcess() {
     if (m_pid > 0) {
         kill(m_pid, SIGKILL);
-        wait_status(m_pid);
+        sys::wait_exit_status(m_pid);
     }
     if (m_stdout >= 0) close(m_stdout);
     if (m_stdin >= 0) close(m_stdin);
@@ -215,18 +211,13 @@ int RunningProcess::wait_exit(int timeout_seconds) {
 }
 
 void Daemon::start(const std::vector<std::string>& argv, const std::string& log) {
-    m_pid = fork();
-    if (m_pid == 0) {
-        setsid();
-        int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        dup2(fd, 1);
-        dup2(fd, 2);
-        std::vector<char*> args;
-        for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-        args.push_back(nullptr);
-        execvp(args[0], args.data());
-        _exit(127);
-    }
+    int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    sys::SpawnOptions o;
+    o.stdout_fd = o.stderr_fd = fd;
+    o.before_exec = [] { return setsid() < 0 ? errno : 0; };
+    auto pid = sys::spawn(argv, o);
+    if (fd >= 0) close(fd);
+    m_pid = pid ? pid.value() : -1;
 }
 
 void Daemon::stop() {

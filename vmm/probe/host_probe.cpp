@@ -41,6 +41,17 @@ bool cpu_flag(const std::string& cpuinfo, const std::string& flag) {
 
 }  // namespace
 
+const char* backend_module(KvmBackend b) {
+    switch (b) {
+    case KvmBackend::None: return "none";
+    case KvmBackend::Intel: return "kvm_intel";
+    case KvmBackend::Amd: return "kvm_amd";
+    case KvmBackend::Pvm: return "kvm_pvm";
+    case KvmBackend::Unknown: return "unknown";
+    }
+    return "unknown";
+}
+
 const char* backend_name(KvmBackend b) {
     switch (b) {
     case KvmBackend::None: return "none";

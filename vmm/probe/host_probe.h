@@ -31,5 +31,7 @@ HostReport probe_host(const std::string& sysfs_root = "/sys", const std::string&
                       const std::string& kvm_path = "/dev/kvm");
 std::string format_report(const HostReport& report);
 const char* backend_name(KvmBackend backend);
+// The backend's kernel module ("kvm_intel", "kvm_amd", "kvm_pvm"), "none" or "unknown": for machine records.
+const char* backend_module(KvmBackend backend);
 
 }  // namespace husk

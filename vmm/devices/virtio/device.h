@@ -42,6 +42,21 @@ struct DeviceContext {
     std::mutex* lock = nullptr;
 };
 
+// The quiesce contract. What a snapshot, a reset and husk-vmm's exit rely on
+// from every device with host I/O (block, net, vsock), all with ctx.lock held:
+// - busy(): host I/O submitted whose completion will still read or write
+//   guest memory or a queue (block's reads and writes, net's TX writev).
+//   Snapshot and reset wait, device locks held, until no device is busy.
+//   A device that copies under its lock and only polls its host fds
+//   (vsock, net's RX into its own buffer) is never busy.
+// - reset(): the device forgets its guest-visible state; a completion still in
+//   flight lands in nothing (generation counters), and every host connection
+//   is shut down so its peer sees EOF.
+// - has_pending_output(): guest data accepted but not yet handed to the host;
+//   husk-vmm's exit waits for it (at most 2 s).
+// - save_state()/load_state(), then restored(): the persisted state, and what
+//   cannot survive a restore (host connections) dropped after it.
+// Devices without host I/O (rng, balloon) keep the defaults.
 class VirtioDevice {
 public:
     virtual ~VirtioDevice() = default;
