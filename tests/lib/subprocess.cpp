@@ -210,9 +210,14 @@ int RunningProcess::wait_exit(int timeout_seconds) {
     }
 }
 
-void Daemon::start(const std::vector<std::string>& argv, const std::string& log) {
+void Daemon::start(const std::vector<std::string>& argv, const std::string& log,
+                   const std::vector<std::string>& extra_env) {
     int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    std::vector<std::string> env;
+    for (char** e = environ; *e; ++e) env.emplace_back(*e);
+    env.insert(env.end(), extra_env.begin(), extra_env.end());
     sys::SpawnOptions o;
+    o.env = &env;
     o.stdout_fd = o.stderr_fd = fd;
     o.before_exec = [] { return setsid() < 0 ? errno : 0; };
     auto pid = sys::spawn(argv, o);
@@ -251,15 +256,7 @@ ProcessResult shell(const std::string& command, const std::string& input, int ti
 
 // The daemons pass their environment down to the shims and husk: every
 // container VM's log is kept in DIR/vmm-logs (runtime/cmd_create.cpp).
-void Engines::keep_vmm_logs() {
-    std::string logs = dir + "/vmm-logs";
-    mkdir(logs.c_str(), 0755);
-    setenv("HUSK_VMM_LOG_DIR", logs.c_str(), 1);
-}
-
-std::string newest_vmm_log_tail(size_t lines) {
-    const char* logs = getenv("HUSK_VMM_LOG_DIR");
-    if (!logs) return {};
+std::string newest_vmm_log_tail(const std::string& logs, size_t lines) {
     std::error_code ec;
     std::filesystem::path newest;
     std::filesystem::file_time_type when{};
@@ -275,7 +272,7 @@ std::string newest_vmm_log_tail(size_t lines) {
 
 bool Engines::start_docker(const std::string& runtime) {
     mkdir(dir.c_str(), 0755);
-    keep_vmm_logs();
+    mkdir(vmm_logs().c_str(), 0755);
     {
         std::string config =
             "{\n  \"iptables\": false, \"ip-forward\": false, \"ip-masq\": false, \"bridge\": \"none\",\n"
@@ -291,7 +288,8 @@ bool Engines::start_docker(const std::string& runtime) {
         if (fd < 0 || write(fd, config.data(), config.size()) != ssize_t(config.size())) return false;
         close(fd);
     }
-    dockerd.start({"dockerd", "--config-file", dir + "/daemon.json"}, dir + "/dockerd.log");
+    dockerd.start({"dockerd", "--config-file", dir + "/daemon.json"}, dir + "/dockerd.log",
+                  {"HUSK_VMM_LOG_DIR=" + vmm_logs()});
     docker = "/usr/bin/docker -H unix://" + dir + "/docker.sock";
     if (wait_until([&] { return shell(docker + " info >/dev/null 2>&1").exit_status == 0; }, 120)) return true;
     error = "dockerd did not start: " + shell("tail -20 " + dir + "/dockerd.log").out;
@@ -300,14 +298,15 @@ bool Engines::start_docker(const std::string& runtime) {
 
 bool Engines::start_containerd() {
     mkdir(dir.c_str(), 0755);
-    keep_vmm_logs();
+    mkdir(vmm_logs().c_str(), 0755);
     std::string config = "version = 2\nroot = \"" + dir + "/containerd-root\"\nstate = \"" + dir +
                          "/containerd-state\"\n[grpc]\n  address = \"" + dir + "/containerd.sock\"\n" +
                          "[plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"" + dir + "/containerd-opt\"\n";
     int fd = open((dir + "/containerd.toml").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (fd < 0 || write(fd, config.data(), config.size()) != ssize_t(config.size())) return false;
     close(fd);
-    containerd.start({"containerd", "--config", dir + "/containerd.toml"}, dir + "/containerd.log");
+    containerd.start({"containerd", "--config", dir + "/containerd.toml"}, dir + "/containerd.log",
+                     {"HUSK_VMM_LOG_DIR=" + vmm_logs()});
     ctr = "ctr -a " + dir + "/containerd.sock";
     if (wait_until([&] { return shell(ctr + " version >/dev/null 2>&1").exit_status == 0; }, 60)) return true;
     error = "containerd did not start: " + shell("tail -20 " + dir + "/containerd.log").out;

@@ -73,7 +73,8 @@ public:
     ~Daemon() { stop(); }
     Daemon(const Daemon&) = delete;
     Daemon& operator=(const Daemon&) = delete;
-    void start(const std::vector<std::string>& argv, const std::string& log);
+    // `extra_env` ("NAME=value") is added to this process's environment for the daemon alone.
+    void start(const std::vector<std::string>& argv, const std::string& log, const std::vector<std::string>& extra_env = {});
     void stop();
 
 private:
@@ -96,11 +97,12 @@ struct Engines {
     // Imports the busybox test image as busybox:husk (docker) and docker.io/library/busybox:husk (ctr).
     bool import_busybox_docker(const std::string& source_dir);
     bool import_busybox_containerd(const std::string& source_dir);
-    // Sets HUSK_VMM_LOG_DIR to DIR/vmm-logs for the daemons started after it.
-    void keep_vmm_logs();
+    // Where the daemons' container VMs keep their logs (HUSK_VMM_LOG_DIR in
+    // the daemons' environment only: nothing else the test runs inherits it).
+    std::string vmm_logs() const { return dir + "/vmm-logs"; }
 };
-// The last `lines` non-debug lines of the newest log in HUSK_VMM_LOG_DIR: why a container VM ended.
-std::string newest_vmm_log_tail(size_t lines = 20);
+// The last `lines` non-debug lines of the newest log in `logs_dir` (Engines::vmm_logs): why a container VM ended.
+std::string newest_vmm_log_tail(const std::string& logs_dir, size_t lines = 20);
 
 // The variable's value, or `fallback` when it is unset or empty.
 std::string env_or(const char* name, const std::string& fallback = "");

@@ -145,7 +145,7 @@ TEST_F(SnapshotTest, BadSnapshotFilesAreRefusedCleanly) {
     attempt(flipped, "is corrupt (checksum mismatch)");
     std::string version = good;
     version[8] = 9;
-    attempt(version, "has format version 9; this husk-vmm reads version 2");
+    attempt(version, "has format version 9; this husk-vmm reads version 3");
     attempt("not a snapshot at all", "is not a husk snapshot");
     attempt(good + "x", "bytes after its end");
     // A memory file of the wrong size.

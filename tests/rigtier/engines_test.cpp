@@ -47,7 +47,7 @@ int output_repeats() {
 // short (each also a failure). (Two `docker exec` bursts at a time hung in
 // the rig, with the old husk as with this one: not understood yet.)
 template <typename Command>
-int repeat_burst(const OutputBurst& burst, Command command) {
+int repeat_burst(const Engines& engines, const OutputBurst& burst, Command command) {
     int bad = 0;
     for (int i = 0; i < output_repeats(); ++i) {
         ProcessResult r = command(i);
@@ -55,7 +55,7 @@ int repeat_burst(const OutputBurst& burst, Command command) {
         if (r.exit_status != 0 || !why.empty()) {
             ++bad;
             ADD_FAILURE() << "run " << i << ": exit " << r.exit_status << "; " << why
-                          << (r.exit_status != 0 ? r.err.substr(0, 500) : "") << newest_vmm_log_tail();
+                          << (r.exit_status != 0 ? r.err.substr(0, 500) : "") << newest_vmm_log_tail(engines.vmm_logs());
         }
     }
     std::printf("output burst (%zu+%zu MiB, %d interleaved lines): %d of %d runs whole\n", burst.first_mib,
@@ -111,10 +111,10 @@ TEST_F(Docker, OutputAndExitCodes) {
 TEST_F(Docker, OutputArrivesWholeEveryTime) {
     OutputBurst burst = engine_burst();
     EXPECT_EQ(
-        repeat_burst(burst, [&](int) { return docker(run() + "--rm busybox:husk sh -c '" + burst.script() + "'"); }),
+        repeat_burst(*s_engines, burst, [&](int) { return docker(run() + "--rm busybox:husk sh -c '" + burst.script() + "'"); }),
         0);
     ASSERT_EQ(docker(run() + "-d --name burst busybox:husk sleep 900").exit_status, 0);
-    EXPECT_EQ(repeat_burst(burst, [&](int) { return docker("exec burst sh -c '" + burst.script() + "'"); }), 0);
+    EXPECT_EQ(repeat_burst(*s_engines, burst, [&](int) { return docker("exec burst sh -c '" + burst.script() + "'"); }), 0);
     EXPECT_EQ(docker("rm -f burst").exit_status, 0);
 }
 
@@ -263,13 +263,13 @@ TEST_F(Containerd, RunWithAndWithoutTty) {
 TEST_F(Containerd, OutputArrivesWholeEveryTime) {
     OutputBurst burst = engine_burst();
     EXPECT_EQ(
-        repeat_burst(burst,
+        repeat_burst(*s_engines, burst,
                      [&](int i) { return ctr(run("burst" + std::to_string(i)) + "sh -c '" + burst.script() + "'"); }),
         0);
     auto started =
         ctr("run -d --runc-binary " + env("HUSK_RUNTIME") + " docker.io/library/busybox:husk bursts sleep 900");
     ASSERT_EQ(started.exit_status, 0) << started.err;
-    EXPECT_EQ(repeat_burst(burst,
+    EXPECT_EQ(repeat_burst(*s_engines, burst,
                            [&](int i) {
                                return ctr("task exec --exec-id b" + std::to_string(i) + " bursts sh -c '" +
                                           burst.script() + "'");

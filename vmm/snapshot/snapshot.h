@@ -25,7 +25,8 @@ class Vm;
 namespace husk::snapshot {
 
 // 2: device states carry their device's id and type.
-inline constexpr uint32_t kFormatVersion = 2;
+// 3: each device's state is its typed, versioned persisted state (vmm/devices/virtio/persist.h).
+inline constexpr uint32_t kFormatVersion = 3;
 inline constexpr size_t kHeaderSize = 32;
 inline constexpr const char* kStateFile = "vmstate";
 inline constexpr const char* kMemoryFile = "memory";

@@ -19,7 +19,9 @@
 #include <string>
 #include <vector>
 
+#include "vmm/base/wire.h"
 #include "vmm/devices/virtio/device.h"
+#include "vmm/devices/virtio/persist.h"
 
 namespace husk::virtio {
 
@@ -42,6 +44,17 @@ struct BalloonInfo {
     uint64_t refused_requests = 0;  // requests with a PFN or range outside guest RAM
     uint64_t stats_updates = 0;     // statistics buffers received
     std::map<std::string, uint64_t> stats;
+};
+
+// What a snapshot keeps of the balloon (persist.h).
+struct BalloonState {
+    static constexpr uint32_t kVersion = 1;
+    static constexpr const char* kName = "virtio-balloon state";
+    uint32_t target_pages = 0;
+    uint32_t actual_pages = 0;
+    int32_t stats_head = -1;  // the stats buffer the driver left with the device, or -1
+    void encode(wire::Writer& w) const;
+    static BalloonState decode(wire::Reader& r);
 };
 
 class Balloon final : public VirtioDevice {

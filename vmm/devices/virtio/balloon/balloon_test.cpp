@@ -230,7 +230,7 @@ TEST(Balloon, StateRoundTripsAndBadStateIsRefused) {
     EXPECT_TRUE(other.balloon.request_stats());  // it holds the snapshot's stats buffer
     EXPECT_TRUE(other.balloon.load_state(state.substr(0, 5)).is_error());
     std::string bad = state;
-    bad[8] = char(0xf0);  // a stats head beyond the queue
+    bad[12] = char(0xf0);  // a stats head beyond the queue (after the version, target and actual)
     EXPECT_TRUE(other.balloon.load_state(bad).is_error());
 }
 

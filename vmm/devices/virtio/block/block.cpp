@@ -85,14 +85,21 @@ Result<std::unique_ptr<Block>> Block::open(const BlockOptions& o) {
     return std::unique_ptr<Block>(new Block(o, std::move(fd), bytes / kSectorSize));
 }
 
+void BlockState::encode(wire::Writer& w) const {
+    w.u64(sectors);
+}
+
+BlockState BlockState::decode(wire::Reader& r) {
+    return {r.u64()};
+}
+
 std::string Block::save_state() const {
-    return wire::Writer().u64(m_sectors).take();
+    return persist(BlockState{m_sectors});
 }
 
 Result<void> Block::load_state(std::string_view bytes) {
-    wire::Reader r(bytes, "snapshot");
-    m_restored_sectors = r.u64();
-    return r.finish("virtio-blk state");
+    m_restored_sectors = TRY(read_persisted<BlockState>(bytes)).sectors;
+    return {};
 }
 
 void Block::restored() {

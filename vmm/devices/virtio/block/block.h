@@ -8,7 +8,9 @@
 #include <string>
 
 #include "vmm/base/unique_fd.h"
+#include "vmm/base/wire.h"
 #include "vmm/devices/virtio/device.h"
+#include "vmm/devices/virtio/persist.h"
 
 namespace husk::virtio {
 
@@ -17,6 +19,16 @@ struct BlockOptions {
     bool read_only = false;
     bool direct = false;  // O_DIRECT: bypass the host page cache
     std::string id;       // answered to VIRTIO_BLK_T_GET_ID (at most 20 bytes)
+};
+
+// What a snapshot keeps of a disk (persist.h): its size then, so a restore
+// onto another size tells the driver.
+struct BlockState {
+    static constexpr uint32_t kVersion = 1;
+    static constexpr const char* kName = "virtio-blk state";
+    uint64_t sectors = 0;
+    void encode(wire::Writer& w) const;
+    static BlockState decode(wire::Reader& r);
 };
 
 class Block final : public VirtioDevice {

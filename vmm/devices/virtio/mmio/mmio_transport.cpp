@@ -9,6 +9,7 @@
 #include "vmm/base/log.h"
 #include "vmm/base/system.h"
 #include "vmm/base/wire.h"
+#include "vmm/devices/virtio/persist.h"
 #include "vmm/io/event_loop.h"
 #include "vmm/kvm/vm.h"
 
@@ -292,52 +293,88 @@ Result<void> MmioTransport::activate_device() {
     return m_device->activate(m_driver_features, std::span(m_queues), std::move(ctx));
 }
 
-std::string MmioTransport::save_state_locked() const {
-    wire::Writer w;
-    w.u32(m_device->device_type()).u32(m_status).u64(m_driver_features).u32(m_device_features_sel);
-    w.u32(m_driver_features_sel).u32(m_queue_sel).u32(m_interrupt_status).u32(m_config_generation);
-    w.u32(uint32_t(m_queues.size()));
-    for (const auto& q : m_queues) {
-        w.u16(q.size()).boolean(q.ready()).u64(q.desc_table()).u64(q.avail_ring()).u64(q.used_ring());
-        w.u16(q.next_avail()).u16(q.next_used());
+void MmioState::encode(wire::Writer& w) const {
+    w.u32(device_type).u32(status).u64(driver_features).u32(device_features_sel);
+    w.u32(driver_features_sel).u32(queue_sel).u32(interrupt_status).u32(config_generation);
+    w.u32(uint32_t(queues.size()));
+    for (const auto& q : queues)
+        w.u16(q.size).boolean(q.ready).u64(q.desc_table).u64(q.avail_ring).u64(q.used_ring).u16(q.next_avail).u16(
+            q.next_used);
+    w.str(device);
+}
+
+MmioState MmioState::decode(wire::Reader& r) {
+    MmioState s;
+    s.device_type = r.u32();
+    s.status = r.u32();
+    s.driver_features = r.u64();
+    s.device_features_sel = r.u32();
+    s.driver_features_sel = r.u32();
+    s.queue_sel = r.u32();
+    s.interrupt_status = r.u32();
+    s.config_generation = r.u32();
+    uint32_t queues = r.count(31);  // the bytes of one queue's record
+    for (uint32_t i = 0; i < queues && !r.failed(); ++i) {
+        MmioState::QueueState q;
+        q.size = r.u16();
+        q.ready = r.boolean();
+        q.desc_table = r.u64();
+        q.avail_ring = r.u64();
+        q.used_ring = r.u64();
+        q.next_avail = r.u16();
+        q.next_used = r.u16();
+        s.queues.push_back(q);
     }
-    w.str(m_active ? m_device->save_state() : std::string());
-    return w.take();
+    s.device = r.str();
+    return s;
+}
+
+std::string MmioTransport::save_state_locked() const {
+    MmioState s;
+    s.device_type = m_device->device_type();
+    s.status = m_status;
+    s.driver_features = m_driver_features;
+    s.device_features_sel = m_device_features_sel;
+    s.driver_features_sel = m_driver_features_sel;
+    s.queue_sel = m_queue_sel;
+    s.interrupt_status = m_interrupt_status;
+    s.config_generation = m_config_generation;
+    for (const auto& q : m_queues)
+        s.queues.push_back({q.size(), q.ready(), q.desc_table(), q.avail_ring(), q.used_ring(), q.next_avail(),
+                            q.next_used()});
+    if (m_active) s.device = m_device->save_state();
+    return persist(s);
 }
 
 Result<void> MmioTransport::load_state(std::string_view bytes) {
     std::lock_guard guard(m_lock);
     reset_locked();
-    wire::Reader r(bytes, "snapshot");
-    uint32_t type = r.u32();
-    uint32_t status = r.u32();
-    m_driver_features = r.u64();
-    m_device_features_sel = r.u32();
-    m_driver_features_sel = r.u32();
-    m_queue_sel = r.u32();
-    uint32_t interrupt_status = r.u32();
-    m_config_generation = r.u32();
-    uint32_t queues = r.count(1);
-    if (!r.failed() && type != m_device->device_type())
-        return Error::from_string(fmt::format("snapshot: a virtio device of type {} where this VM has type {}", type,
-                                              m_device->device_type()));
-    if (!r.failed() && queues != m_queues.size())
-        return Error::from_string(
-            fmt::format("snapshot: virtio device {} has {} queues, not {}", type, queues, m_queues.size()));
+    // Whole and of this version before anything of it is applied.
+    const MmioState s = TRY(read_persisted<MmioState>(bytes));
+    if (s.device_type != m_device->device_type())
+        return Error::from_string(fmt::format("snapshot: a virtio device of type {} where this VM has type {}",
+                                              s.device_type, m_device->device_type()));
+    if (s.queues.size() != m_queues.size())
+        return Error::from_string(fmt::format("snapshot: virtio device {} has {} queues, not {}", s.device_type,
+                                              s.queues.size(), m_queues.size()));
+    m_driver_features = s.driver_features;
+    m_device_features_sel = s.device_features_sel;
+    m_driver_features_sel = s.driver_features_sel;
+    m_queue_sel = s.queue_sel;
+    m_config_generation = s.config_generation;
     std::vector<std::pair<uint16_t, uint16_t>> indices;
-    for (uint32_t i = 0; i < queues && !r.failed(); ++i) {
+    for (size_t i = 0; i < s.queues.size(); ++i) {
+        const auto& saved = s.queues[i];
         Queue& q = m_queues[i];
-        uint16_t size = r.u16();
-        q.set_size(std::min(size, q.max_size()));
-        q.set_ready(r.boolean());
-        q.set_desc_table(r.u64());
-        q.set_avail_ring(r.u64());
-        q.set_used_ring(r.u64());
-        uint16_t next_avail = r.u16(), next_used = r.u16();
-        indices.emplace_back(next_avail, next_used);
+        q.set_size(std::min(saved.size, q.max_size()));
+        q.set_ready(saved.ready);
+        q.set_desc_table(saved.desc_table);
+        q.set_avail_ring(saved.avail_ring);
+        q.set_used_ring(saved.used_ring);
+        indices.emplace_back(saved.next_avail, saved.next_used);
     }
-    std::string device_state = r.str();
-    TRY(r.finish("virtio device state"));
+    const uint32_t status = s.status, interrupt_status = s.interrupt_status;
+    const std::string& device_state = s.device;
     // Before the device's restored(): what it signals then adds to this.
     m_interrupt_status = interrupt_status;
     m_status = status & ~kStatusNeedsReset;

@@ -13,6 +13,7 @@
 #include "vmm/base/result.h"
 #include "vmm/base/unique_fd.h"
 #include "vmm/devices/io_device.h"
+#include "vmm/base/wire.h"
 #include "vmm/devices/virtio/device.h"
 
 namespace husk {
@@ -25,6 +26,30 @@ namespace husk::virtio {
 // Device status bits (§2.1).
 inline constexpr uint32_t kStatusAcknowledge = 1, kStatusDriver = 2, kStatusDriverOk = 4, kStatusFeaturesOk = 8,
                           kStatusNeedsReset = 64, kStatusFailed = 128;
+
+// What a snapshot keeps of a virtio-mmio device (persist.h): the transport's
+// registers, each queue's addresses and ring positions, and the device's own
+// persisted state (empty unless the driver had it running).
+struct MmioState {
+    static constexpr uint32_t kVersion = 1;
+    static constexpr const char* kName = "virtio-mmio state";
+    struct QueueState {
+        uint16_t size = 0;
+        bool ready = false;
+        uint64_t desc_table = 0, avail_ring = 0, used_ring = 0;
+        uint16_t next_avail = 0, next_used = 0;
+    };
+    uint32_t device_type = 0;
+    uint32_t status = 0;
+    uint64_t driver_features = 0;
+    uint32_t device_features_sel = 0, driver_features_sel = 0, queue_sel = 0;
+    uint32_t interrupt_status = 0;
+    uint32_t config_generation = 0;
+    std::vector<QueueState> queues;
+    std::string device;  // the device's own persist() bytes
+    void encode(wire::Writer& w) const;
+    static MmioState decode(wire::Reader& r);
+};
 
 class MmioTransport final : public IoDevice {
 public:

@@ -137,15 +137,20 @@ void Vsock::reset() {
     ++m_generation;
 }
 
+void VsockState::encode(wire::Writer& w) const {
+    w.u32(next_host_port);
+}
+
+VsockState VsockState::decode(wire::Reader& r) {
+    return {r.u32()};
+}
+
 std::string Vsock::save_state() const {
-    return wire::Writer().u32(m_next_host_port).take();
+    return persist(VsockState{m_next_host_port});
 }
 
 Result<void> Vsock::load_state(std::string_view bytes) {
-    wire::Reader r(bytes, "snapshot");
-    uint32_t next = r.u32();
-    TRY(r.finish("virtio-vsock state"));
-    m_next_host_port = std::max(next, kFirstHostPort);
+    m_next_host_port = std::max(TRY(read_persisted<VsockState>(bytes)).next_host_port, kFirstHostPort);
     return {};
 }
 

@@ -36,7 +36,9 @@
 #include <vector>
 
 #include "vmm/base/unique_fd.h"
+#include "vmm/base/wire.h"
 #include "vmm/devices/virtio/device.h"
+#include "vmm/devices/virtio/persist.h"
 #include "vmm/devices/virtio/vsock/packet.h"
 
 namespace husk::virtio {
@@ -44,6 +46,16 @@ namespace husk::virtio {
 struct VsockOptions {
     uint64_t guest_cid = 3;
     std::string socket_path;  // the VM's listening socket; "<path>_<port>" for guest-initiated connections
+};
+
+// What a snapshot keeps of vsock (persist.h); connections do not survive a
+// restore (restored() resets the transport in the guest).
+struct VsockState {
+    static constexpr uint32_t kVersion = 1;
+    static constexpr const char* kName = "virtio-vsock state";
+    uint32_t next_host_port = 0;  // host-side ports are not reused across a restore
+    void encode(wire::Writer& w) const;
+    static VsockState decode(wire::Reader& r);
 };
 
 class Vsock final : public VirtioDevice {
