@@ -173,9 +173,10 @@ std::string encode_specs_file(const Specs& specs) {
 
 Result<Specs> decode_specs_file(std::string_view bytes) {
     if (!bytes.starts_with(kSpecsFileMagic))
-        return Error::from_string("not a container specs file (`husk create` writes one from the OCI config; run an "
-                                  "OCI bundle with `husk run`)",
-                                  EINVAL);
+        return Error::from_string(
+            "not a container specs file (`husk create` writes one from the OCI config; run an "
+            "OCI bundle with `husk run`)",
+            EINVAL);
     bytes.remove_prefix(kSpecsFileMagic.size());
     Reader r(bytes);
     uint32_t version = r.u32();
@@ -184,10 +185,9 @@ Result<Specs> decode_specs_file(std::string_view bytes) {
     s.skipped_mounts = r.strings();
     TRY(r.finish("container specs file"));
     if (version != kSpecsFileVersion)
-        return Error::from_string(
-            "container specs file of format " + std::to_string(version) + "; this husk-vmm reads " +
-                std::to_string(kSpecsFileVersion),
-            EINVAL);
+        return Error::from_string("container specs file of format " + std::to_string(version) +
+                                      "; this husk-vmm reads " + std::to_string(kSpecsFileVersion),
+                                  EINVAL);
     s.container = TRY(decode_container_spec(container));
     s.process = TRY(decode_process_spec(process));
     return s;

@@ -21,9 +21,9 @@
 #include <fstream>
 
 #include "bench/common.h"
-#include "vmm/base/subprocess.h"
 #include "tests/lib/container_specs.h"
 #include "tests/lib/subprocess.h"
+#include "vmm/base/subprocess.h"
 
 namespace husk::bench {
 

@@ -34,11 +34,11 @@
 
 #include "bench/common.h"
 #include "tests/lib/subprocess.h"
-#include "vmm/probe/host_probe.h"
 #include "vmm/devices/virtio/block/block.h"
 #include "vmm/devices/virtio/mmio/mmio_transport.h"
 #include "vmm/devices/virtio/queue/fake_driver.h"
 #include "vmm/io/event_loop.h"
+#include "vmm/probe/host_probe.h"
 
 namespace po = boost::program_options;
 using json = nlohmann::json;

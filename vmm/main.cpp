@@ -90,8 +90,8 @@ int run(int argc, char** argv) {
         "net", po::value<std::string>(), "[net] TAP[,mac=MAC]: virtio-net over a TAP interface")(
         "container", po::value<std::string>(),
         "container.specs: run the container this specs file describes (`husk create` writes it from the OCI "
-        "config) through husk-agent (rootfs: the first --drive)")("wait-for-start",
-                    "container.wait_for_start = true: set the container up, then wait for `start` on --api")(
+        "config) through husk-agent (rootfs: the first --drive)")(
+        "wait-for-start", "container.wait_for_start = true: set the container up, then wait for `start` on --api")(
         "api", po::value<std::string>(), "api.socket: the control socket (JSON lines)")(
         "jail",
         "jail.enabled = true (also HUSK_JAIL=1): once the VM is built, namespaces, a root of its own and no "

@@ -1,9 +1,10 @@
-// Vmm: one microVM — built from a VmConfig by Vmm::create (the one place
-// where everything is wired), then run to completion on its vCPU threads.
+// Vmm: one microVM — built from a VmConfig by Vmm::create (builder.cpp, the
+// one place where everything is wired, for boot and restore), driven by
+// VM-wide operations (vm_operations.cpp), and run to completion on its vCPU
+// threads (vmm.cpp).
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -29,7 +30,6 @@
 #include "vmm/kvm/vcpu.h"
 #include "vmm/kvm/vm.h"
 #include "vmm/memory/guest_memory.h"
-#include "vmm/seccomp/seccomp.h"
 #include "vmm/snapshot/snapshot.h"
 #include "vmm/vstate/vcpu_runner.h"
 
@@ -109,6 +109,8 @@ private:
     // husk-agent reported the container's exit status (the one event the
     // guest's other processes cannot forge).
     bool container_exit_reported();
+    // Interrupts the main thread's sigwaitinfo (kWakeSignal): the VM ended, or a snapshot is due.
+    void wake_main_thread();
     // First caller wins: records the outcome and wakes the main thread.
     void request_exit(int status, const std::string& reason);
     // The control socket's handler: JSON in and out here only (vmm/api/api_command.h).

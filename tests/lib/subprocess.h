@@ -74,7 +74,8 @@ public:
     Daemon(const Daemon&) = delete;
     Daemon& operator=(const Daemon&) = delete;
     // `extra_env` ("NAME=value") is added to this process's environment for the daemon alone.
-    void start(const std::vector<std::string>& argv, const std::string& log, const std::vector<std::string>& extra_env = {});
+    void start(const std::vector<std::string>& argv, const std::string& log,
+               const std::vector<std::string>& extra_env = {});
     void stop();
 
 private:

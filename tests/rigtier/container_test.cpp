@@ -242,8 +242,8 @@ TEST_F(ContainerTest, AnythingButAContainerSpecsFileIsRefusedBeforeAnyVm) {
     std::string cut = m_dir + "/cut.specs";
     write_container_specs(config({"/bin/true"}).dump(), cut);
     std::filesystem::resize_file(cut, std::filesystem::file_size(cut) - 3);
-    for (const auto& [path, why] : {std::pair{oci_config, "not a container specs file"},
-                                    std::pair{cut, "malformed container specs file"}}) {
+    for (const auto& [path, why] :
+         {std::pair{oci_config, "not a container specs file"}, std::pair{cut, "malformed container specs file"}}) {
         RunOptions o;
         auto r = run_process(
             {env("HUSK_VMM"), "--kernel", env("HUSK_VMLINUX"), "--drive", m_rootfs, "--container", path}, o);

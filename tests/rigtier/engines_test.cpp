@@ -55,7 +55,8 @@ int repeat_burst(const Engines& engines, const OutputBurst& burst, Command comma
         if (r.exit_status != 0 || !why.empty()) {
             ++bad;
             ADD_FAILURE() << "run " << i << ": exit " << r.exit_status << "; " << why
-                          << (r.exit_status != 0 ? r.err.substr(0, 500) : "") << newest_vmm_log_tail(engines.vmm_logs());
+                          << (r.exit_status != 0 ? r.err.substr(0, 500) : "")
+                          << newest_vmm_log_tail(engines.vmm_logs());
         }
     }
     std::printf("output burst (%zu+%zu MiB, %d interleaved lines): %d of %d runs whole\n", burst.first_mib,
@@ -110,11 +111,12 @@ TEST_F(Docker, OutputAndExitCodes) {
 // No byte lost under the shim's pipes, for the first process and for exec.
 TEST_F(Docker, OutputArrivesWholeEveryTime) {
     OutputBurst burst = engine_burst();
-    EXPECT_EQ(
-        repeat_burst(*s_engines, burst, [&](int) { return docker(run() + "--rm busybox:husk sh -c '" + burst.script() + "'"); }),
-        0);
+    EXPECT_EQ(repeat_burst(*s_engines, burst,
+                           [&](int) { return docker(run() + "--rm busybox:husk sh -c '" + burst.script() + "'"); }),
+              0);
     ASSERT_EQ(docker(run() + "-d --name burst busybox:husk sleep 900").exit_status, 0);
-    EXPECT_EQ(repeat_burst(*s_engines, burst, [&](int) { return docker("exec burst sh -c '" + burst.script() + "'"); }), 0);
+    EXPECT_EQ(repeat_burst(*s_engines, burst, [&](int) { return docker("exec burst sh -c '" + burst.script() + "'"); }),
+              0);
     EXPECT_EQ(docker("rm -f burst").exit_status, 0);
 }
 

@@ -33,16 +33,11 @@ nlohmann::json json_of(const BalloonReply& r) {
     const auto& b = r.info;
     nlohmann::json stats = nlohmann::json::object();
     for (const auto& [name, value] : b.stats) stats[name] = value;
-    return {{"target_mib", mib(b.target_pages)},
-            {"actual_mib", mib(b.actual_pages)},
-            {"driver_ready", b.driver_ready},
-            {"inflated_pages", b.inflated_pages},
-            {"deflated_pages", b.deflated_pages},
-            {"reported_mib", double(b.reported_bytes) / (1 << 20)},
-            {"discard_calls", b.discard_calls},
-            {"refused_requests", b.refused_requests},
-            {"stats_fresh", r.stats_fresh},
-            {"stats", stats}};
+    return {{"target_mib", mib(b.target_pages)},  {"actual_mib", mib(b.actual_pages)},
+            {"driver_ready", b.driver_ready},     {"inflated_pages", b.inflated_pages},
+            {"deflated_pages", b.deflated_pages}, {"reported_mib", double(b.reported_bytes) / (1 << 20)},
+            {"discard_calls", b.discard_calls},   {"refused_requests", b.refused_requests},
+            {"stats_fresh", r.stats_fresh},       {"stats", stats}};
 }
 
 nlohmann::json json_of(const StatsReply& r) {

@@ -16,8 +16,8 @@ namespace husk::api {
 
 // `state`, `pause`, `resume`, `start`, `kill`: where the VM or its container stands.
 struct StatusReply {
-    std::string status;             // "running", "paused", or the container's state
-    std::optional<pid_t> pid;       // `state` only: husk-vmm's pid
+    std::string status;        // "running", "paused", or the container's state
+    std::optional<pid_t> pid;  // `state` only: husk-vmm's pid
 };
 
 struct SnapshotReply {

@@ -22,8 +22,8 @@ struct VmmCommand {
     std::vector<std::string> drives;  // disk images, in order
     std::string vsock_socket, api_socket;
     std::string container_specs;  // the container's specs file (agent::encode_specs_file)
-    bool wait_for_start = false;   // the container's process waits for the API's `start`
-    std::optional<int> ready_fd;   // husk-vmm reports "ok" or "error: ..." there
+    bool wait_for_start = false;  // the container's process waits for the API's `start`
+    std::optional<int> ready_fd;  // husk-vmm reports "ok" or "error: ..." there
     std::string snapshot_on_ready;
     Console console = Console::Default;
     std::string log;  // a log file instead of stderr

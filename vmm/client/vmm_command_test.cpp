@@ -37,8 +37,8 @@ TEST(VmmCommand, ARestoreLeavesTheMachineToTheSnapshot) {
     c.log_format = VmmCommand::LogFormat::Json;
     c.debug = true;
     EXPECT_EQ(c.argv(), (Argv{"husk-vmm", "--restore", "/t", "--drive", "/rootfs.img", "--api", "/a", "--container",
-                              "/b/container.specs", "--wait-for-start", "--ready-fd", "3", "--log", "/l", "--log-format",
-                              "json", "--debug"}));
+                              "/b/container.specs", "--wait-for-start", "--ready-fd", "3", "--log", "/l",
+                              "--log-format", "json", "--debug"}));
 }
 
 }  // namespace

@@ -23,7 +23,9 @@ std::string read_trimmed(const std::string& path) {
     return s;
 }
 
-bool param_on(const std::string& v) { return v == "Y" || v == "y" || v == "1"; }
+bool param_on(const std::string& v) {
+    return v == "Y" || v == "y" || v == "1";
+}
 
 bool cpu_flag(const std::string& cpuinfo, const std::string& flag) {
     std::istringstream in(cpuinfo);
@@ -43,22 +45,32 @@ bool cpu_flag(const std::string& cpuinfo, const std::string& flag) {
 
 const char* backend_module(KvmBackend b) {
     switch (b) {
-    case KvmBackend::None: return "none";
-    case KvmBackend::Intel: return "kvm_intel";
-    case KvmBackend::Amd: return "kvm_amd";
-    case KvmBackend::Pvm: return "kvm_pvm";
-    case KvmBackend::Unknown: return "unknown";
+        case KvmBackend::None:
+            return "none";
+        case KvmBackend::Intel:
+            return "kvm_intel";
+        case KvmBackend::Amd:
+            return "kvm_amd";
+        case KvmBackend::Pvm:
+            return "kvm_pvm";
+        case KvmBackend::Unknown:
+            return "unknown";
     }
     return "unknown";
 }
 
 const char* backend_name(KvmBackend b) {
     switch (b) {
-    case KvmBackend::None: return "none";
-    case KvmBackend::Intel: return "kvm_intel (VT-x)";
-    case KvmBackend::Amd: return "kvm_amd (AMD-V)";
-    case KvmBackend::Pvm: return "kvm_pvm (PVM, software)";
-    case KvmBackend::Unknown: return "unknown";
+        case KvmBackend::None:
+            return "none";
+        case KvmBackend::Intel:
+            return "kvm_intel (VT-x)";
+        case KvmBackend::Amd:
+            return "kvm_amd (AMD-V)";
+        case KvmBackend::Pvm:
+            return "kvm_pvm (PVM, software)";
+        case KvmBackend::Unknown:
+            return "unknown";
     }
     return "unknown";
 }
@@ -98,25 +110,29 @@ HostReport probe_host(const std::string& sys, const std::string& cpuinfo_path, c
         r.backend = KvmBackend::Unknown;
 
     switch (r.backend) {
-    case KvmBackend::Intel:
-    case KvmBackend::Amd:
-        add("kvm backend", CheckStatus::Pass, backend_name(r.backend));
-        break;
-    case KvmBackend::Pvm:
-        add("kvm backend", CheckStatus::Warn, backend_name(r.backend),
-            "PVM runs only PVM-aware guest kernels: tiny guests work, a stock Linux guest does not; "
-            "husk runs Linux guests here inside tests/rig/run");
-        break;
-    case KvmBackend::Unknown:
-        add("kvm backend", CheckStatus::Warn, "/dev/kvm exists but no known KVM module is loaded");
-        break;
-    case KvmBackend::None:
-        add("kvm backend", CheckStatus::Fail, "no KVM module loaded",
-            vmx ? "modprobe kvm_intel" : svm ? "modprobe kvm_amd" : "this host cannot run KVM; use tests/rig/run");
-        break;
+        case KvmBackend::Intel:
+        case KvmBackend::Amd:
+            add("kvm backend", CheckStatus::Pass, backend_name(r.backend));
+            break;
+        case KvmBackend::Pvm:
+            add("kvm backend", CheckStatus::Warn, backend_name(r.backend),
+                "PVM runs only PVM-aware guest kernels: tiny guests work, a stock Linux guest does not; "
+                "husk runs Linux guests here inside tests/rig/run");
+            break;
+        case KvmBackend::Unknown:
+            add("kvm backend", CheckStatus::Warn, "/dev/kvm exists but no known KVM module is loaded");
+            break;
+        case KvmBackend::None:
+            add("kvm backend", CheckStatus::Fail, "no KVM module loaded",
+                vmx   ? "modprobe kvm_intel"
+                : svm ? "modprobe kvm_amd"
+                      : "this host cannot run KVM; use tests/rig/run");
+            break;
     }
 
-    auto param = [&](const char* module, const char* name) { return read_trimmed(mod + module + "/parameters/" + name); };
+    auto param = [&](const char* module, const char* name) {
+        return read_trimmed(mod + module + "/parameters/" + name);
+    };
     auto feature = [&](const std::string& label, const char* module, const char* name, const std::string& advice,
                        CheckStatus if_off = CheckStatus::Fail) {
         std::string v = param(module, name);
@@ -129,10 +145,14 @@ HostReport probe_host(const std::string& sys, const std::string& cpuinfo_path, c
     };
     if (r.backend == KvmBackend::Intel) {
         feature("EPT (nested paging)", "kvm_intel", "ept", "load kvm_intel with ept=1: shadow paging is much slower");
-        feature("VPID (tagged TLB)", "kvm_intel", "vpid", "load kvm_intel with vpid=1: every VM exit flushes the TLB without it", CheckStatus::Warn);
-        feature("unrestricted guest", "kvm_intel", "unrestricted_guest", "load kvm_intel with unrestricted_guest=1 (needs EPT)", CheckStatus::Warn);
-        feature("APICv", "kvm_intel", "enable_apicv", "load kvm_intel with enable_apicv=1 for fewer interrupt exits", CheckStatus::Warn);
-        feature("FlexPriority (TPR shadow)", "kvm_intel", "flexpriority", "load kvm_intel with flexpriority=1", CheckStatus::Warn);
+        feature("VPID (tagged TLB)", "kvm_intel", "vpid",
+                "load kvm_intel with vpid=1: every VM exit flushes the TLB without it", CheckStatus::Warn);
+        feature("unrestricted guest", "kvm_intel", "unrestricted_guest",
+                "load kvm_intel with unrestricted_guest=1 (needs EPT)", CheckStatus::Warn);
+        feature("APICv", "kvm_intel", "enable_apicv", "load kvm_intel with enable_apicv=1 for fewer interrupt exits",
+                CheckStatus::Warn);
+        feature("FlexPriority (TPR shadow)", "kvm_intel", "flexpriority", "load kvm_intel with flexpriority=1",
+                CheckStatus::Warn);
         feature("nested virtualization", "kvm_intel", "nested", "", CheckStatus::Info);
     } else if (r.backend == KvmBackend::Amd) {
         feature("NPT (nested paging)", "kvm_amd", "npt", "load kvm_amd with npt=1: shadow paging is much slower");
@@ -155,10 +175,12 @@ HostReport probe_host(const std::string& sys, const std::string& cpuinfo_path, c
         }
         int xsave2 = kvm.value().check_extension(KVM_CAP_XSAVE2);
         add("KVM_CAP_XSAVE2", xsave2 > 0 ? CheckStatus::Pass : CheckStatus::Info,
-            xsave2 > 0 ? "snapshots save " + std::to_string(xsave2) + " bytes of XSAVE state" : "snapshots use the 4 KiB XSAVE area");
+            xsave2 > 0 ? "snapshots save " + std::to_string(xsave2) + " bytes of XSAVE state"
+                       : "snapshots use the 4 KiB XSAVE area");
         int tsc = kvm.value().check_extension(KVM_CAP_TSC_CONTROL);
         add("KVM_CAP_TSC_CONTROL", tsc > 0 ? CheckStatus::Pass : CheckStatus::Info,
-            tsc > 0 ? "TSC frequency can follow a snapshot across hosts" : "no KVM_SET_TSC_KHZ: snapshots restore only on hosts with the same TSC frequency");
+            tsc > 0 ? "TSC frequency can follow a snapshot across hosts"
+                    : "no KVM_SET_TSC_KHZ: snapshots restore only on hosts with the same TSC frequency");
         r.can_run_vms = all;
     }
     r.can_boot_linux = r.can_run_vms && (r.backend == KvmBackend::Intel || r.backend == KvmBackend::Amd);
@@ -168,10 +190,10 @@ HostReport probe_host(const std::string& sys, const std::string& cpuinfo_path, c
 std::string format_report(const HostReport& r) {
     std::ostringstream out;
     for (const auto& c : r.checks) {
-        const char* tag = c.status == CheckStatus::Pass ? "PASS"
+        const char* tag = c.status == CheckStatus::Pass   ? "PASS"
                           : c.status == CheckStatus::Fail ? "FAIL"
                           : c.status == CheckStatus::Warn ? "WARN"
-                                                           : "INFO";
+                                                          : "INFO";
         out << tag << "  " << c.name << ": " << c.detail << "\n";
         if (!c.advice.empty()) out << "      -> " << c.advice << "\n";
     }

@@ -20,8 +20,9 @@ void expect_refusals(const State& state) {
     newer[0] = char(State::kVersion + 1);
     auto r = read_persisted<State>(newer);
     ASSERT_FALSE(r);
-    EXPECT_NE(r.error().message().find(std::string(State::kName) + " of version " + std::to_string(State::kVersion + 1)),
-              std::string::npos)
+    EXPECT_NE(
+        r.error().message().find(std::string(State::kName) + " of version " + std::to_string(State::kVersion + 1)),
+        std::string::npos)
         << r.error().message();
 }
 

@@ -298,8 +298,13 @@ void MmioState::encode(wire::Writer& w) const {
     w.u32(driver_features_sel).u32(queue_sel).u32(interrupt_status).u32(config_generation);
     w.u32(uint32_t(queues.size()));
     for (const auto& q : queues)
-        w.u16(q.size).boolean(q.ready).u64(q.desc_table).u64(q.avail_ring).u64(q.used_ring).u16(q.next_avail).u16(
-            q.next_used);
+        w.u16(q.size)
+            .boolean(q.ready)
+            .u64(q.desc_table)
+            .u64(q.avail_ring)
+            .u64(q.used_ring)
+            .u16(q.next_avail)
+            .u16(q.next_used);
     w.str(device);
 }
 
@@ -340,8 +345,8 @@ std::string MmioTransport::save_state_locked() const {
     s.interrupt_status = m_interrupt_status;
     s.config_generation = m_config_generation;
     for (const auto& q : m_queues)
-        s.queues.push_back({q.size(), q.ready(), q.desc_table(), q.avail_ring(), q.used_ring(), q.next_avail(),
-                            q.next_used()});
+        s.queues.push_back(
+            {q.size(), q.ready(), q.desc_table(), q.avail_ring(), q.used_ring(), q.next_avail(), q.next_used()});
     if (m_active) s.device = m_device->save_state();
     return persist(s);
 }

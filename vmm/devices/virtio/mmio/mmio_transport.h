@@ -12,8 +12,8 @@
 
 #include "vmm/base/result.h"
 #include "vmm/base/unique_fd.h"
-#include "vmm/devices/io_device.h"
 #include "vmm/base/wire.h"
+#include "vmm/devices/io_device.h"
 #include "vmm/devices/virtio/device.h"
 
 namespace husk {
