@@ -156,8 +156,7 @@ Result<ContainerState> create_container(const GlobalOptions& g, const CreateOpti
     {
         oci::Spec guest_spec = TRY(oci::parse_spec(json_text(config), bundle + "/config.json"));
         auto specs = TRY(agent_specs_for(guest_spec));
-        auto fd = TRY(sys::open(dir + "/container.specs", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-        TRY(sys::write_all(fd.get(), agent::encode_specs_file(specs)));
+        TRY(sys::write_file(dir + "/container.specs", agent::encode_specs_file(specs)));
     }
 
     ContainerState state;
@@ -216,7 +215,10 @@ Result<ContainerState> create_container(const GlobalOptions& g, const CreateOpti
         command.log = std::string(keep) + "/" + o.id + ".log";
     command.log_format = g.log_json ? VmmCommand::LogFormat::Json : VmmCommand::LogFormat::Text;
     command.debug = g.debug;
-    std::vector<std::string> argv = command.argv();
+    // The VM's description stays in the state directory, where `cat` shows what husk-vmm was told.
+    const std::string vm_toml = TRY(command.vm_toml());
+    TRY(sys::write_file(dir + "/vm.toml", vm_toml));
+    std::vector<std::string> argv = command.argv(dir + "/vm.toml");
 
     bool new_netns = false;
     UniqueFd netns;

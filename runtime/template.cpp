@@ -137,7 +137,9 @@ Result<std::string> ensure_template(const RuntimeConfig& config) {
     command.console = VmmCommand::Console::None;
     command.log = work + "/log";
     command.snapshot_on_ready = work + "/snapshot";
-    std::vector<std::string> argv = command.argv();
+    const std::string vm_toml = TRY(command.vm_toml());
+    TRY(sys::write_file(work + "/vm.toml", vm_toml));
+    std::vector<std::string> argv = command.argv(work + "/vm.toml");
     log::info("making the VM template {} ({} vCPUs, {} MiB)", dir, config.vcpus, config.memory_mib);
     auto r = TRY(run_command(argv, "", kBootTimeoutSeconds));
     if (r.status != 0)

@@ -91,6 +91,11 @@ std::string executable_dir() {
     return path.substr(0, path.rfind('/'));
 }
 
+Result<void> write_file(const std::string& path, std::string_view data, mode_t mode) {
+    auto fd = TRY(open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode));
+    return write_all(fd.get(), data).context("write `" + path + "`");
+}
+
 Result<std::string> read_file(const std::string& path, size_t max_size) {
     auto fd = TRY(open(path, O_RDONLY));
     struct stat st {};

@@ -1,11 +1,14 @@
-// husk-vmm's command line, built from typed fields: the one place the
-// runtime spells husk-vmm's flags (vmm/main.cpp, `husk-vmm --help`).
+// husk-vmm's command line and its vm.toml, built from typed fields: the one
+// place the runtime spells husk-vmm's configuration (vmm/config/vm_config.h,
+// `husk-vmm --help`).
 #pragma once
 
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
+
+#include "vmm/base/result.h"
 
 namespace husk {
 
@@ -30,7 +33,16 @@ struct VmmCommand {
     LogFormat log_format = LogFormat::Text;
     bool debug = false;
 
-    std::vector<std::string> argv() const;
+    // The VM's description as vm.toml (what `husk-vmm --config` reads): every
+    // field above but the binary, the ready fd and the log. Strings are TOML
+    // basic strings, non-ASCII characters escaped (husk reads its TOML files as
+    // ASCII); a path that is not UTF-8 cannot be written and is an error.
+    Result<std::string> vm_toml() const;
+    // husk-vmm's command line for a VM described by the vm.toml at `vm_toml_path`.
+    std::vector<std::string> argv(const std::string& vm_toml_path) const;
 };
+
+// `text` as a TOML basic string, quotes included; an error if it is not UTF-8.
+Result<std::string> toml_string(std::string_view text);
 
 }  // namespace husk
