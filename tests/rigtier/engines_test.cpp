@@ -18,6 +18,7 @@
 #include "tests/lib/output_burst.h"
 #include "tests/lib/subprocess.h"
 #include "vmm/client/api_client.h"
+#include "vmm/config/vm_config.h"
 
 namespace husk::test {
 namespace {
@@ -191,8 +192,14 @@ std::string api_socket_of(pid_t pid) {
         argv.push_back(all.substr(at, end - at));
         at = end + 1;
     }
+    // The runtime describes the VM in a vm.toml (husk-vmm --config FILE).
     for (size_t i = 0; i + 1 < argv.size(); ++i)
-        if (argv[i] == "--api") return argv[i + 1];
+        if (argv[i] == "--config") {
+            std::ifstream f(argv[i + 1]);
+            std::string text((std::istreambuf_iterator<char>(f)), {});
+            auto config = parse_vm_toml(text, argv[i + 1]);
+            return config ? config.value().api_socket : std::string();
+        }
     return {};
 }
 
@@ -202,7 +209,7 @@ TEST_F(Docker, UpdateMemoryMovesTheBalloon) {
     ASSERT_EQ(docker(run() + "-d --name upd --memory 512m busybox:husk sleep 300").exit_status, 0);
     pid_t pid = std::atoi(docker("inspect -f '{{.State.Pid}}' upd").out.c_str());
     std::string sock = api_socket_of(pid);
-    ASSERT_FALSE(sock.empty()) << "no --api in husk-vmm's command line (pid " << pid << ")";
+    ASSERT_FALSE(sock.empty()) << "no api.socket in husk-vmm's vm.toml (pid " << pid << ")";
     auto balloon = [&] {
         auto r = api_call(sock, {{"cmd", "balloon"}, {"stats", false}});
         return r ? r.value() : nlohmann::json{{"error", r.error().message()}};

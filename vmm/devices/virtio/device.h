@@ -1,5 +1,10 @@
 // VirtioDevice: what a virtio device implements; the transport (mmio/) does
 // feature negotiation, queue setup, status and interrupts (virtio 1.2 §2, §4.2).
+//
+// One folder per device: <dev>.h/.cpp the device (its queues and the
+// driver's requests); event_handler.cpp its host side on the event loop where
+// that is more than a completion callback (vsock's sockets); persist.cpp its
+// typed, versioned persisted state (persist.h).
 #pragma once
 
 #include <cstdint>

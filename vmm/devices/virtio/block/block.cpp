@@ -85,32 +85,6 @@ Result<std::unique_ptr<Block>> Block::open(const BlockOptions& o) {
     return std::unique_ptr<Block>(new Block(o, std::move(fd), bytes / kSectorSize));
 }
 
-void BlockState::encode(wire::Writer& w) const {
-    w.u64(sectors);
-}
-
-BlockState BlockState::decode(wire::Reader& r) {
-    return {r.u64()};
-}
-
-std::string Block::save_state() const {
-    return persist(BlockState{m_sectors});
-}
-
-Result<void> Block::load_state(std::string_view bytes) {
-    m_restored_sectors = TRY(read_persisted<BlockState>(bytes)).sectors;
-    return {};
-}
-
-void Block::restored() {
-    // The snapshot's disk was another size (a template's placeholder, say):
-    // the driver rereads the capacity on a configuration change interrupt.
-    if (m_restored_sectors != m_sectors && m_ctx.signal_config) {
-        log::debug("virtio-blk: capacity {} -> {} sectors after restore", m_restored_sectors, m_sectors);
-        m_ctx.signal_config();
-    }
-}
-
 uint64_t Block::device_features() const {
     uint64_t f = kFeatureSegMax | kFeatureBlkSize | kFeatureFlush;
     if (m_options.read_only)

@@ -15,6 +15,7 @@
 #include "vmm/base/log.h"
 #include "vmm/base/system.h"
 #include "vmm/base/wire.h"
+#include "vmm/devices/virtio/vsock/internal.h"
 #include "vmm/io/event_loop.h"
 
 namespace husk::virtio {
@@ -23,51 +24,13 @@ using namespace vsock;
 
 namespace {
 
-constexpr size_t kRx = 0, kTx = 1, kEvent = 2;
-constexpr uint32_t kEventTransportReset = 0;  // VIRTIO_VSOCK_EVENT_TRANSPORT_RESET (§5.10.6.6)
-constexpr size_t kMaxInbound = 64 * 1024;     // host bytes read ahead per connection
-constexpr size_t kMaxConnectLine = 64;
-
 Result<UniqueFd> unix_socket() {
     int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) return Error::from_errno(errno, "socket");
     return UniqueFd(fd);
 }
 
-// Tells a host client why it is turned away, if its socket has room; the
-// caller then drops it.
-void refuse(int fd, std::string_view why) {
-    [[maybe_unused]] ssize_t w = ::send(fd, why.data(), why.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-}
-
 }  // namespace
-
-struct Vsock::Connection {
-    uint64_t id;
-    uint32_t host_port, guest_port;
-    UniqueFd sock;
-    bool host_initiated = false;
-    bool established = false;
-    uint32_t peer_buf_alloc = 0, peer_fwd_cnt = 0;
-    uint32_t tx_cnt = 0;         // bytes sent to the guest
-    uint32_t fwd_cnt = 0;        // guest bytes written to the socket
-    uint32_t last_fwd_sent = 0;  // fwd_cnt the guest last heard of
-    std::string out;             // guest -> host, not yet written
-    std::string in;              // host -> guest, read but not yet delivered
-    bool read_armed = false, write_armed = false;
-    bool host_eof = false;              // the socket reached EOF
-    bool eof_reported = false;          // SHUTDOWN(SEND) delivered to the guest
-    bool guest_sent_all = false;        // the guest will send no more: SHUT_WR once `out` drains
-    bool guest_closed = false;          // the guest shut both ways: reset once `out` drains
-    bool credit_update_queued = false;  // a CREDIT_UPDATE waits in m_control
-
-    uint32_t peer_free() const { return peer_buf_alloc - (tx_cnt - peer_fwd_cnt); }
-    // A poll io_uring still holds keeps the file open after close(): shutdown
-    // is what tells the host peer the connection is gone.
-    ~Connection() {
-        if (sock) ::shutdown(sock.get(), SHUT_RDWR);
-    }
-};
 
 Vsock::PendingClient::~PendingClient() {
     if (fd) ::shutdown(fd.get(), SHUT_RDWR);
@@ -135,47 +98,6 @@ void Vsock::reset() {
     m_pending_clients.clear();
     m_control.clear();
     ++m_generation;
-}
-
-void VsockState::encode(wire::Writer& w) const {
-    w.u32(next_host_port);
-}
-
-VsockState VsockState::decode(wire::Reader& r) {
-    return {r.u32()};
-}
-
-std::string Vsock::save_state() const {
-    return persist(VsockState{m_next_host_port});
-}
-
-Result<void> Vsock::load_state(std::string_view bytes) {
-    m_next_host_port = std::max(TRY(read_persisted<VsockState>(bytes)).next_host_port, kFirstHostPort);
-    return {};
-}
-
-void Vsock::restored() {
-    // The guest's connections were to host sockets that are gone: a transport
-    // reset makes it drop them all (its listening sockets stay).
-    if (!m_event) return;
-    auto next = m_event->pop(*m_ctx.memory);
-    if (next.is_error()) return m_ctx.fail(next.error());
-    if (!next.value()) {
-        log::warn("virtio-vsock: no event buffer to announce the transport reset");
-        return;
-    }
-    uint32_t id = kEventTransportReset;
-    uint32_t written =
-        write_to_chain(*m_ctx.memory, *next.value(), std::span(reinterpret_cast<const uint8_t*>(&id), sizeof id));
-    if (auto r = m_event->add_used(*m_ctx.memory, next.value()->head(), written); r.is_error())
-        return m_ctx.fail(r.error());
-    // The guest acknowledges by giving the buffer back; it has more queued,
-    // so ask to hear of that one.
-    auto avail = m_event->notify_on_next_buffer(*m_ctx.memory);
-    if (avail.is_error()) return m_ctx.fail(avail.error());
-    m_reset_avail = avail.value();
-    m_reset_unacked = true;
-    notify_if_wanted(*m_event, m_ctx);
 }
 
 void Vsock::queue_notify(size_t index) {
@@ -468,166 +390,6 @@ void Vsock::process_rx() {
 done:
     if (!used) return;
     notify_if_wanted(*m_rx, m_ctx);
-}
-
-// --- polling ------------------------------------------------------------------------
-
-void Vsock::arm_accept() {
-    // One poll on the listener at a time, however often the driver resets the
-    // device: a poll per activation would pile up in the ring (the listener
-    // stays quiet until a host client comes), host memory a guest could grow.
-    if (m_accept_armed) return;
-    m_accept_armed = true;
-    int fd = m_listener.get();
-    (void)m_ctx.loop->submit([fd](io_uring_sqe* sqe) { io_uring_prep_poll_add(sqe, fd, POLLIN); },
-                             [this](int) {
-                                 std::lock_guard guard(*m_ctx.lock);
-                                 m_accept_armed = false;
-                                 if (!m_active) return;  // armed again at the next activation
-                                 on_accept();
-                             });
-}
-
-void Vsock::on_accept() {
-    for (;;) {
-        int fd = ::accept4(m_listener.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) break;
-        if (m_pending_clients.size() >= kMaxPendingClients) {
-            refuse(fd, "ERROR too many connections waiting\n");
-            ::close(fd);
-            continue;
-        }
-        uint64_t id = m_next_id++;
-        m_pending_clients.emplace(id, PendingClient(UniqueFd(fd)));
-        uint64_t gen = m_generation;
-        (void)m_ctx.loop->submit([fd](io_uring_sqe* sqe) { io_uring_prep_poll_add(sqe, fd, POLLIN); },
-                                 [this, gen, id](int) {
-                                     std::lock_guard guard(*m_ctx.lock);
-                                     if (gen == m_generation && m_active) on_client_line(id);
-                                 });
-    }
-    arm_accept();
-}
-
-void Vsock::on_client_line(uint64_t id) {
-    auto it = m_pending_clients.find(id);
-    if (it == m_pending_clients.end()) return;
-    PendingClient& p = it->second;
-    if (p.line.find('\n') == std::string::npos) {
-        char buf[kMaxConnectLine];
-        ssize_t n = ::recv(p.fd.get(), buf, sizeof buf - p.line.size(), MSG_DONTWAIT);
-        if (n <= 0 && !(n < 0 && errno == EAGAIN)) {
-            m_pending_clients.erase(it);
-            return;
-        }
-        if (n > 0) p.line.append(buf, size_t(n));
-    }
-    size_t nl = p.line.find('\n');
-    if (nl == std::string::npos) {
-        if (p.line.size() >= kMaxConnectLine - 1) {
-            m_pending_clients.erase(it);  // no line in sight: not a client of ours
-            return;
-        }
-        int fd = p.fd.get();
-        uint64_t gen = m_generation;
-        (void)m_ctx.loop->submit([fd](io_uring_sqe* sqe) { io_uring_prep_poll_add(sqe, fd, POLLIN); },
-                                 [this, gen, id](int) {
-                                     std::lock_guard guard(*m_ctx.lock);
-                                     if (gen == m_generation && m_active) on_client_line(id);
-                                 });
-        return;
-    }
-    unsigned port = 0;
-    char extra = 0;
-    if (std::sscanf(p.line.c_str(), "CONNECT %u%c", &port, &extra) != 2 || extra != '\n') {
-        refuse(p.fd.get(), "ERROR expected CONNECT <port>\n");
-        m_pending_clients.erase(it);
-        return;
-    }
-    if (m_conns.size() >= kMaxConnections) {
-        refuse(p.fd.get(), "ERROR too many connections\n");
-        m_pending_clients.erase(it);
-        return;
-    }
-    if (m_reset_unacked) {
-        // The guest has not handled the transport reset yet; a connection made
-        // now could be reset along with the old ones. It waits.
-        m_waiting_for_reset.push_back(id);
-        return;
-    }
-    auto conn = std::make_unique<Connection>();
-    conn->id = m_next_id++;
-    conn->host_port = m_next_host_port++;
-    if (m_next_host_port == 0) m_next_host_port = kFirstHostPort;
-    conn->guest_port = port;
-    conn->sock = std::move(p.fd);
-    conn->host_initiated = true;
-    // Bytes the client sent after its line belong to the stream.
-    conn->in = p.line.substr(nl + 1);
-    m_pending_clients.erase(it);
-    Key key{conn->host_port, conn->guest_port};
-    m_conns[key] = std::move(conn);
-    send_control(kOpRequest, key.first, key.second);
-    process_rx();
-}
-
-void Vsock::arm_read(Connection& c) {
-    if (c.read_armed || !c.established || c.host_eof || c.in.size() >= kMaxInbound) return;
-    c.read_armed = true;
-    Key key{c.host_port, c.guest_port};
-    uint64_t id = c.id, gen = m_generation;
-    int fd = c.sock.get();
-    (void)m_ctx.loop->submit([fd](io_uring_sqe* sqe) { io_uring_prep_poll_add(sqe, fd, POLLIN | POLLRDHUP); },
-                             [this, key, id, gen](int) {
-                                 std::lock_guard guard(*m_ctx.lock);
-                                 if (gen == m_generation && m_active) on_readable(key, id);
-                             });
-}
-
-void Vsock::on_readable(const Key& key, uint64_t id) {
-    auto it = m_conns.find(key);
-    if (it == m_conns.end() || it->second->id != id) return;
-    Connection& c = *it->second;
-    c.read_armed = false;
-    char buf[16384];
-    while (c.in.size() < kMaxInbound) {
-        size_t want = std::min(sizeof buf, kMaxInbound - c.in.size());
-        ssize_t n = ::recv(c.sock.get(), buf, want, MSG_DONTWAIT);
-        if (n > 0) {
-            c.in.append(buf, size_t(n));
-            continue;
-        }
-        if (n == 0) {
-            c.host_eof = true;
-        } else if (errno != EAGAIN && errno != EINTR) {
-            close(key, true);
-            process_rx();
-            return;
-        }
-        break;
-    }
-    process_rx();
-}
-
-void Vsock::arm_write(Connection& c) {
-    if (c.write_armed) return;
-    c.write_armed = true;
-    Key key{c.host_port, c.guest_port};
-    uint64_t id = c.id, gen = m_generation;
-    int fd = c.sock.get();
-    (void)m_ctx.loop->submit([fd](io_uring_sqe* sqe) { io_uring_prep_poll_add(sqe, fd, POLLOUT); },
-                             [this, key, id, gen](int) {
-                                 std::lock_guard guard(*m_ctx.lock);
-                                 if (gen == m_generation && m_active) on_writable(key, id);
-                             });
-}
-
-void Vsock::on_writable(const Key& key, uint64_t id) {
-    auto it = m_conns.find(key);
-    if (it == m_conns.end() || it->second->id != id) return;
-    it->second->write_armed = false;
-    flush_to_socket(*it->second);
-    process_rx();
 }
 
 }  // namespace husk::virtio
