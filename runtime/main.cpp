@@ -45,6 +45,7 @@ constexpr const char* kUsage =
     "  update    [--resources FILE|-] ID: refuses changes a fixed-size VM cannot make\n"
     "  features  what this runtime implements (JSON)\n"
     "  spec      write a starting config.json\n"
+    "  doctor    [--json]: can this host run husk's containers, and what to fix (exit 0 when it can)\n"
     "\n"
     "Global options:\n"
     "  --root DIR          state directories (default /run/husk)\n"
@@ -139,7 +140,7 @@ int main(int argc, char** argv) {
         {"create", cmd_create},     {"start", cmd_start},   {"run", cmd_run},       {"state", cmd_state},
         {"kill", cmd_kill},         {"delete", cmd_delete}, {"exec", cmd_exec},     {"ps", cmd_ps},
         {"list", cmd_list},         {"pause", cmd_pause},   {"resume", cmd_resume}, {"update", cmd_update},
-        {"features", cmd_features}, {"spec", cmd_spec},
+        {"features", cmd_features}, {"spec", cmd_spec}, {"doctor", cmd_doctor},
     };
     if (command == "help") {
         std::printf("%s", kUsage);

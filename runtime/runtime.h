@@ -34,6 +34,7 @@ Result<int> cmd_pause(const GlobalOptions& g, const Args& args);
 Result<int> cmd_resume(const GlobalOptions& g, const Args& args);
 Result<int> cmd_update(const GlobalOptions& g, const Args& args);
 Result<int> cmd_features(const GlobalOptions& g, const Args& args);
+Result<int> cmd_doctor(const GlobalOptions& g, const Args& args);
 Result<int> cmd_spec(const GlobalOptions& g, const Args& args);
 
 // A signal by number ("9") or name ("KILL", "SIGKILL").

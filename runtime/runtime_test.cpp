@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "runtime/args.h"
+#include "runtime/doctor.h"
 #include "runtime/husk_config.h"
 #include "runtime/state.h"
 
@@ -163,6 +164,61 @@ TEST_F(Cli, VersionHelpFeaturesSpec) {
     auto [s4, o4] = husk("bogus");
     EXPECT_EQ(s4, 1);
     EXPECT_NE(o4.find("unknown command `bogus`"), std::string::npos);
+}
+
+// The doctor's verdict from a host report and the runtime's own needs.
+TEST(Doctor, ReadyOnlyWithHardwareKvmAndEverythingTheRuntimeNeeds) {
+    char tmpl[] = "/tmp/husk-doctor-test.XXXXXX";
+    std::string dir = ::mkdtemp(tmpl);
+    fs::create_directories(dir + "/vmm");
+    fs::create_directories(dir + "/agent");
+    std::ofstream(dir + "/vmm/husk-vmm") << "#!/bin/sh\n";
+    fs::permissions(dir + "/vmm/husk-vmm", fs::perms::owner_all);
+    std::ofstream(dir + "/agent/husk-agent.cpio") << "x";
+    std::ofstream(dir + "/vmlinux") << "x";
+    RuntimeConfig config;
+    config.vmm = dir + "/vmm/husk-vmm";
+    config.kernel = dir + "/vmlinux";
+    HostReport amd;
+    amd.backend = KvmBackend::Amd;
+    amd.can_run_vms = amd.can_boot_linux = true;
+    auto r = doctor(amd, config, dir + "/state");
+    // mkfs.ext4 and debugfs come from the machine running the test; they are in the tests' packages.
+    EXPECT_TRUE(r.ready) << format_doctor(r);
+    EXPECT_NE(r.verdict.find("runs containers"), std::string::npos);
+    auto j = doctor_json(r);
+    EXPECT_EQ(j["ready"], true);
+    EXPECT_EQ(j["kvm_backend"], "kvm_amd");
+    EXPECT_TRUE(j["checks"].is_array());
+
+    // PVM: everything else fine, and still not ready, with the way out named.
+    HostReport pvm;
+    pvm.backend = KvmBackend::Pvm;
+    pvm.can_run_vms = true;
+    r = doctor(pvm, config, dir + "/state");
+    EXPECT_FALSE(r.ready);
+    EXPECT_NE(r.verdict.find("cannot boot a stock Linux guest"), std::string::npos) << r.verdict;
+
+    // No kernel: named, with how to get one.
+    config.kernel.clear();
+    r = doctor(amd, config, dir + "/state");
+    EXPECT_FALSE(r.ready);
+    EXPECT_NE(format_doctor(r).find("FAIL  guest kernel"), std::string::npos) << format_doctor(r);
+    EXPECT_NE(format_doctor(r).find("kernel-config/build"), std::string::npos);
+    fs::remove_all(dir);
+}
+
+TEST_F(Cli, DoctorReportsAndExitsByItsVerdict) {
+    auto [status, out] = husk("doctor --json");
+    auto j = nlohmann::json::parse(out.substr(0, out.rfind('}') + 1), nullptr, false);
+    ASSERT_FALSE(j.is_discarded()) << out;
+    EXPECT_EQ(status, j["ready"].get<bool>() ? 0 : 1) << out;
+    EXPECT_FALSE(j["verdict"].get<std::string>().empty());
+    auto [text_status, text] = husk("doctor");
+    EXPECT_EQ(text_status, status);
+    EXPECT_NE(text.find("verdict: "), std::string::npos) << text;
+    EXPECT_NE(text.find("husk-vmm"), std::string::npos) << text;
+    EXPECT_EQ(husk("doctor extra").first, 1);
 }
 
 }  // namespace

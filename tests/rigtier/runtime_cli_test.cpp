@@ -59,6 +59,22 @@ protected:
     std::string m_dir;
 };
 
+// In the rig (kvm_amd, a built kernel and agent) the doctor finds nothing to
+// fix, and says so in text and JSON.
+TEST_F(RuntimeCli, DoctorFindsThisHostReady) {
+    auto r = husk("doctor --json");
+    EXPECT_EQ(r.exit_status, 0) << r.out << r.err;
+    auto j = nlohmann::json::parse(r.out, nullptr, false);
+    ASSERT_FALSE(j.is_discarded()) << r.out;
+    EXPECT_EQ(j.value("ready", false), true) << r.out;
+    EXPECT_EQ(j.value("kvm_backend", ""), "kvm_amd") << r.out;
+    for (const auto& c : j["checks"]) EXPECT_NE(c.value("status", ""), "fail") << c.dump();
+    r = husk("doctor");
+    EXPECT_EQ(r.exit_status, 0) << r.out;
+    EXPECT_NE(r.out.find("verdict: husk runs containers in microVMs on this host (kvm_amd"), std::string::npos)
+        << r.out;
+}
+
 TEST_F(RuntimeCli, CreateStartKillDelete) {
     write_config({"sleep", "300"});
     auto created = husk("create --bundle " + m_dir + "/bundle --pid-file " + m_dir + "/pid box");

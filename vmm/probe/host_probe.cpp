@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -162,7 +163,10 @@ HostReport probe_host(const std::string& sys, const std::string& cpuinfo_path, c
     }
 
     auto kvm = Kvm::open(kvm_path);
-    if (kvm.is_error()) {
+    if (!exists(kvm_path)) {
+        add("/dev/kvm", CheckStatus::Fail, "no " + kvm_path + " on this host",
+            "load the KVM module for this CPU (kvm_intel or kvm_amd); on a VM, enable nested virtualization");
+    } else if (kvm.is_error()) {
         add("/dev/kvm", CheckStatus::Fail, kvm.error().message(),
             "load the KVM module and give this user read/write access to /dev/kvm (group kvm)");
     } else {
@@ -203,6 +207,10 @@ std::string format_report(const HostReport& r) {
     else if (r.can_run_vms)
         out << "KVM works here but cannot boot a stock Linux guest (" << backend_name(r.backend)
             << "); husk runs Linux guests inside the nested rig (tests/rig/run)\n";
+    else if (!r.checks.empty() && std::any_of(r.checks.begin(), r.checks.end(), [](const Check& c) {
+                 return c.name == "/dev/kvm" && c.detail.rfind("no ", 0) == 0;
+             }))
+        out << "no /dev/kvm: husk cannot run microVMs on this host\n";
     else
         out << "husk cannot run microVMs on this host\n";
     return out.str();

@@ -67,5 +67,17 @@ TEST(HostProbe, PvmIsNamedAndExplained) {
     EXPECT_NE(format_report(r).find("verdict"), std::string::npos);
 }
 
+// A host with no /dev/kvm at all is told so, in those words (not "PVM").
+TEST(HostProbe, NoDevKvmIsSaidPlainly) {
+    FakeHost h;
+    h.file("cpuinfo", "flags\t\t: fpu hypervisor lm\n");
+    h.file("sys/module/other/x", "");
+    auto r = probe_host((h.root / "sys").string(), (h.root / "cpuinfo").string(), "/nonexistent/kvm");
+    EXPECT_EQ(r.backend, KvmBackend::None);
+    EXPECT_EQ(find(r, "/dev/kvm")->detail, "no /nonexistent/kvm on this host");
+    EXPECT_NE(format_report(r).find("verdict: no /dev/kvm"), std::string::npos) << format_report(r);
+    EXPECT_EQ(format_report(r).find("PVM"), std::string::npos) << format_report(r);
+}
+
 }  // namespace
 }  // namespace husk

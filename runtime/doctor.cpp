@@ -1,0 +1,129 @@
+#include "runtime/doctor.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "runtime/template.h"
+
+namespace husk::runtime {
+namespace {
+
+namespace fs = std::filesystem;
+
+// `name` found in PATH (or as given, when it holds a slash) and executable.
+std::string find_program(const std::string& name) {
+    if (name.find('/') != std::string::npos) return ::access(name.c_str(), X_OK) == 0 ? name : std::string();
+    const char* path = std::getenv("PATH");
+    std::string dirs = path && *path ? path : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+    for (size_t at = 0; at <= dirs.size();) {
+        size_t end = dirs.find(':', at);
+        if (end == std::string::npos) end = dirs.size();
+        std::string candidate = dirs.substr(at, end - at) + "/" + name;
+        if (end > at && ::access(candidate.c_str(), X_OK) == 0) return candidate;
+        at = end + 1;
+    }
+    return {};
+}
+
+const char* status_word(CheckStatus s) {
+    switch (s) {
+        case CheckStatus::Pass:
+            return "pass";
+        case CheckStatus::Fail:
+            return "fail";
+        case CheckStatus::Warn:
+            return "warn";
+        case CheckStatus::Info:
+            return "info";
+    }
+    return "info";
+}
+
+}  // namespace
+
+DoctorReport doctor(HostReport host, const RuntimeConfig& config, const std::string& root) {
+    DoctorReport r{std::move(host), false, {}};
+    auto add = [&](std::string name, CheckStatus status, std::string detail, std::string advice = "") {
+        r.host.checks.push_back({std::move(name), status, std::move(detail), std::move(advice)});
+        return status != CheckStatus::Fail;
+    };
+    bool ok = true;
+    std::string vmm = find_program(config.vmm);
+    ok &= vmm.empty() ? add("husk-vmm", CheckStatus::Fail, "`" + config.vmm + "` not found",
+                            "install husk-vmm beside husk, or set vm.vmm in " + std::string(kConfigPath))
+                      : add("husk-vmm", CheckStatus::Pass, fs::path(vmm).lexically_normal().string());
+    if (config.kernel.empty())
+        ok &= add("guest kernel", CheckStatus::Fail, "none configured and none in ~/.cache/husk/kernel",
+                  "build one with kernel-config/build (it prints its path), or set vm.kernel in " +
+                      std::string(kConfigPath) + " or HUSK_KERNEL");
+    else if (::access(config.kernel.c_str(), R_OK) != 0)
+        ok &= add("guest kernel", CheckStatus::Fail, "`" + config.kernel + "` cannot be read",
+                  "build one with kernel-config/build, or point vm.kernel at a readable vmlinux");
+    else
+        add("guest kernel", CheckStatus::Pass, config.kernel);
+    std::string agent = agent_initramfs(config);
+    ok &= agent.empty() ? add("agent initramfs", CheckStatus::Fail, "husk-agent.cpio not found beside husk-vmm",
+                              "install husk-agent.cpio (agent/ in the build, share/husk when installed), or set "
+                              "vm.initramfs in " +
+                                  std::string(kConfigPath))
+                        : add("agent initramfs", CheckStatus::Pass, fs::path(agent).lexically_normal().string());
+    for (const char* tool : {"mkfs.ext4", "debugfs"}) {
+        std::string found = find_program(tool);
+        ok &= found.empty() ? add(tool, CheckStatus::Fail, "not in PATH",
+                                  "install e2fsprogs: each container's rootfs image is made with it")
+                            : add(tool, CheckStatus::Pass, found);
+    }
+    std::error_code ec;
+    fs::path existing = root;
+    while (!existing.empty() && !fs::exists(existing, ec)) existing = existing.parent_path();
+    if (existing.empty() || ::access(existing.c_str(), W_OK) != 0)
+        ok &= add("state root", CheckStatus::Fail, "`" + root + "` cannot be created or written",
+                  "run husk as root, or give it a writable --root");
+    else
+        add("state root", CheckStatus::Pass, root);
+
+    r.ready = ok && r.host.can_boot_linux;
+    if (r.ready)
+        r.verdict = "husk runs containers in microVMs on this host (" + std::string(backend_name(r.host.backend)) + ")";
+    else if (!ok)
+        r.verdict = "husk cannot run containers here yet: fix what is marked FAIL above";
+    else if (r.host.backend == KvmBackend::None && !fs::exists("/dev/kvm", ec))
+        r.verdict = "no /dev/kvm: husk cannot run microVMs on this host (./run runs husk inside a nested VM instead)";
+    else if (r.host.can_run_vms)
+        r.verdict = "KVM works here but cannot boot a stock Linux guest (" + std::string(backend_name(r.host.backend)) +
+                    "): ./run runs husk inside a nested VM instead";
+    else
+        r.verdict =
+            "KVM is not usable here: fix what is marked FAIL above (./run runs husk inside a nested VM instead)";
+    return r;
+}
+
+std::string format_doctor(const DoctorReport& report) {
+    HostReport host = report.host;
+    std::string text;
+    for (const auto& c : host.checks) {
+        std::string word = status_word(c.status);
+        for (auto& ch : word) ch = char(std::toupper(static_cast<unsigned char>(ch)));
+        text += word + "  " + c.name + ": " + c.detail + "\n";
+        if (!c.advice.empty()) text += "      -> " + c.advice + "\n";
+    }
+    return text + "\nverdict: " + report.verdict + "\n";
+}
+
+nlohmann::json doctor_json(const DoctorReport& report) {
+    nlohmann::json checks = nlohmann::json::array();
+    for (const auto& c : report.host.checks) {
+        nlohmann::json j{{"name", c.name}, {"status", status_word(c.status)}, {"detail", c.detail}};
+        if (!c.advice.empty()) j["advice"] = c.advice;
+        checks.push_back(j);
+    }
+    return {{"ready", report.ready},
+            {"verdict", report.verdict},
+            {"kvm_backend", backend_module(report.host.backend)},
+            {"can_run_vms", report.host.can_run_vms},
+            {"can_boot_linux", report.host.can_boot_linux},
+            {"checks", checks}};
+}
+
+}  // namespace husk::runtime
