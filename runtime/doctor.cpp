@@ -26,20 +26,6 @@ std::string find_program(const std::string& name) {
     return {};
 }
 
-const char* status_word(CheckStatus s) {
-    switch (s) {
-        case CheckStatus::Pass:
-            return "pass";
-        case CheckStatus::Fail:
-            return "fail";
-        case CheckStatus::Warn:
-            return "warn";
-        case CheckStatus::Info:
-            return "info";
-    }
-    return "info";
-}
-
 }  // namespace
 
 DoctorReport doctor(HostReport host, const RuntimeConfig& config, const std::string& root) {
@@ -100,21 +86,13 @@ DoctorReport doctor(HostReport host, const RuntimeConfig& config, const std::str
 }
 
 std::string format_doctor(const DoctorReport& report) {
-    HostReport host = report.host;
-    std::string text;
-    for (const auto& c : host.checks) {
-        std::string word = status_word(c.status);
-        for (auto& ch : word) ch = char(std::toupper(static_cast<unsigned char>(ch)));
-        text += word + "  " + c.name + ": " + c.detail + "\n";
-        if (!c.advice.empty()) text += "      -> " + c.advice + "\n";
-    }
-    return text + "\nverdict: " + report.verdict + "\n";
+    return format_checks(report.host.checks) + "\nverdict: " + report.verdict + "\n";
 }
 
 nlohmann::json doctor_json(const DoctorReport& report) {
     nlohmann::json checks = nlohmann::json::array();
     for (const auto& c : report.host.checks) {
-        nlohmann::json j{{"name", c.name}, {"status", status_word(c.status)}, {"detail", c.detail}};
+        nlohmann::json j{{"name", c.name}, {"status", check_status_name(c.status)}, {"detail", c.detail}};
         if (!c.advice.empty()) j["advice"] = c.advice;
         checks.push_back(j);
     }

@@ -1,6 +1,7 @@
 #include "tests/lib/subprocess.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -219,7 +220,21 @@ void Daemon::start(const std::vector<std::string>& argv, const std::string& log,
     sys::SpawnOptions o;
     o.env = &env;
     o.stdout_fd = o.stderr_fd = fd;
-    o.before_exec = [] { return setsid() < 0 ? errno : 0; };
+    // HUSK_ENGINE_CPU=N: the daemon, and every shim and container VM it
+    // starts, runs on CPU N only (see Engines::start_docker).
+    int cpu = -1;
+    if (const char* c = getenv("HUSK_ENGINE_CPU"); c && *c) cpu = atoi(c);
+    o.before_exec = [cpu] {
+        if (setsid() < 0) return errno;
+        if (cpu >= 0) {
+            cpu_set_t one;
+            CPU_ZERO(&one);
+            CPU_SET(cpu, &one);
+            if (sched_setaffinity(0, sizeof one, &one) < 0) return errno;
+        }
+        return 0;
+    };
+    o.before_exec_what = "start the daemon in its own session (and on HUSK_ENGINE_CPU)";
     auto pid = sys::spawn(argv, o);
     if (fd >= 0) close(fd);
     m_pid = pid ? pid.value() : -1;

@@ -74,6 +74,7 @@ public:
     Daemon(const Daemon&) = delete;
     Daemon& operator=(const Daemon&) = delete;
     // `extra_env` ("NAME=value") is added to this process's environment for the daemon alone.
+    // With HUSK_ENGINE_CPU=N set, the daemon and everything it starts run on CPU N only.
     void start(const std::vector<std::string>& argv, const std::string& log,
                const std::vector<std::string>& extra_env = {});
     void stop();

@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cctype>
 #include <fstream>
 #include <sstream>
 
@@ -44,36 +45,62 @@ bool cpu_flag(const std::string& cpuinfo, const std::string& flag) {
 
 }  // namespace
 
-const char* backend_module(KvmBackend b) {
+namespace {
+
+struct BackendNames {
+    const char* module;  // for machine records
+    const char* name;    // for people
+};
+
+BackendNames names_of(KvmBackend b) {
     switch (b) {
-        case KvmBackend::None:
-            return "none";
         case KvmBackend::Intel:
-            return "kvm_intel";
+            return {"kvm_intel", "kvm_intel (VT-x)"};
         case KvmBackend::Amd:
-            return "kvm_amd";
+            return {"kvm_amd", "kvm_amd (AMD-V)"};
         case KvmBackend::Pvm:
-            return "kvm_pvm";
+            return {"kvm_pvm", "kvm_pvm (PVM, software)"};
+        case KvmBackend::None:
+            return {"none", "none"};
         case KvmBackend::Unknown:
-            return "unknown";
+            break;
     }
-    return "unknown";
+    return {"unknown", "unknown"};
+}
+
+}  // namespace
+
+const char* backend_module(KvmBackend b) {
+    return names_of(b).module;
 }
 
 const char* backend_name(KvmBackend b) {
-    switch (b) {
-        case KvmBackend::None:
-            return "none";
-        case KvmBackend::Intel:
-            return "kvm_intel (VT-x)";
-        case KvmBackend::Amd:
-            return "kvm_amd (AMD-V)";
-        case KvmBackend::Pvm:
-            return "kvm_pvm (PVM, software)";
-        case KvmBackend::Unknown:
-            return "unknown";
+    return names_of(b).name;
+}
+
+const char* check_status_name(CheckStatus s) {
+    switch (s) {
+        case CheckStatus::Pass:
+            return "pass";
+        case CheckStatus::Fail:
+            return "fail";
+        case CheckStatus::Warn:
+            return "warn";
+        case CheckStatus::Info:
+            break;
     }
-    return "unknown";
+    return "info";
+}
+
+std::string format_checks(const std::vector<Check>& checks) {
+    std::string text;
+    for (const auto& c : checks) {
+        std::string tag = check_status_name(c.status);
+        for (auto& ch : tag) ch = char(std::toupper(static_cast<unsigned char>(ch)));
+        text += tag + "  " + c.name + ": " + c.detail + "\n";
+        if (!c.advice.empty()) text += "      -> " + c.advice + "\n";
+    }
+    return text;
 }
 
 HostReport probe_host(const std::string& sys, const std::string& cpuinfo_path, const std::string& kvm_path) {
@@ -193,15 +220,7 @@ HostReport probe_host(const std::string& sys, const std::string& cpuinfo_path, c
 
 std::string format_report(const HostReport& r) {
     std::ostringstream out;
-    for (const auto& c : r.checks) {
-        const char* tag = c.status == CheckStatus::Pass   ? "PASS"
-                          : c.status == CheckStatus::Fail ? "FAIL"
-                          : c.status == CheckStatus::Warn ? "WARN"
-                                                          : "INFO";
-        out << tag << "  " << c.name << ": " << c.detail << "\n";
-        if (!c.advice.empty()) out << "      -> " << c.advice << "\n";
-    }
-    out << "\nverdict: ";
+    out << format_checks(r.checks) << "\nverdict: ";
     if (r.can_boot_linux)
         out << "husk runs Linux microVMs natively on this host (" << backend_name(r.backend) << ")\n";
     else if (r.can_run_vms)
