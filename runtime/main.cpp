@@ -140,7 +140,7 @@ int main(int argc, char** argv) {
         {"create", cmd_create},     {"start", cmd_start},   {"run", cmd_run},       {"state", cmd_state},
         {"kill", cmd_kill},         {"delete", cmd_delete}, {"exec", cmd_exec},     {"ps", cmd_ps},
         {"list", cmd_list},         {"pause", cmd_pause},   {"resume", cmd_resume}, {"update", cmd_update},
-        {"features", cmd_features}, {"spec", cmd_spec}, {"doctor", cmd_doctor},
+        {"features", cmd_features}, {"spec", cmd_spec},     {"doctor", cmd_doctor},
     };
     if (command == "help") {
         std::printf("%s", kUsage);
