@@ -310,6 +310,8 @@ Result<std::string> Agent::handle_request(Connection& c, const FrameBuffer::Fram
 
 Result<void> Agent::setup_container(const ContainerSpec& spec) {
     if (m_container) return Error::from_string("the container is already set up", EEXIST);
+    // Compiled before anything is mounted: a filter libseccomp refuses fails the container's creation whole.
+    if (spec.seccomp) m_seccomp = TRY(compile_seccomp(*spec.seccomp));
     const std::string& root = m_options.rootfs_mount;
     // No device: the rootfs is already in place (test mode, or a rootfs the host shares).
     if (!spec.rootfs_device.empty()) {
@@ -342,6 +344,7 @@ Result<uint32_t> Agent::create_process(Connection& c, const ProcessSpec& spec) {
     context.rootfs = m_options.rootfs_mount;
     context.container = &*m_container;
     context.join = is_init ? -1 : m_init_pid;
+    context.seccomp = m_seccomp ? &*m_seccomp : nullptr;
     auto p = std::make_unique<Process>();
     p->exec_id = spec.exec_id;
     p->owner = c.id;

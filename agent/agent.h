@@ -67,6 +67,7 @@ private:
     std::map<uint64_t, std::unique_ptr<Connection>> m_connections;
     std::map<std::string, std::unique_ptr<Process>> m_processes;
     std::optional<ContainerSpec> m_container;
+    std::optional<SeccompProgram> m_seccomp;  // the container's filter, compiled once
     pid_t m_init_pid = -1;
     bool m_shutdown = false;
 };

@@ -46,8 +46,8 @@ protected:
         for (const char* d : {"bin", "proc", "dev", "tmp", "etc", "home/user"})
             fs::create_directories(m_rootfs + "/" + d);
         fs::copy_file("/bin/busybox", m_rootfs + "/bin/busybox");
-        for (const char* applet :
-             {"sh", "echo", "cat", "id", "pwd", "sleep", "head", "wc", "env", "true", "dd", "md5sum", "kill"})
+        for (const char* applet : {"sh", "echo", "cat", "id", "pwd", "sleep", "head", "wc", "env", "true", "dd",
+                                   "md5sum", "kill", "grep", "hostname", "mkdir"})
             fs::create_symlink("busybox", m_rootfs + "/bin/" + applet);
         std::ofstream(m_rootfs + "/bin/notexec") << "#!/bin/sh\necho no\n";
         m_socket = m_dir + "/agent.sock";
@@ -61,11 +61,15 @@ protected:
             AgentClient::connect({m_socket, false, kPort}, std::chrono::steady_clock::now() + std::chrono::seconds(10));
         ASSERT_TRUE(client) << client.error().message();
         m_client = client.release_value();
+        auto setup = m_client->setup_container(container());
+        ASSERT_TRUE(setup) << setup.error().message();
+    }
+    virtual ContainerSpec container() const {
         ContainerSpec c;
         c.rootfs_device = "";  // the directory is the rootfs
         c.mounts = {{"/proc", "proc", "proc", {"nosuid", "noexec", "nodev"}},
                     {"/dev", "tmpfs", "tmpfs", {"nosuid", "mode=755"}}};
-        ASSERT_TRUE(m_client->setup_container(c));
+        return c;
     }
     void TearDown() override {
         m_client.reset();
@@ -172,6 +176,27 @@ TEST_F(AgentTest, TenMiBOfOutputArriveIntact) {
     EXPECT_EQ(r.out.find_first_not_of('\0'), 10u * 1048576);
 }
 
+// As under runc: the container's missing cwd is made; an exec's must exist.
+TEST_F(AgentTest, AMissingCwdIsMadeForTheContainerNotForExec) {
+    ProcessSpec init = spec("init", {"sh", "-c", "pwd; sleep 100"});
+    init.cwd = "/made/for/you";
+    init.attach = kAttachStdout;
+    ASSERT_TRUE(m_client->create_process(init));
+    auto out = m_client->attach_stdio("init", Channel::Stdout);
+    ASSERT_TRUE(out);
+    ASSERT_TRUE(m_client->start("init"));
+    char buf[64] = {};
+    ASSERT_GT(::read(out.value().get(), buf, sizeof buf - 1), 0);
+    EXPECT_STREQ(buf, "/made/for/you\n");
+    ProcessSpec e = spec("exec-1", {"true"});
+    e.cwd = "/not/made";
+    auto r = m_client->create_process(e);
+    ASSERT_FALSE(r);
+    EXPECT_NE(r.error().message().find("chdir to cwd `/not/made`"), std::string::npos) << r.error().message();
+    ASSERT_TRUE(m_client->signal("init", SIGKILL));
+    EXPECT_EQ(m_client->wait("init").value(), 137);
+}
+
 TEST_F(AgentTest, EnvCwdAndUser) {
     ProcessSpec s = spec("init", {"sh", "-c", "echo $GREETING; pwd; id -u; id -g; id -G; umask"});
     s.env.push_back("GREETING=hello");
@@ -225,10 +250,10 @@ TEST_F(AgentTest, ExecRunsBesideTheFirstProcess) {
 
 TEST_F(AgentTest, ErrorsAreClear) {
     auto bad_cwd = spec("init", {"true"});
-    bad_cwd.cwd = "/nonexistent";
+    bad_cwd.cwd = "/bin/busybox";
     auto r = m_client->create_process(bad_cwd);
     ASSERT_FALSE(r);
-    EXPECT_NE(r.error().message().find("chdir to cwd `/nonexistent`"), std::string::npos) << r.error().message();
+    EXPECT_NE(r.error().message().find("chdir to cwd `/bin/busybox`"), std::string::npos) << r.error().message();
     auto start = m_client->start("nobody");
     ASSERT_FALSE(start);
     EXPECT_NE(start.error().message().find("no process `nobody`"), std::string::npos);
@@ -245,6 +270,94 @@ TEST_F(AgentTest, TerminalGetsAPty) {
     auto r = run(s);
     EXPECT_NE(r.out.find("tty"), std::string::npos) << r.out;
     EXPECT_EQ(r.status, 4);
+}
+
+// A container as Docker configures one: PID, IPC, UTS and cgroup namespaces,
+// a sysctl, and a seccomp filter (here: mkdir answers EACCES).
+class NamespacedAgentTest : public AgentTest {
+protected:
+    ContainerSpec container() const override {
+        ContainerSpec c = AgentTest::container();
+        c.namespaces = kNamespacePid | kNamespaceIpc | kNamespaceUts | kNamespaceCgroup;
+        c.hostname = "box";
+        c.sysctls = {{"kernel.shmmax", "123456789"}};
+        Seccomp filter;
+        filter.architectures = {"x86_64"};
+        filter.rules.push_back({{"mkdir", "mkdirat"}, SeccompAction::Errno, EACCES, {}});
+        c.seccomp = filter;
+        return c;
+    }
+};
+
+std::string host_file(const char* path) {
+    auto text = sys::read_file(path, 4096);
+    return text ? text.value() : "";
+}
+
+// runc's table: the process is PID 1 of its own namespace, sees only its own
+// processes, and ignores a SIGKILL sent from inside.
+TEST_F(NamespacedAgentTest, TheProcessIsPid1SeesOnlyItsOwnAndIgnoresItsOwnKill) {
+    auto r = run(spec("init", {"sh", "-c", "echo $$; echo /proc/[0-9]*; kill -9 $$; echo alive"}));
+    EXPECT_EQ(r.out, "1\n/proc/1\nalive\n") << r.err;
+    EXPECT_EQ(r.status, 0);
+}
+
+// Hostname and sysctls land in the container's UTS and IPC namespaces, not
+// the machine's; the seccomp filter is loaded (Seccomp: 2) and answers.
+TEST_F(NamespacedAgentTest, HostnameSysctlAndSeccompAreTheContainers) {
+    std::string host_shmmax = host_file("/proc/sys/kernel/shmmax");
+    std::string host_name = host_file("/proc/sys/kernel/hostname");
+    auto r = run(spec("init", {"sh", "-c",
+                               "hostname; cat /proc/sys/kernel/shmmax; grep Seccomp: /proc/self/status; "
+                               "mkdir /tmp/x 2>/dev/null || echo refused"}));
+    EXPECT_EQ(r.out, "box\n123456789\nSeccomp:\t2\nrefused\n") << r.err;
+    EXPECT_EQ(host_file("/proc/sys/kernel/shmmax"), host_shmmax);
+    EXPECT_EQ(host_file("/proc/sys/kernel/hostname"), host_name);
+}
+
+// exec joins the container's PID and UTS namespaces and gets its filter; a
+// SIGTERM to a PID 1 without a handler does nothing, as under runc.
+TEST_F(NamespacedAgentTest, ExecJoinsTheContainersNamespaces) {
+    ProcessSpec init = spec("init", {"sleep", "100"});
+    init.attach = 0;
+    ASSERT_TRUE(m_client->create_process(init));
+    ASSERT_TRUE(m_client->start("init"));
+    auto r = run(spec("exec-1", {"sh", "-c",
+                                 "cat /proc/1/comm; hostname; grep Seccomp: /proc/self/status; "
+                                 "[ $$ != 1 ] && echo not-pid-1"}));
+    EXPECT_EQ(r.out, "sleep\nbox\nSeccomp:\t2\nnot-pid-1\n") << r.err;
+    ASSERT_TRUE(m_client->signal("init", SIGTERM));
+    auto still = run(spec("exec-2", {"cat", "/proc/1/comm"}));
+    EXPECT_EQ(still.out, "sleep\n");
+    ASSERT_TRUE(m_client->signal("init", SIGKILL));
+    EXPECT_EQ(m_client->wait("init").value(), 137);
+}
+
+// process.capabilities exactly: the bounding set for root; for another user,
+// what it keeps through the ambient set.
+TEST_F(AgentTest, CapabilitiesAreAppliedExactly) {
+    constexpr uint64_t kChown = 1 << 0, kKill = 1 << 5;
+    ProcessSpec root = spec("init", {"grep", "^Cap", "/proc/self/status"});
+    root.capabilities = Capabilities{kChown | kKill, kChown | kKill, 0, kChown | kKill, 0};
+    auto r = run(root);
+    EXPECT_EQ(r.out,
+              "CapInh:\t0000000000000000\nCapPrm:\t0000000000000021\nCapEff:\t0000000000000021\n"
+              "CapBnd:\t0000000000000021\nCapAmb:\t0000000000000000\n")
+        << r.err;
+}
+
+TEST_F(AgentTest, AnotherUserKeepsItsAmbientCapabilities) {
+    constexpr uint64_t kChown = 1 << 0, kKill = 1 << 5;
+    ProcessSpec user = spec("init", {"grep", "^Cap", "/proc/self/status"});
+    user.uid = 1000;
+    user.gid = 1000;
+    user.capabilities = Capabilities{kChown | kKill, kKill, kKill, kKill, kKill};
+    user.no_new_privileges = true;
+    auto r = run(user);
+    EXPECT_EQ(r.out,
+              "CapInh:\t0000000000000020\nCapPrm:\t0000000000000020\nCapEff:\t0000000000000020\n"
+              "CapBnd:\t0000000000000021\nCapAmb:\t0000000000000020\n")
+        << r.err;
 }
 
 }  // namespace

@@ -70,7 +70,9 @@ constexpr uint8_t kHasUmask = 1 << 0;
 constexpr uint8_t kHasOomScoreAdj = 1 << 1;
 constexpr uint8_t kNoNewPrivileges = 1 << 2;
 constexpr uint8_t kTerminal = 1 << 3;
-constexpr uint8_t kKnownFlags = 0x0f;
+constexpr uint8_t kHasCapabilities = 1 << 4;
+constexpr uint8_t kKnownFlags = 0x1f;
+constexpr uint8_t kHasSeccomp = 1 << 0;
 }  // namespace
 
 std::string encode(const ProcessSpec& s) {
@@ -79,11 +81,14 @@ std::string encode(const ProcessSpec& s) {
     w.u32(uint32_t(s.additional_gids.size()));
     for (uint32_t g : s.additional_gids) w.u32(g);
     uint8_t flags = (s.umask ? kHasUmask : 0) | (s.oom_score_adj ? kHasOomScoreAdj : 0) |
-                    (s.no_new_privileges ? kNoNewPrivileges : 0) | (s.terminal ? kTerminal : 0);
+                    (s.no_new_privileges ? kNoNewPrivileges : 0) | (s.terminal ? kTerminal : 0) |
+                    (s.capabilities ? kHasCapabilities : 0);
     w.u8(flags).u32(s.umask.value_or(0)).i32(s.oom_score_adj.value_or(0));
     w.u32(uint32_t(s.rlimits.size()));
     for (const auto& r : s.rlimits) w.str(r.type).u64(r.soft).u64(r.hard);
     w.u16(s.rows).u16(s.cols).u8(s.attach);
+    Capabilities caps = s.capabilities.value_or(Capabilities{});
+    w.u64(caps.bounding).u64(caps.effective).u64(caps.inheritable).u64(caps.permitted).u64(caps.ambient);
     return w.take();
 }
 
@@ -121,6 +126,13 @@ Result<ProcessSpec> decode_process_spec(std::string_view payload) {
     s.rows = r.u16();
     s.cols = r.u16();
     s.attach = r.u8();
+    Capabilities caps;
+    caps.bounding = r.u64();
+    caps.effective = r.u64();
+    caps.inheritable = r.u64();
+    caps.permitted = r.u64();
+    caps.ambient = r.u64();
+    if (flags & kHasCapabilities) s.capabilities = caps;
     TRY(r.finish("process spec"));
     if (s.exec_id.empty()) return Error::from_string("agent protocol: process spec without an exec id");
     if (s.args.empty()) return Error::from_string("agent protocol: process spec without args");
@@ -135,6 +147,18 @@ std::string encode(const ContainerSpec& s) {
     w.u32(uint32_t(s.mounts.size()));
     for (const auto& m : s.mounts) w.str(m.destination).str(m.type).str(m.source).strings(m.options);
     w.strings(s.masked_paths).strings(s.readonly_paths);
+    w.u32(s.namespaces).u32(uint32_t(s.sysctls.size()));
+    for (const auto& sysctl : s.sysctls) w.str(sysctl.name).str(sysctl.value);
+    w.u8(s.seccomp ? kHasSeccomp : 0);
+    if (s.seccomp) {
+        const Seccomp& f = *s.seccomp;
+        w.u8(uint8_t(f.default_action)).u32(f.default_errno).strings(f.architectures).u32(f.flags);
+        w.u32(uint32_t(f.rules.size()));
+        for (const auto& rule : f.rules) {
+            w.strings(rule.names).u8(uint8_t(rule.action)).u32(rule.errno_ret).u32(uint32_t(rule.args.size()));
+            for (const auto& a : rule.args) w.u32(a.index).u64(a.value).u64(a.value_two).u8(uint8_t(a.op));
+        }
+    }
     return w.take();
 }
 
@@ -158,7 +182,62 @@ Result<ContainerSpec> decode_container_spec(std::string_view payload) {
     }
     s.masked_paths = r.strings();
     s.readonly_paths = r.strings();
+    s.namespaces = r.u32();
+    uint32_t sysctls = r.u32();
+    if (sysctls > payload.size() / 8)
+        return Error::from_string("agent protocol: malformed container spec: too many sysctls");
+    for (uint32_t i = 0; i < sysctls; ++i) {
+        Sysctl sysctl;
+        sysctl.name = r.str();
+        sysctl.value = r.str();
+        s.sysctls.push_back(std::move(sysctl));
+    }
+    uint8_t extras = r.u8();
+    if (extras & ~kHasSeccomp) return Error::from_string("agent protocol: malformed container spec: unknown flags");
+    if (extras & kHasSeccomp) {
+        Seccomp f;
+        f.default_action = SeccompAction(r.u8());
+        f.default_errno = r.u32();
+        f.architectures = r.strings();
+        f.flags = r.u32();
+        uint32_t rules = r.u32();
+        if (rules > payload.size() / 13)
+            return Error::from_string("agent protocol: malformed container spec: too many seccomp rules");
+        for (uint32_t i = 0; i < rules && !r.failed(); ++i) {
+            SeccompRule rule;
+            rule.names = r.strings();
+            rule.action = SeccompAction(r.u8());
+            rule.errno_ret = r.u32();
+            uint32_t args = r.u32();
+            if (args > 6)
+                return Error::from_string(
+                    "agent protocol: malformed container spec: a seccomp rule has more than 6 arguments");
+            for (uint32_t j = 0; j < args; ++j) {
+                SeccompArg a;
+                a.index = r.u32();
+                a.value = r.u64();
+                a.value_two = r.u64();
+                a.op = SeccompOp(r.u8());
+                if (a.index > 5 || a.op < SeccompOp::NotEqual || a.op > SeccompOp::MaskedEqual)
+                    return Error::from_string(
+                        "agent protocol: malformed container spec: a seccomp argument out of range");
+                rule.args.push_back(a);
+            }
+            if (rule.action > SeccompAction::Log)
+                return Error::from_string("agent protocol: malformed container spec: unknown seccomp action");
+            f.rules.push_back(std::move(rule));
+        }
+        if (f.default_action > SeccompAction::Log)
+            return Error::from_string("agent protocol: malformed container spec: unknown seccomp action");
+        s.seccomp = std::move(f);
+    }
     TRY(r.finish("container spec"));
+    if (s.namespaces & ~kKnownNamespaces)
+        return Error::from_string("agent protocol: malformed container spec: unknown namespaces");
+    for (const auto& sysctl : s.sysctls)
+        if (sysctl.name.empty() || sysctl.name.find("..") != std::string::npos || sysctl.name[0] == '/' ||
+            sysctl.name[0] == '.')
+            return Error::from_string("agent protocol: sysctl `" + sysctl.name + "` is not a sysctl name");
     for (const auto& m : s.mounts)
         if (m.destination.empty() || m.destination[0] != '/')
             return Error::from_string("agent protocol: mount destination `" + m.destination + "` is not absolute");
@@ -167,7 +246,7 @@ Result<ContainerSpec> decode_container_spec(std::string_view payload) {
 
 std::string encode_specs_file(const Specs& specs) {
     Writer w;
-    w.u32(kSpecsFileVersion).str(encode(specs.container)).str(encode(specs.process)).strings(specs.skipped_mounts);
+    w.u32(kSpecsFileVersion).str(encode(specs.container)).str(encode(specs.process)).strings(specs.ignored);
     return std::string(kSpecsFileMagic) + w.take();
 }
 
@@ -182,7 +261,7 @@ Result<Specs> decode_specs_file(std::string_view bytes) {
     uint32_t version = r.u32();
     std::string container = r.str(), process = r.str();
     Specs s;
-    s.skipped_mounts = r.strings();
+    s.ignored = r.strings();
     TRY(r.finish("container specs file"));
     if (version != kSpecsFileVersion)
         return Error::from_string("container specs file of format " + std::to_string(version) +

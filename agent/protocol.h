@@ -21,7 +21,7 @@
 namespace husk::agent {
 
 inline constexpr uint32_t kMagic = 0x4b535548;  // "HUSK"
-inline constexpr uint16_t kVersion = 1;
+inline constexpr uint16_t kVersion = 2;
 inline constexpr uint32_t kPort = 1024;              // the agent's vsock port
 inline constexpr uint32_t kMaxPayload = 1 << 20;     // 1 MiB: a whole OCI process spec fits many times
 inline constexpr std::string_view kInitId = "init";  // the exec id of the container's own process
@@ -81,6 +81,17 @@ struct Rlimit {
     bool operator==(const Rlimit&) const = default;
 };
 
+// The five capability sets of a process, one bit per capability number
+// (CAP_CHOWN is bit 0), as in process.capabilities.
+struct Capabilities {
+    uint64_t bounding = 0;
+    uint64_t effective = 0;
+    uint64_t inheritable = 0;
+    uint64_t permitted = 0;
+    uint64_t ambient = 0;
+    bool operator==(const Capabilities&) const = default;
+};
+
 struct ProcessSpec {
     std::string exec_id;
     std::vector<std::string> args;
@@ -93,6 +104,8 @@ struct ProcessSpec {
     std::vector<Rlimit> rlimits;
     bool no_new_privileges = false;
     std::optional<int32_t> oom_score_adj;
+    // Absent: the process keeps what its uid gives it (root: every capability).
+    std::optional<Capabilities> capabilities;
     bool terminal = false;
     uint16_t rows = 0;  // terminal size at start; 0 leaves the kernel's default
     uint16_t cols = 0;
@@ -108,6 +121,56 @@ struct Mount {
     bool operator==(const Mount&) const = default;
 };
 
+// Namespaces the container's processes get inside the guest, besides the
+// mount namespace every container has. `exec` joins the container's.
+inline constexpr uint32_t kNamespacePid = 1 << 0;
+inline constexpr uint32_t kNamespaceIpc = 1 << 1;
+inline constexpr uint32_t kNamespaceUts = 1 << 2;
+inline constexpr uint32_t kNamespaceCgroup = 1 << 3;
+inline constexpr uint32_t kKnownNamespaces = 0xf;
+
+// linux.seccomp, resolved by the host to numbers; the agent compiles it with
+// libseccomp once per container and every process of the container loads it.
+enum class SeccompAction : uint8_t {
+    KillThread = 0,
+    KillProcess = 1,
+    Trap = 2,
+    Errno = 3,
+    Trace = 4,
+    Allow = 5,
+    Log = 6
+};
+// libseccomp's scmp_compare numbering.
+enum class SeccompOp : uint8_t { NotEqual = 1, LessThan, LessEqual, Equal, GreaterEqual, GreaterThan, MaskedEqual };
+struct SeccompArg {
+    uint32_t index = 0;
+    uint64_t value = 0;
+    uint64_t value_two = 0;
+    SeccompOp op = SeccompOp::Equal;
+    bool operator==(const SeccompArg&) const = default;
+};
+struct SeccompRule {
+    std::vector<std::string> names;  // syscall names; ones this kernel does not know are skipped
+    SeccompAction action = SeccompAction::Allow;
+    uint32_t errno_ret = 1;  // for Errno (EPERM unless given) and Trace
+    std::vector<SeccompArg> args;
+    bool operator==(const SeccompRule&) const = default;
+};
+struct Seccomp {
+    SeccompAction default_action = SeccompAction::Allow;
+    uint32_t default_errno = 1;
+    std::vector<std::string> architectures;  // libseccomp's names: "x86_64", "x86", "x32", ...
+    uint32_t flags = 0;                      // SECCOMP_FILTER_FLAG_LOG, _SPEC_ALLOW
+    std::vector<SeccompRule> rules;
+    bool operator==(const Seccomp&) const = default;
+};
+
+struct Sysctl {
+    std::string name;  // "net.ipv4.ip_unprivileged_port_start", or with slashes
+    std::string value;
+    bool operator==(const Sysctl&) const = default;
+};
+
 struct ContainerSpec {
     std::string rootfs_device = "/dev/vda";
     std::string rootfs_type = "ext4";
@@ -116,6 +179,9 @@ struct ContainerSpec {
     std::vector<Mount> mounts;
     std::vector<std::string> masked_paths;
     std::vector<std::string> readonly_paths;
+    uint32_t namespaces = 0;  // kNamespace* bits
+    std::vector<Sysctl> sysctls;
+    std::optional<Seccomp> seccomp;
     bool operator==(const ContainerSpec&) const = default;
 };
 
@@ -131,14 +197,14 @@ Result<ContainerSpec> decode_container_spec(std::string_view payload);
 struct Specs {
     ContainerSpec container;
     ProcessSpec process;
-    std::vector<std::string> skipped_mounts;  // mounts the guest cannot honour, for the log
+    std::vector<std::string> ignored;  // what the guest cannot honour (host binds, AppArmor, ...), for the log
     bool operator==(const Specs&) const = default;
 };
 // The file: "HUSKSPEC", a format version, then the two specs as on the wire
-// and the skipped mounts. Anything else (an OCI config.json given by
+// and what is ignored. Anything else (an OCI config.json given by
 // mistake, a truncated file) is refused whole.
 inline constexpr std::string_view kSpecsFileMagic = "HUSKSPEC";
-inline constexpr uint32_t kSpecsFileVersion = 1;
+inline constexpr uint32_t kSpecsFileVersion = 2;
 std::string encode_specs_file(const Specs& specs);
 Result<Specs> decode_specs_file(std::string_view bytes);
 

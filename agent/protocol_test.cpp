@@ -24,6 +24,7 @@ ProcessSpec sample_process() {
     s.rows = 24;
     s.cols = 80;
     s.attach = kAttachStdin | kAttachStdout;
+    s.capabilities = Capabilities{0xa80425fb, 0xa80425fb, 0, 0xa80425fb, 1 << 10};
     return s;
 }
 
@@ -35,6 +36,17 @@ ContainerSpec sample_container() {
                 {"/etc/hosts", "bind", "/.husk/hosts", {"rbind", "ro"}}};
     c.masked_paths = {"/proc/kcore"};
     c.readonly_paths = {"/proc/sys"};
+    c.namespaces = kNamespacePid | kNamespaceUts;
+    c.sysctls = {{"net.ipv4.ip_unprivileged_port_start", "0"}};
+    Seccomp filter;
+    filter.default_action = SeccompAction::Errno;
+    filter.default_errno = 1;
+    filter.architectures = {"x86_64", "x86"};
+    filter.flags = 4;
+    filter.rules = {{{"read", "write"}, SeccompAction::Allow, 1, {}},
+                    {{"personality"}, SeccompAction::Allow, 1, {{0, 0xffffffff, 0, SeccompOp::Equal}}},
+                    {{"clone"}, SeccompAction::Allow, 1, {{0, 0x7e020000, 0, SeccompOp::MaskedEqual}}}};
+    c.seccomp = filter;
     return c;
 }
 
@@ -111,6 +123,23 @@ TEST(Protocol, SemanticChecks) {
     EXPECT_FALSE(decode_process_spec(encode(s)));
     ContainerSpec c = sample_container();
     c.mounts[0].destination = "relative";
+    EXPECT_FALSE(decode_container_spec(encode(c)));
+    c = sample_container();
+    c.namespaces = 1 << 7;
+    EXPECT_FALSE(decode_container_spec(encode(c)));
+    for (const char* name : {"", "../../etc/passwd", "/abs", "net/../../x"}) {
+        c = sample_container();
+        c.sysctls = {{name, "1"}};
+        EXPECT_FALSE(decode_container_spec(encode(c))) << name;
+    }
+    c = sample_container();
+    c.seccomp->rules[1].args[0].op = SeccompOp(9);
+    EXPECT_FALSE(decode_container_spec(encode(c)));
+    c = sample_container();
+    c.seccomp->rules[1].args[0].index = 6;
+    EXPECT_FALSE(decode_container_spec(encode(c)));
+    c = sample_container();
+    c.seccomp->default_action = SeccompAction(42);
     EXPECT_FALSE(decode_container_spec(encode(c)));
 }
 

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <grp.h>
+#include <linux/capability.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/io.h>
@@ -34,8 +35,8 @@ Result<std::pair<UniqueFd, UniqueFd>> make_pipe() {
     return std::pair(UniqueFd(fds[0]), UniqueFd(fds[1]));
 }
 
-// mkdir -p, or an empty file when the mount source is a file.
-Result<void> make_mount_point(const std::string& path, bool file) {
+// mkdir -p; the last component an empty file when `file` (a mount point for a file).
+Result<void> make_path(const std::string& path, bool file) {
     std::string partial;
     size_t pos = 1;
     while (pos <= path.size()) {
@@ -45,10 +46,10 @@ Result<void> make_mount_point(const std::string& path, bool file) {
         bool last = next == path.size();
         if (last && file) {
             int fd = ::open(partial.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
-            if (fd < 0 && errno != EISDIR) return Error::from_errno(errno, "create mount point `" + partial + "`");
+            if (fd < 0 && errno != EISDIR) return Error::from_errno(errno, "create `" + partial + "`");
             if (fd >= 0) ::close(fd);
         } else if (::mkdir(partial.c_str(), 0755) < 0 && errno != EEXIST) {
-            return Error::from_errno(errno, "create mount point `" + partial + "`");
+            return Error::from_errno(errno, "create `" + partial + "`");
         }
         pos = next + 1;
     }
@@ -95,7 +96,7 @@ Result<void> do_mount(const std::string& rootfs, const Mount& m) {
         if (::stat(source.c_str(), &st) < 0) return Error::from_errno(errno, "bind source `" + m.source + "`");
         o.flags |= MS_BIND;
     }
-    TRY(make_mount_point(target, bind && !S_ISDIR(st.st_mode)));
+    TRY(make_path(target, bind && !S_ISDIR(st.st_mode)));
     if (type == "cgroup") type = "cgroup2";  // the guest has one unified hierarchy
     if (source.empty()) source = type;
     unsigned long flags = o.flags & ~o.clear;
@@ -113,18 +114,68 @@ Result<void> do_mount(const std::string& rootfs, const Mount& m) {
     return {};
 }
 
-Result<void> enter_root(const ProcessSpec&, const SpawnContext& context) {
-    if (context.join > 0) {
-        std::string ns = "/proc/" + std::to_string(context.join) + "/ns/mnt";
-        int fd = ::open(ns.c_str(), O_RDONLY | O_CLOEXEC);
-        if (fd < 0) return Error::from_errno(errno, "open the container's mount namespace");
-        int rc = ::setns(fd, CLONE_NEWNS);
-        ::close(fd);
-        TRY(check(rc, "join the container's mount namespace"));
-        return check(::chdir("/"), "chdir /");
-    }
+struct NamespaceKind {
+    uint32_t bit;  // kNamespace*, or 0 for the mount namespace every container has
+    int clone_flag;
+    const char* name;  // in /proc/PID/ns
+};
+// The mount namespace last: after it, the container's /proc is the one in sight.
+constexpr NamespaceKind kNamespaceKinds[] = {{kNamespaceIpc, CLONE_NEWIPC, "ipc"},
+                                             {kNamespaceUts, CLONE_NEWUTS, "uts"},
+                                             {kNamespaceCgroup, CLONE_NEWCGROUP, "cgroup"},
+                                             {0, CLONE_NEWNS, "mnt"}};
+
+Result<UniqueFd> open_namespace(pid_t pid, const char* name) {
+    std::string path = "/proc/" + std::to_string(pid) + "/ns/" + name;
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) return Error::from_errno(errno, std::string("open the container's ") + name + " namespace");
+    return fd;
+}
+
+// The container's first process makes its namespaces; a later one (exec) joins the first's.
+Result<void> enter_namespaces(const SpawnContext& context) {
     const ContainerSpec& c = *context.container;
-    TRY(check(::unshare(CLONE_NEWNS), "unshare the mount namespace"));
+    if (context.join <= 0) {
+        int flags = 0;
+        for (const auto& kind : kNamespaceKinds)
+            if (kind.bit == 0 || (c.namespaces & kind.bit)) flags |= kind.clone_flag;
+        TRY(check(::unshare(flags), "unshare the container's namespaces"));
+        if ((c.namespaces & kNamespaceUts) && !c.hostname.empty())
+            TRY(check(::sethostname(c.hostname.data(), c.hostname.size()), "set the hostname"));
+        return {};
+    }
+    // Opened first, then joined: after the mount namespace, /proc is the container's.
+    std::vector<std::pair<UniqueFd, const NamespaceKind*>> joins;
+    for (const auto& kind : kNamespaceKinds)
+        if (kind.bit == 0 || (c.namespaces & kind.bit))
+            joins.emplace_back(TRY(open_namespace(context.join, kind.name)), &kind);
+    for (auto& [fd, kind] : joins)
+        TRY(check(::setns(fd.get(), kind->clone_flag),
+                  std::string("join the container's ") + kind->name + " namespace"));
+    return {};
+}
+
+// linux.sysctl, written in the container's namespaces before its root is entered.
+Result<void> write_sysctls(const ContainerSpec& c) {
+    for (const auto& sysctl : c.sysctls) {
+        std::string path = sysctl.name;
+        // "net.ipv4.ip_forward" is net/ipv4/ip_forward; a name with slashes keeps its dots (an interface "eth0.100").
+        if (path.find('/') == std::string::npos)
+            for (char& ch : path)
+                if (ch == '.') ch = '/';
+        path = "/proc/sys/" + path;
+        UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+        if (!fd && errno == ENOENT)
+            return Error::from_string("sysctl `" + sysctl.name + "`: the guest kernel has no such setting", ENOENT);
+        if (!fd || ::write(fd.get(), sysctl.value.data(), sysctl.value.size()) < 0)
+            return Error::from_errno(errno, "sysctl `" + sysctl.name + "` = `" + sysctl.value + "`");
+    }
+    return {};
+}
+
+Result<void> enter_root(const ProcessSpec&, const SpawnContext& context) {
+    if (context.join > 0) return check(::chdir("/"), "chdir /");  // enter_namespaces joined its mounts
+    const ContainerSpec& c = *context.container;
     TRY(check(::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr), "make / private"));
     // pivot_root wants a mount point; a bind of the rootfs onto itself is one whatever it was.
     TRY(check(::mount(context.rootfs.c_str(), context.rootfs.c_str(), nullptr, MS_BIND | MS_REC, nullptr),
@@ -157,6 +208,34 @@ Result<void> enter_root(const ProcessSpec&, const SpawnContext& context) {
     return {};
 }
 
+// The bounding set first (it needs CAP_SETPCAP, which root still has).
+Result<void> drop_bounding_set(uint64_t keep) {
+    for (int cap = 0; cap < 64; ++cap) {
+        if (::prctl(PR_CAPBSET_READ, cap, 0, 0, 0) < 0) break;  // past this kernel's last capability
+        if (!(keep & (uint64_t(1) << cap)))
+            TRY(check(::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0), "drop capability " + std::to_string(cap)));
+    }
+    return {};
+}
+
+// Effective, permitted and inheritable, then the ambient set (which needs each
+// capability permitted and inheritable).
+Result<void> set_capabilities(const Capabilities& caps) {
+    __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+    __user_cap_data_struct data[2] = {};
+    for (int i = 0; i < 2; ++i) {
+        data[i].effective = uint32_t(caps.effective >> (32 * i));
+        data[i].permitted = uint32_t(caps.permitted >> (32 * i));
+        data[i].inheritable = uint32_t(caps.inheritable >> (32 * i));
+    }
+    TRY(check(int(::syscall(SYS_capset, &header, data)), "set the capabilities"));
+    for (int cap = 0; cap < 64; ++cap)
+        if (caps.ambient & (uint64_t(1) << cap))
+            TRY(check(::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0),
+                      "raise ambient capability " + std::to_string(cap)));
+    return {};
+}
+
 Result<void> apply_limits_and_user(const ProcessSpec& spec) {
     for (const auto& l : spec.rlimits) {
         int resource = rlimit_resource(l.type);
@@ -164,12 +243,21 @@ Result<void> apply_limits_and_user(const ProcessSpec& spec) {
         rlimit r{l.soft, l.hard};
         TRY(check(::setrlimit(__rlimit_resource(resource), &r), "setrlimit " + l.type));
     }
+    if (spec.capabilities) {
+        TRY(drop_bounding_set(spec.capabilities->bounding));
+        // Permitted capabilities survive the change of uid; capset then says which stay.
+        TRY(check(::prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0), "keep capabilities across setuid"));
+    }
     std::vector<gid_t> groups(spec.additional_gids.begin(), spec.additional_gids.end());
     TRY(check(::setgroups(groups.size(), groups.data()), "setgroups"));
     TRY(check(::setresgid(spec.gid, spec.gid, spec.gid), "setgid " + std::to_string(spec.gid)));
     TRY(check(::setresuid(spec.uid, spec.uid, spec.uid), "setuid " + std::to_string(spec.uid)));
-    if (spec.umask) ::umask(mode_t(*spec.umask));
     if (::chdir(spec.cwd.c_str()) < 0) return Error::from_errno(errno, "chdir to cwd `" + spec.cwd + "`");
+    if (spec.capabilities) {
+        TRY(check(::prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0), "stop keeping capabilities"));
+        TRY(set_capabilities(*spec.capabilities));
+    }
+    if (spec.umask) ::umask(mode_t(*spec.umask));
     if (spec.no_new_privileges) TRY(check(::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs"));
     return {};
 }
@@ -252,14 +340,63 @@ std::string env_value(const std::vector<std::string>& env, std::string_view name
         if (fd < 0 || ::write(fd, v.data(), v.size()) < 0) fail(Error::from_errno(errno, "set oom_score_adj"));
         ::close(fd);
     }
+    if (auto r = enter_namespaces(context); !r) fail(r.error());
+    if (context.join <= 0)
+        if (auto r = write_sysctls(*context.container); !r) fail(r.error());
     if (auto r = enter_root(spec, context); !r) fail(r.error());
+    // As runc does: without no_new_privs the filter needs CAP_SYS_ADMIN, so it
+    // goes in before the user and capabilities change; with it, as close to
+    // execve as can be, so a profile need allow the fewest syscalls of ours.
+    // The container's cwd is made if missing, as runc does (an exec's must exist).
+    if (context.join <= 0 && spec.cwd != "/")
+        if (auto r = make_path(spec.cwd, false); !r) fail(r.error());
+    if (context.seccomp && !spec.no_new_privileges)
+        if (auto r = load_seccomp(*context.seccomp); !r) fail(r.error());
     if (auto r = apply_limits_and_user(spec); !r) fail(r.error());
     [[maybe_unused]] ssize_t w = ::write(status_fd, "R", 1);
     char go = 0;
     while (::read(start_fd, &go, 1) < 0 && errno == EINTR) {
     }
     if (go != 'S') ::_exit(128 + SIGKILL);  // deleted before it was started
+    if (context.seccomp && spec.no_new_privileges) {
+        if (auto r = load_seccomp(*context.seccomp); !r) {
+            std::string message = "husk: " + r.error().message() + "\n";
+            [[maybe_unused]] ssize_t n = ::write(2, message.data(), message.size());
+            ::_exit(127);
+        }
+    }
     exec_process(spec);
+}
+
+// A PID namespace is entered only by a new child: the agent points its next
+// child at the container's (a new one for the first process, which becomes
+// its PID 1), forks, and points its children back at its own.
+Result<pid_t> fork_in_pid_namespace(const SpawnContext& context) {
+    if (!(context.container->namespaces & kNamespacePid)) {
+        pid_t pid = ::fork();
+        if (pid < 0) return Error::from_errno(errno, "fork");
+        return pid;
+    }
+    UniqueFd own(::open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC));
+    if (!own) return Error::from_errno(errno, "open the agent's pid namespace");
+    if (context.join > 0) {
+        UniqueFd target = TRY(open_namespace(context.join, "pid"));
+        TRY(check(::setns(target.get(), CLONE_NEWPID), "join the container's pid namespace"));
+    } else {
+        TRY(check(::unshare(CLONE_NEWPID), "unshare the pid namespace"));
+    }
+    pid_t pid = ::fork();
+    if (pid == 0) return pid;
+    int fork_errno = errno;
+    if (::setns(own.get(), CLONE_NEWPID) < 0) {
+        // Left pointing at the container's, every later child of the agent would start there.
+        std::string message =
+            "husk-agent: cannot return to its own pid namespace: " + std::string(std::strerror(errno)) + "\n";
+        [[maybe_unused]] ssize_t n = ::write(2, message.data(), message.size());
+        ::abort();
+    }
+    if (pid < 0) return Error::from_errno(fork_errno, "fork into the container's pid namespace");
+    return pid;
 }
 
 }  // namespace
@@ -301,8 +438,7 @@ Result<SpawnedProcess> spawn(const ProcessSpec& spec, const SpawnContext& contex
     int stdio[3];
     for (int i = 0; i < 3; ++i) stdio[i] = child_ends[i] ? child_ends[i].get() : null_fd.get();
 
-    pid_t pid = ::fork();
-    if (pid < 0) return Error::from_errno(errno, "fork");
+    pid_t pid = TRY(fork_in_pid_namespace(context));
     if (pid == 0) child(spec, context, status_w.get(), start_r.get(), stdio, pty_slave);
 
     p.pid = pid;

@@ -1,6 +1,7 @@
 // spawn: forks a container process and sets it up up to the point of exec —
-// stdio, mount namespace and root, limits, user — then leaves it waiting for
-// start() (the OCI create/start split: everything that can fail fails at create).
+// stdio, namespaces and root, sysctls, limits, user and capabilities, seccomp —
+// then leaves it waiting for start() (the OCI create/start split: everything
+// that can fail fails at create).
 #pragma once
 
 #include <sys/types.h>
@@ -8,6 +9,7 @@
 #include <string>
 
 #include "agent/protocol.h"
+#include "agent/seccomp_filter.h"
 #include "vmm/base/result.h"
 #include "vmm/base/unique_fd.h"
 
@@ -29,8 +31,10 @@ struct SpawnContext {
     std::string rootfs;
     // The container setup the first process applies (mounts, masked paths).
     const ContainerSpec* container = nullptr;
-    // For processes after the first: the container's init, whose mount namespace they join.
+    // For processes after the first: the container's init, whose namespaces they join.
     pid_t join = -1;
+    // The container's seccomp filter, compiled once; each process loads it.
+    const SeccompProgram* seccomp = nullptr;
 };
 
 // Forks, sets up, and returns once the child is ready to exec (or failed, with its reason).

@@ -171,6 +171,18 @@ Process read_process(Walker& w, const Json& p, const std::string& path) {
             out.rlimits.push_back(std::move(r));
         }
     }
+    if (const Json* caps = w.object(p, path, "capabilities")) {
+        std::string cp = Walker::join(path, "capabilities");
+        Capabilities c;
+        c.bounding = w.strings(*caps, cp, "bounding");
+        c.effective = w.strings(*caps, cp, "effective");
+        c.inheritable = w.strings(*caps, cp, "inheritable");
+        c.permitted = w.strings(*caps, cp, "permitted");
+        c.ambient = w.strings(*caps, cp, "ambient");
+        out.capabilities = std::move(c);
+    }
+    out.apparmor_profile = w.string(p, path, "apparmorProfile");
+    out.selinux_label = w.string(p, path, "selinuxLabel");
     out.no_new_privileges = w.boolean(p, path, "noNewPrivileges");
     out.oom_score_adj = w.integer<int32_t>(p, path, "oomScoreAdj");
     if (out.oom_score_adj && (*out.oom_score_adj < -1000 || *out.oom_score_adj > 1000))
@@ -197,6 +209,64 @@ std::vector<Hook> read_hooks(Walker& w, const Json& hooks, const char* key) {
         hook.timeout = w.integer<int>(h, hp, "timeout");
         if (hook.timeout && *hook.timeout <= 0) w.fail(hp + ".timeout", "must be positive");
         out.push_back(std::move(hook));
+    }
+    return out;
+}
+
+std::optional<Seccomp> read_seccomp(Walker& w, const Json& s) {
+    static const std::set<std::string> kActions = {"SCMP_ACT_KILL",  "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD",
+                                                   "SCMP_ACT_TRAP",  "SCMP_ACT_ERRNO",        "SCMP_ACT_TRACE",
+                                                   "SCMP_ACT_ALLOW", "SCMP_ACT_LOG",          "SCMP_ACT_NOTIFY"};
+    static const std::set<std::string> kOps = {"SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE",       "SCMP_CMP_EQ",
+                                               "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_MASKED_EQ"};
+    const std::string path = "linux.seccomp";
+    Seccomp out;
+    out.default_action = w.string(s, path, "defaultAction", true);
+    if (!w.failed() && !kActions.count(out.default_action))
+        w.fail(path + ".defaultAction", "`" + out.default_action + "` is not a seccomp action");
+    out.default_errno_ret = w.integer<uint32_t>(s, path, "defaultErrnoRet");
+    out.architectures = w.strings(s, path, "architectures");
+    for (const auto& arch : out.architectures)
+        if (!w.failed() && arch.rfind("SCMP_ARCH_", 0) != 0)
+            w.fail(path + ".architectures", "`" + arch + "` is not a seccomp architecture");
+    out.flags = w.strings(s, path, "flags");
+    out.listener_path = w.string(s, path, "listenerPath");
+    if (const Json* list = w.array(s, path, "syscalls")) {
+        for (size_t i = 0; i < list->size() && !w.failed(); ++i) {
+            std::string sp = path + ".syscalls[" + std::to_string(i) + "]";
+            const Json& e = (*list)[i];
+            if (!e.is_object()) {
+                w.fail(sp, "expected an object");
+                break;
+            }
+            SeccompSyscall call;
+            call.names = w.strings(e, sp, "names");
+            if (!w.failed() && call.names.empty()) w.fail(sp + ".names", "must not be empty");
+            call.action = w.string(e, sp, "action", true);
+            if (!w.failed() && !kActions.count(call.action))
+                w.fail(sp + ".action", "`" + call.action + "` is not a seccomp action");
+            call.errno_ret = w.integer<uint32_t>(e, sp, "errnoRet");
+            if (const Json* args = w.array(e, sp, "args")) {
+                for (size_t j = 0; j < args->size() && !w.failed(); ++j) {
+                    std::string ap = sp + ".args[" + std::to_string(j) + "]";
+                    const Json& a = (*args)[j];
+                    if (!a.is_object()) {
+                        w.fail(ap, "expected an object");
+                        break;
+                    }
+                    SeccompArg arg;
+                    arg.index = w.integer<uint32_t>(a, ap, "index", true).value_or(0);
+                    arg.value = w.integer<uint64_t>(a, ap, "value", true).value_or(0);
+                    arg.value_two = w.integer<uint64_t>(a, ap, "valueTwo").value_or(0);
+                    arg.op = w.string(a, ap, "op", true);
+                    if (!w.failed() && arg.index > 5) w.fail(ap + ".index", "must be between 0 and 5");
+                    if (!w.failed() && !kOps.count(arg.op))
+                        w.fail(ap + ".op", "`" + arg.op + "` is not a seccomp comparison");
+                    call.args.push_back(std::move(arg));
+                }
+            }
+            out.syscalls.push_back(std::move(call));
+        }
     }
     return out;
 }
@@ -269,6 +339,16 @@ Result<Spec> parse_spec(std::string_view json, std::string_view name) {
         s.linux_.cgroups_path = w.string(*lx, "linux", "cgroupsPath");
         s.linux_.masked_paths = w.strings(*lx, "linux", "maskedPaths");
         s.linux_.readonly_paths = w.strings(*lx, "linux", "readonlyPaths");
+        if (const Json* sysctl = w.object(*lx, "linux", "sysctl")) {
+            for (const auto& [key, value] : sysctl->items()) {
+                if (!value.is_string()) {
+                    w.fail("linux.sysctl." + key, "expected a string");
+                    break;
+                }
+                s.linux_.sysctl[key] = value.get<std::string>();
+            }
+        }
+        if (const Json* seccomp = w.object(*lx, "linux", "seccomp")) s.linux_.seccomp = read_seccomp(w, *seccomp);
         if (const Json* ns = w.array(*lx, "linux", "namespaces")) {
             for (size_t i = 0; i < ns->size(); ++i) {
                 std::string np = "linux.namespaces[" + std::to_string(i) + "]";

@@ -27,6 +27,11 @@ struct Rlimit {
     uint64_t soft = 0;
 };
 
+// process.capabilities: capability names ("CAP_CHOWN") per set.
+struct Capabilities {
+    std::vector<std::string> bounding, effective, inheritable, permitted, ambient;
+};
+
 struct Process {
     bool terminal = false;
     uint16_t console_height = 0;
@@ -38,6 +43,9 @@ struct Process {
     std::vector<Rlimit> rlimits;
     bool no_new_privileges = false;
     std::optional<int32_t> oom_score_adj;
+    std::optional<Capabilities> capabilities;
+    std::string apparmor_profile;
+    std::string selinux_label;
 };
 
 struct Root {
@@ -75,12 +83,37 @@ struct Namespace {
     std::string path;  // join this one instead of creating one
 };
 
+// linux.seccomp, as written (config-linux.md "Seccomp"); names are checked
+// against the spec's lists, syscall names are left to the guest's kernel.
+struct SeccompArg {
+    uint32_t index = 0;
+    uint64_t value = 0;
+    uint64_t value_two = 0;
+    std::string op;  // "SCMP_CMP_EQ"
+};
+struct SeccompSyscall {
+    std::vector<std::string> names;
+    std::string action;  // "SCMP_ACT_ALLOW"
+    std::optional<uint32_t> errno_ret;
+    std::vector<SeccompArg> args;
+};
+struct Seccomp {
+    std::string default_action;
+    std::optional<uint32_t> default_errno_ret;
+    std::vector<std::string> architectures;  // "SCMP_ARCH_X86_64"
+    std::vector<std::string> flags;          // "SECCOMP_FILTER_FLAG_LOG"
+    std::string listener_path;
+    std::vector<SeccompSyscall> syscalls;
+};
+
 struct Linux {
     Resources resources;
     std::vector<Namespace> namespaces;
     std::string cgroups_path;
     std::vector<std::string> masked_paths;
     std::vector<std::string> readonly_paths;
+    std::map<std::string, std::string> sysctl;
+    std::optional<Seccomp> seccomp;
 };
 
 struct Spec {

@@ -4,6 +4,7 @@
 
 #include "runtime/runtime.h"
 #include "vmm/base/json_text.h"
+#include "vmm/client/agent_specs.h"
 
 namespace husk::runtime {
 
@@ -17,7 +18,23 @@ Result<int> cmd_features(const GlobalOptions&, const Args&) {
                           "diratime", "relatime", "norelatime", "strictatime", "bind",    "rbind",      "private",
                           "rprivate", "shared",   "rshared",    "slave",       "rslave",  "unbindable", "runbindable"}},
         {"linux",
-         {{"namespaces", {"mount", "uts", "ipc", "pid", "network"}},
+         {{"namespaces", {"mount", "uts", "ipc", "pid", "cgroup", "network"}},
+          {"capabilities", capability_names()},
+          // Applied inside the guest by the agent, with libseccomp.
+          {"seccomp",
+           {{"enabled", true},
+            {"actions",
+             {"SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO", "SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD",
+              "SCMP_ACT_LOG", "SCMP_ACT_TRACE", "SCMP_ACT_TRAP"}},
+            {"operators",
+             {"SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_LE", "SCMP_CMP_LT", "SCMP_CMP_MASKED_EQ",
+              "SCMP_CMP_NE"}},
+            {"archs", {"SCMP_ARCH_X86", "SCMP_ARCH_X86_64", "SCMP_ARCH_X32"}},
+            {"knownFlags", {"SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW"}},
+            {"supportedFlags",
+             {"SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW"}}}},
+          {"apparmor", {{"enabled", false}}},
+          {"selinux", {{"enabled", false}}},
           {"mountExtensions", {{"idmap", {{"enabled", false}}}}}}},
         {"annotations",
          {{"io.husk.isolation", "microvm"},

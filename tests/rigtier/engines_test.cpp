@@ -17,6 +17,7 @@
 
 #include "tests/lib/output_burst.h"
 #include "tests/lib/subprocess.h"
+#include "tests/rigtier/parity_cases.h"
 #include "vmm/client/api_client.h"
 #include "vmm/config/vm_config.h"
 
@@ -162,15 +163,65 @@ TEST_F(Docker, ExecTopPauseKillAndRemove) {
     EXPECT_EQ(docker("rm -f busy").exit_status, 0);
 }
 
+// stop sends SIGTERM: a PID 1 with a handler exits by it; one without
+// ignores it (as under runc) and stop's SIGKILL ends it after the timeout.
 TEST_F(Docker, StopSendsTermAndRmForce) {
-    ASSERT_EQ(docker(run() + "-d --name stopme busybox:husk sleep 300").exit_status, 0);
+    ASSERT_EQ(
+        docker(run() + "-d --name stopme busybox:husk sh -c 'trap \"exit 143\" TERM; sleep 300 & wait'").exit_status,
+        0);
     EXPECT_EQ(docker("stop -t 20 stopme").exit_status, 0);
     EXPECT_EQ(docker("inspect -f '{{.State.ExitCode}}' stopme").out, "143\n");
+    ASSERT_EQ(docker(run() + "-d --name deaf busybox:husk sleep 300").exit_status, 0);
+    EXPECT_EQ(docker("stop -t 1 deaf").exit_status, 0);
+    EXPECT_EQ(docker("inspect -f '{{.State.ExitCode}}' deaf").out, "137\n");
+    EXPECT_EQ(docker("rm -f deaf").exit_status, 0);
     ASSERT_EQ(docker(run() + "-d --name rmme busybox:husk sleep 300").exit_status, 0);
     EXPECT_EQ(docker("rm -f rmme").exit_status, 0);
     EXPECT_EQ(docker("rm -f stopme").exit_status, 0);
     // Nothing of either container is left in husk's state.
     EXPECT_EQ(sh("ls -d " + s_engines->dir + "/docker-exec/runtime-*/moby/* 2>/dev/null | wc -l").out, "0\n");
+}
+
+// `text` as one word for sh, whatever quotes it holds.
+std::string single_quoted(const std::string& text) {
+    std::string out = "'";
+    for (char ch : text) out += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+    return out + "'";
+}
+
+// The parity suite (parity_cases.h): every case under runc and under husk,
+// through this dockerd, and their stdout, stderr and exit status compared.
+TEST_F(Docker, ContainersBehaveAsUnderRunc) {
+    const std::string profile = s_engines->dir + "/no-mkdir.json";
+    std::ofstream(profile) << R"({"defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]})";
+    std::vector<ParityCase> cases = parity_cases();
+    cases.push_back({"a custom seccomp profile", "--security-opt seccomp=" + profile,
+                     "mkdir /tmp/d 2>&1; echo $?; " + kStatusFields, "", "", ""});
+    int differing = 0;
+    for (const auto& c : cases) {
+        SCOPED_TRACE(c.name);
+        auto under = [&](const std::string& runtime) {
+            return docker("run --rm --network none --runtime " + runtime + " " + c.options + " busybox:husk sh -c " +
+                              single_quoted(c.script),
+                          c.input);
+        };
+        ProcessResult runc = under("runc"), husk = under("husk");
+        std::printf("parity: %-45s runc %d, husk %d%s\n", c.name.c_str(), runc.exit_status, husk.exit_status,
+                    runc.out == husk.out && runc.err == husk.err && runc.exit_status == husk.exit_status
+                        ? ""
+                        : (c.differs_because.empty() ? "  DIFFERENT" : "  different, as documented"));
+        if (!c.differs_because.empty()) {
+            EXPECT_EQ(husk.out, c.husk_out) << c.differs_because;
+            continue;
+        }
+        bool same = runc.out == husk.out && runc.err == husk.err && runc.exit_status == husk.exit_status;
+        differing += !same;
+        EXPECT_EQ(husk.out, runc.out);
+        EXPECT_EQ(husk.err, runc.err);
+        EXPECT_EQ(husk.exit_status, runc.exit_status);
+    }
+    std::printf("parity: %zu cases, %d differing from runc without a documented reason\n", cases.size(), differing);
 }
 
 TEST_F(Docker, MemoryLimitSizesTheGuest) {

@@ -19,4 +19,7 @@ Result<AgentSpecs> agent_specs_for(const oci::Spec& spec);
 // An OCI process as the agent runs it (every stdio channel attached; a terminal has no stderr).
 agent::ProcessSpec process_spec_for(const oci::Process& process, std::string exec_id);
 
+// The capability names the guest kernel knows, in bit order ("CAP_CHOWN" first).
+std::vector<std::string> capability_names();
+
 }  // namespace husk

@@ -175,8 +175,7 @@ Result<int> ContainerSession::run() {
     if (::getrandom(entropy.data(), entropy.size(), 0) != ssize_t(entropy.size()))
         return Error::from_errno(errno, "getrandom");
     TRY(c->reseed(entropy).context("reseed the guest's RNG"));
-    for (const auto& skipped : m_specs.skipped_mounts)
-        log::warn("mount {} cannot be made in the guest; skipped", skipped);
+    for (const auto& ignored : m_specs.ignored) log::warn("{} cannot be honoured in the guest; ignored", ignored);
     TRY(c->setup_container(m_specs.container));
     phase("container set up");
 
