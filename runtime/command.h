@@ -19,4 +19,7 @@ Result<CommandResult> run_command(const std::vector<std::string>& argv, const st
                                   int timeout_s = 600, const std::vector<std::string>* env = nullptr,
                                   const std::string& program = "");
 
+// `name` found in PATH (or as given, when it holds a slash) and executable; empty when not found.
+std::string find_program(const std::string& name);
+
 }  // namespace husk::runtime

@@ -4,29 +4,12 @@
 
 #include <filesystem>
 
+#include "runtime/command.h"
 #include "runtime/template.h"
 
 namespace husk::runtime {
-namespace {
 
 namespace fs = std::filesystem;
-
-// `name` found in PATH (or as given, when it holds a slash) and executable.
-std::string find_program(const std::string& name) {
-    if (name.find('/') != std::string::npos) return ::access(name.c_str(), X_OK) == 0 ? name : std::string();
-    const char* path = std::getenv("PATH");
-    std::string dirs = path && *path ? path : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-    for (size_t at = 0; at <= dirs.size();) {
-        size_t end = dirs.find(':', at);
-        if (end == std::string::npos) end = dirs.size();
-        std::string candidate = dirs.substr(at, end - at) + "/" + name;
-        if (end > at && ::access(candidate.c_str(), X_OK) == 0) return candidate;
-        at = end + 1;
-    }
-    return {};
-}
-
-}  // namespace
 
 DoctorReport doctor(HostReport host, const RuntimeConfig& config, const std::string& root) {
     DoctorReport r{std::move(host), false, {}};

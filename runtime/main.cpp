@@ -46,6 +46,9 @@ constexpr const char* kUsage =
     "  features  what this runtime implements (JSON)\n"
     "  spec      write a starting config.json\n"
     "  doctor    [--json]: can this host run husk's containers, and what to fix (exit 0 when it can)\n"
+    "  install   [--docker] [--containerd] [--podman] [--dry-run] [--path HUSK]: register husk as the\n"
+    "            `husk` runtime with each engine found here, or those named; --dry-run shows the new files\n"
+    "  uninstall [--docker] [--containerd] [--podman] [--dry-run]: remove what install added\n"
     "\n"
     "Global options:\n"
     "  --root DIR          state directories (default /run/husk)\n"
@@ -137,10 +140,11 @@ int main(int argc, char** argv) {
     std::string command = args[i];
     Args rest(args.begin() + long(i) + 1, args.end());
     static const std::map<std::string, std::function<Result<int>(const GlobalOptions&, const Args&)>> kCommands = {
-        {"create", cmd_create},     {"start", cmd_start},   {"run", cmd_run},       {"state", cmd_state},
-        {"kill", cmd_kill},         {"delete", cmd_delete}, {"exec", cmd_exec},     {"ps", cmd_ps},
-        {"list", cmd_list},         {"pause", cmd_pause},   {"resume", cmd_resume}, {"update", cmd_update},
-        {"features", cmd_features}, {"spec", cmd_spec},     {"doctor", cmd_doctor},
+        {"create", cmd_create},       {"start", cmd_start},   {"run", cmd_run},       {"state", cmd_state},
+        {"kill", cmd_kill},           {"delete", cmd_delete}, {"exec", cmd_exec},     {"ps", cmd_ps},
+        {"list", cmd_list},           {"pause", cmd_pause},   {"resume", cmd_resume}, {"update", cmd_update},
+        {"features", cmd_features},   {"spec", cmd_spec},     {"doctor", cmd_doctor}, {"install", cmd_install},
+        {"uninstall", cmd_uninstall},
     };
     if (command == "help") {
         std::printf("%s", kUsage);
