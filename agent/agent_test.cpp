@@ -197,6 +197,28 @@ TEST_F(AgentTest, AMissingCwdIsMadeForTheContainerNotForExec) {
     EXPECT_EQ(m_client->wait("init").value(), 137);
 }
 
+// As runc sets it: HOME, when the environment has none, from the
+// container's /etc/passwd, else "/"; a HOME given is kept.
+TEST_F(AgentTest, HomeComesFromTheContainersPasswd) {
+    std::ofstream(m_rootfs + "/etc/passwd") << "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000::/home/user:/bin/sh\n";
+    ProcessSpec init = spec("init", {"sleep", "100"});
+    init.attach = 0;
+    ASSERT_TRUE(m_client->create_process(init));
+    ASSERT_TRUE(m_client->start("init"));
+    auto home_of = [&](uint32_t uid, std::vector<std::string> env, const char* id) {
+        ProcessSpec s = spec(id, {"sh", "-c", "echo $HOME"});
+        s.env = std::move(env);
+        s.uid = uid;
+        return run(s).out;
+    };
+    EXPECT_EQ(home_of(1000, {"PATH=/bin"}, "exec-1"), "/home/user\n");
+    EXPECT_EQ(home_of(2000, {"PATH=/bin"}, "exec-2"), "/\n");
+    EXPECT_EQ(home_of(0, {"PATH=/bin", "HOME="}, "exec-3"), "/root\n");
+    EXPECT_EQ(home_of(1000, {"PATH=/bin", "HOME=/mine"}, "exec-4"), "/mine\n");
+    ASSERT_TRUE(m_client->signal("init", SIGKILL));
+    EXPECT_EQ(m_client->wait("init").value(), 137);
+}
+
 TEST_F(AgentTest, EnvCwdAndUser) {
     ProcessSpec s = spec("init", {"sh", "-c", "echo $GREETING; pwd; id -u; id -g; id -G; umask"});
     s.env.push_back("GREETING=hello");
@@ -297,8 +319,8 @@ std::string host_file(const char* path) {
 // runc's table: the process is PID 1 of its own namespace, sees only its own
 // processes, and ignores a SIGKILL sent from inside.
 TEST_F(NamespacedAgentTest, TheProcessIsPid1SeesOnlyItsOwnAndIgnoresItsOwnKill) {
-    auto r = run(spec("init", {"sh", "-c", "echo $$; echo /proc/[0-9]*; kill -9 $$; echo alive"}));
-    EXPECT_EQ(r.out, "1\n/proc/1\nalive\n") << r.err;
+    auto r = run(spec("init", {"sh", "-c", "echo $$; echo /proc/[0-9]*; sh -c 'echo $$'; kill -9 $$; echo alive"}));
+    EXPECT_EQ(r.out, "1\n/proc/1\n2\nalive\n") << r.err;
     EXPECT_EQ(r.status, 0);
 }
 

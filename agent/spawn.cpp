@@ -16,9 +16,12 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <map>
+
+#include "vmm/base/system.h"
 
 namespace husk::agent {
 
@@ -269,12 +272,43 @@ std::string env_value(const std::vector<std::string>& env, std::string_view name
     return {};
 }
 
+// HOME, when the process's environment has none, as runc sets it: the user's
+// home in the container's /etc/passwd, else "/". Read after the root changed.
+std::vector<std::string> environment_of(const ProcessSpec& spec) {
+    std::vector<std::string> env = spec.env;
+    if (!env_value(env, "HOME").empty()) return env;
+    std::erase_if(env, [](const std::string& e) { return e.rfind("HOME=", 0) == 0; });
+    std::string home = "/";
+    if (auto passwd = sys::read_file("/etc/passwd", 4 << 20)) {
+        std::string_view rest = passwd.value();
+        while (!rest.empty()) {
+            std::string_view line = rest.substr(0, rest.find('\n'));
+            rest.remove_prefix(std::min(rest.size(), line.size() + 1));
+            // name:password:uid:gid:gecos:home:shell
+            std::vector<std::string_view> fields;
+            for (size_t at = 0; fields.size() < 7;) {
+                size_t colon = line.find(':', at);
+                fields.push_back(
+                    line.substr(at, colon == std::string_view::npos ? std::string_view::npos : colon - at));
+                if (colon == std::string_view::npos) break;
+                at = colon + 1;
+            }
+            if (fields.size() >= 6 && fields[2] == std::to_string(spec.uid) && !fields[5].empty()) {
+                home = std::string(fields[5]);
+                break;
+            }
+        }
+    }
+    env.push_back("HOME=" + home);
+    return env;
+}
+
 // execvpe() searches the agent's PATH, not the container's: search by hand.
-[[noreturn]] void exec_process(const ProcessSpec& spec) {
+[[noreturn]] void exec_process(const ProcessSpec& spec, const std::vector<std::string>& env) {
     std::vector<char*> argv, envp;
     for (const auto& a : spec.args) argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);
-    for (const auto& e : spec.env) envp.push_back(const_cast<char*>(e.c_str()));
+    for (const auto& e : env) envp.push_back(const_cast<char*>(e.c_str()));
     envp.push_back(nullptr);
     const std::string& file = spec.args[0];
     int error = ENOENT;
@@ -282,7 +316,7 @@ std::string env_value(const std::vector<std::string>& env, std::string_view name
         ::execve(file.c_str(), argv.data(), envp.data());
         error = errno;
     } else {
-        std::string path = env_value(spec.env, "PATH");
+        std::string path = env_value(env, "PATH");
         if (path.empty()) path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
         bool denied = false;
         size_t pos = 0;
@@ -344,6 +378,7 @@ std::string env_value(const std::vector<std::string>& env, std::string_view name
     if (context.join <= 0)
         if (auto r = write_sysctls(*context.container); !r) fail(r.error());
     if (auto r = enter_root(spec, context); !r) fail(r.error());
+    const std::vector<std::string> env = environment_of(spec);
     // As runc does: without no_new_privs the filter needs CAP_SYS_ADMIN, so it
     // goes in before the user and capabilities change; with it, as close to
     // execve as can be, so a profile need allow the fewest syscalls of ours.
@@ -365,7 +400,7 @@ std::string env_value(const std::vector<std::string>& env, std::string_view name
             ::_exit(127);
         }
     }
-    exec_process(spec);
+    exec_process(spec, env);
 }
 
 // A PID namespace is entered only by a new child: the agent points its next

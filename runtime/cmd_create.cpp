@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <array>
 #include <cerrno>
 #include <chrono>
 #include <filesystem>
@@ -19,6 +20,7 @@
 
 #include "oci/spec.h"
 #include "runtime/args.h"
+#include "runtime/cgroup.h"
 #include "runtime/console.h"
 #include "runtime/create.h"
 #include "runtime/handoff.h"
@@ -230,6 +232,16 @@ Result<ContainerState> create_container(const GlobalOptions& g, const CreateOpti
             netns = TRY(sys::open(ns.path, O_RDONLY | O_CLOEXEC).context("the network namespace"));
     }
     int netns_fd = netns ? netns.get() : -1;
+    // husk-vmm joins the container's cgroup before it runs (runtime/cgroup.h):
+    // all it does, the VM included, is the container's cost.
+    state.cgroup =
+        TRY(cgroup_for(spec.linux_.cgroups_path, g.systemd_cgroup).context("config.json: linux.cgroupsPath"));
+    CgroupPlacement placement = TRY(make_cgroup(state.cgroup));
+    for (auto it = placement.dirs.rbegin(); it != placement.dirs.rend(); ++it) undo.also_remove(*it);
+    std::vector<UniqueFd> procs;
+    for (const auto& path : placement.procs) procs.push_back(TRY(sys::open(path, O_WRONLY | O_CLOEXEC)));
+    std::array<int, 4> procs_fds{-1, -1, -1, -1};
+    for (size_t i = 0; i < procs.size() && i < procs_fds.size(); ++i) procs_fds[i] = procs[i].get();
     // husk-vmm: the container's stdio are ours (or the pty's), the ready
     // pipe is its fd 3, and it has its own session (a kill of our process
     // group must not take the container with it).
@@ -238,7 +250,9 @@ Result<ContainerState> create_container(const GlobalOptions& g, const CreateOpti
     spawn.stdout_fd = STDOUT_FILENO;
     spawn.stderr_fd = STDERR_FILENO;
     int slave = pty ? pty->slave.get() : -1, ready_fd = ready_w.get();
-    spawn.before_exec = [slave, netns_fd, new_netns, ready_fd] {
+    spawn.before_exec = [slave, netns_fd, new_netns, ready_fd, procs_fds] {
+        for (int fd : procs_fds)  // "0": the writer, husk-vmm before it starts
+            if (fd >= 0 && ::write(fd, "0", 1) < 0) return errno;
         if (slave >= 0)
             become_terminal_owner(slave);
         else
@@ -251,7 +265,7 @@ Result<ContainerState> create_container(const GlobalOptions& g, const CreateOpti
             return errno;
         return ::dup2(ready_fd, 3) < 0 ? errno : 0;
     };
-    spawn.before_exec_what = "enter the container's network namespace";
+    spawn.before_exec_what = "join the container's cgroup and network namespace";
     pid_t pid = TRY(sys::spawn(argv, spawn).context("start husk-vmm"));
     undo.set_pid(pid);
     ready_w.reset();
@@ -259,6 +273,12 @@ Result<ContainerState> create_container(const GlobalOptions& g, const CreateOpti
         pty->slave.reset();
         TRY(send_console(o.console_socket, pty->master.get()));
     }
+    procs.clear();
+    // The CPU limit throttles the VM's vCPUs as it would the container's processes under runc.
+    const oci::Resources& resources = spec.linux_.resources;
+    if (!state.cgroup.empty() && resources.cpu_quota && *resources.cpu_quota > 0)
+        if (auto r = set_cpu_limit(state.cgroup, resources.cpu_quota, resources.cpu_period.value_or(100000)); !r)
+            log::warn("the CPU limit is not applied to husk-vmm's cgroup: {}", r.error().message());
     TRY(wait_ready(ready_r.get(), pid, "husk-vmm").context("create `" + o.id + "`"));
     state.pid = pid;
     state.pid_start = process_start_time(pid);

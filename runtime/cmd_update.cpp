@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "runtime/args.h"
+#include "runtime/cgroup.h"
 #include "runtime/runtime.h"
 #include "runtime/state.h"
 #include "vmm/base/system.h"
@@ -113,15 +114,32 @@ Result<int> cmd_update(const GlobalOptions& g, const Args& args) {
         }
         if (!resources.is_object()) return Error::from_string("update: --resources must hold a JSON object", EINVAL);
     }
-    bool cpu = p.has("cpu-quota") || p.has("cpuset-cpus") ||
-               (resources.contains("cpu") && resources["cpu"].is_object() &&
-                ((resources["cpu"].contains("quota") && !resources["cpu"]["quota"].is_null() &&
-                  resources["cpu"]["quota"] != 0) ||
-                 (resources["cpu"].contains("cpus") && resources["cpu"]["cpus"].is_string() &&
-                  !resources["cpu"]["cpus"].get<std::string>().empty())));
-    if (cpu)
+    const nlohmann::json* cpu = resources.contains("cpu") && resources["cpu"].is_object() ? &resources["cpu"] : nullptr;
+    bool cpuset = p.has("cpuset-cpus") || (cpu && cpu->contains("cpus") && (*cpu)["cpus"].is_string() &&
+                                           !(*cpu)["cpus"].get<std::string>().empty());
+    if (cpuset)
         return Error::from_string("update: the vCPUs of a running microVM cannot change; recreate the container",
                                   ENOTSUP);
+    // A CPU quota throttles husk-vmm's cgroup, vCPUs included; their number stays.
+    std::optional<int64_t> quota;
+    uint64_t period = 100000;
+    try {
+        if (p.has("cpu-quota")) quota = std::stoll(p.get("cpu-quota"));
+        if (p.has("cpu-period")) period = std::stoull(p.get("cpu-period"));
+        if (cpu && cpu->contains("quota") && (*cpu)["quota"].is_number_integer())
+            quota = (*cpu)["quota"].get<int64_t>();
+        if (cpu && cpu->contains("period") && (*cpu)["period"].is_number_unsigned())
+            period = (*cpu)["period"].get<uint64_t>();
+    } catch (const std::exception&) {
+        return Error::from_string("update: --cpu-quota and --cpu-period take numbers", EINVAL);
+    }
+    if (quota && *quota != 0) {
+        if (state.cgroup.empty())
+            return Error::from_string(
+                "update: container `" + state.id + "` has no cgroup (no linux.cgroupsPath at create) to limit",
+                ENOTSUP);
+        TRY(set_cpu_limit(state.cgroup, *quota, period).context("update the CPU limit"));
+    }
     int64_t limit = TRY(memory_limit(p, resources));
     if (limit != 0) TRY(apply_memory_limit(state, limit));
     return 0;

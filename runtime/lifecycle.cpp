@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "oci/spec.h"
+#include "runtime/cgroup.h"
 #include "runtime/create.h"
 #include "runtime/hooks.h"
 #include "vmm/client/api_client.h"
@@ -47,6 +48,12 @@ Result<void> destroy_container(ContainerState& state) {
     std::filesystem::remove(state.vsock_socket, ec);
     std::filesystem::remove_all(state.dir, ec);
     if (ec) return Error::from_errno(ec.value(), "remove " + state.dir);
+    // An exited husk-vmm leaves its cgroup a moment after it is gone from /proc.
+    for (int tries = 0; tries < 100 && !state.cgroup.empty(); ++tries) {
+        remove_cgroup(state.cgroup);
+        if (!cgroup_exists(state.cgroup)) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
     if (spec)
         if (auto r = run_hooks(spec.value().hooks.poststop, state.oci_json("stopped"), "poststop"); !r)
             std::fprintf(stderr, "husk: warning: %s\n", r.error().message().c_str());

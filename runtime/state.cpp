@@ -71,6 +71,7 @@ Result<ContainerState> load_state(const std::string& root, const std::string& id
         s.api_socket = j.value("api_socket", "");
         s.vsock_socket = j.value("vsock_socket", "");
         s.image = j.value("image", "");
+        s.cgroup = j.value("cgroup", "");
         s.status = j.value("status", "created");
         s.exec_pids = j.value("exec_pids", std::vector<pid_t>{});
         return s;
@@ -86,6 +87,7 @@ Result<void> save_state(const ContainerState& s) {
     j["api_socket"] = s.api_socket;
     j["vsock_socket"] = s.vsock_socket;
     j["image"] = s.image;
+    j["cgroup"] = s.cgroup;
     j["exec_pids"] = s.exec_pids;
     // Write then rename: a reader never sees half a file.
     std::string tmp = s.dir + "/state.json.tmp";

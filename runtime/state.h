@@ -28,6 +28,7 @@ struct ContainerState {
     std::string api_socket;
     std::string vsock_socket;
     std::string image;   // the rootfs image
+    std::string cgroup;  // husk-vmm's cgroup (runtime/cgroup.h), or empty
     std::string status;  // as last recorded: created, running, paused
     std::vector<pid_t> exec_pids;
 

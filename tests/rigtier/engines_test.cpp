@@ -224,6 +224,30 @@ TEST_F(Docker, ContainersBehaveAsUnderRunc) {
     std::printf("parity: %zu cases, %d differing from runc without a documented reason\n", cases.size(), differing);
 }
 
+// husk-vmm is the container's cgroup: docker stats sees the VM's memory, and
+// --cpus (at run and by update) throttles it; rm leaves no cgroup behind.
+TEST_F(Docker, TheVmIsInTheContainersCgroup) {
+    ASSERT_EQ(docker(run() + "-d --name cg --cpus 0.5 busybox:husk sleep 300").exit_status, 0);
+    pid_t pid = std::atoi(docker("inspect -f '{{.State.Pid}}' cg").out.c_str());
+    std::string id = docker("inspect -f '{{.Id}}' cg").out;
+    id = id.substr(0, id.find('\n'));
+    std::ifstream in("/proc/" + std::to_string(pid) + "/cgroup");
+    std::string cgroup, line;
+    while (std::getline(in, line))
+        if (line.rfind("0::", 0) == 0) cgroup = line.substr(3);
+    ASSERT_NE(cgroup.find(id), std::string::npos) << "husk-vmm (pid " << pid << ") is in `" << cgroup << "`";
+    auto cpu_max = [&] { return sh("cat /sys/fs/cgroup" + cgroup + "/cpu.max").out; };
+    EXPECT_EQ(cpu_max(), "50000 100000\n");
+    auto stats = docker("stats --no-stream --format '{{.MemUsage}}' cg");
+    EXPECT_EQ(stats.exit_status, 0) << stats.err;
+    EXPECT_EQ(stats.out.rfind("0B ", 0), std::string::npos) << stats.out;
+    auto u = docker("update --cpus 1 cg");
+    EXPECT_EQ(u.exit_status, 0) << u.err;
+    EXPECT_EQ(cpu_max(), "100000 100000\n");
+    EXPECT_EQ(docker("rm -f cg").exit_status, 0);
+    EXPECT_FALSE(fs::exists("/sys/fs/cgroup" + cgroup)) << cgroup;
+}
+
 TEST_F(Docker, MemoryLimitSizesTheGuest) {
     auto r = docker(run() + "--rm --memory 256m busybox:husk sh -c \"grep MemTotal /proc/meminfo\"");
     ASSERT_EQ(r.exit_status, 0) << r.err;
@@ -318,6 +342,30 @@ TEST_F(Containerd, RunWithAndWithoutTty) {
                 " docker.io/library/busybox:husk tty1 sh -c '[ -t 0 ] && echo tty-ok'\" /dev/null");
     EXPECT_EQ(t.exit_status, 0) << t.out << t.err;
     EXPECT_NE(t.out.find("tty-ok"), std::string::npos) << t.out;
+}
+
+// The parity suite through containerd: each case under runc and under husk.
+TEST_F(Containerd, ContainersBehaveAsUnderRunc) {
+    int n = 0, differing = 0;
+    for (const auto& c : containerd_parity_cases()) {
+        SCOPED_TRACE(c.name);
+        ++n;
+        auto under = [&](const std::string& runtime) {
+            return ctr("run --rm --runc-binary " + runtime + " " + c.options +
+                           " docker.io/library/busybox:husk parity-" + std::to_string(n) + " sh -c " +
+                           single_quoted(c.script),
+                       c.input);
+        };
+        ProcessResult runc = under("runc"), husk = under(env("HUSK_RUNTIME"));
+        bool same = runc.out == husk.out && runc.err == husk.err && runc.exit_status == husk.exit_status;
+        differing += !same;
+        std::printf("parity (containerd): %-35s runc %d, husk %d%s\n", c.name.c_str(), runc.exit_status,
+                    husk.exit_status, same ? "" : "  DIFFERENT");
+        EXPECT_EQ(husk.out, runc.out);
+        EXPECT_EQ(husk.err, runc.err);
+        EXPECT_EQ(husk.exit_status, runc.exit_status);
+    }
+    std::printf("parity (containerd): %d cases, %d differing from runc\n", n, differing);
 }
 
 TEST_F(Containerd, OutputArrivesWholeEveryTime) {
