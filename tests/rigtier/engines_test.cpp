@@ -207,6 +207,7 @@ TEST_F(Docker, ContainersBehaveAsUnderRunc) {
                           c.input);
         };
         ProcessResult runc = under("runc"), husk = under("husk");
+        EXPECT_FALSE(runc.out.empty()) << "the case shows nothing under runc: " << runc.err;
         std::printf("parity: %-45s runc %d, husk %d%s\n", c.name.c_str(), runc.exit_status, husk.exit_status,
                     runc.out == husk.out && runc.err == husk.err && runc.exit_status == husk.exit_status
                         ? ""
@@ -222,6 +223,62 @@ TEST_F(Docker, ContainersBehaveAsUnderRunc) {
         EXPECT_EQ(husk.exit_status, runc.exit_status);
     }
     std::printf("parity: %zu cases, %d differing from runc without a documented reason\n", cases.size(), differing);
+}
+
+// The parity suite's lifecycle half: the same docker commands against a
+// container under runc and one under husk — exec with -u/-w/-e, kill with
+// each common signal, logs, stop, wait, pause/unpause, a restart policy,
+// -t — and what each shows compared.
+TEST_F(Docker, LifecyclesBehaveAsUnderRunc) {
+    const std::string trap_all =
+        "for s in HUP INT USR1 USR2 QUIT; do trap \"echo $s\" $s; done; trap \"echo TERM; exit 7\" TERM; echo ready; "
+        "while :; do sleep 0.1; done";
+    auto flow = [&](const std::string& rt) {
+        std::string name = "life-" + rt, out;
+        auto step = [&](const std::string& what, const ProcessResult& r) {
+            out += what + ": " + std::to_string(r.exit_status) + " " + r.out + (r.err.empty() ? "" : " err: " + r.err);
+        };
+        docker("rm -f " + name);
+        step("run", docker("run -d --network none --runtime " + rt + " --name " + name + " busybox:husk sh -c " +
+                           single_quoted(trap_all)));
+        wait_until([&] { return docker("logs " + name).out.find("ready") != std::string::npos; }, 60);
+        step("exec", docker("exec -u 1000:1000 -w /tmp -e X=y " + name +
+                            " sh -c 'id -u; id -g; pwd; echo $X; [ $$ != 1 ] && echo not-pid-1'"));
+        // The runtimes word the error their own way; the status is the engine's.
+        out +=
+            "exec missing cwd: " + std::to_string(docker("exec -w /nonexistent " + name + " true").exit_status) + "\n";
+        for (const char* sig : {"HUP", "INT", "USR1", "USR2", "QUIT"}) {
+            docker("kill -s " + std::string(sig) + " " + name);
+            wait_until([&] { return docker("logs " + name).out.find(sig) != std::string::npos; }, 30);
+        }
+        step("pause", docker("pause " + name));
+        step("paused", docker("inspect -f '{{.State.Status}}' " + name));
+        step("unpause", docker("unpause " + name));
+        step("stop", docker("stop -t 20 " + name));
+        step("wait", docker("wait " + name));
+        step("logs", docker("logs " + name));
+        docker("rm -f " + name);
+        // A restart policy: the engine restarts the failing container twice, then gives up.
+        docker("rm -f " + name + "-restart");
+        docker("run -d --network none --runtime " + rt + " --restart on-failure:2 --name " + name +
+               "-restart busybox:husk sh -c 'exit 3'");
+        wait_until(
+            [&] {
+                return docker("inspect -f '{{.RestartCount}} {{.State.Status}}' " + name + "-restart").out ==
+                       "2 exited\n";
+            },
+            120);
+        step("restarts",
+             docker("inspect -f '{{.RestartCount}} {{.State.Status}} {{.State.ExitCode}}' " + name + "-restart"));
+        docker("rm -f " + name + "-restart");
+        // -t: a terminal of the engine's own (script(1) gives docker one).
+        step("tty", sh("script -qec \"" + s_docker + " run --rm --network none -t --runtime " + rt +
+                       " busybox:husk sh -c '[ -t 0 ] && [ -t 1 ] && echo on-a-tty; stty size'\" /dev/null"));
+        return out;
+    };
+    std::string runc = flow("runc"), husk = flow("husk");
+    std::printf("lifecycle under runc:\n%s\nlifecycle under husk:\n%s\n", runc.c_str(), husk.c_str());
+    EXPECT_EQ(husk, runc);
 }
 
 // husk-vmm is the container's cgroup: docker stats sees the VM's memory, and
@@ -357,6 +414,7 @@ TEST_F(Containerd, ContainersBehaveAsUnderRunc) {
                        c.input);
         };
         ProcessResult runc = under("runc"), husk = under(env("HUSK_RUNTIME"));
+        EXPECT_FALSE(runc.out.empty()) << "the case shows nothing under runc: " << runc.err;
         bool same = runc.out == husk.out && runc.err == husk.err && runc.exit_status == husk.exit_status;
         differing += !same;
         std::printf("parity (containerd): %-35s runc %d, husk %d%s\n", c.name.c_str(), runc.exit_status,

@@ -51,12 +51,21 @@ inline std::vector<ParityCase> parity_cases() {
         {"--read-only", "--read-only", "touch /x 2>/dev/null; echo $?; touch /tmp/x 2>/dev/null; echo $?", "", "", ""},
         {"--tmpfs", "--read-only --tmpfs /data", "touch /data/x && echo written", "", "", ""},
         {"--ulimit", "--ulimit nofile=100:200", "ulimit -n; ulimit -Hn", "", "", ""},
+        {"--shm-size", "--shm-size 8m", "df -k /dev/shm | awk 'NR == 2 {print $2}'; touch /dev/shm/x && echo written", "",
+         "", ""},
+        // Documented differences: the VM is sized to the limits the engine gives.
+        {"--memory", "--memory 256m", "awk '/MemTotal/ {print ($2 <= 262144 ? \"within\" : \"above\")}' /proc/meminfo",
+         "", "husk sizes the VM to the memory limit; under runc /proc/meminfo is the host's", "within\n"},
+        {"--cpus", "--cpus 1", "nproc", "",
+         "husk gives the VM ceil(--cpus) vCPUs; under runc nproc counts the host's CPUs (the quota is in the cgroup)",
+         "1\n"},
         {"--sysctl", "--sysctl kernel.shmmax=65536 --sysctl net.ipv4.ip_unprivileged_port_start=80",
          "cat /proc/sys/kernel/shmmax /proc/sys/net/ipv4/ip_unprivileged_port_start", "", "", ""},
         // Each masked path the kernel has reads empty (which ones exist is the kernel's, not the runtime's).
         {"masked and read-only paths", "",
          "for p in /proc/kcore /proc/keys /proc/timer_list /proc/sched_debug /proc/scsi /sys/firmware; do "
-         "[ -e $p ] || continue; n=$( (ls -A $p 2>/dev/null || cat $p) | wc -c); [ $n = 0 ] || echo $p has $n; done; "
+         "[ -e $p ] || continue; if [ -d $p ]; then n=$(ls -A $p | wc -c); else n=$(cat $p | wc -c); fi; "
+         "[ $n = 0 ] || echo $p has $n; done; "
          "touch /proc/sys/x 2>/dev/null; echo $?",
          "", "", ""},
     };
