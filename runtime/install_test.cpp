@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "runtime/shell_capture.h"
 #include "vmm/base/toml.h"
 
 namespace husk::runtime {
@@ -263,13 +264,7 @@ protected:
     // PATH is emptied so the host's own engines are not found; only what is under m_root is.
     std::pair<int, std::string> husk(const std::string& args) {
         std::string cmd = "HUSK_INSTALL_ROOT=" + m_root + " PATH=/nonexistent " + m_husk + " " + args + " 2>&1";
-        FILE* f = ::popen(cmd.c_str(), "r");
-        std::string out;
-        char buf[4096];
-        size_t n;
-        while ((n = fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
-        int status = ::pclose(f);
-        return {WEXITSTATUS(status), out};
+        return run_captured(cmd);
     }
     std::string read(const std::string& etc_path) {
         std::ifstream in(m_root + etc_path);

@@ -11,6 +11,7 @@
 #include "runtime/args.h"
 #include "runtime/doctor.h"
 #include "runtime/husk_config.h"
+#include "runtime/shell_capture.h"
 #include "runtime/state.h"
 
 namespace husk::runtime {
@@ -88,13 +89,7 @@ protected:
     std::pair<int, std::string> husk(const std::string& args) {
         std::string cmd = std::string(std::getenv("HUSK_BIN")) + " --root " + m_root + " --log " + m_dir +
                           "/log.json --log-format json " + args + " 2>&1";
-        FILE* f = ::popen(cmd.c_str(), "r");
-        std::string out;
-        char buf[4096];
-        size_t n;
-        while ((n = fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
-        int status = ::pclose(f);
-        return {WEXITSTATUS(status), out};
+        return run_captured(cmd);
     }
     bool nothing_left(const std::string& id) { return !fs::exists(m_root + "/" + id); }
 
