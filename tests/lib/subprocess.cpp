@@ -328,6 +328,30 @@ bool Engines::start_containerd() {
     return false;
 }
 
+bool Engines::start_podman() {
+    mkdir(dir.c_str(), 0755);
+    mkdir(vmm_logs().c_str(), 0755);
+    // No daemon to pin (Daemon::start): each podman command, and the conmon and container VM it starts, runs
+    // on HUSK_ENGINE_CPU.
+    std::string cpu = env_or("HUSK_ENGINE_CPU");
+    podman = (cpu.empty() ? "" : "taskset -c " + cpu + " ") + "env HUSK_VMM_LOG_DIR=" + vmm_logs() + " podman --root " +
+             dir + "/podman-root --runroot " + dir +
+             "/podman-run --storage-driver vfs --cgroup-manager cgroupfs --events-backend file --tmpdir " + dir +
+             "/podman-tmp";
+    auto r = shell(podman + " info >/dev/null");
+    if (r.exit_status == 0) return true;
+    error = "podman does not work here: " + r.out + r.err;
+    return false;
+}
+
+bool Engines::import_busybox_podman(const std::string& source_dir) {
+    auto r = shell("rm -rf " + dir + "/tree && " + source_dir + "/tests/guests/rootfs/mkrootfs --dir " + dir +
+                   "/tree && tar -C " + dir + "/tree -cf " + dir + "/busybox.tar . && " + podman + " import " + dir +
+                   "/busybox.tar localhost/busybox:husk");
+    if (r.exit_status != 0) error = "podman import failed: " + r.out + r.err;
+    return r.exit_status == 0;
+}
+
 bool Engines::import_busybox_docker(const std::string& source_dir) {
     auto r = shell("rm -rf " + dir + "/tree && " + source_dir + "/tests/guests/rootfs/mkrootfs --dir " + dir +
                    "/tree && tar -C " + dir + "/tree -cf " + dir + "/busybox.tar . && " + docker + " import " + dir +

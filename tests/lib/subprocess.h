@@ -92,13 +92,17 @@ struct Engines {
     std::string dir;
     std::string docker;  // "/usr/bin/docker -H unix://…" command prefix
     std::string ctr;     // "ctr -a …" command prefix
+    std::string podman;  // "podman --root … --runroot …" command prefix (Podman has no daemon)
     Daemon dockerd, containerd;
     std::string error;  // why start failed
     bool start_docker(const std::string& runtime);
     bool start_containerd();
+    // Podman with its own storage under `dir`, cgroupfs and a file event log (the rig has no systemd).
+    bool start_podman();
     // Imports the busybox test image as busybox:husk (docker) and docker.io/library/busybox:husk (ctr).
     bool import_busybox_docker(const std::string& source_dir);
     bool import_busybox_containerd(const std::string& source_dir);
+    bool import_busybox_podman(const std::string& source_dir);
     // Where the daemons' container VMs keep their logs (HUSK_VMM_LOG_DIR in
     // the daemons' environment only: nothing else the test runs inherits it).
     std::string vmm_logs() const { return dir + "/vmm-logs"; }

@@ -189,6 +189,36 @@ std::string single_quoted(const std::string& text) {
     return out + "'";
 }
 
+// Runs each parity case (parity_cases.h) under runc and under husk through
+// one engine, `run(case, runtime)` with runtime "runc" or "husk", and compares
+// stdout, stderr and exit status; a documented difference is checked against
+// husk's expected output instead. Prints one line per case.
+void compare_with_runc(const std::string& engine, const std::vector<ParityCase>& cases,
+                       const std::function<ProcessResult(const ParityCase&, const std::string&)>& run,
+                       const std::string& vmm_logs) {
+    int differing = 0;
+    for (const auto& c : cases) {
+        SCOPED_TRACE(engine + ": " + c.name);
+        ProcessResult runc = run(c, "runc"), husk = run(c, "husk");
+        EXPECT_FALSE(runc.out.empty()) << "the case shows nothing under runc: " << runc.err;
+        bool same = runc.out == husk.out && runc.err == husk.err && runc.exit_status == husk.exit_status;
+        std::printf("parity (%s): %-45s runc %d, husk %d%s\n", engine.c_str(), c.name.c_str(), runc.exit_status,
+                    husk.exit_status,
+                    same ? "" : (c.differs_because.empty() ? "  DIFFERENT" : "  different, as documented"));
+        if (!c.differs_because.empty()) {
+            EXPECT_EQ(husk.out, c.husk_out) << c.differs_because;
+            continue;
+        }
+        differing += !same;
+        EXPECT_EQ(husk.out, runc.out);
+        EXPECT_EQ(husk.err, runc.err);
+        // The VM's log says why a guest went away (a rig signature, tests/rig/signatures, say).
+        EXPECT_EQ(husk.exit_status, runc.exit_status) << newest_vmm_log_tail(vmm_logs);
+    }
+    std::printf("parity (%s): %zu cases, %d differing from runc without a documented reason\n", engine.c_str(),
+                cases.size(), differing);
+}
+
 // The parity suite (parity_cases.h): every case under runc and under husk,
 // through this dockerd, and their stdout, stderr and exit status compared.
 TEST_F(Docker, ContainersBehaveAsUnderRunc) {
@@ -198,32 +228,14 @@ TEST_F(Docker, ContainersBehaveAsUnderRunc) {
     std::vector<ParityCase> cases = parity_cases();
     cases.push_back({"a custom seccomp profile", "--security-opt seccomp=" + profile,
                      "mkdir /tmp/d 2>&1; echo $?; " + kStatusFields, "", "", ""});
-    int differing = 0;
-    for (const auto& c : cases) {
-        SCOPED_TRACE(c.name);
-        auto under = [&](const std::string& runtime) {
+    compare_with_runc(
+        "docker", cases,
+        [&](const ParityCase& c, const std::string& runtime) {
             return docker("run --rm --network none --runtime " + runtime + " " + c.options + " busybox:husk sh -c " +
                               single_quoted(c.script),
                           c.input);
-        };
-        ProcessResult runc = under("runc"), husk = under("husk");
-        EXPECT_FALSE(runc.out.empty()) << "the case shows nothing under runc: " << runc.err;
-        std::printf("parity: %-45s runc %d, husk %d%s\n", c.name.c_str(), runc.exit_status, husk.exit_status,
-                    runc.out == husk.out && runc.err == husk.err && runc.exit_status == husk.exit_status
-                        ? ""
-                        : (c.differs_because.empty() ? "  DIFFERENT" : "  different, as documented"));
-        if (!c.differs_because.empty()) {
-            EXPECT_EQ(husk.out, c.husk_out) << c.differs_because;
-            continue;
-        }
-        bool same = runc.out == husk.out && runc.err == husk.err && runc.exit_status == husk.exit_status;
-        differing += !same;
-        EXPECT_EQ(husk.out, runc.out);
-        EXPECT_EQ(husk.err, runc.err);
-        // The VM's log says why a guest went away (a rig signature, tests/rig/signatures, say).
-        EXPECT_EQ(husk.exit_status, runc.exit_status) << newest_vmm_log_tail(s_engines->vmm_logs());
-    }
-    std::printf("parity: %zu cases, %d differing from runc without a documented reason\n", cases.size(), differing);
+        },
+        s_engines->vmm_logs());
 }
 
 // The parity suite's lifecycle half: the same docker commands against a
@@ -407,28 +419,16 @@ TEST_F(Containerd, RunWithAndWithoutTty) {
 
 // The parity suite through containerd: each case under runc and under husk.
 TEST_F(Containerd, ContainersBehaveAsUnderRunc) {
-    int n = 0, differing = 0;
-    for (const auto& c : containerd_parity_cases()) {
-        SCOPED_TRACE(c.name);
-        ++n;
-        auto under = [&](const std::string& runtime) {
-            return ctr("run --rm --runc-binary " + runtime + " " + c.options +
-                           " docker.io/library/busybox:husk parity-" + std::to_string(n) + " sh -c " +
+    int n = 0;
+    compare_with_runc(
+        "containerd", containerd_parity_cases(),
+        [&](const ParityCase& c, const std::string& runtime) {
+            return ctr("run --rm --runc-binary " + (runtime == "runc" ? runtime : env("HUSK_RUNTIME")) + " " +
+                           c.options + " docker.io/library/busybox:husk parity-" + std::to_string(++n) + " sh -c " +
                            single_quoted(c.script),
                        c.input);
-        };
-        ProcessResult runc = under("runc"), husk = under(env("HUSK_RUNTIME"));
-        EXPECT_FALSE(runc.out.empty()) << "the case shows nothing under runc: " << runc.err;
-        bool same = runc.out == husk.out && runc.err == husk.err && runc.exit_status == husk.exit_status;
-        differing += !same;
-        std::printf("parity (containerd): %-35s runc %d, husk %d%s\n", c.name.c_str(), runc.exit_status,
-                    husk.exit_status, same ? "" : "  DIFFERENT");
-        EXPECT_EQ(husk.out, runc.out);
-        EXPECT_EQ(husk.err, runc.err);
-        // The VM's log says why a guest went away (a rig signature, tests/rig/signatures, say).
-        EXPECT_EQ(husk.exit_status, runc.exit_status) << newest_vmm_log_tail(s_engines->vmm_logs());
-    }
-    std::printf("parity (containerd): %d cases, %d differing from runc\n", n, differing);
+        },
+        s_engines->vmm_logs());
 }
 
 TEST_F(Containerd, OutputArrivesWholeEveryTime) {
@@ -464,6 +464,44 @@ TEST_F(Containerd, TaskExecAndKill) {
         << ctr("task ls").out;
     EXPECT_EQ(ctr("task rm long").exit_status, 0);
     EXPECT_EQ(ctr("container rm long").exit_status, 0);
+}
+
+// Podman (no daemon): the Docker parity cases through `podman run`, with
+// runc and with husk, each in its own container.
+class Podman : public ::testing::Test {
+protected:
+    static inline Engines* s_engines = nullptr;
+    static inline bool s_ready = false;
+
+    static void SetUpTestSuite() {
+        s_engines = new Engines;
+        s_engines->dir = "/tmp/husk-podman";
+        fs::remove_all(s_engines->dir);
+        s_ready = s_engines->start_podman() && s_engines->import_busybox_podman(source_dir());
+    }
+    static void TearDownTestSuite() {
+        sh(s_engines->podman + " rm -af >/dev/null 2>&1");
+        delete s_engines;
+        s_engines = nullptr;
+    }
+    void SetUp() override {
+        if (!s_ready) GTEST_FAIL() << s_engines->error;
+    }
+    ProcessResult podman(const std::string& args, const std::string& input = "") {
+        return sh(s_engines->podman + " " + args, input);
+    }
+};
+
+TEST_F(Podman, ContainersBehaveAsUnderRunc) {
+    compare_with_runc(
+        "podman", parity_cases(),
+        [&](const ParityCase& c, const std::string& runtime) {
+            return podman("--runtime " + (runtime == "runc" ? runtime : env("HUSK_RUNTIME")) +
+                              " run --rm --network none " + c.options + " localhost/busybox:husk sh -c " +
+                              single_quoted(c.script),
+                          c.input);
+        },
+        s_engines->vmm_logs());
 }
 
 }  // namespace

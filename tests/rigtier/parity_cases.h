@@ -58,7 +58,7 @@ inline std::vector<ParityCase> parity_cases() {
         // Security options.
         {"--cap-drop ALL --cap-add NET_RAW,KILL", "--cap-drop ALL --cap-add NET_RAW --cap-add KILL", kStatusFields, "",
          "", ""},
-        {"--cap-add SYS_ADMIN", "--cap-add SYS_ADMIN", kStatusFields + "; unshare -U true 2>/dev/null; echo unshare $?",
+        {"--cap-add SYS_ADMIN", "--cap-add SYS_ADMIN", kStatusFields + "; unshare -m true 2>/dev/null; echo unshare $?",
          "", "", ""},
         {"--privileged", "--privileged", kStatusFields, "", "", ""},
         {"no-new-privileges", "--security-opt no-new-privileges", kStatusFields, "", "", ""},
