@@ -303,6 +303,7 @@ protected:
         c.namespaces = kNamespacePid | kNamespaceIpc | kNamespaceUts | kNamespaceCgroup;
         c.hostname = "box";
         c.sysctls = {{"kernel.shmmax", "123456789"}};
+        c.mounts.push_back({"/home", "tmpfs", "tmpfs", {"nosuid", "tmpcopyup", "mode=755"}});
         Seccomp filter;
         filter.architectures = {"x86_64"};
         filter.rules.push_back({{"mkdir", "mkdirat"}, SeccompAction::Errno, EACCES, {}});
@@ -335,6 +336,15 @@ TEST_F(NamespacedAgentTest, HostnameSysctlAndSeccompAreTheContainers) {
     EXPECT_EQ(r.out, "box\n123456789\nSeccomp:\t2\nrefused\n") << r.err;
     EXPECT_EQ(host_file("/proc/sys/kernel/shmmax"), host_shmmax);
     EXPECT_EQ(host_file("/proc/sys/kernel/hostname"), host_name);
+}
+
+// tmpcopyup (Podman's --read-only /run, /tmp, /var/tmp): the tmpfs starts
+// with what the directory held.
+TEST_F(NamespacedAgentTest, ATmpcopyupTmpfsStartsWithWhatItCovers) {
+    auto r = run(
+        spec("init", {"sh", "-c", "ls /home; grep ' /home ' /proc/mounts | cut -d' ' -f3; touch /home/x && echo ok"}));
+    EXPECT_EQ(r.out, "user\ntmpfs\nok\n") << r.err;
+    EXPECT_FALSE(fs::exists(m_rootfs + "/home/x"));  // written to the tmpfs, not the rootfs
 }
 
 // exec joins the container's PID and UTS namespaces and gets its filter; a

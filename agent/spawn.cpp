@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <map>
 
 #include "vmm/base/system.h"
@@ -86,9 +87,29 @@ Result<void> populate_dev(const std::string& dev) {
     return {};
 }
 
+// tmpcopyup (runc's extension, which Podman uses for --read-only's /run,
+// /tmp and /var/tmp): the new tmpfs starts with what the directory it covers
+// held, modes and owners kept.
+Result<void> copy_up(const std::string& from, const std::string& to) {
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    fs::copy(from, to, fs::copy_options::recursive | fs::copy_options::copy_symlinks, ec);
+    if (ec) return Error::from_errno(ec.value(), "copy `" + from + "` up into its tmpfs");
+    for (auto it = fs::recursive_directory_iterator(from, ec); !ec && it != fs::recursive_directory_iterator();
+         it.increment(ec)) {
+        struct stat st {};
+        if (::lstat(it->path().c_str(), &st) == 0)
+            (void)::lchown((to + "/" + fs::relative(it->path(), from).string()).c_str(), st.st_uid, st.st_gid);
+    }
+    return {};
+}
+
 Result<void> do_mount(const std::string& rootfs, const Mount& m) {
     std::string target = rootfs + m.destination;
-    MountOptions o = parse_mount_options(m.options);
+    std::vector<std::string> options = m.options;
+    bool tmpcopyup = std::erase(options, std::string("tmpcopyup")) > 0 && m.type == "tmpfs";
+    std::erase(options, std::string("notmpcopyup"));
+    MountOptions o = parse_mount_options(options);
     std::string type = m.type;
     std::string source = m.source;
     bool bind = (o.flags & MS_BIND) || type == "bind";
@@ -103,8 +124,22 @@ Result<void> do_mount(const std::string& rootfs, const Mount& m) {
     if (type == "cgroup") type = "cgroup2";  // the guest has one unified hierarchy
     if (source.empty()) source = type;
     unsigned long flags = o.flags & ~o.clear;
+    // What the tmpfs covers stays in sight, through a bind, until it is copied up.
+    std::string covered;
+    if (tmpcopyup) {
+        covered = "/run/husk/copyup-" + std::to_string(::getpid());
+        TRY(make_path(covered, false));
+        TRY(check(::mount(target.c_str(), covered.c_str(), nullptr, MS_BIND | MS_REC, nullptr),
+                  "keep `" + m.destination + "` in sight for tmpcopyup"));
+    }
     int rc = ::mount(source.c_str(), target.c_str(), bind ? nullptr : type.c_str(), flags,
                      o.data.empty() ? nullptr : o.data.c_str());
+    if (tmpcopyup) {
+        Result<void> copied = rc == 0 ? copy_up(covered, target) : Result<void>();
+        ::umount2(covered.c_str(), MNT_DETACH);
+        ::rmdir(covered.c_str());
+        TRY(std::move(copied));
+    }
     if (rc < 0 && type == "mqueue" && errno == EPERM) rc = 0;    // a container's own mqueue may already be there
     if (rc < 0 && m.destination == "/sys/fs/cgroup") return {};  // optional: containers run without it
     TRY(check(rc, "mount " + m.type + " on `" + m.destination + "`"));

@@ -9,6 +9,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -64,10 +65,15 @@ std::vector<ImageFile> rewrite_mounts(Json& config, const oci::Spec& spec) {
         std::string source = m.value("source", "");
         struct stat st {};
         if (destination == "/dev/shm") {
+            // The engine's tmpfs is sized by --shm-size: the guest's gets that size (64 MiB when unknown).
+            struct statvfs fs {};
+            std::string size = ::statvfs(source.c_str(), &fs) == 0
+                                   ? "size=" + std::to_string(uint64_t(fs.f_blocks) * fs.f_frsize)
+                                   : "size=65536k";
             m = {{"destination", "/dev/shm"},
                  {"type", "tmpfs"},
                  {"source", "shm"},
-                 {"options", {"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}}};
+                 {"options", {"nosuid", "noexec", "nodev", "mode=1777", size}}};
         } else if (::stat(source.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
             std::string in_image = "/.husk/binds/" + std::to_string(files.size());
             files.push_back({source, in_image});

@@ -1,7 +1,6 @@
 #include "vmm/client/agent_specs.h"
 
 #include <linux/seccomp.h>
-#include <sys/statvfs.h>
 
 #include <algorithm>
 #include <cctype>
@@ -194,13 +193,6 @@ Result<AgentSpecs> agent_specs_for(const oci::Spec& spec) {
         if (oci::is_bind(m)) {
             if (m.source.rfind("/.husk/", 0) == 0) {
                 c.mounts.push_back({m.destination, "bind", m.source, m.options});
-            } else if (m.destination == "/dev/shm") {
-                // Docker's /dev/shm is a tmpfs of the host's, sized by --shm-size: the guest gets its own of that size.
-                struct statvfs st {};
-                std::string size = ::statvfs(m.source.c_str(), &st) == 0
-                                       ? "size=" + std::to_string(uint64_t(st.f_blocks) * st.f_frsize)
-                                       : "size=65536k";
-                c.mounts.push_back({"/dev/shm", "tmpfs", "shm", {"nosuid", "noexec", "nodev", "mode=1777", size}});
             } else {
                 out.ignored.push_back("mount " + m.destination + " (bind of a host path)");
             }

@@ -109,23 +109,5 @@ TEST(AgentSpecs, SysctlsPassAndSecurityLabelsAreLogged) {
     EXPECT_TRUE(mentions(specs.value().ignored, "process.selinuxLabel `system_u:x`"));
 }
 
-// Docker's /dev/shm is a host tmpfs bound in; the guest gets a tmpfs of its size instead.
-TEST(AgentSpecs, DockersShmBecomesATmpfsOfItsSize) {
-    auto spec = oci::parse_spec(R"({"ociVersion": "1.0.2", "root": {"path": "rootfs"},
-        "process": {"args": ["sh"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
-        "mounts": [{"destination": "/dev/shm", "type": "bind", "source": "/dev", "options": ["rbind", "nosuid"]},
-                   {"destination": "/data", "type": "bind", "source": "/srv/data", "options": ["rbind"]}]})");
-    ASSERT_TRUE(spec) << spec.error().message();
-    auto specs = agent_specs_for(spec.value());
-    ASSERT_TRUE(specs) << specs.error().message();
-    ASSERT_EQ(specs.value().container.mounts.size(), 1u);
-    const agent::Mount& shm = specs.value().container.mounts[0];
-    EXPECT_EQ(shm.destination, "/dev/shm");
-    EXPECT_EQ(shm.type, "tmpfs");
-    ASSERT_FALSE(shm.options.empty());
-    EXPECT_EQ(shm.options.back().rfind("size=", 0), 0u) << shm.options.back();
-    EXPECT_TRUE(mentions(specs.value().ignored, "mount /data (bind of a host path)"));
-}
-
 }  // namespace
 }  // namespace husk
