@@ -344,20 +344,21 @@ bool Engines::start_podman() {
     return false;
 }
 
-bool Engines::import_busybox_podman(const std::string& source_dir) {
+// The busybox tree as a tar, imported by `cli` ("docker", "podman" command prefix) as `image`.
+bool Engines::import_busybox_tar(const std::string& source_dir, const std::string& cli, const std::string& image) {
     auto r = shell("rm -rf " + dir + "/tree && " + source_dir + "/tests/guests/rootfs/mkrootfs --dir " + dir +
-                   "/tree && tar -C " + dir + "/tree -cf " + dir + "/busybox.tar . && " + podman + " import " + dir +
-                   "/busybox.tar localhost/busybox:husk");
-    if (r.exit_status != 0) error = "podman import failed: " + r.out + r.err;
+                   "/tree && tar -C " + dir + "/tree -cf " + dir + "/busybox.tar . && " + cli + " import " + dir +
+                   "/busybox.tar " + image);
+    if (r.exit_status != 0) error = "import failed: " + r.out + r.err;
     return r.exit_status == 0;
 }
 
+bool Engines::import_busybox_podman(const std::string& source_dir) {
+    return import_busybox_tar(source_dir, podman, "localhost/busybox:husk");
+}
+
 bool Engines::import_busybox_docker(const std::string& source_dir) {
-    auto r = shell("rm -rf " + dir + "/tree && " + source_dir + "/tests/guests/rootfs/mkrootfs --dir " + dir +
-                   "/tree && tar -C " + dir + "/tree -cf " + dir + "/busybox.tar . && " + docker + " import " + dir +
-                   "/busybox.tar busybox:husk");
-    if (r.exit_status != 0) error = "docker import failed: " + r.out + r.err;
-    return r.exit_status == 0;
+    return import_busybox_tar(source_dir, docker, "busybox:husk");
 }
 
 bool Engines::import_busybox_containerd(const std::string& source_dir) {

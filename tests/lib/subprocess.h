@@ -103,6 +103,7 @@ struct Engines {
     bool import_busybox_docker(const std::string& source_dir);
     bool import_busybox_containerd(const std::string& source_dir);
     bool import_busybox_podman(const std::string& source_dir);
+    bool import_busybox_tar(const std::string& source_dir, const std::string& cli, const std::string& image);
     // Where the daemons' container VMs keep their logs (HUSK_VMM_LOG_DIR in
     // the daemons' environment only: nothing else the test runs inherits it).
     std::string vmm_logs() const { return dir + "/vmm-logs"; }

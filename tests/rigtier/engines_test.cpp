@@ -231,7 +231,9 @@ TEST_F(Docker, ContainersBehaveAsUnderRunc) {
     std::ofstream(profile) << R"({"defaultAction": "SCMP_ACT_ALLOW",
         "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]})";
     std::vector<ParityCase> cases = parity_cases();
-    cases.push_back({"--init", "--init", "ps -o pid,comm | head -2", "", "", ""});  // Podman's needs catatonit
+    // Docker's own: Podman's --init needs catatonit, and Podman refuses a missing workdir itself.
+    cases.push_back({"--init", "--init", "ps -o pid,comm | head -2", "", "", ""});
+    cases.push_back({"a missing cwd is made", "-w /made/for/you", "pwd; ls -ld . | cut -c1-10", "", "", ""});
     cases.push_back({"a custom seccomp profile", "--security-opt seccomp=" + profile,
                      "mkdir /tmp/d 2>&1; echo $?; " + kStatusFields, "", "", ""});
     compare_with_runc(

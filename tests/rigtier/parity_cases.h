@@ -50,7 +50,6 @@ inline std::vector<ParityCase> parity_cases() {
          "cat /proc/sys/kernel/shmmax /proc/sys/net/ipv4/ip_unprivileged_port_start; "
          "df -k /dev/shm | awk 'NR == 2 {print $2}'; touch /dev/shm/x && echo shm written",
          "", "", ""},
-        {"a missing cwd is made", "-w /made/for/you", "pwd; ls -ld . | cut -c1-10", "", "", ""},
         {"user and groups", "-u 1000:1001 --group-add 10 --group-add 2000",
          "id -u; id -g; id -G; echo home $HOME; " + kStatusFields, "", "", ""},
         // Security options.
