@@ -42,15 +42,16 @@ Result<void> write_text(const std::string& path, const std::string& text) {
     return {};
 }
 
-// mkdir -p below `base`; on v2, each level's parent delegates the controllers first.
-Result<std::vector<std::string>> make_dirs(const std::string& base, const std::string& cgroup, bool v2) {
+// mkdir -p below `base`; on v2, each level's parent delegates `controllers` first.
+Result<std::vector<std::string>> make_dirs(const std::string& base, const std::string& cgroup,
+                                           const std::vector<const char*>& controllers) {
     std::vector<std::string> made;
     std::string at = base;
     for (const auto& part : fs::path(cgroup).relative_path()) {
         if (part == "." || part == "..")
             return Error::from_string("cgroup `" + cgroup + "` leaves the hierarchy", EINVAL);
-        if (v2)  // best effort: a controller the parent lacks is simply not there
-            for (const char* c : {"+cpu", "+memory", "+pids"}) (void)write_text(at + "/cgroup.subtree_control", c);
+        // Best effort: a controller the parent lacks is simply not there.
+        for (const char* c : controllers) (void)write_text(at + "/cgroup.subtree_control", c);
         at += "/" + part.string();
         if (::mkdir(at.c_str(), 0755) == 0)
             made.push_back(at);
@@ -92,18 +93,20 @@ Result<std::string> cgroup_for(const std::string& cgroups_path, bool systemd) {
     return normal.string();
 }
 
-Result<CgroupPlacement> make_cgroup(const std::string& cgroup, const std::string& root) {
+Result<CgroupPlacement> make_cgroup(const std::string& cgroup, bool cpu_limit, const std::string& root) {
     CgroupPlacement p;
     if (cgroup.empty() || cgroup == "/") return p;
     if (unified(root)) {
-        p.dirs = TRY(make_dirs(root, cgroup, true));
+        std::vector<const char*> controllers = {"+memory", "+pids"};
+        if (cpu_limit) controllers.push_back("+cpu");
+        p.dirs = TRY(make_dirs(root, cgroup, controllers));
         p.procs.push_back(root + cgroup + "/cgroup.procs");
         return p;
     }
     for (const char* controller : kV1Controllers) {
         std::string base = root + "/" + controller;
         if (!fs::exists(base + "/cgroup.procs")) continue;  // not mounted here
-        auto made = TRY(make_dirs(base, cgroup, false));
+        auto made = TRY(make_dirs(base, cgroup, {}));
         p.dirs.insert(p.dirs.end(), made.begin(), made.end());
         p.procs.push_back(base + cgroup + "/cgroup.procs");
     }
@@ -121,6 +124,15 @@ Result<void> set_cpu_limit(const std::string& cgroup, std::optional<int64_t> quo
     std::string dir = root + "/cpu" + cgroup;
     TRY(write_text(dir + "/cpu.cfs_period_us", std::to_string(period)));
     return write_text(dir + "/cpu.cfs_quota_us", limited ? std::to_string(*quota) : "-1");
+}
+
+void enable_cpu_controller(const std::string& cgroup, const std::string& root) {
+    if (cgroup.empty() || !unified(root)) return;
+    std::string at = root;
+    for (const auto& part : fs::path(cgroup).relative_path()) {
+        (void)write_text(at + "/cgroup.subtree_control", "+cpu");
+        at += "/" + part.string();
+    }
 }
 
 void remove_cgroup(const std::string& cgroup, const std::string& root) {

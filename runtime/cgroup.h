@@ -31,14 +31,20 @@ struct CgroupPlacement {
     std::vector<std::string> procs;  // cgroup.procs files to write the pid into, one per hierarchy
 };
 
-// Makes the cgroup's directories (enabling the cpu, memory and pids
-// controllers on the way down on v2) under `root` (/sys/fs/cgroup).
-Result<CgroupPlacement> make_cgroup(const std::string& cgroup, const std::string& root = "/sys/fs/cgroup");
+// Makes the cgroup's directories under `root` (/sys/fs/cgroup), enabling on
+// v2 the memory controller on the way down (what the engines' stats read),
+// and the cpu controller only when `cpu_limit` (cpu.max needs it): in a cpu
+// group of its own, all of the VM's threads share one weight, where the
+// container's processes under runc would each have had their own.
+Result<CgroupPlacement> make_cgroup(const std::string& cgroup, bool cpu_limit = false,
+                                    const std::string& root = "/sys/fs/cgroup");
 
 // CPU bandwidth for the cgroup: quota µs per period µs (cpu.max on v2,
 // cfs_quota_us and cfs_period_us on v1). No quota: unlimited.
 Result<void> set_cpu_limit(const std::string& cgroup, std::optional<int64_t> quota, uint64_t period,
                            const std::string& root = "/sys/fs/cgroup");
+// Enables the cpu controller down to the cgroup (v2), for a limit set after create (update --cpus).
+void enable_cpu_controller(const std::string& cgroup, const std::string& root = "/sys/fs/cgroup");
 
 // Removes the cgroup's leaf directories (they must be empty); gone already is fine.
 void remove_cgroup(const std::string& cgroup, const std::string& root = "/sys/fs/cgroup");

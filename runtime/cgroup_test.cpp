@@ -43,7 +43,7 @@ protected:
 TEST_F(FakeHierarchy, UnifiedMakesTheLeafAndSetsCpuMax) {
     std::ofstream(m_root + "/cgroup.controllers") << "cpu memory pids\n";
     fs::create_directories(m_root + "/docker");
-    auto p = make_cgroup("/docker/abc", m_root);
+    auto p = make_cgroup("/docker/abc", true, m_root);
     ASSERT_TRUE(p) << p.error().message();
     EXPECT_EQ(p.value().dirs, std::vector<std::string>{m_root + "/docker/abc"});
     EXPECT_EQ(p.value().procs, std::vector<std::string>{m_root + "/docker/abc/cgroup.procs"});
@@ -63,7 +63,7 @@ TEST_F(FakeHierarchy, V1JoinsEachMountedHierarchy) {
         fs::create_directories(m_root + "/" + c);
         std::ofstream(m_root + "/" + c + "/cgroup.procs");
     }
-    auto p = make_cgroup("/default/x", m_root);
+    auto p = make_cgroup("/default/x", false, m_root);
     ASSERT_TRUE(p) << p.error().message();
     EXPECT_EQ(p.value().procs, (std::vector<std::string>{m_root + "/cpu/default/x/cgroup.procs",
                                                          m_root + "/memory/default/x/cgroup.procs"}));

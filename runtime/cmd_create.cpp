@@ -242,7 +242,9 @@ Result<ContainerState> create_container(const GlobalOptions& g, const CreateOpti
     // all it does, the VM included, is the container's cost.
     state.cgroup =
         TRY(cgroup_for(spec.linux_.cgroups_path, g.systemd_cgroup).context("config.json: linux.cgroupsPath"));
-    CgroupPlacement placement = TRY(make_cgroup(state.cgroup));
+    const oci::Resources& resources = spec.linux_.resources;
+    const bool cpu_limit = resources.cpu_quota && *resources.cpu_quota > 0;
+    CgroupPlacement placement = TRY(make_cgroup(state.cgroup, cpu_limit));
     for (auto it = placement.dirs.rbegin(); it != placement.dirs.rend(); ++it) undo.also_remove(*it);
     std::vector<UniqueFd> procs;
     for (const auto& path : placement.procs) procs.push_back(TRY(sys::open(path, O_WRONLY | O_CLOEXEC)));
@@ -281,8 +283,7 @@ Result<ContainerState> create_container(const GlobalOptions& g, const CreateOpti
     }
     procs.clear();
     // The CPU limit throttles the VM's vCPUs as it would the container's processes under runc.
-    const oci::Resources& resources = spec.linux_.resources;
-    if (!state.cgroup.empty() && resources.cpu_quota && *resources.cpu_quota > 0)
+    if (!state.cgroup.empty() && cpu_limit)
         if (auto r = set_cpu_limit(state.cgroup, resources.cpu_quota, resources.cpu_period.value_or(100000)); !r)
             log::warn("the CPU limit is not applied to husk-vmm's cgroup: {}", r.error().message());
     TRY(wait_ready(ready_r.get(), pid, "husk-vmm").context("create `" + o.id + "`"));

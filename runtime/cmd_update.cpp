@@ -138,6 +138,7 @@ Result<int> cmd_update(const GlobalOptions& g, const Args& args) {
             return Error::from_string(
                 "update: container `" + state.id + "` has no cgroup (no linux.cgroupsPath at create) to limit",
                 ENOTSUP);
+        enable_cpu_controller(state.cgroup);
         TRY(set_cpu_limit(state.cgroup, *quota, period).context("update the CPU limit"));
     }
     int64_t limit = TRY(memory_limit(p, resources));
