@@ -98,6 +98,21 @@ public:
         return out;
     }
 
+    // An object whose values are all strings (annotations, linux.sysctl).
+    std::map<std::string, std::string> string_map(const Json& parent, const std::string& path, const char* key) {
+        std::map<std::string, std::string> out;
+        const Json* v = object(parent, path, key);
+        if (!v) return out;
+        for (const auto& [name, value] : v->items()) {
+            if (!value.is_string()) {
+                fail(join(path, key) + "." + name, "expected a string");
+                return {};
+            }
+            out[name] = value.get<std::string>();
+        }
+        return out;
+    }
+
     const Json* object(const Json& parent, const std::string& path, const char* key, bool required = false) {
         const Json* v = field(parent, path, key, required);
         if (v && !v->is_object()) {
@@ -326,28 +341,12 @@ Result<Spec> parse_spec(std::string_view json, std::string_view name) {
         s.hooks.poststart = read_hooks(w, *hooks, "poststart");
         s.hooks.poststop = read_hooks(w, *hooks, "poststop");
     }
-    if (const Json* annotations = w.object(doc, "", "annotations")) {
-        for (const auto& [key, value] : annotations->items()) {
-            if (!value.is_string()) {
-                w.fail("annotations." + key, "expected a string");
-                break;
-            }
-            s.annotations[key] = value.get<std::string>();
-        }
-    }
+    s.annotations = w.string_map(doc, "", "annotations");
     if (const Json* lx = w.object(doc, "", "linux")) {
         s.linux_.cgroups_path = w.string(*lx, "linux", "cgroupsPath");
         s.linux_.masked_paths = w.strings(*lx, "linux", "maskedPaths");
         s.linux_.readonly_paths = w.strings(*lx, "linux", "readonlyPaths");
-        if (const Json* sysctl = w.object(*lx, "linux", "sysctl")) {
-            for (const auto& [key, value] : sysctl->items()) {
-                if (!value.is_string()) {
-                    w.fail("linux.sysctl." + key, "expected a string");
-                    break;
-                }
-                s.linux_.sysctl[key] = value.get<std::string>();
-            }
-        }
+        s.linux_.sysctl = w.string_map(*lx, "linux", "sysctl");
         if (const Json* seccomp = w.object(*lx, "linux", "seccomp")) s.linux_.seccomp = read_seccomp(w, *seccomp);
         if (const Json* ns = w.array(*lx, "linux", "namespaces")) {
             for (size_t i = 0; i < ns->size(); ++i) {
