@@ -45,6 +45,32 @@ struct Agent::Process {
 
 namespace {
 
+constexpr const char* kContainerCgroup = "/sys/fs/cgroup/container";
+
+Result<void> write_text(const std::string& path, std::string_view text) {
+    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+    if (!fd || ::write(fd.get(), text.data(), text.size()) < 0) return Error::from_errno(errno, "write " + path);
+    return {};
+}
+
+Result<void> set_pids_limit(std::optional<uint64_t> limit) {
+    return write_text(std::string(kContainerCgroup) + "/pids.max",
+                      limit && *limit > 0 ? std::to_string(*limit) : std::string("max"));
+}
+
+// The container's cgroup in the guest: the cgroup2 hierarchy at /sys/fs/cgroup,
+// the pids controller enabled below its root, one group for the container.
+Result<void> make_container_cgroup(std::optional<uint64_t> pids_limit) {
+    if (::mount("cgroup2", "/sys/fs/cgroup", "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) < 0 &&
+        errno != EBUSY)
+        return Error::from_errno(errno, "mount cgroup2 on /sys/fs/cgroup");
+    TRY(write_text("/sys/fs/cgroup/cgroup.subtree_control", "+pids"));
+    if (::mkdir(kContainerCgroup, 0755) < 0 && errno != EEXIST)
+        return Error::from_errno(errno, std::string("mkdir ") + kContainerCgroup);
+    if (pids_limit) TRY(set_pids_limit(pids_limit));
+    return {};
+}
+
 Result<void> reseed_rng(std::string_view entropy) {
     if (entropy.size() < 16 || entropy.size() > 512)
         return Error::from_string("Reseed needs 16 to 512 bytes of entropy", EINVAL);
@@ -299,6 +325,14 @@ Result<std::string> Agent::handle_request(Connection& c, const FrameBuffer::Fram
             TRY(reseed_rng(entropy));
             return std::string();
         }
+        case MessageType::SetPidsLimit: {
+            uint64_t limit = r.u64();
+            TRY(r.finish("SetPidsLimit"));
+            if (m_cgroup.empty())
+                return Error::from_string("the container has no cgroup in the guest to limit", ENOTSUP);
+            TRY(set_pids_limit(limit));
+            return std::string();
+        }
         case MessageType::Shutdown:
             TRY(r.finish("Shutdown"));
             begin_shutdown();
@@ -329,6 +363,11 @@ Result<void> Agent::setup_container(const ContainerSpec& spec) {
     if (m_options.whole_machine && !spec.hostname.empty() &&
         ::sethostname(spec.hostname.data(), spec.hostname.size()) < 0)
         return Error::from_errno(errno, "sethostname");
+    // In test mode the host's cgroups are not the agent's to change.
+    if (m_options.whole_machine) {
+        TRY(make_container_cgroup(spec.pids_limit));
+        m_cgroup = kContainerCgroup;
+    }
     m_container = spec;
     return {};
 }
@@ -345,6 +384,7 @@ Result<uint32_t> Agent::create_process(Connection& c, const ProcessSpec& spec) {
     context.container = &*m_container;
     context.join = is_init ? -1 : m_init_pid;
     context.seccomp = m_seccomp ? &*m_seccomp : nullptr;
+    context.cgroup = m_cgroup;
     auto p = std::make_unique<Process>();
     p->exec_id = spec.exec_id;
     p->owner = c.id;

@@ -155,6 +155,13 @@ TEST_F(AgentTest, ReseedTakesHostEntropy) {
     EXPECT_FALSE(m_client->reseed(std::string(513, 'x')));
 }
 
+// In test mode the host's cgroups are not the agent's: a pids limit is refused, by name.
+TEST_F(AgentTest, APidsLimitWithoutACgroupInTheGuestIsRefused) {
+    auto r = m_client->set_pids_limit(8);
+    ASSERT_FALSE(r);
+    EXPECT_NE(r.error().message().find("no cgroup in the guest"), std::string::npos) << r.error().message();
+}
+
 TEST_F(AgentTest, OutputErrorsAndExitStatus) {
     auto r = run(spec("init", {"sh", "-c", "echo out; echo err >&2; exit 3"}));
     EXPECT_EQ(r.out, "out\n");

@@ -209,6 +209,11 @@ Result<void> AgentClient::reseed(std::string_view entropy) {
     return {};
 }
 
+Result<void> AgentClient::set_pids_limit(uint64_t limit) {
+    TRY(call(MessageType::SetPidsLimit, Writer().u64(limit).take()));
+    return {};
+}
+
 Result<void> AgentClient::shutdown() {
     TRY(call(MessageType::Shutdown, {}));
     return {};

@@ -55,6 +55,8 @@ public:
     // Mixes host entropy into the guest's RNG and reseeds it: a VM restored
     // from a snapshot would otherwise repeat the snapshot's random numbers.
     Result<void> reseed(std::string_view entropy);
+    // pids.max of the container's cgroup in the guest; 0 lifts the limit.
+    Result<void> set_pids_limit(uint64_t limit);
     // Waits for the process's Exit event (sent to the connection that created
     // it) or, for a process created elsewhere, asks with Wait.
     Result<int> wait(const std::string& exec_id);

@@ -30,6 +30,8 @@ std::string_view to_string(MessageType type) {
             return "Shutdown";
         case MessageType::Reseed:
             return "Reseed";
+        case MessageType::SetPidsLimit:
+            return "SetPidsLimit";
         case MessageType::Ok:
             return "Ok";
         case MessageType::Error:
@@ -73,6 +75,7 @@ constexpr uint8_t kTerminal = 1 << 3;
 constexpr uint8_t kHasCapabilities = 1 << 4;
 constexpr uint8_t kKnownFlags = 0x1f;
 constexpr uint8_t kHasSeccomp = 1 << 0;
+constexpr uint8_t kHasPidsLimit = 1 << 1;
 }  // namespace
 
 std::string encode(const ProcessSpec& s) {
@@ -149,7 +152,7 @@ std::string encode(const ContainerSpec& s) {
     w.strings(s.masked_paths).strings(s.readonly_paths);
     w.u32(s.namespaces).u32(uint32_t(s.sysctls.size()));
     for (const auto& sysctl : s.sysctls) w.str(sysctl.name).str(sysctl.value);
-    w.u8(s.seccomp ? kHasSeccomp : 0);
+    w.u8(uint8_t((s.seccomp ? kHasSeccomp : 0) | (s.pids_limit ? kHasPidsLimit : 0)));
     if (s.seccomp) {
         const Seccomp& f = *s.seccomp;
         w.u8(uint8_t(f.default_action)).u32(f.default_errno).strings(f.architectures).u32(f.flags);
@@ -159,6 +162,7 @@ std::string encode(const ContainerSpec& s) {
             for (const auto& a : rule.args) w.u32(a.index).u64(a.value).u64(a.value_two).u8(uint8_t(a.op));
         }
     }
+    if (s.pids_limit) w.u64(*s.pids_limit);
     return w.take();
 }
 
@@ -193,7 +197,8 @@ Result<ContainerSpec> decode_container_spec(std::string_view payload) {
         s.sysctls.push_back(std::move(sysctl));
     }
     uint8_t extras = r.u8();
-    if (extras & ~kHasSeccomp) return Error::from_string("agent protocol: malformed container spec: unknown flags");
+    if (extras & ~(kHasSeccomp | kHasPidsLimit))
+        return Error::from_string("agent protocol: malformed container spec: unknown flags");
     if (extras & kHasSeccomp) {
         Seccomp f;
         f.default_action = SeccompAction(r.u8());
@@ -231,6 +236,7 @@ Result<ContainerSpec> decode_container_spec(std::string_view payload) {
             return Error::from_string("agent protocol: malformed container spec: unknown seccomp action");
         s.seccomp = std::move(f);
     }
+    if (extras & kHasPidsLimit) s.pids_limit = r.u64();
     TRY(r.finish("container spec"));
     if (s.namespaces & ~kKnownNamespaces)
         return Error::from_string("agent protocol: malformed container spec: unknown namespaces");

@@ -39,6 +39,7 @@ enum class MessageType : uint16_t {
     AttachStdio = 9,     // string exec id, u8 channel → Ok; the connection then carries raw bytes
     Shutdown = 10,       // → Ok; then the agent syncs, unmounts and powers off
     Reseed = 11,         // string entropy (16-512 bytes) → Ok once the guest's RNG is reseeded with it
+    SetPidsLimit = 12,   // u64 limit (0: none) → Ok once the container's cgroup in the guest has it
     // agent → host
     Ok = 0x80,
     Error = 0x81,  // i32 errno, string message
@@ -182,6 +183,8 @@ struct ContainerSpec {
     uint32_t namespaces = 0;  // kNamespace* bits
     std::vector<Sysctl> sysctls;
     std::optional<Seccomp> seccomp;
+    // linux.resources.pids.limit: pids.max of the container's cgroup in the guest (absent: no limit).
+    std::optional<uint64_t> pids_limit;
     bool operator==(const ContainerSpec&) const = default;
 };
 

@@ -47,6 +47,7 @@ ContainerSpec sample_container() {
                     {{"personality"}, SeccompAction::Allow, 1, {{0, 0xffffffff, 0, SeccompOp::Equal}}},
                     {{"clone"}, SeccompAction::Allow, 1, {{0, 0x7e020000, 0, SeccompOp::MaskedEqual}}}};
     c.seccomp = filter;
+    c.pids_limit = 100;
     return c;
 }
 
@@ -70,6 +71,11 @@ TEST(Protocol, ContainerSpecRoundTrips) {
     auto back = decode_container_spec(encode(c));
     ASSERT_TRUE(back) << back.error().message();
     EXPECT_EQ(back.value(), c);
+    ContainerSpec plain;
+    auto back2 = decode_container_spec(encode(plain));
+    ASSERT_TRUE(back2) << back2.error().message();
+    EXPECT_FALSE(back2.value().pids_limit);
+    EXPECT_EQ(back2.value(), plain);
 }
 
 TEST(Protocol, EveryTruncationIsRefused) {

@@ -409,6 +409,12 @@ std::vector<std::string> environment_of(const ProcessSpec& spec) {
         if (fd < 0 || ::write(fd, v.data(), v.size()) < 0) fail(Error::from_errno(errno, "set oom_score_adj"));
         ::close(fd);
     }
+    // Into the container's cgroup before its cgroup namespace: there, the cgroup is the root.
+    if (!context.cgroup.empty()) {
+        int fd = ::open((context.cgroup + "/cgroup.procs").c_str(), O_WRONLY | O_CLOEXEC);
+        if (fd < 0 || ::write(fd, "0", 1) < 0) fail(Error::from_errno(errno, "join the container's cgroup"));
+        ::close(fd);
+    }
     if (auto r = enter_namespaces(context); !r) fail(r.error());
     if (context.join <= 0)
         if (auto r = write_sysctls(*context.container); !r) fail(r.error());

@@ -35,6 +35,8 @@ struct SpawnContext {
     pid_t join = -1;
     // The container's seccomp filter, compiled once; each process loads it.
     const SeccompProgram* seccomp = nullptr;
+    // The container's cgroup in the guest, which every process joins; empty: none.
+    std::string cgroup;
 };
 
 // Forks, sets up, and returns once the child is ready to exec (or failed, with its reason).

@@ -376,6 +376,8 @@ Result<Spec> parse_spec(std::string_view json, std::string_view name) {
                         w.fail("linux.resources.cpu.cpus", n.error().message());
                 }
             }
+            if (const Json* pids = w.object(*res, "linux.resources", "pids"))
+                s.linux_.resources.pids_limit = w.integer<int64_t>(*pids, "linux.resources.pids", "limit");
         }
     }
     if (w.failed()) return w.error();

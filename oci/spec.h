@@ -76,6 +76,7 @@ struct Resources {
     std::optional<int64_t> cpu_quota;     // µs per period
     std::optional<uint64_t> cpu_period;   // µs
     std::string cpuset_cpus;              // "0-3,6"
+    std::optional<int64_t> pids_limit;    // negative: no limit
 };
 
 struct Namespace {

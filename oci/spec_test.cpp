@@ -26,7 +26,8 @@ constexpr const char* kDocker = R"({
   "hooks": {"prestart": [{"path": "/usr/bin/hook", "args": ["hook", "prestart"], "timeout": 5}]},
   "annotations": {"io.husk.vcpus": "2"},
   "linux": {
-    "resources": {"memory": {"limit": 268435456}, "cpu": {"quota": 150000, "period": 100000, "cpus": "0-3"}},
+    "resources": {"memory": {"limit": 268435456}, "cpu": {"quota": 150000, "period": 100000, "cpus": "0-3"},
+                  "pids": {"limit": 100}},
     "cgroupsPath": "/docker/x",
     "maskedPaths": ["/proc/kcore"], "readonlyPaths": ["/proc/sys"],
     "namespaces": [{"type": "pid"}]
@@ -54,6 +55,7 @@ TEST(Spec, ParsesWhatDockerWrites) {
     EXPECT_EQ(spec.hooks.prestart[0].timeout, 5);
     EXPECT_EQ(spec.annotations.at("io.husk.vcpus"), "2");
     EXPECT_EQ(spec.linux_.resources.memory_limit, 268435456);
+    EXPECT_EQ(spec.linux_.resources.pids_limit, 100);
     EXPECT_EQ(vcpus_for(spec.linux_.resources), 2u);
     EXPECT_EQ(spec.linux_.masked_paths[0], "/proc/kcore");
     ASSERT_EQ(spec.linux_.namespaces.size(), 1u);

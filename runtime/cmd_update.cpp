@@ -4,7 +4,8 @@
 // above it and takes it again when the limit rises, up to that size. vCPUs
 // cannot change: such a change is refused with a clear error rather than
 // accepted and ignored. Values equal to what the VM has are accepted (Docker
-// resends them).
+// resends them). A pids limit is sent to the agent, which writes it to the
+// container's cgroup in the guest.
 #include <unistd.h>
 
 #include <cctype>
@@ -12,6 +13,7 @@
 #include <iterator>
 #include <nlohmann/json.hpp>
 
+#include "agent/client.h"
 #include "runtime/args.h"
 #include "runtime/cgroup.h"
 #include "runtime/runtime.h"
@@ -89,6 +91,16 @@ Result<void> apply_memory_limit(const ContainerState& state, int64_t limit) {
     return {};
 }
 
+Result<void> apply_pids_limit(const ContainerState& state, int64_t limit) {
+    // A paused VM cannot answer: the wait is bounded.
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    auto client = TRY(agent::AgentClient::connect({state.vsock_socket, true, agent::kPort}, deadline)
+                          .context("update: reach the container's agent"));
+    client->set_reply_deadline(deadline);
+    TRY(client->set_pids_limit(limit > 0 ? uint64_t(limit) : 0).context("update the pids limit"));
+    return {};
+}
+
 }  // namespace
 
 Result<int> cmd_update(const GlobalOptions& g, const Args& args) {
@@ -143,6 +155,18 @@ Result<int> cmd_update(const GlobalOptions& g, const Args& args) {
     }
     int64_t limit = TRY(memory_limit(p, resources));
     if (limit != 0) TRY(apply_memory_limit(state, limit));
+    // The pids limit is the container's cgroup in the guest: 0 changes nothing, a negative one lifts it.
+    std::optional<int64_t> pids;
+    try {
+        if (p.has("pids-limit")) pids = std::stoll(p.get("pids-limit"));
+    } catch (const std::exception&) {
+        return Error::from_string("update: --pids-limit takes a number", EINVAL);
+    }
+    if (resources.contains("pids") && resources["pids"].is_object()) {
+        const auto& l = resources["pids"].value("limit", nlohmann::json());
+        if (l.is_number_integer()) pids = l.get<int64_t>();
+    }
+    if (pids && *pids != 0) TRY(apply_pids_limit(state, *pids));
     return 0;
 }
 

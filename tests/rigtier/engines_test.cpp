@@ -268,6 +268,8 @@ TEST_F(Docker, LifecyclesBehaveAsUnderRunc) {
         wait_until([&] { return docker("logs " + name).out.find("ready") != std::string::npos; }, 60);
         step("exec", docker("exec -u 1000:1000 -w /tmp -e X=y " + name +
                             " sh -c 'id -u; id -g; pwd; echo $X; [ $$ != 1 ] && echo not-pid-1'"));
+        step("update --pids-limit", docker("update --pids-limit 50 " + name));
+        step("pids.max", docker("exec " + name + " cat /sys/fs/cgroup/pids.max"));
         // The runtimes word the error their own way; the status is the engine's.
         out +=
             "exec missing cwd: " + std::to_string(docker("exec -w /nonexistent " + name + " true").exit_status) + "\n";

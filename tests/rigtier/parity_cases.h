@@ -65,6 +65,12 @@ inline std::vector<ParityCase> parity_cases() {
          "touch /x 2>/dev/null; echo root $?; touch /tmp/x 2>/dev/null; echo tmp $?; touch /data/x && echo data "
          "written",
          "", "", ""},
+        // The pids limit, in the container's own cgroup (the root of its cgroup namespace): the ninth process
+        // cannot be forked, and the shell says so.
+        {"--pids-limit", "--pids-limit 8",
+         "cat /proc/self/cgroup /sys/fs/cgroup/pids.max; for i in 1 2 3 4 5 6 7 8 9 10; do sleep 5 & done; "
+         "echo not reached",
+         "", "", ""},
         // Differences on purpose: the VM is sized to the limits the engine gives.
         {"--memory and --cpus", "--memory 256m --cpus 1",
          "awk '/MemTotal/ {print ($2 <= 262144 ? \"within\" : \"above\")}' /proc/meminfo; nproc", "",

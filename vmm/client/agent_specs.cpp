@@ -187,6 +187,8 @@ Result<AgentSpecs> agent_specs_for(const oci::Spec& spec) {
         c.sysctls.push_back({name, value});
     }
     if (spec.linux_.seccomp) c.seccomp = TRY(seccomp_for(*spec.linux_.seccomp));
+    // As runc reads it: 0 sets nothing, a negative limit is none.
+    if (auto limit = spec.linux_.resources.pids_limit; limit && *limit > 0) c.pids_limit = uint64_t(*limit);
     for (const auto& m : spec.mounts) {
         // Binds name host paths; the runtime copies such files into the rootfs
         // image and rewrites the source to their path there (agent/PROTOCOL.md).

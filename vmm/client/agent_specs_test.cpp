@@ -62,6 +62,19 @@ TEST(AgentSpecs, CapabilityNamesBecomeBitsAndUnknownOnesAreLogged) {
     EXPECT_FALSE(none.value().process.capabilities);
 }
 
+// As runc reads linux.resources.pids.limit: 0 sets nothing, a negative limit is none.
+TEST(AgentSpecs, APositivePidsLimitGoesToTheGuestOnly) {
+    auto limited = agent_specs_for(parse(R"({"resources": {"pids": {"limit": 8}}})"));
+    ASSERT_TRUE(limited) << limited.error().message();
+    EXPECT_EQ(limited.value().container.pids_limit, 8u);
+    for (const char* none : {R"({"resources": {"pids": {"limit": 0}}})", R"({"resources": {"pids": {"limit": -1}}})",
+                             R"({"resources": {}})"}) {
+        auto specs = agent_specs_for(parse(none));
+        ASSERT_TRUE(specs) << specs.error().message();
+        EXPECT_FALSE(specs.value().container.pids_limit) << none;
+    }
+}
+
 TEST(AgentSpecs, SeccompIsResolvedToNumbers) {
     auto specs = agent_specs_for(parse(R"({"seccomp": {"defaultAction": "SCMP_ACT_ERRNO",
         "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X32"], "flags": ["SECCOMP_FILTER_FLAG_SPEC_ALLOW"],
