@@ -229,11 +229,9 @@ std::vector<Hook> read_hooks(Walker& w, const Json& hooks, const char* key) {
 }
 
 std::optional<Seccomp> read_seccomp(Walker& w, const Json& s) {
-    static const std::set<std::string> kActions = {"SCMP_ACT_KILL",  "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD",
-                                                   "SCMP_ACT_TRAP",  "SCMP_ACT_ERRNO",        "SCMP_ACT_TRACE",
-                                                   "SCMP_ACT_ALLOW", "SCMP_ACT_LOG",          "SCMP_ACT_NOTIFY"};
-    static const std::set<std::string> kOps = {"SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE",       "SCMP_CMP_EQ",
-                                               "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_MASKED_EQ"};
+    static const std::set<std::string, std::less<>> kActions(std::begin(kSeccompActionNames),
+                                                             std::end(kSeccompActionNames));
+    static const std::set<std::string, std::less<>> kOps(std::begin(kSeccompOpNames), std::end(kSeccompOpNames));
     const std::string path = "linux.seccomp";
     Seccomp out;
     out.default_action = w.string(s, path, "defaultAction", true);

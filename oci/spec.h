@@ -84,6 +84,14 @@ struct Namespace {
     std::string path;  // join this one instead of creating one
 };
 
+// The seccomp actions and comparison operators the runtime-spec names, in one
+// place; the operators in libseccomp's scmp_compare order (SCMP_CMP_NE is 1).
+inline constexpr std::string_view kSeccompActionNames[] = {
+    "SCMP_ACT_KILL",  "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_TRAP",  "SCMP_ACT_ERRNO",
+    "SCMP_ACT_TRACE", "SCMP_ACT_ALLOW",        "SCMP_ACT_LOG",         "SCMP_ACT_NOTIFY"};
+inline constexpr std::string_view kSeccompOpNames[] = {"SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE",       "SCMP_CMP_EQ",
+                                                       "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_MASKED_EQ"};
+
 // linux.seccomp, as written (config-linux.md "Seccomp"); names are checked
 // against the spec's lists, syscall names are left to the guest's kernel.
 struct SeccompArg {

@@ -75,21 +75,23 @@ agent::Capabilities capabilities_for(const oci::Capabilities& c, std::vector<std
             capability_bits(c.ambient, unknown)};
 }
 
+// Every action of oci::kSeccompActionNames but SCMP_ACT_NOTIFY.
+constexpr std::pair<std::string_view, agent::SeccompAction> kSeccompActions[] = {
+    {"SCMP_ACT_KILL", agent::SeccompAction::KillThread},  {"SCMP_ACT_KILL_THREAD", agent::SeccompAction::KillThread},
+    {"SCMP_ACT_KILL_PROCESS", agent::SeccompAction::KillProcess}, {"SCMP_ACT_TRAP", agent::SeccompAction::Trap},
+    {"SCMP_ACT_ERRNO", agent::SeccompAction::Errno},      {"SCMP_ACT_TRACE", agent::SeccompAction::Trace},
+    {"SCMP_ACT_ALLOW", agent::SeccompAction::Allow},      {"SCMP_ACT_LOG", agent::SeccompAction::Log},
+};
+
+// Names oci::parse_spec has already checked.
 Result<agent::SeccompAction> seccomp_action(const std::string& name) {
-    using A = agent::SeccompAction;
-    if (name == "SCMP_ACT_KILL" || name == "SCMP_ACT_KILL_THREAD") return A::KillThread;
-    if (name == "SCMP_ACT_KILL_PROCESS") return A::KillProcess;
-    if (name == "SCMP_ACT_TRAP") return A::Trap;
-    if (name == "SCMP_ACT_ERRNO") return A::Errno;
-    if (name == "SCMP_ACT_TRACE") return A::Trace;
-    if (name == "SCMP_ACT_ALLOW") return A::Allow;
-    if (name == "SCMP_ACT_LOG") return A::Log;
-    if (name == "SCMP_ACT_NOTIFY")
-        return Error::from_string(
-            "config.json: linux.seccomp: SCMP_ACT_NOTIFY is not supported: the filter runs inside the container's "
-            "VM, where no seccomp agent of the host can be told",
-            EINVAL);
-    return Error::from_string("config.json: linux.seccomp: `" + name + "` is not a seccomp action", EINVAL);
+    for (const auto& [known, action] : kSeccompActions)
+        if (name == known) return action;
+    return Error::from_string(
+        "config.json: linux.seccomp: " + name +
+            " is not supported: the filter runs inside the container's VM, where no seccomp agent of the host can be "
+            "told",
+        EINVAL);
 }
 
 Result<agent::Seccomp> seccomp_for(const oci::Seccomp& s) {
@@ -114,23 +116,19 @@ Result<agent::Seccomp> seccomp_for(const oci::Seccomp& s) {
         else if (flag != "SECCOMP_FILTER_FLAG_TSYNC")  // every process loads the filter single-threaded
             return Error::from_string("config.json: linux.seccomp.flags: `" + flag + "` is not supported", EINVAL);
     }
-    static const std::pair<const char*, agent::SeccompOp> kOps[] = {
-        {"SCMP_CMP_NE", agent::SeccompOp::NotEqual},           {"SCMP_CMP_LT", agent::SeccompOp::LessThan},
-        {"SCMP_CMP_LE", agent::SeccompOp::LessEqual},          {"SCMP_CMP_EQ", agent::SeccompOp::Equal},
-        {"SCMP_CMP_GE", agent::SeccompOp::GreaterEqual},       {"SCMP_CMP_GT", agent::SeccompOp::GreaterThan},
-        {"SCMP_CMP_MASKED_EQ", agent::SeccompOp::MaskedEqual},
-    };
     for (const auto& call : s.syscalls) {
         agent::SeccompRule rule;
         rule.names = call.names;
         rule.action = TRY(seccomp_action(call.action));
         rule.errno_ret = call.errno_ret.value_or(EPERM);
         for (const auto& a : call.args) {
-            auto op = std::find_if(std::begin(kOps), std::end(kOps), [&](const auto& o) { return a.op == o.first; });
-            if (op == std::end(kOps))
+            // Checked by oci::parse_spec; agent::SeccompOp numbers them as libseccomp does, from 1.
+            auto op = std::find(std::begin(oci::kSeccompOpNames), std::end(oci::kSeccompOpNames), a.op);
+            if (op == std::end(oci::kSeccompOpNames))
                 return Error::from_string("config.json: linux.seccomp: `" + a.op + "` is not a seccomp comparison",
                                           EINVAL);
-            rule.args.push_back({a.index, a.value, a.value_two, op->second});
+            rule.args.push_back(
+                {a.index, a.value, a.value_two, agent::SeccompOp(1 + (op - std::begin(oci::kSeccompOpNames)))});
         }
         out.rules.push_back(std::move(rule));
     }
@@ -218,6 +216,12 @@ Result<AgentSpecs> agent_specs_for(const oci::Spec& spec) {
     if (!p.selinux_label.empty())
         out.ignored.push_back("process.selinuxLabel `" + p.selinux_label + "` (the guest has no SELinux)");
     return out;
+}
+
+std::vector<std::string> seccomp_action_names() {
+    std::vector<std::string> names;
+    for (const auto& entry : kSeccompActions) names.emplace_back(entry.first);
+    return names;
 }
 
 std::vector<std::string> capability_names() {

@@ -21,5 +21,7 @@ agent::ProcessSpec process_spec_for(const oci::Process& process, std::string exe
 
 // The capability names the guest kernel knows, in bit order ("CAP_CHOWN" first).
 std::vector<std::string> capability_names();
+// The seccomp actions the agent applies (every one the runtime-spec names but SCMP_ACT_NOTIFY).
+std::vector<std::string> seccomp_action_names();
 
 }  // namespace husk
