@@ -68,7 +68,7 @@ private:
     std::map<std::string, std::unique_ptr<Process>> m_processes;
     std::optional<ContainerSpec> m_container;
     std::optional<SeccompProgram> m_seccomp;  // the container's filter, compiled once
-    std::string m_cgroup;                      // the container's cgroup in the guest; empty in test mode
+    std::string m_cgroup;                     // the container's cgroup in the guest; empty in test mode
     pid_t m_init_pid = -1;
     bool m_shutdown = false;
 };

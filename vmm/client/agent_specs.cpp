@@ -77,10 +77,14 @@ agent::Capabilities capabilities_for(const oci::Capabilities& c, std::vector<std
 
 // Every action of oci::kSeccompActionNames but SCMP_ACT_NOTIFY.
 constexpr std::pair<std::string_view, agent::SeccompAction> kSeccompActions[] = {
-    {"SCMP_ACT_KILL", agent::SeccompAction::KillThread},  {"SCMP_ACT_KILL_THREAD", agent::SeccompAction::KillThread},
-    {"SCMP_ACT_KILL_PROCESS", agent::SeccompAction::KillProcess}, {"SCMP_ACT_TRAP", agent::SeccompAction::Trap},
-    {"SCMP_ACT_ERRNO", agent::SeccompAction::Errno},      {"SCMP_ACT_TRACE", agent::SeccompAction::Trace},
-    {"SCMP_ACT_ALLOW", agent::SeccompAction::Allow},      {"SCMP_ACT_LOG", agent::SeccompAction::Log},
+    {"SCMP_ACT_KILL", agent::SeccompAction::KillThread},
+    {"SCMP_ACT_KILL_THREAD", agent::SeccompAction::KillThread},
+    {"SCMP_ACT_KILL_PROCESS", agent::SeccompAction::KillProcess},
+    {"SCMP_ACT_TRAP", agent::SeccompAction::Trap},
+    {"SCMP_ACT_ERRNO", agent::SeccompAction::Errno},
+    {"SCMP_ACT_TRACE", agent::SeccompAction::Trace},
+    {"SCMP_ACT_ALLOW", agent::SeccompAction::Allow},
+    {"SCMP_ACT_LOG", agent::SeccompAction::Log},
 };
 
 // Names oci::parse_spec has already checked.
