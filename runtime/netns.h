@@ -4,20 +4,19 @@
 // MAC and MTU, its addresses and the routes through it.
 //
 // What a namespace holds is the engine's, not ours to trust blindly: a dump
-// stops at kMaxEntries links, addresses and routes each, and is refused past
-// that rather than read without end.
+// of more than netlink::kMaxDumpEntries links, addresses or routes is refused
+// rather than read without end.
 #pragma once
 
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "vmm/base/result.h"
 
 namespace husk::runtime::net {
-
-inline constexpr size_t kMaxEntries = 1024;
 
 struct Address {
     int family = 0;       // AF_INET or AF_INET6
@@ -57,5 +56,14 @@ Result<Network> read_network();
 Result<Network> read_network_of(int netns_fd);
 
 std::string format_mac(const std::array<uint8_t, 6>& mac);
+
+// Every frame that arrives at link `from` leaves through link `to`, untouched:
+// an ingress qdisc on `from` and a u32 filter matching every frame whose
+// action is a mirred egress redirect (the tc-filter model: a veth and the
+// VM's TAP, each way). Idempotent: the qdisc is made afresh.
+Result<void> redirect_ingress(uint32_t from, uint32_t to);
+
+// The link's MTU (when given) and its state up.
+Result<void> set_link_up(uint32_t index, std::optional<uint32_t> mtu);
 
 }  // namespace husk::runtime::net

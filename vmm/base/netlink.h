@@ -1,0 +1,72 @@
+// rtnetlink, the few calls husk makes: requests built as a fixed header and
+// attributes (nested ones too), each sent with an acknowledgement asked for
+// and its error returned by name; dumps read message by message. Shared by
+// the runtime (a container's network namespace on the host) and husk-agent
+// (the guest's NIC).
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "vmm/base/result.h"
+#include "vmm/base/unique_fd.h"
+
+namespace husk::netlink {
+
+// What one dump may hold before it is refused: a namespace's contents are not
+// ours to read without end.
+inline constexpr size_t kMaxDumpEntries = 1024;
+
+class Message {
+public:
+    Message(uint16_t type, uint16_t flags);
+    // The fixed part after the netlink header (ifinfomsg, ifaddrmsg, rtmsg, tcmsg).
+    template <class T>
+    Message& header(const T& fixed) {
+        append(&fixed, sizeof fixed);
+        return *this;
+    }
+    Message& attribute(uint16_t type, const void* data, size_t size);
+    Message& u32(uint16_t type, uint32_t value) { return attribute(type, &value, sizeof value); }
+    Message& string(uint16_t type, std::string_view value);  // NUL-terminated
+    // A nested attribute: begin returns where it starts, end closes it there.
+    size_t begin(uint16_t type);
+    void end(size_t at);
+    uint16_t type() const;
+    std::span<uint8_t> finish();  // the whole message, its length set
+
+private:
+    void append(const void* data, size_t size);
+    std::string m_bytes;
+};
+
+class Socket {
+public:
+    static Result<Socket> open();
+    // Sends `m` asking for an acknowledgement; the kernel's error, if any, with `what`.
+    Result<void> request(Message& m, std::string_view what);
+    // A dump (NLM_F_DUMP) of `type` with `fixed` as its request: each reply's payload after its netlink header.
+    Result<void> dump(uint16_t type, const void* fixed, size_t fixed_size, std::string_view what,
+                      const std::function<Result<void>(std::span<const uint8_t>)>& each);
+
+private:
+    explicit Socket(UniqueFd fd) : m_fd(std::move(fd)) {}
+    UniqueFd m_fd;
+    uint32_t m_sequence = 1;
+};
+
+// Every attribute in `bytes` (after a message's fixed header), as (type, payload).
+void for_each_attribute(std::span<const uint8_t> bytes,
+                        const std::function<void(uint16_t, std::span<const uint8_t>)>& visit);
+
+// The attributes of a message whose fixed header is `fixed_size` bytes.
+inline std::span<const uint8_t> attributes_after(std::span<const uint8_t> payload, size_t fixed_size) {
+    size_t skip = (fixed_size + 3) & ~size_t(3);
+    return skip >= payload.size() ? std::span<const uint8_t>() : payload.subspan(skip);
+}
+
+}  // namespace husk::netlink
