@@ -18,6 +18,8 @@
 #include <cstring>
 #include <vector>
 
+#include "agent/network.h"
+
 namespace husk::agent {
 
 struct Agent::Connection {
@@ -323,6 +325,14 @@ Result<std::string> Agent::handle_request(Connection& c, const FrameBuffer::Fram
             std::string entropy = r.str();
             TRY(r.finish("Reseed"));
             TRY(reseed_rng(entropy));
+            return std::string();
+        }
+        case MessageType::ConfigureNetwork: {
+            NetworkSpec spec = TRY(decode_network_spec(frame.payload));
+            // In test mode the host's network is not the agent's to change.
+            if (!m_options.whole_machine)
+                return Error::from_string("the agent configures a network only as the VM's init", ENOTSUP);
+            TRY(configure_network(spec));
             return std::string();
         }
         case MessageType::SetPidsLimit: {

@@ -214,6 +214,11 @@ Result<void> AgentClient::set_pids_limit(uint64_t limit) {
     return {};
 }
 
+Result<void> AgentClient::configure_network(const NetworkSpec& spec) {
+    TRY(call(MessageType::ConfigureNetwork, encode(spec)));
+    return {};
+}
+
 Result<void> AgentClient::shutdown() {
     TRY(call(MessageType::Shutdown, {}));
     return {};

@@ -57,6 +57,8 @@ public:
     Result<void> reseed(std::string_view entropy);
     // pids.max of the container's cgroup in the guest; 0 lifts the limit.
     Result<void> set_pids_limit(uint64_t limit);
+    // The guest's NICs take the container's interfaces, addresses and routes.
+    Result<void> configure_network(const NetworkSpec& spec);
     // Waits for the process's Exit event (sent to the connection that created
     // it) or, for a process created elsewhere, asks with Wait.
     Result<int> wait(const std::string& exec_id);

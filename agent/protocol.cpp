@@ -32,6 +32,8 @@ std::string_view to_string(MessageType type) {
             return "Reseed";
         case MessageType::SetPidsLimit:
             return "SetPidsLimit";
+        case MessageType::ConfigureNetwork:
+            return "ConfigureNetwork";
         case MessageType::Ok:
             return "Ok";
         case MessageType::Error:
@@ -164,6 +166,68 @@ std::string encode(const ContainerSpec& s) {
     }
     if (s.pids_limit) w.u64(*s.pids_limit);
     return w.take();
+}
+
+std::string encode(const NetworkSpec& s) {
+    Writer w;
+    w.u32(uint32_t(s.interfaces.size()));
+    for (const auto& i : s.interfaces) {
+        w.str(i.name).str(std::string_view(reinterpret_cast<const char*>(i.mac.data()), i.mac.size())).u32(i.mtu);
+        w.u32(uint32_t(i.addresses.size()));
+        for (const auto& a : i.addresses) w.u8(a.family).str(a.address).u8(a.prefix);
+    }
+    w.u32(uint32_t(s.routes.size()));
+    for (const auto& r : s.routes) w.u8(r.family).str(r.destination).u8(r.prefix).str(r.gateway).u32(r.interface);
+    return w.take();
+}
+
+Result<NetworkSpec> decode_network_spec(std::string_view payload) {
+    Reader r(payload);
+    NetworkSpec s;
+    auto bad = [](const std::string& why) {
+        return Error::from_string("agent protocol: malformed network spec: " + why, EINVAL);
+    };
+    auto family_ok = [](uint8_t f) { return f == 2 /* AF_INET */ || f == 10 /* AF_INET6 */; };
+    uint32_t interfaces = r.u32();
+    if (interfaces > kMaxInterfaces) return bad("more than " + std::to_string(kMaxInterfaces) + " interfaces");
+    for (uint32_t i = 0; i < interfaces && !r.failed(); ++i) {
+        InterfaceSpec nic;
+        nic.name = r.str();
+        std::string mac = r.str();
+        nic.mtu = r.u32();
+        if (r.failed()) break;
+        if (mac.size() != 6) return bad("a MAC of " + std::to_string(mac.size()) + " bytes");
+        std::memcpy(nic.mac.data(), mac.data(), 6);
+        if (nic.name.empty() || nic.name.size() >= 16 || nic.name.find('/') != std::string::npos)
+            return bad("interface name `" + nic.name + "`");
+        uint32_t addresses = r.u32();
+        if (addresses > kMaxAddresses) return bad("more than " + std::to_string(kMaxAddresses) + " addresses");
+        for (uint32_t j = 0; j < addresses && !r.failed(); ++j) {
+            IpAddress a;
+            a.family = r.u8();
+            a.address = r.str();
+            a.prefix = r.u8();
+            if (!r.failed() && !family_ok(a.family)) return bad("address family " + std::to_string(a.family));
+            nic.addresses.push_back(std::move(a));
+        }
+        s.interfaces.push_back(std::move(nic));
+    }
+    uint32_t routes = r.u32();
+    if (!r.failed() && routes > kMaxRoutes) return bad("more than " + std::to_string(kMaxRoutes) + " routes");
+    for (uint32_t i = 0; i < routes && !r.failed(); ++i) {
+        RouteSpec route;
+        route.family = r.u8();
+        route.destination = r.str();
+        route.prefix = r.u8();
+        route.gateway = r.str();
+        route.interface = r.u32();
+        if (r.failed()) break;
+        if (!family_ok(route.family)) return bad("route family " + std::to_string(route.family));
+        if (route.interface >= s.interfaces.size()) return bad("a route through an interface that is not there");
+        s.routes.push_back(std::move(route));
+    }
+    TRY(r.finish("network spec"));
+    return s;
 }
 
 Result<ContainerSpec> decode_container_spec(std::string_view payload) {

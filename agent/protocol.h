@@ -7,6 +7,7 @@
 // length: every read is checked against the bytes that are left.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -40,6 +41,7 @@ enum class MessageType : uint16_t {
     Shutdown = 10,       // → Ok; then the agent syncs, unmounts and powers off
     Reseed = 11,         // string entropy (16-512 bytes) → Ok once the guest's RNG is reseeded with it
     SetPidsLimit = 12,   // u64 limit (0: none) → Ok once the container's cgroup in the guest has it
+    ConfigureNetwork = 13,  // NetworkSpec → Ok once the guest's NICs have it
     // agent → host
     Ok = 0x80,
     Error = 0x81,  // i32 errno, string message
@@ -188,8 +190,41 @@ struct ContainerSpec {
     bool operator==(const ContainerSpec&) const = default;
 };
 
+// The container's network as the host read it from the engine's namespace:
+// interface i is the guest's i-th NIC, which takes its name, MAC, MTU and
+// addresses; each route goes through one of them.
+struct IpAddress {
+    uint8_t family = 0;   // AF_INET or AF_INET6
+    std::string address;  // "172.17.0.2"
+    uint8_t prefix = 0;
+    bool operator==(const IpAddress&) const = default;
+};
+struct InterfaceSpec {
+    std::string name;  // "eth0"
+    std::array<uint8_t, 6> mac{};
+    uint32_t mtu = 1500;
+    std::vector<IpAddress> addresses;
+    bool operator==(const InterfaceSpec&) const = default;
+};
+struct RouteSpec {
+    uint8_t family = 0;
+    std::string destination;  // empty: the default route
+    uint8_t prefix = 0;
+    std::string gateway;     // empty: on the link
+    uint32_t interface = 0;  // an index into NetworkSpec::interfaces
+    bool operator==(const RouteSpec&) const = default;
+};
+struct NetworkSpec {
+    std::vector<InterfaceSpec> interfaces;
+    std::vector<RouteSpec> routes;
+    bool operator==(const NetworkSpec&) const = default;
+};
+inline constexpr size_t kMaxInterfaces = 8, kMaxAddresses = 64, kMaxRoutes = 256;
+
 std::string encode(const ProcessSpec& spec);
 std::string encode(const ContainerSpec& spec);
+std::string encode(const NetworkSpec& spec);
+Result<NetworkSpec> decode_network_spec(std::string_view payload);
 Result<ProcessSpec> decode_process_spec(std::string_view payload);
 Result<ContainerSpec> decode_container_spec(std::string_view payload);
 

@@ -12,6 +12,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::string_view bytes(reinterpret_cast<const char*>(data), size);
     (void)decode_process_spec(bytes);
     (void)decode_container_spec(bytes);
+    (void)decode_network_spec(bytes);
     (void)decode_specs_file(bytes);
     FrameBuffer frames;
     frames.append(std::span(data, size));

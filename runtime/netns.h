@@ -14,48 +14,20 @@
 #include <string>
 #include <vector>
 
+#include "vmm/base/netlink.h"
 #include "vmm/base/result.h"
 
 namespace husk::runtime::net {
 
-struct Address {
-    int family = 0;       // AF_INET or AF_INET6
-    std::string address;  // "172.17.0.2", "fd00::2"
-    uint8_t prefix = 0;
-    bool operator==(const Address&) const = default;
-};
+using netlink::Address;
+using netlink::Link;
+using netlink::Network;
+using netlink::Route;
+using netlink::format_mac;
+using netlink::read_network;
 
-struct Link {
-    uint32_t index = 0;
-    std::string name;
-    std::array<uint8_t, 6> mac{};
-    uint32_t mtu = 0;
-    bool up = false;
-    bool loopback = false;
-    std::vector<Address> addresses;
-};
-
-struct Route {
-    int family = 0;
-    std::string destination;  // empty: the default route
-    uint8_t prefix = 0;
-    std::string gateway;  // empty: on the link
-    uint32_t link = 0;    // the outgoing interface's index
-    bool kernel = false;  // made by the kernel for an address (RTPROT_KERNEL)
-};
-
-struct Network {
-    std::vector<Link> links;
-    std::vector<Route> routes;  // unicast routes of the main table
-    const Link* find(const std::string& name) const;
-};
-
-// The calling thread's network namespace.
-Result<Network> read_network();
 // Another namespace (an fd of /proc/PID/ns/net), read from a thread that joins it.
 Result<Network> read_network_of(int netns_fd);
-
-std::string format_mac(const std::array<uint8_t, 6>& mac);
 
 // Every frame that arrives at link `from` leaves through link `to`, untouched:
 // an ingress qdisc on `from` and a u32 filter matching every frame whose

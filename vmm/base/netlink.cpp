@@ -1,10 +1,16 @@
 #include "vmm/base/netlink.h"
 
+#include <arpa/inet.h>
+#include <linux/if.h>
+#include <linux/if_addr.h>
+#include <linux/if_arp.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <vector>
 
 namespace husk::netlink {
@@ -155,6 +161,169 @@ void for_each_attribute(std::span<const uint8_t> bytes,
         if (step >= bytes.size()) return;
         bytes = bytes.subspan(step);
     }
+}
+
+namespace {
+
+std::string address_text(int family, std::span<const uint8_t> bytes) {
+    char text[INET6_ADDRSTRLEN] = {};
+    if ((family == AF_INET && bytes.size() == 4) || (family == AF_INET6 && bytes.size() == 16))
+        ::inet_ntop(family, bytes.data(), text, sizeof text);
+    return text;
+}
+
+uint32_t u32_of(std::span<const uint8_t> bytes) {
+    uint32_t v = 0;
+    if (bytes.size() >= sizeof v) std::memcpy(&v, bytes.data(), sizeof v);
+    return v;
+}
+
+}  // namespace
+
+const Link* Network::find(const std::string& name) const {
+    auto it = std::find_if(links.begin(), links.end(), [&](const Link& l) { return l.name == name; });
+    return it == links.end() ? nullptr : &*it;
+}
+
+std::string format_mac(const std::array<uint8_t, 6>& mac) {
+    char text[18];
+    std::snprintf(text, sizeof text, "%02x:%02x:%02x:%02x:%02x:%02x", mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]);
+    return text;
+}
+
+Result<Network> read_network() {
+    Socket socket = TRY(Socket::open());
+    Network network;
+
+    ifinfomsg links{};
+    links.ifi_family = AF_UNSPEC;
+    TRY(socket.dump(RTM_GETLINK, &links, sizeof links, "links", [&](std::span<const uint8_t> p) -> Result<void> {
+        if (p.size() < sizeof(ifinfomsg)) return Error::from_string("netlink: a short link message");
+        ifinfomsg info;
+        std::memcpy(&info, p.data(), sizeof info);
+        Link link;
+        link.index = uint32_t(info.ifi_index);
+        link.up = info.ifi_flags & IFF_UP;
+        link.loopback = info.ifi_type == ARPHRD_LOOPBACK;
+        for_each_attribute(attributes_after(p, sizeof info), [&](uint16_t type, std::span<const uint8_t> v) {
+            if (type == IFLA_IFNAME)
+                link.name.assign(reinterpret_cast<const char*>(v.data()),
+                                 ::strnlen(reinterpret_cast<const char*>(v.data()), v.size()));
+            else if (type == IFLA_ADDRESS && v.size() == 6)
+                std::copy(v.begin(), v.end(), link.mac.begin());
+            else if (type == IFLA_MTU)
+                link.mtu = u32_of(v);
+        });
+        network.links.push_back(std::move(link));
+        return {};
+    }));
+
+    ifaddrmsg addresses{};
+    addresses.ifa_family = AF_UNSPEC;
+    TRY(socket.dump(
+        RTM_GETADDR, &addresses, sizeof addresses, "addresses", [&](std::span<const uint8_t> p) -> Result<void> {
+            if (p.size() < sizeof(ifaddrmsg)) return Error::from_string("netlink: a short address message");
+            ifaddrmsg info;
+            std::memcpy(&info, p.data(), sizeof info);
+            Address address{info.ifa_family, {}, info.ifa_prefixlen};
+            std::string local, peer;
+            for_each_attribute(attributes_after(p, sizeof info), [&](uint16_t type, std::span<const uint8_t> v) {
+                if (type == IFA_LOCAL) local = address_text(info.ifa_family, v);
+                if (type == IFA_ADDRESS) peer = address_text(info.ifa_family, v);
+            });
+            // IFA_LOCAL is the interface's own address where it differs (point-to-point links).
+            address.address = local.empty() ? peer : local;
+            auto link = std::find_if(network.links.begin(), network.links.end(),
+                                     [&](const Link& l) { return l.index == info.ifa_index; });
+            if (link != network.links.end() && !address.address.empty()) link->addresses.push_back(std::move(address));
+            return {};
+        }));
+
+    rtmsg routes{};
+    routes.rtm_family = AF_UNSPEC;
+    TRY(socket.dump(RTM_GETROUTE, &routes, sizeof routes, "routes", [&](std::span<const uint8_t> p) -> Result<void> {
+        if (p.size() < sizeof(rtmsg)) return Error::from_string("netlink: a short route message");
+        rtmsg info;
+        std::memcpy(&info, p.data(), sizeof info);
+        if (info.rtm_type != RTN_UNICAST) return {};
+        Route route;
+        route.family = info.rtm_family;
+        route.prefix = info.rtm_dst_len;
+        route.kernel = info.rtm_protocol == RTPROT_KERNEL;
+        uint32_t table = info.rtm_table;
+        for_each_attribute(attributes_after(p, sizeof info), [&](uint16_t type, std::span<const uint8_t> v) {
+            if (type == RTA_DST) route.destination = address_text(info.rtm_family, v);
+            if (type == RTA_GATEWAY) route.gateway = address_text(info.rtm_family, v);
+            if (type == RTA_OIF) route.link = u32_of(v);
+            if (type == RTA_TABLE) table = u32_of(v);
+        });
+        if (table == RT_TABLE_MAIN) network.routes.push_back(std::move(route));
+        return {};
+    }));
+    return network;
+}
+
+Result<void> change_link(uint32_t index, const LinkChange& change) {
+    Socket socket = TRY(Socket::open());
+    ifinfomsg info{};
+    info.ifi_family = AF_UNSPEC;
+    info.ifi_index = int(index);
+    if (change.up) {
+        info.ifi_flags = *change.up ? IFF_UP : 0;
+        info.ifi_change = IFF_UP;
+    }
+    Message m(RTM_NEWLINK, 0);
+    m.header(info);
+    if (change.mac) m.attribute(IFLA_ADDRESS, change.mac->data(), change.mac->size());
+    if (change.mtu) m.u32(IFLA_MTU, *change.mtu);
+    if (change.name) m.string(IFLA_IFNAME, *change.name);
+    return socket.request(m, "change link " + std::to_string(index));
+}
+
+Result<void> add_address(uint32_t index, const Address& address) {
+    uint8_t bytes[16];
+    if (::inet_pton(address.family, address.address.c_str(), bytes) != 1)
+        return Error::from_string("`" + address.address + "` is not an IP address", EINVAL);
+    size_t size = address.family == AF_INET ? 4 : 16;
+    if (address.prefix > size * 8)
+        return Error::from_string("prefix /" + std::to_string(address.prefix) + " of `" + address.address + "`",
+                                  EINVAL);
+    Socket socket = TRY(Socket::open());
+    ifaddrmsg info{};
+    info.ifa_family = uint8_t(address.family);
+    info.ifa_prefixlen = address.prefix;
+    info.ifa_index = index;
+    info.ifa_flags = address.family == AF_INET6 ? IFA_F_NODAD : 0;
+    Message m(RTM_NEWADDR, NLM_F_CREATE | NLM_F_REPLACE);
+    m.header(info).attribute(IFA_LOCAL, bytes, size).attribute(IFA_ADDRESS, bytes, size);
+    return socket.request(m, "add address " + address.address + "/" + std::to_string(address.prefix));
+}
+
+Result<void> add_route(const Route& route) {
+    size_t size = route.family == AF_INET ? 4 : 16;
+    uint8_t destination[16] = {}, gateway[16] = {};
+    if (!route.destination.empty() && ::inet_pton(route.family, route.destination.c_str(), destination) != 1)
+        return Error::from_string("route destination `" + route.destination + "` is not an IP address", EINVAL);
+    if (!route.gateway.empty() && ::inet_pton(route.family, route.gateway.c_str(), gateway) != 1)
+        return Error::from_string("route gateway `" + route.gateway + "` is not an IP address", EINVAL);
+    if (route.prefix > size * 8) return Error::from_string("route prefix /" + std::to_string(route.prefix), EINVAL);
+    Socket socket = TRY(Socket::open());
+    rtmsg info{};
+    info.rtm_family = uint8_t(route.family);
+    info.rtm_dst_len = route.prefix;
+    info.rtm_table = RT_TABLE_MAIN;
+    info.rtm_protocol = RTPROT_BOOT;
+    info.rtm_scope = route.gateway.empty() ? RT_SCOPE_LINK : RT_SCOPE_UNIVERSE;
+    info.rtm_type = RTN_UNICAST;
+    Message m(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE);
+    m.header(info);
+    if (!route.destination.empty()) m.attribute(RTA_DST, destination, size);
+    if (!route.gateway.empty()) m.attribute(RTA_GATEWAY, gateway, size);
+    m.u32(RTA_OIF, route.link);
+    std::string what = "add route " + (route.destination.empty() ? std::string("default") : route.destination + "/" +
+                                                                                                  std::to_string(route.prefix));
+    if (!route.gateway.empty()) what += " via " + route.gateway;
+    return socket.request(m, what);
 }
 
 }  // namespace husk::netlink

@@ -5,7 +5,10 @@
 // (the guest's NIC).
 #pragma once
 
+#include <array>
 #include <cstdint>
+#include <optional>
+#include <vector>
 #include <cstring>
 #include <functional>
 #include <span>
@@ -68,5 +71,57 @@ inline std::span<const uint8_t> attributes_after(std::span<const uint8_t> payloa
     size_t skip = (fixed_size + 3) & ~size_t(3);
     return skip >= payload.size() ? std::span<const uint8_t>() : payload.subspan(skip);
 }
+
+// A network namespace's contents, as rtnetlink dumps them.
+struct Address {
+    int family = 0;       // AF_INET or AF_INET6
+    std::string address;  // "172.17.0.2", "fd00::2"
+    uint8_t prefix = 0;
+    bool operator==(const Address&) const = default;
+};
+
+struct Link {
+    uint32_t index = 0;
+    std::string name;
+    std::array<uint8_t, 6> mac{};
+    uint32_t mtu = 0;
+    bool up = false;
+    bool loopback = false;
+    std::vector<Address> addresses;
+};
+
+struct Route {
+    int family = 0;
+    std::string destination;  // empty: the default route
+    uint8_t prefix = 0;
+    std::string gateway;  // empty: on the link
+    uint32_t link = 0;    // the outgoing interface's index
+    bool kernel = false;  // made by the kernel for an address (RTPROT_KERNEL)
+};
+
+struct Network {
+    std::vector<Link> links;
+    std::vector<Route> routes;  // unicast routes of the main table
+    const Link* find(const std::string& name) const;
+};
+
+// The calling thread's network namespace: links with their addresses, the main table's unicast routes.
+Result<Network> read_network();
+
+std::string format_mac(const std::array<uint8_t, 6>& mac);
+
+// A link's settings; what is not given stays as it is.
+struct LinkChange {
+    std::optional<std::array<uint8_t, 6>> mac;
+    std::optional<uint32_t> mtu;
+    std::optional<std::string> name;
+    std::optional<bool> up;
+};
+Result<void> change_link(uint32_t index, const LinkChange& change);
+// An address on a link (IPv6 ones without duplicate address detection: the
+// address is the engine's, already checked on its network).
+Result<void> add_address(uint32_t index, const Address& address);
+// A route of the main table (`kernel` ignored); an existing equal one is replaced.
+Result<void> add_route(const Route& route);
 
 }  // namespace husk::netlink
