@@ -20,6 +20,7 @@
 #include <span>
 #include <thread>
 
+#include "vmm/base/log.h"
 #include "vmm/base/netlink.h"
 #include "vmm/base/unique_fd.h"
 
@@ -80,17 +81,64 @@ Result<void> set_link_up(uint32_t index, std::optional<uint32_t> mtu) {
     return netlink::change_link(index, {.mac = {}, .mtu = mtu, .name = {}, .up = true});
 }
 
-Result<Network> read_network_of(int netns_fd) {
-    // A network namespace is per thread: a thread of our own joins it and reads.
-    Result<Network> out = Error::from_string("unset");
-    std::thread reader([&] {
+namespace {
+
+// A network namespace is per thread: a thread of our own joins it and runs `body` there.
+template <class T>
+Result<T> in_namespace(int netns_fd, const std::function<Result<T>()>& body) {
+    Result<T> out = Error::from_string("unset");
+    std::thread worker([&] {
         if (::setns(netns_fd, CLONE_NEWNET) < 0)
             out = Error::from_errno(errno, "join the container's network namespace");
         else
-            out = read_network();
+            out = body();
     });
-    reader.join();
+    worker.join();
     return out;
+}
+
+bool ipv6_link_local(const Address& a) { return a.family == AF_INET6 && a.address.rfind("fe80:", 0) == 0; }
+
+}  // namespace
+
+Result<Network> read_network_of(int netns_fd) {
+    return in_namespace<Network>(netns_fd, [] { return read_network(); });
+}
+
+const Link* engine_interface(const Network& network) {
+    for (const auto& link : network.links)
+        if (!link.loopback && link.name != kTapName) return &link;
+    return nullptr;
+}
+
+Result<agent::NetworkSpec> wire_to_tap(int netns_fd) {
+    return in_namespace<agent::NetworkSpec>(netns_fd, []() -> Result<agent::NetworkSpec> {
+        Network network = TRY(read_network());
+        const Link* tap = network.find(kTapName);
+        if (!tap) return Error::from_string(std::string("the VM's TAP `") + kTapName + "` is not in the namespace");
+        agent::NetworkSpec spec;
+        const Link* veth = engine_interface(network);
+        if (!veth) return spec;
+        for (const auto& link : network.links)
+            if (!link.loopback && &link != tap && &link != veth)
+                log::warn("network interface `{}` is not wired to the VM: the VM has one NIC, for `{}`", link.name,
+                          veth->name);
+        TRY(set_link_up(tap->index, veth->mtu).context("wire `" + veth->name + "` to the VM"));
+        TRY(redirect_ingress(veth->index, tap->index).context("wire `" + veth->name + "` to the VM"));
+        TRY(redirect_ingress(tap->index, veth->index).context("wire `" + veth->name + "` to the VM"));
+        agent::InterfaceSpec nic;
+        nic.name = veth->name;
+        nic.mac = veth->mac;
+        nic.mtu = veth->mtu;
+        for (const auto& a : veth->addresses)
+            if (!ipv6_link_local(a)) nic.addresses.push_back({uint8_t(a.family), a.address, a.prefix});
+        spec.interfaces.push_back(std::move(nic));
+        // The kernel's own routes (one per address) come back with the addresses in the guest.
+        for (const auto& r : network.routes)
+            if (r.link == veth->index && !r.kernel)
+                spec.routes.push_back({uint8_t(r.family), r.destination, r.prefix, r.gateway, 0});
+        return spec;
+    });
 }
 
 }  // namespace husk::runtime::net

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "agent/protocol.h"
 #include "vmm/base/netlink.h"
 #include "vmm/base/result.h"
 
@@ -37,5 +38,22 @@ Result<void> redirect_ingress(uint32_t from, uint32_t to);
 
 // The link's MTU (when given) and its state up.
 Result<void> set_link_up(uint32_t index, std::optional<uint32_t> mtu);
+
+// The VM's TAP in the container's namespace.
+inline constexpr const char* kTapName = "husk0";
+
+// The interface the engine gave the container (Docker's eth0): the first
+// link, by index, that is neither the loopback nor the VM's TAP. None: the
+// container has no network but its loopback (`--network none`).
+const Link* engine_interface(const Network& network);
+
+// Wires the VM's TAP to the engine's interface, in the namespace `netns_fd`:
+// frames cross both ways by redirect (the engine's veth keeps its addresses
+// on the host side, unused there), the TAP up with the interface's MTU. What
+// the guest's NIC must then take over — the interface's name, MAC, MTU,
+// addresses (not IPv6 link-local ones, which the guest makes itself) and the
+// routes through it — is returned for the agent. Only one interface is wired
+// (the VM has one NIC); any other is logged and left alone.
+Result<agent::NetworkSpec> wire_to_tap(int netns_fd);
 
 }  // namespace husk::runtime::net

@@ -190,6 +190,47 @@ TEST(NetworkNamespace, RedirectedFramesCrossBetweenAVethAndATapBothWays) {
     EXPECT_EQ(failure, "");
 }
 
+// Docker's bridge as the namespace holds it once its setkey hook ran: eth0 (a
+// veth) with its address and default route; the VM's TAP beside it.
+TEST(NetworkNamespace, TheEnginesInterfaceIsWiredToTheTapAndHandedToTheGuest) {
+    if (!have_ip()) GTEST_SKIP() << "no ip(8)";
+    std::string why_not;
+    UniqueFd ns, tap;
+    std::array<uint8_t, 6> eth0_mac{};
+    std::string skipped = in_new_namespace(
+        [&] {
+            if (!ip("link add v0 type veth peer name eth0") || !ip("link set eth0 address 02:42:ac:11:00:02") ||
+                !ip("addr add 172.17.0.2/16 dev eth0") || !ip("link set eth0 up") || !ip("link set v0 up") ||
+                !ip("route add default via 172.17.0.1"))
+                return void(why_not = "this host cannot make Docker's bridge interface");
+            if (std::system("tc qdisc add dev v0 ingress >/dev/null 2>&1 && tc qdisc del dev v0 ingress") != 0)
+                return void(why_not = "this host has no tc ingress qdisc");
+            tap = UniqueFd(::open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC));
+            ifreq ifr{};
+            std::strcpy(ifr.ifr_name, kTapName);
+            ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
+            if (!tap || ::ioctl(tap.get(), TUNSETIFF, &ifr) < 0) return void(why_not = "no TAP");
+            auto n = read_network();
+            if (n && n.value().find("eth0")) eth0_mac = n.value().find("eth0")->mac;
+        },
+        &ns);
+    if (!skipped.empty()) GTEST_SKIP() << skipped;
+    if (!why_not.empty()) GTEST_SKIP() << why_not;
+    ASSERT_TRUE(ns);
+    // The peer, eth0, is made first and has the lower index: it is the one taken (v0 is logged, left alone).
+    auto spec = wire_to_tap(ns.get());
+    ASSERT_TRUE(spec) << spec.error().message();
+    ASSERT_EQ(spec.value().interfaces.size(), 1u);
+    const agent::InterfaceSpec& nic = spec.value().interfaces[0];
+    EXPECT_EQ(nic.name, "eth0");
+    EXPECT_EQ(nic.mac, eth0_mac);
+    EXPECT_EQ(nic.mtu, 1500u);
+    ASSERT_EQ(nic.addresses.size(), 1u) << "link-local IPv6 addresses stay behind";
+    EXPECT_EQ(nic.addresses[0], (agent::IpAddress{AF_INET, "172.17.0.2", 16}));
+    ASSERT_EQ(spec.value().routes.size(), 1u);
+    EXPECT_EQ(spec.value().routes[0], (agent::RouteSpec{AF_INET, "", 0, "172.17.0.1", 0}));
+}
+
 TEST(NetworkNamespace, ANamespaceThatCannotBeJoinedIsAClearError) {
     UniqueFd not_a_namespace(::open("/dev/null", O_RDONLY | O_CLOEXEC));
     auto r = read_network_of(not_a_namespace.get());
