@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -17,8 +18,11 @@
 #include <cerrno>
 #include <chrono>
 #include <filesystem>
+#include <optional>
+#include <utility>
 #include <nlohmann/json.hpp>
 
+#include "agent/client.h"
 #include "oci/spec.h"
 #include "runtime/args.h"
 #include "runtime/cgroup.h"
@@ -27,6 +31,7 @@
 #include "runtime/handoff.h"
 #include "runtime/hooks.h"
 #include "runtime/husk_config.h"
+#include "runtime/netns.h"
 #include "runtime/rootfs_image.h"
 #include "runtime/runtime.h"
 #include "runtime/state.h"
@@ -107,6 +112,71 @@ private:
     pid_t m_pid = -1;
     bool m_armed = true;
 };
+
+// A network namespace made before the VM: a child that unshares one and
+// holds it until it is let go (its end of a pipe closes). The engine's hooks
+// run in it (Docker's libnetwork-setkey moves the container's veth in from
+// its prestart hook), so the VM is built knowing whether it needs a NIC.
+class NetnsHolder {
+public:
+    static Result<NetnsHolder> start() {
+        int ready[2], hold[2];
+        if (::pipe2(ready, O_CLOEXEC) < 0) return Error::from_errno(errno, "pipe");
+        UniqueFd ready_r(ready[0]), ready_w(ready[1]);
+        if (::pipe2(hold, O_CLOEXEC) < 0) return Error::from_errno(errno, "pipe");
+        UniqueFd hold_r(hold[0]), hold_w(hold[1]);
+        pid_t pid = ::fork();
+        if (pid < 0) return Error::from_errno(errno, "fork the network namespace's holder");
+        if (pid == 0) {
+            // Only system calls here: the runtime may have threads. It keeps
+            // no fd but its end of the hold pipe (fd 3): not the container's
+            // stdio, not husk-vmm's ready pipe.
+            char c = ::unshare(CLONE_NEWNET) == 0 ? 'y' : 'n';
+            [[maybe_unused]] ssize_t w = ::write(ready_w.get(), &c, 1);
+            if (::dup2(hold_r.get(), 3) < 0) ::_exit(1);
+            ::syscall(SYS_close_range, 4u, ~0u, 0u);
+            for (int fd : {0, 1, 2}) ::close(fd);
+            while (::read(3, &c, 1) < 0 && errno == EINTR) {
+            }
+            ::_exit(0);
+        }
+        NetnsHolder holder(pid, std::move(hold_w));
+        ready_w.reset();
+        char c = 0;
+        while (::read(ready_r.get(), &c, 1) < 0 && errno == EINTR) {
+        }
+        if (c != 'y') return Error::from_string("make the container's network namespace: unshare failed");
+        holder.m_netns = TRY(sys::open("/proc/" + std::to_string(pid) + "/ns/net", O_RDONLY | O_CLOEXEC)
+                                 .context("the container's network namespace"));
+        return holder;
+    }
+    NetnsHolder(NetnsHolder&& o) noexcept
+        : m_pid(std::exchange(o.m_pid, -1)), m_hold(std::move(o.m_hold)), m_netns(std::move(o.m_netns)) {}
+    ~NetnsHolder() {
+        m_hold.reset();
+        if (m_pid > 0) ::waitpid(m_pid, nullptr, 0);
+    }
+    pid_t pid() const { return m_pid; }
+    // The namespace, open: husk-vmm joins it through this once the holder is gone.
+    UniqueFd take_netns() { return std::move(m_netns); }
+
+private:
+    NetnsHolder(pid_t pid, UniqueFd hold) : m_pid(pid), m_hold(std::move(hold)) {}
+    pid_t m_pid = -1;
+    UniqueFd m_hold;
+    UniqueFd m_netns;
+};
+
+// The engine's interface wired to the VM's TAP, and the guest told to take it over.
+Result<void> connect_network(const ContainerState& state, int netns_fd) {
+    agent::NetworkSpec network = TRY(net::wire_to_tap(netns_fd));
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    auto client = TRY(agent::AgentClient::connect({state.vsock_socket, true, agent::kPort}, deadline)
+                          .context("reach the container's agent"));
+    client->set_reply_deadline(deadline);
+    TRY(client->configure_network(network).context("configure the guest's network"));
+    return {};
+}
 
 // Unix socket paths are limited to 107 bytes, and engines nest state
 // directories deep (dockerd: /run/docker/runtime-husk/moby/<64 hex>/), so the
@@ -189,9 +259,41 @@ Result<ContainerState> create_container(const GlobalOptions& g, const CreateOpti
     int ready[2];
     if (::pipe2(ready, O_CLOEXEC) < 0) return Error::from_errno(errno, "pipe");
     UniqueFd ready_r(ready[0]), ready_w(ready[1]);
+    // The container's network namespace: the one the config names (Podman's,
+    // made and filled by the engine), or a new one. A new one is made before
+    // the VM when the engine has hooks to run (createRuntime and prestart run
+    // in it now, and not again below).
+    bool new_netns = false;
+    UniqueFd netns;
+    for (const auto& ns : spec.linux_.namespaces) {
+        if (ns.type != "network") continue;
+        if (ns.path.empty())
+            new_netns = true;
+        else
+            netns = TRY(sys::open(ns.path, O_RDONLY | O_CLOEXEC).context("the network namespace"));
+    }
+    const bool early_hooks = new_netns && (!spec.hooks.create_runtime.empty() || !spec.hooks.prestart.empty());
+    std::optional<NetnsHolder> holder;
+    if (early_hooks) {
+        holder.emplace(TRY(NetnsHolder::start()));
+        netns = holder->take_netns();
+        new_netns = false;
+        ContainerState early = state;
+        early.pid = holder->pid();
+        Json early_state = early.oci_json("creating");
+        TRY(run_hooks(spec.hooks.create_runtime, early_state, "createRuntime"));
+        TRY(run_hooks(spec.hooks.prestart, early_state, "prestart"));
+    }
+    // An interface the engine put there (a veth) is the guest's network: the VM gets a NIC, a TAP beside it.
+    std::optional<net::Link> engine_link;
+    if (netns) {
+        auto network = TRY(net::read_network_of(netns.get()).context("read the container's network namespace"));
+        if (const net::Link* link = net::engine_interface(network)) engine_link = *link;
+    }
     // From a template when there is one (made on first use), else a cold boot.
+    // Templates have no NIC: a container with a network boots.
     std::string from_template;
-    if (rc.use_template) {
+    if (rc.use_template && !engine_link) {
         auto t = ensure_template(rc);
         if (t)
             from_template = t.value();
@@ -211,6 +313,10 @@ Result<ContainerState> create_container(const GlobalOptions& g, const CreateOpti
     // Writable even for a read-only root: the agent makes the mount points,
     // then remounts the container's root read-only.
     command.drives = {image};
+    if (engine_link) {
+        command.net_tap = net::kTapName;
+        command.net_mac = net::format_mac(engine_link->mac);
+    }
     command.vsock_socket = state.vsock_socket;
     command.api_socket = state.api_socket;
     command.container_specs = dir + "/container.specs";
@@ -228,15 +334,6 @@ Result<ContainerState> create_container(const GlobalOptions& g, const CreateOpti
     TRY(sys::write_file(dir + "/vm.toml", vm_toml));
     std::vector<std::string> argv = command.argv(dir + "/vm.toml");
 
-    bool new_netns = false;
-    UniqueFd netns;
-    for (const auto& ns : spec.linux_.namespaces) {
-        if (ns.type != "network") continue;
-        if (ns.path.empty())
-            new_netns = true;
-        else
-            netns = TRY(sys::open(ns.path, O_RDONLY | O_CLOEXEC).context("the network namespace"));
-    }
     int netns_fd = netns ? netns.get() : -1;
     // husk-vmm joins the container's cgroup before it runs (runtime/cgroup.h):
     // all it does, the VM included, is the container's cost.
@@ -293,8 +390,12 @@ Result<ContainerState> create_container(const GlobalOptions& g, const CreateOpti
     TRY(save_state(state));
     if (!o.pid_file.empty()) TRY(write_pid_file(o.pid_file, pid));
     Json oci_state = state.oci_json("created");
-    TRY(run_hooks(spec.hooks.create_runtime, oci_state, "createRuntime"));
-    TRY(run_hooks(spec.hooks.prestart, oci_state, "prestart"));
+    if (!early_hooks) {
+        TRY(run_hooks(spec.hooks.create_runtime, oci_state, "createRuntime"));
+        TRY(run_hooks(spec.hooks.prestart, oci_state, "prestart"));
+    }
+    // The guest's NIC takes the engine's interface over, before the container's process starts.
+    if (engine_link) TRY(connect_network(state, netns.get()).context("create `" + o.id + "`"));
     TRY(run_hooks(spec.hooks.create_container, oci_state, "createContainer"));
     undo.dismiss();
     return state;

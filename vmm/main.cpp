@@ -5,6 +5,7 @@
 
 #include <boost/program_options.hpp>
 #include <cstdlib>
+#include <ctime>
 #include <filesystem>
 #include <iostream>
 #include <sstream>
@@ -174,6 +175,10 @@ int run(int argc, char** argv) {
         }
         husk::seccomp::set_selftest(kind.value());
     }
+    // glibc loads the time zone on the first gmtime_r (a JSON log line's time),
+    // opening /etc/localtime: done here, before any thread is filtered. A vCPU
+    // thread whose log line was the process's first was killed for it.
+    ::tzset();
     if (auto r = husk::seccomp::configure(seccomp_mode.value()); r.is_error()) {
         husk::log::error("seccomp: {}", r.error().message());
         return husk::kExitVmmError;

@@ -288,10 +288,13 @@ std::string newest_vmm_log_tail(const std::string& logs, size_t lines) {
 bool Engines::start_docker(const std::string& runtime) {
     mkdir(dir.c_str(), 0755);
     mkdir(vmm_logs().c_str(), 0755);
+    // Docker's default networking (its bridge, iptables, published ports): what the
+    // kernel needs for it, and for husk's redirects, loaded first (the rig has modprobe).
+    shell("modprobe -a bridge br_netfilter veth nf_nat iptable_nat iptable_filter xt_MASQUERADE xt_addrtype "
+          "xt_conntrack sch_ingress cls_u32 act_mirred tun >/dev/null 2>&1");
     {
         std::string config =
-            "{\n  \"iptables\": false, \"ip-forward\": false, \"ip-masq\": false, \"bridge\": \"none\",\n"
-            "  \"data-root\": \"" +
+            "{\n  \"data-root\": \"" +
             dir + "/docker-data\", \"exec-root\": \"" + dir +
             "/docker-exec\",\n"
             "  \"pidfile\": \"" +

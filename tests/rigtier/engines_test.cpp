@@ -342,6 +342,37 @@ TEST_F(Docker, TheVmIsInTheContainersCgroup) {
     EXPECT_FALSE(fs::exists("/sys/fs/cgroup" + cgroup)) << cgroup;
 }
 
+// Docker's default bridge, as with runc: eth0 with the bridge's address and
+// route, a published port served to the host, the host reached from inside.
+TEST_F(Docker, TheBridgeNetworkWorksAsUnderRunc) {
+    // What the container sees of its network, its address's last byte left out (each container gets the next one).
+    auto seen = [&](const std::string& rt) {
+        auto r = docker("run --rm --runtime " + rt +
+                        " busybox:husk sh -c 'ip -o -4 addr show eth0 | while read n i f a r; do echo $i ${a%.*}; done; "
+                        "ip route; cat /sys/class/net/eth0/mtu; ping -c1 -W5 172.17.0.1 >/dev/null && echo host "
+                        "reached'");
+        return std::to_string(r.exit_status) + "\n" + r.out + r.err;
+    };
+    std::string runc = seen("runc"), husk = seen("husk");
+    std::printf("network under runc:\n%s\nnetwork under husk:\n%s\n", runc.c_str(), husk.c_str());
+    EXPECT_NE(runc.find("host reached"), std::string::npos) << "runc itself has no bridge here: " << runc;
+    EXPECT_EQ(husk, runc) << newest_vmm_log_tail(s_engines->vmm_logs(), 80);
+    // A published port: the host's request reaches httpd in the VM, and its answer comes back.
+    docker("rm -f web");
+    ASSERT_EQ(docker("run -d --runtime husk --name web -p 18080:80 busybox:husk httpd -f -p 80 -h /etc").exit_status,
+              0);
+    std::string hostname = docker("inspect -f '{{.Config.Hostname}}' web").out;
+    std::string got;
+    wait_until(
+        [&] {
+            got = sh("wget -q -T 5 -O- http://127.0.0.1:18080/hostname").out;
+            return !got.empty();
+        },
+        60);
+    EXPECT_EQ(got, hostname) << newest_vmm_log_tail(s_engines->vmm_logs());
+    EXPECT_EQ(docker("rm -f web").exit_status, 0);
+}
+
 TEST_F(Docker, MemoryLimitSizesTheGuest) {
     auto r = docker(run() + "--rm --memory 256m busybox:husk sh -c \"grep MemTotal /proc/meminfo\"");
     ASSERT_EQ(r.exit_status, 0) << r.err;

@@ -70,6 +70,8 @@ Result<std::string> VmmCommand::vm_toml() const {
         table = "drive";
         text += fmt::format("\n[[drive]]\npath = {}\n", TRY(toml_string(d)));
     }
+    TRY(string_key("net", "tap", net_tap));
+    TRY(string_key("net", "mac", net_mac));
     TRY(string_key("vsock", "socket", vsock_socket));
     TRY(string_key("api", "socket", api_socket));
     TRY(string_key("container", "specs", container_specs));

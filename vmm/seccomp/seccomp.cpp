@@ -225,6 +225,16 @@ void on_sigsys(int, siginfo_t* info, void* context) {
         put(", request 0x");
         put_number(static_cast<unsigned long>(uc->uc_mcontext.gregs[REG_RSI]) & 0xffffffffu, 16);
     }
+    // Which file: the path names what the thread was doing.
+    if (nr == SCMP_SYS(openat) && context) {
+        auto* uc = static_cast<ucontext_t*>(context);
+        const char* path = reinterpret_cast<const char*>(uc->uc_mcontext.gregs[REG_RSI]);
+        char shown[96] = {};
+        for (size_t i = 0; path && i < sizeof shown - 1 && path[i]; ++i) shown[i] = path[i];
+        put(", path `");
+        put(shown);
+        put("`");
+    }
     put("; husk-vmm is killed (--no-seccomp turns the filters off, for debugging only)");
     message[used] = '\0';
     log::write_from_signal_handler(message);
