@@ -41,5 +41,7 @@ json balloon_scenario(int runs, const std::string& vmm, const std::string& qemu,
                       const std::string& initrd);
 // Scenario "container-start" (container_scenario.cpp).
 json container_scenario(int runs, const std::string& runtime);
+// Scenario "network" (network_scenario.cpp).
+json network_scenario(int runs, const std::string& runtime);
 
 }  // namespace husk::bench

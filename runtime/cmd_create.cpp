@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <chrono>
@@ -272,6 +273,21 @@ Result<ContainerState> create_container(const GlobalOptions& g, const CreateOpti
         else
             netns = TRY(sys::open(ns.path, O_RDONLY | O_CLOEXEC).context("the network namespace"));
     }
+    // The host's network: namespaces listed without a network one, or one whose
+    // path is the host's own (Docker's --network host names its bind of it).
+    bool host_network = !spec.linux_.namespaces.empty() &&
+                        std::none_of(spec.linux_.namespaces.begin(), spec.linux_.namespaces.end(),
+                                     [](const oci::Namespace& ns) { return ns.type == "network"; });
+    if (netns) {
+        struct stat given {}, own {};
+        host_network = ::fstat(netns.get(), &given) == 0 && ::stat("/proc/self/ns/net", &own) == 0 &&
+                       given.st_dev == own.st_dev && given.st_ino == own.st_ino;
+    }
+    if (host_network)
+        return Error::from_string(
+            "config.json: linux.namespaces has no network namespace: the container would share the host's network "
+            "(--network host), which a VM, with a kernel of its own, cannot; give it a network of its own",
+            EINVAL);
     const bool early_hooks = new_netns && (!spec.hooks.create_runtime.empty() || !spec.hooks.prestart.empty());
     std::optional<NetnsHolder> holder;
     if (early_hooks) {
@@ -288,6 +304,11 @@ Result<ContainerState> create_container(const GlobalOptions& g, const CreateOpti
     std::optional<net::Link> engine_link;
     if (netns) {
         auto network = TRY(net::read_network_of(netns.get()).context("read the container's network namespace"));
+        if (network.find(net::kTapName))
+            return Error::from_string(
+                "the network namespace is another husk container's (--network container:ID): its network is that "
+                "VM's NIC, which a second VM cannot share",
+                EBUSY);
         if (const net::Link* link = net::engine_interface(network)) engine_link = *link;
     }
     // From a template when there is one (made on first use), else a cold boot.

@@ -370,6 +370,17 @@ TEST_F(Docker, TheBridgeNetworkWorksAsUnderRunc) {
         },
         60);
     EXPECT_EQ(got, hostname) << newest_vmm_log_tail(s_engines->vmm_logs());
+    // What cannot work is refused at create, by name: the host's network, and another VM's.
+    auto host = docker("run --rm --runtime husk --network host busybox:husk true");
+    EXPECT_NE(host.exit_status, 0);
+    EXPECT_NE(host.err.find("would share the host's network"), std::string::npos) << host.err;
+    auto shared = docker("run --rm --runtime husk --network container:web busybox:husk true");
+    EXPECT_NE(shared.exit_status, 0);
+    EXPECT_NE(shared.err.find("another husk container's"), std::string::npos) << shared.err;
+    // Nothing of either is left: no state directory, no husk-vmm beyond web's.
+    EXPECT_EQ(sh("find " + s_engines->dir + "/docker-exec -name vm.toml | wc -l").out, "1\n")
+        << sh("find /run /tmp -name vm.toml 2>/dev/null").out;
+    EXPECT_EQ(sh("pgrep -c -x husk-vmm").out, "1\n");
     EXPECT_EQ(docker("rm -f web").exit_status, 0);
 }
 
