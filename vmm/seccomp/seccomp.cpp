@@ -117,6 +117,8 @@ Rules rules_for(Thread kind, pid_t pid) {
             // KVM_RUN, and the serial port's interrupt line (PIO exits are handled
             // here); its own registers for a crash report.
             add_ioctls(rules, {KVM_RUN, KVM_IRQ_LINE, KVM_GET_REGS, KVM_GET_SREGS});
+            // virtio-net's activation (the guest's DRIVER_OK) tells the TAP which offloads the guest took.
+            add_ioctls(rules, {TUNSETOFFLOAD});
             // A device the guest sets up through MMIO hands its first reads to
             // the event loop's ring. The ring takes only the operations its
             // restrictions list (vmm/io/event_loop.cpp), so it is no way around this filter.
@@ -185,7 +187,9 @@ Rules rules_for(Thread kind, pid_t pid) {
                         KVM_GET_CLOCK, KVM_SET_CLOCK, KVM_GET_IRQCHIP, KVM_SET_IRQCHIP, KVM_GET_PIT2, KVM_SET_PIT2,
                         KVM_GET_DIRTY_LOG, KVM_SET_USER_MEMORY_REGION, KVM_IOEVENTFD, KVM_IRQFD, KVM_CHECK_EXTENSION,
                         // The terminal's size for a container's tty; fd flags.
-                        TIOCGWINSZ, TCGETS, FIONREAD, FIONBIO});
+                        TIOCGWINSZ, TCGETS, FIONREAD, FIONBIO,
+                        // virtio-net re-activated by a restore or reset: the TAP's offloads.
+                        TUNSETOFFLOAD});
             break;
     }
     return rules;

@@ -37,8 +37,13 @@ Result<std::unique_ptr<Net>> Net::open(const NetOptions& o) {
     auto fd = TRY(sys::open("/dev/net/tun", O_RDWR | O_NONBLOCK).context("open TAP device"));
     ifreq ifr{};
     std::memcpy(ifr.ifr_name, o.tap.c_str(), o.tap.size());
-    ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
+    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
     TRY(sys::ioctl(fd.get(), TUNSETIFF, &ifr, "TUNSETIFF `" + o.tap + "` (does it exist, and may this user use it?)"));
+    // The TAP's header is the device's own: it passes between the TAP and the guest untouched.
+    int header_size = int(kHeaderSize);
+    TRY(sys::ioctl(fd.get(), TUNSETVNETHDRSZ, &header_size, "TUNSETVNETHDRSZ"));
+    // No offloads towards the guest until it says which it takes (activate).
+    TRY(sys::ioctl(fd.get(), TUNSETOFFLOAD, reinterpret_cast<void*>(0ul), "TUNSETOFFLOAD"));
     NetOptions opts = o;
     if (opts.mac == std::array<uint8_t, 6>{}) {
         // Locally administered, unicast: 02:xx:xx:xx:xx:xx.
@@ -53,9 +58,18 @@ void Net::read_config(uint64_t offset, std::span<uint8_t> data) const {
     read_config_bytes(std::span(m_options.mac.data(), m_options.mac.size()), offset, data);
 }
 
-Result<void> Net::activate(uint64_t, std::span<Queue> queues, DeviceContext ctx) {
+Result<void> Net::activate(uint64_t features, std::span<Queue> queues, DeviceContext ctx) {
     if (queues.size() < 2 || !queues[0].ready() || !queues[1].ready())
         return Error::from_string("virtio-net: rx/tx queues not ready");
+    // What the TAP may hand us for the guest: partial checksums and TCP segments only if it took them.
+    unsigned long offloads = 0;
+    if (features & kFeatureGuestCsum) {
+        offloads |= TUN_F_CSUM;
+        if (features & kFeatureGuestTso4) offloads |= TUN_F_TSO4;
+        if (features & kFeatureGuestTso6) offloads |= TUN_F_TSO6;
+    }
+    if (::ioctl(m_tap.get(), TUNSETOFFLOAD, offloads) < 0)
+        return Error::from_errno(errno, "virtio-net: TUNSETOFFLOAD");
     m_rx = &queues[0];
     m_tx = &queues[1];
     m_ctx = std::move(ctx);
@@ -85,20 +99,17 @@ void Net::process_tx() {
         if (next.is_error()) return m_ctx.fail(next.error());
         if (!next.value()) break;
         auto& chain = *next.value();
-        // Skip the virtio-net header; the rest of the readable bytes is the frame,
-        // written to the TAP straight from guest memory.
+        // The virtio-net header and the frame, written to the TAP (which reads
+        // the same header) straight from guest memory.
         auto iov = std::make_shared<std::vector<iovec>>();
-        size_t skip = kHeaderSize, frame = 0;
+        size_t packet = 0;
         for (const auto& b : chain.buffers()) {
             if (b.device_writable) break;
             auto bytes = mem.slice(b.addr, b.len).value();
-            size_t s = std::min(skip, bytes.size());
-            skip -= s;
-            if (bytes.size() > s) {
-                // iovec's base is never const; writev only reads it.
-                iov->push_back({const_cast<uint8_t*>(bytes.data()) + s, bytes.size() - s});
-                frame += bytes.size() - s;
-            }
+            if (bytes.empty()) continue;
+            // iovec's base is never const; writev only reads it.
+            iov->push_back({const_cast<uint8_t*>(bytes.data()), bytes.size()});
+            packet += bytes.size();
         }
         uint16_t head = chain.head();
         uint64_t gen = m_generation;
@@ -111,7 +122,7 @@ void Net::process_tx() {
             schedule_notify(*m_tx);
         };
         // A frame the TAP cannot take (too big, empty) is dropped, as a NIC would.
-        if (skip != 0 || frame == 0 || frame > kMaxFrame) {
+        if (packet <= kHeaderSize || packet > kMaxPacket) {
             if (auto r = m_tx->add_used(mem, head, 0); r.is_error()) return m_ctx.fail(r.error());
             schedule_notify(*m_tx);
             continue;
@@ -150,19 +161,18 @@ void Net::process_rx() {
         if (next.is_error()) return m_ctx.fail(next.error());
         if (!next.value()) break;  // no rx buffer: keep the frame until the guest posts one
         auto& chain = *next.value();
-        if (chain.writable_bytes() < kHeaderSize + m_pending.size()) {
-            // Too small for this frame (no mergeable buffers): drop it, give the buffer back empty.
+        if (chain.writable_bytes() < m_pending.size()) {
+            // Too small for this packet (no mergeable buffers): drop it, give the buffer back empty.
             m_pending.clear();
             if (auto r = m_rx->add_used(mem, chain.head(), 0); r.is_error()) return m_ctx.fail(r.error());
             used = true;
             break;
         }
-        uint8_t hdr[kHeaderSize] = {};
-        hdr[10] = 1;  // num_buffers = 1
-        std::string bytes(reinterpret_cast<const char*>(hdr), sizeof hdr);
-        bytes += m_pending;
-        write_to_chain(mem, chain, std::span(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
-        if (auto r = m_rx->add_used(mem, chain.head(), uint32_t(bytes.size())); r.is_error())
+        // The TAP wrote the header but for num_buffers, which is 1 without mergeable buffers.
+        m_pending[10] = 1;
+        m_pending[11] = 0;
+        write_to_chain(mem, chain, std::span(reinterpret_cast<const uint8_t*>(m_pending.data()), m_pending.size()));
+        if (auto r = m_rx->add_used(mem, chain.head(), uint32_t(m_pending.size())); r.is_error())
             return m_ctx.fail(r.error());
         m_pending.clear();
         ++m_rx_frames;
@@ -179,13 +189,14 @@ void Net::arm_tap_read() {
     int fd = m_tap.get();
     uint64_t gen = m_generation;
     // A buffer per read: a read left in flight by a device reset must not share it.
-    auto buf = std::make_shared<std::string>(kMaxFrame, '\0');
-    (void)m_ctx.loop->submit([fd, buf](io_uring_sqe* sqe) { io_uring_prep_read(sqe, fd, buf->data(), kMaxFrame, 0); },
+    auto buf = std::make_shared<std::string>(kMaxPacket, '\0');
+    (void)m_ctx.loop->submit([fd, buf](io_uring_sqe* sqe) { io_uring_prep_read(sqe, fd, buf->data(), kMaxPacket, 0); },
                              [this, gen, buf](int res) {
                                  std::lock_guard guard(*m_ctx.lock);
                                  if (gen != m_generation || !m_rx) return;
                                  m_read_armed = false;
-                                 if (res > 0) m_pending.assign(buf->data(), size_t(res));
+                                 // A packet is the header and a frame; anything shorter is dropped.
+                                 if (res > int(kHeaderSize)) m_pending.assign(buf->data(), size_t(res));
                                  process_rx();
                              });
 }
