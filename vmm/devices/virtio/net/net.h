@@ -40,6 +40,7 @@ public:
     static constexpr size_t kHeaderSize = 12;  // struct virtio_net_hdr with num_buffers (VERSION_1)
     static constexpr size_t kMaxFrame = 65550;  // §5.1.6.2: a GSO packet, headers included
     static constexpr size_t kMaxPacket = kHeaderSize + kMaxFrame;
+    static constexpr size_t kRxBatch = 64;  // packets delivered per interrupt, at most
 
     static Result<std::unique_ptr<Net>> open(const NetOptions& options);
 
