@@ -29,18 +29,18 @@ inline constexpr std::string_view kInitId = "init";  // the exec id of the conta
 
 enum class MessageType : uint16_t {
     // host → agent requests; each gets an Ok or Error reply with the same id
-    Hello = 1,           // u16 version → Ok(string agent version)
-    SetupContainer = 2,  // ContainerSpec → Ok
-    CreateProcess = 3,   // ProcessSpec → Ok(u32 guest pid)
-    Start = 4,           // string exec id → Ok
-    Signal = 5,          // string exec id, u32 signal, u8 all → Ok
-    Resize = 6,          // string exec id, u16 rows, u16 cols → Ok
-    CloseStdin = 7,      // string exec id → Ok
-    Wait = 8,            // string exec id → Ok(i32 status) once the process has exited
-    AttachStdio = 9,     // string exec id, u8 channel → Ok; the connection then carries raw bytes
-    Shutdown = 10,       // → Ok; then the agent syncs, unmounts and powers off
-    Reseed = 11,         // string entropy (16-512 bytes) → Ok once the guest's RNG is reseeded with it
-    SetPidsLimit = 12,   // u64 limit (0: none) → Ok once the container's cgroup in the guest has it
+    Hello = 1,              // u16 version → Ok(string agent version)
+    SetupContainer = 2,     // ContainerSpec → Ok
+    CreateProcess = 3,      // ProcessSpec → Ok(u32 guest pid)
+    Start = 4,              // string exec id → Ok
+    Signal = 5,             // string exec id, u32 signal, u8 all → Ok
+    Resize = 6,             // string exec id, u16 rows, u16 cols → Ok
+    CloseStdin = 7,         // string exec id → Ok
+    Wait = 8,               // string exec id → Ok(i32 status) once the process has exited
+    AttachStdio = 9,        // string exec id, u8 channel → Ok; the connection then carries raw bytes
+    Shutdown = 10,          // → Ok; then the agent syncs, unmounts and powers off
+    Reseed = 11,            // string entropy (16-512 bytes) → Ok once the guest's RNG is reseeded with it
+    SetPidsLimit = 12,      // u64 limit (0: none) → Ok once the container's cgroup in the guest has it
     ConfigureNetwork = 13,  // NetworkSpec → Ok once the guest's NICs have it
     // agent → host
     Ok = 0x80,

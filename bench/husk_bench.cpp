@@ -396,7 +396,8 @@ int main(int argc, char** argv) {
         "results directory for `all` and `report`")("only", po::value<std::vector<std::string>>()->composing(),
                                                     "with `all`: only this scenario (repeatable)")(
         "scenario", po::value<std::string>(),
-        "tiny | boot | blk-device | blk-iops | agent | container-start | network | restore | reset | density | balloon-reclaim | "
+        "tiny | boot | blk-device | blk-iops | agent | container-start | network | restore | reset | density | "
+        "balloon-reclaim | "
         "all | report");
     po::positional_options_description pos;
     pos.add("scenario", 1);
@@ -425,7 +426,8 @@ int main(int argc, char** argv) {
                "  agent  a container's process through husk-vmm + husk-agent, per step (agent ready, create,\n"
                "         start, exit reported), vs runc create/start/exit on the same busybox rootfs (rig)\n"
                "  container-start  `docker run --rm IMAGE true` and `ctr run --rm IMAGE true`, husk vs runc\n"
-               "  network      host to container over Docker's bridge: throughput, request latency, run --rm, husk vs runc\n"
+               "  network      host to container over Docker's bridge: throughput, request latency, run --rm, husk vs "
+               "runc\n"
                "         (private dockerd/containerd; needs HUSK_KERNEL for the runtime; rig)\n"
                "  all    every scenario above, natively where this host can and through tests/rig/run where it\n"
                "         needs hardware KVM; results into --results, then the report\n"

@@ -68,12 +68,11 @@ json network_scenario(int runs, const std::string& runtime_path) {
     for (const auto& side : sides) {
         std::string name = "bench-net-" + side.runtime;
         husk::test::shell(docker + " rm -f " + name);
-        auto r = husk::test::shell(docker + " run -d --runtime " + side.runtime + " --name " + name + " -p " +
-                                   std::to_string(side.port) +
-                                   ":80 busybox:husk sh -c 'mkdir /www && echo ok > /www/small && "
-                                   "dd if=/dev/zero of=/www/big bs=1M count=64 2>/dev/null && exec httpd -f -p 80 -h /www'");
-        bool up = r.exit_status == 0 &&
-                  husk::test::wait_until([&] { return http_get(side.port, "/small") > 0; }, 120);
+        auto r = husk::test::shell(
+            docker + " run -d --runtime " + side.runtime + " --name " + name + " -p " + std::to_string(side.port) +
+            ":80 busybox:husk sh -c 'mkdir /www && echo ok > /www/small && "
+            "dd if=/dev/zero of=/www/big bs=1M count=64 2>/dev/null && exec httpd -f -p 80 -h /www'");
+        bool up = r.exit_status == 0 && husk::test::wait_until([&] { return http_get(side.port, "/small") > 0; }, 120);
         if (!up) {
             out["error"] = side.runtime + "'s container does not serve: " + r.err.substr(0, 300);
             out["failures"] = 1;

@@ -19,9 +19,9 @@
 #include <cerrno>
 #include <chrono>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <utility>
-#include <nlohmann/json.hpp>
 
 #include "agent/client.h"
 #include "oci/spec.h"
@@ -275,11 +275,12 @@ Result<ContainerState> create_container(const GlobalOptions& g, const CreateOpti
     }
     // The host's network: namespaces listed without a network one, or one whose
     // path is the host's own (Docker's --network host names its bind of it).
-    bool host_network = !spec.linux_.namespaces.empty() &&
-                        std::none_of(spec.linux_.namespaces.begin(), spec.linux_.namespaces.end(),
-                                     [](const oci::Namespace& ns) { return ns.type == "network"; });
+    bool host_network =
+        !spec.linux_.namespaces.empty() && std::none_of(spec.linux_.namespaces.begin(), spec.linux_.namespaces.end(),
+                                                        [](const oci::Namespace& ns) { return ns.type == "network"; });
     if (netns) {
-        struct stat given {}, own {};
+        struct stat given {
+        }, own{};
         host_network = ::fstat(netns.get(), &given) == 0 && ::stat("/proc/self/ns/net", &own) == 0 &&
                        given.st_dev == own.st_dev && given.st_ino == own.st_ino;
     }

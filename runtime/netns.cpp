@@ -97,7 +97,9 @@ Result<T> in_namespace(int netns_fd, const std::function<Result<T>()>& body) {
     return out;
 }
 
-bool ipv6_link_local(const Address& a) { return a.family == AF_INET6 && a.address.rfind("fe80:", 0) == 0; }
+bool ipv6_link_local(const Address& a) {
+    return a.family == AF_INET6 && a.address.rfind("fe80:", 0) == 0;
+}
 
 }  // namespace
 

@@ -21,11 +21,11 @@
 namespace husk::runtime::net {
 
 using netlink::Address;
+using netlink::format_mac;
 using netlink::Link;
 using netlink::Network;
-using netlink::Route;
-using netlink::format_mac;
 using netlink::read_network;
+using netlink::Route;
 
 // Another namespace (an fd of /proc/PID/ns/net), read from a thread that joins it.
 Result<Network> read_network_of(int netns_fd);

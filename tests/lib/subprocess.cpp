@@ -290,18 +290,17 @@ bool Engines::start_docker(const std::string& runtime) {
     mkdir(vmm_logs().c_str(), 0755);
     // Docker's default networking (its bridge, iptables, published ports): what the
     // kernel needs for it, and for husk's redirects, loaded first (the rig has modprobe).
-    shell("modprobe -a bridge br_netfilter veth nf_nat iptable_nat iptable_filter xt_MASQUERADE xt_addrtype "
-          "xt_conntrack sch_ingress cls_u32 act_mirred tun >/dev/null 2>&1");
+    shell(
+        "modprobe -a bridge br_netfilter veth nf_nat iptable_nat iptable_filter xt_MASQUERADE xt_addrtype "
+        "xt_conntrack sch_ingress cls_u32 act_mirred tun >/dev/null 2>&1");
     {
-        std::string config =
-            "{\n  \"data-root\": \"" +
-            dir + "/docker-data\", \"exec-root\": \"" + dir +
-            "/docker-exec\",\n"
-            "  \"pidfile\": \"" +
-            dir + "/dockerd.pid\", \"hosts\": [\"unix://" + dir +
-            "/docker.sock\"],\n"
-            "  \"runtimes\": {\"husk\": {\"path\": \"" +
-            runtime + "\"}}\n}\n";
+        std::string config = "{\n  \"data-root\": \"" + dir + "/docker-data\", \"exec-root\": \"" + dir +
+                             "/docker-exec\",\n"
+                             "  \"pidfile\": \"" +
+                             dir + "/dockerd.pid\", \"hosts\": [\"unix://" + dir +
+                             "/docker.sock\"],\n"
+                             "  \"runtimes\": {\"husk\": {\"path\": \"" +
+                             runtime + "\"}}\n}\n";
         int fd = open((dir + "/daemon.json").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
         if (fd < 0 || write(fd, config.data(), config.size()) != ssize_t(config.size())) return false;
         close(fd);

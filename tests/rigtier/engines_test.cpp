@@ -347,10 +347,11 @@ TEST_F(Docker, TheVmIsInTheContainersCgroup) {
 TEST_F(Docker, TheBridgeNetworkWorksAsUnderRunc) {
     // What the container sees of its network, its address's last byte left out (each container gets the next one).
     auto seen = [&](const std::string& rt) {
-        auto r = docker("run --rm --runtime " + rt +
-                        " busybox:husk sh -c 'ip -o -4 addr show eth0 | while read n i f a r; do echo $i ${a%.*}; done; "
-                        "ip route; cat /sys/class/net/eth0/mtu; ping -c1 -W5 172.17.0.1 >/dev/null && echo host "
-                        "reached'");
+        auto r =
+            docker("run --rm --runtime " + rt +
+                   " busybox:husk sh -c 'ip -o -4 addr show eth0 | while read n i f a r; do echo $i ${a%.*}; done; "
+                   "ip route; cat /sys/class/net/eth0/mtu; ping -c1 -W5 172.17.0.1 >/dev/null && echo host "
+                   "reached'");
         return std::to_string(r.exit_status) + "\n" + r.out + r.err;
     };
     std::string runc = seen("runc"), husk = seen("husk");

@@ -320,8 +320,9 @@ Result<void> add_route(const Route& route) {
     if (!route.destination.empty()) m.attribute(RTA_DST, destination, size);
     if (!route.gateway.empty()) m.attribute(RTA_GATEWAY, gateway, size);
     m.u32(RTA_OIF, route.link);
-    std::string what = "add route " + (route.destination.empty() ? std::string("default") : route.destination + "/" +
-                                                                                                  std::to_string(route.prefix));
+    std::string what =
+        "add route " +
+        (route.destination.empty() ? std::string("default") : route.destination + "/" + std::to_string(route.prefix));
     if (!route.gateway.empty()) what += " via " + route.gateway;
     return socket.request(m, what);
 }

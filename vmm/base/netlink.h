@@ -7,13 +7,13 @@
 
 #include <array>
 #include <cstdint>
-#include <optional>
-#include <vector>
 #include <cstring>
 #include <functional>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "vmm/base/result.h"
 #include "vmm/base/unique_fd.h"

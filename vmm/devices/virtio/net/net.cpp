@@ -68,8 +68,7 @@ Result<void> Net::activate(uint64_t features, std::span<Queue> queues, DeviceCon
         if (features & kFeatureGuestTso4) offloads |= TUN_F_TSO4;
         if (features & kFeatureGuestTso6) offloads |= TUN_F_TSO6;
     }
-    if (::ioctl(m_tap.get(), TUNSETOFFLOAD, offloads) < 0)
-        return Error::from_errno(errno, "virtio-net: TUNSETOFFLOAD");
+    if (::ioctl(m_tap.get(), TUNSETOFFLOAD, offloads) < 0) return Error::from_errno(errno, "virtio-net: TUNSETOFFLOAD");
     m_rx = &queues[0];
     m_tx = &queues[1];
     m_ctx = std::move(ctx);

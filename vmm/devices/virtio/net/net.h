@@ -37,7 +37,7 @@ public:
     static constexpr uint64_t kFeatureHostTso6 = 1ull << 12;
     static constexpr uint64_t kOffloads =
         kFeatureCsum | kFeatureGuestCsum | kFeatureGuestTso4 | kFeatureGuestTso6 | kFeatureHostTso4 | kFeatureHostTso6;
-    static constexpr size_t kHeaderSize = 12;  // struct virtio_net_hdr with num_buffers (VERSION_1)
+    static constexpr size_t kHeaderSize = 12;   // struct virtio_net_hdr with num_buffers (VERSION_1)
     static constexpr size_t kMaxFrame = 65550;  // §5.1.6.2: a GSO packet, headers included
     static constexpr size_t kMaxPacket = kHeaderSize + kMaxFrame;
     static constexpr size_t kRxBatch = 64;  // packets delivered per interrupt, at most
