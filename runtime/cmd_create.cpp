@@ -286,8 +286,9 @@ Result<ContainerState> create_container(const GlobalOptions& g, const CreateOpti
     }
     if (host_network)
         return Error::from_string(
-            "config.json: linux.namespaces has no network namespace: the container would share the host's network "
-            "(--network host), which a VM, with a kernel of its own, cannot; give it a network of its own",
+            "config.json: linux.namespaces names no network namespace of the container's own: it would share the "
+            "host's network (--network host), which a VM, with a kernel of its own, cannot; give it a network of its "
+            "own",
             EINVAL);
     const bool early_hooks = new_netns && (!spec.hooks.create_runtime.empty() || !spec.hooks.prestart.empty());
     std::optional<NetnsHolder> holder;
