@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "agent/network.h"
+#include "vmm/base/system.h"
 
 namespace husk::agent {
 
@@ -49,15 +50,9 @@ namespace {
 
 constexpr const char* kContainerCgroup = "/sys/fs/cgroup/container";
 
-Result<void> write_text(const std::string& path, std::string_view text) {
-    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
-    if (!fd || ::write(fd.get(), text.data(), text.size()) < 0) return Error::from_errno(errno, "write " + path);
-    return {};
-}
-
 Result<void> set_pids_limit(std::optional<uint64_t> limit) {
-    return write_text(std::string(kContainerCgroup) + "/pids.max",
-                      limit && *limit > 0 ? std::to_string(*limit) : std::string("max"));
+    return sys::write_text(std::string(kContainerCgroup) + "/pids.max",
+                           limit && *limit > 0 ? std::to_string(*limit) : std::string("max"));
 }
 
 // The container's cgroup in the guest: the cgroup2 hierarchy at /sys/fs/cgroup,
@@ -66,7 +61,7 @@ Result<void> make_container_cgroup(std::optional<uint64_t> pids_limit) {
     if (::mount("cgroup2", "/sys/fs/cgroup", "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) < 0 &&
         errno != EBUSY)
         return Error::from_errno(errno, "mount cgroup2 on /sys/fs/cgroup");
-    TRY(write_text("/sys/fs/cgroup/cgroup.subtree_control", "+pids"));
+    TRY(sys::write_text("/sys/fs/cgroup/cgroup.subtree_control", "+pids"));
     if (::mkdir(kContainerCgroup, 0755) < 0 && errno != EEXIST)
         return Error::from_errno(errno, std::string("mkdir ") + kContainerCgroup);
     if (pids_limit) TRY(set_pids_limit(pids_limit));

@@ -35,13 +35,6 @@ std::string own_cgroup() {
     return "/";
 }
 
-Result<void> write_text(const std::string& path, const std::string& text) {
-    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
-    if (!fd || ::write(fd.get(), text.data(), text.size()) < 0)
-        return Error::from_errno(errno, "write `" + text + "` to " + path);
-    return {};
-}
-
 // mkdir -p below `base`; on v2, each level's parent delegates `controllers` first.
 Result<std::vector<std::string>> make_dirs(const std::string& base, const std::string& cgroup,
                                            const std::vector<const char*>& controllers) {
@@ -51,7 +44,7 @@ Result<std::vector<std::string>> make_dirs(const std::string& base, const std::s
         if (part == "." || part == "..")
             return Error::from_string("cgroup `" + cgroup + "` leaves the hierarchy", EINVAL);
         // Best effort: a controller the parent lacks is simply not there.
-        for (const char* c : controllers) (void)write_text(at + "/cgroup.subtree_control", c);
+        for (const char* c : controllers) (void)sys::write_text(at + "/cgroup.subtree_control", c);
         at += "/" + part.string();
         if (::mkdir(at.c_str(), 0755) == 0)
             made.push_back(at);
@@ -119,18 +112,18 @@ Result<void> set_cpu_limit(const std::string& cgroup, std::optional<int64_t> quo
     if (period == 0) period = 100000;
     bool limited = quota && *quota > 0;
     if (unified(root))
-        return write_text(root + cgroup + "/cpu.max",
-                          (limited ? std::to_string(*quota) : std::string("max")) + " " + std::to_string(period));
+        return sys::write_text(root + cgroup + "/cpu.max",
+                               (limited ? std::to_string(*quota) : std::string("max")) + " " + std::to_string(period));
     std::string dir = root + "/cpu" + cgroup;
-    TRY(write_text(dir + "/cpu.cfs_period_us", std::to_string(period)));
-    return write_text(dir + "/cpu.cfs_quota_us", limited ? std::to_string(*quota) : "-1");
+    TRY(sys::write_text(dir + "/cpu.cfs_period_us", std::to_string(period)));
+    return sys::write_text(dir + "/cpu.cfs_quota_us", limited ? std::to_string(*quota) : "-1");
 }
 
 void enable_cpu_controller(const std::string& cgroup, const std::string& root) {
     if (cgroup.empty() || !unified(root)) return;
     std::string at = root;
     for (const auto& part : fs::path(cgroup).relative_path()) {
-        (void)write_text(at + "/cgroup.subtree_control", "+cpu");
+        (void)sys::write_text(at + "/cgroup.subtree_control", "+cpu");
         at += "/" + part.string();
     }
 }

@@ -96,6 +96,13 @@ Result<void> write_file(const std::string& path, std::string_view data, mode_t m
     return write_all(fd.get(), data).context("write `" + path + "`");
 }
 
+Result<void> write_text(const std::string& path, std::string_view text) {
+    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+    if (!fd || ::write(fd.get(), text.data(), text.size()) < 0)
+        return Error::from_errno(errno, "write `" + std::string(text) + "` to " + path);
+    return {};
+}
+
 Result<std::string> read_file(const std::string& path, size_t max_size) {
     auto fd = TRY(open(path, O_RDONLY));
     struct stat st {};

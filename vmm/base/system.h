@@ -47,6 +47,9 @@ std::optional<ResidentBreakdown> resident_breakdown_kib();
 Result<std::string> read_file(const std::string& path, size_t max_size = size_t(1) << 31);
 // Creates or truncates `path` (with `mode` when created) and writes `data` to it.
 Result<void> write_file(const std::string& path, std::string_view data, mode_t mode = 0600);
+// One write to a file that must already exist (a kernel control file: a
+// cgroup's, a /proc one): no create, no truncate.
+Result<void> write_text(const std::string& path, std::string_view text);
 // Writes all of data, retrying on short writes and EINTR.
 Result<void> write_all(int fd, std::span<const uint8_t> data);
 Result<void> write_all(int fd, std::string_view data);
