@@ -110,44 +110,38 @@ Result<void> read_replies(int fd, std::string_view what,
 
 }  // namespace
 
-Result<void> Socket::request(Message& m, std::string_view what) {
+Result<void> Socket::send(Message& m, uint16_t flags, std::string_view what) {
     std::span<uint8_t> bytes = m.finish();
     nlmsghdr header;
     std::memcpy(&header, bytes.data(), sizeof header);
-    header.nlmsg_flags |= NLM_F_ACK;
+    header.nlmsg_flags |= flags;
     header.nlmsg_seq = m_sequence++;
     std::memcpy(bytes.data(), &header, sizeof header);
     if (::send(m_fd.get(), bytes.data(), bytes.size(), 0) < 0)
         return Error::from_errno(errno, "netlink: " + std::string(what));
+    return {};
+}
+
+Result<void> Socket::request(Message& m, std::string_view what) {
+    TRY(send(m, NLM_F_ACK, what));
     return read_replies(m_fd.get(), what, [](const nlmsghdr&, std::span<const uint8_t>) -> Result<bool> {
         return false;  // anything before the acknowledgement is not ours to read
     });
 }
 
-Result<void> Socket::dump(uint16_t type, const void* fixed, size_t fixed_size, std::string_view what,
+Result<void> Socket::dump(Message& m, std::string_view what,
                           const std::function<Result<void>(std::span<const uint8_t>)>& each) {
-    struct {
-        nlmsghdr header;
-        uint8_t body[64];
-    } message{};
-    if (fixed_size > sizeof message.body) return Error::from_string("netlink: request too large", EINVAL);
-    message.header.nlmsg_len = uint32_t(NLMSG_LENGTH(fixed_size));
-    message.header.nlmsg_type = type;
-    message.header.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-    message.header.nlmsg_seq = m_sequence++;
-    std::memcpy(message.body, fixed, fixed_size);
-    if (::send(m_fd.get(), &message, message.header.nlmsg_len, 0) < 0)
-        return Error::from_errno(errno, "netlink: dump the " + std::string(what));
+    const std::string doing = "dump the " + std::string(what);
+    TRY(send(m, 0, doing));
     size_t entries = 0;
-    return read_replies(m_fd.get(), "dump the " + std::string(what),
-                        [&](const nlmsghdr&, std::span<const uint8_t> payload) -> Result<bool> {
-                            if (++entries > kMaxDumpEntries)
-                                return Error::from_string("netlink: more than " + std::to_string(kMaxDumpEntries) +
-                                                              " " + std::string(what) + " in the namespace",
-                                                          E2BIG);
-                            TRY(each(payload));
-                            return false;
-                        });
+    return read_replies(m_fd.get(), doing, [&](const nlmsghdr&, std::span<const uint8_t> payload) -> Result<bool> {
+        if (++entries > kMaxDumpEntries)
+            return Error::from_string(
+                "netlink: more than " + std::to_string(kMaxDumpEntries) + " " + std::string(what) + " in the namespace",
+                E2BIG);
+        TRY(each(payload));
+        return false;
+    });
 }
 
 void for_each_attribute(std::span<const uint8_t> bytes,
@@ -197,15 +191,12 @@ Result<Network> read_network() {
 
     ifinfomsg links{};
     links.ifi_family = AF_UNSPEC;
-    TRY(socket.dump(RTM_GETLINK, &links, sizeof links, "links", [&](std::span<const uint8_t> p) -> Result<void> {
-        if (p.size() < sizeof(ifinfomsg)) return Error::from_string("netlink: a short link message");
-        ifinfomsg info;
-        std::memcpy(&info, p.data(), sizeof info);
+    TRY(socket.dump(RTM_GETLINK, links, "links", [&](const ifinfomsg& info, std::span<const uint8_t> attributes) {
         Link link;
         link.index = uint32_t(info.ifi_index);
         link.up = info.ifi_flags & IFF_UP;
         link.loopback = info.ifi_type == ARPHRD_LOOPBACK;
-        for_each_attribute(attributes_after(p, sizeof info), [&](uint16_t type, std::span<const uint8_t> v) {
+        for_each_attribute(attributes, [&](uint16_t type, std::span<const uint8_t> v) {
             if (type == IFLA_IFNAME)
                 link.name.assign(reinterpret_cast<const char*>(v.data()),
                                  ::strnlen(reinterpret_cast<const char*>(v.data()), v.size()));
@@ -215,50 +206,42 @@ Result<Network> read_network() {
                 link.mtu = u32_of(v);
         });
         network.links.push_back(std::move(link));
-        return {};
     }));
 
     ifaddrmsg addresses{};
     addresses.ifa_family = AF_UNSPEC;
-    TRY(socket.dump(
-        RTM_GETADDR, &addresses, sizeof addresses, "addresses", [&](std::span<const uint8_t> p) -> Result<void> {
-            if (p.size() < sizeof(ifaddrmsg)) return Error::from_string("netlink: a short address message");
-            ifaddrmsg info;
-            std::memcpy(&info, p.data(), sizeof info);
-            Address address{info.ifa_family, {}, info.ifa_prefixlen};
-            std::string local, peer;
-            for_each_attribute(attributes_after(p, sizeof info), [&](uint16_t type, std::span<const uint8_t> v) {
-                if (type == IFA_LOCAL) local = address_text(info.ifa_family, v);
-                if (type == IFA_ADDRESS) peer = address_text(info.ifa_family, v);
-            });
-            // IFA_LOCAL is the interface's own address where it differs (point-to-point links).
-            address.address = local.empty() ? peer : local;
-            auto link = std::find_if(network.links.begin(), network.links.end(),
-                                     [&](const Link& l) { return l.index == info.ifa_index; });
-            if (link != network.links.end() && !address.address.empty()) link->addresses.push_back(std::move(address));
-            return {};
-        }));
+    TRY(socket.dump(RTM_GETADDR, addresses, "addresses",
+                    [&](const ifaddrmsg& info, std::span<const uint8_t> attributes) {
+                        Address address{info.ifa_family, {}, info.ifa_prefixlen};
+                        std::string local, peer;
+                        for_each_attribute(attributes, [&](uint16_t type, std::span<const uint8_t> v) {
+                            if (type == IFA_LOCAL) local = address_text(info.ifa_family, v);
+                            if (type == IFA_ADDRESS) peer = address_text(info.ifa_family, v);
+                        });
+                        // IFA_LOCAL is the interface's own address where it differs (point-to-point links).
+                        address.address = local.empty() ? peer : local;
+                        auto link = std::find_if(network.links.begin(), network.links.end(),
+                                                 [&](const Link& l) { return l.index == info.ifa_index; });
+                        if (link != network.links.end() && !address.address.empty())
+                            link->addresses.push_back(std::move(address));
+                    }));
 
     rtmsg routes{};
     routes.rtm_family = AF_UNSPEC;
-    TRY(socket.dump(RTM_GETROUTE, &routes, sizeof routes, "routes", [&](std::span<const uint8_t> p) -> Result<void> {
-        if (p.size() < sizeof(rtmsg)) return Error::from_string("netlink: a short route message");
-        rtmsg info;
-        std::memcpy(&info, p.data(), sizeof info);
-        if (info.rtm_type != RTN_UNICAST) return {};
+    TRY(socket.dump(RTM_GETROUTE, routes, "routes", [&](const rtmsg& info, std::span<const uint8_t> attributes) {
+        if (info.rtm_type != RTN_UNICAST) return;
         Route route;
         route.family = info.rtm_family;
         route.prefix = info.rtm_dst_len;
         route.kernel = info.rtm_protocol == RTPROT_KERNEL;
         uint32_t table = info.rtm_table;
-        for_each_attribute(attributes_after(p, sizeof info), [&](uint16_t type, std::span<const uint8_t> v) {
+        for_each_attribute(attributes, [&](uint16_t type, std::span<const uint8_t> v) {
             if (type == RTA_DST) route.destination = address_text(info.rtm_family, v);
             if (type == RTA_GATEWAY) route.gateway = address_text(info.rtm_family, v);
             if (type == RTA_OIF) route.link = u32_of(v);
             if (type == RTA_TABLE) table = u32_of(v);
         });
         if (table == RT_TABLE_MAIN) network.routes.push_back(std::move(route));
-        return {};
     }));
     return network;
 }

@@ -5,6 +5,8 @@
 // (the guest's NIC).
 #pragma once
 
+#include <linux/netlink.h>
+
 #include <array>
 #include <cstdint>
 #include <cstring>
@@ -13,6 +15,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include "vmm/base/result.h"
@@ -23,6 +26,12 @@ namespace husk::netlink {
 // What one dump may hold before it is refused: a namespace's contents are not
 // ours to read without end.
 inline constexpr size_t kMaxDumpEntries = 1024;
+
+// The attributes of a message whose fixed header is `fixed_size` bytes.
+inline std::span<const uint8_t> attributes_after(std::span<const uint8_t> payload, size_t fixed_size) {
+    size_t skip = (fixed_size + 3) & ~size_t(3);
+    return skip >= payload.size() ? std::span<const uint8_t>() : payload.subspan(skip);
+}
 
 class Message {
 public:
@@ -52,12 +61,30 @@ public:
     static Result<Socket> open();
     // Sends `m` asking for an acknowledgement; the kernel's error, if any, with `what`.
     Result<void> request(Message& m, std::string_view what);
-    // A dump (NLM_F_DUMP) of `type` with `fixed` as its request: each reply's payload after its netlink header.
-    Result<void> dump(uint16_t type, const void* fixed, size_t fixed_size, std::string_view what,
-                      const std::function<Result<void>(std::span<const uint8_t>)>& each);
+    // A dump (NLM_F_DUMP) of `type` with `request` as its fixed part: each
+    // reply's fixed part (of the same type: ifinfomsg, ifaddrmsg, rtmsg) and
+    // its attributes. A reply too short for its fixed part is an error.
+    template <class T>
+    Result<void> dump(uint16_t type, const T& request, std::string_view what,
+                      const std::type_identity_t<std::function<void(const T&, std::span<const uint8_t>)>>& each) {
+        Message m(type, NLM_F_DUMP);
+        m.header(request);
+        return dump(m, what, [&](std::span<const uint8_t> payload) -> Result<void> {
+            if (payload.size() < sizeof(T))
+                return Error::from_string("netlink: a short message in the dump of the " + std::string(what));
+            T fixed;
+            std::memcpy(&fixed, payload.data(), sizeof fixed);
+            each(fixed, attributes_after(payload, sizeof(T)));
+            return {};
+        });
+    }
 
 private:
     explicit Socket(UniqueFd fd) : m_fd(std::move(fd)) {}
+    // Finishes `m` with `flags` added and the next sequence number, and sends it.
+    Result<void> send(Message& m, uint16_t flags, std::string_view what);
+    Result<void> dump(Message& m, std::string_view what,
+                      const std::function<Result<void>(std::span<const uint8_t>)>& each);
     UniqueFd m_fd;
     uint32_t m_sequence = 1;
 };
@@ -65,12 +92,6 @@ private:
 // Every attribute in `bytes` (after a message's fixed header), as (type, payload).
 void for_each_attribute(std::span<const uint8_t> bytes,
                         const std::function<void(uint16_t, std::span<const uint8_t>)>& visit);
-
-// The attributes of a message whose fixed header is `fixed_size` bytes.
-inline std::span<const uint8_t> attributes_after(std::span<const uint8_t> payload, size_t fixed_size) {
-    size_t skip = (fixed_size + 3) & ~size_t(3);
-    return skip >= payload.size() ? std::span<const uint8_t>() : payload.subspan(skip);
-}
 
 // A network namespace's contents, as rtnetlink dumps them.
 struct Address {
