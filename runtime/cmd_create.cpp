@@ -23,12 +23,12 @@
 #include <optional>
 #include <utility>
 
-#include "agent/client.h"
 #include "oci/spec.h"
 #include "runtime/args.h"
 #include "runtime/cgroup.h"
 #include "runtime/console.h"
 #include "runtime/create.h"
+#include "runtime/exec_proxy.h"
 #include "runtime/handoff.h"
 #include "runtime/hooks.h"
 #include "runtime/husk_config.h"
@@ -171,10 +171,7 @@ private:
 // The engine's interface wired to the VM's TAP, and the guest told to take it over.
 Result<void> connect_network(const ContainerState& state, int netns_fd) {
     agent::NetworkSpec network = TRY(net::wire_to_tap(netns_fd));
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-    auto client = TRY(agent::AgentClient::connect({state.vsock_socket, true, agent::kPort}, deadline)
-                          .context("reach the container's agent"));
-    client->set_reply_deadline(deadline);
+    auto client = TRY(connect_agent(state, std::chrono::seconds(30), std::chrono::seconds(30)));
     TRY(client->configure_network(network).context("configure the guest's network"));
     return {};
 }

@@ -13,9 +13,9 @@
 #include <iterator>
 #include <nlohmann/json.hpp>
 
-#include "agent/client.h"
 #include "runtime/args.h"
 #include "runtime/cgroup.h"
+#include "runtime/exec_proxy.h"
 #include "runtime/runtime.h"
 #include "runtime/state.h"
 #include "vmm/base/system.h"
@@ -93,10 +93,7 @@ Result<void> apply_memory_limit(const ContainerState& state, int64_t limit) {
 
 Result<void> apply_pids_limit(const ContainerState& state, int64_t limit) {
     // A paused VM cannot answer: the wait is bounded.
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    auto client = TRY(agent::AgentClient::connect({state.vsock_socket, true, agent::kPort}, deadline)
-                          .context("update: reach the container's agent"));
-    client->set_reply_deadline(deadline);
+    auto client = TRY(connect_agent(state, std::chrono::seconds(10), std::chrono::seconds(10)).context("update"));
     TRY(client->set_pids_limit(limit > 0 ? uint64_t(limit) : 0).context("update the pids limit"));
     return {};
 }

@@ -19,6 +19,15 @@
 
 namespace husk::runtime {
 
+Result<std::unique_ptr<agent::AgentClient>> connect_agent(const ContainerState& state, std::chrono::seconds connect_for,
+                                                          std::optional<std::chrono::seconds> replies_within) {
+    auto now = std::chrono::steady_clock::now();
+    auto client = TRY(agent::AgentClient::connect({state.vsock_socket, true, agent::kPort}, now + connect_for)
+                          .context("reach the container's agent"));
+    if (replies_within) client->set_reply_deadline(now + *replies_within);
+    return client;
+}
+
 Result<int> run_exec_proxy(const ContainerState& state, agent::ProcessSpec spec, int ready_fd) {
     auto say = [&](const std::string& line) {
         if (ready_fd < 0) return;
@@ -39,8 +48,7 @@ Result<int> run_exec_proxy(const ContainerState& state, agent::ProcessSpec spec,
     for (int s : {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH}) sigaddset(&forwarded, s);
     pthread_sigmask(SIG_BLOCK, &forwarded, nullptr);
 
-    auto client = agent::AgentClient::connect({state.vsock_socket, true, agent::kPort},
-                                              std::chrono::steady_clock::now() + std::chrono::seconds(10));
+    auto client = connect_agent(state, std::chrono::seconds(10));
     if (!client) return fail(client.release_error());
     auto& c = *client.value();
     if (auto v = c.hello(); !v) return fail(v.release_error());

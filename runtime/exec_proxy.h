@@ -5,11 +5,23 @@
 // goes to --pid-file.
 #pragma once
 
+#include <chrono>
+#include <memory>
+#include <optional>
+
+#include "agent/client.h"
 #include "agent/protocol.h"
 #include "runtime/state.h"
 #include "vmm/base/result.h"
 
 namespace husk::runtime {
+
+// A connection to the container's agent, through husk-vmm's vsock socket,
+// tried for `connect_for` while the guest may still be starting. With
+// `replies_within`, requests that get no reply by then fail (a short exchange
+// with a guest that may never answer: a paused VM); without, they wait.
+Result<std::unique_ptr<agent::AgentClient>> connect_agent(const ContainerState& state, std::chrono::seconds connect_for,
+                                                          std::optional<std::chrono::seconds> replies_within = {});
 
 // Runs the process to its end; returns its status. `ready_fd` (if >= 0) hears
 // "ok\n" once it started, or "error: ...\n".
