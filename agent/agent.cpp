@@ -259,6 +259,10 @@ Result<std::string> Agent::handle_request(Connection& c, const FrameBuffer::Fram
             std::string id = r.str();
             TRY(r.finish("Start"));
             Process* p = TRY(lookup(id));
+            // The container's process sees the network as it is now: with no
+            // interface given by the host, none but its loopback.
+            if (m_options.whole_machine && p->io.pid == m_init_pid && !p->started && !m_network_configured)
+                TRY(set_aside_unused_nics());
             TRY(start(p->io));
             p->started = true;
             return std::string();
@@ -328,6 +332,7 @@ Result<std::string> Agent::handle_request(Connection& c, const FrameBuffer::Fram
             if (!m_options.whole_machine)
                 return Error::from_string("the agent configures a network only as the VM's init", ENOTSUP);
             TRY(configure_network(spec));
+            m_network_configured = true;
             return std::string();
         }
         case MessageType::SetPidsLimit: {

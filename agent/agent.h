@@ -70,6 +70,7 @@ private:
     std::optional<SeccompProgram> m_seccomp;  // the container's filter, compiled once
     std::string m_cgroup;                     // the container's cgroup in the guest; empty in test mode
     pid_t m_init_pid = -1;
+    bool m_network_configured = false;  // ConfigureNetwork gave the NICs the container's interfaces
     bool m_shutdown = false;
 };
 

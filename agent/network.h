@@ -11,4 +11,10 @@ namespace husk::agent {
 
 Result<void> configure_network(const NetworkSpec& spec);
 
+// What the container sees when the host gave its NICs no interface (the
+// container's namespace held none at start: `--network none`): the loopback
+// up and no other link, as under runc. The unused NICs go to a network
+// namespace of the agent's own, out of the container's sight.
+Result<void> set_aside_unused_nics();
+
 }  // namespace husk::agent

@@ -98,5 +98,27 @@ TEST(Network, MoreInterfacesThanNicsIsAClearError) {
     EXPECT_NE(message.find("the container has 1 network interfaces and the VM 0 NICs"), std::string::npos) << message;
 }
 
+TEST(Network, UnusedNicsAreSetAsideAndTheLoopbackIsUp) {
+    std::string skipped, failure;
+    netlink::Network after;
+    std::thread t([&] {
+        if (::unshare(CLONE_NEWNET) < 0) return void(skipped = std::string("unshare: ") + std::strerror(errno));
+        if (std::system("ip link add v0 type veth peer name v1 >/dev/null 2>&1") != 0)
+            return void(skipped = "this host cannot make a veth pair");
+        if (auto r = set_aside_unused_nics(); !r) return void(failure = r.error().message());
+        // Nothing left to set aside the second time.
+        if (auto r = set_aside_unused_nics(); !r) return void(failure = "again: " + r.error().message());
+        auto read = netlink::read_network();
+        if (!read) return void(failure = read.error().message());
+        after = read.value();
+    });
+    t.join();
+    if (!skipped.empty()) GTEST_SKIP() << skipped;
+    ASSERT_EQ(failure, "");
+    ASSERT_EQ(after.links.size(), 1u);
+    EXPECT_TRUE(after.links[0].loopback);
+    EXPECT_TRUE(after.links[0].up);
+}
+
 }  // namespace
 }  // namespace husk::agent

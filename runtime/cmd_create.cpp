@@ -168,14 +168,6 @@ private:
     UniqueFd m_netns;
 };
 
-// The engine's interface wired to the VM's TAP, and the guest told to take it over.
-Result<void> connect_network(const ContainerState& state, int netns_fd) {
-    agent::NetworkSpec network = TRY(net::wire_to_tap(netns_fd));
-    auto client = TRY(connect_agent(state, std::chrono::seconds(30), std::chrono::seconds(30)));
-    TRY(client->configure_network(network).context("configure the guest's network"));
-    return {};
-}
-
 // Unix socket paths are limited to 107 bytes, and engines nest state
 // directories deep (dockerd: /run/docker/runtime-husk/moby/<64 hex>/), so the
 // sockets live in a short directory, named by a hash of the state directory.
@@ -310,11 +302,14 @@ Result<ContainerState> create_container(const GlobalOptions& g, const CreateOpti
                 EBUSY);
         if (const net::Link* link = net::engine_interface(network)) engine_link = *link;
     }
+    // Every container with a network namespace of its own gets a NIC, wired
+    // now when the engine's interface is there, or at start when the engine
+    // puts it there in between (Docker 26.0.0 and 28+, `ctr run --cni`).
+    const bool nic = netns || new_netns;
     // From a template when there is one (made on first use), else a cold boot.
-    // Templates have no NIC: a container with a network boots.
     std::string from_template;
-    if (rc.use_template && !engine_link) {
-        auto t = ensure_template(rc);
+    if (rc.use_template) {
+        auto t = ensure_template(rc, nic);
         if (t)
             from_template = t.value();
         else
@@ -333,9 +328,10 @@ Result<ContainerState> create_container(const GlobalOptions& g, const CreateOpti
     // Writable even for a read-only root: the agent makes the mount points,
     // then remounts the container's root read-only.
     command.drives = {image};
-    if (engine_link) {
+    if (nic) {
         command.net_tap = net::kTapName;
-        command.net_mac = net::format_mac(engine_link->mac);
+        // A restored VM keeps the template's MAC until the agent sets the interface's.
+        if (from_template.empty()) command.net_mac = engine_link ? net::format_mac(engine_link->mac) : kTemplateMac;
     }
     command.vsock_socket = state.vsock_socket;
     command.api_socket = state.api_socket;
@@ -416,6 +412,10 @@ Result<ContainerState> create_container(const GlobalOptions& g, const CreateOpti
     }
     // The guest's NIC takes the engine's interface over, before the container's process starts.
     if (engine_link) TRY(connect_network(state, netns.get()).context("create `" + o.id + "`"));
+    if (nic && !engine_link) {
+        state.network_pending = true;
+        TRY(save_state(state));
+    }
     TRY(run_hooks(spec.hooks.create_container, oci_state, "createContainer"));
     undo.dismiss();
     return state;

@@ -16,7 +16,8 @@
 namespace husk::runtime {
 
 Result<CommandResult> run_command(const std::vector<std::string>& argv, const std::string& input, int timeout_s,
-                                  const std::vector<std::string>* env, const std::string& program) {
+                                  const std::vector<std::string>* env, const std::string& program,
+                                  std::function<int()> before_exec) {
     int in[2], err[2];
     if (::pipe2(in, O_CLOEXEC) < 0) return Error::from_errno(errno, "pipe");
     if (::pipe2(err, O_CLOEXEC) < 0) {
@@ -30,6 +31,7 @@ Result<CommandResult> run_command(const std::vector<std::string>& argv, const st
     spawn.env = env;
     spawn.program = program;
     spawn.die_with_parent = true;  // a helper does not outlive a husk command that was killed
+    spawn.before_exec = std::move(before_exec);
     auto started = sys::spawn(argv, spawn);
     if (started.is_error()) {
         for (int fd : {in[0], in[1], err[0], err[1]}) ::close(fd);

@@ -1,6 +1,7 @@
 // run_command: runs a helper program (mkfs.ext4, debugfs, a hook) to completion.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -15,9 +16,10 @@ struct CommandResult {
 
 // stdin gets `input` (then end of file), stdout is discarded; killed after `timeout_s` seconds.
 // `program`, when given, is what runs, with `argv` as its argv (argv[0] included: some programs dispatch on it).
+// `before_exec`, when given, runs in the child before it execs (sys::SpawnOptions::before_exec).
 Result<CommandResult> run_command(const std::vector<std::string>& argv, const std::string& input = "",
                                   int timeout_s = 600, const std::vector<std::string>* env = nullptr,
-                                  const std::string& program = "");
+                                  const std::string& program = "", std::function<int()> before_exec = {});
 
 // `name` found in PATH (or as given, when it holds a slash) and executable; empty when not found.
 std::string find_program(const std::string& name);

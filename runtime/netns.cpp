@@ -78,7 +78,7 @@ Result<void> redirect_ingress(uint32_t from, uint32_t to) {
 }
 
 Result<void> set_link_up(uint32_t index, std::optional<uint32_t> mtu) {
-    return netlink::change_link(index, {.mac = {}, .mtu = mtu, .name = {}, .up = true});
+    return netlink::change_link(index, {.mac = {}, .mtu = mtu, .name = {}, .up = true, .netns_fd = {}});
 }
 
 namespace {

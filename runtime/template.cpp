@@ -1,6 +1,7 @@
 #include "runtime/template.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <fmt/format.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -92,11 +93,12 @@ std::string agent_initramfs(const RuntimeConfig& config) {
     return {};
 }
 
-Result<std::string> ensure_template(const RuntimeConfig& config) {
+Result<std::string> ensure_template(const RuntimeConfig& config, bool nic) {
     std::string agent = agent_initramfs(config);
     if (agent.empty()) return Error::from_string("the agent's initramfs was not found beside " + config.vmm, ENOENT);
     std::string identity = stamp(config.vmm) + "\n" + stamp(config.kernel) + "\n" + stamp(agent) + "\n" +
-                           std::to_string(config.vcpus) + "\n" + std::to_string(config.memory_mib);
+                           std::to_string(config.vcpus) + "\n" + std::to_string(config.memory_mib) +
+                           (nic ? "\nnic" : "");
     std::string root = template_root();
     std::string dir = fmt::format("{}/{:016x}", root, wire::fnv1a64(identity));
     std::error_code ec;
@@ -137,11 +139,19 @@ Result<std::string> ensure_template(const RuntimeConfig& config) {
     command.console = VmmCommand::Console::None;
     command.log = work + "/log";
     command.snapshot_on_ready = work + "/snapshot";
+    if (nic) {
+        command.net_tap = kTemplateTap;
+        command.net_mac = kTemplateMac;
+    }
     const std::string vm_toml = TRY(command.vm_toml());
     TRY(sys::write_file(work + "/vm.toml", vm_toml));
     std::vector<std::string> argv = command.argv(work + "/vm.toml");
-    log::info("making the VM template {} ({} vCPUs, {} MiB)", dir, config.vcpus, config.memory_mib);
-    auto r = TRY(run_command(argv, "", kBootTimeoutSeconds));
+    log::info("making the VM template {} ({} vCPUs, {} MiB{})", dir, config.vcpus, config.memory_mib,
+              nic ? ", a NIC" : "");
+    // The NIC's TAP is made in a network namespace of the template VM's own, gone when it exits.
+    std::function<int()> own_netns;
+    if (nic) own_netns = [] { return ::unshare(CLONE_NEWNET) < 0 ? errno : 0; };
+    auto r = TRY(run_command(argv, "", kBootTimeoutSeconds, nullptr, "", own_netns));
     if (r.status != 0)
         return Error::from_string(
             fmt::format("the template VM exited with {}: {}{}", r.status, r.err, tail(work + "/log")));

@@ -1,7 +1,7 @@
 // Templates: a VM booted until its husk-agent waits for the host, then
-// snapshotted; one per (husk-vmm, kernel, agent, vCPUs, memory). `husk create`
-// restores the template instead of booting a kernel, and attaches the
-// container's rootfs disk after the restore.
+// snapshotted; one per (husk-vmm, kernel, agent, vCPUs, memory, NIC or not).
+// `husk create` restores the template instead of booting a kernel, and
+// attaches the container's rootfs disk (and its TAP) after the restore.
 #pragma once
 
 #include <string>
@@ -19,8 +19,16 @@ std::string template_root();
 // shipped beside husk-vmm; empty when it cannot be found.
 std::string agent_initramfs(const RuntimeConfig& config);
 
+// A template VM's NIC: its TAP's name (in a network namespace of the maker's
+// own, gone with it) and its MAC. A restored VM's NIC keeps this MAC until
+// the agent gives it the engine interface's (agent/network.h).
+inline constexpr const char* kTemplateTap = "husk0";
+inline constexpr const char* kTemplateMac = "02:68:75:73:6b:00";
+
 // The template's snapshot directory, made now (under a lock) when missing.
-// Making one boots the guest once; a failure says why, and callers boot instead.
-Result<std::string> ensure_template(const RuntimeConfig& config);
+// With `nic`, the VM has a virtio-net device, restored onto the container's
+// TAP. Making one boots the guest once; a failure says why, and callers boot
+// instead.
+Result<std::string> ensure_template(const RuntimeConfig& config, bool nic);
 
 }  // namespace husk::runtime

@@ -358,6 +358,13 @@ TEST_F(Docker, TheBridgeNetworkWorksAsUnderRunc) {
     std::printf("network under runc:\n%s\nnetwork under husk:\n%s\n", runc.c_str(), husk.c_str());
     EXPECT_NE(runc.find("host reached"), std::string::npos) << "runc itself has no bridge here: " << runc;
     EXPECT_EQ(husk, runc) << newest_vmm_log_tail(s_engines->vmm_logs(), 80);
+    // --network none: the loopback, up, and no other interface (the VM's NIC is set aside in the guest).
+    auto none = [&](const std::string& rt) {
+        auto r = docker("run --rm --network none --runtime " + rt +
+                        " busybox:husk sh -c 'ls /sys/class/net; cat /sys/class/net/lo/operstate /sys/class/net/lo/flags'");
+        return std::to_string(r.exit_status) + "\n" + r.out + r.err;
+    };
+    EXPECT_EQ(none("husk"), none("runc"));
     // A published port: the host's request reaches httpd in the VM, and its answer comes back.
     docker("rm -f web");
     ASSERT_EQ(docker("run -d --runtime husk --name web -p 18080:80 busybox:husk httpd -f -p 80 -h /etc").exit_status,
@@ -517,6 +524,34 @@ TEST_F(Containerd, ContainersBehaveAsUnderRunc) {
                        c.input);
         },
         s_engines->vmm_logs());
+}
+
+// `ctr run --cni` puts the network into the container's namespace between
+// create and start (the task's pid is husk-vmm, in that namespace): husk
+// wires it at start, and the container sees what it sees under runc.
+TEST_F(Containerd, ACniNetworkAddedAfterCreateIsWiredAtStart) {
+    // A bridge network of the test's own, with Debian's plugins where ctr looks for them.
+    sh("mkdir -p /etc/cni/net.d /opt/cni && { [ -e /opt/cni/bin ] || ln -s /usr/lib/cni /opt/cni/bin; }");
+    std::ofstream("/etc/cni/net.d/10-husk-test.conflist") << R"({
+  "cniVersion": "0.4.0", "name": "husk-test",
+  "plugins": [{"type": "bridge", "bridge": "huskcni0", "isGateway": true,
+               "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.77.0.0/24"}]],
+                        "routes": [{"dst": "0.0.0.0/0"}]}}]
+})";
+    int n = 0;
+    auto seen = [&](const std::string& rt) {
+        auto r = ctr("run --rm --cni --runc-binary " + (rt == "runc" ? rt : env("HUSK_RUNTIME")) +
+                     " docker.io/library/busybox:husk cni-" + std::to_string(++n) +
+                     " sh -c 'ip -o -4 addr show eth0 | while read n i f a r; do echo $i ${a%.*}; done; "
+                     "ip route | sed -E \"s/(src [0-9.]+)\\.[0-9]+/\\1/\"; "
+                     "ping -c1 -W5 10.77.0.1 >/dev/null && echo host reached'");
+        return std::to_string(r.exit_status) + "\n" + r.out + r.err;
+    };
+    std::string runc = seen("runc"), husk = seen("husk");
+    std::printf("CNI network under runc:\n%s\nunder husk:\n%s\n", runc.c_str(), husk.c_str());
+    EXPECT_NE(runc.find("host reached"), std::string::npos) << "runc itself has no CNI network here: " << runc;
+    EXPECT_EQ(husk, runc) << newest_vmm_log_tail(s_engines->vmm_logs(), 80);
+    std::remove("/etc/cni/net.d/10-husk-test.conflist");
 }
 
 TEST_F(Containerd, TaskExecAndKill) {

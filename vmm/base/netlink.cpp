@@ -260,6 +260,7 @@ Result<void> change_link(uint32_t index, const LinkChange& change) {
     if (change.mac) m.attribute(IFLA_ADDRESS, change.mac->data(), change.mac->size());
     if (change.mtu) m.u32(IFLA_MTU, *change.mtu);
     if (change.name) m.string(IFLA_IFNAME, *change.name);
+    if (change.netns_fd) m.u32(IFLA_NET_NS_FD, uint32_t(*change.netns_fd));
     return socket.request(m, "change link " + std::to_string(index));
 }
 

@@ -137,6 +137,7 @@ struct LinkChange {
     std::optional<uint32_t> mtu;
     std::optional<std::string> name;
     std::optional<bool> up;
+    std::optional<int> netns_fd;  // moves the link into that network namespace
 };
 Result<void> change_link(uint32_t index, const LinkChange& change);
 // An address on a link (IPv6 ones without duplicate address detection: the
