@@ -15,7 +15,8 @@ namespace husk::agent {
 
 namespace {
 
-// The guest's NICs, by index, after the loopback is brought up.
+// The guest's NICs (its Ethernet links: not the tunnels such as sit0 the
+// kernel adds), by index, after the loopback is brought up.
 Result<std::vector<netlink::Link>> nics_with_loopback_up() {
     netlink::Network guest = TRY(netlink::read_network());
     std::vector<netlink::Link> nics;
@@ -23,7 +24,7 @@ Result<std::vector<netlink::Link>> nics_with_loopback_up() {
         if (link.loopback)
             TRY(netlink::change_link(link.index, {.mac = {}, .mtu = {}, .name = {}, .up = true, .netns_fd = {}})
                     .context("bring the loopback up"));
-        else
+        else if (link.ethernet)
             nics.push_back(link);
     }
     std::sort(nics.begin(), nics.end(), [](const auto& a, const auto& b) { return a.index < b.index; });

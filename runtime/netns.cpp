@@ -109,7 +109,7 @@ Result<Network> read_network_of(int netns_fd) {
 
 const Link* engine_interface(const Network& network) {
     for (const auto& link : network.links)
-        if (!link.loopback && link.name != kTapName) return &link;
+        if (link.ethernet && link.name != kTapName) return &link;
     return nullptr;
 }
 

@@ -43,7 +43,8 @@ Result<void> set_link_up(uint32_t index, std::optional<uint32_t> mtu);
 inline constexpr const char* kTapName = "husk0";
 
 // The interface the engine gave the container (Docker's eth0): the first
-// link, by index, that is neither the loopback nor the VM's TAP. None: the
+// Ethernet link, by index, that is not the VM's TAP (the loopback and the
+// tunnels a host's modules put in every namespace are not). None: the
 // container has no network but its loopback (`--network none`).
 const Link* engine_interface(const Network& network);
 

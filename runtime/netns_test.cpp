@@ -239,5 +239,25 @@ TEST(NetworkNamespace, ANamespaceThatCannotBeJoinedIsAClearError) {
         << r.error().message();
 }
 
+TEST(NetworkNamespace, TheEngineInterfaceIsTheFirstEthernetLinkButTheTap) {
+    Network network;
+    auto link = [](uint32_t index, std::string name, bool loopback, bool ethernet) {
+        Link l;
+        l.index = index;
+        l.name = std::move(name);
+        l.loopback = loopback;
+        l.ethernet = ethernet;
+        return l;
+    };
+    // A host with the ipip and sit modules loaded puts tunl0 and sit0 in every namespace.
+    network.links = {link(1, "lo", true, false), link(2, "tunl0", false, false), link(3, "sit0", false, false),
+                     link(4, kTapName, false, true), link(5, "eth0", false, true)};
+    const Link* chosen = engine_interface(network);
+    ASSERT_NE(chosen, nullptr);
+    EXPECT_EQ(chosen->name, "eth0");
+    network.links.pop_back();
+    EXPECT_EQ(engine_interface(network), nullptr);
+}
+
 }  // namespace
 }  // namespace husk::runtime::net

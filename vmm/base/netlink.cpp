@@ -196,6 +196,7 @@ Result<Network> read_network() {
         link.index = uint32_t(info.ifi_index);
         link.up = info.ifi_flags & IFF_UP;
         link.loopback = info.ifi_type == ARPHRD_LOOPBACK;
+        link.ethernet = info.ifi_type == ARPHRD_ETHER;
         for_each_attribute(attributes, [&](uint16_t type, std::span<const uint8_t> v) {
             if (type == IFLA_IFNAME)
                 link.name.assign(reinterpret_cast<const char*>(v.data()),

@@ -108,6 +108,9 @@ struct Link {
     uint32_t mtu = 0;
     bool up = false;
     bool loopback = false;
+    // An Ethernet link (a veth, a TAP, a virtio NIC), not a tunnel a kernel
+    // module adds to every namespace (sit0, tunl0), which cannot leave it.
+    bool ethernet = false;
     std::vector<Address> addresses;
 };
 

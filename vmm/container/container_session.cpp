@@ -228,6 +228,12 @@ Result<int> ContainerSession::run() {
         std::lock_guard guard(m_lock);
         m_status = Status::Running;
     }
+    if (!started) {
+        // The process never runs, and its streams stay open in the agent: the relays end here.
+        std::lock_guard guard(m_lock);
+        for (UniqueFd* fd : {&m_stdout, &m_stderr})
+            if (*fd) ::shutdown(fd->get(), SHUT_RDWR);
+    }
     auto status = started ? c->wait(id) : Result<int>(started.release_error());
     if (status) phase("exit reported");
     // The agent reports the exit only after the output streams ended: these joins are short.
