@@ -606,5 +606,22 @@ TEST_F(Podman, ContainersBehaveAsUnderRunc) {
         s_engines->vmm_logs());
 }
 
+// Podman's default network (its bridge over CNI): Podman makes the namespace
+// and fills it before create, and names it in config.json. (Podman drops
+// NET_RAW, which busybox ping needs.)
+TEST_F(Podman, TheDefaultNetworkWorksAsUnderRunc) {
+    auto seen = [&](const std::string& rt) {
+        auto r = podman("--runtime " + (rt == "runc" ? rt : env("HUSK_RUNTIME")) +
+                        " run --rm --cap-add NET_RAW localhost/busybox:husk sh -c 'ip -o -4 addr show eth0 | while read n i f a r; do "
+                        "echo $i ${a%.*}; done; ip route | sed -E \"s/(src [0-9.]+)\\.[0-9]+/\\1/\"; "
+                        "set -- $(ip route | grep ^default); ping -c1 -W5 $3 >/dev/null && echo gateway reached'");
+        return std::to_string(r.exit_status) + "\n" + r.out + r.err;
+    };
+    std::string runc = seen("runc"), husk = seen("husk");
+    std::printf("network under runc:\n%s\nunder husk:\n%s\n", runc.c_str(), husk.c_str());
+    EXPECT_NE(runc.find("gateway reached"), std::string::npos) << "runc itself has no network here: " << runc;
+    EXPECT_EQ(husk, runc) << newest_vmm_log_tail(s_engines->vmm_logs(), 80);
+}
+
 }  // namespace
 }  // namespace husk::test
