@@ -73,11 +73,13 @@ Result<void> configure_network(const NetworkSpec& spec) {
         const netlink::Link& nic = nics[i];
         const std::string what = "configure " + want.name;
         // Name and MAC change while the link is down.
-        TRY(netlink::change_link(nic.index, {.mac = {}, .mtu = {}, .name = {}, .up = false, .netns_fd = {}}).context(what));
+        TRY(netlink::change_link(nic.index, {.mac = {}, .mtu = {}, .name = {}, .up = false, .netns_fd = {}})
+                .context(what));
         netlink::LinkChange change{.mac = want.mac, .mtu = want.mtu, .name = {}, .up = {}, .netns_fd = {}};
         if (want.name != nic.name) change.name = want.name;
         TRY(netlink::change_link(nic.index, change).context(what));
-        TRY(netlink::change_link(nic.index, {.mac = {}, .mtu = {}, .name = {}, .up = true, .netns_fd = {}}).context(what));
+        TRY(netlink::change_link(nic.index, {.mac = {}, .mtu = {}, .name = {}, .up = true, .netns_fd = {}})
+                .context(what));
         for (const auto& a : want.addresses)
             TRY(netlink::add_address(nic.index, {a.family, a.address, a.prefix}).context(what));
     }

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <thread>
 
 #include "vmm/base/netlink.h"
@@ -27,6 +28,26 @@ NetworkSpec docker_bridge() {
     s.interfaces = {eth0};
     s.routes = {{AF_INET, "", 0, "172.17.0.1", 0}, {AF_INET, "10.9.0.0", 24, "172.17.0.9", 0}};
     return s;
+}
+
+// Runs `body` in a thread of a new network namespace holding a veth pair (v0,
+// v1) and returns what the namespace then holds; `skipped` says why not when
+// this host cannot, `failure` what `body` reported.
+netlink::Network with_a_veth_pair(const std::function<std::string()>& body, std::string& skipped,
+                                  std::string& failure) {
+    netlink::Network after;
+    std::thread t([&] {
+        if (::unshare(CLONE_NEWNET) < 0) return void(skipped = std::string("unshare: ") + std::strerror(errno));
+        if (std::system("ip link add v0 type veth peer name v1 >/dev/null 2>&1") != 0)
+            return void(skipped = "this host cannot make a veth pair");
+        failure = body();
+        if (!failure.empty()) return;
+        auto read = netlink::read_network();
+        if (!read) return void(failure = read.error().message());
+        after = read.value();
+    });
+    t.join();
+    return after;
 }
 
 TEST(Network, TheSpecRoundTripsAndNonsenseIsRefused) {
@@ -49,20 +70,15 @@ TEST(Network, TheSpecRoundTripsAndNonsenseIsRefused) {
 
 TEST(Network, TheGuestNicTakesTheInterfaceItsAddressesAndRoutes) {
     std::string skipped, failure;
-    netlink::Network after;
-    std::thread t([&] {
-        if (::unshare(CLONE_NEWNET) < 0) return void(skipped = std::string("unshare: ") + std::strerror(errno));
-        if (std::system("ip link add v0 type veth peer name v1 >/dev/null 2>&1") != 0)
-            return void(skipped = "this host cannot make a veth pair");
-        if (std::system("ip link set v1 up") != 0) return void(failure = "v1 up");
-        if (auto r = configure_network(docker_bridge()); !r) return void(failure = r.error().message());
-        // Twice: a second configuration replaces, it does not fail.
-        if (auto r = configure_network(docker_bridge()); !r) return void(failure = "again: " + r.error().message());
-        auto read = netlink::read_network();
-        if (!read) return void(failure = read.error().message());
-        after = read.value();
-    });
-    t.join();
+    netlink::Network after = with_a_veth_pair(
+        []() -> std::string {
+            if (std::system("ip link set v1 up") != 0) return "v1 up";
+            if (auto r = configure_network(docker_bridge()); !r) return r.error().message();
+            // Twice: a second configuration replaces, it does not fail.
+            if (auto r = configure_network(docker_bridge()); !r) return "again: " + r.error().message();
+            return "";
+        },
+        skipped, failure);
     if (!skipped.empty()) GTEST_SKIP() << skipped;
     ASSERT_EQ(failure, "");
     const netlink::Link* lo = after.find("lo");
@@ -100,19 +116,14 @@ TEST(Network, MoreInterfacesThanNicsIsAClearError) {
 
 TEST(Network, UnusedNicsAreSetAsideAndTheLoopbackIsUp) {
     std::string skipped, failure;
-    netlink::Network after;
-    std::thread t([&] {
-        if (::unshare(CLONE_NEWNET) < 0) return void(skipped = std::string("unshare: ") + std::strerror(errno));
-        if (std::system("ip link add v0 type veth peer name v1 >/dev/null 2>&1") != 0)
-            return void(skipped = "this host cannot make a veth pair");
-        if (auto r = set_aside_unused_nics(); !r) return void(failure = r.error().message());
-        // Nothing left to set aside the second time.
-        if (auto r = set_aside_unused_nics(); !r) return void(failure = "again: " + r.error().message());
-        auto read = netlink::read_network();
-        if (!read) return void(failure = read.error().message());
-        after = read.value();
-    });
-    t.join();
+    netlink::Network after = with_a_veth_pair(
+        []() -> std::string {
+            if (auto r = set_aside_unused_nics(); !r) return r.error().message();
+            // Nothing left to set aside the second time.
+            if (auto r = set_aside_unused_nics(); !r) return "again: " + r.error().message();
+            return "";
+        },
+        skipped, failure);
     if (!skipped.empty()) GTEST_SKIP() << skipped;
     ASSERT_EQ(failure, "");
     ASSERT_EQ(after.links.size(), 1u);

@@ -190,6 +190,24 @@ std::string single_quoted(const std::string& text) {
     return out + "'";
 }
 
+// What a container sees of its network, compared between runc and husk
+// (sh -c, single-quoted): eth0's address and routes, the last byte of its own
+// address left out (each container gets the next one), eth0's MTU, and
+// whether the default gateway answers a ping.
+const std::string kNetworkSeen = single_quoted(
+    "ip -o -4 addr show eth0 | while read n i f a r; do echo $i ${a%.*}; done; "
+    "ip route | sed -E 's/(src [0-9.]+)\\.[0-9]+/\\1/'; cat /sys/class/net/eth0/mtu; "
+    "set -- $(ip route | grep ^default); ping -c1 -W5 $3 >/dev/null && echo gateway reached");
+
+// `seen` under runc and under husk: the same, and runc's own reached its gateway.
+void expect_network_as_under_runc(const std::function<std::string(const std::string&)>& seen,
+                                  const std::string& vmm_logs) {
+    std::string runc = seen("runc"), husk = seen("husk");
+    std::printf("network under runc:\n%s\nnetwork under husk:\n%s\n", runc.c_str(), husk.c_str());
+    EXPECT_NE(runc.find("gateway reached"), std::string::npos) << "runc itself has no network here: " << runc;
+    EXPECT_EQ(husk, runc) << newest_vmm_log_tail(vmm_logs, 80);
+}
+
 // Runs each parity case (parity_cases.h) under runc and under husk through
 // one engine, `run(case, runtime)` with runtime "runc" or "husk", and compares
 // stdout, stderr and exit status; a documented difference is checked against
@@ -345,23 +363,17 @@ TEST_F(Docker, TheVmIsInTheContainersCgroup) {
 // Docker's default bridge, as with runc: eth0 with the bridge's address and
 // route, a published port served to the host, the host reached from inside.
 TEST_F(Docker, TheBridgeNetworkWorksAsUnderRunc) {
-    // What the container sees of its network, its address's last byte left out (each container gets the next one).
-    auto seen = [&](const std::string& rt) {
-        auto r =
-            docker("run --rm --runtime " + rt +
-                   " busybox:husk sh -c 'ip -o -4 addr show eth0 | while read n i f a r; do echo $i ${a%.*}; done; "
-                   "ip route; cat /sys/class/net/eth0/mtu; ping -c1 -W5 172.17.0.1 >/dev/null && echo host "
-                   "reached'");
-        return std::to_string(r.exit_status) + "\n" + r.out + r.err;
-    };
-    std::string runc = seen("runc"), husk = seen("husk");
-    std::printf("network under runc:\n%s\nnetwork under husk:\n%s\n", runc.c_str(), husk.c_str());
-    EXPECT_NE(runc.find("host reached"), std::string::npos) << "runc itself has no bridge here: " << runc;
-    EXPECT_EQ(husk, runc) << newest_vmm_log_tail(s_engines->vmm_logs(), 80);
+    expect_network_as_under_runc(
+        [&](const std::string& rt) {
+            auto r = docker("run --rm --runtime " + rt + " busybox:husk sh -c " + kNetworkSeen);
+            return std::to_string(r.exit_status) + "\n" + r.out + r.err;
+        },
+        s_engines->vmm_logs());
     // --network none: the loopback, up, and no other interface (the VM's NIC is set aside in the guest).
     auto none = [&](const std::string& rt) {
-        auto r = docker("run --rm --network none --runtime " + rt +
-                        " busybox:husk sh -c 'ls /sys/class/net; cat /sys/class/net/lo/operstate /sys/class/net/lo/flags'");
+        auto r =
+            docker("run --rm --network none --runtime " + rt +
+                   " busybox:husk sh -c 'ls /sys/class/net; cat /sys/class/net/lo/operstate /sys/class/net/lo/flags'");
         return std::to_string(r.exit_status) + "\n" + r.out + r.err;
     };
     EXPECT_EQ(none("husk"), none("runc"));
@@ -539,18 +551,13 @@ TEST_F(Containerd, ACniNetworkAddedAfterCreateIsWiredAtStart) {
                         "routes": [{"dst": "0.0.0.0/0"}]}}]
 })";
     int n = 0;
-    auto seen = [&](const std::string& rt) {
-        auto r = ctr("run --rm --cni --runc-binary " + (rt == "runc" ? rt : env("HUSK_RUNTIME")) +
-                     " docker.io/library/busybox:husk cni-" + std::to_string(++n) +
-                     " sh -c 'ip -o -4 addr show eth0 | while read n i f a r; do echo $i ${a%.*}; done; "
-                     "ip route | sed -E \"s/(src [0-9.]+)\\.[0-9]+/\\1/\"; "
-                     "ping -c1 -W5 10.77.0.1 >/dev/null && echo host reached'");
-        return std::to_string(r.exit_status) + "\n" + r.out + r.err;
-    };
-    std::string runc = seen("runc"), husk = seen("husk");
-    std::printf("CNI network under runc:\n%s\nunder husk:\n%s\n", runc.c_str(), husk.c_str());
-    EXPECT_NE(runc.find("host reached"), std::string::npos) << "runc itself has no CNI network here: " << runc;
-    EXPECT_EQ(husk, runc) << newest_vmm_log_tail(s_engines->vmm_logs(), 80);
+    expect_network_as_under_runc(
+        [&](const std::string& rt) {
+            auto r = ctr("run --rm --cni --runc-binary " + (rt == "runc" ? rt : env("HUSK_RUNTIME")) +
+                         " docker.io/library/busybox:husk cni-" + std::to_string(++n) + " sh -c " + kNetworkSeen);
+            return std::to_string(r.exit_status) + "\n" + r.out + r.err;
+        },
+        s_engines->vmm_logs());
     std::remove("/etc/cni/net.d/10-husk-test.conflist");
 }
 
@@ -610,17 +617,13 @@ TEST_F(Podman, ContainersBehaveAsUnderRunc) {
 // and fills it before create, and names it in config.json. (Podman drops
 // NET_RAW, which busybox ping needs.)
 TEST_F(Podman, TheDefaultNetworkWorksAsUnderRunc) {
-    auto seen = [&](const std::string& rt) {
-        auto r = podman("--runtime " + (rt == "runc" ? rt : env("HUSK_RUNTIME")) +
-                        " run --rm --cap-add NET_RAW localhost/busybox:husk sh -c 'ip -o -4 addr show eth0 | while read n i f a r; do "
-                        "echo $i ${a%.*}; done; ip route | sed -E \"s/(src [0-9.]+)\\.[0-9]+/\\1/\"; "
-                        "set -- $(ip route | grep ^default); ping -c1 -W5 $3 >/dev/null && echo gateway reached'");
-        return std::to_string(r.exit_status) + "\n" + r.out + r.err;
-    };
-    std::string runc = seen("runc"), husk = seen("husk");
-    std::printf("network under runc:\n%s\nunder husk:\n%s\n", runc.c_str(), husk.c_str());
-    EXPECT_NE(runc.find("gateway reached"), std::string::npos) << "runc itself has no network here: " << runc;
-    EXPECT_EQ(husk, runc) << newest_vmm_log_tail(s_engines->vmm_logs(), 80);
+    expect_network_as_under_runc(
+        [&](const std::string& rt) {
+            auto r = podman("--runtime " + (rt == "runc" ? rt : env("HUSK_RUNTIME")) +
+                            " run --rm --cap-add NET_RAW localhost/busybox:husk sh -c " + kNetworkSeen);
+            return std::to_string(r.exit_status) + "\n" + r.out + r.err;
+        },
+        s_engines->vmm_logs());
 }
 
 }  // namespace
