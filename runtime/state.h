@@ -31,9 +31,6 @@ struct ContainerState {
     std::string cgroup;  // husk-vmm's cgroup (runtime/cgroup.h), or empty
     std::string status;  // as last recorded: created, running, paused
     std::vector<pid_t> exec_pids;
-    // The VM has a NIC that no engine interface was wired to at create: the
-    // engine may put one into the namespace before start (runtime/netns.h).
-    bool network_pending = false;
 
     // The OCI state document (`husk state`).
     nlohmann::json oci_json(const std::string& live_status) const;

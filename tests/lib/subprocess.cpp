@@ -285,6 +285,17 @@ std::string newest_vmm_log_tail(const std::string& logs, size_t lines) {
            shell("grep -v '\"level\":\"debug\"' " + newest.string() + " | tail -" + std::to_string(lines)).out;
 }
 
+std::string vmm_errors_since(const std::string& logs, std::filesystem::file_time_type since) {
+    std::error_code ec;
+    std::string out;
+    for (const auto& e : std::filesystem::directory_iterator(logs, ec)) {
+        if (e.last_write_time(ec) < since) continue;
+        std::string errors = shell("grep '\"level\":\"error\"' " + e.path().string() + " | head -20").out;
+        if (!errors.empty()) out += "\n[husk-vmm log " + e.path().string() + ", errors]\n" + errors;
+    }
+    return out;
+}
+
 bool Engines::start_docker(const std::string& runtime) {
     mkdir(dir.c_str(), 0755);
     mkdir(vmm_logs().c_str(), 0755);

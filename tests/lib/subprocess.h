@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <sys/types.h>
 
+#include <filesystem>
 #include <functional>
 #include <string>
 #include <vector>
@@ -110,6 +111,10 @@ struct Engines {
 };
 // The last `lines` non-debug lines of the newest log in `logs_dir` (Engines::vmm_logs): why a container VM ended.
 std::string newest_vmm_log_tail(const std::string& logs_dir, size_t lines = 20);
+// The error lines of every husk-vmm log in `logs_dir` written since `since`
+// (at most 20 a log): printed when an engine test fails, so that a VM lost to
+// the rig (tests/rig/signatures) is told from a failure of husk's own.
+std::string vmm_errors_since(const std::string& logs_dir, std::filesystem::file_time_type since);
 
 // The variable's value, or `fallback` when it is unset or empty.
 std::string env_or(const char* name, const std::string& fallback = "");
