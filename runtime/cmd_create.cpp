@@ -168,6 +168,14 @@ private:
     UniqueFd m_netns;
 };
 
+// The engine's interface wired to the VM's TAP, and the guest told to take it over.
+Result<void> connect_network(const ContainerState& state, int netns_fd) {
+    agent::NetworkSpec network = TRY(net::wire_to_tap(netns_fd));
+    auto client = TRY(connect_agent(state, std::chrono::seconds(30), std::chrono::seconds(30)));
+    TRY(client->configure_network(network).context("configure the guest's network"));
+    return {};
+}
+
 // Unix socket paths are limited to 107 bytes, and engines nest state
 // directories deep (dockerd: /run/docker/runtime-husk/moby/<64 hex>/), so the
 // sockets live in a short directory, named by a hash of the state directory.
@@ -332,7 +340,7 @@ Result<ContainerState> create_container(const GlobalOptions& g, const CreateOpti
     if (nic) {
         command.net_tap = net::kTapName;
         // A restored VM keeps the template's MAC until the agent sets the interface's.
-        if (from_template.empty()) command.net_mac = engine_link ? net::format_mac(engine_link->mac) : kTemplateMac;
+        if (from_template.empty()) command.net_mac = net::format_mac(engine_link->mac);
     }
     command.vsock_socket = state.vsock_socket;
     command.api_socket = state.api_socket;

@@ -18,9 +18,6 @@ struct CreateOptions {
 
 Result<CreateOptions> parse_create_options(const Args& args, const std::string& command);
 Result<ContainerState> create_container(const GlobalOptions& g, const CreateOptions& options);
-// The engine's interface in the namespace `netns_fd` wired to the VM's TAP,
-// and the guest told to take it over (runtime/netns.h).
-Result<void> connect_network(const ContainerState& state, int netns_fd);
 // The OCI start: husk-vmm lets the process exec; poststart hooks follow.
 Result<void> start_container(ContainerState& state);
 // Stops husk-vmm (SIGKILL) if it lives, waits until it is gone, runs poststop, removes the state.

@@ -9,19 +9,10 @@
 #include "oci/spec.h"
 #include "runtime/cgroup.h"
 #include "runtime/create.h"
-#include "runtime/exec_proxy.h"
 #include "runtime/hooks.h"
-#include "runtime/netns.h"
 #include "vmm/client/api_client.h"
 
 namespace husk::runtime {
-
-Result<void> connect_network(const ContainerState& state, int netns_fd) {
-    agent::NetworkSpec network = TRY(net::wire_to_tap(netns_fd));
-    auto client = TRY(connect_agent(state, std::chrono::seconds(30), std::chrono::seconds(30)));
-    TRY(client->configure_network(network).context("configure the guest's network"));
-    return {};
-}
 
 Result<void> start_container(ContainerState& state) {
     std::string status = live_status(state);
