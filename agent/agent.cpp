@@ -363,12 +363,21 @@ Result<void> Agent::setup_container(const ContainerSpec& spec) {
         if (::mkdir(root.c_str(), 0755) < 0 && errno != EEXIST) return Error::from_errno(errno, "mkdir " + root);
         // Read-write even for a read-only root, so mount points can be made; the
         // container's view is remounted read-only (spawn.cpp). A read-only disk is mounted as such.
-        TRY(wait_for_disk(spec.rootfs_device));
-        int rc = ::mount(spec.rootfs_device.c_str(), root.c_str(), spec.rootfs_type.c_str(), 0, nullptr);
-        if (rc < 0 && (errno == EROFS || errno == EACCES))
-            rc = ::mount(spec.rootfs_device.c_str(), root.c_str(), spec.rootfs_type.c_str(), MS_RDONLY, nullptr);
-        if (rc < 0)
-            return Error::from_errno(errno, "mount the rootfs " + spec.rootfs_device + " (" + spec.rootfs_type + ")");
+        if (spec.rootfs_type == "virtiofs") {
+            // A directory the host shares, named by rootfs_device: bound from the device's root.
+            TRY(mount_shares());
+            std::string shared = std::string(kSharesMount) + "/" + spec.rootfs_device;
+            if (::mount(shared.c_str(), root.c_str(), nullptr, MS_BIND, nullptr) < 0)
+                return Error::from_errno(errno, "bind the shared rootfs `" + spec.rootfs_device + "`");
+        } else {
+            TRY(wait_for_disk(spec.rootfs_device));
+            int rc = ::mount(spec.rootfs_device.c_str(), root.c_str(), spec.rootfs_type.c_str(), 0, nullptr);
+            if (rc < 0 && (errno == EROFS || errno == EACCES))
+                rc = ::mount(spec.rootfs_device.c_str(), root.c_str(), spec.rootfs_type.c_str(), MS_RDONLY, nullptr);
+            if (rc < 0)
+                return Error::from_errno(errno,
+                                         "mount the rootfs " + spec.rootfs_device + " (" + spec.rootfs_type + ")");
+        }
     }
     if (m_options.whole_machine && !spec.hostname.empty() &&
         ::sethostname(spec.hostname.data(), spec.hostname.size()) < 0)

@@ -104,6 +104,9 @@ Result<void> copy_up(const std::string& from, const std::string& to) {
     return {};
 }
 
+// A bind source naming a directory (or file) the host shares: /.husk/fs/<name>.
+constexpr std::string_view kSharePrefix = "/.husk/fs/";
+
 Result<void> do_mount(const std::string& rootfs, const Mount& m) {
     std::string target = rootfs + m.destination;
     std::vector<std::string> options = m.options;
@@ -115,8 +118,14 @@ Result<void> do_mount(const std::string& rootfs, const Mount& m) {
     bool bind = (o.flags & MS_BIND) || type == "bind";
     struct stat st {};
     if (bind) {
-        // Binds name paths inside the rootfs: the host copied the files in (agent/PROTOCOL.md).
-        source = rootfs + (source.empty() || source[0] != '/' ? "/" : "") + source;
+        // Binds name paths inside the rootfs, where the host copied the files
+        // in, or a directory it shares (agent/PROTOCOL.md).
+        if (source.starts_with(kSharePrefix)) {
+            TRY(mount_shares());
+            source = kSharesMount + source.substr(kSharePrefix.size() - 1);
+        } else {
+            source = rootfs + (source.empty() || source[0] != '/' ? "/" : "") + source;
+        }
         if (::stat(source.c_str(), &st) < 0) return Error::from_errno(errno, "bind source `" + m.source + "`");
         o.flags |= MS_BIND;
     }
@@ -476,6 +485,14 @@ Result<pid_t> fork_in_pid_namespace(const SpawnContext& context) {
 }
 
 }  // namespace
+
+Result<void> mount_shares() {
+    TRY(make_path(kSharesMount, false));
+    struct stat at {}, parent {};
+    if (::stat(kSharesMount, &at) == 0 && ::stat("/run/husk", &parent) == 0 && at.st_dev != parent.st_dev) return {};
+    return check(::mount("husk", kSharesMount, "virtiofs", MS_NODEV, nullptr),
+                 "mount the host's shared directories (virtio-fs)");
+}
 
 Result<SpawnedProcess> spawn(const ProcessSpec& spec, const SpawnContext& context) {
     SpawnedProcess p;

@@ -42,6 +42,12 @@ struct SpawnContext {
 // Forks, sets up, and returns once the child is ready to exec (or failed, with its reason).
 Result<SpawnedProcess> spawn(const ProcessSpec& spec, const SpawnContext& context);
 
+// The host's shared directories (virtio-fs tag "husk", its root listing each
+// share by name) mounted at kSharesMount in the caller's mount namespace,
+// unless they already are there.
+inline constexpr const char* kSharesMount = "/run/husk/fs";
+Result<void> mount_shares();
+
 // Lets a spawned process exec.
 Result<void> start(SpawnedProcess& process);
 

@@ -58,11 +58,21 @@ std::string absolute(const std::string& base, const std::string& path) {
     return fs::weakly_canonical(fs::path(base) / path).string();
 }
 
-// Rewrites the mounts for the guest: bound host files are copied into the image,
-// a bound /dev/shm becomes the guest's own tmpfs.
-std::vector<ImageFile> rewrite_mounts(Json& config, const oci::Spec& spec) {
+// What the guest's mounts need from the host: files copied into the rootfs
+// image, or shared with the directories through virtio-fs.
+struct GuestBinds {
     std::vector<ImageFile> files;
-    if (!config.contains("mounts")) return files;
+    std::vector<VmmCommand::Share> shares;
+};
+
+// Rewrites the mounts for the guest: bound host directories (volumes) become
+// virtio-fs shares, whose source the agent finds at /.husk/fs/<name>
+// (agent/PROTOCOL.md); bound host files too when `share_files` (a shared
+// rootfs), else they are copied into the image under /.husk/binds; a bound
+// /dev/shm becomes the guest's own tmpfs.
+GuestBinds rewrite_mounts(Json& config, const oci::Spec& spec, const std::string& bundle, bool share_files) {
+    GuestBinds binds;
+    if (!config.contains("mounts")) return binds;
     // spec.mounts holds the same entries, in the same order, already validated.
     for (size_t i = 0; i < spec.mounts.size(); ++i) {
         if (!oci::is_bind(spec.mounts[i])) continue;
@@ -80,13 +90,23 @@ std::vector<ImageFile> rewrite_mounts(Json& config, const oci::Spec& spec) {
                  {"type", "tmpfs"},
                  {"source", "shm"},
                  {"options", {"nosuid", "noexec", "nodev", "mode=1777", size}}};
-        } else if (::stat(source.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
-            std::string in_image = "/.husk/binds/" + std::to_string(files.size());
-            files.push_back({source, in_image});
+            continue;
+        }
+        if (::stat(source.c_str(), &st) < 0) continue;
+        if (S_ISREG(st.st_mode) && !share_files) {
+            std::string in_image = "/.husk/binds/" + std::to_string(binds.files.size());
+            binds.files.push_back({source, in_image});
             m["source"] = in_image;
+        } else if (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)) {
+            const auto& options = spec.mounts[i].options;
+            VmmCommand::Share share{(S_ISDIR(st.st_mode) ? "volume" : "file") + std::to_string(binds.shares.size()),
+                                    absolute(bundle, source),
+                                    std::find(options.begin(), options.end(), "ro") != options.end()};
+            m["source"] = "/.husk/fs/" + share.name;
+            binds.shares.push_back(std::move(share));
         }
     }
-    return files;
+    return binds;
 }
 
 // Cleans up a half-made container unless dismissed.
@@ -223,15 +243,32 @@ Result<ContainerState> create_container(const GlobalOptions& g, const CreateOpti
 
     // The bundle's config with mounts rewritten for the guest.
     Json config = Json::parse(config_text);
-    auto files = rewrite_mounts(config, spec);
+    const bool shared_root = rc.rootfs == RootfsMode::Share;
+    auto binds = rewrite_mounts(config, spec, bundle, shared_root);
     std::string rootfs = absolute(bundle, spec.root.path);
-    std::string image = dir + "/rootfs.ext4";
-    TRY(build_rootfs_image(rootfs, image, files).context("build the rootfs image"));
+    // The VM's one disk: the rootfs's ext4 copy, or an empty stand-in for the
+    // template's disk when the rootfs is shared.
+    std::string image = dir + (shared_root ? "/no-disk" : "/rootfs.ext4");
+    if (shared_root) {
+        struct stat st {};
+        if (::stat(rootfs.c_str(), &st) < 0 || !S_ISDIR(st.st_mode))
+            return Error::from_errno(errno ? errno : ENOTDIR, "the rootfs `" + rootfs + "`");
+        TRY(sys::write_file(image, ""));
+        // Read-write even for root.readonly: the agent makes the mount points
+        // (as runc does in the rootfs), then remounts the container's root read-only.
+        binds.shares.push_back({"rootfs", rootfs, false});
+    } else {
+        TRY(build_rootfs_image(rootfs, image, binds.files).context("build the rootfs image"));
+    }
     // What husk-vmm hands the agent: the config, with mounts rewritten for the
     // guest, translated here (husk-vmm parses no OCI config).
     {
         oci::Spec guest_spec = TRY(oci::parse_spec(json_text(config), bundle + "/config.json"));
         auto specs = TRY(agent_specs_for(guest_spec));
+        if (shared_root) {
+            specs.container.rootfs_device = "rootfs";
+            specs.container.rootfs_type = "virtiofs";
+        }
         TRY(sys::write_file(dir + "/container.specs", agent::encode_specs_file(specs)));
     }
 
@@ -337,6 +374,8 @@ Result<ContainerState> create_container(const GlobalOptions& g, const CreateOpti
     // Writable even for a read-only root: the agent makes the mount points,
     // then remounts the container's root read-only.
     command.drives = {image};
+    command.fs = true;
+    command.shares = std::move(binds.shares);
     if (nic) {
         command.net_tap = net::kTapName;
         // A restored VM keeps the template's MAC until the agent sets the interface's.

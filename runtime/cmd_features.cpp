@@ -36,7 +36,8 @@ Result<int> cmd_features(const GlobalOptions&, const Args&) {
          {{"io.husk.isolation", "microvm"},
           {"io.husk.kernel", "guest kernel path (overrides vm.kernel in /etc/husk/config.toml)"},
           {"io.husk.memory_mib", "guest RAM in MiB"},
-          {"io.husk.vcpus", "vCPUs"}}},
+          {"io.husk.vcpus", "vCPUs"},
+          {"io.husk.rootfs", "share (virtio-fs, the default) or image (an ext4 copy)"}}},
     };
     std::printf("%s\n", json_text(f, 2).c_str());
     return 0;

@@ -43,6 +43,12 @@ Result<uint32_t> parse_count(const std::string& key, const std::string& value, u
     return uint32_t(v);
 }
 
+Result<RootfsMode> parse_rootfs_mode(const std::string& key, const std::string& value) {
+    if (value == "share") return RootfsMode::Share;
+    if (value == "image") return RootfsMode::Image;
+    return Error::from_string(key + ": `" + value + "` must be share (virtio-fs) or image (an ext4 copy)");
+}
+
 }  // namespace
 
 Result<RuntimeConfig> load_runtime_config(const std::string& path) {
@@ -61,6 +67,10 @@ Result<RuntimeConfig> load_runtime_config(const std::string& path) {
                         auto s = v.value<std::string>();
                         if (!s) return Error::from_string(path + ": vm." + name + " must be a string");
                         (name == "kernel" ? c.kernel : name == "vmm" ? c.vmm : c.initramfs) = *s;
+                    } else if (name == "rootfs") {
+                        auto s = v.value<std::string>();
+                        if (!s) return Error::from_string(path + ": vm.rootfs must be a string (share or image)");
+                        c.rootfs = TRY(parse_rootfs_mode(path + ": vm.rootfs", *s));
                     } else if (name == "template") {
                         if (!v.is_boolean()) return Error::from_string(path + ": vm.template must be true or false");
                         c.use_template = *v.value<bool>();
@@ -106,6 +116,7 @@ Result<void> apply_annotations(RuntimeConfig& c, const std::map<std::string, std
             return Error::from_string("io.husk.template: `" + it->second + "` must be true or false");
         c.use_template = it->second == "true";
     }
+    if (auto it = a.find("io.husk.rootfs"); it != a.end()) c.rootfs = TRY(parse_rootfs_mode(it->first, it->second));
     return {};
 }
 

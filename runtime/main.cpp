@@ -58,9 +58,10 @@ constexpr const char* kUsage =
     "  --debug             verbose husk-vmm logs\n"
     "  --version, --help\n"
     "\n"
-    "Configuration: /etc/husk/config.toml ([vm] kernel, vmm, initramfs, memory_mib, vcpus);\n"
-    "annotations io.husk.kernel, io.husk.memory_mib, io.husk.vcpus; linux.resources.memory.limit\n"
-    "sizes the guest's RAM and the CPU quota or cpuset its vCPUs.\n";
+    "Configuration: /etc/husk/config.toml ([vm] kernel, vmm, initramfs, memory_mib, vcpus, rootfs);\n"
+    "annotations io.husk.kernel, io.husk.memory_mib, io.husk.vcpus, io.husk.rootfs; linux.resources.memory.limit\n"
+    "sizes the guest's RAM and the CPU quota or cpuset its vCPUs. rootfs: share (default: the bundle's\n"
+    "root shared through virtio-fs, writes land in it) or image (an ext4 copy on virtio-blk).\n";
 
 void report(const GlobalOptions& g, const std::string& message) {
     std::fprintf(stderr, "husk: %s\n", message.c_str());

@@ -74,6 +74,27 @@ TEST(RuntimeConfig, FileAndAnnotations) {
     fs::remove_all(dir);
 }
 
+TEST(RuntimeConfig, TheRootfsIsSharedUnlessAnImageIsAskedFor) {
+    char tmpl[] = "/tmp/husk-rt-test.XXXXXX";
+    std::string dir = ::mkdtemp(tmpl);
+    std::ofstream(dir + "/config.toml") << "[vm]\nkernel = \"/k\"\n";
+    auto c = load_runtime_config(dir + "/config.toml");
+    ASSERT_TRUE(c) << c.error().message();
+    EXPECT_EQ(c.value().rootfs, RootfsMode::Share);
+    ASSERT_TRUE(apply_annotations(c.value(), {{"io.husk.rootfs", "image"}}));
+    EXPECT_EQ(c.value().rootfs, RootfsMode::Image);
+    auto bad = apply_annotations(c.value(), {{"io.husk.rootfs", "copy"}});
+    ASSERT_FALSE(bad);
+    EXPECT_NE(bad.error().message().find("must be share (virtio-fs) or image"), std::string::npos);
+    std::ofstream(dir + "/image.toml") << "[vm]\nrootfs = \"image\"\n";
+    auto image = load_runtime_config(dir + "/image.toml");
+    ASSERT_TRUE(image) << image.error().message();
+    EXPECT_EQ(image.value().rootfs, RootfsMode::Image);
+    std::ofstream(dir + "/bad.toml") << "[vm]\nrootfs = true\n";
+    EXPECT_FALSE(load_runtime_config(dir + "/bad.toml"));
+    fs::remove_all(dir);
+}
+
 // The CLI, end to end, on the paths that need no VM: each fails clearly and leaves nothing.
 class Cli : public ::testing::Test {
 protected:

@@ -135,6 +135,8 @@ Result<std::string> ensure_template(const RuntimeConfig& config, bool nic) {
     command.memory_mib = config.memory_mib;
     command.vcpus = config.vcpus;
     command.drives = {work + "/disk"};
+    // virtio-fs with no shares yet: a restore serves the container's.
+    command.fs = true;
     command.vsock_socket = work + "/vsock";
     command.console = VmmCommand::Console::None;
     command.log = work + "/log";

@@ -16,6 +16,8 @@
 #include "vmm/devices/legacy/i8042.h"
 #include "vmm/devices/virtio/block/block.h"
 #include "vmm/devices/virtio/net/net.h"
+#include "vmm/devices/virtio/fs/fs.h"
+#include "vmm/seccomp/seccomp.h"
 #include "vmm/devices/virtio/rng/rng.h"
 #include "vmm/snapshot/snapshot.h"
 #include "vmm/vmm.h"
@@ -225,6 +227,12 @@ Result<std::string> Vmm::setup_virtio(const VmConfig& config) {
                              d.id.empty() ? "drive" + std::to_string(i) : d.id);
     }
     if (config.rng) devices.emplace_back(std::make_unique<virtio::Rng>(), "rng");
+    if (config.fs) {
+        std::vector<virtio::fs::ShareOptions> shares;
+        for (const auto& s : config.shares) shares.push_back({s.name, s.path, s.read_only});
+        devices.emplace_back(TRY(virtio::Fs::create(std::move(shares))), "fs");
+        seccomp::allow_file_sharing();
+    }
     if (!config.net_tap.empty()) {
         virtio::NetOptions net{config.net_tap, {}};
         if (!config.net_mac.empty()) net.mac = TRY(virtio::parse_mac(config.net_mac).context("net.mac"));

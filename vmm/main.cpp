@@ -85,6 +85,8 @@ int run(int argc, char** argv) {
         "console-input", po::value<std::string>(), "console.input: none | stdin")(
         "drive", po::value<std::vector<std::string>>(),
         "[[drive]] PATH[,ro][,direct][,id=NAME]; repeat for more disks")("no-rng", "devices.rng = false")(
+        "share", po::value<std::vector<std::string>>(),
+        "[[share]] NAME=PATH[,ro]: a host directory through virtio-fs (tag husk, under NAME); repeat for more")(
         "balloon", po::value<uint32_t>(), "balloon.target_mib: MiB the guest gives back from boot on")(
         "no-balloon", "balloon.enabled = false: no virtio-balloon device")(
         "vsock", po::value<std::string>(), "[vsock] SOCKET[,cid=N]: virtio-vsock over a Unix socket")(
@@ -244,6 +246,18 @@ int run(int argc, char** argv) {
                 return husk::kExitVmmError;
             }
             config.drives.push_back(drive.release_value());
+        }
+    }
+
+    if (vm.count("share")) {
+        for (const auto& text : vm["share"].as<std::vector<std::string>>()) {
+            auto share = husk::parse_share_flag(text);
+            if (share.is_error()) {
+                husk::log::error("{}", share.error().message());
+                return husk::kExitVmmError;
+            }
+            config.shares.push_back(share.release_value());
+            config.fs = true;
         }
     }
 

@@ -4,6 +4,8 @@
 // vm_operations.cpp.
 #include "vmm/vmm.h"
 
+#include <linux/capability.h>
+
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -96,6 +98,13 @@ Result<void> Vmm::enter_jail() {
     }
     o.cgroup = m_config.jail_cgroup;
     o.max_files = 4096;
+    if (m_config.fs) {
+        // virtio-fs acts for the guest's root on the shared trees (its own
+        // checks confine it to them): owners, modes and permissions of files
+        // that are not husk-vmm's. Each share holds at most 4096 fds.
+        o.keep_capabilities = 1ull << CAP_CHOWN | 1ull << CAP_DAC_OVERRIDE | 1ull << CAP_FOWNER | 1ull << CAP_FSETID;
+        o.max_files += 4096 * m_config.shares.size();
+    }
     sys::open_proc_self();  // `stats` reads them; the jail has no /proc
     TRY(jail::enter(o).context("jail"));
     log::info("in the jail: {} director{} kept{}", o.writable_dirs.size(), o.writable_dirs.size() == 1 ? "y" : "ies",

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -407,6 +408,79 @@ TEST_F(Docker, TheBridgeNetworkWorksAsUnderRunc) {
         << sh("find /run /tmp -name vm.toml 2>/dev/null").out;
     EXPECT_EQ(sh("pgrep -c -x husk-vmm").out, "1\n");
     EXPECT_EQ(docker("rm -f web").exit_status, 0);
+}
+
+// Volumes: a bound host directory is shared through virtio-fs, both ways, as
+// under runc: the container reads the host's files, its writes (as its user)
+// land on the host, `:ro` refuses writes, a named volume outlives its
+// container, and 64 MiB written in the guest read back the same on the host.
+TEST_F(Docker, VolumesAreSharedBothWaysAsUnderRunc) {
+    auto seen = [&](const std::string& rt) {
+        std::string dir = "/tmp/husk-volume-" + rt;
+        fs::remove_all(dir);
+        fs::create_directories(dir + "/sub");
+        std::ofstream(dir + "/sub/from-host") << "host says hi\n";
+        // Made by root and given to the container's user, so that user may write in it under both runtimes.
+        sh("chown -R 1000:1001 " + dir);
+        std::string script =
+            "cat /v/sub/from-host; echo guest >/v/from-guest; mkdir /v/made; ln -s from-guest /v/link; "
+            "mv /v/made /v/moved; ls /v; readlink /v/link; rm /v/sub/from-host; ls /v/sub | wc -l; "
+            "touch /r/x 2>&1 | sed s/^.*x/touch-x/; stat -c \"%u %g %a\" /v/from-guest";
+        auto r = docker("run --rm --network none --runtime " + rt + " -u 1000:1001 -v " + dir + ":/v -v " + dir +
+                        "/sub:/r:ro busybox:husk sh -c '" + script + "'");
+        std::string host;
+        struct stat st {};
+        if (::stat((dir + "/from-guest").c_str(), &st) == 0)
+            host = std::to_string(st.st_uid) + ":" + std::to_string(st.st_gid) + " " +
+                   sh("cat " + dir + "/from-guest").out;
+        host += fs::is_directory(dir + "/moved") ? "moved dir\n" : "no moved dir\n";
+        host += fs::exists(dir + "/sub/from-host") ? "host file kept\n" : "host file removed\n";
+        fs::remove_all(dir);
+        return std::to_string(r.exit_status) + "\n" + r.out + r.err + "-- host:\n" + host;
+    };
+    std::string husk = seen("husk"), runc = seen("runc");
+    EXPECT_EQ(husk, runc) << newest_vmm_log_tail(s_engines->vmm_logs());
+
+    // A named volume outlives its container; 64 MiB go through it whole.
+    docker("volume rm -f husk-data");
+    auto w = docker(run() +
+                    "--rm -v husk-data:/data busybox:husk sh -c 'dd if=/dev/urandom of=/data/blob bs=1M count=64 "
+                    "2>/dev/null && md5sum /data/blob | cut -d\" \" -f1'");
+    ASSERT_EQ(w.exit_status, 0) << w.err << newest_vmm_log_tail(s_engines->vmm_logs());
+    auto r = docker(run() + "--rm -v husk-data:/data:ro busybox:husk sh -c 'md5sum /data/blob | cut -d\" \" -f1'");
+    EXPECT_EQ(r.exit_status, 0) << r.err;
+    EXPECT_EQ(r.out, w.out);
+    std::string where = docker("volume inspect -f '{{.Mountpoint}}' husk-data").out;
+    if (!where.empty() && where.back() == '\n') where.pop_back();
+    EXPECT_EQ(sh("md5sum " + where + "/blob | cut -d' ' -f1").out, w.out);
+    EXPECT_EQ(docker("volume rm husk-data").exit_status, 0);
+}
+
+// The rootfs is the engine's own tree, shared: what the container writes is
+// what `docker diff`, `docker cp` and `docker export` see, and a file copied
+// in is there for the container at once, as under runc.
+TEST_F(Docker, TheRootfsIsSharedSoDiffAndCpSeeWrites) {
+    auto seen = [&](const std::string& rt) {
+        std::string name = "rootfs-" + rt;
+        docker("rm -f " + name);
+        auto r = docker("run -d --network none --runtime " + rt + " --name " + name +
+                        " busybox:husk sh -c 'echo written-inside >/made; mkdir -p /var/data; "
+                        "echo more >/var/data/f; rm /bin/ls; touch /ready; sleep 600'");
+        if (r.exit_status != 0) return "run: " + r.err;
+        wait_until([&] { return docker("exec " + name + " test -e /ready").exit_status == 0; }, 60);
+        std::string out = docker("diff " + name + " | sort").out;
+        out += docker("cp " + name + ":/made - | tar -xO").out;
+        std::ofstream("/tmp/husk-cp-in") << "copied-in\n";
+        docker("cp /tmp/husk-cp-in " + name + ":/copied");
+        out += docker("exec " + name + " cat /copied").out;
+        out += docker("export " + name + " | tar -t | grep -E '^(made|var/data/f|copied|bin/ls)$' | sort").out;
+        docker("rm -f " + name);
+        return out;
+    };
+    std::string husk = seen("husk"), runc = seen("runc");
+    EXPECT_EQ(husk, runc) << newest_vmm_log_tail(s_engines->vmm_logs());
+    EXPECT_NE(husk.find("A /made"), std::string::npos) << husk;
+    EXPECT_NE(husk.find("copied-in"), std::string::npos) << husk;
 }
 
 TEST_F(Docker, MemoryLimitSizesTheGuest) {

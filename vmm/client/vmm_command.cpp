@@ -70,6 +70,15 @@ Result<std::string> VmmCommand::vm_toml() const {
         table = "drive";
         text += fmt::format("\n[[drive]]\npath = {}\n", TRY(toml_string(d)));
     }
+    if (fs) {
+        in("fs");
+        text += "enabled = true\n";
+    }
+    for (const auto& sh : shares) {
+        table = "share";
+        text += fmt::format("\n[[share]]\nname = {}\npath = {}\n", TRY(toml_string(sh.name)), TRY(toml_string(sh.path)));
+        if (sh.read_only) text += "read_only = true\n";
+    }
     TRY(string_key("net", "tap", net_tap));
     TRY(string_key("net", "mac", net_mac));
     TRY(string_key("vsock", "socket", vsock_socket));

@@ -23,6 +23,13 @@ struct VmmCommand {
     std::string restore;
 
     std::vector<std::string> drives;  // disk images, in order
+    // virtio-fs (tag husk): the device, and the host directories it serves under their names.
+    struct Share {
+        std::string name, path;
+        bool read_only = false;
+    };
+    bool fs = false;
+    std::vector<Share> shares;
     std::string net_tap, net_mac;     // virtio-net over this TAP, with this MAC (aa:bb:cc:dd:ee:ff)
     std::string vsock_socket, api_socket;
     std::string container_specs;  // the container's specs file (agent::encode_specs_file)

@@ -53,6 +53,8 @@ TEST(VmmCommand, ARestoreLeavesTheMachineToTheSnapshot) {
     c.api_socket = "/a";
     c.container_specs = "/b/container.specs";
     c.wait_for_start = true;
+    c.fs = true;
+    c.shares = {{"0", "/vol/a", false}, {"1", "/vol/\"b\"", true}};
     c.ready_fd = 3;
     c.log = "/l";
     c.log_format = VmmCommand::LogFormat::Json;
@@ -63,6 +65,12 @@ TEST(VmmCommand, ARestoreLeavesTheMachineToTheSnapshot) {
     EXPECT_EQ(v.api_socket, "/a");
     EXPECT_EQ(v.container_specs, "/b/container.specs");
     EXPECT_TRUE(v.container_wait_for_start);
+    EXPECT_TRUE(v.fs);
+    ASSERT_EQ(v.shares.size(), 2u);
+    EXPECT_EQ(v.shares[0].path, "/vol/a");
+    EXPECT_EQ(v.shares[1].name, "1");
+    EXPECT_EQ(v.shares[1].path, "/vol/\"b\"");
+    EXPECT_TRUE(v.shares[1].read_only);
     // Not in vm.toml: the ready fd and the log.
     EXPECT_EQ(c.argv("/s/vm.toml"), (Argv{"husk-vmm", "--config", "/s/vm.toml", "--ready-fd", "3", "--log", "/l",
                                           "--log-format", "json", "--debug"}));

@@ -83,6 +83,11 @@ const std::vector<ConfigKey>& vm_config_keys() {
         {"drive", "direct", "boolean", "[[drive]] O_DIRECT: bypass the host page cache (default false)"},
         {"drive", "id", "string", "[[drive]] serial returned to the guest (at most 20 bytes)"},
         {"devices", "rng", "boolean", "virtio-rng entropy device from getrandom (default true)"},
+        {"fs", "enabled", "boolean",
+         "virtio-fs device, tag \"husk\": its root lists the [[share]]s by name (default: on when a share is given)"},
+        {"share", "name", "string", "[[share]] the share's directory name in the virtio-fs root (one path component)"},
+        {"share", "path", "path", "[[share]] the host directory shared with the guest through virtio-fs"},
+        {"share", "read_only", "boolean", "[[share]] refuse guest writes (default false)"},
         {"balloon", "enabled", "boolean",
          "virtio-balloon: the host can take guest memory back at run time (default true)"},
         {"balloon", "target_mib", "integer",
@@ -123,6 +128,37 @@ Result<VmConfig> parse_vm_toml(std::string_view text, std::string_view source, V
         return Error::from_string(where(source, e.source()) + ": " + std::string(e.description()));
     }
     for (auto&& [table_name, node] : root) {
+        if (table_name.str() == "share") {
+            auto* shares = node.as_array();
+            if (!shares || !shares->is_array_of_tables())
+                return Error::from_string(where(source, node.source()) +
+                                          ": `share` must be an array of tables ([[share]])");
+            for (auto&& t : *shares) {
+                ShareConfig share;
+                for (auto&& [key, value] : *t.as_table()) {
+                    std::string full = "share." + std::string(key.str());
+                    if (!find_key("share", key.str()))
+                        return Error::from_string(where(source, value.source()) + ": unknown key `" + full +
+                                                  "` (see husk-vmm --help)");
+                    if (key.str() == "read_only") {
+                        if (!value.is_boolean())
+                            return Error::from_string(where(source, value.source()) + ": `" + full +
+                                                      "` must be a boolean");
+                        share.read_only = *value.value<bool>();
+                        continue;
+                    }
+                    auto v = value.value<std::string>();
+                    if (!v)
+                        return Error::from_string(where(source, value.source()) + ": `" + full + "` must be a string");
+                    (key.str() == "name" ? share.name : share.path) = *v;
+                }
+                if (share.name.empty() || share.path.empty())
+                    return Error::from_string(where(source, t.source()) + ": [[share]] needs a name and a path");
+                c.shares.push_back(std::move(share));
+            }
+            c.fs = true;
+            continue;
+        }
         if (table_name.str() == "drive") {
             auto* drives = node.as_array();
             if (!drives || !drives->is_array_of_tables())
@@ -228,6 +264,8 @@ Result<VmConfig> parse_vm_toml(std::string_view text, std::string_view source, V
                     c.hugepages = *value.value<bool>();
                 else if (full == "devices.rng")
                     c.rng = *value.value<bool>();
+                else if (full == "fs.enabled")
+                    c.fs = *value.value<bool>();
                 else if (full == "container.wait_for_start")
                     c.container_wait_for_start = *value.value<bool>();
                 else if (full == "balloon.enabled")
@@ -253,6 +291,7 @@ nlohmann::json machine_to_json(const VmConfig& c) {
             {"cpu_template", to_string(c.cpu_template)},
             {"drives", drives},
             {"rng", c.rng},
+            {"fs", c.fs},
             {"vsock_socket", c.vsock_socket},
             {"vsock_cid", c.vsock_cid},
             {"net_tap", c.net_tap},
@@ -284,6 +323,11 @@ Result<void> machine_from_json(const nlohmann::json& j, VmConfig& c) {
         for (size_t i = 0; i < drives.size(); ++i)
             if (c.drives[i].id.empty()) c.drives[i].id = drives[i].id;
         c.rng = j.at("rng").get<bool>();
+        // The device is the snapshot's; the shares are the restore's own.
+        bool has_fs = j.value("fs", false);
+        if (!has_fs && !c.shares.empty())
+            return Error::from_string("the snapshot's VM has no virtio-fs device: it cannot be given shares");
+        c.fs = has_fs;
         std::string vsock = j.at("vsock_socket").get<std::string>();
         if (vsock.empty() && !c.vsock_socket.empty())
             return Error::from_string("the snapshot's VM has no vsock device");
@@ -328,8 +372,18 @@ Result<void> validate(const VmConfig& c) {
     if (c.balloon_target_mib >= c.memory_mib)
         return Error::from_string("balloon.target_mib (" + std::to_string(c.balloon_target_mib) +
                                   ") must be less than machine.memory_mib (" + std::to_string(c.memory_mib) + ")");
+    if (!c.shares.empty() && !c.fs) return Error::from_string("[[share]] needs the virtio-fs device (fs.enabled)");
+    if (c.shares.size() > kMaxShares)
+        return Error::from_string("too many shares (at most " + std::to_string(kMaxShares) + ")");
+    for (size_t i = 0; i < c.shares.size(); ++i) {
+        const auto& s = c.shares[i];
+        if (s.name == "." || s.name == ".." || s.name.find('/') != std::string::npos || s.name.size() > 255)
+            return Error::from_string("share.name `" + s.name + "` must be one path component");
+        for (size_t j = 0; j < i; ++j)
+            if (s.name == c.shares[j].name) return Error::from_string("two shares have the name `" + s.name + "`");
+    }
     if (c.drives.size() + (c.rng ? 1 : 0) + (c.vsock_socket.empty() ? 0 : 1) + (c.net_tap.empty() ? 0 : 1) +
-            (c.balloon ? 1 : 0) >
+            (c.balloon ? 1 : 0) + (c.fs ? 1 : 0) >
         kMaxVirtioDevices)
         return Error::from_string("too many virtio devices (at most " + std::to_string(kMaxVirtioDevices) + ")");
     for (size_t i = 0; i < c.drives.size(); ++i) {
@@ -344,7 +398,7 @@ Result<void> validate(const VmConfig& c) {
             if (j != i && c.drives[j].id.empty() && d.id == "drive" + std::to_string(j))
                 return Error::from_string("drive.id `" + d.id + "` is the name of drive " + std::to_string(j) +
                                           ", which has no id of its own");
-        for (const char* reserved : {"rng", "net", "vsock", "balloon"})
+        for (const char* reserved : {"rng", "net", "vsock", "balloon", "fs"})
             if (d.id == reserved) return Error::from_string("drive.id `" + d.id + "` is the name of another device");
     }
     return {};
@@ -377,6 +431,22 @@ Result<void> parse_net_flag(std::string_view text, VmConfig& c) {
     if (opt.rfind("mac=", 0) != 0) return Error::from_string("--net " + std::string(text) + ": expected TAP[,mac=MAC]");
     c.net_mac = opt.substr(4);
     return {};
+}
+
+Result<ShareConfig> parse_share_flag(std::string_view text) {
+    ShareConfig s;
+    size_t eq = text.find('='), comma = text.find(',', eq == std::string_view::npos ? 0 : eq);
+    if (eq == std::string_view::npos || eq == 0)
+        return Error::from_string("--share " + std::string(text) + ": expected NAME=PATH[,ro]");
+    s.name = text.substr(0, eq);
+    s.path = text.substr(eq + 1, comma == std::string_view::npos ? std::string_view::npos : comma - eq - 1);
+    if (comma != std::string_view::npos) {
+        if (text.substr(comma + 1) != "ro")
+            return Error::from_string("--share " + std::string(text) + ": the only option is `ro`");
+        s.read_only = true;
+    }
+    if (s.path.empty()) return Error::from_string("--share " + std::string(text) + ": expected NAME=PATH[,ro]");
+    return s;
 }
 
 Result<DriveConfig> parse_drive_flag(std::string_view text) {

@@ -47,6 +47,16 @@ struct DriveConfig {
     std::string id;
 };
 
+// [[share]]: a host directory served by virtio-fs, under `name` in the
+// device's root (the guest mounts tag "husk" once and binds each share).
+struct ShareConfig {
+    std::string name;  // one path component
+    std::string path;  // a host directory
+    bool read_only = false;
+};
+// At most this many shares per VM (one FUSE root lists them).
+inline constexpr size_t kMaxShares = 64;
+
 struct VmConfig {
     // [boot]
     std::string kernel;     // vmlinux (ELF, PVH note) or bzImage; required
@@ -74,6 +84,9 @@ struct VmConfig {
     std::vector<DriveConfig> drives;
     // [devices]
     bool rng = true;
+    // [fs]: the virtio-fs device (tag "husk"), with or without shares; [[share]]s turn it on
+    bool fs = false;
+    std::vector<ShareConfig> shares;
     // [balloon]: virtio-balloon; the target is what the guest gives back
     bool balloon = true;
     uint32_t balloon_target_mib = 0;
@@ -104,6 +117,9 @@ Result<void> parse_net_flag(std::string_view text, VmConfig& config);
 
 // Parses "PATH[,cid=N]" (the --vsock flag) into config.
 Result<void> parse_vsock_flag(std::string_view text, VmConfig& config);
+
+// Parses "NAME=PATH[,ro]" (the --share flag).
+Result<ShareConfig> parse_share_flag(std::string_view text);
 
 // Parses "PATH[,ro][,direct][,id=NAME]" (the --drive flag).
 Result<DriveConfig> parse_drive_flag(std::string_view text);

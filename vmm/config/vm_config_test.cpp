@@ -70,6 +70,68 @@ TEST(VmConfig, DriveFlag) {
     EXPECT_TRUE(parse_drive_flag(",ro").is_error());
 }
 
+TEST(VmConfig, SharesTurnOnTheFsDeviceAndAreChecked) {
+    auto c = parse_vm_toml(R"(
+[[share]]
+name = "0"
+path = "/srv/data"
+[[share]]
+name = "cfg"
+path = "/etc/app"
+read_only = true
+)",
+                           "vm.toml");
+    ASSERT_FALSE(c.is_error()) << c.error().message();
+    EXPECT_TRUE(c.value().fs);
+    ASSERT_EQ(c.value().shares.size(), 2u);
+    EXPECT_EQ(c.value().shares[0].path, "/srv/data");
+    EXPECT_FALSE(c.value().shares[0].read_only);
+    EXPECT_EQ(c.value().shares[1].name, "cfg");
+    EXPECT_TRUE(c.value().shares[1].read_only);
+    // The device alone, for a template that serves its restores' shares.
+    auto alone = parse_vm_toml("[fs]\nenabled = true\n", "vm.toml");
+    ASSERT_FALSE(alone.is_error());
+    EXPECT_TRUE(alone.value().fs);
+    EXPECT_TRUE(alone.value().shares.empty());
+
+    auto unknown = parse_vm_toml("[[share]]\nname = \"a\"\npath = \"/x\"\nro = true\n", "vm.toml");
+    ASSERT_TRUE(unknown.is_error());
+    EXPECT_NE(unknown.error().message().find("unknown key `share.ro`"), std::string::npos);
+    auto nopath = parse_vm_toml("[[share]]\nname = \"a\"\n", "vm.toml");
+    ASSERT_TRUE(nopath.is_error());
+    EXPECT_NE(nopath.error().message().find("needs a name and a path"), std::string::npos);
+
+    VmConfig v;
+    v.kernel = "/k";
+    v.fs = true;
+    for (const char* bad : {"..", ".", "a/b"}) {
+        v.shares = {{bad, "/x", false}};
+        auto r = validate(v);
+        ASSERT_TRUE(r.is_error()) << bad;
+        EXPECT_NE(r.error().message().find("one path component"), std::string::npos);
+    }
+    v.shares = {{"a", "/x", false}, {"a", "/y", false}};
+    EXPECT_TRUE(validate(v).is_error());
+    v.shares = {{"a", "/x", false}};
+    EXPECT_FALSE(validate(v).is_error());
+    v.fs = false;
+    EXPECT_TRUE(validate(v).is_error());
+}
+
+TEST(VmConfig, ShareFlag) {
+    auto s = parse_share_flag("data=/srv/data,ro").release_value();
+    EXPECT_EQ(s.name, "data");
+    EXPECT_EQ(s.path, "/srv/data");
+    EXPECT_TRUE(s.read_only);
+    auto rw = parse_share_flag("0=/a=b").release_value();
+    EXPECT_EQ(rw.path, "/a=b");
+    EXPECT_FALSE(rw.read_only);
+    EXPECT_TRUE(parse_share_flag("/srv/data").is_error());
+    EXPECT_TRUE(parse_share_flag("=/srv/data").is_error());
+    EXPECT_TRUE(parse_share_flag("a=").is_error());
+    EXPECT_TRUE(parse_share_flag("a=/x,rw").is_error());
+}
+
 TEST(VmConfig, DefaultsAreSane) {
     VmConfig c;
     c.kernel = "/k";

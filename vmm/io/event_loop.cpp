@@ -38,7 +38,7 @@ Result<std::unique_ptr<EventLoop>> EventLoop::create(unsigned entries) {
     // operations the devices use: no openat, connect or anything else through it.
     std::vector<io_uring_restriction> allowed;
     for (int op : {IORING_OP_READ, IORING_OP_READV, IORING_OP_WRITEV, IORING_OP_FSYNC, IORING_OP_FALLOCATE,
-                   IORING_OP_POLL_ADD}) {
+                   IORING_OP_POLL_ADD, IORING_OP_NOP}) {
         io_uring_restriction res{};
         res.opcode = IORING_RESTRICTION_SQE_OP;
         res.sqe_op = uint8_t(op);

@@ -68,17 +68,20 @@ Result<void> join_cgroup(const std::string& cgroup) {
     return {};
 }
 
-Result<void> drop_capabilities() {
+Result<void> drop_capabilities(uint64_t keep) {
     for (int cap = 0; ::prctl(PR_CAPBSET_READ, cap, 0, 0, 0) >= 0; ++cap)
-        if (::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0) return Error::from_errno(errno, "drop capability bound");
+        if (!(cap < 64 && (keep >> cap) & 1) && ::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0)
+            return Error::from_errno(errno, "drop capability bound");
     if (::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
         return Error::from_errno(errno, "clear ambient capabilities");
     return {};
 }
 
-Result<void> clear_capability_sets() {
+Result<void> clear_capability_sets(uint64_t keep) {
     __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
     __user_cap_data_struct data[2] = {};
+    data[0].effective = data[0].permitted = uint32_t(keep);
+    data[1].effective = data[1].permitted = uint32_t(keep >> 32);
     if (::syscall(SYS_capset, &header, data) < 0) return Error::from_errno(errno, "capset");
     return {};
 }
@@ -152,13 +155,16 @@ Result<void> enter(const Options& o) {
         if (::setrlimit(RLIMIT_NOFILE, &files) < 0) return Error::from_errno(errno, "jail: RLIMIT_NOFILE");
     }
 
-    TRY(drop_capabilities());
+    TRY(drop_capabilities(o.keep_capabilities));
+    // Kept capabilities survive the change of user (then set again below).
+    if (o.keep_capabilities && ::prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0)
+        return Error::from_errno(errno, "jail: keep capabilities");
     if (o.gid) {
         if (::setgroups(0, nullptr) < 0) return Error::from_errno(errno, "jail: setgroups");
         if (::setresgid(*o.gid, *o.gid, *o.gid) < 0) return Error::from_errno(errno, "jail: setresgid");
     }
     if (o.uid && ::setresuid(*o.uid, *o.uid, *o.uid) < 0) return Error::from_errno(errno, "jail: setresuid");
-    TRY(clear_capability_sets());
+    TRY(clear_capability_sets(o.keep_capabilities));
     if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) return Error::from_errno(errno, "jail: no_new_privs");
     log::debug("jail entered: {} directories kept, uid {}, gid {}", binds.size(), ::getuid(), ::getgid());
     return {};

@@ -33,6 +33,9 @@ struct Options {
     std::string cgroup;
     // RLIMIT_NOFILE inside (0: leave it).
     uint64_t max_files = 0;
+    // Capabilities kept (a mask of CAP_* bits), when the jailed process must
+    // still act on files for someone else: virtio-fs serving the guest's root.
+    uint64_t keep_capabilities = 0;
 };
 
 // Enters the jail. Call with one thread in the process (mount namespaces cannot

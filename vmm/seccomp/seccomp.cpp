@@ -28,6 +28,7 @@ namespace {
 
 std::atomic<Mode> g_mode{Mode::Off};
 std::atomic<int> g_selftest{-1};
+std::atomic<bool> g_file_sharing{false};
 
 // Names for the SIGSYS handler, resolved before any filter is installed
 // (libseccomp's lookup allocates; a signal handler must not).
@@ -109,9 +110,25 @@ void add_unix_sockets(Rules& rules) {
                 SCMP_SYS(fstat), SCMP_SYS(lseek)});
 }
 
+// virtio-fs's FUSE server (devices/virtio/fs/fuse_server.cpp), on the event
+// loop: file system calls relative to the fds it holds on the shared trees.
+// Its confinement is its own (openat2 RESOLVE_BENEATH, no device nodes); the
+// filter keeps everything else (exec, sockets other than AF_UNIX, mounts) out.
+void add_file_sharing(Rules& rules) {
+    add(rules, {SCMP_SYS(openat),     SCMP_SYS(openat2),     SCMP_SYS(newfstatat),  SCMP_SYS(fstat),
+                SCMP_SYS(statx),      SCMP_SYS(fstatfs),     SCMP_SYS(readlinkat),  SCMP_SYS(mkdirat),
+                SCMP_SYS(mknodat),    SCMP_SYS(symlinkat),   SCMP_SYS(linkat),      SCMP_SYS(unlinkat),
+                SCMP_SYS(renameat2),  SCMP_SYS(renameat),    SCMP_SYS(fchownat),    SCMP_SYS(fchown),      SCMP_SYS(fchmodat),
+                SCMP_SYS(fchmod),     SCMP_SYS(utimensat),   SCMP_SYS(ftruncate),   SCMP_SYS(fallocate),
+                SCMP_SYS(fsync),      SCMP_SYS(fdatasync),   SCMP_SYS(getdents64),  SCMP_SYS(lseek),
+                SCMP_SYS(fgetxattr),  SCMP_SYS(fsetxattr),   SCMP_SYS(flistxattr),  SCMP_SYS(fremovexattr),
+                SCMP_SYS(fcntl),      SCMP_SYS(pread64),     SCMP_SYS(pwrite64)});
+}
+
 Rules rules_for(Thread kind, pid_t pid) {
     Rules rules;
     add_common(rules, pid);
+    if (g_file_sharing && kind != Thread::Vcpu) add_file_sharing(rules);
     switch (kind) {
         case Thread::Vcpu:
             // KVM_RUN, and the serial port's interrupt line (PIO exits are handled
@@ -315,6 +332,10 @@ Result<void> configure(Mode mode) {
 
 Mode mode() {
     return g_mode;
+}
+
+void allow_file_sharing() {
+    g_file_sharing = true;
 }
 
 Result<void> install(Thread kind) {

@@ -53,6 +53,11 @@ std::string_view mode_name(Mode mode);
 Result<void> configure(Mode mode);
 Mode mode();
 
+// The VM shares host directories (virtio-fs): the event loop, and the control
+// threads whose list is a superset of it, may also make the FUSE server's file
+// system calls. Process-wide, before the first filter is installed.
+void allow_file_sharing();
+
 // Installs `kind`'s filter on the calling thread; a no-op when the mode is Off.
 Result<void> install(Thread kind);
 

@@ -10,6 +10,11 @@
  *                       (byte i = (i * 31 + i / 4096) & 0xff), sync, then reboot
  *   blk-ro              try to write /dev/vda: print whether the write was refused
  *   rng                 read 64 bytes from /dev/hwrng and print them in hex
+ *   fs                  mount virtio-fs tag "husk" on /mnt; print /mnt's listing and
+ *                       /mnt/rw/in; write /mnt/rw/out (3 MiB of byte i = (i * 13 + 7) & 0xff),
+ *                       make /mnt/rw/d, rename it to /mnt/rw/e, link out to hard, symlink
+ *                       sym -> out; read out back and print its FNV-1a sum; try to create
+ *                       /mnt/ro/x and print the error; then reboot
  *   ping A.B.C.D        send ICMP echo requests to A.B.C.D (eth0 configured by ip=) until
  *                       one is answered; print "ping reply from A.B.C.D"
  *   randread QD SECS    4 KiB random O_DIRECT reads from /dev/vda at queue depth QD
@@ -46,6 +51,7 @@
 #include <netinet/ip_icmp.h>
 #include <arpa/inet.h>
 #include <poll.h>
+#include <dirent.h>
 #include <liburing.h>
 #include <time.h>
 #include <sys/reboot.h>
@@ -113,6 +119,51 @@ static void do_blk_ro(void) {
         say("vda write refused");
     else
         say("vda write accepted");
+}
+
+static uint64_t fnv(const unsigned char* p, size_t n, uint64_t h) {
+    for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
+    return h;
+}
+
+static void do_fs(void) {
+    mkdir("/mnt", 0755);
+    if (mount("husk", "/mnt", "virtiofs", 0, NULL) != 0) {
+        say("fs mount failed: %s", strerror(errno));
+        return;
+    }
+    char names[256] = "";
+    DIR* d = opendir("/mnt");
+    size_t used = 0;
+    for (struct dirent* e; d && (e = readdir(d));)
+        if (e->d_name[0] != '.' && used < sizeof names - 70)
+            used += (size_t)snprintf(names + used, sizeof names - used, " %.64s", e->d_name);
+    if (d) closedir(d);
+    say("fs root:%s", names);
+    char in[128] = "";
+    int fd = open("/mnt/rw/in", O_RDONLY);
+    ssize_t n = fd >= 0 ? read(fd, in, sizeof in - 1) : -1;
+    if (fd >= 0) close(fd);
+    if (n > 0 && in[n - 1] == '\n') in[n - 1] = 0;
+    say("fs in: %s", n >= 0 ? in : strerror(errno));
+    enum { kSize = 3 << 20 };
+    static unsigned char buf[kSize];
+    for (size_t i = 0; i < kSize; ++i) buf[i] = (unsigned char)((i * 13 + 7) & 0xff);
+    fd = open("/mnt/rw/out", O_WRONLY | O_CREAT | O_TRUNC, 0640);
+    if (fd < 0 || write(fd, buf, kSize) != kSize || fsync(fd) != 0) say("fs write failed: %s", strerror(errno));
+    if (fd >= 0) close(fd);
+    if (mkdir("/mnt/rw/d", 0700) != 0 || rename("/mnt/rw/d", "/mnt/rw/e") != 0) say("fs mkdir/rename: %s", strerror(errno));
+    if (link("/mnt/rw/out", "/mnt/rw/hard") != 0 || symlink("out", "/mnt/rw/sym") != 0) say("fs links: %s", strerror(errno));
+    memset(buf, 0, kSize);
+    fd = open("/mnt/rw/sym", O_RDONLY);
+    size_t got = 0;
+    while (fd >= 0 && got < kSize && (n = read(fd, buf + got, kSize - got)) > 0) got += (size_t)n;
+    if (fd >= 0) close(fd);
+    say("fs out bytes=%zu fnv=%016llx", got, (unsigned long long)fnv(buf, got, 1469598103934665603ull));
+    fd = open("/mnt/ro/x", O_WRONLY | O_CREAT, 0644);
+    say("fs ro create: %s", fd < 0 ? strerror(errno) : "allowed");
+    if (fd >= 0) close(fd);
+    umount("/mnt");
 }
 
 static void do_rng(void) {
@@ -437,6 +488,7 @@ int main(int argc, char** argv) {
     if (strcmp(action, "blk") == 0) do_blk();
     if (strcmp(action, "blk-ro") == 0) do_blk_ro();
     if (strcmp(action, "rng") == 0) do_rng();
+    if (strcmp(action, "fs") == 0) do_fs();
     if (strcmp(action, "ping") == 0) do_ping(ping_target), action = "reboot";
     if (strcmp(action, "randread") == 0) do_randread(status, (int)vsock_bytes), status = 0, action = "reboot";
     if (strcmp(action, "vsock-echo") == 0) do_vsock_echo((unsigned)status);

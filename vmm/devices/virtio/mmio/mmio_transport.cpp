@@ -40,6 +40,10 @@ enum : uint64_t {
     kQueueDriverHigh = 0x094,
     kQueueDeviceLow = 0x0a0,
     kQueueDeviceHigh = 0x0a4,
+    kShmLenLow = 0x0b0,
+    kShmLenHigh = 0x0b4,
+    kShmBaseLow = 0x0b8,
+    kShmBaseHigh = 0x0bc,
     kConfigGeneration = 0x0fc,
     kConfig = 0x100,
 };
@@ -147,6 +151,13 @@ uint32_t MmioTransport::read_register(uint64_t offset) {
             return m_status;
         case kConfigGeneration:
             return m_config_generation;
+        case kShmLenLow:
+        case kShmLenHigh:
+        case kShmBaseLow:
+        case kShmBaseHigh:
+            // No shared memory regions (§4.2.2: a length of all ones means
+            // absent), so virtio-fs probes without a DAX window.
+            return 0xffffffff;
         default:
             return 0;
     }
