@@ -238,8 +238,13 @@ Result<std::unique_ptr<FuseServer>> FuseServer::create(std::vector<ShareOptions>
         for (const auto& s : shares)
             if (s.name == o.name) return Error::from_string("virtio-fs: two shares are named `" + o.name + "`");
         Share share;
-        share.root = TRY(sys::open(o.path, O_PATH | O_DIRECTORY).context("virtio-fs: share `" + o.name + "`"));
+        // The host's path is trusted (the runtime's): a symlink to the shared tree or file is followed here.
+        share.root = TRY(sys::open(o.path, O_PATH).context("virtio-fs: share `" + o.name + "`"));
         auto st = TRY(stat_fd(share.root.get()).context("virtio-fs: share `" + o.name + "`"));
+        if (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode))
+            return Error::from_string("virtio-fs: share `" + o.name + "` (" + o.path +
+                                      ") is neither a directory nor a regular file");
+        share.file = S_ISREG(st.st_mode);
         share.name = std::move(o.name);
         share.read_only = o.read_only;
         share.dev = st.st_dev;
@@ -1088,11 +1093,12 @@ Result<void> FuseServer::readdir_root(uint64_t offset, size_t budget, Reply& rep
         size_t size = record_size(name.size(), plus);
         if (used + size > budget) break;
         uint64_t ino = i < 2 ? kRootIno : m_shares[i - 2].ino;
+        unsigned type = i >= 2 && m_shares[i - 2].file ? DT_REG : DT_DIR;
         if (plus && i >= 2) {
             auto looked_up = lookup_share(uint32_t(i - 2), readdirplus_fd_limit());
-            put_dirent(reply, plus, &looked_up, ino, i + 1, DT_DIR, name);
+            put_dirent(reply, plus, &looked_up, ino, i + 1, type, name);
         } else {
-            put_dirent(reply, plus, nullptr, ino, i + 1, DT_DIR, name);
+            put_dirent(reply, plus, nullptr, ino, i + 1, type, name);
         }
         used += size;
     }

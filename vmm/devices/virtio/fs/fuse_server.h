@@ -37,7 +37,7 @@ namespace husk::virtio::fs {
 
 struct ShareOptions {
     std::string name;  // the share's directory name under the FUSE root: one path component
-    std::string path;  // host directory
+    std::string path;  // a host directory, or a regular file (a file bind: the root lists it as a file)
     bool read_only = false;
 };
 
@@ -50,7 +50,8 @@ class FuseServer {
 public:
     // Opens every share's directory (O_PATH|O_DIRECTORY|O_CLOEXEC) and /proc/self/fd (kept as a dirfd, used to
     // reopen O_PATH fds) now, so it also works after the process has chrooted/pivoted into a jail.
-    // Errors: a share that is not a directory, duplicate or invalid names, limits out of range.
+    // Errors: a share that is neither a directory nor a regular file, duplicate or invalid names, limits out of
+    // range.
     static Result<std::unique_ptr<FuseServer>> create(std::vector<ShareOptions> shares, ServerLimits limits = {});
     ~FuseServer();
     FuseServer(const FuseServer&) = delete;
@@ -73,7 +74,8 @@ private:
     struct Share {
         std::string name;
         bool read_only = false;
-        UniqueFd root;  // O_PATH|O_DIRECTORY: the share's directory
+        UniqueFd root;  // O_PATH: the share's directory or file
+        bool file = false;
         dev_t dev = 0;
         ino_t ino = 0;
         size_t fds = 0;  // held: its inodes' fds and its handles' fds

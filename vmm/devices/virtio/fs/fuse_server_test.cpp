@@ -336,7 +336,9 @@ TEST(FuseServerCreate, RefusesWhatIsNotAShare) {
     TempDir tmp;
     write_host_file(tmp / "file", "x");
     auto dir = tmp.path();
-    EXPECT_FALSE(FuseServer::create({{"a", tmp / "file"}}));
+    ASSERT_EQ(::mkfifo((tmp / "fifo").c_str(), 0600), 0);
+    EXPECT_FALSE(FuseServer::create({{"a", tmp / "fifo"}}));
+    EXPECT_FALSE(FuseServer::create({{"a", "/dev/null"}}));
     EXPECT_FALSE(FuseServer::create({{"a", tmp / "missing"}}));
     EXPECT_FALSE(FuseServer::create({{"a", dir}, {"a", dir}}));
     for (const std::string& bad :
@@ -346,6 +348,33 @@ TEST(FuseServerCreate, RefusesWhatIsNotAShare) {
     EXPECT_FALSE(FuseServer::create({{"a", dir}}, {.max_write = 100}));
     EXPECT_TRUE(FuseServer::create({{"a", dir}, {"b", dir, true}}));
     EXPECT_TRUE(FuseServer::create({}));
+}
+
+// A file bind (the engine's /etc/hosts): a share that is one regular file,
+// listed in the root as a file, read and written in place, or read-only.
+TEST(FuseServerFiles, AShareMayBeOneRegularFile) {
+    TempDir tmp;
+    write_host_file(tmp / "hosts", "127.0.0.1 localhost\n");
+    write_host_file(tmp / "resolv", "nameserver 10.0.0.1\n");
+    auto created = FuseServer::create({{"file0", tmp / "hosts", false}, {"file1", tmp / "resolv", true}});
+    ASSERT_TRUE(created) << created.error().message();
+    auto server = created.release_value();
+    Guest g(*server);
+    ASSERT_EQ(g.init().error, 0);
+    auto entries = g.list(kRoot);
+    ASSERT_EQ(entries.size(), 4u);
+    EXPECT_EQ(entries[2].name, "file0");
+    EXPECT_EQ(entries[2].type, uint32_t(DT_REG));
+    uint64_t hosts = g.node(kRoot, "file0");
+    EXPECT_TRUE(S_ISREG(g.attr(hosts).mode));
+    EXPECT_EQ(g.lookup(hosts, "x").error, ENOTDIR);
+    uint64_t fh = g.fh(hosts, O_RDWR);
+    ASSERT_NE(fh, 0u);
+    EXPECT_EQ(g.read(fh, 0, 100).text(), "127.0.0.1 localhost\n");
+    EXPECT_EQ(g.write(fh, 0, "10.0.0.99").error, 0);
+    EXPECT_EQ(read_host_file(tmp / "hosts"), "10.0.0.99 localhost\n");
+    uint64_t resolv = g.node(kRoot, "file1");
+    EXPECT_EQ(g.open(resolv, O_WRONLY).error, EROFS);
 }
 
 TEST_F(FuseServerTest, InitNegotiatesOnlyWhatIsImplemented) {
