@@ -1,6 +1,8 @@
 // Scenario "container-start": end-to-end `docker run --rm IMAGE true` and
 // `ctr run --rm IMAGE true`, husk against runc (and crun, when installed and
 // working), interleaved, through private dockerd and containerd instances.
+// With a real image too, when bench/make-debian-image has made one (Debian
+// minbase with python3): `docker run --rm IMAGE python3 -c ...`.
 #include <fmt/format.h>
 #include <unistd.h>
 
@@ -38,6 +40,18 @@ json container_scenario(int runs, const std::string& runtime_path) {
          engines.ctr + " run --rm --runc-binary " + runtime + " docker.io/library/busybox:husk husk-bench-{} true"},
         {"ctr_runc", engines.ctr + " run --rm docker.io/library/busybox:husk husk-bench-{} true"},
     };
+    // A real image: 250 MB of Debian with python3, its interpreter started.
+    const std::string debian = env_or("HUSK_BENCH_DEBIAN_TAR", "");
+    if (!debian.empty()) {
+        auto r = husk::test::shell(engines.docker + " import " + debian + " debian-python3:husk");
+        if (r.exit_status == 0) {
+            const std::string py = " debian-python3:husk python3 -c 'import json, sys; print(json.dumps(sys.path))'";
+            sides.push_back({"docker_husk_python", engines.docker + " run --rm --network none --runtime husk" + py});
+            sides.push_back({"docker_runc_python", engines.docker + " run --rm --network none --runtime runc" + py});
+        } else {
+            fmt::print(stderr, "  docker import of {} failed: {}\n", debian, r.err.substr(0, 300));
+        }
+    }
     // Any other runtime on the host gets the ctr side (crun refuses this host's hybrid cgroups: it is tried, and
     // dropped if it fails).
     if (::access("/usr/bin/crun", X_OK) == 0)
@@ -70,10 +84,12 @@ json container_scenario(int runs, const std::string& runtime_path) {
         return double(out[a]["median"]) / double(out[b]["median"]);
     };
     out["ratio_husk_over_runc"] = {{"docker_run", ratio("docker_husk", "docker_runc")},
-                                   {"ctr_run", ratio("ctr_husk", "ctr_runc")}};
+                                   {"ctr_run", ratio("ctr_husk", "ctr_runc")},
+                                   {"docker_run_python", ratio("docker_husk_python", "docker_runc_python")}};
     out["failures"] = failed.count("docker_husk") + failed.count("ctr_husk");
     out["note"] =
         "wall time of the client command, busybox image, process `true`, --network none for docker; "
+        "docker_*_python: a Debian minbase image with python3 (bench/make-debian-image) printing sys.path; "
         "goal husk <= 1.3x runc";
     fmt::print(
         stderr,

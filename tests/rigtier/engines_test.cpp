@@ -461,6 +461,14 @@ TEST_F(Docker, VolumesAreSharedBothWaysAsUnderRunc) {
 // (A `docker cp` into a running runc container hung in the rig for the
 // container's life, so copying in is not compared.)
 TEST_F(Docker, TheRootfsIsSharedSoDiffAndCpSeeWrites) {
+    auto timed = [&](const std::string& args) {
+        auto t0 = std::chrono::steady_clock::now();
+        auto r = docker(args);
+        std::printf("%6.1f s  docker %s\n",
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
+                    args.substr(0, 60).c_str());
+        return r;
+    };
     auto seen = [&](const std::string& rt) {
         std::string name = "rootfs-" + rt;
         docker("rm -f " + name);
@@ -469,10 +477,10 @@ TEST_F(Docker, TheRootfsIsSharedSoDiffAndCpSeeWrites) {
                         "echo more >/var/data/f; rm /bin/ls; touch /ready; sleep 600'");
         if (r.exit_status != 0) return "run: " + r.err;
         wait_until([&] { return docker("exec " + name + " test -e /ready").exit_status == 0; }, 60);
-        std::string out = docker("diff " + name + " | sort").out;
-        out += docker("cp " + name + ":/made - | tar -xO").out;
-        out += docker("export " + name + " | tar -t | grep -E '^(made|var/data/f|bin/ls)$' | sort").out;
-        docker("rm -f " + name);
+        std::string out = timed("diff " + name + " | sort").out;
+        out += timed("cp " + name + ":/made - | tar -xO").out;
+        out += timed("export " + name + " | tar -t | grep -E '^(made|var/data/f|bin/ls)$' | sort").out;
+        timed("rm -f " + name);
         return out;
     };
     std::string husk = seen("husk"), runc = seen("runc");

@@ -1,0 +1,402 @@
+// FuseServer's opcodes on open files and directories and on extended attributes: OPEN, READ, WRITE, RELEASE,
+// FSYNC, FLUSH, FALLOCATE, LSEEK, STATFS, OPENDIR, READDIR, READDIRPLUS, RELEASEDIR, FSYNCDIR and the xattr calls.
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/fuse.h>
+#include <linux/limits.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "vmm/devices/virtio/fs/fuse_internal.h"
+#include "vmm/devices/virtio/fs/fuse_server.h"
+
+namespace husk::virtio::fs {
+using namespace detail;  // the helpers shared by the FuseServer files (fuse_internal.h)
+
+namespace {
+
+constexpr size_t kXattrSizeMax = XATTR_SIZE_MAX;
+constexpr std::string_view kTrustedPrefix = "trusted.";
+
+bool is_trusted(std::string_view name) {
+    return name.substr(0, kTrustedPrefix.size()) == kTrustedPrefix;
+}
+
+// An xattr name from the guest: the kernel's limits (XATTR_NAME_MAX: ERANGE), and no trusted.* (those are the
+// host administrator's, CAP_SYS_ADMIN-only).
+Result<void> check_xattr_name(std::string_view name) {
+    if (name.empty() || name.size() > XATTR_NAME_MAX) return fail(ERANGE, "xattr name");
+    if (is_trusted(name)) return fail(EPERM, "trusted.* xattr");
+    return {};
+}
+
+}  // namespace
+
+// ---- Files ------------------------------------------------------------------------------------------------
+
+Result<void> FuseServer::do_open(Request& req, Reply& reply) {
+    auto in = TRY(req.take<fuse_open_in>());
+    TRY(reply.need(sizeof(fuse_open_out)));
+    if (req.header.nodeid == kRootNode) return fail(EACCES, "open of a directory");
+    Inode* inode = TRY(find_inode(req.header.nodeid));
+    // Only regular files are opened on the host: a FIFO would block the VMM, a device would be the host's.
+    if (!S_ISREG(inode->type)) return fail(EACCES, "open of a non-regular file");
+    int flags = TRY(open_flags(in.flags, m_shares[inode->share].read_only));
+    TRY(require_fds(inode->share, 1));
+    Handle handle;
+    handle.fd = TRY(reopen(*inode, flags));
+    handle.node = req.header.nodeid;
+    handle.share = inode->share;
+    handle.writable = writable(flags);
+    fuse_open_out out{};
+    out.fh = add_handle(std::move(handle));
+    reply.put(out);
+    return {};
+}
+
+Result<void> FuseServer::do_read(Request& req, Reply& reply) {
+    auto in = TRY(req.take<fuse_read_in>());
+    Handle* h = TRY(find_handle(in.fh));
+    if (h->directory) return fail(EBADF, "read of a directory handle");
+    if (in.offset > uint64_t(INT64_MAX)) return fail(EINVAL, "read offset");
+    size_t size = std::min<size_t>({in.size, m_limits.max_write, reply.room()});
+    ssize_t n;
+    do {
+        n = ::pread(h->fd.get(), reply.tail(), size, off_t(in.offset));
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) return sys_fail("pread");
+    reply.advance(size_t(n));
+    return {};
+}
+
+Result<void> FuseServer::do_write(Request& req, Reply& reply) {
+    auto in = TRY(req.take<fuse_write_in>());
+    // guest-controlled size: exactly the data that follows, and no more than max_write.
+    if (in.size != req.args.size() || in.size > m_limits.max_write) return fail(EINVAL, "write size");
+    TRY(reply.need(sizeof(fuse_write_out)));
+    Handle* h = TRY(find_handle(in.fh));
+    if (h->directory) return fail(EBADF, "write to a directory handle");
+    if (m_shares[h->share].read_only) return fail(EROFS, "read-only share");
+    if (!h->writable) return fail(EBADF, "handle not open for writing");
+    if (in.offset > uint64_t(INT64_MAX)) return fail(EINVAL, "write offset");
+    ssize_t n;
+    do {
+        n = ::pwrite(h->fd.get(), req.args.data(), in.size, off_t(in.offset));
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) return sys_fail("pwrite");
+    fuse_write_out out{};
+    out.size = uint32_t(n);
+    reply.put(out);
+    return {};
+}
+
+Result<void> FuseServer::do_release(Request& req, bool directory) {
+    auto in = TRY(req.take<fuse_release_in>());
+    Handle* h = TRY(find_handle(in.fh));
+    if (h->directory != directory) return fail(EBADF, "handle of the other kind");
+    drop_handle(in.fh);
+    return {};
+}
+
+Result<void> FuseServer::do_fsync(Request& req, bool directory) {
+    auto in = TRY(req.take<fuse_fsync_in>());
+    Handle* h = TRY(find_handle(in.fh));
+    if (h->directory != directory) return fail(EBADF, "handle of the other kind");
+    if (!h->fd) return {};  // the synthetic root: nothing to sync
+    int r = (in.fsync_flags & FUSE_FSYNC_FDATASYNC) ? ::fdatasync(h->fd.get()) : ::fsync(h->fd.get());
+    if (r < 0) return sys_fail("fsync");
+    return {};
+}
+
+Result<void> FuseServer::do_flush(Request& req) {
+    auto in = TRY(req.take<fuse_flush_in>());
+    Handle* h = TRY(find_handle(in.fh));
+    if (h->directory) return fail(EBADF, "flush of a directory handle");
+    // Writes went to the host file as they came (no cache here), and no locks are held: nothing to do.
+    return {};
+}
+
+Result<void> FuseServer::do_fallocate(Request& req) {
+    auto in = TRY(req.take<fuse_fallocate_in>());
+    Handle* h = TRY(find_handle(in.fh));
+    if (h->directory) return fail(EBADF, "fallocate of a directory handle");
+    if (m_shares[h->share].read_only) return fail(EROFS, "read-only share");
+    if (!h->writable) return fail(EBADF, "handle not open for writing");
+    if (in.offset > uint64_t(INT64_MAX) || in.length > uint64_t(INT64_MAX)) return fail(EINVAL, "fallocate range");
+    if (::fallocate(h->fd.get(), int(in.mode), off_t(in.offset), off_t(in.length)) < 0) return sys_fail("fallocate");
+    return {};
+}
+
+Result<void> FuseServer::do_lseek(Request& req, Reply& reply) {
+    auto in = TRY(req.take<fuse_lseek_in>());
+    TRY(reply.need(sizeof(fuse_lseek_out)));
+    Handle* h = TRY(find_handle(in.fh));
+    if (h->directory) return fail(EBADF, "lseek of a directory handle");
+    // The kernel asks only for holes and data; the file position itself is the guest's, not the handle's.
+    if (in.whence != SEEK_DATA && in.whence != SEEK_HOLE) return fail(EINVAL, "lseek whence");
+    if (in.offset > uint64_t(INT64_MAX)) return fail(ENXIO, "lseek offset");
+    off_t at = ::lseek(h->fd.get(), off_t(in.offset), int(in.whence));
+    if (at < 0) return sys_fail("lseek");
+    fuse_lseek_out out{};
+    out.offset = uint64_t(at);
+    reply.put(out);
+    return {};
+}
+
+Result<void> FuseServer::do_statfs(Request& req, Reply& reply) {
+    TRY(req.end());
+    TRY(reply.need(sizeof(fuse_statfs_out)));
+    fuse_statfs_out out{};
+    out.st.bsize = out.st.frsize = 4096;
+    out.st.namelen = NAME_MAX;
+    if (req.header.nodeid == kRootNode) {
+        out.st.files = m_shares.size() + 1;
+    } else {
+        // fuse_kstatfs has no flags: a read-only share shows ST_RDONLY only if the guest mounts it read-only.
+        Inode* inode = TRY(find_inode(req.header.nodeid));
+        struct statfs st {};
+        if (::fstatfs(inode->fd.get(), &st) < 0) return sys_fail("fstatfs");
+        out.st.blocks = st.f_blocks;
+        out.st.bfree = st.f_bfree;
+        out.st.bavail = st.f_bavail;
+        out.st.files = st.f_files;
+        out.st.ffree = st.f_ffree;
+        out.st.bsize = uint32_t(st.f_bsize);
+        out.st.namelen = uint32_t(st.f_namelen);
+        out.st.frsize = uint32_t(st.f_frsize);
+    }
+    reply.put(out);
+    return {};
+}
+
+// ---- Directories -------------------------------------------------------------------------------------------
+
+Result<void> FuseServer::do_opendir(Request& req, Reply& reply) {
+    TRY(req.take<fuse_open_in>());
+    TRY(reply.need(sizeof(fuse_open_out)));
+    Handle handle;
+    handle.node = req.header.nodeid;
+    handle.directory = true;
+    if (req.header.nodeid == kRootNode) {
+        // No fd, but memory: capped like a share's fds.
+        if (m_root_handles >= m_limits.max_fds_per_share) return fail(ENFILE, "root handle limit");
+    } else {
+        Inode* inode = TRY(find_inode(req.header.nodeid));
+        if (!S_ISDIR(inode->type)) return fail(ENOTDIR, "opendir");
+        TRY(require_fds(inode->share, 1));
+        handle.fd = TRY(reopen(*inode, O_RDONLY | O_DIRECTORY));
+        handle.share = inode->share;
+    }
+    fuse_open_out out{};
+    out.fh = add_handle(std::move(handle));
+    reply.put(out);
+    return {};
+}
+
+namespace {
+
+// One directory record, fuse_dirent or fuse_direntplus, padded to 8 bytes (FUSE_DIRENT_ALIGN).
+size_t record_size(size_t name_len, bool plus) {
+    return FUSE_DIRENT_ALIGN((plus ? FUSE_NAME_OFFSET_DIRENTPLUS : FUSE_NAME_OFFSET) + name_len);
+}
+
+}  // namespace
+
+// READDIRPLUS counts lookups, each an fd: it leaves the last quarter of a share's fds to explicit LOOKUP and
+// OPEN, and answers the entries past that without attributes (node 0), as READDIR would.
+size_t FuseServer::readdirplus_fd_limit() const {
+    return m_limits.max_fds_per_share - m_limits.max_fds_per_share / 4;
+}
+
+void FuseServer::put_dirent(Reply& reply, bool plus, const Result<Entry>* looked_up, uint64_t ino, uint64_t off,
+                            uint32_t type, std::string_view name) const {
+    size_t size = record_size(name.size(), plus);
+    if (size > reply.room()) return;  // the callers checked
+    uint8_t* at = reply.tail();
+    std::memset(at, 0, size);  // the padding too: no stale bytes reach the guest
+    if (plus) {
+        fuse_entry_out entry{};  // node 0: no entry (".", "..", or a lookup that failed)
+        if (looked_up && !looked_up->is_error()) entry = entry_out(looked_up->value());
+        std::memcpy(at, &entry, sizeof entry);
+        at += sizeof entry;
+    }
+    fuse_dirent dirent{};
+    dirent.ino = ino;
+    dirent.off = off;
+    dirent.namelen = uint32_t(name.size());
+    dirent.type = type;
+    std::memcpy(at, &dirent, FUSE_NAME_OFFSET);
+    std::memcpy(at + FUSE_NAME_OFFSET, name.data(), name.size());
+    reply.advance(size);
+}
+
+Result<void> FuseServer::readdir_root(uint64_t offset, size_t budget, Reply& reply, bool plus) {
+    // Entries by index: ".", "..", then the shares; an entry's offset is the index of the next.
+    size_t used = 0;
+    for (uint64_t i = offset; i < 2 + m_shares.size(); ++i) {
+        std::string_view name = i == 0 ? "." : i == 1 ? ".." : std::string_view(m_shares[i - 2].name);
+        size_t size = record_size(name.size(), plus);
+        if (used + size > budget) break;
+        uint64_t ino = i < 2 ? kRootIno : m_shares[i - 2].ino;
+        unsigned type = i >= 2 && m_shares[i - 2].file ? DT_REG : DT_DIR;
+        if (plus && i >= 2) {
+            auto looked_up = lookup_share(uint32_t(i - 2), readdirplus_fd_limit());
+            put_dirent(reply, plus, &looked_up, ino, i + 1, type, name);
+        } else {
+            put_dirent(reply, plus, nullptr, ino, i + 1, type, name);
+        }
+        used += size;
+    }
+    return {};
+}
+
+Result<void> FuseServer::do_readdir(Request& req, Reply& reply, bool plus) {
+    auto in = TRY(req.take<fuse_read_in>());
+    Handle* h = TRY(find_handle(in.fh));
+    if (!h->directory) return fail(EBADF, "readdir of a file handle");
+    size_t budget = std::min<size_t>({in.size, m_limits.max_write, reply.room()});
+    if (!h->fd) return readdir_root(in.offset, budget, reply, plus);
+
+    // Offsets are the host's d_off cookies: every READDIR seeks to the one it is given.
+    if (in.offset > uint64_t(INT64_MAX)) return fail(EINVAL, "readdir offset");
+    if (::lseek(h->fd.get(), off_t(in.offset), SEEK_SET) < 0) return sys_fail("lseek directory");
+    constexpr size_t kNameAt = offsetof(struct dirent64, d_name);
+    size_t used = 0;
+    for (;;) {
+        ssize_t n = ::getdents64(h->fd.get(), m_dirents.data(), m_dirents.size());
+        if (n < 0) {
+            if (used) break;
+            return sys_fail("getdents64");
+        }
+        if (n == 0) break;
+        // linux_dirent64 records, read field by field: the buffer is the host kernel's, but bounds are checked.
+        for (size_t pos = 0; pos + kNameAt <= size_t(n);) {
+            const uint8_t* d = m_dirents.data() + pos;
+            uint64_t d_ino, d_off;
+            uint16_t reclen;
+            uint8_t d_type;
+            std::memcpy(&d_ino, d + offsetof(struct dirent64, d_ino), sizeof d_ino);
+            std::memcpy(&d_off, d + offsetof(struct dirent64, d_off), sizeof d_off);
+            std::memcpy(&reclen, d + offsetof(struct dirent64, d_reclen), sizeof reclen);
+            std::memcpy(&d_type, d + offsetof(struct dirent64, d_type), sizeof d_type);
+            if (reclen <= kNameAt || pos + reclen > size_t(n)) break;
+            const char* name_at = reinterpret_cast<const char*>(d + kNameAt);
+            std::string_view name(name_at, strnlen(name_at, reclen - kNameAt));
+            size_t size = record_size(name.size(), plus);
+            if (used + size > budget) return {};
+            if (plus && name != "." && name != "..") {
+                auto looked_up = lookup_child(h->share, h->fd.get(), name, readdirplus_fd_limit());
+                put_dirent(reply, plus, &looked_up, d_ino, d_off, d_type, name);
+            } else {
+                put_dirent(reply, plus, nullptr, d_ino, d_off, d_type, name);
+            }
+            used += size;
+            pos += reclen;
+        }
+    }
+    return {};
+}
+
+// ---- Extended attributes -----------------------------------------------------------------------------------
+
+Result<UniqueFd> FuseServer::xattr_fd(uint64_t node, bool change) {
+    if (node == kRootNode) return fail(change ? EPERM : EOPNOTSUPP, "xattrs of the share list");
+    Inode* inode = TRY(find_inode(node));
+    if (change && m_shares[inode->share].read_only) return fail(EROFS, "read-only share");
+    // f*xattr need an fd that is not O_PATH; only regular files and directories are ever opened.
+    if (S_ISREG(inode->type)) return reopen(*inode, O_RDONLY);
+    if (S_ISDIR(inode->type)) return reopen(*inode, O_RDONLY | O_DIRECTORY);
+    return fail(EOPNOTSUPP, "xattrs of a symlink or special file");
+}
+
+Result<void> FuseServer::do_setxattr(Request& req) {
+    // fuse_setxattr_in's short form: FUSE_SETXATTR_EXT is not negotiated.
+    auto in = TRY(req.take_prefix<fuse_setxattr_in>(FUSE_COMPAT_SETXATTR_IN_SIZE));
+    auto name = TRY(req.string());
+    if (in.size != req.args.size()) return fail(EINVAL, "xattr value size");
+    if (in.size > kXattrSizeMax) return fail(E2BIG, "xattr value size");
+    if (in.flags & ~uint32_t(XATTR_CREATE | XATTR_REPLACE)) return fail(EINVAL, "setxattr flags");
+    TRY(check_xattr_name(name));
+    auto fd = TRY(xattr_fd(req.header.nodeid, true));
+    if (::fsetxattr(fd.get(), std::string(name).c_str(), req.args.data(), in.size, int(in.flags)) < 0)
+        return sys_fail("fsetxattr");
+    return {};
+}
+
+Result<void> FuseServer::do_getxattr(Request& req, Reply& reply) {
+    auto in = TRY(req.take<fuse_getxattr_in>());
+    auto name = TRY(req.string());
+    TRY(req.end());
+    TRY(check_xattr_name(name));
+    if (in.size == 0) TRY(reply.need(sizeof(fuse_getxattr_out)));
+    auto fd = TRY(xattr_fd(req.header.nodeid, false));
+    if (in.size == 0) {
+        ssize_t n = ::fgetxattr(fd.get(), std::string(name).c_str(), nullptr, 0);
+        if (n < 0) return sys_fail("fgetxattr");
+        fuse_getxattr_out out{};
+        out.size = uint32_t(n);
+        reply.put(out);
+        return {};
+    }
+    size_t size = std::min<size_t>({in.size, reply.room(), kXattrSizeMax});
+    ssize_t n = ::fgetxattr(fd.get(), std::string(name).c_str(), reply.tail(), size);
+    if (n < 0) return sys_fail("fgetxattr");
+    reply.advance(size_t(n));
+    return {};
+}
+
+Result<void> FuseServer::do_listxattr(Request& req, Reply& reply) {
+    auto in = TRY(req.take<fuse_getxattr_in>());
+    TRY(req.end());
+    if (in.size == 0) TRY(reply.need(sizeof(fuse_getxattr_out)));
+    auto fd = TRY(xattr_fd(req.header.nodeid, false));
+    // The whole list, then without trusted.* (which a root server would see and the guest must not).
+    std::vector<char> names;
+    for (int attempt = 0;; ++attempt) {
+        ssize_t n = ::flistxattr(fd.get(), nullptr, 0);
+        if (n < 0) return sys_fail("flistxattr");
+        names.resize(size_t(n));
+        n = ::flistxattr(fd.get(), names.data(), names.size());
+        if (n >= 0) {
+            names.resize(size_t(n));
+            break;
+        }
+        if (errno != ERANGE || attempt == 3) return sys_fail("flistxattr");  // ERANGE: it grew meanwhile
+    }
+    std::vector<char> visible;
+    for (size_t at = 0; at < names.size();) {
+        std::string_view name(names.data() + at, strnlen(names.data() + at, names.size() - at));
+        if (!is_trusted(name)) {
+            visible.insert(visible.end(), name.begin(), name.end());
+            visible.push_back('\0');
+        }
+        at += name.size() + 1;
+    }
+    if (in.size == 0) {
+        fuse_getxattr_out out{};
+        out.size = uint32_t(visible.size());
+        reply.put(out);
+        return {};
+    }
+    if (visible.size() > in.size || visible.size() > reply.room()) return fail(ERANGE, "listxattr");
+    reply.put_bytes(visible.data(), visible.size());
+    return {};
+}
+
+Result<void> FuseServer::do_removexattr(Request& req) {
+    auto name = TRY(req.string());
+    TRY(req.end());
+    TRY(check_xattr_name(name));
+    auto fd = TRY(xattr_fd(req.header.nodeid, true));
+    if (::fremovexattr(fd.get(), std::string(name).c_str()) < 0) return sys_fail("fremovexattr");
+    return {};
+}
+
+}  // namespace husk::virtio::fs
