@@ -488,7 +488,8 @@ Result<pid_t> fork_in_pid_namespace(const SpawnContext& context) {
 
 Result<void> mount_shares() {
     TRY(make_path(kSharesMount, false));
-    struct stat at {}, parent {};
+    struct stat at {
+    }, parent{};
     if (::stat(kSharesMount, &at) == 0 && ::stat("/run/husk", &parent) == 0 && at.st_dev != parent.st_dev) return {};
     return check(::mount("husk", kSharesMount, "virtiofs", MS_NODEV, nullptr),
                  "mount the host's shared directories (virtio-fs)");

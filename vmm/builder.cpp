@@ -15,10 +15,10 @@
 #include "vmm/devices/legacy/debug_port.h"
 #include "vmm/devices/legacy/i8042.h"
 #include "vmm/devices/virtio/block/block.h"
-#include "vmm/devices/virtio/net/net.h"
 #include "vmm/devices/virtio/fs/fs.h"
-#include "vmm/seccomp/seccomp.h"
+#include "vmm/devices/virtio/net/net.h"
 #include "vmm/devices/virtio/rng/rng.h"
+#include "vmm/seccomp/seccomp.h"
 #include "vmm/snapshot/snapshot.h"
 #include "vmm/vmm.h"
 

@@ -5,7 +5,6 @@
 #include "vmm/vmm.h"
 
 #include <linux/capability.h>
-
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>

@@ -76,7 +76,8 @@ Result<std::string> VmmCommand::vm_toml() const {
     }
     for (const auto& sh : shares) {
         table = "share";
-        text += fmt::format("\n[[share]]\nname = {}\npath = {}\n", TRY(toml_string(sh.name)), TRY(toml_string(sh.path)));
+        text +=
+            fmt::format("\n[[share]]\nname = {}\npath = {}\n", TRY(toml_string(sh.name)), TRY(toml_string(sh.path)));
         if (sh.read_only) text += "read_only = true\n";
     }
     TRY(string_key("net", "tap", net_tap));

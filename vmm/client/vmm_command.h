@@ -30,7 +30,7 @@ struct VmmCommand {
     };
     bool fs = false;
     std::vector<Share> shares;
-    std::string net_tap, net_mac;     // virtio-net over this TAP, with this MAC (aa:bb:cc:dd:ee:ff)
+    std::string net_tap, net_mac;  // virtio-net over this TAP, with this MAC (aa:bb:cc:dd:ee:ff)
     std::string vsock_socket, api_socket;
     std::string container_specs;  // the container's specs file (agent::encode_specs_file)
     bool wait_for_start = false;  // the container's process waits for the API's `start`

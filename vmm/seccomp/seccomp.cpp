@@ -115,14 +115,14 @@ void add_unix_sockets(Rules& rules) {
 // Its confinement is its own (openat2 RESOLVE_BENEATH, no device nodes); the
 // filter keeps everything else (exec, sockets other than AF_UNIX, mounts) out.
 void add_file_sharing(Rules& rules) {
-    add(rules, {SCMP_SYS(openat),     SCMP_SYS(openat2),     SCMP_SYS(newfstatat),  SCMP_SYS(fstat),
-                SCMP_SYS(statx),      SCMP_SYS(fstatfs),     SCMP_SYS(readlinkat),  SCMP_SYS(mkdirat),
-                SCMP_SYS(mknodat),    SCMP_SYS(symlinkat),   SCMP_SYS(linkat),      SCMP_SYS(unlinkat),
-                SCMP_SYS(renameat2),  SCMP_SYS(renameat),    SCMP_SYS(fchownat),    SCMP_SYS(fchown),      SCMP_SYS(fchmodat),
-                SCMP_SYS(fchmod),     SCMP_SYS(utimensat),   SCMP_SYS(ftruncate),   SCMP_SYS(fallocate),
-                SCMP_SYS(fsync),      SCMP_SYS(fdatasync),   SCMP_SYS(getdents64),  SCMP_SYS(lseek),
-                SCMP_SYS(fgetxattr),  SCMP_SYS(fsetxattr),   SCMP_SYS(flistxattr),  SCMP_SYS(fremovexattr),
-                SCMP_SYS(fcntl),      SCMP_SYS(pread64),     SCMP_SYS(pwrite64)});
+    add(rules,
+        {SCMP_SYS(openat),    SCMP_SYS(openat2),    SCMP_SYS(newfstatat), SCMP_SYS(fstat),        SCMP_SYS(statx),
+         SCMP_SYS(fstatfs),   SCMP_SYS(readlinkat), SCMP_SYS(mkdirat),    SCMP_SYS(mknodat),      SCMP_SYS(symlinkat),
+         SCMP_SYS(linkat),    SCMP_SYS(unlinkat),   SCMP_SYS(renameat2),  SCMP_SYS(renameat),     SCMP_SYS(fchownat),
+         SCMP_SYS(fchown),    SCMP_SYS(fchmodat),   SCMP_SYS(fchmod),     SCMP_SYS(utimensat),    SCMP_SYS(ftruncate),
+         SCMP_SYS(fallocate), SCMP_SYS(fsync),      SCMP_SYS(fdatasync),  SCMP_SYS(getdents64),   SCMP_SYS(lseek),
+         SCMP_SYS(fgetxattr), SCMP_SYS(fsetxattr),  SCMP_SYS(flistxattr), SCMP_SYS(fremovexattr), SCMP_SYS(fcntl),
+         SCMP_SYS(pread64),   SCMP_SYS(pwrite64)});
 }
 
 Rules rules_for(Thread kind, pid_t pid) {
