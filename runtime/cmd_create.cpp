@@ -1,9 +1,10 @@
 // husk create [--bundle DIR] [--pid-file FILE] [--console-socket SOCKET] ID
 //
-// Builds the rootfs image, starts husk-vmm (its pid is the container's pid,
-// written to --pid-file before we return), and returns once the guest has the
-// container's process created and waiting for `husk start`. On any failure
-// nothing is left: no husk-vmm, no state directory, no image.
+// Shares the rootfs (or, with vm.rootfs = "image", builds its ext4 copy),
+// starts husk-vmm (its pid is the container's pid, written to --pid-file
+// before we return), and returns once the guest has the container's process
+// created and waiting for `husk start`. On any failure nothing is left: no
+// husk-vmm, no state directory, no image.
 #include <fcntl.h>
 #include <poll.h>
 #include <sched.h>

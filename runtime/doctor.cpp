@@ -37,11 +37,18 @@ DoctorReport doctor(HostReport host, const RuntimeConfig& config, const std::str
                               "vm.initramfs in " +
                                   std::string(kConfigPath))
                         : add("agent initramfs", CheckStatus::Pass, fs::path(agent).lexically_normal().string());
+    // Only vm.rootfs = "image" copies the rootfs into an ext4 image; a shared rootfs needs neither tool.
+    const bool image = config.rootfs == RootfsMode::Image;
     for (const char* tool : {"mkfs.ext4", "debugfs"}) {
         std::string found = find_program(tool);
-        ok &= found.empty() ? add(tool, CheckStatus::Fail, "not in PATH",
-                                  "install e2fsprogs: each container's rootfs image is made with it")
-                            : add(tool, CheckStatus::Pass, found);
+        if (!found.empty())
+            add(tool, CheckStatus::Pass, found);
+        else if (image)
+            ok &= add(tool, CheckStatus::Fail, "not in PATH",
+                      "install e2fsprogs: with vm.rootfs = \"image\" each container's rootfs image is made with it");
+        else
+            add(tool, CheckStatus::Info, "not in PATH",
+                "only needed for vm.rootfs = \"image\" (the rootfs is shared through virtio-fs)");
     }
     std::error_code ec;
     fs::path existing = root;

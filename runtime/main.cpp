@@ -30,7 +30,7 @@ constexpr const char* kUsage =
     "with runc's command line: use it as Docker's or containerd's runtime.\n"
     "\n"
     "Commands:\n"
-    "  create    create a container: build its rootfs image, boot its VM, set its process up\n"
+    "  create    create a container: restore (or boot) its VM, share its rootfs, set its process up\n"
     "            --bundle DIR  --pid-file FILE  --console-socket SOCKET\n"
     "  start     run the created container's process\n"
     "  run       create + start; waits and deletes unless --detach\n"
