@@ -10,6 +10,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -28,11 +29,18 @@ double ms_since(Clock::time_point start) {
 
 // sys::spawn with the given fds as 0, 1, 2 (-1: /dev/null); -1 when it
 // could not start, with the reason in `error`.
-pid_t spawn(const std::vector<std::string>& argv, int in, int out, int err, std::string* error = nullptr) {
+// With `own_group`, the child leads a process group of its own, so that a
+// hang guard can kill it with everything it started.
+pid_t spawn(const std::vector<std::string>& argv, int in, int out, int err, std::string* error = nullptr,
+            bool own_group = false) {
     sys::SpawnOptions o;
     o.stdin_fd = in;
     o.stdout_fd = out;
     o.stderr_fd = err;
+    if (own_group) {
+        o.before_exec = [] { return setpgid(0, 0) < 0 ? errno : 0; };
+        o.before_exec_what = "put the child in a process group of its own";
+    }
     auto pid = sys::spawn(argv, o);
     if (pid) return pid.value();
     if (error) *error = pid.error().message();
@@ -67,18 +75,32 @@ bool write_all(int fd, const std::string& data) {
     return ok;
 }
 
-// Where each thread of a hung child waits, for the test's failure message.
+// Where each thread of a hung child, and of every process in its group,
+// waits: for the test's failure message.
 std::string threads_of(pid_t pid) {
-    std::string text = "\n[hung: the child's threads, where they wait]\n";
+    std::string text = "\n[hung: the threads of the child's process group, where they wait]\n";
     std::error_code ec;
-    for (const auto& task : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
-        auto read = [&](const char* name) {
-            std::ifstream f(task.path() / name);
-            return std::string(std::istreambuf_iterator<char>(f), {});
-        };
-        std::string comm = read("comm"), wchan = read("wchan");
-        if (!comm.empty() && comm.back() == '\n') comm.pop_back();
-        text += task.path().filename().string() + " " + comm + ": " + wchan + "\n" + read("stack");
+    auto read = [](const std::filesystem::path& p) {
+        std::ifstream f(p);
+        return std::string(std::istreambuf_iterator<char>(f), {});
+    };
+    for (const auto& proc : std::filesystem::directory_iterator("/proc", ec)) {
+        std::string stat = read(proc.path() / "stat");
+        // pid (comm) state ppid pgrp ...: the comm may hold spaces, so parse after its ')'.
+        size_t close = stat.rfind(')');
+        if (close == std::string::npos) continue;
+        char state = 0;
+        int ppid = 0, pgrp = 0;
+        if (std::sscanf(stat.c_str() + close + 1, " %c %d %d", &state, &ppid, &pgrp) != 3 || pgrp != pid) continue;
+        std::string cmdline = read(proc.path() / "cmdline");
+        for (char& c : cmdline)
+            if (c == '\0') c = ' ';
+        text += "pid " + proc.path().filename().string() + ": " + cmdline.substr(0, 200) + "\n";
+        for (const auto& task : std::filesystem::directory_iterator(proc.path() / "task", ec)) {
+            std::string comm = read(task.path() / "comm"), wchan = read(task.path() / "wchan");
+            if (!comm.empty() && comm.back() == '\n') comm.pop_back();
+            text += "  " + task.path().filename().string() + " " + comm + ": " + wchan + "\n" + read(task.path() / "stack");
+        }
     }
     return text;
 }
@@ -92,7 +114,7 @@ ProcessResult run_process(const std::vector<std::string>& argv, const RunOptions
     if (o.nonblocking_output)
         for (int fd : {out[1], err[1]}) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     auto start = Clock::now();
-    pid_t pid = spawn(argv, in[0], out[1], err[1], &r.err);
+    pid_t pid = spawn(argv, in[0], out[1], err[1], &r.err, /*own_group=*/true);
     close(out[1]);
     close(err[1]);
     close(in[0]);
@@ -108,7 +130,15 @@ ProcessResult run_process(const std::vector<std::string>& argv, const RunOptions
     bool signalled = false;
     pollfd fds[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
     int open_fds = 2;
+    // Once the hang guard has fired, what is left of the output is read for
+    // a few seconds more: a grandchild that outlived the kill (one that
+    // left the group) must not hold the test forever.
+    constexpr double kDrainAfterKillMs = 5000;
     while (open_fds > 0) {
+        if (r.timed_out && ms_since(start) > o.timeout_seconds * 1000.0 + kDrainAfterKillMs) {
+            r.err += "\n[hung: the output was still open 5 s after the kill; not read further]\n";
+            break;
+        }
         int n = poll(fds, 2, 100);
         if (n < 0 && errno != EINTR) break;
         for (int i = 0; i < 2; ++i) {
@@ -139,7 +169,8 @@ ProcessResult run_process(const std::vector<std::string>& argv, const RunOptions
         }
         if (!r.timed_out && ms_since(start) > o.timeout_seconds * 1000.0) {
             r.timed_out = true;
-            r.err += threads_of(pid);
+            r.err += "\n[hung: killed after " + std::to_string(o.timeout_seconds) + " s]" + threads_of(pid);
+            kill(-pid, SIGKILL);  // the child and everything it started (docker, ctr, ...)
             kill(pid, SIGKILL);
         }
     }

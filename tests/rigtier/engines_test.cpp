@@ -40,10 +40,11 @@ ProcessResult sh(const std::string& command, const std::string& input = "") {
     return shell(command, input);
 }
 
-// How often the output tests repeat each case (HUSK_OUTPUT_REPEATS, default 20).
+// How often the output tests repeat each case (HUSK_OUTPUT_REPEATS, default
+// 10; the soak runs 50, README "Test tiers").
 int output_repeats() {
     std::string n = env("HUSK_OUTPUT_REPEATS");
-    return n.empty() ? 20 : std::max(1, std::atoi(n.c_str()));
+    return n.empty() ? 10 : std::max(1, std::atoi(n.c_str()));
 }
 
 // Runs `command(i)` output_repeats() times, one after the other; each run
