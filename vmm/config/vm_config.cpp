@@ -1,6 +1,8 @@
 #include "vmm/config/vm_config.h"
 
 #include <sstream>
+#include <variant>
+#include <vector>
 
 #include "vmm/base/toml.h"
 #include "vmm/jail/jail.h"
@@ -119,6 +121,44 @@ const std::vector<ConfigKey>& vm_config_keys() {
     return keys;
 }
 
+// A key's value in an array of tables: its keys are strings or booleans.
+using TableValue = std::variant<std::string, bool>;
+
+// The [[NAME]] array of tables `node`, one T per table: each key must be one
+// of NAME's (vm_config_keys) and of its type; `set` stores it, and a table
+// that `complete` refuses is the error `incomplete`.
+template <typename T, typename Set, typename Complete>
+Result<std::vector<T>> parse_tables(std::string_view name, const toml::node& node, std::string_view source, Set set,
+                                    Complete complete, std::string_view incomplete) {
+    auto* tables = node.as_array();
+    if (!tables || !tables->is_array_of_tables())
+        return Error::from_string(where(source, node.source()) + ": `" + std::string(name) +
+                                  "` must be an array of tables ([[" + std::string(name) + "]])");
+    std::vector<T> out;
+    for (auto&& t : *tables) {
+        T item;
+        for (auto&& [key, value] : *t.as_table()) {
+            std::string full = std::string(name) + "." + std::string(key.str());
+            const ConfigKey* k = find_key(name, key.str());
+            if (!k)
+                return Error::from_string(where(source, value.source()) + ": unknown key `" + full +
+                                          "` (see husk-vmm --help)");
+            if (std::string_view(k->type) == "boolean") {
+                if (!value.is_boolean())
+                    return Error::from_string(where(source, value.source()) + ": `" + full + "` must be a boolean");
+                set(item, key.str(), TableValue(*value.template value<bool>()));
+                continue;
+            }
+            auto v = value.template value<std::string>();
+            if (!v) return Error::from_string(where(source, value.source()) + ": `" + full + "` must be a string");
+            set(item, key.str(), TableValue(*v));
+        }
+        if (!complete(item)) return Error::from_string(where(source, t.source()) + ": " + std::string(incomplete));
+        out.push_back(std::move(item));
+    }
+    return out;
+}
+
 Result<VmConfig> parse_vm_toml(std::string_view text, std::string_view source, VmConfig c) {
     if (auto bad = check_ascii(text)) return Error::from_string(std::string(source) + ":" + *bad);
     toml::table root;
@@ -129,65 +169,33 @@ Result<VmConfig> parse_vm_toml(std::string_view text, std::string_view source, V
     }
     for (auto&& [table_name, node] : root) {
         if (table_name.str() == "share") {
-            auto* shares = node.as_array();
-            if (!shares || !shares->is_array_of_tables())
-                return Error::from_string(where(source, node.source()) +
-                                          ": `share` must be an array of tables ([[share]])");
-            for (auto&& t : *shares) {
-                ShareConfig share;
-                for (auto&& [key, value] : *t.as_table()) {
-                    std::string full = "share." + std::string(key.str());
-                    if (!find_key("share", key.str()))
-                        return Error::from_string(where(source, value.source()) + ": unknown key `" + full +
-                                                  "` (see husk-vmm --help)");
-                    if (key.str() == "read_only") {
-                        if (!value.is_boolean())
-                            return Error::from_string(where(source, value.source()) + ": `" + full +
-                                                      "` must be a boolean");
-                        share.read_only = *value.value<bool>();
-                        continue;
-                    }
-                    auto v = value.value<std::string>();
-                    if (!v)
-                        return Error::from_string(where(source, value.source()) + ": `" + full + "` must be a string");
-                    (key.str() == "name" ? share.name : share.path) = *v;
-                }
-                if (share.name.empty() || share.path.empty())
-                    return Error::from_string(where(source, t.source()) + ": [[share]] needs a name and a path");
-                c.shares.push_back(std::move(share));
-            }
+            auto parsed = parse_tables<ShareConfig>(
+                "share", node, source,
+                [&](ShareConfig& share, std::string_view key, const TableValue& value) {
+                    if (key == "read_only")
+                        share.read_only = std::get<bool>(value);
+                    else
+                        (key == "name" ? share.name : share.path) = std::get<std::string>(value);
+                },
+                [&](const ShareConfig& share) { return !share.name.empty() && !share.path.empty(); },
+                "[[share]] needs a name and a path");
+            if (!parsed) return parsed.error();
+            for (auto& share : parsed.value()) c.shares.push_back(std::move(share));
             c.fs = true;
             continue;
         }
         if (table_name.str() == "drive") {
-            auto* drives = node.as_array();
-            if (!drives || !drives->is_array_of_tables())
-                return Error::from_string(where(source, node.source()) +
-                                          ": `drive` must be an array of tables ([[drive]])");
-            for (auto&& d : *drives) {
-                DriveConfig drive;
-                for (auto&& [key, value] : *d.as_table()) {
-                    std::string full = "drive." + std::string(key.str());
-                    if (!find_key("drive", key.str()))
-                        return Error::from_string(where(source, value.source()) + ": unknown key `" + full +
-                                                  "` (see husk-vmm --help)");
-                    if (key.str() == "path" || key.str() == "id") {
-                        auto v = value.value<std::string>();
-                        if (!v)
-                            return Error::from_string(where(source, value.source()) + ": `" + full +
-                                                      "` must be a string");
-                        (key.str() == "path" ? drive.path : drive.id) = *v;
-                    } else {
-                        if (!value.is_boolean())
-                            return Error::from_string(where(source, value.source()) + ": `" + full +
-                                                      "` must be a boolean");
-                        (key.str() == "read_only" ? drive.read_only : drive.direct) = *value.value<bool>();
-                    }
-                }
-                if (drive.path.empty())
-                    return Error::from_string(where(source, d.source()) + ": [[drive]] needs a path");
-                c.drives.push_back(std::move(drive));
-            }
+            auto parsed = parse_tables<DriveConfig>(
+                "drive", node, source,
+                [&](DriveConfig& drive, std::string_view key, const TableValue& value) {
+                    if (key == "path" || key == "id")
+                        (key == "path" ? drive.path : drive.id) = std::get<std::string>(value);
+                    else
+                        (key == "read_only" ? drive.read_only : drive.direct) = std::get<bool>(value);
+                },
+                [&](const DriveConfig& drive) { return !drive.path.empty(); }, "[[drive]] needs a path");
+            if (!parsed) return parsed.error();
+            for (auto& drive : parsed.value()) c.drives.push_back(std::move(drive));
             continue;
         }
         auto* table = node.as_table();

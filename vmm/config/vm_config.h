@@ -15,8 +15,13 @@ namespace husk {
 // IOAPIC pins 5..23 for virtio-mmio devices.
 inline constexpr size_t kMaxVirtioDevices = 19;
 
+// tsc=reliable: no clocksource watchdog on the TSC. The watchdog compares
+// the TSC with kvm-clock; when a restored VM (or a vCPU thread that moved
+// between host CPUs under nested virtualization) shows a skew, the guest
+// marks the TSC unstable and switches sched_clock, patching its own kernel
+// text mid-run. The kernel documents the option for virtualized guests.
 inline constexpr const char* kDefaultCmdline =
-    "console=ttyS0 reboot=k panic=-1 i8042.noaux i8042.nomux i8042.dumbkbd nomodule";
+    "console=ttyS0 reboot=k panic=-1 i8042.noaux i8042.nomux i8042.dumbkbd nomodule tsc=reliable";
 
 // boot.entry: how the kernel is entered.
 enum class BootEntry { Auto, Pvh, Linux64 };

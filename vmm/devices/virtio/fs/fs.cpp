@@ -74,18 +74,18 @@ void Fs::serve(Queue& queue) {
         // A request over the limit is cut there: its length field then
         // disagrees with what arrived, and the server answers EINVAL.
         uint64_t in_len = std::min<uint64_t>(chain.readable_bytes(), kMaxMessage);
-        m_in.resize(in_len);
+        std::span<uint8_t> in(m_in.get(), in_len);
         size_t at = 0;
         for (const auto& b : chain.buffers()) {
             if (b.device_writable || at == in_len) continue;
             size_t take = std::min<size_t>(b.len, in_len - at);
-            if (auto r = mem.read(b.addr, std::span(m_in).subspan(at, take)); r.is_error())
+            if (auto r = mem.read(b.addr, in.subspan(at, take)); r.is_error())
                 return m_ctx.fail(r.error());
             at += take;
         }
-        m_out.resize(std::min<uint64_t>(chain.writable_bytes(), kMaxMessage));
-        size_t reply = m_server->handle(m_in, m_out);
-        uint32_t written = reply ? write_to_chain(mem, chain, std::span(m_out).first(reply)) : 0;
+        std::span<uint8_t> out(m_out.get(), std::min<uint64_t>(chain.writable_bytes(), kMaxMessage));
+        size_t reply = m_server->handle(in, out);
+        uint32_t written = reply ? write_to_chain(mem, chain, out.first(reply)) : 0;
         if (auto r = queue.add_used(mem, chain.head(), written); r.is_error()) return m_ctx.fail(r.error());
         ++m_requests;
         used = true;

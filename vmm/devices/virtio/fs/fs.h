@@ -52,7 +52,10 @@ private:
     std::unique_ptr<fs::FuseServer> m_server;
     std::span<Queue> m_queues;
     DeviceContext m_ctx;
-    std::vector<uint8_t> m_in, m_out;  // one request and its reply, reused
+    // One request and its reply, reused: kMaxMessage each, never zeroed (a
+    // page costs memory only once a request has used it).
+    std::unique_ptr<uint8_t[]> m_in = std::make_unique_for_overwrite<uint8_t[]>(kMaxMessage);
+    std::unique_ptr<uint8_t[]> m_out = std::make_unique_for_overwrite<uint8_t[]>(kMaxMessage);
     uint64_t m_requests = 0;
     uint64_t m_generation = 0;  // bumped on reset: a deferred notify of an older session is dropped
 };
