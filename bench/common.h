@@ -43,5 +43,7 @@ json balloon_scenario(int runs, const std::string& vmm, const std::string& qemu,
 json container_scenario(int runs, const std::string& runtime);
 // Scenario "network" (network_scenario.cpp).
 json network_scenario(int runs, const std::string& runtime);
+// Scenario "file-io" (fileio_scenario.cpp).
+json fileio_scenario(int runs, const std::string& runtime);
 
 }  // namespace husk::bench

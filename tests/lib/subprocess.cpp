@@ -300,6 +300,12 @@ ProcessResult shell(const std::string& command, const std::string& input, int ti
     return run_process({"/bin/sh", "-c", command}, o);
 }
 
+std::string single_quoted(const std::string& text) {
+    std::string out = "'";
+    for (char ch : text) out += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+    return out + "'";
+}
+
 // The daemons pass their environment down to the shims and husk: every
 // container VM's log is kept in DIR/vmm-logs (runtime/cmd_create.cpp).
 std::string newest_vmm_log_tail(const std::string& logs, size_t lines) {

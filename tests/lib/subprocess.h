@@ -121,4 +121,7 @@ std::string env_or(const char* name, const std::string& fallback = "");
 
 ProcessResult shell(const std::string& command, const std::string& input = "", int timeout_seconds = 300);
 
+// `text` as one word for sh, whatever quotes it holds.
+std::string single_quoted(const std::string& text);
+
 }  // namespace husk::test

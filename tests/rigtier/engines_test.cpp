@@ -15,6 +15,7 @@
 #include <fstream>
 #include <functional>
 #include <regex>
+#include <sstream>
 #include <thread>
 
 #include "tests/lib/output_burst.h"
@@ -188,13 +189,6 @@ TEST_F(Docker, StopSendsTermAndRmForce) {
     EXPECT_EQ(docker("rm -f stopme").exit_status, 0);
     // Nothing of either container is left in husk's state.
     EXPECT_EQ(sh("ls -d " + s_engines->dir + "/docker-exec/runtime-*/moby/* 2>/dev/null | wc -l").out, "0\n");
-}
-
-// `text` as one word for sh, whatever quotes it holds.
-std::string single_quoted(const std::string& text) {
-    std::string out = "'";
-    for (char ch : text) out += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
-    return out + "'";
 }
 
 // What a container sees of its network, compared between runc and husk
@@ -411,48 +405,64 @@ TEST_F(Docker, TheBridgeNetworkWorksAsUnderRunc) {
     EXPECT_EQ(docker("rm -f web").exit_status, 0);
 }
 
-// Volumes: a bound host directory is shared through virtio-fs, both ways, as
-// under runc: the container reads the host's files, its writes (as its user)
-// land on the host, `:ro` refuses writes, a named volume outlives its
-// container, and 64 MiB written in the guest read back the same on the host.
+// What a container sees of two bind-mounted host directories (one `:ro`)
+// and what the host sees after: `run(options, script)` runs the busybox
+// script with those options through one engine and runtime `rt`, as user
+// 1000:1001. The same under runc and husk is the test.
+std::string volumes_seen(const std::string& rt,
+                         const std::function<ProcessResult(const std::string&, const std::string&)>& run) {
+    std::string dir = "/tmp/husk-volume-" + rt;
+    fs::remove_all(dir);
+    fs::create_directories(dir + "/sub");
+    std::ofstream(dir + "/sub/from-host") << "host says hi\n";
+    // Made by root and given to the container's user, so that user may write in it under both runtimes.
+    sh("chown -R 1000:1001 " + dir);
+    std::string script =
+        "cat /v/sub/from-host; echo guest >/v/from-guest; mkdir /v/made; ln -s from-guest /v/link; "
+        "mv /v/made /v/moved; ls /v; readlink /v/link; rm /v/sub/from-host; ls /v/sub | wc -l; "
+        "touch /r/x 2>&1 | sed s/^.*x/touch-x/; stat -c \"%u %g %a\" /v/from-guest";
+    auto r = run("-u 1000:1001 -v " + dir + ":/v -v " + dir + "/sub:/r:ro", script);
+    std::string host;
+    struct stat st {};
+    if (::stat((dir + "/from-guest").c_str(), &st) == 0)
+        host = std::to_string(st.st_uid) + ":" + std::to_string(st.st_gid) + " " + sh("cat " + dir + "/from-guest").out;
+    host += fs::is_directory(dir + "/moved") ? "moved dir\n" : "no moved dir\n";
+    host += fs::exists(dir + "/sub/from-host") ? "host file kept\n" : "host file removed\n";
+    fs::remove_all(dir);
+    return std::to_string(r.exit_status) + "\n" + r.out + r.err + "-- host:\n" + host;
+}
+
+// 200 MiB written through a volume (an 8 MiB random block, 25 times) and
+// read back: the md5 the container printed as it wrote, then as it read.
+const std::string kBigWrite =
+    "dd if=/dev/urandom of=/tmp/block bs=1M count=8 2>/dev/null && "
+    "for i in $(seq 25); do cat /tmp/block; done >/data/blob && md5sum /data/blob | cut -d\" \" -f1";
+const std::string kBigRead = "md5sum /data/blob | cut -d\" \" -f1";
+
+// Host directories bound with -v, read and written both ways (the owner the
+// host sees is the container's user), `:ro` refusing writes with runc's
+// message; a named volume outlives its container and 200 MiB go through it
+// whole.
 TEST_F(Docker, VolumesAreSharedBothWaysAsUnderRunc) {
     auto seen = [&](const std::string& rt) {
-        std::string dir = "/tmp/husk-volume-" + rt;
-        fs::remove_all(dir);
-        fs::create_directories(dir + "/sub");
-        std::ofstream(dir + "/sub/from-host") << "host says hi\n";
-        // Made by root and given to the container's user, so that user may write in it under both runtimes.
-        sh("chown -R 1000:1001 " + dir);
-        std::string script =
-            "cat /v/sub/from-host; echo guest >/v/from-guest; mkdir /v/made; ln -s from-guest /v/link; "
-            "mv /v/made /v/moved; ls /v; readlink /v/link; rm /v/sub/from-host; ls /v/sub | wc -l; "
-            "touch /r/x 2>&1 | sed s/^.*x/touch-x/; stat -c \"%u %g %a\" /v/from-guest";
-        auto r = docker("run --rm --network none --runtime " + rt + " -u 1000:1001 -v " + dir + ":/v -v " + dir +
-                        "/sub:/r:ro busybox:husk sh -c '" + script + "'");
-        std::string host;
-        struct stat st {};
-        if (::stat((dir + "/from-guest").c_str(), &st) == 0)
-            host = std::to_string(st.st_uid) + ":" + std::to_string(st.st_gid) + " " +
-                   sh("cat " + dir + "/from-guest").out;
-        host += fs::is_directory(dir + "/moved") ? "moved dir\n" : "no moved dir\n";
-        host += fs::exists(dir + "/sub/from-host") ? "host file kept\n" : "host file removed\n";
-        fs::remove_all(dir);
-        return std::to_string(r.exit_status) + "\n" + r.out + r.err + "-- host:\n" + host;
+        return volumes_seen(rt, [&](const std::string& options, const std::string& script) {
+            return docker("run --rm --network none --runtime " + rt + " " + options + " busybox:husk sh -c '" +
+                          script + "'");
+        });
     };
     std::string husk = seen("husk"), runc = seen("runc");
     EXPECT_EQ(husk, runc) << newest_vmm_log_tail(s_engines->vmm_logs());
 
-    // A named volume outlives its container; 64 MiB go through it whole.
     docker("volume rm -f husk-data");
-    auto w = docker(run() +
-                    "--rm -v husk-data:/data busybox:husk sh -c 'dd if=/dev/urandom of=/data/blob bs=1M count=64 "
-                    "2>/dev/null && md5sum /data/blob | cut -d\" \" -f1'");
+    auto w = docker(run() + "--rm -v husk-data:/data busybox:husk sh -c '" + kBigWrite + "'");
     ASSERT_EQ(w.exit_status, 0) << w.err << newest_vmm_log_tail(s_engines->vmm_logs());
-    auto r = docker(run() + "--rm -v husk-data:/data:ro busybox:husk sh -c 'md5sum /data/blob | cut -d\" \" -f1'");
+    auto r = docker(run() + "--rm -v husk-data:/data:ro busybox:husk sh -c '" + kBigRead + "'");
     EXPECT_EQ(r.exit_status, 0) << r.err;
     EXPECT_EQ(r.out, w.out);
     std::string where = docker("volume inspect -f '{{.Mountpoint}}' husk-data").out;
     if (!where.empty() && where.back() == '\n') where.pop_back();
+    std::error_code ec;
+    EXPECT_EQ(fs::file_size(where + "/blob", ec), 200u << 20) << ec.message();
     EXPECT_EQ(sh("md5sum " + where + "/blob | cut -d' ' -f1").out, w.out);
     EXPECT_EQ(docker("volume rm husk-data").exit_status, 0);
 }
@@ -480,6 +490,19 @@ TEST_F(Docker, TheRootfsIsSharedSoDiffAndCpSeeWrites) {
         // Waited for through the engine's view, as the test reads it (a `docker exec` into a running runc
         // container hung in the rig until the container ended).
         wait_until([&] { return docker("diff " + name).out.find("A /ready") != std::string::npos; }, 60);
+        // Under HUSK_JAIL=1 (tests/run's jailed rig), the VM serving that rootfs is jailed.
+        if (rt == "husk" && env("HUSK_JAIL") == "1") {
+            std::istringstream lines(sh("readlink /proc/self/ns/mnt; for p in $(pgrep -x husk-vmm); do "
+                                        "readlink /proc/$p/ns/mnt; done").out);
+            std::string ours, theirs;
+            std::getline(lines, ours);
+            int vmms = 0;
+            while (std::getline(lines, theirs)) {
+                ++vmms;
+                EXPECT_NE(theirs, ours) << "a husk-vmm shares the host's mount namespace: not jailed";
+            }
+            EXPECT_GE(vmms, 1) << "no husk-vmm running";
+        }
         std::string out = timed("diff " + name + " | sort").out;
         out += timed("cp " + name + ":/made - | tar -xO").out;
         out += timed("export " + name + " | tar -t | grep -E '^(made|var/data/f|bin/ls)$' | sort").out;
@@ -685,6 +708,30 @@ TEST_F(Podman, ContainersBehaveAsUnderRunc) {
                           c.input);
         },
         s_engines->vmm_logs());
+}
+
+// The volume cases under Podman: bound host directories both ways and
+// `:ro`, and a named volume.
+TEST_F(Podman, VolumesAreSharedBothWaysAsUnderRunc) {
+    auto runtime = [&](const std::string& rt) { return rt == "runc" ? rt : env("HUSK_RUNTIME"); };
+    auto seen = [&](const std::string& rt) {
+        return volumes_seen(rt, [&](const std::string& options, const std::string& script) {
+            return podman("--runtime " + runtime(rt) + " run --rm --network none " + options +
+                          " localhost/busybox:husk sh -c " + single_quoted(script));
+        });
+    };
+    std::string husk = seen("husk"), runc = seen("runc");
+    EXPECT_EQ(husk, runc) << newest_vmm_log_tail(s_engines->vmm_logs());
+
+    podman("volume rm -f husk-data");
+    auto w = podman("--runtime " + runtime("husk") + " run --rm --network none -v husk-data:/data "
+                    "localhost/busybox:husk sh -c " + single_quoted(kBigWrite));
+    ASSERT_EQ(w.exit_status, 0) << w.err << newest_vmm_log_tail(s_engines->vmm_logs());
+    auto r = podman("--runtime " + runtime("husk") + " run --rm --network none -v husk-data:/data:ro "
+                    "localhost/busybox:husk sh -c " + single_quoted(kBigRead));
+    EXPECT_EQ(r.exit_status, 0) << r.err;
+    EXPECT_EQ(r.out, w.out);
+    EXPECT_EQ(podman("volume rm husk-data").exit_status, 0);
 }
 
 // Podman's default network (its bridge over CNI): Podman makes the namespace
