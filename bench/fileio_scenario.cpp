@@ -21,10 +21,10 @@ namespace {
 std::string script(const std::string& dir) {
     return "t() { read u _ </proc/uptime; echo $u; }; "
            "a=$(t); dd if=/dev/zero of=" +
-           dir + "/big bs=1M count=200 conv=fsync 2>/dev/null || exit 3; b=$(t); " +
-           "dd if=" + dir + "/big of=/dev/null bs=1M 2>/dev/null || exit 4; c=$(t); " +
-           "mkdir " + dir + "/m && cd " + dir + "/m && seq 10000 | xargs touch && ls -l | wc -l >/dev/null && cd / && " +
-           "rm -rf " + dir + "/m || exit 5; d=$(t); rm -f " + dir + "/big; echo $a $b $c $d";
+           dir + "/big bs=1M count=200 conv=fsync 2>/dev/null || exit 3; b=$(t); " + "dd if=" + dir +
+           "/big of=/dev/null bs=1M 2>/dev/null || exit 4; c=$(t); " + "mkdir " + dir + "/m && cd " + dir +
+           "/m && seq 10000 | xargs touch && ls -l | wc -l >/dev/null && cd / && " + "rm -rf " + dir +
+           "/m || exit 5; d=$(t); rm -f " + dir + "/big; echo $a $b $c $d";
 }
 
 }  // namespace
@@ -56,8 +56,8 @@ json fileio_scenario(int runs, const std::string& runtime_path) {
     std::map<std::string, int> failed;
     for (int i = 0; i < runs; ++i) {
         for (const auto& side : sides) {
-            auto r = husk::test::shell(engines.docker + " run --rm --network none --runtime " + side.runtime +
-                                           " -v " + volume + ":/data busybox:husk sh -c " +
+            auto r = husk::test::shell(engines.docker + " run --rm --network none --runtime " + side.runtime + " -v " +
+                                           volume + ":/data busybox:husk sh -c " +
                                            husk::test::single_quoted(script(side.where)),
                                        "", 900);
             double t[4];

@@ -336,7 +336,8 @@ int scenario(const std::string& name, int runs, const std::string& out_path, con
         return result.contains("error") || result.value("failures", 0) ? 1 : 0;
     } else {
         std::cerr << "husk-bench: unknown scenario `" << name
-                  << "` (tiny, boot, blk-device, blk-iops, agent, container-start, network, file-io, restore, reset, density)\n";
+                  << "` (tiny, boot, blk-device, blk-iops, agent, container-start, network, file-io, restore, reset, "
+                     "density)\n";
         return 2;
     }
     result["commands"] = {{"husk", husk_cmd}, {"qemu", qemu_cmd}};

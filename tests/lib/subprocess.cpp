@@ -99,7 +99,8 @@ std::string threads_of(pid_t pid) {
         for (const auto& task : std::filesystem::directory_iterator(proc.path() / "task", ec)) {
             std::string comm = read(task.path() / "comm"), wchan = read(task.path() / "wchan");
             if (!comm.empty() && comm.back() == '\n') comm.pop_back();
-            text += "  " + task.path().filename().string() + " " + comm + ": " + wchan + "\n" + read(task.path() / "stack");
+            text +=
+                "  " + task.path().filename().string() + " " + comm + ": " + wchan + "\n" + read(task.path() / "stack");
         }
     }
     return text;

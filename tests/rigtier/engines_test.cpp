@@ -446,8 +446,8 @@ const std::string kBigRead = "md5sum /data/blob | cut -d\" \" -f1";
 TEST_F(Docker, VolumesAreSharedBothWaysAsUnderRunc) {
     auto seen = [&](const std::string& rt) {
         return volumes_seen(rt, [&](const std::string& options, const std::string& script) {
-            return docker("run --rm --network none --runtime " + rt + " " + options + " busybox:husk sh -c '" +
-                          script + "'");
+            return docker("run --rm --network none --runtime " + rt + " " + options + " busybox:husk sh -c '" + script +
+                          "'");
         });
     };
     std::string husk = seen("husk"), runc = seen("runc");
@@ -493,7 +493,8 @@ TEST_F(Docker, TheRootfsIsSharedSoDiffAndCpSeeWrites) {
         // Under HUSK_JAIL=1 (tests/run's jailed rig), the VM serving that rootfs is jailed.
         if (rt == "husk" && env("HUSK_JAIL") == "1") {
             std::istringstream lines(sh("readlink /proc/self/ns/mnt; for p in $(pgrep -x husk-vmm); do "
-                                        "readlink /proc/$p/ns/mnt; done").out);
+                                        "readlink /proc/$p/ns/mnt; done")
+                                         .out);
             std::string ours, theirs;
             std::getline(lines, ours);
             int vmms = 0;
@@ -724,11 +725,15 @@ TEST_F(Podman, VolumesAreSharedBothWaysAsUnderRunc) {
     EXPECT_EQ(husk, runc) << newest_vmm_log_tail(s_engines->vmm_logs());
 
     podman("volume rm -f husk-data");
-    auto w = podman("--runtime " + runtime("husk") + " run --rm --network none -v husk-data:/data "
-                    "localhost/busybox:husk sh -c " + single_quoted(kBigWrite));
+    auto w = podman("--runtime " + runtime("husk") +
+                    " run --rm --network none -v husk-data:/data "
+                    "localhost/busybox:husk sh -c " +
+                    single_quoted(kBigWrite));
     ASSERT_EQ(w.exit_status, 0) << w.err << newest_vmm_log_tail(s_engines->vmm_logs());
-    auto r = podman("--runtime " + runtime("husk") + " run --rm --network none -v husk-data:/data:ro "
-                    "localhost/busybox:husk sh -c " + single_quoted(kBigRead));
+    auto r = podman("--runtime " + runtime("husk") +
+                    " run --rm --network none -v husk-data:/data:ro "
+                    "localhost/busybox:husk sh -c " +
+                    single_quoted(kBigRead));
     EXPECT_EQ(r.exit_status, 0) << r.err;
     EXPECT_EQ(r.out, w.out);
     EXPECT_EQ(podman("volume rm husk-data").exit_status, 0);

@@ -79,8 +79,7 @@ void Fs::serve(Queue& queue) {
         for (const auto& b : chain.buffers()) {
             if (b.device_writable || at == in_len) continue;
             size_t take = std::min<size_t>(b.len, in_len - at);
-            if (auto r = mem.read(b.addr, in.subspan(at, take)); r.is_error())
-                return m_ctx.fail(r.error());
+            if (auto r = mem.read(b.addr, in.subspan(at, take)); r.is_error()) return m_ctx.fail(r.error());
             at += take;
         }
         std::span<uint8_t> out(m_out.get(), std::min<uint64_t>(chain.writable_bytes(), kMaxMessage));
