@@ -4,7 +4,8 @@
 // or in the read-only share, is an escape and aborts.
 //
 // Input: one byte of options (bit 0: the harness sends a well-formed INIT
-// first; bit 1: a cap of 8 fds per share instead of 64), then records of
+// first; bit 1: a cap of 8 fds per share instead of 64; bit 2: READ and WRITE
+// get their data in separate buffers, as the device passes them), then records of
 //   u16 in_len, u16 out (bit 15: keep the request's own fuse_in_header.len,
 //   else it is set to in_len; bits 0-14: the reply buffer's size), in_len bytes.
 // Every input gets a fresh tree and a fresh server, so a crash reproduces.
@@ -12,12 +13,14 @@
 #include <fcntl.h>
 #include <linux/fuse.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -170,6 +173,32 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             }
         }
         out.assign(out_field & 0x7fff, 0xa5);
+        fuse_in_header head{};
+        if (in.size() >= sizeof head) std::memcpy(&head, in.data(), sizeof head);
+        constexpr size_t kWriteHead = sizeof(fuse_in_header) + sizeof(fuse_write_in);
+        if ((options & 4) && head.opcode == FUSE_WRITE && in.size() > kWriteHead) {
+            // The data in two pieces beside the request, as the device splits a WRITE.
+            size_t bytes = in.size() - kWriteHead, half = bytes / 2;
+            iovec pieces[] = {{in.data() + kWriteHead, half}, {in.data() + kWriteHead + half, bytes - half}};
+            size_t n = server->handle(std::span(in).first(kWriteHead), out, DataBuffers{pieces, bytes});
+            if (n > out.size()) std::abort();
+            continue;
+        }
+        if ((options & 4) && head.opcode == FUSE_READ && out.size() > sizeof(fuse_out_header)) {
+            // The out-header alone in `out`, the data in two pieces after it.
+            std::vector<uint8_t> room(out.size() - sizeof(fuse_out_header));
+            size_t half = room.size() / 2;
+            iovec pieces[] = {{room.data(), half}, {room.data() + half, room.size() - half}};
+            size_t n =
+                server->handle(in, std::span(out).first(sizeof(fuse_out_header)), DataBuffers{pieces, room.size()});
+            if (n > out.size()) std::abort();
+            if (n) {
+                fuse_out_header h{};
+                std::memcpy(&h, out.data(), sizeof h);
+                if (h.len != n || h.error > 0 || (h.error && n != sizeof h)) std::abort();
+            }
+            continue;
+        }
         size_t n = server->handle(in, out);
         if (n > out.size()) std::abort();
         if (n) {

@@ -111,7 +111,8 @@ void add_unix_sockets(Rules& rules) {
 }
 
 // virtio-fs's FUSE server (devices/virtio/fs/fuse_server.cpp), on the event
-// loop: file system calls relative to the fds it holds on the shared trees.
+// loop: file system calls relative to the fds it holds on the shared trees
+// (preadv and pwritev move READ and WRITE data straight to and from guest memory).
 // Its confinement is its own (openat2 RESOLVE_BENEATH, no device nodes); the
 // filter keeps everything else (exec, sockets other than AF_UNIX, mounts) out.
 void add_file_sharing(Rules& rules) {
@@ -122,7 +123,7 @@ void add_file_sharing(Rules& rules) {
          SCMP_SYS(fchown),    SCMP_SYS(fchmodat),   SCMP_SYS(fchmod),     SCMP_SYS(utimensat),    SCMP_SYS(ftruncate),
          SCMP_SYS(fallocate), SCMP_SYS(fsync),      SCMP_SYS(fdatasync),  SCMP_SYS(getdents64),   SCMP_SYS(lseek),
          SCMP_SYS(fgetxattr), SCMP_SYS(fsetxattr),  SCMP_SYS(flistxattr), SCMP_SYS(fremovexattr), SCMP_SYS(fcntl),
-         SCMP_SYS(pread64),   SCMP_SYS(pwrite64)});
+         SCMP_SYS(pread64),   SCMP_SYS(pwrite64),   SCMP_SYS(preadv),     SCMP_SYS(pwritev)});
 }
 
 Rules rules_for(Thread kind, pid_t pid) {

@@ -1,6 +1,11 @@
 #include "vmm/devices/virtio/fs/fs.h"
 
+#include <linux/fuse.h>
+#include <sys/uio.h>
+
+#include <climits>
 #include <cstring>
+#include <vector>
 
 #include "vmm/io/event_loop.h"
 
@@ -61,30 +66,95 @@ void Fs::queue_notify(size_t index) {
     serve(m_queues[index]);
 }
 
+namespace {
+
+// The chain's device-readable (or, with `writable`, device-writable) bytes
+// from `skip` on, at most `limit`, as host iovecs. Writable ones come through
+// writable_slice, which records them as written for a reset.
+std::vector<iovec> guest_iov(const GuestMemory& mem, const DescriptorChain& chain, bool writable, uint64_t skip,
+                             uint64_t limit) {
+    std::vector<iovec> out;
+    for (const auto& b : chain.buffers()) {
+        if (b.device_writable != writable) continue;
+        uint64_t addr = b.addr, len = b.len;
+        uint64_t s = std::min(skip, len);
+        addr += s;
+        len -= s;
+        skip -= s;
+        len = std::min(len, limit);
+        if (len == 0) continue;
+        limit -= len;
+        // Checked when the chain was popped: these cannot fail.
+        uint8_t* base = writable ? mem.writable_slice(addr, len).value().data()
+                                 : const_cast<uint8_t*>(mem.slice(addr, len).value().data());
+        out.push_back({base, size_t(len)});
+    }
+    return out;
+}
+
+size_t total(const std::vector<iovec>& iov) {
+    size_t n = 0;
+    for (const auto& v : iov) n += v.iov_len;
+    return n;
+}
+
+}  // namespace
+
 void Fs::serve(Queue& queue) {
     const GuestMemory& mem = *m_ctx.memory;
+    constexpr size_t kWriteHead = sizeof(fuse_in_header) + sizeof(fuse_write_in);
     bool used = false;
     for (;;) {
         auto next = queue.pop(mem);
         if (next.is_error()) return m_ctx.fail(next.error());
         if (!next.value()) break;
         const DescriptorChain& chain = *next.value();
-        // The request: every device-readable byte, in order (§5.11.6: the FUSE
-        // in-header and arguments, then a WRITE's data).
+        // The request (§5.11.6): the device-readable bytes are the FUSE
+        // in-header and arguments, then a WRITE's data; the device-writable
+        // ones take the out-header, then the reply's arguments or a READ's
+        // data. A READ's and a WRITE's data stay in the guest's buffers: the
+        // host kernel moves them (fs::DataBuffers).
         // A request over the limit is cut there: its length field then
         // disagrees with what arrived, and the server answers EINVAL.
-        uint64_t in_len = std::min<uint64_t>(chain.readable_bytes(), kMaxMessage);
+        uint64_t readable = std::min<uint64_t>(chain.readable_bytes(), kMaxMessage);
+        uint64_t writable = std::min<uint64_t>(chain.writable_bytes(), kMaxMessage);
+        fuse_in_header header{};
+        uint32_t opcode = 0;
+        if (readable >= sizeof header) {
+            auto head = guest_iov(mem, chain, false, 0, sizeof header);
+            size_t at = 0;
+            for (const auto& v : head) {
+                std::memcpy(reinterpret_cast<uint8_t*>(&header) + at, v.iov_base, v.iov_len);
+                at += v.iov_len;
+            }
+            opcode = header.opcode;
+        }
+        std::vector<iovec> data;
+        uint64_t in_len = readable, out_len = writable;
+        if (opcode == FUSE_WRITE && readable > kWriteHead) {
+            data = guest_iov(mem, chain, false, kWriteHead, readable - kWriteHead);
+            in_len = kWriteHead;
+        } else if (opcode == FUSE_READ && writable > sizeof(fuse_out_header)) {
+            data = guest_iov(mem, chain, true, sizeof(fuse_out_header), writable - sizeof(fuse_out_header));
+            out_len = sizeof(fuse_out_header);
+        }
+        if (data.size() > IOV_MAX) {  // more buffers than one call takes: copied instead
+            data.clear();
+            in_len = readable;
+            out_len = writable;
+        }
         std::span<uint8_t> in(m_in.get(), in_len);
         size_t at = 0;
-        for (const auto& b : chain.buffers()) {
-            if (b.device_writable || at == in_len) continue;
-            size_t take = std::min<size_t>(b.len, in_len - at);
-            if (auto r = mem.read(b.addr, in.subspan(at, take)); r.is_error()) return m_ctx.fail(r.error());
-            at += take;
+        for (const auto& v : guest_iov(mem, chain, false, 0, in_len)) {
+            std::memcpy(in.data() + at, v.iov_base, v.iov_len);
+            at += v.iov_len;
         }
-        std::span<uint8_t> out(m_out.get(), std::min<uint64_t>(chain.writable_bytes(), kMaxMessage));
-        size_t reply = m_server->handle(in, out);
-        uint32_t written = reply ? write_to_chain(mem, chain, out.first(reply)) : 0;
+        std::span<uint8_t> out(m_out.get(), out_len);
+        fs::DataBuffers buffers{data, total(data)};
+        size_t reply = m_server->handle(in, out, buffers);
+        // With a READ's data in place, only the out-header is in `out`; the rest is already in the guest.
+        uint32_t written = reply ? write_to_chain(mem, chain, out.first(std::min<size_t>(reply, out.size()))) : 0;
+        if (reply > out.size()) written = uint32_t(reply);
         if (auto r = queue.add_used(mem, chain.head(), written); r.is_error()) return m_ctx.fail(r.error());
         ++m_requests;
         used = true;

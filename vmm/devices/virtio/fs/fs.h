@@ -1,6 +1,8 @@
 // virtio-fs (virtio 1.2 §5.11): host directories shared with the guest. The
 // FUSE requests on the queues are served by a FuseServer (fuse_server.h), on
-// the event loop thread. One device per VM, tag "husk": its root directory
+// the event loop thread. A READ's or WRITE's data never pass through the
+// device's own buffers: preadv and pwritev move them between the host file
+// and the guest's buffers. One device per VM, tag "husk": its root directory
 // holds each share under its name; the guest mounts the tag once and binds
 // each share where it is needed. The device exists with or without shares,
 // so a template made with it serves the shares its restores are given.

@@ -103,6 +103,7 @@ inline bool writable(int flags) {
 struct FuseServer::Request {
     fuse_in_header header;
     std::span<const uint8_t> args;
+    const DataBuffers* data = nullptr;  // a READ's or WRITE's data in guest buffers (handle()'s `data`), or none
 
     template <typename T>
     Result<T> take() {
@@ -169,12 +170,15 @@ public:
     }
     uint8_t* tail() { return m_out.data() + sizeof(fuse_out_header) + m_size; }
     void advance(size_t n) { m_size += std::min(n, room()); }
+    // Bytes of the reply put straight into the request's DataBuffers, after what is in `out`.
+    void add_outside(size_t n) { m_outside += n; }
+    size_t outside() const { return m_outside; }
     size_t size() const { return m_size; }
     bool overflow() const { return m_overflow; }
 
 private:
     std::span<uint8_t> m_out;
-    size_t m_size = 0;
+    size_t m_size = 0, m_outside = 0;
     bool m_overflow = false;
 };
 

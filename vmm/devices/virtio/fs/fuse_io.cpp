@@ -61,11 +61,38 @@ Result<void> FuseServer::do_open(Request& req, Reply& reply) {
     return {};
 }
 
+namespace {
+
+// The first `bytes` of `iov` (the last buffer cut short).
+std::vector<iovec> first_bytes(std::span<const iovec> iov, size_t bytes) {
+    std::vector<iovec> out;
+    for (const iovec& v : iov) {
+        if (bytes == 0) break;
+        size_t take = std::min(v.iov_len, bytes);
+        out.push_back({v.iov_base, take});
+        bytes -= take;
+    }
+    return out;
+}
+
+}  // namespace
+
 Result<void> FuseServer::do_read(Request& req, Reply& reply) {
     auto in = TRY(req.take<fuse_read_in>());
     Handle* h = TRY(find_handle(in.fh));
     if (h->directory) return fail(EBADF, "read of a directory handle");
     if (in.offset > uint64_t(INT64_MAX)) return fail(EINVAL, "read offset");
+    if (req.data) {
+        // Straight into the guest's buffers.
+        auto iov = first_bytes(req.data->iov, std::min<size_t>({in.size, m_limits.max_write, req.data->bytes}));
+        ssize_t n;
+        do {
+            n = ::preadv(h->fd.get(), iov.data(), int(iov.size()), off_t(in.offset));
+        } while (n < 0 && errno == EINTR);
+        if (n < 0) return sys_fail("preadv");
+        reply.add_outside(size_t(n));
+        return {};
+    }
     size_t size = std::min<size_t>({in.size, m_limits.max_write, reply.room()});
     ssize_t n;
     do {
@@ -78,8 +105,11 @@ Result<void> FuseServer::do_read(Request& req, Reply& reply) {
 
 Result<void> FuseServer::do_write(Request& req, Reply& reply) {
     auto in = TRY(req.take<fuse_write_in>());
-    // guest-controlled size: exactly the data that follows, and no more than max_write.
-    if (in.size != req.args.size() || in.size > m_limits.max_write) return fail(EINVAL, "write size");
+    // guest-controlled size: exactly the data that follows (in the request, or in guest buffers), and no more
+    // than max_write.
+    size_t data_bytes = req.data ? req.data->bytes : req.args.size();
+    if ((req.data && !req.args.empty()) || in.size != data_bytes || in.size > m_limits.max_write)
+        return fail(EINVAL, "write size");
     TRY(reply.need(sizeof(fuse_write_out)));
     Handle* h = TRY(find_handle(in.fh));
     if (h->directory) return fail(EBADF, "write to a directory handle");
@@ -88,7 +118,8 @@ Result<void> FuseServer::do_write(Request& req, Reply& reply) {
     if (in.offset > uint64_t(INT64_MAX)) return fail(EINVAL, "write offset");
     ssize_t n;
     do {
-        n = ::pwrite(h->fd.get(), req.args.data(), in.size, off_t(in.offset));
+        n = req.data ? ::pwritev(h->fd.get(), req.data->iov.data(), int(req.data->iov.size()), off_t(in.offset))
+                     : ::pwrite(h->fd.get(), req.args.data(), in.size, off_t(in.offset));
     } while (n < 0 && errno == EINTR);
     if (n < 0) return sys_fail("pwrite");
     fuse_write_out out{};

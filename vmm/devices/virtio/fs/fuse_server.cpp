@@ -107,7 +107,7 @@ size_t FuseServer::open_fds(size_t share_index) const {
     return share_index < m_shares.size() ? m_shares[share_index].fds : 0;
 }
 
-size_t FuseServer::handle(std::span<const uint8_t> in, std::span<uint8_t> out) {
+size_t FuseServer::handle(std::span<const uint8_t> in, std::span<uint8_t> out, const DataBuffers& data) {
     auto reply_error = [&](uint64_t unique, int code) -> size_t {
         if (out.size() < sizeof(fuse_out_header)) return 0;
         fuse_out_header h{uint32_t(sizeof h), -code, unique};
@@ -118,7 +118,13 @@ size_t FuseServer::handle(std::span<const uint8_t> in, std::span<uint8_t> out) {
     if (in.size() < sizeof req.header) return reply_error(0, EINVAL);
     std::memcpy(&req.header, in.data(), sizeof req.header);
     req.args = in.subspan(sizeof req.header);
-    bool well_formed = req.header.len == in.size();
+    // Data outside `in` belong to a READ (where its reply goes) or a WRITE (counted in len).
+    bool with_data = data.bytes > 0;
+    if (with_data) req.data = &data;
+    bool well_formed = !with_data                        ? req.header.len == in.size()
+                       : req.header.opcode == FUSE_WRITE ? uint64_t(req.header.len) == uint64_t(in.size()) + data.bytes
+                       : req.header.opcode == FUSE_READ  ? req.header.len == in.size()
+                                                         : false;
 
     // Requests without a reply (the driver does not wait for one).
     switch (req.header.opcode) {
@@ -147,7 +153,7 @@ size_t FuseServer::handle(std::span<const uint8_t> in, std::span<uint8_t> out) {
         return reply_error(req.header.unique, code > 0 && code < 4096 ? code : EIO);
     }
     if (reply.overflow()) return reply_error(req.header.unique, EINVAL);
-    fuse_out_header h{uint32_t(sizeof h + reply.size()), 0, req.header.unique};
+    fuse_out_header h{uint32_t(sizeof h + reply.size() + reply.outside()), 0, req.header.unique};
     std::memcpy(out.data(), &h, sizeof h);
     return h.len;
 }

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <sys/types.h>
+#include <sys/uio.h>
 #include <time.h>
 
 #include <cstddef>
@@ -41,6 +42,15 @@ struct ShareOptions {
     bool read_only = false;
 };
 
+// A READ's destination or a WRITE's source left in guest memory: the host
+// kernel reads into or writes from these buffers directly (preadv, pwritev),
+// with no copy through `in` or `out`. guest-controlled: where they point is the
+// caller's to check (they are the guest's own buffers).
+struct DataBuffers {
+    std::span<const struct iovec> iov;
+    size_t bytes = 0;  // their total length
+};
+
 struct ServerLimits {
     uint32_t max_fds_per_share = 4096;  // inode O_PATH fds + open handles, per share
     uint32_t max_write = 1u << 20;      // negotiated max_write / max read size
@@ -63,7 +73,11 @@ public:
     // takes no reply (FORGET, BATCH_FORGET, INTERRUPT, NOTIFY_REPLY). A malformed request (shorter than a header,
     // len != in.size(), arguments too short or with trailing bytes, out too small for the reply) gets -EINVAL when
     // out has room for a header, else 0. guest-controlled: every byte of `in`.
-    size_t handle(std::span<const uint8_t> in, std::span<uint8_t> out);
+    //
+    // With `data` (READ and WRITE only; any other opcode given data is malformed): for a WRITE, `in` ends at
+    // fuse_write_in and its data are `data` (fuse_in_header.len counts them); for a READ, the data read go into
+    // `data` and only the reply's fuse_out_header into `out` (its len, and the value returned, count them).
+    size_t handle(std::span<const uint8_t> in, std::span<uint8_t> out, const DataBuffers& data = {});
     // Device reset / unmount: drops every inode and handle (closes their fds); the next request must be INIT.
     void reset();
     // Fds held for share `index`: its inodes' O_PATH fds and its open handles. The share directory's own fd,

@@ -158,6 +158,29 @@ public:
         return a;
     }
 
+    // A request as the device hands over a READ or WRITE: its data in separate
+    // buffers. `len_extra` is added to fuse_in_header.len (a WRITE's data).
+    // The reply's header, and how much handle() said the reply holds.
+    std::pair<fuse_out_header, size_t> call_with_data(uint32_t opcode, const Args& args, uint32_t len_extra,
+                                                      const DataBuffers& data, size_t out_size = kOutSize) {
+        std::vector<uint8_t> in(sizeof(fuse_in_header));
+        auto payload = args.bytes();
+        in.insert(in.end(), payload.begin(), payload.end());
+        fuse_in_header h{};
+        h.len = uint32_t(in.size()) + len_extra;
+        h.opcode = opcode;
+        h.unique = ++m_unique;
+        h.uid = uid;
+        h.gid = gid;
+        std::memcpy(in.data(), &h, sizeof h);
+        std::vector<uint8_t> out(out_size);
+        size_t n = m_server.handle(in, out, data);
+        fuse_out_header oh{};
+        if (n >= sizeof oh) std::memcpy(&oh, out.data(), sizeof oh);
+        EXPECT_EQ(oh.unique, n ? h.unique : 0);
+        return {oh, n};
+    }
+
     Answer init(uint32_t minor = FUSE_KERNEL_MINOR_VERSION, uint32_t flags = 0xffffffffu) {
         fuse_init_in in{};
         in.major = FUSE_KERNEL_VERSION;
@@ -545,6 +568,57 @@ TEST_F(FuseServerTest, CreateWriteReadRelease) {
     // OPEN of a directory node is refused; OPENDIR of a file too.
     EXPECT_EQ(g().open(data, O_RDONLY).error, EACCES);
     EXPECT_EQ(g().opendir(entry.nodeid).error, ENOTDIR);
+}
+
+// READ and WRITE as the device passes them: the data stay in guest buffers
+// (three pieces here), moved by preadv/pwritev, never copied through the
+// request or the reply.
+TEST_F(FuseServerTest, ReadAndWriteUseTheGuestsBuffersDirectly) {
+    auto a = g().create(data, "f");
+    ASSERT_EQ(a.error, 0);
+    uint64_t fh = a.as<fuse_open_out>(sizeof(fuse_entry_out)).fh;
+
+    char p1[] = "hello", p2[] = ", ", p3[] = "world";
+    iovec pieces[] = {{p1, 5}, {p2, 2}, {p3, 5}};
+    fuse_write_in w{};
+    w.fh = fh;
+    w.size = 12;
+    auto [wh, wn] = g().call_with_data(FUSE_WRITE, Args().add(w), 12, DataBuffers{pieces, 12});
+    ASSERT_EQ(wh.error, 0);
+    EXPECT_EQ(wn, sizeof(fuse_out_header) + sizeof(fuse_write_out));
+    EXPECT_EQ(read_host_file(tmp / "data/f"), "hello, world");
+
+    char b1[3] = {}, b2[4] = {}, b3[100] = {};
+    iovec into[] = {{b1, sizeof b1}, {b2, sizeof b2}, {b3, sizeof b3}};
+    fuse_read_in r{};
+    r.fh = fh;
+    r.offset = 1;
+    r.size = 9;  // fewer than the buffers hold: the rest stays untouched
+    auto [rh, rn] = g().call_with_data(FUSE_READ, Args().add(r), 0, DataBuffers{into, 107});
+    ASSERT_EQ(rh.error, 0);
+    EXPECT_EQ(rn, sizeof(fuse_out_header) + 9) << "the reply counts the data in the guest's buffers";
+    EXPECT_EQ(rh.len, rn);
+    EXPECT_EQ(std::string(b1, 3) + std::string(b2, 4) + std::string(b3, 2), "ello, wor");
+    EXPECT_EQ(b3[2], 0);
+    r.offset = 10;  // past the end: short
+    auto [eh, en] = g().call_with_data(FUSE_READ, Args().add(r), 0, DataBuffers{into, 107});
+    EXPECT_EQ(en, sizeof(fuse_out_header) + 2);
+
+    // A WRITE whose size disagrees with its data, data beside the arguments,
+    // and data given to any other opcode are malformed.
+    w.size = 11;
+    EXPECT_EQ(g().call_with_data(FUSE_WRITE, Args().add(w), 12, DataBuffers{pieces, 12}).first.error, -EINVAL);
+    w.size = 12;
+    EXPECT_EQ(g().call_with_data(FUSE_WRITE, Args().add(w), 11, DataBuffers{pieces, 12}).first.error, -EINVAL)
+        << "len must count the data";
+    EXPECT_EQ(g().call_with_data(FUSE_WRITE, Args().add(w).raw("x"), 12, DataBuffers{pieces, 12}).first.error, -EINVAL);
+    EXPECT_EQ(g().call_with_data(FUSE_GETATTR, Args().add(fuse_getattr_in{}), 0, DataBuffers{into, 107}).first.error,
+              -EINVAL);
+    // Read-only shares and handles still refuse.
+    uint64_t rdonly = g().fh(a.as<fuse_entry_out>().nodeid, O_RDONLY);
+    w.fh = rdonly;
+    EXPECT_EQ(g().call_with_data(FUSE_WRITE, Args().add(w), 12, DataBuffers{pieces, 12}).first.error, -EBADF);
+    EXPECT_EQ(read_host_file(tmp / "data/f"), "hello, world");
 }
 
 TEST_F(FuseServerTest, FallocateLseekAndWriteLimits) {
