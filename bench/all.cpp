@@ -169,7 +169,8 @@ int run_all(int runs, const std::string& results_dir, const std::string& kernel_
             // rig tests run them: a VM whose vCPU thread moves between the rig's CPUs is lost now and then
             // (tests/rig/signatures, svm-triple-fault).
             argv.insert(argv.begin(), {rig, "--env", "HUSK_KERNEL", "--env", "HUSK_VMLINUX", "--env", "HUSK_SOURCE_DIR",
-                                       "--env", "HUSK_BENCH_DEBIAN_TAR", "--env", "HUSK_ENGINE_CPU=1", "--"});
+                                       "--env", "HUSK_BENCH_DEBIAN_TAR", "--env", "HUSK_ENGINE_CPU=1", "--env",
+                                       "HUSK_BENCH_FILEIO_MIB", "--env", "HUSK_BENCH_FILEIO_FILES", "--"});
         }
         fmt::print(stderr, "\n=== husk-bench all: {} ({}, {} runs) ===\n", s.name, where, n);
         int status = 0;

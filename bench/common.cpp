@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <ctime>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <regex>
@@ -86,6 +87,18 @@ void write_result(const json& result, const std::string& out_path) {
         std::ofstream(out_path) << text;
         fmt::print(stderr, "wrote {}\n", out_path);
     }
+}
+
+bool start_docker_with_busybox(husk::test::Engines& engines, const std::string& dir, const std::string& runtime,
+                               json& out) {
+    engines.dir = dir;
+    std::filesystem::remove_all(dir);
+    if (engines.start_docker(std::filesystem::absolute(runtime).string()) &&
+        engines.import_busybox_docker(env_or("HUSK_SOURCE_DIR", ".")))
+        return true;
+    out["error"] = engines.error;
+    out["failures"] = 1;
+    return false;
 }
 
 }  // namespace husk::bench

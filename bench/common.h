@@ -24,6 +24,11 @@ json machine();
 long status_kib(pid_t pid, const std::string& field);
 json memory_of(const std::vector<std::string>& argv, const std::string& marker);
 void write_result(const json& result, const std::string& out_path);
+// A private dockerd in `dir` with `runtime` (made absolute: the engine runs it
+// from its own directories) registered as "husk" and busybox imported. False,
+// with the error in out["error"] and out["failures"] = 1, when it did not start.
+bool start_docker_with_busybox(husk::test::Engines& engines, const std::string& dir, const std::string& runtime,
+                               json& out);
 
 // Scenario "agent" (agent_scenario.cpp).
 json agent_scenario(int runs, const std::string& kernel, const std::string& vmm);

@@ -47,16 +47,9 @@ long long http_get(int port, const std::string& path) {
 
 json network_scenario(int runs, const std::string& runtime_path) {
     namespace fs = std::filesystem;
-    const std::string runtime = fs::absolute(runtime_path).string();
     json out;
     husk::test::Engines engines;
-    engines.dir = "/tmp/husk-bench-network";
-    fs::remove_all(engines.dir);
-    if (!engines.start_docker(runtime) || !engines.import_busybox_docker(env_or("HUSK_SOURCE_DIR", "."))) {
-        out["error"] = engines.error;
-        out["failures"] = 1;
-        return out;
-    }
+    if (!start_docker_with_busybox(engines, "/tmp/husk-bench-network", runtime_path, out)) return out;
     const std::string docker = engines.docker;
     struct Side {
         std::string runtime;
