@@ -420,7 +420,8 @@ std::string volumes_seen(const std::string& rt,
     std::string script =
         "cat /v/sub/from-host; echo guest >/v/from-guest; mkdir /v/made; ln -s from-guest /v/link; "
         "mv /v/made /v/moved; ls /v; readlink /v/link; rm /v/sub/from-host; ls /v/sub | wc -l; "
-        "touch /r/x 2>&1 | sed s/^.*x/touch-x/; stat -c \"%u %g %a\" /v/from-guest";
+        "touch /r/x 2>&1 | sed s/^.*x/touch-x/; stat -c \"%u %g %a\" /v/from-guest; "
+        "mkdir /v/many && cd /v/many && seq 600 | xargs touch && cd / && rm -rf /v/many && echo removed 600 files";
     auto r = run("-u 1000:1001 -v " + dir + ":/v -v " + dir + "/sub:/r:ro", script);
     std::string host;
     struct stat st {};

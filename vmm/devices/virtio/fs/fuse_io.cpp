@@ -295,14 +295,41 @@ Result<void> FuseServer::do_readdir(Request& req, Reply& reply, bool plus) {
     size_t budget = std::min<size_t>({in.size, m_limits.max_write, reply.room()});
     if (!h->fd) return readdir_root(in.offset, budget, reply, plus);
 
-    // Offsets are the host's d_off cookies: every READDIR seeks to the one it is given.
+    // Offsets are the host's d_off cookies. A READDIR that goes on from where the last one stopped reads on from
+    // the fd's position; any other seeks to the cookie it is given. The fd never reads past what the reply takes:
+    // giving entries back would need a seek, and on tmpfs before Linux 6.6 and in overlayfs a seek counts entries
+    // from the start, so after the guest removed the ones it was given (`rm -rf` between READDIRs) it would skip
+    // as many.
     if (in.offset > uint64_t(INT64_MAX)) return fail(EINVAL, "readdir offset");
-    if (::lseek(h->fd.get(), off_t(in.offset), SEEK_SET) < 0) return sys_fail("lseek directory");
+    if (in.offset != h->resume) {
+        h->resume = ~uint64_t(0);  // unknown until the seek succeeds
+        if (::lseek(h->fd.get(), off_t(in.offset), SEEK_SET) < 0) return sys_fail("lseek directory");
+        h->resume = in.offset;
+    }
     constexpr size_t kNameAt = offsetof(struct dirent64, d_name);
+    // A linux_dirent64 record is at least 24 bytes, and the reply's record for the same name at most 8 bytes
+    // (READDIRPLUS: 140) longer: reading room * 24 / (24 + that) bytes of records fills at most `room`.
+    constexpr size_t kMinRecord = 24, kMaxGrowth = 8, kMaxGrowthPlus = 140;
+    constexpr size_t kLargestRecord = 280;  // a 255-byte name
     size_t used = 0;
+    uint64_t last = in.offset;  // the d_off of the last entry put in the reply
+    // Only a reply too small for the largest record reads more than fits; what it cannot take goes back
+    // by a seek, while the directory is still as getdents64 saw it.
+    auto stop_early = [&]() -> Result<void> {
+        h->resume = ~uint64_t(0);
+        if (::lseek(h->fd.get(), off_t(last), SEEK_SET) < 0) return sys_fail("lseek directory");
+        h->resume = last;
+        return {};
+    };
     for (;;) {
-        ssize_t n = ::getdents64(h->fd.get(), m_dirents.data(), m_dirents.size());
+        size_t room = budget - used;
+        size_t want = room * kMinRecord / (kMinRecord + (plus ? kMaxGrowthPlus : kMaxGrowth));
+        if (used == 0) want = std::max(want, kLargestRecord);
+        want = std::min(want, m_dirents.size());
+        if (want < kMinRecord) break;
+        ssize_t n = ::getdents64(h->fd.get(), m_dirents.data(), want);
         if (n < 0) {
+            // EINVAL: the next record is larger than `want` (nothing was read); the next READDIR gets it.
             if (used) break;
             return sys_fail("getdents64");
         }
@@ -321,7 +348,7 @@ Result<void> FuseServer::do_readdir(Request& req, Reply& reply, bool plus) {
             const char* name_at = reinterpret_cast<const char*>(d + kNameAt);
             std::string_view name(name_at, strnlen(name_at, reclen - kNameAt));
             size_t size = record_size(name.size(), plus);
-            if (used + size > budget) return {};
+            if (used + size > budget) return stop_early();
             if (plus && name != "." && name != "..") {
                 auto looked_up = lookup_child(h->share, h->fd.get(), name, readdirplus_fd_limit());
                 put_dirent(reply, plus, &looked_up, d_ino, d_off, d_type, name);
@@ -329,9 +356,11 @@ Result<void> FuseServer::do_readdir(Request& req, Reply& reply, bool plus) {
                 put_dirent(reply, plus, nullptr, d_ino, d_off, d_type, name);
             }
             used += size;
+            last = d_off;
             pos += reclen;
         }
     }
+    h->resume = last;
     return {};
 }
 

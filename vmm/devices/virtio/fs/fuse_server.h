@@ -109,6 +109,11 @@ private:
         uint32_t share = kNoShare;
         bool directory = false;
         bool writable = false;
+        // A directory's fd stands right after the entry whose d_off this is: a READDIR from there reads on
+        // without seeking. (A seek by cookie counts entries from the start on tmpfs before Linux 6.6 and in
+        // overlayfs: after the guest removed the entries it was given, as `rm -rf` does between READDIRs, it
+        // would skip as many.)
+        uint64_t resume = 0;
     };
     struct Request;
     class Reply;
