@@ -185,7 +185,7 @@ void Agent::close_connection(uint64_t id) {
     m_poller.unwatch(it->second->fd.get());
     m_connections.erase(it);
     // The container's owner hung up after its process exited: nobody will ask for a shutdown.
-    if (m_options.power_off && m_init_pid > 0) {
+    if (powers_off() && m_init_pid > 0) {
         auto p = m_processes.find(std::string(kInitId));
         if (p != m_processes.end() && p->second->reported && p->second->owner == id) begin_shutdown();
     }
@@ -393,8 +393,16 @@ Result<void> Agent::setup_container(const ContainerSpec& spec) {
 
 Result<uint32_t> Agent::create_process(Connection& c, const ProcessSpec& spec) {
     if (!m_container) return Error::from_string("the container is not set up yet");
-    if (m_processes.count(spec.exec_id)) return Error::from_string("process `" + spec.exec_id + "` exists", EEXIST);
     bool is_init = spec.exec_id == kInitId;
+    // Serverless: a new `init` follows one that has exited and been reported;
+    // the old one's processes, all ended with it, are forgotten.
+    if (is_init && m_container->serverless && m_init_pid > 0) {
+        Process& old = *m_processes.at(std::string(kInitId));
+        if (!old.reported) return Error::from_string("the previous `init` has not been reported yet", EBUSY);
+        std::erase_if(m_processes, [](const auto& entry) { return entry.second->exited && entry.second->reported; });
+        if (m_processes.count(std::string(kInitId)) == 0) m_init_pid = 0;
+    }
+    if (m_processes.count(spec.exec_id)) return Error::from_string("process `" + spec.exec_id + "` exists", EEXIST);
     if (!is_init && m_init_pid <= 0) return Error::from_string("the container's process must be created first");
     if (!is_init && m_processes.at(std::string(kInitId))->exited)
         return Error::from_string("the container's process has exited", ESRCH);
@@ -508,7 +516,11 @@ void Agent::maybe_report_exit(Process& p) {
             send(*it->second, MessageType::Ok, id, Writer().i32(p.status).take());
     p.waiters.clear();
     if (p.pumps[0]) p.pumps[0].reset();
-    if (m_options.power_off && p.exec_id == kInitId && !m_connections.count(p.owner)) begin_shutdown();
+    if (powers_off() && p.exec_id == kInitId && !m_connections.count(p.owner)) begin_shutdown();
+}
+
+bool Agent::powers_off() const {
+    return m_options.power_off && !(m_container && m_container->serverless);
 }
 
 void Agent::begin_shutdown() {

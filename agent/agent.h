@@ -57,6 +57,8 @@ private:
     void flush(Connection& c);
     void on_signal();
     void maybe_report_exit(Process& p);
+    // Powers off once the container's process is gone (never in a serverless container).
+    bool powers_off() const;
     void begin_shutdown();
 
     Poller m_poller;

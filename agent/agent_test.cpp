@@ -277,6 +277,47 @@ TEST_F(AgentTest, ExecRunsBesideTheFirstProcess) {
     EXPECT_EQ(m_client->wait("init").value(), 128 + SIGTERM);
 }
 
+TEST_F(AgentTest, AContainerRunsOneInitOnly) {
+    EXPECT_EQ(run(spec("init", {"true"})).status, 0);
+    auto again = m_client->create_process(spec("init", {"true"}));
+    ASSERT_FALSE(again);
+    EXPECT_NE(again.error().message().find("process `init` exists"), std::string::npos) << again.error().message();
+}
+
+// `husk serve`: one `init` per invocation, each after the last was reported;
+// the agent stays up when the host's connection closes between them.
+class ServerlessAgentTest : public AgentTest {
+protected:
+    ContainerSpec container() const override {
+        ContainerSpec c = AgentTest::container();
+        c.serverless = true;
+        return c;
+    }
+};
+
+TEST_F(ServerlessAgentTest, InitFollowsInitAndTheAgentOutlivesItsHost) {
+    EXPECT_EQ(run(spec("init", {"sh", "-c", "echo one"})).out, "one\n");
+    // A new connection, as after a reset: the agent is still there.
+    m_client.reset();
+    auto client =
+        AgentClient::connect({m_socket, false, kPort}, std::chrono::steady_clock::now() + std::chrono::seconds(10));
+    ASSERT_TRUE(client) << client.error().message();
+    m_client = client.release_value();
+    auto second = run(spec("init", {"sh", "-c", "echo two; exit 3"}));
+    EXPECT_EQ(second.out, "two\n");
+    EXPECT_EQ(second.status, 3);
+    // One still running is not replaced.
+    ProcessSpec busy = spec("init", {"sleep", "100"});
+    busy.attach = 0;
+    ASSERT_TRUE(m_client->create_process(busy));
+    ASSERT_TRUE(m_client->start("init"));
+    auto third = m_client->create_process(spec("init", {"true"}));
+    ASSERT_FALSE(third);
+    ASSERT_TRUE(m_client->signal("init", SIGKILL));
+    EXPECT_EQ(m_client->wait("init").value(), 137);
+    EXPECT_EQ(run(spec("init", {"echo", "four"})).out, "four\n");
+}
+
 TEST_F(AgentTest, ErrorsAreClear) {
     auto bad_cwd = spec("init", {"true"});
     bad_cwd.cwd = "/bin/busybox";

@@ -181,6 +181,9 @@ Result<uint32_t> AgentClient::create_process(const ProcessSpec& spec) {
     Reader r(payload);
     uint32_t pid = r.u32();
     TRY(r.finish("CreateProcess reply"));
+    // A new process under an id used before (a serverless container's next `init`): its exit is yet to come.
+    std::unique_lock lock(m_lock);
+    m_exits.erase(spec.exec_id);
     return pid;
 }
 

@@ -78,6 +78,7 @@ constexpr uint8_t kHasCapabilities = 1 << 4;
 constexpr uint8_t kKnownFlags = 0x1f;
 constexpr uint8_t kHasSeccomp = 1 << 0;
 constexpr uint8_t kHasPidsLimit = 1 << 1;
+constexpr uint8_t kServerless = 1 << 2;
 }  // namespace
 
 std::string encode(const ProcessSpec& s) {
@@ -154,7 +155,8 @@ std::string encode(const ContainerSpec& s) {
     w.strings(s.masked_paths).strings(s.readonly_paths);
     w.u32(s.namespaces).u32(uint32_t(s.sysctls.size()));
     for (const auto& sysctl : s.sysctls) w.str(sysctl.name).str(sysctl.value);
-    w.u8(uint8_t((s.seccomp ? kHasSeccomp : 0) | (s.pids_limit ? kHasPidsLimit : 0)));
+    w.u8(
+        uint8_t((s.seccomp ? kHasSeccomp : 0) | (s.pids_limit ? kHasPidsLimit : 0) | (s.serverless ? kServerless : 0)));
     if (s.seccomp) {
         const Seccomp& f = *s.seccomp;
         w.u8(uint8_t(f.default_action)).u32(f.default_errno).strings(f.architectures).u32(f.flags);
@@ -261,7 +263,7 @@ Result<ContainerSpec> decode_container_spec(std::string_view payload) {
         s.sysctls.push_back(std::move(sysctl));
     }
     uint8_t extras = r.u8();
-    if (extras & ~(kHasSeccomp | kHasPidsLimit))
+    if (extras & ~(kHasSeccomp | kHasPidsLimit | kServerless))
         return Error::from_string("agent protocol: malformed container spec: unknown flags");
     if (extras & kHasSeccomp) {
         Seccomp f;
@@ -301,6 +303,7 @@ Result<ContainerSpec> decode_container_spec(std::string_view payload) {
         s.seccomp = std::move(f);
     }
     if (extras & kHasPidsLimit) s.pids_limit = r.u64();
+    s.serverless = extras & kServerless;
     TRY(r.finish("container spec"));
     if (s.namespaces & ~kKnownNamespaces)
         return Error::from_string("agent protocol: malformed container spec: unknown namespaces");

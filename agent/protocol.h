@@ -187,6 +187,9 @@ struct ContainerSpec {
     std::optional<Seccomp> seccomp;
     // linux.resources.pids.limit: pids.max of the container's cgroup in the guest (absent: no limit).
     std::optional<uint64_t> pids_limit;
+    // `husk serve`: the container runs one `init` after another (one per
+    // invocation), and the VM outlives each of them (no power-off).
+    bool serverless = false;
     bool operator==(const ContainerSpec&) const = default;
 };
 

@@ -48,6 +48,7 @@ ContainerSpec sample_container() {
                     {{"clone"}, SeccompAction::Allow, 1, {{0, 0x7e020000, 0, SeccompOp::MaskedEqual}}}};
     c.seccomp = filter;
     c.pids_limit = 100;
+    c.serverless = true;
     return c;
 }
 
@@ -75,6 +76,7 @@ TEST(Protocol, ContainerSpecRoundTrips) {
     auto back2 = decode_container_spec(encode(plain));
     ASSERT_TRUE(back2) << back2.error().message();
     EXPECT_FALSE(back2.value().pids_limit);
+    EXPECT_FALSE(back2.value().serverless);
     EXPECT_EQ(back2.value(), plain);
 }
 
