@@ -412,6 +412,7 @@ Result<uint32_t> Agent::create_process(Connection& c, const ProcessSpec& spec) {
     context.join = is_init ? -1 : m_init_pid;
     context.seccomp = m_seccomp ? &*m_seccomp : nullptr;
     context.cgroup = m_cgroup;
+    if (is_init && m_first_mounts) context.mounts = m_first_mounts.get();
     auto p = std::make_unique<Process>();
     p->exec_id = spec.exec_id;
     p->owner = c.id;
@@ -419,6 +420,12 @@ Result<uint32_t> Agent::create_process(Connection& c, const ProcessSpec& spec) {
     // With a terminal, stdin and stdout both go through the pty; there is no stderr.
     p->attach = spec.terminal ? uint8_t(spec.attach & (kAttachStdin | kAttachStdout)) : spec.attach;
     if (is_init) m_init_pid = p->io.pid;
+    // The first init of a serverless container has built its mounts (spawn returns once the process is set up).
+    if (is_init && m_container->serverless && !m_first_mounts) {
+        std::string path = "/proc/" + std::to_string(p->io.pid) + "/ns/mnt";
+        m_first_mounts = UniqueFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+        if (!m_first_mounts) std::fprintf(stderr, "husk-agent: open %s: %s\n", path.c_str(), std::strerror(errno));
+    }
     uint32_t pid = uint32_t(p->io.pid);
     m_processes[spec.exec_id] = std::move(p);
     return pid;

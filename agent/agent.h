@@ -70,6 +70,7 @@ private:
     std::map<std::string, std::unique_ptr<Process>> m_processes;
     std::optional<ContainerSpec> m_container;
     std::optional<SeccompProgram> m_seccomp;  // the container's filter, compiled once
+    UniqueFd m_first_mounts;                  // serverless: the first init's mount namespace, which later ones copy
     std::string m_cgroup;                     // the container's cgroup in the guest; empty in test mode
     pid_t m_init_pid = -1;
     bool m_network_configured = false;  // ConfigureNetwork gave the NICs the container's interfaces

@@ -291,9 +291,22 @@ protected:
     ContainerSpec container() const override {
         ContainerSpec c = AgentTest::container();
         c.serverless = true;
+        c.namespaces = kNamespacePid;
+        c.mounts.push_back({"/tmp", "tmpfs", "tmpfs", {"mode=1777"}});
+        c.masked_paths = {"/proc/kcore"};
         return c;
     }
 };
+
+// What the first init (the startup command) left in the container's mounts is
+// there for the next; each has its own PID namespace and a /proc that shows it.
+TEST_F(ServerlessAgentTest, LaterInitsFindTheFirstOnesMountsAndAProcOfTheirOwn) {
+    EXPECT_EQ(run(spec("init", {"sh", "-c", "echo warm > /tmp/w; sleep 100 & echo $$"})).out, "1\n");
+    auto r =
+        run(spec("init", {"sh", "-c", "cat /tmp/w; echo $$; echo /proc/[0-9]*; [ -s /proc/kcore ] || echo masked"}));
+    EXPECT_EQ(r.out, "warm\n1\n/proc/1\nmasked\n") << r.err;
+    EXPECT_EQ(r.status, 0);
+}
 
 TEST_F(ServerlessAgentTest, InitFollowsInitAndTheAgentOutlivesItsHost) {
     EXPECT_EQ(run(spec("init", {"sh", "-c", "echo one"})).out, "one\n");

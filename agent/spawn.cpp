@@ -186,6 +186,10 @@ Result<void> enter_namespaces(const SpawnContext& context) {
         int flags = 0;
         for (const auto& kind : kNamespaceKinds)
             if (kind.bit == 0 || (c.namespaces & kind.bit)) flags |= kind.clone_flag;
+        if (context.mounts >= 0) {
+            // A copy of the held mount namespace: this init's own mounts do not reach it.
+            TRY(check(::setns(context.mounts, CLONE_NEWNS), "join the container's first mount namespace"));
+        }
         TRY(check(::unshare(flags), "unshare the container's namespaces"));
         if ((c.namespaces & kNamespaceUts) && !c.hostname.empty())
             TRY(check(::sethostname(c.hostname.data(), c.hostname.size()), "set the hostname"));
@@ -220,9 +224,42 @@ Result<void> write_sysctls(const ContainerSpec& c) {
     return {};
 }
 
+// The masked and read-only paths of the container, under `under` ("/" for all).
+Result<void> protect_paths(const ContainerSpec& c, const std::string& under) {
+    for (const auto& path : c.masked_paths) {
+        if (under != "/" && path != under && !path.starts_with(under + "/")) continue;
+        struct stat st {};
+        if (::stat(path.c_str(), &st) < 0) continue;
+        int rc = S_ISDIR(st.st_mode) ? ::mount("tmpfs", path.c_str(), "tmpfs", MS_RDONLY, nullptr)
+                                     : ::mount("/dev/null", path.c_str(), nullptr, MS_BIND, nullptr);
+        if (rc < 0 && errno != ENOENT) return Error::from_errno(errno, "mask `" + path + "`");
+    }
+    for (const auto& path : c.readonly_paths) {
+        if (under != "/" && path != under && !path.starts_with(under + "/")) continue;
+        if (::mount(path.c_str(), path.c_str(), nullptr, MS_BIND | MS_REC, nullptr) < 0) {
+            if (errno == ENOENT) continue;
+            return Error::from_errno(errno, "bind `" + path + "` read-only");
+        }
+        TRY(check(::mount(nullptr, path.c_str(), nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC, nullptr),
+                  "remount `" + path + "` read-only"));
+    }
+    return {};
+}
+
 Result<void> enter_root(const ProcessSpec&, const SpawnContext& context) {
     if (context.join > 0) return check(::chdir("/"), "chdir /");  // enter_namespaces joined its mounts
     const ContainerSpec& c = *context.container;
+    if (context.mounts >= 0) {
+        // The first init's root, copied: only /proc belongs to that init's PID namespace, gone with it.
+        TRY(check(::chdir("/"), "chdir /"));
+        for (const auto& m : c.mounts) {
+            if (m.type != "proc") continue;
+            TRY(check(::umount2(m.destination.c_str(), MNT_DETACH), "unmount the first init's /proc"));
+            TRY(do_mount("", m));
+            TRY(protect_paths(c, m.destination));
+        }
+        return {};
+    }
     TRY(check(::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr), "make / private"));
     // pivot_root wants a mount point; a bind of the rootfs onto itself is one whatever it was.
     TRY(check(::mount(context.rootfs.c_str(), context.rootfs.c_str(), nullptr, MS_BIND | MS_REC, nullptr),
@@ -237,22 +274,7 @@ Result<void> enter_root(const ProcessSpec&, const SpawnContext& context) {
     TRY(check(int(::syscall(SYS_pivot_root, ".", ".")), "pivot_root"));
     TRY(check(::umount2(".", MNT_DETACH), "detach the old root"));
     TRY(check(::chdir("/"), "chdir /"));
-    for (const auto& path : c.masked_paths) {
-        struct stat st {};
-        if (::stat(path.c_str(), &st) < 0) continue;
-        int rc = S_ISDIR(st.st_mode) ? ::mount("tmpfs", path.c_str(), "tmpfs", MS_RDONLY, nullptr)
-                                     : ::mount("/dev/null", path.c_str(), nullptr, MS_BIND, nullptr);
-        if (rc < 0 && errno != ENOENT) return Error::from_errno(errno, "mask `" + path + "`");
-    }
-    for (const auto& path : c.readonly_paths) {
-        if (::mount(path.c_str(), path.c_str(), nullptr, MS_BIND | MS_REC, nullptr) < 0) {
-            if (errno == ENOENT) continue;
-            return Error::from_errno(errno, "bind `" + path + "` read-only");
-        }
-        TRY(check(::mount(nullptr, path.c_str(), nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC, nullptr),
-                  "remount `" + path + "` read-only"));
-    }
-    return {};
+    return protect_paths(c, "/");
 }
 
 // The bounding set first (it needs CAP_SETPCAP, which root still has).

@@ -33,6 +33,11 @@ struct SpawnContext {
     const ContainerSpec* container = nullptr;
     // For processes after the first: the container's init, whose namespaces they join.
     pid_t join = -1;
+    // A serverless container's later `init`: the mount namespace its first
+    // `init` built (held by the agent), copied instead of built again, so what
+    // the startup command left in the container's mounts is there; /proc is
+    // mounted afresh for the new PID namespace.
+    int mounts = -1;
     // The container's seccomp filter, compiled once; each process loads it.
     const SeccompProgram* seccomp = nullptr;
     // The container's cgroup in the guest, which every process joins; empty: none.

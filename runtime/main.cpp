@@ -49,6 +49,8 @@ constexpr const char* kUsage =
     "  install   [--docker] [--containerd] [--podman] [--dry-run] [--path HUSK]: register husk as the\n"
     "            `husk` runtime with each engine found here, or those named; --dry-run shows the new files\n"
     "  uninstall [--docker] [--containerd] [--podman] [--dry-run]: remove what install added\n"
+    "  serve     [--socket PATH] [--state DIR]: warm pools of VMs behind an HTTP API, reset after every\n"
+    "            invocation (husk serve --help)\n"
     "\n"
     "Global options:\n"
     "  --root DIR          state directories (default /run/husk)\n"
@@ -145,7 +147,7 @@ int main(int argc, char** argv) {
         {"kill", cmd_kill},           {"delete", cmd_delete}, {"exec", cmd_exec},     {"ps", cmd_ps},
         {"list", cmd_list},           {"pause", cmd_pause},   {"resume", cmd_resume}, {"update", cmd_update},
         {"features", cmd_features},   {"spec", cmd_spec},     {"doctor", cmd_doctor}, {"install", cmd_install},
-        {"uninstall", cmd_uninstall},
+        {"uninstall", cmd_uninstall}, {"serve", cmd_serve},
     };
     if (command == "help") {
         std::printf("%s", kUsage);
@@ -157,7 +159,7 @@ int main(int argc, char** argv) {
         return 1;
     }
     for (const auto& a : rest)
-        if (a == "--help" || a == "-h") {
+        if ((a == "--help" || a == "-h") && command != "serve") {
             std::printf("%s", kUsage);
             return 0;
         }

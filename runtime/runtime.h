@@ -39,6 +39,8 @@ Result<int> cmd_spec(const GlobalOptions& g, const Args& args);
 // Register husk with Docker, containerd and Podman, and undo it (cmd_install.cpp).
 Result<int> cmd_install(const GlobalOptions& g, const Args& args);
 Result<int> cmd_uninstall(const GlobalOptions& g, const Args& args);
+// Warm pools of VMs behind an HTTP API (runtime/serve/).
+Result<int> cmd_serve(const GlobalOptions& g, const Args& args);
 
 // A signal by number ("9") or name ("KILL", "SIGKILL").
 Result<int> parse_signal(const std::string& text);

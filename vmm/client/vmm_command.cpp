@@ -69,6 +69,7 @@ Result<std::string> VmmCommand::vm_toml() const {
     for (const auto& d : drives) {
         table = "drive";
         text += fmt::format("\n[[drive]]\npath = {}\n", TRY(toml_string(d)));
+        if (drives_read_only) text += "read_only = true\n";
     }
     if (fs) {
         in("fs");

@@ -23,6 +23,7 @@ struct VmmCommand {
     std::string restore;
 
     std::vector<std::string> drives;  // disk images, in order
+    bool drives_read_only = false;    // the guest cannot write to them
     // virtio-fs (tag husk): the device, and the host directories it serves under their names.
     struct Share {
         std::string name, path;

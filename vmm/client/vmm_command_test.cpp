@@ -37,6 +37,9 @@ TEST(VmmCommand, ABootNamesKernelSizesAndDevices) {
     EXPECT_EQ(v.vcpus, 2u);
     ASSERT_EQ(v.drives.size(), 2u);
     EXPECT_EQ(v.drives[1].path, "/e");
+    EXPECT_FALSE(v.drives[1].read_only);
+    c.drives_read_only = true;
+    EXPECT_TRUE(parsed(c).drives[0].read_only);
     EXPECT_EQ(v.vsock_socket, "/v");
     EXPECT_EQ(v.console_output.kind, ConsoleOutput::Kind::None);
     EXPECT_EQ(v.snapshot_on_ready, "/s");

@@ -1,0 +1,134 @@
+// husk serve without VMs: the HTTP parsing and formatting, the API's checks
+// and routing, and the metrics text (runtime/serve/). Pools with VMs are the
+// rig's (tests/rigtier/serve_test.cpp).
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "runtime/serve/service.h"
+
+namespace husk::runtime::serve {
+namespace {
+
+using Json = nlohmann::json;
+
+TEST(ServeHttp, ARequestIsParsedWhole) {
+    auto r = parse_request("POST /pools/fn/invoke HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n{}");
+    ASSERT_TRUE(r) << r.error().message();
+    EXPECT_EQ(r.value().method, "POST");
+    EXPECT_EQ(r.value().target, "/pools/fn/invoke");
+    EXPECT_EQ(r.value().body, "{}");
+    EXPECT_TRUE(r.value().keep_alive);
+    auto chunked =
+        parse_request("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n");
+    ASSERT_TRUE(chunked) << chunked.error().message();
+    EXPECT_EQ(chunked.value().body, "{}");
+    auto close = parse_request("GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n");
+    ASSERT_TRUE(close);
+    EXPECT_FALSE(close.value().keep_alive);
+}
+
+TEST(ServeHttp, MalformedIncompleteAndOversizedRequestsAreRefused) {
+    EXPECT_FALSE(parse_request("GARBAGE\r\n\r\n"));
+    EXPECT_FALSE(parse_request("POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n{}"));
+    EXPECT_FALSE(parse_request("GET / HTTP/1.1\r\nX: " + std::string(kMaxHeaderBytes, 'a') + "\r\n\r\n"));
+    EXPECT_FALSE(parse_request("POST / HTTP/1.1\r\nContent-Length: " + std::to_string(kMaxBodyBytes + 1) + "\r\n\r\n"));
+}
+
+TEST(ServeHttp, AResponseCarriesItsLengthAndType) {
+    std::string r = format_response({404, "{\"error\":\"x\"}\n"}, false);
+    EXPECT_EQ(r.rfind("HTTP/1.1 404 Not Found\r\n", 0), 0u) << r;
+    EXPECT_NE(r.find("Content-Length: 14\r\n"), std::string::npos) << r;
+    EXPECT_NE(r.find("Content-Type: application/json\r\n"), std::string::npos) << r;
+    EXPECT_NE(r.find("Connection: close\r\n"), std::string::npos) << r;
+}
+
+TEST(ServeApi, APoolConfigIsCheckedWhole) {
+    auto ok = parse_pool_config({{"name", "fn-1"}, {"bundle", "/b"}, {"size", 2}, {"env", {"A=1"}}});
+    ASSERT_TRUE(ok) << ok.error().message();
+    EXPECT_EQ(ok.value().size, 2u);
+    EXPECT_EQ(ok.value().queue, 16u);
+    EXPECT_EQ(ok.value().timeout_ms, 30000u);
+    auto refused = [](const Json& body, const std::string& why) {
+        auto r = parse_pool_config(body);
+        ASSERT_FALSE(r) << body.dump();
+        EXPECT_EQ(r.error().code(), EINVAL);
+        EXPECT_NE(r.error().message().find(why), std::string::npos) << r.error().message();
+    };
+    refused(Json::array(), "JSON object");
+    refused({{"bundle", "/b"}}, "`name`");
+    refused({{"name", "../x"}, {"bundle", "/b"}}, "`name` must be");
+    refused({{"name", "x"}, {"bundle", "relative"}}, "absolute path");
+    refused({{"name", "x"}, {"bundle", "/b"}, {"size", 0}}, "`size` must be a whole number from 1 to 64");
+    refused({{"name", "x"}, {"bundle", "/b"}, {"size", -1}}, "`size`");
+    refused({{"name", "x"}, {"bundle", "/b"}, {"memory_mib", 1.5}}, "`memory_mib`");
+    refused({{"name", "x"}, {"bundle", "/b"}, {"env", {"NOEQUALS"}}}, "NAME=VALUE");
+    refused({{"name", "x"}, {"bundle", "/b"}, {"startup", "true"}}, "array of strings");
+    refused({{"name", "x"}, {"bundle", "/b"}, {"sise", 2}}, "unknown field `sise`");
+}
+
+TEST(ServeApi, AnInvocationIsCheckedWhole) {
+    auto ok = parse_invoke_request({{"args", {"echo", "hi"}}, {"stdin", "x"}, {"timeout_ms", 5}});
+    ASSERT_TRUE(ok) << ok.error().message();
+    EXPECT_EQ(ok.value().args.size(), 2u);
+    EXPECT_EQ(*ok.value().timeout_ms, 5u);
+    EXPECT_FALSE(parse_invoke_request({{"args", {1, 2}}}));
+    EXPECT_FALSE(parse_invoke_request({{"stdin", 5}}));
+    EXPECT_FALSE(parse_invoke_request({{"timeout_ms", 0}}));
+    EXPECT_FALSE(parse_invoke_request({{"what", 0}}));
+}
+
+class ServeRouting : public ::testing::Test {
+protected:
+    Service m_service{"/nonexistent",
+                      [this](const PoolConfig& c, const std::string& dir) -> Result<std::shared_ptr<Pool>> {
+                          m_made = c.name + " in " + dir;
+                          return Error::from_string("no VMs in unit tests", ENOSYS);
+                      }};
+    std::string m_made;
+    HttpResponse call(const std::string& method, const std::string& target, const std::string& body = "") {
+        return m_service.handle({method, target, body, true});
+    }
+};
+
+TEST_F(ServeRouting, EachMistakeGetsItsStatusAndAnError) {
+    auto check = [&](const HttpResponse& r, int status) {
+        EXPECT_EQ(r.status, status) << r.body;
+        if (status >= 400) {
+            EXPECT_TRUE(Json::parse(r.body).contains("error")) << r.body;
+        }
+    };
+    check(call("GET", "/pools"), 200);
+    EXPECT_EQ(Json::parse(call("GET", "/pools").body), (Json{{"pools", Json::array()}}));
+    check(call("GET", "/nothing"), 404);
+    check(call("GET", "/pools/fn"), 404);
+    check(call("POST", "/pools/fn/invoke", "{}"), 404);
+    check(call("POST", "/pools/fn/invoke", "{bad"), 400);
+    check(call("PUT", "/pools"), 405);
+    check(call("GET", "/pools/fn/invoke"), 405);
+    check(call("POST", "/pools", "{\"name\":\"fn\"}"), 400);
+    check(call("POST", "/pools", "{\"name\":\"fn\",\"bundle\":\"/b\"}"), 500);
+    EXPECT_EQ(m_made, "fn in /nonexistent/fn");
+    check(call("GET", "/health"), 200);
+}
+
+TEST_F(ServeRouting, MetricsAreInPrometheusTextFormat) {
+    call("GET", "/nothing");
+    auto r = call("GET", "/metrics");
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.content_type, "text/plain; version=0.0.4");
+    EXPECT_NE(r.body.find("# TYPE husk_serve_requests_total counter\nhusk_serve_requests_total 1\n"), std::string::npos)
+        << r.body;
+    EXPECT_NE(r.body.find("# TYPE husk_serve_vms gauge\n"), std::string::npos) << r.body;
+}
+
+TEST(ServeApi, ErrorCodesMapToStatuses) {
+    EXPECT_EQ(status_for(Error::from_string("x", EAGAIN)), 429);
+    EXPECT_EQ(status_for(Error::from_string("x", ETIMEDOUT)), 504);
+    EXPECT_EQ(status_for(Error::from_string("x", EMSGSIZE)), 502);
+    EXPECT_EQ(status_for(Error::from_string("x", ESHUTDOWN)), 503);
+    EXPECT_EQ(status_for(Error::from_string("x", EEXIST)), 409);
+}
+
+}  // namespace
+}  // namespace husk::runtime::serve

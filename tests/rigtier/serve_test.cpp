@@ -1,0 +1,280 @@
+// Rig tier: `husk serve` end to end. A real daemon on a Unix socket, pools of
+// VMs restored from a snapshot taken after the startup command, invocations
+// from several clients at once, isolation between invocations, failures
+// answered clearly while the pool goes on serving, and a shutdown (or a
+// crash and a restart) that leaves nothing behind.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <thread>
+
+#include "tests/lib/subprocess.h"
+
+namespace husk::test {
+namespace {
+
+namespace fs = std::filesystem;
+using Json = nlohmann::json;
+
+struct Reply {
+    int status = 0;
+    Json body;
+    std::string raw;
+};
+
+// One HTTP/1.1 request over the daemon's socket, the connection closed after it.
+Reply http(const std::string& socket, const std::string& method, const std::string& path, const std::string& body) {
+    Reply r;
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::memcpy(addr.sun_path, socket.data(), std::min(socket.size(), sizeof addr.sun_path - 1));
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) {
+        ::close(fd);
+        r.raw = std::string("connect: ") + std::strerror(errno);
+        return r;
+    }
+    std::string request = method + " " + path + " HTTP/1.1\r\nHost: husk\r\nConnection: close\r\n";
+    if (!body.empty() || method == "POST") request += "Content-Length: " + std::to_string(body.size()) + "\r\n";
+    request += "\r\n" + body;
+    for (size_t sent = 0; sent < request.size();) {
+        ssize_t n = ::send(fd, request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
+        if (n <= 0) break;
+        sent += size_t(n);
+    }
+    char buf[65536];
+    for (;;) {
+        ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        r.raw.append(buf, size_t(n));
+    }
+    ::close(fd);
+    if (r.raw.rfind("HTTP/1.1 ", 0) == 0) r.status = std::atoi(r.raw.c_str() + 9);
+    size_t at = r.raw.find("\r\n\r\n");
+    if (at != std::string::npos) r.body = Json::parse(r.raw.substr(at + 4), nullptr, false);
+    return r;
+}
+
+class Serve : public ::testing::Test {
+protected:
+    void SetUp() override {
+        m_dir = "/tmp/husk-serve-rig";
+        fs::remove_all(m_dir);
+        fs::create_directories(m_dir);
+        m_socket = m_dir + "/serve.sock";
+        m_state = m_dir + "/state";
+        ASSERT_EQ(shell(env_or("HUSK_SOURCE_DIR") + "/tests/guests/rootfs/mkrootfs --dir " + m_dir + "/bundle/rootfs")
+                      .exit_status,
+                  0);
+        write_config(true);
+        start_daemon();
+    }
+    // runc's default: a read-only root; what an invocation writes goes to /tmp, a tmpfs in the guest's memory.
+    void write_config(bool pid_namespace) {
+        Json namespaces = {{{"type", "mount"}}};
+        if (pid_namespace) namespaces.push_back({{"type", "pid"}});
+        Json c = {{"ociVersion", "1.0.2"},
+                  {"root", {{"path", "rootfs"}, {"readonly", true}}},
+                  {"process",
+                   {{"args", {"sh", "-c", "echo default"}},
+                    {"env", {"PATH=/bin:/sbin:/usr/bin", "FROM_BUNDLE=yes"}},
+                    {"cwd", "/"},
+                    {"user", {{"uid", 0}, {"gid", 0}}}}},
+                  {"linux", {{"namespaces", namespaces}}},
+                  {"mounts",
+                   {{{"destination", "/proc"}, {"type", "proc"}, {"source", "proc"}},
+                    {{"destination", "/dev"}, {"type", "tmpfs"}, {"source", "tmpfs"}, {"options", {"mode=755"}}},
+                    {{"destination", "/tmp"}, {"type", "tmpfs"}, {"source", "tmpfs"}, {"options", {"mode=1777"}}}}}};
+        std::ofstream(m_dir + "/bundle/config.json") << c.dump();
+    }
+    void TearDown() override {
+        if (HasFailure()) std::fprintf(stderr, "husk serve's log:\n%s\n", log().c_str());
+        stop_daemon(SIGKILL);
+        // Whatever a failed test left: its VMs go with the state directory's next cleaning.
+        shell("pkill -9 -f '[h]usk-vmm.*" + m_state + "' || true");
+        fs::remove_all(m_dir);
+    }
+
+    void start_daemon() {
+        m_daemon = ::fork();
+        if (m_daemon == 0) {
+            int log = ::open((m_dir + "/serve.log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+            ::dup2(log, 1);
+            ::dup2(log, 2);
+            std::string runtime = env_or("HUSK_RUNTIME");
+            ::execl(runtime.c_str(), "husk", "serve", "--socket", m_socket.c_str(), "--state", m_state.c_str(),
+                    "--drain", "20", nullptr);
+            ::_exit(127);
+        }
+        for (int i = 0; i < 500 && !fs::exists(m_socket); ++i) ::usleep(20000);
+        ASSERT_TRUE(fs::exists(m_socket)) << log();
+    }
+    int stop_daemon(int signal) {
+        if (m_daemon <= 0) return -1;
+        ::kill(m_daemon, signal);
+        int status = 0;
+        ::waitpid(m_daemon, &status, 0);
+        m_daemon = -1;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
+    std::string log() { return shell("tail -c 4000 " + m_dir + "/serve.log").out; }
+    Reply call(const std::string& method, const std::string& path, const Json& body = nullptr) {
+        return http(m_socket, method, path, body.is_null() ? std::string() : body.dump());
+    }
+    Reply make_pool(Json config) {
+        config["bundle"] = m_dir + "/bundle";
+        return call("POST", "/pools", config);
+    }
+    // husk-vmm processes serving from this test's state directory.
+    int vmms() {
+        auto r = shell("pgrep -f '[h]usk-vmm.*" + m_state + "' | wc -l");
+        return std::atoi(r.out.c_str());
+    }
+
+    std::string m_dir, m_socket, m_state;
+    pid_t m_daemon = -1;
+};
+
+// A pool of 2 serving 50 invocations from 4 clients at once: every output is
+// the right one, and nothing one invocation leaves (a file, an environment
+// change, a background process) is there for the next; no two see the same
+// random numbers. The startup command's work (a file in /tmp) is in every VM.
+TEST_F(Serve, APoolOfTwoServesFourClientsInCleanVms) {
+    auto made = make_pool({{"name", "fn"},
+                           {"size", 2},
+                           {"env", {"FROM_POOL=yes"}},
+                           {"startup", {"sh", "-c", "echo warmed > /tmp/warm"}}});
+    ASSERT_EQ(made.status, 201) << made.raw << log();
+    EXPECT_EQ(made.body["vms"]["idle"], 2) << made.raw;
+    const std::string script =
+        "cat /tmp/warm; [ -e /tmp/left ] && echo LEFT; touch /tmp/left; pidof sleep >/dev/null && echo SLEEPER; "
+        "sleep 1000 >/dev/null 2>&1 & "
+        "[ -n \"$EXPORTED\" ] && echo EXPORTED; export EXPORTED=1; "
+        "echo \"n=$N $FROM_BUNDLE $FROM_POOL\"; cat; echo to-stderr >&2; "
+        "echo \"pid=$$\"; head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo; exit $((N % 7))";
+    std::mutex lock;
+    std::set<std::string> randoms, vms;
+    auto client = [&](int first) {
+        for (int n = first; n < 50; n += 4) {
+            auto r = call("POST", "/pools/fn/invoke",
+                          {{"args", {"sh", "-c", script}},
+                           {"env", {"N=" + std::to_string(n)}},
+                           {"stdin", "in-" + std::to_string(n) + "\n"}});
+            std::string want = "warmed\nn=" + std::to_string(n) + " yes yes\nin-" + std::to_string(n) + "\npid=1\n";
+            EXPECT_EQ(r.status, 200) << r.raw;
+            std::string out = r.body.value("stdout", "");
+            EXPECT_EQ(out.substr(0, want.size()), want) << "invocation " << n << ": " << r.raw;
+            EXPECT_EQ(r.body.value("stderr", ""), "to-stderr\n") << r.raw;
+            EXPECT_EQ(r.body.value("exit_status", -1), n % 7) << r.raw;
+            std::lock_guard guard(lock);
+            std::string random = out.size() > want.size() ? out.substr(want.size()) : "";
+            EXPECT_EQ(random.size(), 33u) << out;
+            EXPECT_TRUE(randoms.insert(random).second) << "the same random numbers twice: " << random;
+            vms.insert(std::to_string(r.body.value("vm", -1)));
+        }
+    };
+    std::vector<std::thread> clients;
+    for (int i = 0; i < 4; ++i) clients.emplace_back(client, i);
+    for (auto& t : clients) t.join();
+    EXPECT_EQ(randoms.size(), 50u);
+    EXPECT_EQ(vms, (std::set<std::string>{"0", "1"}));
+    auto status = call("GET", "/pools/fn");
+    EXPECT_EQ(status.body.value("invocations", 0), 50) << status.raw;
+    EXPECT_EQ(status.body.value("resets", 0), 50) << status.raw;
+    EXPECT_EQ(status.body.value("failures", -1), 0) << status.raw;
+    auto metrics = http(m_socket, "GET", "/metrics", "");
+    EXPECT_NE(metrics.raw.find("husk_serve_invocations_total{pool=\"fn\"} 50"), std::string::npos) << metrics.raw;
+    EXPECT_NE(metrics.raw.find("husk_serve_resets_total{pool=\"fn\"} 50"), std::string::npos) << metrics.raw;
+    // The bundle's own args when none are given.
+    auto plain = call("POST", "/pools/fn/invoke", Json::object());
+    EXPECT_EQ(plain.body.value("stdout", ""), "default\n") << plain.raw;
+
+    // A graceful stop: exit 0, and no VM, socket or state left.
+    EXPECT_EQ(stop_daemon(SIGTERM), 0) << log();
+    EXPECT_EQ(vmms(), 0);
+    EXPECT_FALSE(fs::exists(m_socket));
+    EXPECT_FALSE(fs::exists(m_state));
+}
+
+// A timeout, an oversized output and a guest that goes down each get a clear error;
+// the VM is replaced and the pool serves on. Malformed requests get 400.
+TEST_F(Serve, FailuresAreAnsweredAndThePoolServesOn) {
+    // No PID namespace: the invocation that reboots the guest reboots the VM, as a crash would end it.
+    write_config(false);
+    auto made = make_pool({{"name", "f"}, {"size", 1}, {"timeout_ms", 4000}, {"max_output_bytes", 100000}});
+    ASSERT_EQ(made.status, 201) << made.raw << log();
+    auto ok = [&] {
+        auto r = call("POST", "/pools/f/invoke", {{"args", {"echo", "ok"}}});
+        EXPECT_EQ(r.status, 200) << r.raw << log();
+        EXPECT_EQ(r.body.value("stdout", ""), "ok\n") << r.raw;
+    };
+    ok();
+    auto slow = call("POST", "/pools/f/invoke", {{"args", {"sleep", "60"}}});
+    EXPECT_EQ(slow.status, 504) << slow.raw;
+    EXPECT_NE(slow.body.value("error", "").find("did not finish in 4000 ms"), std::string::npos) << slow.raw;
+    ok();
+    auto big = call("POST", "/pools/f/invoke", {{"args", {"head", "-c", "300000", "/dev/zero"}}});
+    EXPECT_EQ(big.status, 502) << big.raw;
+    EXPECT_NE(big.body.value("error", "").find("more than 100000 bytes"), std::string::npos) << big.raw;
+    ok();
+    auto crash = call("POST", "/pools/f/invoke", {{"args", {"sh", "-c", "reboot -f; sleep 10"}}});
+    EXPECT_EQ(crash.status, 502) << crash.raw;
+    EXPECT_NE(crash.body.value("error", "").find("VM"), std::string::npos) << crash.raw;
+    ok();
+    auto missing = call("POST", "/pools/f/invoke", {{"args", {"/no/such/binary"}}});
+    EXPECT_TRUE(missing.status == 400 || (missing.status == 200 && missing.body.value("exit_status", 0) == 127))
+        << missing.raw;
+    ok();
+
+    EXPECT_EQ(http(m_socket, "POST", "/pools/f/invoke", "{not json").status, 400);
+    EXPECT_EQ(call("POST", "/pools/f/invoke", {{"argz", {"x"}}}).status, 400);
+    EXPECT_EQ(call("POST", "/pools/f/invoke", {{"args", "echo"}}).status, 400);
+    EXPECT_EQ(call("POST", "/pools/nope/invoke", Json::object()).status, 404);
+    EXPECT_EQ(call("PUT", "/pools/f").status, 405);
+    EXPECT_EQ(make_pool({{"name", "f"}}).status, 409);
+    EXPECT_EQ(make_pool({{"name", "../x"}}).status, 400);
+    auto nobundle = call("POST", "/pools", {{"name", "nobundle"}, {"bundle", "/nonexistent"}});
+    EXPECT_EQ(nobundle.status, 400) << nobundle.raw;
+    EXPECT_NE(nobundle.body.value("error", "").find("/nonexistent/config.json"), std::string::npos) << nobundle.raw;
+    EXPECT_EQ(http(m_socket, "GARBAGE", "", "").status, 400);
+    ok();
+    auto status = call("GET", "/pools/f");
+    EXPECT_EQ(status.body.value("timeouts", 0), 1) << status.raw;
+    EXPECT_EQ(status.body.value("output_overflows", 0), 1) << status.raw;
+    EXPECT_GE(status.body.value("replaced", 0), 3) << status.raw;
+    EXPECT_EQ(call("DELETE", "/pools/f").status, 200);
+    EXPECT_EQ(vmms(), 0);
+}
+
+// A daemon killed outright leaves its VMs; the next one on the same state
+// directory stops them and starts clean.
+TEST_F(Serve, ARestartAfterACrashLeavesNothingBehind) {
+    ASSERT_EQ(make_pool({{"name", "c"}, {"size", 2}}).status, 201) << log();
+    EXPECT_EQ(vmms(), 2);
+    stop_daemon(SIGKILL);
+    EXPECT_EQ(vmms(), 2) << "VMs outlive a killed daemon";
+    start_daemon();
+    for (int i = 0; i < 100 && vmms() > 0; ++i) ::usleep(50000);
+    EXPECT_EQ(vmms(), 0) << log();
+    EXPECT_EQ(call("GET", "/pools").body, (Json{{"pools", Json::array()}}));
+    ASSERT_EQ(make_pool({{"name", "c"}, {"size", 1}}).status, 201) << log();
+    EXPECT_EQ(call("POST", "/pools/c/invoke", {{"args", {"echo", "again"}}}).body.value("stdout", ""), "again\n");
+    EXPECT_EQ(stop_daemon(SIGTERM), 0);
+    EXPECT_EQ(vmms(), 0);
+    EXPECT_FALSE(fs::exists(m_state));
+}
+
+}  // namespace
+}  // namespace husk::test
