@@ -29,9 +29,9 @@ struct Plan {
 };
 
 const Plan kScenarios[] = {
-    {"tiny", false},   {"blk-device", false}, {"restore", false},        {"reset", false},
-    {"boot", true},    {"blk-iops", true},    {"agent", true},           {"container-start", true},
-    {"network", true}, {"density", true},     {"balloon-reclaim", true}, {"file-io", true},
+    {"tiny", false},           {"blk-device", false}, {"restore", false},        {"reset", false},  {"boot", true},
+    {"blk-iops", true},        {"agent", true},       {"container-start", true}, {"network", true}, {"density", true},
+    {"balloon-reclaim", true}, {"file-io", true},     {"invoke", true},
 };
 
 // Runs argv with stdout on a pipe, copying each chunk to stderr as it comes

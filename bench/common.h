@@ -50,5 +50,7 @@ json container_scenario(int runs, const std::string& runtime);
 json network_scenario(int runs, const std::string& runtime);
 // Scenario "file-io" (fileio_scenario.cpp).
 json fileio_scenario(int runs, const std::string& runtime);
+// Scenario "invoke" (invoke_scenario.cpp): husk serve against a container per invocation.
+json invoke_scenario(int runs, const std::string& runtime);
 
 }  // namespace husk::bench

@@ -330,14 +330,18 @@ int scenario(const std::string& name, int runs, const std::string& out_path, con
         result.update(fileio_scenario(runs, env_or("HUSK_RUNTIME", build + "/runtime/husk")));
         write_result(result, out_path);
         return result.contains("error") || result.value("failures", 0) ? 1 : 0;
+    } else if (name == "invoke") {
+        result.update(invoke_scenario(runs, env_or("HUSK_RUNTIME", build + "/runtime/husk")));
+        write_result(result, out_path);
+        return result.contains("error") || result.value("failures", 0) ? 1 : 0;
     } else if (name == "network") {
         result.update(network_scenario(runs, env_or("HUSK_RUNTIME", build + "/runtime/husk")));
         write_result(result, out_path);
         return result.contains("error") || result.value("failures", 0) ? 1 : 0;
     } else {
         std::cerr << "husk-bench: unknown scenario `" << name
-                  << "` (tiny, boot, blk-device, blk-iops, agent, container-start, network, file-io, restore, reset, "
-                     "density)\n";
+                  << "` (tiny, boot, blk-device, blk-iops, agent, container-start, network, file-io, invoke, restore, "
+                     "reset, density)\n";
         return 2;
     }
     result["commands"] = {{"husk", husk_cmd}, {"qemu", qemu_cmd}};
@@ -436,6 +440,8 @@ int main(int argc, char** argv) {
                "         (private dockerd/containerd; needs HUSK_KERNEL for the runtime; rig)\n"
                "  file-io  in a container: 200 MiB written (fsynced) and read back, 10,000 files made, listed and\n"
                "         removed, in the rootfs and in a -v volume: husk (virtio-fs) vs runc (overlayfs, bind) (rig)\n"
+               "  invoke   a function (busybox echo) per invocation: husk serve (a warm pool, reset after each)\n"
+               "         vs docker run --rm with runc and husk, and husk run booted cold: p50/p99, per second (rig)\n"
                "  all    every scenario above, natively where this host can and through tests/rig/run where it\n"
                "         needs hardware KVM; results into --results, then the report\n"
                "  report  report.html (SVG charts) and summary.md from the newest result of each scenario\n"

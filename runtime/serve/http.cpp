@@ -50,10 +50,9 @@ Result<bool> feed(Parser& parser, std::string& pending) {
         boost::beast::error_code ec;
         size_t used = parser.put(boost::asio::buffer(pending.data(), pending.size()), ec);
         pending.erase(0, used);
-        if (ec == http::error::need_more) {
-            if (used == 0) break;
-            continue;
-        }
+        // Eager: one put() takes all it can. After need_more, Beast wants the
+        // same bytes again only with more behind them (it asserts otherwise).
+        if (ec == http::error::need_more) break;
         if (ec) return Error::from_string("a malformed HTTP request: " + ec.message(), EINVAL);
     }
     return parser.is_done();
@@ -70,6 +69,8 @@ Result<HttpRequest> parse_request(std::string_view bytes) {
     auto parser = new_parser();
     std::string pending(bytes);
     if (!TRY(feed(*parser, pending))) {
+        // Beast asserts that an end of file follows some bytes.
+        if (!parser->got_some()) return Error::from_string("an empty HTTP request", EINVAL);
         boost::beast::error_code ec;
         parser->put_eof(ec);
         if (ec || !parser->is_done()) return Error::from_string("an incomplete HTTP request", EINVAL);

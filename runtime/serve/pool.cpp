@@ -40,9 +40,11 @@ Error bad(const std::string& what) {
 // Checks that `body` has only `known` keys.
 Result<void> only_keys(const Json& body, std::initializer_list<const char*> known, const char* what) {
     if (!body.is_object()) return bad(std::string(what) + ": the body must be a JSON object");
-    for (const auto& [key, value] : body.items())
+    for (const auto& item : body.items()) {
+        const std::string& key = item.key();
         if (std::none_of(known.begin(), known.end(), [&](const char* k) { return key == k; }))
             return bad(std::string(what) + ": unknown field `" + key + "`");
+    }
     return {};
 }
 

@@ -6,12 +6,9 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <future>
@@ -19,6 +16,7 @@
 #include <set>
 #include <thread>
 
+#include "tests/lib/http_client.h"
 #include "tests/lib/subprocess.h"
 
 namespace husk::test {
@@ -33,38 +31,9 @@ struct Reply {
     std::string raw;
 };
 
-// One HTTP/1.1 request over the daemon's socket, the connection closed after it.
 Reply http(const std::string& socket, const std::string& method, const std::string& path, const std::string& body) {
-    Reply r;
-    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::memcpy(addr.sun_path, socket.data(), std::min(socket.size(), sizeof addr.sun_path - 1));
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) {
-        ::close(fd);
-        r.raw = std::string("connect: ") + std::strerror(errno);
-        return r;
-    }
-    std::string request = method + " " + path + " HTTP/1.1\r\nHost: husk\r\nConnection: close\r\n";
-    if (!body.empty() || method == "POST") request += "Content-Length: " + std::to_string(body.size()) + "\r\n";
-    request += "\r\n" + body;
-    for (size_t sent = 0; sent < request.size();) {
-        ssize_t n = ::send(fd, request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
-        if (n <= 0) break;
-        sent += size_t(n);
-    }
-    char buf[65536];
-    for (;;) {
-        ssize_t n = ::recv(fd, buf, sizeof buf, 0);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) break;
-        r.raw.append(buf, size_t(n));
-    }
-    ::close(fd);
-    if (r.raw.rfind("HTTP/1.1 ", 0) == 0) r.status = std::atoi(r.raw.c_str() + 9);
-    size_t at = r.raw.find("\r\n\r\n");
-    if (at != std::string::npos) r.body = Json::parse(r.raw.substr(at + 4), nullptr, false);
-    return r;
+    HttpReply r = http_request(socket, method, path, body);
+    return {r.status, Json::parse(r.body, nullptr, false), r.raw};
 }
 
 class Serve : public ::testing::Test {
@@ -213,7 +182,8 @@ TEST_F(Serve, APoolOfTwoServesFourClientsInCleanVms) {
 TEST_F(Serve, FailuresAreAnsweredAndThePoolServesOn) {
     // No PID namespace: the invocation that reboots the guest reboots the VM, as a crash would end it.
     write_config(false);
-    auto made = make_pool({{"name", "f"}, {"size", 1}, {"timeout_ms", 4000}, {"max_output_bytes", 100000}});
+    auto made =
+        make_pool({{"name", "f"}, {"size", 1}, {"queue", 0}, {"timeout_ms", 4000}, {"max_output_bytes", 100000}});
     ASSERT_EQ(made.status, 201) << made.raw << log();
     auto ok = [&] {
         auto r = call("POST", "/pools/f/invoke", {{"args", {"echo", "ok"}}});
@@ -221,6 +191,15 @@ TEST_F(Serve, FailuresAreAnsweredAndThePoolServesOn) {
         EXPECT_EQ(r.body.value("stdout", ""), "ok\n") << r.raw;
     };
     ok();
+    // Past the queue (none here) a caller is refused at once, not kept waiting.
+    auto busy = std::async(std::launch::async, [&] {
+        return call("POST", "/pools/f/invoke", {{"args", {"sleep", "2"}}});
+    });
+    for (int i = 0; i < 200 && call("GET", "/pools/f").body["vms"].value("busy", 0) == 0; ++i) ::usleep(10000);
+    auto refused = call("POST", "/pools/f/invoke", {{"args", {"true"}}});
+    EXPECT_EQ(refused.status, 429) << refused.raw;
+    EXPECT_NE(refused.body.value("error", "").find("busy"), std::string::npos) << refused.raw;
+    EXPECT_EQ(busy.get().status, 200);
     auto slow = call("POST", "/pools/f/invoke", {{"args", {"sleep", "60"}}});
     EXPECT_EQ(slow.status, 504) << slow.raw;
     EXPECT_NE(slow.body.value("error", "").find("did not finish in 4000 ms"), std::string::npos) << slow.raw;
@@ -253,6 +232,7 @@ TEST_F(Serve, FailuresAreAnsweredAndThePoolServesOn) {
     auto status = call("GET", "/pools/f");
     EXPECT_EQ(status.body.value("timeouts", 0), 1) << status.raw;
     EXPECT_EQ(status.body.value("output_overflows", 0), 1) << status.raw;
+    EXPECT_EQ(status.body.value("refused", 0), 1) << status.raw;
     EXPECT_GE(status.body.value("replaced", 0), 3) << status.raw;
     EXPECT_EQ(call("DELETE", "/pools/f").status, 200);
     EXPECT_EQ(vmms(), 0);
