@@ -393,17 +393,25 @@ Result<InvokeResult> Pool::invoke(const InvokeRequest& request) {
     {
         std::unique_lock lock(m_lock);
         if (m_closing) return Error::from_string("the pool is shutting down", ESHUTDOWN);
+        auto none_left = [&] { return m_idle.empty() && m_stats.busy == 0 && m_stats.starting == 0; };
+        if (none_left())
+            return Error::from_string("pool `" + m_config.name + "` has no VM left: restoring one failed (see the log)",
+                                      ESHUTDOWN);
         if (m_idle.empty()) {
-            if (m_stats.queued >= m_config.queue) {
+            // A VM being restored in place of a lost one counts as one that will be free.
+            if (m_stats.queued >= m_config.queue + m_stats.starting) {
                 m_stats.refused++;
                 return Error::from_string(fmt::format("pool `{}` is busy: {} invocations run and {} wait",
                                                       m_config.name, m_stats.busy, m_stats.queued),
                                           EAGAIN);
             }
             m_stats.queued++;
-            m_changed.wait(lock, [&] { return m_closing || !m_idle.empty(); });
+            m_changed.wait(lock, [&] { return m_closing || !m_idle.empty() || none_left(); });
             m_stats.queued--;
             if (m_closing) return Error::from_string("the pool is shutting down", ESHUTDOWN);
+            if (m_idle.empty())
+                return Error::from_string(
+                    "pool `" + m_config.name + "` has no VM left: restoring one failed (see the log)", ESHUTDOWN);
         }
         vm = std::move(m_idle.front());
         m_idle.pop_front();
