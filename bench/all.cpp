@@ -124,7 +124,7 @@ int run_all(int runs, const std::string& results_dir, const std::string& kernel_
     ::setenv("HUSK_VMLINUX", kernel.c_str(), 1);
     ::setenv("HUSK_SOURCE_DIR", source.c_str(), 1);
     // container-start's real image (Debian with python3), made once into the cache.
-    if (wanted("container-start") && env_or("HUSK_BENCH_DEBIAN_TAR").empty()) {
+    if ((wanted("container-start") || wanted("invoke")) && env_or("HUSK_BENCH_DEBIAN_TAR").empty()) {
         auto r = husk::test::run_process({source + "/bench/make-debian-image"}, {.timeout_seconds = 3600});
         std::string tar = r.exit_status == 0 ? trimmed(r.out) : "";
         if (tar.empty()) fmt::print(stderr, "husk-bench all: no Debian image for container-start: {}\n", r.err);

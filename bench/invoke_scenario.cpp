@@ -121,6 +121,46 @@ json invoke_scenario(int runs, const std::string& runtime) {
     fmt::print(stderr, "  husk serve: invoke p50 {:.1f} ms (reset p50 {:.1f} ms), {:.1f}/s with 4 clients\n",
                double(out["invoke_ms"]["husk"]["median"]), double(out["serve_reset_ms"]["husk"]["median"]),
                double(out["serve_invocations_per_s_4_clients"]["husk"]));
+    // A real function: python3 in a Debian image (bench/make-debian-image), its imports warmed by the startup command.
+    const std::string debian = env_or("HUSK_BENCH_DEBIAN_TAR", "");
+    const std::string py_args = "python3 -c 'print(1)'";
+    if (!debian.empty()) {
+        fs::create_directories(dir + "/py/rootfs");
+        json py = config;
+        py["process"]["args"] = {"python3", "-c", "print(1)"};
+        py["process"]["env"] = {"PATH=/usr/local/bin:/usr/bin:/bin"};
+        std::ofstream(dir + "/py/config.json") << py.dump(2);
+        auto unpacked = husk::test::shell("tar -C " + dir + "/py/rootfs -xf " + debian);
+        auto pool =
+            unpacked.exit_status != 0
+                ? husk::test::HttpReply{0, "", "tar: " + unpacked.err}
+                : husk::test::http_request(
+                      socket, "POST", "/pools",
+                      json{{"name", "py"}, {"bundle", dir + "/py"}, {"startup", {"python3", "-c", "import json, sys"}}}
+                          .dump());
+        if (pool.status != 201) {
+            ++failures;
+            fmt::print(stderr, "  the python3 pool was not made: {}\n", pool.raw.substr(0, 400));
+        } else {
+            std::vector<double> v;
+            for (int i = 0; i < invocations / 2; ++i) {
+                auto t = Clock::now();
+                auto r = husk::test::http_request(socket, "POST", "/pools/py/invoke", "{}");
+                json j = json::parse(r.body, nullptr, false);
+                if (r.status != 200 || j.is_discarded() || j.value("stdout", "") != "1\n") {
+                    ++failures;
+                    fmt::print(stderr, "  python3 invoke {} failed: {}\n", i, r.raw.substr(0, 300));
+                    continue;
+                }
+                v.push_back(ms_since(t));
+            }
+            out["python_invoke_ms"]["husk"] = stats(v);
+            fmt::print(stderr, "  husk serve: python3 invoke p50 {:.1f} ms\n",
+                       double(out["python_invoke_ms"]["husk"]["median"]));
+        }
+        husk::test::http_request(socket, "DELETE", "/pools/py");
+        fs::remove_all(dir + "/py");
+    }
     ::kill(daemon, SIGTERM);
     ::waitpid(daemon, nullptr, 0);
 
@@ -144,6 +184,17 @@ json invoke_scenario(int runs, const std::string& runtime) {
             // runc's is the peer of husk serve; both of docker run's, of each other.
             out["docker_run_ms"][side] = stats(v);
             if (std::string(side) == "runc") out["invoke_ms"]["runc"] = out["docker_run_ms"]["runc"];
+        }
+        if (!debian.empty() &&
+            husk::test::shell(engines.docker + " import " + debian + " debian-python3:husk").exit_status == 0) {
+            std::vector<double> v;
+            for (int i = 0; i < peers; ++i) {
+                auto t = Clock::now();
+                auto r = husk::test::shell(
+                    engines.docker + " run --rm --network none --runtime runc debian-python3:husk " + py_args, "", 300);
+                if (r.exit_status == 0 && r.out == "1\n") v.push_back(ms_since(t));
+            }
+            out["python_invoke_ms"]["runc"] = stats(v);
         }
     }
     // husk run with a cold boot (no template): the VM a platform without pools would start per invocation.
@@ -169,6 +220,10 @@ json invoke_scenario(int runs, const std::string& runtime) {
         }
         out["invoke_ms"]["cold_boot"] = stats(v);
     }
+    if (out.contains("python_invoke_ms") && out["python_invoke_ms"].contains("runc") &&
+        out["python_invoke_ms"].contains("husk") && out["python_invoke_ms"]["runc"].contains("median"))
+        out["ratio_serve_over"]["python_runc"] =
+            double(out["python_invoke_ms"]["husk"]["median"]) / double(out["python_invoke_ms"]["runc"]["median"]);
     for (const char* peer : {"runc", "cold_boot"})
         if (out["invoke_ms"].contains(peer) && out["invoke_ms"][peer].contains("median") &&
             out["invoke_ms"].contains("husk") && out["invoke_ms"]["husk"].contains("median"))
@@ -181,7 +236,9 @@ json invoke_scenario(int runs, const std::string& runtime) {
         "VM reset in place after its invocation; client wall time over the Unix socket), then {} from 4 clients at "
         "once; peers {} times each, a container per invocation: docker run --rm --network none with runc and with "
         "husk, and husk run with the VM booted cold (io.husk.template=false). invoke_ms: husk is husk serve, runc is "
-        "docker run --rm with runc, cold_boot is husk run booted cold",
+        "docker run --rm with runc, cold_boot is husk run booted cold; python_invoke_ms: python3 -c 'print(1)' in a "
+        "Debian minbase "
+        "(bench/make-debian-image), husk serve (startup: import json, sys) against docker run --rm with runc",
         invocations, invocations / 4 * 4, peers);
     fs::remove_all(dir + "/state");
     return out;
