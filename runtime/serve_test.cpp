@@ -46,6 +46,16 @@ TEST(ServeHttp, AResponseCarriesItsLengthAndType) {
     EXPECT_NE(r.find("Connection: close\r\n"), std::string::npos) << r;
 }
 
+TEST(ServeHttp, AStreamedResponseIsChunked) {
+    std::string head = format_stream_head({200, "", "application/x-ndjson"}, true);
+    EXPECT_EQ(head.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << head;
+    EXPECT_NE(head.find("Transfer-Encoding: chunked\r\n"), std::string::npos) << head;
+    EXPECT_TRUE(head.ends_with("\r\n\r\n")) << head;
+    EXPECT_EQ(format_chunk("{}\n"), "3\r\n{}\n\r\n");
+    EXPECT_EQ(format_chunk(std::string(26, 'a')).substr(0, 4), "1a\r\n");
+    EXPECT_EQ(format_chunk(""), "0\r\n\r\n");
+}
+
 TEST(ServeApi, APoolConfigIsCheckedWhole) {
     auto ok = parse_pool_config({{"name", "fn-1"}, {"bundle", "/b"}, {"size", 2}, {"env", {"A=1"}}});
     ASSERT_TRUE(ok) << ok.error().message();
@@ -79,6 +89,8 @@ TEST(ServeApi, AnInvocationIsCheckedWhole) {
     EXPECT_FALSE(parse_invoke_request({{"stdin", 5}}));
     EXPECT_FALSE(parse_invoke_request({{"timeout_ms", 0}}));
     EXPECT_FALSE(parse_invoke_request({{"what", 0}}));
+    EXPECT_FALSE(parse_invoke_request({{"stream", "yes"}}));
+    EXPECT_TRUE(parse_invoke_request({{"stream", true}}).value().stream);
 }
 
 class ServeRouting : public ::testing::Test {

@@ -1,5 +1,6 @@
 #include "runtime/serve/http.h"
 
+#include <fmt/format.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -8,6 +9,7 @@
 #include <unistd.h>
 
 #include <boost/beast/core/buffers_to_string.hpp>
+#include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
@@ -90,6 +92,22 @@ std::string format_response(const HttpResponse& response, bool keep_alive) {
     return out.str();
 }
 
+std::string format_stream_head(const HttpResponse& response, bool keep_alive) {
+    http::response<http::empty_body> res{static_cast<http::status>(response.status), 11};
+    res.set(http::field::server, "husk-serve");
+    res.set(http::field::content_type, response.content_type);
+    res.keep_alive(keep_alive);
+    res.chunked(true);
+    std::ostringstream out;
+    out << res.base();
+    return out.str();
+}
+
+std::string format_chunk(std::string_view data) {
+    if (data.empty()) return "0\r\n\r\n";  // the last chunk
+    return fmt::format("{:x}\r\n", data.size()) + std::string(data) + "\r\n";
+}
+
 Result<std::unique_ptr<HttpServer>> HttpServer::listen(const std::string& path, HttpHandler handler) {
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
@@ -138,6 +156,9 @@ void HttpServer::run() {
         if (!p[0].revents) continue;
         UniqueFd client(::accept4(m_listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
         if (!client) continue;
+        // A client that stops reading holds its invocation's VM at most this long.
+        timeval send_timeout{kSendTimeoutS, 0};
+        ::setsockopt(client.get(), SOL_SOCKET, SO_SNDTIMEO, &send_timeout, sizeof send_timeout);
         std::unique_lock lock(m_lock);
         if (m_connections >= kMaxConnections) {
             lock.unlock();
@@ -186,6 +207,16 @@ void HttpServer::serve_connection(UniqueFd fd) {
         HttpRequest request = request_of(*parser);
         HttpResponse response = m_handler(request);
         bool keep = request.keep_alive && !m_stopping;
+        if (response.stream) {
+            if (!sys::send_all(fd.get(), format_stream_head(response, keep))) return;
+            bool gone = false;
+            response.stream([&](std::string_view data) {
+                gone = gone || data.empty() || !sys::send_all(fd.get(), format_chunk(data));
+                return !gone;
+            });
+            if (gone || !sys::send_all(fd.get(), format_chunk("")) || !keep) return;
+            continue;
+        }
         if (!sys::send_all(fd.get(), format_response(response, keep)) || !keep) return;
     }
 }

@@ -22,22 +22,32 @@ struct HttpRequest {
     bool keep_alive = true;
 };
 
+// Writes one piece of a streamed body; false once the client is gone.
+using ChunkWriter = std::function<bool(std::string_view data)>;
+
 struct HttpResponse {
     int status = 200;
     std::string body;
     std::string content_type = "application/json";
+    // Set: the body is streamed (chunked transfer encoding) by this, after the
+    // headers, instead of `body`.
+    std::function<void(const ChunkWriter&)> stream;
 };
 
 inline constexpr size_t kMaxHeaderBytes = 16 * 1024;
 inline constexpr size_t kMaxBodyBytes = 16 << 20;
 inline constexpr size_t kMaxConnections = 256;
 inline constexpr int kIdleTimeoutMs = 60000;
+inline constexpr int kSendTimeoutS = 30;
 
 // One whole request from `bytes` (for tests and the fuzz target): an error
 // when it is malformed, incomplete, or over the limits above.
 Result<HttpRequest> parse_request(std::string_view bytes);
 // The bytes of a response (keep-alive or close as asked).
 std::string format_response(const HttpResponse& response, bool keep_alive);
+// The headers of a streamed response (Transfer-Encoding: chunked), and one chunk of its body.
+std::string format_stream_head(const HttpResponse& response, bool keep_alive);
+std::string format_chunk(std::string_view data);
 
 using HttpHandler = std::function<HttpResponse(const HttpRequest&)>;
 

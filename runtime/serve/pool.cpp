@@ -113,7 +113,8 @@ struct Collected {
     std::string out, err;
     bool overflow = false, timed_out = false;
 };
-Collected collect(int out_fd, int err_fd, uint64_t cap, Clock::time_point deadline) {
+Collected collect(int out_fd, int err_fd, uint64_t cap, Clock::time_point deadline, const OutputSink* sink = nullptr) {
+    bool reader_gone = false;
     Collected c;
     int fds[2] = {out_fd, err_fd};
     std::string* into[2] = {&c.out, &c.err};
@@ -133,6 +134,10 @@ Collected collect(int out_fd, int err_fd, uint64_t cap, Clock::time_point deadli
             if (got < 0 && errno == EINTR) continue;
             if (got <= 0) {
                 fds[i] = -1;
+                continue;
+            }
+            if (sink) {
+                if (!reader_gone) reader_gone = !(*sink)(i + 1, std::string_view(buf, size_t(got)));
                 continue;
             }
             if (into[i]->size() + size_t(got) > cap) {
@@ -188,7 +193,7 @@ Json to_json(const PoolConfig& c) {
 }
 
 Result<InvokeRequest> parse_invoke_request(const Json& body) {
-    TRY(only_keys(body, {"args", "env", "stdin", "timeout_ms"}, "invoke"));
+    TRY(only_keys(body, {"args", "env", "stdin", "timeout_ms", "stream"}, "invoke"));
     InvokeRequest r;
     r.args = TRY(strings_field(body, "args", 4096));
     r.env = TRY(strings_field(body, "env", 1024));
@@ -196,6 +201,10 @@ Result<InvokeRequest> parse_invoke_request(const Json& body) {
     if (body.contains("stdin")) {
         if (!body["stdin"].is_string()) return bad("invoke: `stdin` must be a string");
         r.stdin_data = body["stdin"];
+    }
+    if (body.contains("stream")) {
+        if (!body["stream"].is_boolean()) return bad("invoke: `stream` must be true or false");
+        r.stream = body["stream"];
     }
     if (body.contains("timeout_ms")) r.timeout_ms = uint32_t(TRY(number_field(body, "timeout_ms", 0, 1, 3600 * 1000)));
     return r;
@@ -387,7 +396,7 @@ void Pool::replace(std::unique_ptr<Vm> vm, const std::string& why) {
     });
 }
 
-Result<InvokeResult> Pool::invoke(const InvokeRequest& request) {
+Result<InvokeResult> Pool::invoke(const InvokeRequest& request, const OutputSink* sink) {
     auto queued = Clock::now();
     std::unique_ptr<Vm> vm;
     {
@@ -422,7 +431,7 @@ Result<InvokeResult> Pool::invoke(const InvokeRequest& request) {
     result.vm = vm->index;
     auto started = Clock::now();
     auto deadline = started + std::chrono::milliseconds(request.timeout_ms.value_or(m_config.timeout_ms));
-    auto ran = run_on(*vm, request, deadline);
+    auto ran = run_on(*vm, request, deadline, sink);
     result.run_us = micros_since(started);
     auto count = [&](uint64_t PoolStats::*counter) {
         std::lock_guard lock(m_lock);
@@ -468,7 +477,8 @@ Result<InvokeResult> Pool::invoke(const InvokeRequest& request) {
     return result;
 }
 
-Result<InvokeResult> Pool::run_on(Vm& vm, const InvokeRequest& request, Clock::time_point deadline) {
+Result<InvokeResult> Pool::run_on(Vm& vm, const InvokeRequest& request, Clock::time_point deadline,
+                                  const OutputSink* sink) {
     // A VM that stopped since its last invocation: say so rather than "connection refused".
     auto stopped = [&]() -> std::optional<Error> {
         int status = 0;
@@ -518,7 +528,7 @@ Result<InvokeResult> Pool::run_on(Vm& vm, const InvokeRequest& request, Clock::t
         (void)sys::send_all(fd, data);
         ::shutdown(fd, SHUT_WR);
     });
-    Collected c = collect(fds[1].get(), fds[2].get(), m_config.max_output_bytes, deadline);
+    Collected c = collect(fds[1].get(), fds[2].get(), m_config.max_output_bytes, deadline, sink);
     auto finish_feeder = [&] {
         ::shutdown(fds[0].get(), SHUT_RDWR);  // a process that never read its stdin: the feeder stops
         feeder.join();

@@ -18,6 +18,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -48,12 +49,17 @@ struct PoolConfig {
 Result<PoolConfig> parse_pool_config(const nlohmann::json& body);
 nlohmann::json to_json(const PoolConfig& config);
 
+// Where a streamed invocation's output goes as it comes: channel 1 stdout, 2
+// stderr. False: the reader is gone (what follows is read and dropped).
+using OutputSink = std::function<bool(int channel, std::string_view data)>;
+
 // POST /pools/{name}/invoke.
 struct InvokeRequest {
     std::vector<std::string> args;  // empty: the bundle's process args
     std::vector<std::string> env;   // added to the pool's
     std::string stdin_data;
     std::optional<uint32_t> timeout_ms;
+    bool stream = false;  // output as it comes (NDJSON), with no cap: nothing is held
 };
 Result<InvokeRequest> parse_invoke_request(const nlohmann::json& body);
 
@@ -87,7 +93,8 @@ public:
     // Waits for an idle VM (at most `queue` callers wait; EAGAIN past that),
     // then runs one invocation. Errors carry the HTTP meaning in their code:
     // EINVAL 400, EAGAIN 429, ETIMEDOUT 504, EMSGSIZE and EPIPE 502, ESHUTDOWN 503.
-    Result<InvokeResult> invoke(const InvokeRequest& request);
+    // With `sink`, output goes there as it comes and is not kept nor capped.
+    Result<InvokeResult> invoke(const InvokeRequest& request, const OutputSink* sink = nullptr);
     const PoolConfig& config() const { return m_config; }
     PoolStats stats() const;
     nlohmann::json status() const;
@@ -108,7 +115,8 @@ private:
     void kill_vm(Vm& vm);
     // Kills a VM that cannot be reset, and restores another in its place (in the background).
     void replace(std::unique_ptr<Vm> vm, const std::string& why);
-    Result<InvokeResult> run_on(Vm& vm, const InvokeRequest& request, std::chrono::steady_clock::time_point deadline);
+    Result<InvokeResult> run_on(Vm& vm, const InvokeRequest& request, std::chrono::steady_clock::time_point deadline,
+                                const OutputSink* sink);
 
     PoolConfig m_config;
     ServeContext m_context;

@@ -59,6 +59,49 @@ std::string label(const std::string& value) {
     return out;
 }
 
+// How many leading bytes of `data` end on a whole UTF-8 character: a
+// character split between two reads is sent whole with the second.
+size_t whole_utf8(std::string_view data) {
+    size_t n = data.size();
+    for (size_t back = 1; back <= 3 && back <= n; ++back) {
+        unsigned char c = static_cast<unsigned char>(data[n - back]);
+        if ((c & 0xC0) == 0x80) continue;  // a continuation byte: look further back
+        size_t want = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+        return want > back ? n - back : n;
+    }
+    return n;
+}
+
+// POST /pools/NAME/invoke with "stream": NDJSON lines as output comes, then
+// the result (or the error) as the last line.
+HttpResponse stream_invocation(std::shared_ptr<Pool> pool, InvokeRequest request) {
+    HttpResponse response{200, "", "application/x-ndjson"};
+    response.stream = [pool = std::move(pool), request = std::move(request)](const ChunkWriter& write) {
+        std::string held[3];
+        OutputSink sink = [&](int channel, std::string_view data) {
+            std::string& text = held[channel];
+            text.append(data);
+            size_t whole = whole_utf8(text);
+            if (whole == 0) return true;
+            bool ok = write(dump({{channel == 1 ? "stdout" : "stderr", text.substr(0, whole)}}));
+            text.erase(0, whole);
+            return ok;
+        };
+        auto result = pool->invoke(request, &sink);
+        for (int channel : {1, 2})
+            if (!held[channel].empty()) write(dump({{channel == 1 ? "stdout" : "stderr", held[channel]}}));
+        if (!result) {
+            write(dump({{"error", result.error().message()}, {"status", status_for(result.error())}}));
+            return;
+        }
+        Json last = to_json(result.value());
+        last.erase("stdout");
+        last.erase("stderr");
+        write(dump(last));
+    };
+    return response;
+}
+
 }  // namespace
 
 int status_for(const Error& error) {
@@ -151,6 +194,7 @@ HttpResponse Service::route(const HttpRequest& request) {
         if (!invoke) return error_response(invoke.error());
         auto pool = find(name);
         if (!pool) return error_response(404, "no pool `" + name + "`");
+        if (invoke.value().stream) return stream_invocation(pool, invoke.release_value());
         auto result = pool->invoke(invoke.value());
         if (!result) return error_response(result.error());
         return json_response(200, to_json(result.value()));

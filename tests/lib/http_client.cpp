@@ -41,7 +41,21 @@ HttpReply http_request(const std::string& socket, const std::string& method, con
     }
     ::close(fd);
     if (r.raw.rfind("HTTP/1.1 ", 0) == 0) r.status = std::atoi(r.raw.c_str() + 9);
-    if (size_t at = r.raw.find("\r\n\r\n"); at != std::string::npos) r.body = r.raw.substr(at + 4);
+    size_t at = r.raw.find("\r\n\r\n");
+    if (at == std::string::npos) return r;
+    r.body = r.raw.substr(at + 4);
+    if (r.raw.substr(0, at).find("Transfer-Encoding: chunked") == std::string::npos) return r;
+    // Chunked: size in hex, CRLF, the bytes, CRLF; a size of 0 ends it.
+    std::string decoded;
+    for (size_t p = 0;;) {
+        size_t eol = r.body.find("\r\n", p);
+        if (eol == std::string::npos) break;
+        size_t n = std::strtoul(r.body.substr(p, eol - p).c_str(), nullptr, 16);
+        if (n == 0 || eol + 2 + n > r.body.size()) break;
+        decoded.append(r.body, eol + 2, n);
+        p = eol + 2 + n + 2;
+    }
+    r.body = std::move(decoded);
     return r;
 }
 

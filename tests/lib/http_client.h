@@ -8,7 +8,7 @@ namespace husk::test {
 
 struct HttpReply {
     int status = 0;    // 0: no response (the connect or the read failed; `raw` says why)
-    std::string body;  // after the headers
+    std::string body;  // after the headers (a chunked body decoded)
     std::string raw;   // the whole response
 };
 

@@ -14,6 +14,7 @@
 #include <future>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "tests/lib/http_client.h"
@@ -166,6 +167,25 @@ TEST_F(Serve, APoolOfTwoServesFourClientsInCleanVms) {
     auto metrics = http(m_socket, "GET", "/metrics", "");
     EXPECT_NE(metrics.raw.find("husk_serve_invocations_total{pool=\"fn\"} 50"), std::string::npos) << metrics.raw;
     EXPECT_NE(metrics.raw.find("husk_serve_resets_total{pool=\"fn\"} 50"), std::string::npos) << metrics.raw;
+    // Streamed: NDJSON lines as output comes, past the 1 MiB cap of a kept reply, the result last.
+    HttpReply lines = http_request(
+        m_socket, "POST", "/pools/fn/invoke",
+        Json{{"args", {"sh", "-c", "head -c 3000000 /dev/zero | tr '\\0' a; echo é >&2"}}, {"stream", true}}.dump());
+    EXPECT_EQ(lines.status, 200) << lines.raw.substr(0, 300);
+    size_t out_bytes = 0;
+    std::string err_text;
+    Json last;
+    std::istringstream in(lines.body);
+    for (std::string line; std::getline(in, line);) {
+        Json j = Json::parse(line, nullptr, false);
+        ASSERT_FALSE(j.is_discarded()) << line.substr(0, 200);
+        if (j.contains("stdout")) out_bytes += j["stdout"].get<std::string>().size();
+        if (j.contains("stderr")) err_text += j["stderr"].get<std::string>();
+        last = j;
+    }
+    EXPECT_EQ(out_bytes, 3000000u);
+    EXPECT_EQ(err_text, "é\n");
+    EXPECT_EQ(last.value("exit_status", -1), 0) << last.dump();
     // The bundle's own args when none are given.
     auto plain = call("POST", "/pools/fn/invoke", Json::object());
     EXPECT_EQ(plain.body.value("stdout", ""), "default\n") << plain.raw;
