@@ -2,10 +2,15 @@
 // and routing, and the metrics text (runtime/serve/). Pools with VMs are the
 // rig's (tests/rigtier/serve_test.cpp).
 #include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <filesystem>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "runtime/serve/service.h"
+#include "vmm/base/system.h"
 
 namespace husk::runtime::serve {
 namespace {
@@ -54,6 +59,44 @@ TEST(ServeHttp, AStreamedResponseIsChunked) {
     EXPECT_EQ(format_chunk("{}\n"), "3\r\n{}\n\r\n");
     EXPECT_EQ(format_chunk(std::string(26, 'a')).substr(0, 4), "1a\r\n");
     EXPECT_EQ(format_chunk(""), "0\r\n\r\n");
+}
+
+// A real server on a socket: two requests pipelined on one connection are
+// answered in order, a malformed one gets 400 and the connection's end, a
+// second server on the same path is refused, and stop() ends it all.
+TEST(ServeHttp, AServerAnswersPipelinedRequestsAndStops) {
+    char tmpl[] = "/tmp/husk-serve-http.XXXXXX";
+    std::string dir = ::mkdtemp(tmpl);
+    std::string path = dir + "/s.sock";
+    auto server = HttpServer::listen(path, [](const HttpRequest& r) {
+        return HttpResponse{200, r.method + " " + r.target + " " + r.body};
+    });
+    ASSERT_TRUE(server) << server.error().message();
+    std::thread accept([&] { server.value()->run(); });
+    auto again = HttpServer::listen(path, [](const HttpRequest&) { return HttpResponse{}; });
+    ASSERT_FALSE(again);
+    EXPECT_EQ(again.error().code(), EADDRINUSE);
+    auto exchange = [&](const std::string& bytes) {
+        UniqueFd fd = sys::connect_unix(path).release_value();
+        EXPECT_TRUE(sys::send_all(fd.get(), bytes));
+        ::shutdown(fd.get(), SHUT_WR);
+        std::string out;
+        char buf[4096];
+        for (ssize_t n; (n = ::read(fd.get(), buf, sizeof buf)) > 0;) out.append(buf, size_t(n));
+        return out;
+    };
+    std::string two = exchange("GET /a HTTP/1.1\r\nHost: h\r\n\r\nPOST /b HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi");
+    size_t first = two.find("GET /a "), second = two.find("POST /b hi");
+    EXPECT_NE(first, std::string::npos) << two;
+    EXPECT_NE(second, std::string::npos) << two;
+    EXPECT_LT(first, second) << two;
+    std::string bad = exchange("NOT HTTP\r\n\r\n");
+    EXPECT_EQ(bad.rfind("HTTP/1.1 400 Bad Request\r\n", 0), 0u) << bad;
+    server.value()->stop();
+    accept.join();
+    server.value().reset();
+    EXPECT_FALSE(std::filesystem::exists(path));
+    std::filesystem::remove_all(dir);
 }
 
 TEST(ServeApi, APoolConfigIsCheckedWhole) {

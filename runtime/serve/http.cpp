@@ -5,7 +5,6 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <boost/beast/core/buffers_to_string.hpp>
@@ -109,25 +108,10 @@ std::string format_chunk(std::string_view data) {
 }
 
 Result<std::unique_ptr<HttpServer>> HttpServer::listen(const std::string& path, HttpHandler handler) {
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    if (path.empty() || path.size() >= sizeof addr.sun_path)
-        return Error::from_string("the socket path `" + path + "` is empty or too long", ENAMETOOLONG);
-    std::memcpy(addr.sun_path, path.data(), path.size());
-    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    if (!fd) return Error::from_errno(errno, "socket");
-    if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) {
-        if (errno != EADDRINUSE) return Error::from_errno(errno, "bind " + path);
-        // Someone answering there is another server; a socket file nobody answers on is stale.
-        UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-        if (::connect(probe.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0)
-            return Error::from_string("another server listens on " + path, EADDRINUSE);
-        ::unlink(path.c_str());
-        if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0)
-            return Error::from_errno(errno, "bind " + path);
-    }
+    // Someone answering there is another server; a socket file nobody answers on is stale, and replaced.
+    if (sys::connect_unix(path)) return Error::from_string("another server listens on " + path, EADDRINUSE);
+    UniqueFd fd = TRY(sys::listen_unix(path, 128));
     ::chmod(path.c_str(), 0660);
-    if (::listen(fd.get(), 128) < 0) return Error::from_errno(errno, "listen on " + path);
     UniqueFd stop(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!stop) return Error::from_errno(errno, "eventfd");
     return std::unique_ptr<HttpServer>(new HttpServer(path, std::move(fd), std::move(stop), std::move(handler)));

@@ -1,7 +1,6 @@
 #include "tests/lib/http_client.h"
 
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -9,20 +8,20 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "vmm/base/system.h"
+
 namespace husk::test {
 
 HttpReply http_request(const std::string& socket, const std::string& method, const std::string& path,
                        const std::string& body) {
     HttpReply r;
-    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::memcpy(addr.sun_path, socket.data(), std::min(socket.size(), sizeof addr.sun_path - 1));
-    if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) {
-        r.raw = "connect to " + socket + ": " + std::strerror(errno);
-        if (fd >= 0) ::close(fd);
+    auto connected = sys::connect_unix(socket);
+    if (!connected) {
+        r.raw = connected.error().message();
         return r;
     }
+    UniqueFd owned = connected.release_value();
+    int fd = owned.get();
     std::string request = method + " " + path + " HTTP/1.1\r\nHost: husk\r\nConnection: close\r\n";
     if (!body.empty() || method == "POST") request += "Content-Length: " + std::to_string(body.size()) + "\r\n";
     request += "\r\n" + body;
@@ -39,7 +38,7 @@ HttpReply http_request(const std::string& socket, const std::string& method, con
         if (n <= 0) break;
         r.raw.append(buf, size_t(n));
     }
-    ::close(fd);
+    owned.reset();
     if (r.raw.rfind("HTTP/1.1 ", 0) == 0) r.status = std::atoi(r.raw.c_str() + 9);
     size_t at = r.raw.find("\r\n\r\n");
     if (at == std::string::npos) return r;
