@@ -94,14 +94,37 @@ void reap(pid_t pid) {
     }
 }
 
+// The last lines of a husk-vmm log that say why it stopped (debug lines left out).
+std::string log_tail(const std::string& log) {
+    auto text = sys::read_file(log, 1 << 20);
+    if (!text) return "";
+    std::vector<std::string> lines;
+    size_t at = 0;
+    while (at < text.value().size()) {
+        size_t end = text.value().find('\n', at);
+        if (end == std::string::npos) end = text.value().size();
+        std::string line = text.value().substr(at, end - at);
+        if (line.find("debug") == std::string::npos && !line.empty()) lines.push_back(line);
+        at = end + 1;
+    }
+    std::string out;
+    for (size_t i = lines.size() > 8 ? lines.size() - 8 : 0; i < lines.size(); ++i) out += "\n  " + lines[i];
+    return out;
+}
+
+// An error when husk-vmm `pid` has exited (reaped here), naming its status and the end of its log.
+std::optional<Error> exited(pid_t pid, const std::string& log, const char* when) {
+    int status = 0;
+    if (::waitpid(pid, &status, WNOHANG) != pid) return std::nullopt;
+    int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    return Error::from_string(fmt::format("husk-vmm exited ({}) {}; its log ends:{}", code, when, log_tail(log)),
+                              EPIPE);
+}
+
 // The husk-vmm of a VM that answers on its API socket, or an error once it exits or `deadline` passes.
-Result<void> wait_api(const std::string& api, pid_t pid, Clock::time_point deadline) {
+Result<void> wait_api(const std::string& api, pid_t pid, Clock::time_point deadline, const std::string& log) {
     for (;;) {
-        int status = 0;
-        if (::waitpid(pid, &status, WNOHANG) == pid)
-            return Error::from_string(fmt::format("husk-vmm exited ({}) before its API answered",
-                                                  WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status)),
-                                      EPIPE);
+        if (auto e = exited(pid, log, "before its API answered")) return std::move(*e);
         if (::access(api.c_str(), F_OK) == 0 && api_call(api, {{"cmd", "state"}}, 5000)) return {};
         if (Clock::now() > deadline) return Error::from_string("husk-vmm's API did not answer in time", ETIMEDOUT);
         ::usleep(5000);
@@ -300,10 +323,20 @@ Result<void> Pool::build_snapshot() {
         ~Reaper() { reap(pid); }
     } reaper{pid};
     auto deadline = Clock::now() + std::chrono::seconds(120);
-    TRY(wait_api(command.api_socket, pid, deadline).context("boot the pool's VM"));
+    TRY(wait_api(command.api_socket, pid, deadline, command.log).context("boot the pool's VM"));
     {
-        auto client = TRY(agent::AgentClient::connect({command.vsock_socket, true, agent::kPort}, deadline)
-                              .context("reach the agent"));
+        // In steps, so that a VM that stops while its guest boots is told at once, with why.
+        std::unique_ptr<agent::AgentClient> client;
+        while (!client) {
+            auto step = std::min(deadline, Clock::now() + std::chrono::seconds(2));
+            auto connected = agent::AgentClient::connect({command.vsock_socket, true, agent::kPort}, step);
+            if (connected) {
+                client = connected.release_value();
+                break;
+            }
+            if (auto e = exited(pid, command.log, "while its guest booted")) return std::move(*e);
+            if (Clock::now() >= deadline) return connected.release_error().with_context("reach the agent");
+        }
         client->set_reply_deadline(deadline);
         TRY(client->hello());
         TRY(client->setup_container(m_container).context("set the container up"));
@@ -357,7 +390,7 @@ Result<std::unique_ptr<Pool::Vm>> Pool::start_vm(int index) {
         m_live.push_back(vm->pid);
     }
     TRY(sys::write_file(base + ".pid", std::to_string(vm->pid)));
-    if (auto up = wait_api(vm->api, vm->pid, Clock::now() + std::chrono::seconds(60)); !up) {
+    if (auto up = wait_api(vm->api, vm->pid, Clock::now() + std::chrono::seconds(60), command.log); !up) {
         kill_vm(*vm);
         return up.release_error().with_context("restore VM " + std::to_string(index));
     }
@@ -373,16 +406,24 @@ void Pool::kill_vm(Vm& vm) {
 
 void Pool::replace(std::unique_ptr<Vm> vm, const std::string& why) {
     log::warn("pool {}: VM {} replaced: {}", m_config.name, vm->index, why);
+    const int index = vm->index;
+    bool restore;
+    {
+        // Busy becomes starting in one step: a waiter never sees a pool with no VM.
+        std::lock_guard lock(m_lock);
+        m_stats.busy--;
+        m_stats.replaced++;
+        restore = !m_closing;
+        if (restore) m_stats.starting++;
+        m_changed.notify_all();
+    }
     kill_vm(*vm);
-    std::lock_guard lock(m_lock);
-    m_stats.replaced++;
-    if (m_closing) return;
-    m_stats.starting++;
-    int index = vm->index;
-    m_replacers.emplace_back([this, index] {
+    if (!restore) return;
+    // Detached: shutdown() waits until no VM is starting, and this thread
+    // touches the pool no more once it has said so (under the lock).
+    std::thread([this, index] {
         auto fresh = start_vm(index);
-        std::lock_guard relock(m_lock);
-        m_stats.starting--;
+        std::lock_guard lock(m_lock);
         if (!fresh) {
             log::error("pool {}: VM {} could not be restored: {}", m_config.name, index, fresh.error().message());
             m_stats.vm_losses++;
@@ -392,8 +433,9 @@ void Pool::replace(std::unique_ptr<Vm> vm, const std::string& why) {
         } else {
             m_idle.push_back(fresh.release_value());
         }
+        m_stats.starting--;
         m_changed.notify_all();
-    });
+    }).detach();
 }
 
 Result<InvokeResult> Pool::invoke(const InvokeRequest& request, const OutputSink* sink) {
@@ -433,19 +475,14 @@ Result<InvokeResult> Pool::invoke(const InvokeRequest& request, const OutputSink
     auto deadline = started + std::chrono::milliseconds(request.timeout_ms.value_or(m_config.timeout_ms));
     auto ran = run_on(*vm, request, deadline, sink);
     result.run_us = micros_since(started);
-    auto count = [&](uint64_t PoolStats::*counter) {
-        std::lock_guard lock(m_lock);
-        m_stats.*counter += 1;
-    };
     if (!ran && ran.error().code() != EINVAL) {
-        count(&PoolStats::invocations);
-        count(&PoolStats::failures);
-        if (ran.error().code() == ETIMEDOUT) count(&PoolStats::timeouts);
-        if (ran.error().code() == EMSGSIZE) count(&PoolStats::output_overflows);
-        if (ran.error().code() == EPIPE) count(&PoolStats::vm_losses);
         {
             std::lock_guard lock(m_lock);
-            m_stats.busy--;
+            m_stats.invocations++;
+            m_stats.failures++;
+            if (ran.error().code() == ETIMEDOUT) m_stats.timeouts++;
+            if (ran.error().code() == EMSGSIZE) m_stats.output_overflows++;
+            if (ran.error().code() == EPIPE) m_stats.vm_losses++;
         }
         replace(std::move(vm), ran.error().message());
         return ran.release_error();
@@ -454,7 +491,6 @@ Result<InvokeResult> Pool::invoke(const InvokeRequest& request, const OutputSink
     auto reset = api_call(vm->api, {{"cmd", "reset"}}, 30000);
     {
         std::lock_guard lock(m_lock);
-        m_stats.busy--;
         m_stats.invocations++;
         if (!ran) m_stats.failures++;
     }
@@ -464,6 +500,7 @@ Result<InvokeResult> Pool::invoke(const InvokeRequest& request, const OutputSink
         result.reset_us = uint64_t(reset.value()["us"].get<double>());
         vm->invocations++;
         std::lock_guard lock(m_lock);
+        m_stats.busy--;
         m_stats.resets++;
         m_stats.reset_us_total += result.reset_us;
         m_stats.last_reset_us = result.reset_us;
@@ -585,18 +622,14 @@ Json Pool::status() const {
 }
 
 void Pool::shutdown(std::chrono::milliseconds drain) {
-    std::vector<std::thread> replacers;
+    std::vector<pid_t> live;
     {
         std::unique_lock lock(m_lock);
         m_closing = true;
         m_changed.notify_all();
         m_changed.wait_for(lock, drain, [&] { return m_stats.busy == 0; });
-        replacers = std::move(m_replacers);
-    }
-    for (auto& t : replacers) t.join();
-    std::vector<pid_t> live;
-    {
-        std::lock_guard lock(m_lock);
+        // VMs being restored (at most a minute each) end before the pool does.
+        m_changed.wait(lock, [&] { return m_stats.starting == 0; });
         live = m_live;
         m_live.clear();
         m_idle.clear();

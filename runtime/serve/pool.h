@@ -113,7 +113,7 @@ private:
     Result<void> build_snapshot();
     Result<std::unique_ptr<Vm>> start_vm(int index);
     void kill_vm(Vm& vm);
-    // Kills a VM that cannot be reset, and restores another in its place (in the background).
+    // Kills a busy VM that cannot be reset, and restores another in its place (in the background).
     void replace(std::unique_ptr<Vm> vm, const std::string& why);
     Result<InvokeResult> run_on(Vm& vm, const InvokeRequest& request, std::chrono::steady_clock::time_point deadline,
                                 const OutputSink* sink);
@@ -130,7 +130,6 @@ private:
     PoolStats m_stats;
     bool m_closing = false;
     std::vector<pid_t> m_live;  // husk-vmm processes of this pool, for shutdown
-    std::vector<std::thread> m_replacers;
 };
 
 // Kills the husk-vmm processes a previous `husk serve` left under `root`

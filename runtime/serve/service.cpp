@@ -217,7 +217,12 @@ HttpResponse Service::create_pool(const HttpRequest& request) {
     auto made = m_maker(config.value(), m_root + "/" + name);
     std::lock_guard lock(m_lock);
     m_creating.erase(name);
-    if (!made) return error_response(made.error());
+    if (!made) {
+        // The caller's mistake (400, 409), or a build that failed here (500), whatever errno it carried.
+        int code = made.error().code();
+        return error_response(code == EINVAL || code == EEXIST ? status_for(made.error()) : 500,
+                              made.error().message());
+    }
     if (m_closing) {
         made.value()->shutdown(std::chrono::milliseconds(0));
         return error_response(503, "the server is shutting down");

@@ -1,6 +1,7 @@
 #include "vmm/seccomp/seccomp.h"
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <linux/if_tun.h>
 #include <linux/kvm.h>
 #include <sched.h>
@@ -310,6 +311,12 @@ std::string_view thread_name(Thread kind) {
 
 Result<void> configure(Mode mode) {
     if (mode != Mode::Off) {
+        // One malloc arena for every thread. glibc's per-thread arenas read
+        // /proc/sys/vm/overcommit_memory the first time one shrinks, an open
+        // no filtered thread may make; the main arena shrinks with brk.
+        // husk-vmm has a handful of threads, so the shared lock costs little.
+        // (A sanitizer's allocator, in test builds, ignores this and needs it not.)
+        (void)::mallopt(M_ARENA_MAX, 1);
         for (int nr = 0; nr < kMaxSyscall; ++nr) {
             char* name = seccomp_syscall_resolve_num_arch(SCMP_ARCH_NATIVE, nr);
             if (!name) continue;
