@@ -131,6 +131,16 @@ Result<void> wait_api(const std::string& api, pid_t pid, Clock::time_point deadl
     }
 }
 
+// Starts husk-vmm with `command`, its vm.toml at `base`.toml and its pid (for
+// clean_stale_state) at `base`.pid.
+Result<pid_t> launch(const VmmCommand& command, const std::string& base) {
+    const std::string toml = TRY(command.vm_toml());
+    TRY(sys::write_file(base + ".toml", toml));
+    pid_t pid = TRY(sys::spawn(command.argv(base + ".toml")).context("start husk-vmm"));
+    TRY(sys::write_file(base + ".pid", std::to_string(pid)));
+    return pid;
+}
+
 // Reads stdout and stderr to their ends, each up to `cap` bytes, until `deadline`.
 struct Collected {
     std::string out, err;
@@ -302,22 +312,12 @@ Result<void> Pool::build_snapshot() {
     m_image = dir + "/rootfs.ext4";
     TRY(build_rootfs_image(rootfs, m_image, {}).context("build the rootfs image"));
 
-    VmmCommand command;
-    command.vmm = m_context.runtime.vmm;
+    VmmCommand command = command_for(dir + "/build");
     command.kernel = m_context.runtime.kernel;
     command.initramfs = m_context.initramfs;
     command.memory_mib = m_config.memory_mib;
     command.vcpus = m_config.vcpus;
-    command.drives = {m_image};
-    command.drives_read_only = true;
-    command.vsock_socket = dir + "/build.vsock";
-    command.api_socket = dir + "/build.api";
-    command.console = VmmCommand::Console::None;
-    command.log = dir + "/build.log";
-    const std::string toml = TRY(command.vm_toml());
-    TRY(sys::write_file(dir + "/build.toml", toml));
-    pid_t pid = TRY(sys::spawn(command.argv(dir + "/build.toml")).context("start husk-vmm"));
-    TRY(sys::write_file(dir + "/build.pid", std::to_string(pid)));
+    pid_t pid = TRY(launch(command, dir + "/build"));
     struct Reaper {
         pid_t pid;
         ~Reaper() { reap(pid); }
@@ -368,33 +368,36 @@ Result<std::unique_ptr<Pool::Vm>> Pool::start_vm(int index) {
     auto vm = std::make_unique<Vm>();
     vm->index = index;
     std::string base = m_context.dir + "/vm-" + std::to_string(index);
-    vm->api = base + ".api";
-    vm->vsock = base + ".vsock";
+    VmmCommand command = command_for(base);
+    command.restore = m_snapshot;
+    vm->api = command.api_socket;
+    vm->vsock = command.vsock_socket;
+    vm->log = command.log;
     std::error_code ec;
     fs::remove(vm->api, ec);
     fs::remove(vm->vsock, ec);
-    VmmCommand command;
-    command.vmm = m_context.runtime.vmm;
-    command.restore = m_snapshot;
-    command.drives = {m_image};
-    command.drives_read_only = true;
-    command.vsock_socket = vm->vsock;
-    command.api_socket = vm->api;
-    command.console = VmmCommand::Console::None;
-    command.log = base + ".log";
-    const std::string toml = TRY(command.vm_toml());
-    TRY(sys::write_file(base + ".toml", toml));
-    vm->pid = TRY(sys::spawn(command.argv(base + ".toml")).context("start husk-vmm"));
+    vm->pid = TRY(launch(command, base));
     {
         std::lock_guard lock(m_lock);
         m_live.push_back(vm->pid);
     }
-    TRY(sys::write_file(base + ".pid", std::to_string(vm->pid)));
-    if (auto up = wait_api(vm->api, vm->pid, Clock::now() + std::chrono::seconds(60), command.log); !up) {
+    if (auto up = wait_api(vm->api, vm->pid, Clock::now() + std::chrono::seconds(60), vm->log); !up) {
         kill_vm(*vm);
         return up.release_error().with_context("restore VM " + std::to_string(index));
     }
     return vm;
+}
+
+VmmCommand Pool::command_for(const std::string& base) const {
+    VmmCommand command;
+    command.vmm = m_context.runtime.vmm;
+    command.drives = {m_image};
+    command.drives_read_only = true;
+    command.vsock_socket = base + ".vsock";
+    command.api_socket = base + ".api";
+    command.console = VmmCommand::Console::None;
+    command.log = base + ".log";
+    return command;
 }
 
 void Pool::kill_vm(Vm& vm) {
@@ -518,17 +521,15 @@ Result<InvokeResult> Pool::run_on(Vm& vm, const InvokeRequest& request, Clock::t
                                   const OutputSink* sink) {
     // A VM that stopped since its last invocation: say so rather than "connection refused".
     auto stopped = [&]() -> std::optional<Error> {
-        int status = 0;
         if (vm.pid <= 0) return Error::from_string("the VM stopped during the invocation", EPIPE);
-        if (::waitpid(vm.pid, &status, WNOHANG) != vm.pid) return std::nullopt;
-        int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        auto e = exited(vm.pid, vm.log, "during the invocation");
+        if (!e) return std::nullopt;
         {
             std::lock_guard lock(m_lock);
             std::erase(m_live, vm.pid);
         }
         vm.pid = -1;
-        return Error::from_string(fmt::format("the VM stopped during the invocation (husk-vmm exited {})", code),
-                                  EPIPE);
+        return Error::from_string("the VM stopped: " + e->message(), EPIPE);
     };
     auto fail = [&](Error e) -> Error {
         if (auto s = stopped()) return std::move(*s);
@@ -572,12 +573,7 @@ Result<InvokeResult> Pool::run_on(Vm& vm, const InvokeRequest& request, Clock::t
     };
     if (c.timed_out || c.overflow) {
         // The VM goes (the caller replaces it): its process and feeder with it.
-        reap(vm.pid);
-        {
-            std::lock_guard lock(m_lock);
-            std::erase(m_live, vm.pid);
-        }
-        vm.pid = -1;
+        kill_vm(vm);
         finish_feeder();
         if (c.overflow)
             return Error::from_string(

@@ -30,6 +30,7 @@
 #include "agent/protocol.h"
 #include "runtime/husk_config.h"
 #include "vmm/base/result.h"
+#include "vmm/client/vmm_command.h"
 
 namespace husk::runtime::serve {
 
@@ -106,11 +107,13 @@ private:
     struct Vm {
         int index = 0;
         pid_t pid = -1;
-        std::string api, vsock;
+        std::string api, vsock, log;
         uint64_t invocations = 0;
     };
     Pool(PoolConfig config, ServeContext context);
     Result<void> build_snapshot();
+    // husk-vmm for one of the pool's VMs, its files `base`.api, .vsock, .log: the image read-only, no console.
+    VmmCommand command_for(const std::string& base) const;
     Result<std::unique_ptr<Vm>> start_vm(int index);
     void kill_vm(Vm& vm);
     // Kills a busy VM that cannot be reset, and restores another in its place (in the background).

@@ -1,9 +1,9 @@
 #include "vmm/seccomp/seccomp.h"
 
 #include <fcntl.h>
-#include <malloc.h>
 #include <linux/if_tun.h>
 #include <linux/kvm.h>
+#include <malloc.h>
 #include <sched.h>
 #include <seccomp.h>
 #include <signal.h>
