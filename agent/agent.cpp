@@ -55,13 +55,43 @@ Result<void> set_pids_limit(std::optional<uint64_t> limit) {
                            limit && *limit > 0 ? std::to_string(*limit) : std::string("max"));
 }
 
+Result<void> set_memory_limit(uint64_t bytes) {
+    std::string dir = kContainerCgroup;
+    TRY(sys::write_text(dir + "/memory.max", bytes > 0 ? std::to_string(bytes) : std::string("max")));
+    // The guest has no swap today; should it get some, the limit still holds.
+    if (auto swap = sys::write_text(dir + "/memory.swap.max", "0"); !swap && swap.error().code() != ENOENT)
+        return swap.release_error();
+    return {};
+}
+
+// `key value` lines (memory.events): the value of `key`, 0 when absent.
+uint64_t keyed_value(std::string_view text, std::string_view key) {
+    size_t at = 0;
+    while (at < text.size()) {
+        size_t end = text.find('\n', at);
+        if (end == std::string_view::npos) end = text.size();
+        std::string_view line = text.substr(at, end - at);
+        if (line.size() > key.size() && line.substr(0, key.size()) == key && line[key.size()] == ' ')
+            return std::strtoull(std::string(line.substr(key.size() + 1)).c_str(), nullptr, 10);
+        at = end + 1;
+    }
+    return 0;
+}
+
+Result<std::string> memory_events() {
+    std::string dir = kContainerCgroup;
+    std::string events = TRY(sys::read_file(dir + "/memory.events", 4096));
+    std::string current = TRY(sys::read_file(dir + "/memory.current", 64));
+    return Writer().u64(keyed_value(events, "oom_kill")).u64(std::strtoull(current.c_str(), nullptr, 10)).take();
+}
+
 // The container's cgroup in the guest: the cgroup2 hierarchy at /sys/fs/cgroup,
-// the pids controller enabled below its root, one group for the container.
+// the pids and memory controllers enabled below its root, one group for the container.
 Result<void> make_container_cgroup(std::optional<uint64_t> pids_limit) {
     if (::mount("cgroup2", "/sys/fs/cgroup", "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) < 0 &&
         errno != EBUSY)
         return Error::from_errno(errno, "mount cgroup2 on /sys/fs/cgroup");
-    TRY(sys::write_text("/sys/fs/cgroup/cgroup.subtree_control", "+pids"));
+    TRY(sys::write_text("/sys/fs/cgroup/cgroup.subtree_control", "+pids +memory"));
     if (::mkdir(kContainerCgroup, 0755) < 0 && errno != EEXIST)
         return Error::from_errno(errno, std::string("mkdir ") + kContainerCgroup);
     if (pids_limit) TRY(set_pids_limit(pids_limit));
@@ -342,6 +372,20 @@ Result<std::string> Agent::handle_request(Connection& c, const FrameBuffer::Fram
                 return Error::from_string("the container has no cgroup in the guest to limit", ENOTSUP);
             TRY(set_pids_limit(limit));
             return std::string();
+        }
+        case MessageType::SetMemoryLimit: {
+            uint64_t bytes = r.u64();
+            TRY(r.finish("SetMemoryLimit"));
+            if (m_cgroup.empty())
+                return Error::from_string("the container has no cgroup in the guest to limit", ENOTSUP);
+            TRY(set_memory_limit(bytes));
+            return std::string();
+        }
+        case MessageType::MemoryEvents: {
+            TRY(r.finish("MemoryEvents"));
+            if (m_cgroup.empty())
+                return Error::from_string("the container has no cgroup in the guest to read", ENOTSUP);
+            return memory_events();
         }
         case MessageType::Shutdown:
             TRY(r.finish("Shutdown"));

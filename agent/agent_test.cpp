@@ -155,11 +155,18 @@ TEST_F(AgentTest, ReseedTakesHostEntropy) {
     EXPECT_FALSE(m_client->reseed(std::string(513, 'x')));
 }
 
-// In test mode the host's cgroups are not the agent's: a pids limit is refused, by name.
-TEST_F(AgentTest, APidsLimitWithoutACgroupInTheGuestIsRefused) {
-    auto r = m_client->set_pids_limit(8);
-    ASSERT_FALSE(r);
-    EXPECT_NE(r.error().message().find("no cgroup in the guest"), std::string::npos) << r.error().message();
+// In test mode the host's cgroups are not the agent's: a pids or memory limit,
+// and reading memory events, are refused, by name.
+TEST_F(AgentTest, CgroupRequestsWithoutACgroupInTheGuestAreRefused) {
+    auto pids = m_client->set_pids_limit(8);
+    ASSERT_FALSE(pids);
+    EXPECT_NE(pids.error().message().find("no cgroup in the guest"), std::string::npos) << pids.error().message();
+    auto memory = m_client->set_memory_limit(64 << 20);
+    ASSERT_FALSE(memory);
+    EXPECT_NE(memory.error().message().find("no cgroup in the guest"), std::string::npos);
+    auto events = m_client->memory_events();
+    ASSERT_FALSE(events);
+    EXPECT_NE(events.error().message().find("no cgroup in the guest"), std::string::npos);
 }
 
 TEST_F(AgentTest, OutputErrorsAndExitStatus) {

@@ -217,6 +217,21 @@ Result<void> AgentClient::set_pids_limit(uint64_t limit) {
     return {};
 }
 
+Result<void> AgentClient::set_memory_limit(uint64_t bytes) {
+    TRY(call(MessageType::SetMemoryLimit, Writer().u64(bytes).take()));
+    return {};
+}
+
+Result<AgentClient::MemoryEvents> AgentClient::memory_events() {
+    std::string reply = TRY(call(MessageType::MemoryEvents, {}));
+    Reader r(reply);
+    MemoryEvents events;
+    events.oom_kills = r.u64();
+    events.current = r.u64();
+    TRY(r.finish("MemoryEvents reply"));
+    return events;
+}
+
 Result<void> AgentClient::configure_network(const NetworkSpec& spec) {
     TRY(call(MessageType::ConfigureNetwork, encode(spec)));
     return {};

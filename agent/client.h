@@ -57,6 +57,13 @@ public:
     Result<void> reseed(std::string_view entropy);
     // pids.max of the container's cgroup in the guest; 0 lifts the limit.
     Result<void> set_pids_limit(uint64_t limit);
+    // memory.max of the container's cgroup in the guest; 0 lifts the limit.
+    Result<void> set_memory_limit(uint64_t bytes);
+    struct MemoryEvents {
+        uint64_t oom_kills = 0;  // processes of the container any OOM killer stopped
+        uint64_t current = 0;    // bytes the container's cgroup holds
+    };
+    Result<MemoryEvents> memory_events();
     // The guest's NICs take the container's interfaces, addresses and routes.
     Result<void> configure_network(const NetworkSpec& spec);
     // Waits for the process's Exit event (sent to the connection that created

@@ -34,6 +34,10 @@ std::string_view to_string(MessageType type) {
             return "SetPidsLimit";
         case MessageType::ConfigureNetwork:
             return "ConfigureNetwork";
+        case MessageType::SetMemoryLimit:
+            return "SetMemoryLimit";
+        case MessageType::MemoryEvents:
+            return "MemoryEvents";
         case MessageType::Ok:
             return "Ok";
         case MessageType::Error:

@@ -42,6 +42,8 @@ enum class MessageType : uint16_t {
     Reseed = 11,            // string entropy (16-512 bytes) → Ok once the guest's RNG is reseeded with it
     SetPidsLimit = 12,      // u64 limit (0: none) → Ok once the container's cgroup in the guest has it
     ConfigureNetwork = 13,  // NetworkSpec → Ok once the guest's NICs have it
+    SetMemoryLimit = 14,    // u64 bytes (0: none) → Ok once the container's cgroup in the guest has it
+    MemoryEvents = 15,      // → Ok(u64 oom kills, u64 bytes in use) of the container's cgroup in the guest
     // agent → host
     Ok = 0x80,
     Error = 0x81,  // i32 errno, string message

@@ -18,7 +18,8 @@ namespace husk::runtime {
 namespace {
 
 constexpr const char* kServeUsage =
-    "Usage: husk serve [--socket PATH] [--state DIR] [--drain SECONDS] [--log-format json|text]\n"
+    "Usage: husk serve [--socket PATH] [--listen HOST:PORT] [--state DIR] [--drain SECONDS]\n"
+    "                  [--log-format json|text]\n"
     "\n"
     "Serves pools of microVMs over HTTP/1.1 on a Unix socket. Each pool is made\n"
     "from an OCI bundle: one VM boots, runs the pool's startup command and is\n"
@@ -27,6 +28,8 @@ constexpr const char* kServeUsage =
     "reset in place after it (only the pages it dirtied are reverted).\n"
     "\n"
     "  --socket PATH     where to listen (default /run/husk/serve.sock, mode 0660)\n"
+    "  --listen HOST:PORT  TCP as well, on loopback only (127.0.0.1:8080, [::1]:8080):\n"
+    "                    the API has no authentication\n"
     "  --state DIR       snapshots, images and VM sockets (default /run/husk/serve);\n"
     "                    what an earlier server left there is stopped and removed\n"
     "  --drain SECONDS   on SIGTERM, how long running invocations may finish (default 30)\n"
@@ -34,7 +37,8 @@ constexpr const char* kServeUsage =
     "\n"
     "API (JSON bodies; errors are {\"error\": \"...\"}):\n"
     "  POST   /pools                {\"name\", \"bundle\", \"size\", \"queue\", \"vcpus\", \"memory_mib\",\n"
-    "                                \"env\", \"startup\", \"timeout_ms\", \"max_output_bytes\"}\n"
+    "                                \"memory_limit_mib\", \"env\", \"startup\", \"timeout_ms\",\n"
+    "                                \"max_output_bytes\"}\n"
     "  GET    /pools                the pools' names\n"
     "  GET    /pools/NAME           configuration, VMs, counters\n"
     "  DELETE /pools/NAME           drain and stop the pool\n"
@@ -56,7 +60,7 @@ Result<int> cmd_serve(const GlobalOptions& g, const Args& args) {
             return 0;
         }
     ArgParser p("serve");
-    p.value("socket").value("state").value("drain").value("log-format");
+    p.value("socket").value("listen").value("state").value("drain").value("log-format");
     TRY(p.parse(args));
     if (!p.positionals().empty()) return Error::from_string("serve takes no arguments (see husk serve --help)");
     std::string socket = p.get("socket", "/run/husk/serve.sock");
@@ -111,6 +115,10 @@ Result<int> cmd_serve(const GlobalOptions& g, const Args& args) {
         });
     auto server =
         TRY(serve::HttpServer::listen(socket, [&](const serve::HttpRequest& r) { return service.handle(r); }));
+    if (p.has("listen")) {
+        if (auto tcp = server->listen_tcp(p.get("listen")); !tcp) return tcp.release_error().with_context("--listen");
+        log::info("listening on {} and TCP {} (port {})", socket, p.get("listen"), server->tcp_port());
+    }
     log::info("listening on {} (state in {})", socket, state);
     std::thread accept([&] { server->run(); });
 

@@ -1,10 +1,13 @@
 // husk serve without VMs: the HTTP parsing and formatting, the API's checks
 // and routing, and the metrics text (runtime/serve/). Pools with VMs are the
 // rig's (tests/rigtier/serve_test.cpp).
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -99,6 +102,43 @@ TEST(ServeHttp, AServerAnswersPipelinedRequestsAndStops) {
     std::filesystem::remove_all(dir);
 }
 
+// TCP beside the Unix socket, on loopback only: anything else is refused by name.
+TEST(ServeHttp, TcpIsServedOnLoopbackOnly) {
+    char tmpl[] = "/tmp/husk-serve-http.XXXXXX";
+    std::string dir = ::mkdtemp(tmpl);
+    auto server = HttpServer::listen(dir + "/s.sock", [](const HttpRequest& r) {
+        return HttpResponse{200, r.method + " " + r.target};
+    });
+    ASSERT_TRUE(server) << server.error().message();
+    for (const char* refused : {"0.0.0.0:8080", "[::]:8080", "192.0.2.1:80", "8080", "127.0.0.1:"}) {
+        auto r = server.value()->listen_tcp(refused);
+        ASSERT_FALSE(r) << refused;
+        EXPECT_EQ(r.error().code(), EINVAL) << refused;
+    }
+    EXPECT_NE(server.value()->listen_tcp("0.0.0.0:1").error().message().find("not a loopback address"),
+              std::string::npos);
+    auto tcp = server.value()->listen_tcp("127.0.0.1:0");
+    ASSERT_TRUE(tcp) << tcp.error().message();
+    ASSERT_NE(server.value()->tcp_port(), 0);
+    std::thread accept([&] { server.value()->run(); });
+    UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(server.value()->tcp_port());
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0) << std::strerror(errno);
+    EXPECT_TRUE(sys::send_all(fd.get(), "GET /health HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"));
+    std::string out;
+    char buf[4096];
+    for (ssize_t n; (n = ::read(fd.get(), buf, sizeof buf)) > 0;) out.append(buf, size_t(n));
+    EXPECT_EQ(out.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << out;
+    EXPECT_NE(out.find("GET /health"), std::string::npos) << out;
+    server.value()->stop();
+    accept.join();
+    server.value().reset();
+    std::filesystem::remove_all(dir);
+}
+
 TEST(ServeApi, APoolConfigIsCheckedWhole) {
     auto ok = parse_pool_config({{"name", "fn-1"}, {"bundle", "/b"}, {"size", 2}, {"env", {"A=1"}}});
     ASSERT_TRUE(ok) << ok.error().message();
@@ -118,6 +158,11 @@ TEST(ServeApi, APoolConfigIsCheckedWhole) {
     refused({{"name", "x"}, {"bundle", "/b"}, {"size", 0}}, "`size` must be a whole number from 1 to 64");
     refused({{"name", "x"}, {"bundle", "/b"}, {"size", -1}}, "`size`");
     refused({{"name", "x"}, {"bundle", "/b"}, {"memory_mib", 1.5}}, "`memory_mib`");
+    refused({{"name", "x"}, {"bundle", "/b"}, {"memory_limit_mib", 256}}, "from 8 to memory_mib - 64 (192)");
+    refused({{"name", "x"}, {"bundle", "/b"}, {"memory_limit_mib", 4}}, "`memory_limit_mib`");
+    auto limited = parse_pool_config({{"name", "x"}, {"bundle", "/b"}, {"memory_mib", 512}, {"memory_limit_mib", 448}});
+    ASSERT_TRUE(limited) << limited.error().message();
+    EXPECT_EQ(limited.value().memory_limit_mib, 448u);
     refused({{"name", "x"}, {"bundle", "/b"}, {"env", {"NOEQUALS"}}}, "NAME=VALUE");
     refused({{"name", "x"}, {"bundle", "/b"}, {"startup", "true"}}, "array of strings");
     refused({{"name", "x"}, {"bundle", "/b"}, {"sise", 2}}, "unknown field `sise`");
@@ -184,6 +229,7 @@ TEST(ServeApi, ErrorCodesMapToStatuses) {
     EXPECT_EQ(status_for(Error::from_string("x", EAGAIN)), 429);
     EXPECT_EQ(status_for(Error::from_string("x", ETIMEDOUT)), 504);
     EXPECT_EQ(status_for(Error::from_string("x", EMSGSIZE)), 502);
+    EXPECT_EQ(status_for(Error::from_string("x", ENOMEM)), 502);
     EXPECT_EQ(status_for(Error::from_string("x", ESHUTDOWN)), 503);
     EXPECT_EQ(status_for(Error::from_string("x", EEXIST)), 409);
 }

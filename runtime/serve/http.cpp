@@ -1,6 +1,9 @@
 #include "runtime/serve/http.h"
 
+#include <arpa/inet.h>
 #include <fmt/format.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -117,6 +120,55 @@ Result<std::unique_ptr<HttpServer>> HttpServer::listen(const std::string& path, 
     return std::unique_ptr<HttpServer>(new HttpServer(path, std::move(fd), std::move(stop), std::move(handler)));
 }
 
+namespace {
+
+bool is_loopback(const sockaddr* addr) {
+    if (addr->sa_family == AF_INET)
+        return (ntohl(reinterpret_cast<const sockaddr_in*>(addr)->sin_addr.s_addr) >> 24) == 127;
+    if (addr->sa_family == AF_INET6) {
+        const auto& a6 = reinterpret_cast<const sockaddr_in6*>(addr)->sin6_addr;
+        return IN6_IS_ADDR_LOOPBACK(&a6);
+    }
+    return false;
+}
+
+}  // namespace
+
+Result<void> HttpServer::listen_tcp(const std::string& address) {
+    size_t colon = address.rfind(':');
+    if (colon == std::string::npos || colon == 0 || colon + 1 == address.size())
+        return Error::from_string("`" + address + "` is not HOST:PORT", EINVAL);
+    std::string host = address.substr(0, colon), port = address.substr(colon + 1);
+    if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV;
+    addrinfo* found = nullptr;
+    if (int rc = ::getaddrinfo(host.c_str(), port.c_str(), &hints, &found); rc != 0)
+        return Error::from_string("`" + address + "`: " + ::gai_strerror(rc), EINVAL);
+    std::unique_ptr<addrinfo, decltype(&::freeaddrinfo)> owned(found, ::freeaddrinfo);
+    for (addrinfo* a = found; a; a = a->ai_next)
+        if (!is_loopback(a->ai_addr))
+            return Error::from_string("`" + address +
+                                          "` is not a loopback address: the API has no authentication, so husk serve "
+                                          "listens on TCP on loopback only (127.0.0.0/8, ::1)",
+                                      EINVAL);
+    UniqueFd fd(::socket(found->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!fd) return Error::from_errno(errno, "socket");
+    int one = 1;
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (::bind(fd.get(), found->ai_addr, found->ai_addrlen) < 0) return Error::from_errno(errno, "bind " + address);
+    if (::listen(fd.get(), 128) < 0) return Error::from_errno(errno, "listen on " + address);
+    sockaddr_storage bound{};
+    socklen_t len = sizeof bound;
+    ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&bound), &len);
+    m_tcp_port = ntohs(bound.ss_family == AF_INET ? reinterpret_cast<sockaddr_in*>(&bound)->sin_port
+                                                  : reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port);
+    m_tcp = std::move(fd);
+    return {};
+}
+
 HttpServer::HttpServer(std::string path, UniqueFd listener, UniqueFd stop_event, HttpHandler handler)
     : m_path(std::move(path)),
       m_listener(std::move(listener)),
@@ -130,15 +182,17 @@ HttpServer::~HttpServer() {
 
 void HttpServer::run() {
     while (!m_stopping) {
-        pollfd p[2] = {{m_listener.get(), POLLIN, 0}, {m_stop.get(), POLLIN, 0}};
-        if (::poll(p, 2, -1) < 0) {
+        // A negative fd (no TCP listener) is skipped by poll.
+        pollfd p[3] = {{m_stop.get(), POLLIN, 0}, {m_listener.get(), POLLIN, 0}, {m_tcp.get(), POLLIN, 0}};
+        if (::poll(p, 3, -1) < 0) {
             if (errno == EINTR) continue;
             log::error("poll: {}", std::strerror(errno));
             return;
         }
-        if (p[1].revents) return;
-        if (!p[0].revents) continue;
-        UniqueFd client(::accept4(m_listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+        if (p[0].revents) return;
+        int ready = p[1].revents ? p[1].fd : p[2].revents ? p[2].fd : -1;
+        if (ready < 0) continue;
+        UniqueFd client(::accept4(ready, nullptr, nullptr, SOCK_CLOEXEC));
         if (!client) continue;
         // A client that stops reading holds its invocation's VM at most this long.
         timeval send_timeout{kSendTimeoutS, 0};

@@ -1,4 +1,5 @@
-// HTTP/1.1 for `husk serve`, over a Unix socket: Boost.Beast parses the
+// HTTP/1.1 for `husk serve`, over a Unix socket (and TCP on loopback, if
+// asked): Boost.Beast parses the
 // requests and writes the responses; this file owns the sockets and threads.
 #pragma once
 
@@ -9,6 +10,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "vmm/base/result.h"
 #include "vmm/base/unique_fd.h"
@@ -55,6 +57,12 @@ class HttpServer {
 public:
     // Listens on `socket_path` (mode 0660); a stale socket nobody answers on is replaced.
     static Result<std::unique_ptr<HttpServer>> listen(const std::string& socket_path, HttpHandler handler);
+    // Also listens on TCP at `address`, HOST:PORT (`[::1]:PORT` for IPv6;
+    // PORT 0 takes a free one). Loopback only: the API has no authentication,
+    // so anyone who reaches it may run code in the pools' VMs.
+    Result<void> listen_tcp(const std::string& address);
+    // The port listen_tcp bound (0: none).
+    uint16_t tcp_port() const { return m_tcp_port; }
     ~HttpServer();
     // Serves until stop(): a thread per connection, at most kMaxConnections.
     void run();
@@ -67,7 +75,8 @@ private:
     void serve_connection(UniqueFd fd);
 
     std::string m_path;
-    UniqueFd m_listener, m_stop;
+    UniqueFd m_listener, m_tcp, m_stop;
+    uint16_t m_tcp_port = 0;
     HttpHandler m_handler;
     std::atomic<bool> m_stopping{false};
     std::mutex m_lock;

@@ -186,10 +186,10 @@ Collected collect(int out_fd, int err_fd, uint64_t cap, Clock::time_point deadli
 }  // namespace
 
 Result<PoolConfig> parse_pool_config(const Json& body) {
-    TRY(only_keys(
-        body,
-        {"name", "bundle", "size", "queue", "vcpus", "memory_mib", "env", "startup", "timeout_ms", "max_output_bytes"},
-        "pool"));
+    TRY(only_keys(body,
+                  {"name", "bundle", "size", "queue", "vcpus", "memory_mib", "memory_limit_mib", "env", "startup",
+                   "timeout_ms", "max_output_bytes"},
+                  "pool"));
     PoolConfig c;
     if (!body.contains("name") || !body["name"].is_string()) return bad("pool: `name` (a string) is required");
     c.name = body["name"];
@@ -204,6 +204,11 @@ Result<PoolConfig> parse_pool_config(const Json& body) {
     c.queue = uint32_t(TRY(number_field(body, "queue", 16, 0, 4096)));
     c.vcpus = uint32_t(TRY(number_field(body, "vcpus", 1, 1, 16)));
     c.memory_mib = uint32_t(TRY(number_field(body, "memory_mib", 256, 128, 16384)));
+    c.memory_limit_mib = uint32_t(TRY(number_field(body, "memory_limit_mib", 0, 0, 16384)));
+    // Below the VM's memory by 64 MiB: room for the guest's kernel and agent beside the container.
+    if (c.memory_limit_mib != 0 && (c.memory_limit_mib < 8 || c.memory_limit_mib > c.memory_mib - 64))
+        return bad(fmt::format("pool: `memory_limit_mib` must be 0 (none) or from 8 to memory_mib - 64 ({})",
+                               c.memory_mib - 64));
     c.env = TRY(strings_field(body, "env", 1024));
     TRY(env_ok(c.env, "env"));
     c.startup = TRY(strings_field(body, "startup", 4096));
@@ -219,6 +224,7 @@ Json to_json(const PoolConfig& c) {
             {"queue", c.queue},
             {"vcpus", c.vcpus},
             {"memory_mib", c.memory_mib},
+            {"memory_limit_mib", c.memory_limit_mib},
             {"env", c.env},
             {"startup", c.startup},
             {"timeout_ms", c.timeout_ms},
@@ -355,6 +361,10 @@ Result<void> Pool::build_snapshot() {
                 return bad(fmt::format("the startup command exited {}: {}", status, c.err.substr(0, 4096)));
             log::info("pool {}: startup command done ({} bytes of output)", m_config.name, c.out.size());
         }
+        // After the startup command, whose own needs are the pool's to size: the limit is the invocations'.
+        if (m_config.memory_limit_mib)
+            TRY(client->set_memory_limit(uint64_t(m_config.memory_limit_mib) << 20).context("the memory limit"));
+        m_oom_kills = TRY(client->memory_events().context("the container's memory events")).oom_kills;
         client->close();
     }
     m_snapshot = dir + "/snapshot";
@@ -485,6 +495,7 @@ Result<InvokeResult> Pool::invoke(const InvokeRequest& request, const OutputSink
             m_stats.failures++;
             if (ran.error().code() == ETIMEDOUT) m_stats.timeouts++;
             if (ran.error().code() == EMSGSIZE) m_stats.output_overflows++;
+            if (ran.error().code() == ENOMEM) m_stats.memory_kills++;
             if (ran.error().code() == EPIPE) m_stats.vm_losses++;
         }
         replace(std::move(vm), ran.error().message());
@@ -586,6 +597,20 @@ Result<InvokeResult> Pool::run_on(Vm& vm, const InvokeRequest& request, Clock::t
     auto status = client->wait(process.exec_id);
     finish_feeder();
     if (!status) return fail(status.release_error());
+    // The OOM killer may have stopped the process or only one of its children:
+    // either way the invocation lost memory it needed, and the VM goes.
+    auto memory = client->memory_events();
+    if (!memory) return fail(memory.release_error());
+    if (memory.value().oom_kills > m_oom_kills) {
+        kill_vm(vm);
+        std::string limit = m_config.memory_limit_mib
+                                ? fmt::format("its memory limit of {} MiB", m_config.memory_limit_mib)
+                                : fmt::format("the VM's {} MiB", m_config.memory_mib);
+        return Error::from_string(fmt::format("the invocation ran out of memory: it needed more than {}, and the "
+                                              "guest's OOM killer stopped it (exit status {})",
+                                              limit, status.value()),
+                                  ENOMEM);
+    }
     InvokeResult r;
     r.exit_status = status.value();
     r.out = std::move(c.out);
@@ -609,6 +634,7 @@ Json Pool::status() const {
             {"failures", s.failures},
             {"timeouts", s.timeouts},
             {"output_overflows", s.output_overflows},
+            {"memory_kills", s.memory_kills},
             {"vm_losses", s.vm_losses},
             {"refused", s.refused},
             {"replaced", s.replaced},

@@ -8,7 +8,9 @@
 // (agent/PROTOCOL.md, serverless), and gives the VM back after a `reset`: every
 // page the invocation dirtied is reverted, so the next one finds the snapshot's
 // state. A VM that times out, overflows its output cap or stops is killed, and
-// a fresh one is restored in its place.
+// a fresh one is restored in its place. So is one whose invocation met the
+// OOM killer: past `memory_limit_mib` (the container's memory.max in the
+// guest), or past the VM's memory.
 #pragma once
 
 #include <sys/types.h>
@@ -42,6 +44,7 @@ struct PoolConfig {
     uint32_t queue = 16;  // invocations waiting for a VM beyond `size`; more get 429
     uint32_t vcpus = 1;
     uint32_t memory_mib = 256;
+    uint32_t memory_limit_mib = 0;        // per invocation, below memory_mib (0: the VM's memory is the limit)
     std::vector<std::string> env;         // added to the bundle's process env
     std::vector<std::string> startup;     // run once before the snapshot (empty: none)
     uint32_t timeout_ms = 30000;          // per invocation
@@ -74,7 +77,8 @@ nlohmann::json to_json(const InvokeResult& result);
 
 // Counters for GET /pools/{name} and /metrics.
 struct PoolStats {
-    uint64_t invocations = 0, failures = 0, timeouts = 0, output_overflows = 0, vm_losses = 0, refused = 0;
+    uint64_t invocations = 0, failures = 0, timeouts = 0, output_overflows = 0, memory_kills = 0, vm_losses = 0,
+             refused = 0;
     uint64_t resets = 0, reset_us_total = 0, last_reset_us = 0, replaced = 0;
     uint32_t idle = 0, busy = 0, starting = 0, queued = 0;
 };
@@ -93,7 +97,7 @@ public:
 
     // Waits for an idle VM (at most `queue` callers wait; EAGAIN past that),
     // then runs one invocation. Errors carry the HTTP meaning in their code:
-    // EINVAL 400, EAGAIN 429, ETIMEDOUT 504, EMSGSIZE and EPIPE 502, ESHUTDOWN 503.
+    // EINVAL 400, EAGAIN 429, ETIMEDOUT 504, EMSGSIZE, ENOMEM and EPIPE 502, ESHUTDOWN 503.
     // With `sink`, output goes there as it comes and is not kept nor capped.
     Result<InvokeResult> invoke(const InvokeRequest& request, const OutputSink* sink = nullptr);
     const PoolConfig& config() const { return m_config; }
@@ -126,6 +130,7 @@ private:
     agent::ContainerSpec m_container;
     agent::ProcessSpec m_process;  // the bundle's, with the pool's env
     std::string m_image, m_snapshot;
+    uint64_t m_oom_kills = 0;  // the container's OOM kills in the snapshot (the startup command's)
 
     mutable std::mutex m_lock;
     std::condition_variable m_changed;

@@ -117,6 +117,7 @@ int status_for(const Error& error) {
         case ETIMEDOUT:
             return 504;
         case EMSGSIZE:
+        case ENOMEM:
         case EPIPE:
             return 502;
         case ESHUTDOWN:
@@ -274,9 +275,11 @@ std::string Service::metrics() const {
         out += fmt::format("husk_serve_invocation_failures_total{{pool=\"{}\",kind=\"timeout\"}} {}\n", p, s.timeouts);
         out += fmt::format("husk_serve_invocation_failures_total{{pool=\"{}\",kind=\"output\"}} {}\n", p,
                            s.output_overflows);
+        out +=
+            fmt::format("husk_serve_invocation_failures_total{{pool=\"{}\",kind=\"memory\"}} {}\n", p, s.memory_kills);
         out += fmt::format("husk_serve_invocation_failures_total{{pool=\"{}\",kind=\"vm\"}} {}\n", p, s.vm_losses);
         out += fmt::format("husk_serve_invocation_failures_total{{pool=\"{}\",kind=\"other\"}} {}\n", p,
-                           s.failures - s.timeouts - s.output_overflows - s.vm_losses);
+                           s.failures - s.timeouts - s.output_overflows - s.memory_kills - s.vm_losses);
     }
     family("husk_serve_refused_total", "counter", "Invocations refused with 429: the queue was full");
     each("husk_serve_refused_total", [](const PoolStats& s) { return s.refused; });

@@ -52,3 +52,20 @@ husk_temp_dir() {
   trap 'rm -rf -- "${husk_cleanup_paths[@]}"' EXIT
 }
 husk_cleanup_paths=()
+
+# husk_sanitizer_build DIR [meson options...]: sets DIR up as an ASan + UBSan
+# build, or brings an existing one to these options. At -O1 with line tables
+# only (-g1): reports keep file:line, and the build takes about a third of
+# the time of -O2 -g (the sanitizer tier's build was the longest step of a
+# fresh run).
+husk_sanitizer_build() {
+  local dir=$1 opts
+  shift
+  opts=(-Db_sanitize=address,undefined -Db_lundef=false -Doptimization=1 -Ddebug=false
+        -Dcpp_args=-g1 -Dc_args=-g1 "$@")
+  if [[ -f $dir/build.ninja ]]; then
+    meson configure "$dir" "${opts[@]}" >/dev/null
+  else
+    meson setup "$dir" "$root" "${opts[@]}" >/dev/null
+  fi
+}

@@ -1,5 +1,7 @@
 #include "tests/lib/http_client.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -15,12 +17,27 @@ namespace husk::test {
 HttpReply http_request(const std::string& socket, const std::string& method, const std::string& path,
                        const std::string& body) {
     HttpReply r;
-    auto connected = sys::connect_unix(socket);
-    if (!connected) {
-        r.raw = connected.error().message();
-        return r;
+    UniqueFd owned;
+    if (socket.rfind("tcp:", 0) == 0) {
+        std::string address = socket.substr(4);
+        size_t colon = address.rfind(':');
+        sockaddr_in addr{};
+        addr.sin_family = AF_INET;
+        addr.sin_port = htons(uint16_t(std::atoi(address.substr(colon + 1).c_str())));
+        owned = UniqueFd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+        if (colon == std::string::npos || ::inet_pton(AF_INET, address.substr(0, colon).c_str(), &addr.sin_addr) != 1 ||
+            ::connect(owned.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) {
+            r.raw = "connect " + address + ": " + std::strerror(errno);
+            return r;
+        }
+    } else {
+        auto connected = sys::connect_unix(socket);
+        if (!connected) {
+            r.raw = connected.error().message();
+            return r;
+        }
+        owned = connected.release_value();
     }
-    UniqueFd owned = connected.release_value();
     int fd = owned.get();
     std::string request = method + " " + path + " HTTP/1.1\r\nHost: husk\r\nConnection: close\r\n";
     if (!body.empty() || method == "POST") request += "Content-Length: " + std::to_string(body.size()) + "\r\n";

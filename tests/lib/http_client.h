@@ -1,4 +1,4 @@
-// A minimal HTTP/1.1 client over a Unix socket, for the tests and husk-bench
+// A minimal HTTP/1.1 client over a Unix socket (or TCP), for the tests and husk-bench
 // that drive `husk serve`: one request per connection (Connection: close).
 #pragma once
 
@@ -12,6 +12,7 @@ struct HttpReply {
     std::string raw;   // the whole response
 };
 
+// `socket`: a Unix socket's path, or tcp:IPV4:PORT.
 HttpReply http_request(const std::string& socket, const std::string& method, const std::string& path,
                        const std::string& body = "");
 

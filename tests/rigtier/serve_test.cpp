@@ -27,6 +27,9 @@ namespace {
 namespace fs = std::filesystem;
 using Json = nlohmann::json;
 
+// Where the daemon also listens (--listen): loopback TCP.
+constexpr const char* kTcp = "tcp:127.0.0.1:18471";
+
 struct Reply {
     int status = 0;
     Json body;
@@ -92,8 +95,8 @@ protected:
                 CPU_SET(std::atoi(cpu.c_str()), &one);
                 ::sched_setaffinity(0, sizeof one, &one);
             }
-            ::execl(runtime.c_str(), "husk", "serve", "--socket", m_socket.c_str(), "--state", m_state.c_str(),
-                    "--drain", "20", nullptr);
+            ::execl(runtime.c_str(), "husk", "serve", "--socket", m_socket.c_str(), "--listen", kTcp + 4, "--state",
+                    m_state.c_str(), "--drain", "20", nullptr);
             ::_exit(127);
         }
         for (int i = 0; i < 500 && !fs::exists(m_socket); ++i) ::usleep(20000);
@@ -210,8 +213,12 @@ TEST_F(Serve, APoolOfTwoServesFourClientsInCleanVms) {
 TEST_F(Serve, FailuresAreAnsweredAndThePoolServesOn) {
     // No PID namespace: the invocation that reboots the guest reboots the VM, as a crash would end it.
     write_config(false);
-    auto made =
-        make_pool({{"name", "f"}, {"size", 1}, {"queue", 0}, {"timeout_ms", 4000}, {"max_output_bytes", 100000}});
+    auto made = make_pool({{"name", "f"},
+                           {"size", 1},
+                           {"queue", 0},
+                           {"timeout_ms", 4000},
+                           {"max_output_bytes", 100000},
+                           {"memory_limit_mib", 16}});
     ASSERT_EQ(made.status, 201) << made.raw << log();
     auto ok = [&] {
         auto r = call("POST", "/pools/f/invoke", {{"args", {"echo", "ok"}}});
@@ -236,6 +243,20 @@ TEST_F(Serve, FailuresAreAnsweredAndThePoolServesOn) {
     EXPECT_EQ(big.status, 502) << big.raw;
     EXPECT_NE(big.body.value("error", "").find("more than 100000 bytes"), std::string::npos) << big.raw;
     ok();
+    // Past its memory limit: the guest's OOM killer stops it, and the caller is told so.
+    auto hungry = call(
+        "POST", "/pools/f/invoke",
+        {{"args", {"sh", "-c", "x=$(head -c 67108864 /dev/zero | tr '\\0' a); echo ${#x}"}}, {"timeout_ms", 30000}});
+    EXPECT_EQ(hungry.status, 502) << hungry.raw;
+    EXPECT_NE(hungry.body.value("error", "").find("ran out of memory: it needed more than its memory limit of 16 MiB"),
+              std::string::npos)
+        << hungry.raw;
+    ok();
+    // Below it, the same kind of work runs.
+    auto modest = call(
+        "POST", "/pools/f/invoke",
+        {{"args", {"sh", "-c", "x=$(head -c 2097152 /dev/zero | tr '\\0' a); echo ${#x}"}}, {"timeout_ms", 30000}});
+    EXPECT_EQ(modest.body.value("stdout", ""), "2097152\n") << modest.raw;
     auto crash = call("POST", "/pools/f/invoke", {{"args", {"sh", "-c", "reboot -f; sleep 10"}}});
     EXPECT_EQ(crash.status, 502) << crash.raw;
     EXPECT_NE(crash.body.value("error", "").find("VM"), std::string::npos) << crash.raw;
@@ -260,8 +281,9 @@ TEST_F(Serve, FailuresAreAnsweredAndThePoolServesOn) {
     auto status = call("GET", "/pools/f");
     EXPECT_EQ(status.body.value("timeouts", 0), 1) << status.raw;
     EXPECT_EQ(status.body.value("output_overflows", 0), 1) << status.raw;
+    EXPECT_EQ(status.body.value("memory_kills", 0), 1) << status.raw;
     EXPECT_EQ(status.body.value("refused", 0), 1) << status.raw;
-    EXPECT_GE(status.body.value("replaced", 0), 3) << status.raw;
+    EXPECT_GE(status.body.value("replaced", 0), 4) << status.raw;
     EXPECT_EQ(call("DELETE", "/pools/f").status, 200);
     EXPECT_EQ(vmms(), 0);
 }
@@ -279,6 +301,10 @@ TEST_F(Serve, ARestartAfterACrashLeavesNothingBehind) {
     EXPECT_EQ(call("GET", "/pools").body, (Json{{"pools", Json::array()}}));
     ASSERT_EQ(make_pool({{"name", "c"}, {"size", 1}}).status, 201) << log();
     EXPECT_EQ(call("POST", "/pools/c/invoke", {{"args", {"echo", "again"}}}).body.value("stdout", ""), "again\n");
+    // The same API on TCP (--listen, loopback).
+    auto tcp = http(kTcp, "POST", "/pools/c/invoke", Json{{"args", {"echo", "tcp"}}}.dump());
+    EXPECT_EQ(tcp.status, 200) << tcp.raw;
+    EXPECT_EQ(tcp.body.value("stdout", ""), "tcp\n") << tcp.raw;
     // SIGTERM drains: the invocation running then finishes and is answered.
     auto running = std::async(std::launch::async, [&] {
         return call("POST", "/pools/c/invoke", {{"args", {"sh", "-c", "sleep 2; echo drained"}}});
