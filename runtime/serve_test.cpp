@@ -145,6 +145,7 @@ TEST(ServeApi, APoolConfigIsCheckedWhole) {
     EXPECT_EQ(ok.value().size, 2u);
     EXPECT_EQ(ok.value().queue, 16u);
     EXPECT_EQ(ok.value().timeout_ms, 30000u);
+    EXPECT_EQ(ok.value().max_size, 2u);  // `size` when not given
     auto refused = [](const Json& body, const std::string& why) {
         auto r = parse_pool_config(body);
         ASSERT_FALSE(r) << body.dump();
@@ -160,6 +161,8 @@ TEST(ServeApi, APoolConfigIsCheckedWhole) {
     refused({{"name", "x"}, {"bundle", "/b"}, {"memory_mib", 1.5}}, "`memory_mib`");
     refused({{"name", "x"}, {"bundle", "/b"}, {"memory_limit_mib", 256}}, "from 8 to memory_mib - 64 (192)");
     refused({{"name", "x"}, {"bundle", "/b"}, {"memory_limit_mib", 4}}, "`memory_limit_mib`");
+    refused({{"name", "x"}, {"bundle", "/b"}, {"size", 3}, {"max_size", 2}}, "`max_size` must be at least `size` (3)");
+    refused({{"name", "x"}, {"bundle", "/b"}, {"scale_down_ms", 10}}, "`scale_down_ms`");
     auto limited = parse_pool_config({{"name", "x"}, {"bundle", "/b"}, {"memory_mib", 512}, {"memory_limit_mib", 448}});
     ASSERT_TRUE(limited) << limited.error().message();
     EXPECT_EQ(limited.value().memory_limit_mib, 448u);

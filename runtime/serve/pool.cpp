@@ -187,8 +187,8 @@ Collected collect(int out_fd, int err_fd, uint64_t cap, Clock::time_point deadli
 
 Result<PoolConfig> parse_pool_config(const Json& body) {
     TRY(only_keys(body,
-                  {"name", "bundle", "size", "queue", "vcpus", "memory_mib", "memory_limit_mib", "env", "startup",
-                   "timeout_ms", "max_output_bytes"},
+                  {"name", "bundle", "size", "max_size", "scale_down_ms", "queue", "vcpus", "memory_mib",
+                   "memory_limit_mib", "env", "startup", "timeout_ms", "max_output_bytes"},
                   "pool"));
     PoolConfig c;
     if (!body.contains("name") || !body["name"].is_string()) return bad("pool: `name` (a string) is required");
@@ -201,6 +201,9 @@ Result<PoolConfig> parse_pool_config(const Json& body) {
         return bad("pool: `bundle` (the absolute path of an OCI bundle) is required");
     c.bundle = body["bundle"];
     c.size = uint32_t(TRY(number_field(body, "size", 1, 1, 64)));
+    c.max_size = uint32_t(TRY(number_field(body, "max_size", c.size, 1, 64)));
+    if (c.max_size < c.size) return bad(fmt::format("pool: `max_size` must be at least `size` ({})", c.size));
+    c.scale_down_ms = uint32_t(TRY(number_field(body, "scale_down_ms", 60000, 100, 24 * 3600 * 1000)));
     c.queue = uint32_t(TRY(number_field(body, "queue", 16, 0, 4096)));
     c.vcpus = uint32_t(TRY(number_field(body, "vcpus", 1, 1, 16)));
     c.memory_mib = uint32_t(TRY(number_field(body, "memory_mib", 256, 128, 16384)));
@@ -221,6 +224,8 @@ Json to_json(const PoolConfig& c) {
     return {{"name", c.name},
             {"bundle", c.bundle},
             {"size", c.size},
+            {"max_size", c.max_size ? c.max_size : c.size},
+            {"scale_down_ms", c.scale_down_ms},
             {"queue", c.queue},
             {"vcpus", c.vcpus},
             {"memory_mib", c.memory_mib},
@@ -274,6 +279,7 @@ Result<std::unique_ptr<Pool>> Pool::create(const PoolConfig& config, const Serve
                 break;
             }
             std::lock_guard lock(pool->m_lock);
+            vm.value()->idle_since = Clock::now();
             pool->m_idle.push_back(vm.release_value());
         }
     }
@@ -281,6 +287,8 @@ Result<std::unique_ptr<Pool>> Pool::create(const PoolConfig& config, const Serve
         pool->shutdown(std::chrono::milliseconds(0));
         return built.release_error().with_context("pool `" + config.name + "`");
     }
+    pool->m_next_index = int(config.size);
+    if (pool->m_config.max_size > config.size) pool->m_trimmer = std::thread([p = pool.get()] { p->trim_loop(); });
     log::info("pool {}: {} VMs restored from {}", config.name, config.size, pool->m_snapshot);
     return pool;
 }
@@ -431,7 +439,10 @@ void Pool::replace(std::unique_ptr<Vm> vm, const std::string& why) {
         m_changed.notify_all();
     }
     kill_vm(*vm);
-    if (!restore) return;
+    if (restore) restore_in_background(index);
+}
+
+void Pool::restore_in_background(int index) {
     // Detached: shutdown() waits until no VM is starting, and this thread
     // touches the pool no more once it has said so (under the lock).
     std::thread([this, index] {
@@ -444,11 +455,38 @@ void Pool::replace(std::unique_ptr<Vm> vm, const std::string& why) {
             reap(fresh.value()->pid);
             std::erase(m_live, fresh.value()->pid);
         } else {
+            fresh.value()->idle_since = Clock::now();
             m_idle.push_back(fresh.release_value());
         }
         m_stats.starting--;
         m_changed.notify_all();
     }).detach();
+}
+
+void Pool::trim_loop() {
+    std::unique_lock lock(m_lock);
+    const auto after = std::chrono::milliseconds(m_config.scale_down_ms);
+    while (!m_closing) {
+        m_changed.wait_for(lock, std::min<std::chrono::milliseconds>(after, std::chrono::seconds(1)));
+        std::vector<std::unique_ptr<Vm>> stale;
+        // The longest idle are at the front (invocations take from the back).
+        while (!m_closing && !m_idle.empty() && m_idle.size() + m_stats.busy + m_stats.starting > m_config.size &&
+               Clock::now() - m_idle.front()->idle_since >= after) {
+            stale.push_back(std::move(m_idle.front()));
+            m_idle.pop_front();
+            m_stats.scaled_down++;
+        }
+        if (stale.empty()) continue;
+        lock.unlock();
+        for (auto& vm : stale) {
+            log::info("pool {}: VM {} stopped: idle beyond the pool's size", m_config.name, vm->index);
+            kill_vm(*vm);
+            std::string base = vm->api.substr(0, vm->api.size() - 4);  // less ".api"
+            std::error_code ec;
+            for (const char* ext : {".api", ".vsock", ".log", ".toml", ".pid"}) fs::remove(base + ext, ec);
+        }
+        lock.lock();
+    }
 }
 
 Result<InvokeResult> Pool::invoke(const InvokeRequest& request, const OutputSink* sink) {
@@ -458,11 +496,18 @@ Result<InvokeResult> Pool::invoke(const InvokeRequest& request, const OutputSink
         std::unique_lock lock(m_lock);
         if (m_closing) return Error::from_string("the pool is shutting down", ESHUTDOWN);
         auto none_left = [&] { return m_idle.empty() && m_stats.busy == 0 && m_stats.starting == 0; };
+        if (m_idle.empty() && m_stats.busy + m_stats.starting < std::max(m_config.size, m_config.max_size)) {
+            // Room to grow (or VMs lost and not restored): one more VM, which
+            // this caller or an earlier waiter will take.
+            m_stats.starting++;
+            if (m_stats.busy + m_stats.starting > m_config.size) m_stats.scaled_up++;
+            restore_in_background(m_next_index++);
+        }
         if (none_left())
             return Error::from_string("pool `" + m_config.name + "` has no VM left: restoring one failed (see the log)",
                                       ESHUTDOWN);
         if (m_idle.empty()) {
-            // A VM being restored in place of a lost one counts as one that will be free.
+            // A VM being restored (in place of a lost one, or to grow) counts as one that will be free.
             if (m_stats.queued >= m_config.queue + m_stats.starting) {
                 m_stats.refused++;
                 return Error::from_string(fmt::format("pool `{}` is busy: {} invocations run and {} wait",
@@ -477,8 +522,9 @@ Result<InvokeResult> Pool::invoke(const InvokeRequest& request, const OutputSink
                 return Error::from_string(
                     "pool `" + m_config.name + "` has no VM left: restoring one failed (see the log)", ESHUTDOWN);
         }
-        vm = std::move(m_idle.front());
-        m_idle.pop_front();
+        // The most recently used: the longest idle stay at the front, for trim_loop.
+        vm = std::move(m_idle.back());
+        m_idle.pop_back();
         m_stats.busy++;
     }
     InvokeResult result;
@@ -518,6 +564,7 @@ Result<InvokeResult> Pool::invoke(const InvokeRequest& request, const OutputSink
         m_stats.resets++;
         m_stats.reset_us_total += result.reset_us;
         m_stats.last_reset_us = result.reset_us;
+        vm->idle_since = Clock::now();
         m_idle.push_back(std::move(vm));
         m_changed.notify_all();
     }
@@ -638,6 +685,8 @@ Json Pool::status() const {
             {"vm_losses", s.vm_losses},
             {"refused", s.refused},
             {"replaced", s.replaced},
+            {"scaled_up", s.scaled_up},
+            {"scaled_down", s.scaled_down},
             {"resets", s.resets},
             {"last_reset_us", s.last_reset_us},
             {"mean_reset_us", s.resets ? s.reset_us_total / s.resets : 0}};
@@ -656,6 +705,7 @@ void Pool::shutdown(std::chrono::milliseconds drain) {
         m_live.clear();
         m_idle.clear();
     }
+    if (m_trimmer.joinable()) m_trimmer.join();
     for (pid_t pid : live) reap(pid);
     std::error_code ec;
     fs::remove_all(m_context.dir, ec);

@@ -3,7 +3,9 @@
 //
 // Making a pool boots one VM over the bundle's rootfs (an ext4 image, attached
 // read-only), sets the container up, runs the startup command to its end and
-// snapshots the VM. `size` VMs are then restored from that snapshot and wait.
+// snapshots the VM. `size` VMs are then restored from that snapshot and wait;
+// while invocations wait for one, more are restored, up to `max_size`, and
+// those idle for `scale_down_ms` are stopped again.
 // An invocation takes an idle VM, runs its process as the container's `init`
 // (agent/PROTOCOL.md, serverless), and gives the VM back after a `reset`: every
 // page the invocation dirtied is reverted, so the next one finds the snapshot's
@@ -38,10 +40,12 @@ namespace husk::runtime::serve {
 
 // POST /pools, checked whole before anything runs.
 struct PoolConfig {
-    std::string name;     // [a-z0-9_.-], 1 to 64 characters
-    std::string bundle;   // an OCI bundle: config.json and its root.path
-    uint32_t size = 1;    // VMs kept warm: invocations that run at once
-    uint32_t queue = 16;  // invocations waiting for a VM beyond `size`; more get 429
+    std::string name;                // [a-z0-9_.-], 1 to 64 characters
+    std::string bundle;              // an OCI bundle: config.json and its root.path
+    uint32_t size = 1;               // VMs kept warm, at the least
+    uint32_t max_size = 0;           // at most (0: `size`): more are restored while invocations wait
+    uint32_t scale_down_ms = 60000;  // a VM beyond `size` idle this long is stopped
+    uint32_t queue = 16;             // invocations waiting for a VM beyond `size`; more get 429
     uint32_t vcpus = 1;
     uint32_t memory_mib = 256;
     uint32_t memory_limit_mib = 0;        // per invocation, below memory_mib (0: the VM's memory is the limit)
@@ -79,7 +83,7 @@ nlohmann::json to_json(const InvokeResult& result);
 struct PoolStats {
     uint64_t invocations = 0, failures = 0, timeouts = 0, output_overflows = 0, memory_kills = 0, vm_losses = 0,
              refused = 0;
-    uint64_t resets = 0, reset_us_total = 0, last_reset_us = 0, replaced = 0;
+    uint64_t resets = 0, reset_us_total = 0, last_reset_us = 0, replaced = 0, scaled_up = 0, scaled_down = 0;
     uint32_t idle = 0, busy = 0, starting = 0, queued = 0;
 };
 
@@ -113,6 +117,7 @@ private:
         pid_t pid = -1;
         std::string api, vsock, log;
         uint64_t invocations = 0;
+        std::chrono::steady_clock::time_point idle_since;
     };
     Pool(PoolConfig config, ServeContext context);
     Result<void> build_snapshot();
@@ -122,6 +127,11 @@ private:
     void kill_vm(Vm& vm);
     // Kills a busy VM that cannot be reset, and restores another in its place (in the background).
     void replace(std::unique_ptr<Vm> vm, const std::string& why);
+    // Restores VM `index` in a thread of its own, counted in `starting`
+    // (which the caller has already raised, under m_lock), into m_idle.
+    void restore_in_background(int index);
+    // Stops VMs beyond `size` that have been idle for `scale_down_ms`; until shutdown.
+    void trim_loop();
     Result<InvokeResult> run_on(Vm& vm, const InvokeRequest& request, std::chrono::steady_clock::time_point deadline,
                                 const OutputSink* sink);
 
@@ -138,6 +148,8 @@ private:
     PoolStats m_stats;
     bool m_closing = false;
     std::vector<pid_t> m_live;  // husk-vmm processes of this pool, for shutdown
+    int m_next_index = 0;       // the index of the next VM added beyond those made
+    std::thread m_trimmer;
 };
 
 // Kills the husk-vmm processes a previous `husk serve` left under `root`

@@ -289,6 +289,11 @@ std::string Service::metrics() const {
     each("husk_serve_reset_seconds_sum", [](const PoolStats& s) { return double(s.reset_us_total) / 1e6; });
     family("husk_serve_vms_replaced_total", "counter", "VMs killed and restored afresh");
     each("husk_serve_vms_replaced_total", [](const PoolStats& s) { return s.replaced; });
+    family("husk_serve_vms_scaled_up_total", "counter", "VMs restored beyond the pool's size for waiting invocations");
+    each("husk_serve_vms_scaled_up_total", [](const PoolStats& s) { return s.scaled_up; });
+    family("husk_serve_vms_scaled_down_total", "counter",
+           "VMs beyond the pool's size stopped after scale_down_ms idle");
+    each("husk_serve_vms_scaled_down_total", [](const PoolStats& s) { return s.scaled_down; });
     family("husk_serve_vms", "gauge", "The pool's VMs by state");
     for (const auto& [pool, s] : stats) {
         std::string p = label(pool);

@@ -299,12 +299,26 @@ TEST_F(Serve, ARestartAfterACrashLeavesNothingBehind) {
     for (int i = 0; i < 100 && vmms() > 0; ++i) ::usleep(50000);
     EXPECT_EQ(vmms(), 0) << log();
     EXPECT_EQ(call("GET", "/pools").body, (Json{{"pools", Json::array()}}));
-    ASSERT_EQ(make_pool({{"name", "c"}, {"size", 1}}).status, 201) << log();
+    ASSERT_EQ(make_pool({{"name", "c"}, {"size", 1}, {"max_size", 2}, {"scale_down_ms", 1500}}).status, 201) << log();
     EXPECT_EQ(call("POST", "/pools/c/invoke", {{"args", {"echo", "again"}}}).body.value("stdout", ""), "again\n");
     // The same API on TCP (--listen, loopback).
     auto tcp = http(kTcp, "POST", "/pools/c/invoke", Json{{"args", {"echo", "tcp"}}}.dump());
     EXPECT_EQ(tcp.status, 200) << tcp.raw;
     EXPECT_EQ(tcp.body.value("stdout", ""), "tcp\n") << tcp.raw;
+    // Two at once in a pool of size 1 (max_size 2): a second VM is restored
+    // for the second, then stopped once it has been idle for scale_down_ms.
+    auto two = [&](const char* word) {
+        return std::async(std::launch::async, [&, word] {
+            return call("POST", "/pools/c/invoke", {{"args", {"sh", "-c", std::string("sleep 1; echo ") + word}}});
+        });
+    };
+    auto a = two("a"), b = two("b");
+    EXPECT_EQ(a.get().body.value("stdout", ""), "a\n");
+    EXPECT_EQ(b.get().body.value("stdout", ""), "b\n");
+    EXPECT_EQ(call("GET", "/pools/c").body.value("scaled_up", 0), 1);
+    for (int i = 0; i < 300 && call("GET", "/pools/c").body.value("scaled_down", 0) == 0; ++i) ::usleep(100000);
+    EXPECT_EQ(call("GET", "/pools/c").body.value("scaled_down", 0), 1) << log();
+    EXPECT_EQ(vmms(), 1);
     // SIGTERM drains: the invocation running then finishes and is answered.
     auto running = std::async(std::launch::async, [&] {
         return call("POST", "/pools/c/invoke", {{"args", {"sh", "-c", "sleep 2; echo drained"}}});
