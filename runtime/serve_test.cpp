@@ -154,8 +154,15 @@ TEST(ServeApi, APoolConfigIsCheckedWhole) {
     };
     refused(Json::array(), "JSON object");
     refused({{"bundle", "/b"}}, "`name`");
+    refused({{"name", "x"}}, "either `bundle` (an OCI bundle) or `rootfs`");
+    refused({{"name", "x"}, {"bundle", "/b"}, {"rootfs", "/r"}}, "either `bundle`");
+    refused({{"name", "x"}, {"rootfs", "r"}}, "`rootfs` must be an absolute path");
+    auto from_rootfs = parse_pool_config({{"name", "x"}, {"rootfs", "/r"}, {"args", {"python3", "-c", "print(1)"}}});
+    ASSERT_TRUE(from_rootfs) << from_rootfs.error().message();
+    EXPECT_EQ(from_rootfs.value().rootfs, "/r");
+    EXPECT_EQ(from_rootfs.value().args.size(), 3u);
     refused({{"name", "../x"}, {"bundle", "/b"}}, "`name` must be");
-    refused({{"name", "x"}, {"bundle", "relative"}}, "absolute path");
+    refused({{"name", "x"}, {"bundle", "relative"}}, "`bundle` must be an absolute path");
     refused({{"name", "x"}, {"bundle", "/b"}, {"size", 0}}, "`size` must be a whole number from 1 to 64");
     refused({{"name", "x"}, {"bundle", "/b"}, {"size", -1}}, "`size`");
     refused({{"name", "x"}, {"bundle", "/b"}, {"memory_mib", 1.5}}, "`memory_mib`");

@@ -13,6 +13,7 @@
 #include <regex>
 
 #include "agent/client.h"
+#include "runtime/default_spec.h"
 #include "runtime/rootfs_image.h"
 #include "vmm/base/log.h"
 #include "vmm/base/subprocess.h"
@@ -187,8 +188,8 @@ Collected collect(int out_fd, int err_fd, uint64_t cap, Clock::time_point deadli
 
 Result<PoolConfig> parse_pool_config(const Json& body) {
     TRY(only_keys(body,
-                  {"name", "bundle", "size", "max_size", "scale_down_ms", "queue", "vcpus", "memory_mib",
-                   "memory_limit_mib", "env", "startup", "timeout_ms", "max_output_bytes"},
+                  {"name", "bundle", "rootfs", "args", "size", "max_size", "scale_down_ms", "queue", "vcpus",
+                   "memory_mib", "memory_limit_mib", "env", "startup", "timeout_ms", "max_output_bytes"},
                   "pool"));
     PoolConfig c;
     if (!body.contains("name") || !body["name"].is_string()) return bad("pool: `name` (a string) is required");
@@ -196,10 +197,13 @@ Result<PoolConfig> parse_pool_config(const Json& body) {
     static const std::regex kName("[a-z0-9][a-z0-9_.-]{0,63}");
     if (!std::regex_match(c.name, kName))
         return bad("pool: `name` must be 1 to 64 of a-z, 0-9, `_`, `.`, `-`, starting with a letter or digit");
-    if (!body.contains("bundle") || !body["bundle"].is_string() || body["bundle"].get<std::string>().empty() ||
-        body["bundle"].get<std::string>()[0] != '/')
-        return bad("pool: `bundle` (the absolute path of an OCI bundle) is required");
-    c.bundle = body["bundle"];
+    if (body.contains("bundle") == body.contains("rootfs"))
+        return bad("pool: either `bundle` (an OCI bundle) or `rootfs` (a root filesystem directory) is required");
+    const char* where = body.contains("bundle") ? "bundle" : "rootfs";
+    if (!body[where].is_string() || body[where].get<std::string>().empty() || body[where].get<std::string>()[0] != '/')
+        return bad(fmt::format("pool: `{}` must be an absolute path", where));
+    (body.contains("bundle") ? c.bundle : c.rootfs) = body[where];
+    c.args = TRY(strings_field(body, "args", 4096));
     c.size = uint32_t(TRY(number_field(body, "size", 1, 1, 64)));
     c.max_size = uint32_t(TRY(number_field(body, "max_size", c.size, 1, 64)));
     if (c.max_size < c.size) return bad(fmt::format("pool: `max_size` must be at least `size` ({})", c.size));
@@ -223,6 +227,8 @@ Result<PoolConfig> parse_pool_config(const Json& body) {
 Json to_json(const PoolConfig& c) {
     return {{"name", c.name},
             {"bundle", c.bundle},
+            {"rootfs", c.rootfs},
+            {"args", c.args},
             {"size", c.size},
             {"max_size", c.max_size ? c.max_size : c.size},
             {"scale_down_ms", c.scale_down_ms},
@@ -295,10 +301,26 @@ Result<std::unique_ptr<Pool>> Pool::create(const PoolConfig& config, const Serve
 
 Result<void> Pool::build_snapshot() {
     const std::string& dir = m_context.dir;
-    std::string config_path = m_config.bundle + "/config.json";
-    auto read = sys::read_file(config_path, 16 << 20);
-    if (!read) return bad("the bundle: " + read.error().message());
-    std::string text = read.release_value();
+    std::string config_path, text;
+    if (!m_config.rootfs.empty()) {
+        // `husk spec`'s config over the directory, with no terminal and a /tmp to write to.
+        std::error_code ec;
+        if (!fs::is_directory(m_config.rootfs, ec)) return bad("`rootfs`: " + m_config.rootfs + " is not a directory");
+        Json d = default_spec();
+        d["process"]["terminal"] = false;
+        d["root"]["path"] = m_config.rootfs;
+        d["mounts"].push_back({{"destination", "/tmp"},
+                               {"type", "tmpfs"},
+                               {"source", "tmpfs"},
+                               {"options", {"nosuid", "nodev", "mode=1777"}}});
+        config_path = "the default config (husk spec) over " + m_config.rootfs;
+        text = d.dump();
+    } else {
+        config_path = m_config.bundle + "/config.json";
+        auto read = sys::read_file(config_path, 16 << 20);
+        if (!read) return bad("the bundle: " + read.error().message());
+        text = read.release_value();
+    }
     oci::Spec spec = TRY(oci::parse_spec(text, config_path));
     if (!spec.process) return bad(config_path + ": process is required");
     for (const auto& m : spec.mounts)
@@ -320,6 +342,7 @@ Result<void> Pool::build_snapshot() {
     m_process.terminal = false;
     m_process.attach = agent::kAttachStdin | agent::kAttachStdout | agent::kAttachStderr;
     m_process.env = merge_env(m_process.env, m_config.env);
+    if (!m_config.args.empty()) m_process.args = m_config.args;
 
     std::string rootfs =
         spec.root.path.empty() || spec.root.path[0] != '/' ? m_config.bundle + "/" + spec.root.path : spec.root.path;

@@ -41,7 +41,9 @@ namespace husk::runtime::serve {
 // POST /pools, checked whole before anything runs.
 struct PoolConfig {
     std::string name;                // [a-z0-9_.-], 1 to 64 characters
-    std::string bundle;              // an OCI bundle: config.json and its root.path
+    std::string bundle;              // an OCI bundle: config.json and its root.path; or
+    std::string rootfs;              // a root filesystem directory, run with `husk spec`'s default config
+    std::vector<std::string> args;   // invocations' default argv (empty: the bundle's, or `sh`)
     uint32_t size = 1;               // VMs kept warm, at the least
     uint32_t max_size = 0;           // at most (0: `size`): more are restored while invocations wait
     uint32_t scale_down_ms = 60000;  // a VM beyond `size` idle this long is stopped

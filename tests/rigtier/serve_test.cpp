@@ -286,6 +286,18 @@ TEST_F(Serve, FailuresAreAnsweredAndThePoolServesOn) {
     EXPECT_GE(status.body.value("replaced", 0), 4) << status.raw;
     EXPECT_EQ(call("DELETE", "/pools/f").status, 200);
     EXPECT_EQ(vmms(), 0);
+
+    // A pool from a root filesystem directory: husk spec's config, its args,
+    // a PID namespace, and a /tmp to write to.
+    auto dir_pool = call("POST", "/pools",
+                         {{"name", "d"},
+                          {"rootfs", m_dir + "/bundle/rootfs"},
+                          {"args", {"sh", "-c", "echo x > /tmp/f && cat /tmp/f && echo pid=$$ && hostname"}}});
+    ASSERT_EQ(dir_pool.status, 201) << dir_pool.raw << log();
+    auto from_dir = call("POST", "/pools/d/invoke", Json::object());
+    EXPECT_EQ(from_dir.body.value("stdout", ""), "x\npid=1\nhusk\n") << from_dir.raw;
+    EXPECT_EQ(call("DELETE", "/pools/d").status, 200);
+    EXPECT_EQ(vmms(), 0);
 }
 
 // A daemon killed outright leaves its VMs; the next one on the same state
