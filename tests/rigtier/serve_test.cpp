@@ -10,6 +10,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <future>
@@ -35,6 +37,34 @@ struct Reply {
     Json body;
     std::string raw;
 };
+
+// Whether the writable memory of husk-vmm `pid` (guest RAM, split into many
+// mappings by resets and discards, and its own), read through /proc/PID/mem,
+// holds `marker`.
+bool guest_memory_holds(pid_t pid, const std::string& marker) {
+    std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
+    int mem = ::open(("/proc/" + std::to_string(pid) + "/mem").c_str(), O_RDONLY | O_CLOEXEC);
+    if (mem < 0) return false;
+    std::vector<char> buf((1 << 20) + marker.size());
+    bool found = false;
+    for (std::string line; !found && std::getline(maps, line);) {
+        unsigned long start = 0, end = 0;
+        char perms[5] = {};
+        if (std::sscanf(line.c_str(), "%lx-%lx %4s", &start, &end, perms) != 3 || perms[0] != 'r' || perms[1] != 'w')
+            continue;
+        size_t carry = 0;  // the end of the last chunk, for a marker split between two
+        for (unsigned long at = start; !found && at < end; at += 1 << 20) {
+            ssize_t n = ::pread(mem, buf.data() + carry, std::min<unsigned long>(1 << 20, end - at), off_t(at));
+            if (n <= 0) break;
+            std::string_view view(buf.data(), carry + size_t(n));
+            found = view.find(marker) != std::string_view::npos;
+            carry = std::min(view.size(), marker.size() - 1);
+            std::memmove(buf.data(), view.data() + view.size() - carry, carry);
+        }
+    }
+    ::close(mem);
+    return found;
+}
 
 Reply http(const std::string& socket, const std::string& method, const std::string& path, const std::string& body) {
     HttpReply r = http_request(socket, method, path, body);
@@ -331,6 +361,25 @@ TEST_F(Serve, ARestartAfterACrashLeavesNothingBehind) {
     for (int i = 0; i < 300 && call("GET", "/pools/c").body.value("scaled_down", 0) == 0; ++i) ::usleep(100000);
     EXPECT_EQ(call("GET", "/pools/c").body.value("scaled_down", 0), 1) << log();
     EXPECT_EQ(vmms(), 1);
+    // A memory pattern one invocation leaves is gone for the next: the VM's
+    // RAM holds it while the invocation runs, and no more after the reset.
+    // (The marker is made in the guest: the request never carries it whole.)
+    pid_t vmm = pid_t(std::atoi(shell("pgrep -f '[h]usk-vmm.*" + m_state + "' | head -1").out.c_str()));
+    ASSERT_GT(vmm, 0);
+    const std::string marker = "ISOLATIONTEST";
+    auto holding = std::async(std::launch::async, [&] {
+        return call("POST", "/pools/c/invoke",
+                    {{"args",
+                      {"sh", "-c",
+                       "m=$(printf 'ISO%sTEST' LATION); x=$(yes \"$m\" | head -c 1048576); "
+                       "sleep 12; echo ${#x}"}}});
+    });
+    bool held = false;
+    while (!held && holding.wait_for(std::chrono::milliseconds(100)) != std::future_status::ready)
+        held = guest_memory_holds(vmm, marker);
+    EXPECT_TRUE(held) << "the running invocation's pattern was not found in the VM's RAM";
+    EXPECT_EQ(holding.get().body.value("stdout", ""), "1048576\n");
+    EXPECT_FALSE(guest_memory_holds(vmm, marker)) << "the pattern outlived the reset";
     // SIGTERM drains: the invocation running then finishes and is answered.
     auto running = std::async(std::launch::async, [&] {
         return call("POST", "/pools/c/invoke", {{"args", {"sh", "-c", "sleep 2; echo drained"}}});
