@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "runtime/command.h"
@@ -64,7 +65,9 @@ DoctorReport doctor(HostReport host, const RuntimeConfig& config, const std::str
         r.verdict = "husk runs containers in microVMs on this host (" + std::string(backend_name(r.host.backend)) + ")";
     else if (!ok)
         r.verdict = "husk cannot run containers here yet: fix what is marked FAIL above";
-    else if (r.host.backend == KvmBackend::None && !fs::exists("/dev/kvm", ec))
+    else if (std::any_of(r.host.checks.begin(), r.host.checks.end(), [](const Check& c) {
+                 return c.name == "/dev/kvm" && c.detail.rfind("no ", 0) == 0;  // the probe found none
+             }))
         r.verdict = "no /dev/kvm: husk cannot run microVMs on this host (./run runs husk inside a nested VM instead)";
     else if (r.host.can_run_vms)
         r.verdict = "KVM works here but cannot boot a stock Linux guest (" + std::string(backend_name(r.host.backend)) +

@@ -214,6 +214,11 @@ TEST(Doctor, ReadyOnlyWithHardwareKvmAndEverythingTheRuntimeNeeds) {
     r = doctor(pvm, config, dir + "/state");
     EXPECT_FALSE(r.ready);
     EXPECT_NE(r.verdict.find("cannot boot a stock Linux guest"), std::string::npos) << r.verdict;
+    // The PVM module loaded but no /dev/kvm at all: said plainly, not "PVM".
+    pvm.can_run_vms = false;
+    pvm.checks.push_back({"/dev/kvm", CheckStatus::Fail, "no /dev/kvm on this host", ""});
+    r = doctor(pvm, config, dir + "/state");
+    EXPECT_EQ(r.verdict.rfind("no /dev/kvm", 0), 0u) << r.verdict;
 
     // No kernel: named, with how to get one.
     config.kernel.clear();

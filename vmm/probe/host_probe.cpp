@@ -143,9 +143,14 @@ HostReport probe_host(const std::string& sys, const std::string& cpuinfo_path, c
             add("kvm backend", CheckStatus::Pass, backend_name(r.backend));
             break;
         case KvmBackend::Pvm:
-            add("kvm backend", CheckStatus::Warn, backend_name(r.backend),
-                "PVM runs only PVM-aware guest kernels: tiny guests work, a stock Linux guest does not; "
-                "husk runs Linux guests here inside tests/rig/run");
+            // The module alone is no KVM: without /dev/kvm nothing runs, and the /dev/kvm check says so.
+            if (!exists(kvm_path))
+                add("kvm backend", CheckStatus::Info,
+                    std::string(backend_name(r.backend)) + " module loaded, but there is no /dev/kvm");
+            else
+                add("kvm backend", CheckStatus::Warn, backend_name(r.backend),
+                    "PVM runs only PVM-aware guest kernels: tiny guests work, a stock Linux guest does not; "
+                    "husk runs Linux guests here inside tests/rig/run");
             break;
         case KvmBackend::Unknown:
             add("kvm backend", CheckStatus::Warn, "/dev/kvm exists but no known KVM module is loaded");

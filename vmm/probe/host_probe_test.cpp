@@ -60,11 +60,16 @@ TEST(HostProbe, PvmIsNamedAndExplained) {
     FakeHost h;
     h.file("cpuinfo", "flags\t\t: fpu hypervisor lm\n");
     h.file("sys/module/kvm_pvm/parameters/x", "");
-    auto r = probe_host((h.root / "sys").string(), (h.root / "cpuinfo").string(), "/nonexistent/kvm");
+    h.file("dev/kvm", "");
+    auto r = probe_host((h.root / "sys").string(), (h.root / "cpuinfo").string(), (h.root / "dev/kvm").string());
     EXPECT_EQ(r.backend, KvmBackend::Pvm);
     EXPECT_EQ(find(r, "cpu virtualization")->status, CheckStatus::Fail);
     EXPECT_NE(find(r, "kvm backend")->advice.find("tests/rig/run"), std::string::npos);
     EXPECT_NE(format_report(r).find("verdict"), std::string::npos);
+    // The module with no /dev/kvm: not a PVM host to run on, and not called one.
+    auto none = probe_host((h.root / "sys").string(), (h.root / "cpuinfo").string(), "/nonexistent/kvm");
+    EXPECT_EQ(find(none, "kvm backend")->status, CheckStatus::Info);
+    EXPECT_NE(find(none, "kvm backend")->detail.find("no /dev/kvm"), std::string::npos);
 }
 
 // A host with no /dev/kvm at all is told so, in those words (not "PVM").
