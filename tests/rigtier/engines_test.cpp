@@ -549,7 +549,9 @@ std::string api_socket_of(pid_t pid) {
 // docker update --memory moves the microVM's balloon: the guest gives back
 // what lies above the new limit, and takes it again when the limit rises.
 TEST_F(Docker, UpdateMemoryMovesTheBalloon) {
-    ASSERT_EQ(docker(run() + "-d --name upd --memory 512m busybox:husk sleep 300").exit_status, 0);
+    auto started = docker(run() + "-d --name upd --memory 512m busybox:husk sleep 300");
+    // What went wrong, for tests/run to tell a rig fault (tests/rig/signatures) from husk's.
+    ASSERT_EQ(started.exit_status, 0) << started.err << newest_vmm_log_tail(s_engines->vmm_logs());
     pid_t pid = std::atoi(docker("inspect -f '{{.State.Pid}}' upd").out.c_str());
     std::string sock = api_socket_of(pid);
     ASSERT_FALSE(sock.empty()) << "no api.socket in husk-vmm's vm.toml (pid " << pid << ")";
