@@ -652,6 +652,24 @@ Result<InvokeResult> Pool::run_on(Vm& vm, const InvokeRequest& request, Clock::t
         ::shutdown(fds[0].get(), SHUT_RDWR);  // a process that never read its stdin: the feeder stops
         feeder.join();
     };
+    if (c.timed_out && m_config.memory_limit_mib) {
+        // At its limit with no swap, the guest may reclaim and fault back its own file pages for a long
+        // time before the OOM killer comes: an invocation still at its limit when its time runs out is
+        // told it ran out of memory.
+        client->set_reply_deadline(Clock::now() + std::chrono::seconds(2));
+        auto memory = client->memory_events();
+        const uint64_t limit = uint64_t(m_config.memory_limit_mib) << 20;
+        if (memory && (memory.value().oom_kills > m_oom_kills || memory.value().current >= limit / 10 * 9)) {
+            kill_vm(vm);
+            finish_feeder();
+            return Error::from_string(
+                fmt::format("the invocation ran out of memory: it needed more than its memory limit of {} MiB "
+                            "(it was still at the limit, {} MiB in use, when its {} ms ran out)",
+                            m_config.memory_limit_mib, memory.value().current >> 20,
+                            request.timeout_ms.value_or(m_config.timeout_ms)),
+                ENOMEM);
+        }
+    }
     if (c.timed_out || c.overflow) {
         // The VM goes (the caller replaces it): its process and feeder with it.
         kill_vm(vm);
