@@ -18,6 +18,7 @@
 #include <cstring>
 #include <vector>
 
+#include "agent/dns_relay.h"
 #include "agent/network.h"
 #include "vmm/base/system.h"
 
@@ -362,6 +363,7 @@ Result<std::string> Agent::handle_request(Connection& c, const FrameBuffer::Fram
             if (!m_options.whole_machine)
                 return Error::from_string("the agent configures a network only as the VM's init", ENOTSUP);
             TRY(configure_network(spec));
+            if (spec.dns_relay) TRY(start_dns_relay());
             m_network_configured = true;
             return std::string();
         }

@@ -27,6 +27,7 @@ NetworkSpec docker_bridge() {
     eth0.addresses = {{AF_INET, "172.17.0.2", 16}, {AF_INET6, "fd00::2", 64}};
     s.interfaces = {eth0};
     s.routes = {{AF_INET, "", 0, "172.17.0.1", 0}, {AF_INET, "10.9.0.0", 24, "172.17.0.9", 0}};
+    s.dns_relay = true;
     return s;
 }
 

@@ -184,6 +184,7 @@ std::string encode(const NetworkSpec& s) {
     }
     w.u32(uint32_t(s.routes.size()));
     for (const auto& r : s.routes) w.u8(r.family).str(r.destination).u8(r.prefix).str(r.gateway).u32(r.interface);
+    w.boolean(s.dns_relay);
     return w.take();
 }
 
@@ -232,6 +233,7 @@ Result<NetworkSpec> decode_network_spec(std::string_view payload) {
         if (route.interface >= s.interfaces.size()) return bad("a route through an interface that is not there");
         s.routes.push_back(std::move(route));
     }
+    s.dns_relay = r.boolean();
     TRY(r.finish("network spec"));
     return s;
 }

@@ -222,6 +222,9 @@ struct RouteSpec {
 struct NetworkSpec {
     std::vector<InterfaceSpec> interfaces;
     std::vector<RouteSpec> routes;
+    // The container's resolv.conf names 127.0.0.11 (Docker's embedded DNS):
+    // the agent answers there and relays to the host (agent/dns_relay.h).
+    bool dns_relay = false;
     bool operator==(const NetworkSpec&) const = default;
 };
 inline constexpr size_t kMaxInterfaces = 8, kMaxAddresses = 64, kMaxRoutes = 256;

@@ -189,9 +189,23 @@ private:
     UniqueFd m_netns;
 };
 
+// The resolv.conf the bundle's config mounts at /etc/resolv.conf (the
+// engine's) names `address` as a nameserver.
+bool resolv_conf_names(const std::string& bundle, std::string_view address) {
+    auto spec = oci::load_spec(bundle);
+    if (!spec) return false;
+    for (const auto& m : spec.value().mounts) {
+        if (m.destination != "/etc/resolv.conf") continue;
+        auto text = sys::read_file(absolute(bundle, m.source), 64 << 10);
+        return text && net::names_nameserver(text.value(), address);
+    }
+    return false;
+}
+
 // The engine's interface wired to the VM's TAP, and the guest told to take it over.
 Result<void> connect_network(const ContainerState& state, int netns_fd) {
     agent::NetworkSpec network = TRY(net::wire_to_tap(netns_fd));
+    network.dns_relay = resolv_conf_names(state.bundle, net::kEmbeddedDns);
     auto client = TRY(connect_agent(state, std::chrono::seconds(30), std::chrono::seconds(30)));
     TRY(client->configure_network(network).context("configure the guest's network"));
     return {};
@@ -381,6 +395,8 @@ Result<ContainerState> create_container(const GlobalOptions& g, const CreateOpti
         command.net_tap = net::kTapName;
         // A restored VM keeps the template's MAC until the agent sets the interface's.
         if (from_template.empty()) command.net_mac = net::format_mac(engine_link->mac);
+        // The guest's queries to Docker's embedded DNS (agent/dns_relay.h) reach it from husk-vmm, in this namespace.
+        command.vsock_dns_forward = std::string(net::kEmbeddedDns) + ":53";
     }
     command.vsock_socket = state.vsock_socket;
     command.api_socket = state.api_socket;

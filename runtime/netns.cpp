@@ -143,4 +143,19 @@ Result<agent::NetworkSpec> wire_to_tap(int netns_fd) {
     });
 }
 
+bool names_nameserver(std::string_view text, std::string_view address) {
+    auto blank = [](char c) { return c == ' ' || c == '\t'; };
+    while (!text.empty()) {
+        size_t end = text.find('\n');
+        std::string_view line = text.substr(0, end);
+        text = end == std::string_view::npos ? std::string_view() : text.substr(end + 1);
+        while (!line.empty() && blank(line.front())) line.remove_prefix(1);
+        if (!line.starts_with("nameserver") || line.size() == 10 || !blank(line[10])) continue;
+        line.remove_prefix(10);
+        while (!line.empty() && blank(line.front())) line.remove_prefix(1);
+        if (line.substr(0, line.find_first_of(" \t\r#;")) == address) return true;
+    }
+    return false;
+}
+
 }  // namespace husk::runtime::net

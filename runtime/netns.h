@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "agent/protocol.h"
@@ -41,6 +42,13 @@ Result<void> set_link_up(uint32_t index, std::optional<uint32_t> mtu);
 
 // The VM's TAP in the container's namespace.
 inline constexpr const char* kTapName = "husk0";
+
+// Docker's embedded DNS server on a user-defined network, as a container's
+// resolv.conf names it (reached through a DNAT rule in the container's namespace).
+inline constexpr const char* kEmbeddedDns = "127.0.0.11";
+
+// True when a resolv.conf text has a `nameserver ADDRESS` line.
+bool names_nameserver(std::string_view resolv_conf, std::string_view address);
 
 // The interface the engine gave the container (Docker's eth0): the first
 // Ethernet link, by index, that is not the VM's TAP (the loopback and the

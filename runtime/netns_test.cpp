@@ -52,6 +52,17 @@ bool ip(const std::string& args) {
     return std::system(("ip " + args + " >/dev/null 2>&1").c_str()) == 0;
 }
 
+TEST(NetworkNamespace, AResolvConfNamesANameserverOnlyOnANameserverLine) {
+    EXPECT_TRUE(names_nameserver("nameserver 127.0.0.11\noptions ndots:0\n", kEmbeddedDns));
+    EXPECT_TRUE(names_nameserver("search x\n  nameserver\t127.0.0.11 # Docker\n", kEmbeddedDns));
+    EXPECT_TRUE(names_nameserver("nameserver 1.1.1.1\nnameserver 127.0.0.11", kEmbeddedDns));
+    EXPECT_FALSE(names_nameserver("nameserver 127.0.0.111\n", kEmbeddedDns));
+    EXPECT_FALSE(names_nameserver("# nameserver 127.0.0.11\n", kEmbeddedDns));
+    EXPECT_FALSE(names_nameserver("nameservers 127.0.0.11\n", kEmbeddedDns));
+    EXPECT_FALSE(names_nameserver("search 127.0.0.11\nnameserver 8.8.8.8\n", kEmbeddedDns));
+    EXPECT_FALSE(names_nameserver("", kEmbeddedDns));
+}
+
 TEST(NetworkNamespace, LinksAddressesAndRoutesAreReadAsIpShowsThem) {
     if (!have_ip()) GTEST_SKIP() << "no ip(8)";
     Result<Network> read = Error::from_string("not read");

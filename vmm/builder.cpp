@@ -239,7 +239,12 @@ Result<std::string> Vmm::setup_virtio(const VmConfig& config) {
         devices.emplace_back(TRY(virtio::Net::open(net)), "net");
     }
     if (!config.vsock_socket.empty()) {
-        auto vsock = TRY(virtio::Vsock::create({config.vsock_cid, config.vsock_socket}));
+        virtio::VsockOptions options{config.vsock_cid, config.vsock_socket, {}};
+        if (!config.vsock_dns_forward.empty()) {
+            options.dns_forward = TRY(parse_ipv4_endpoint(config.vsock_dns_forward).context("vsock.dns_forward"));
+            seccomp::allow_dns_forward();
+        }
+        auto vsock = TRY(virtio::Vsock::create(options));
         m_vsock = vsock.get();
         devices.emplace_back(std::move(vsock), "vsock");
     }

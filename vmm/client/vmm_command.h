@@ -33,9 +33,10 @@ struct VmmCommand {
     std::vector<Share> shares;
     std::string net_tap, net_mac;  // virtio-net over this TAP, with this MAC (aa:bb:cc:dd:ee:ff)
     std::string vsock_socket, api_socket;
-    std::string container_specs;  // the container's specs file (agent::encode_specs_file)
-    bool wait_for_start = false;  // the container's process waits for the API's `start`
-    std::optional<int> ready_fd;  // husk-vmm reports "ok" or "error: ..." there
+    std::string vsock_dns_forward;  // "A.B.C.D:PORT" for the guest's DNS relay (vm.toml vsock.dns_forward)
+    std::string container_specs;    // the container's specs file (agent::encode_specs_file)
+    bool wait_for_start = false;    // the container's process waits for the API's `start`
+    std::optional<int> ready_fd;    // husk-vmm reports "ok" or "error: ..." there
     std::string snapshot_on_ready;
     Console console = Console::Default;
     std::string log;  // a log file instead of stderr

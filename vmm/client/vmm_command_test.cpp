@@ -28,6 +28,7 @@ TEST(VmmCommand, ABootNamesKernelSizesAndDevices) {
     c.vcpus = 2;
     c.drives = {"/d", "/e"};
     c.vsock_socket = "/v";
+    c.vsock_dns_forward = "127.0.0.11:53";
     c.console = VmmCommand::Console::None;
     c.snapshot_on_ready = "/s";
     VmConfig v = parsed(c);
@@ -41,6 +42,7 @@ TEST(VmmCommand, ABootNamesKernelSizesAndDevices) {
     c.drives_read_only = true;
     EXPECT_TRUE(parsed(c).drives[0].read_only);
     EXPECT_EQ(v.vsock_socket, "/v");
+    EXPECT_EQ(v.vsock_dns_forward, "127.0.0.11:53");
     EXPECT_EQ(v.console_output.kind, ConsoleOutput::Kind::None);
     EXPECT_EQ(v.snapshot_on_ready, "/s");
     EXPECT_EQ(c.argv("/run/vm.toml"), (Argv{"husk-vmm", "--config", "/run/vm.toml"}));

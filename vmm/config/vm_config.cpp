@@ -1,5 +1,7 @@
 #include "vmm/config/vm_config.h"
 
+#include <arpa/inet.h>
+
 #include <sstream>
 #include <variant>
 #include <vector>
@@ -102,6 +104,9 @@ const std::vector<ConfigKey>& vm_config_keys() {
          "virtio-vsock: the VM's Unix socket (host connects, sends CONNECT <port>); guest connections to port P go to "
          "<socket>_<P>"},
         {"vsock", "cid", "integer", "the guest's vsock CID, at least 3 (default 3)"},
+        {"vsock", "dns_forward", "string",
+         "A.B.C.D:PORT: guest connections to port 53 go to this TCP address instead of <socket>_53 (a container's "
+         "DNS server in husk-vmm's network namespace, such as Docker's 127.0.0.11:53)"},
         {"net", "tap", "string", "virtio-net over this TAP interface (the guest's eth0)"},
         {"net", "mac", "string", "the guest's MAC, aa:bb:cc:dd:ee:ff (default: a random local one)"},
         {"container", "wait_for_start", "boolean",
@@ -232,6 +237,8 @@ Result<VmConfig> parse_vm_toml(std::string_view text, std::string_view source, V
                     c.console_input = TRY(parse_console_input(*s).context(where(source, value.source())));
                 else if (full == "vsock.socket")
                     c.vsock_socket = *s;
+                else if (full == "vsock.dns_forward")
+                    c.vsock_dns_forward = *s;
                 else if (full == "net.tap")
                     c.net_tap = *s;
                 else if (full == "net.mac")
@@ -377,6 +384,11 @@ Result<void> validate(const VmConfig& c) {
     if (c.vsock_cid < 3)
         return Error::from_string("vsock.cid must be at least 3 (0-2 are reserved), not " +
                                   std::to_string(c.vsock_cid));
+    if (!c.vsock_dns_forward.empty()) {
+        if (c.vsock_socket.empty())
+            return Error::from_string("vsock.dns_forward needs the vsock device (vsock.socket)");
+        TRY(parse_ipv4_endpoint(c.vsock_dns_forward).context("vsock.dns_forward"));
+    }
     if (c.balloon_target_mib >= c.memory_mib)
         return Error::from_string("balloon.target_mib (" + std::to_string(c.balloon_target_mib) +
                                   ") must be less than machine.memory_mib (" + std::to_string(c.memory_mib) + ")");
@@ -410,6 +422,21 @@ Result<void> validate(const VmConfig& c) {
             if (d.id == reserved) return Error::from_string("drive.id `" + d.id + "` is the name of another device");
     }
     return {};
+}
+
+Result<sockaddr_in> parse_ipv4_endpoint(std::string_view text) {
+    auto bad = [&] { return Error::from_string("`" + std::string(text) + "` is not A.B.C.D:PORT", EINVAL); };
+    size_t colon = text.rfind(':');
+    if (colon == std::string_view::npos) return bad();
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    std::string host(text.substr(0, colon)), port(text.substr(colon + 1));
+    if (::inet_pton(AF_INET, host.c_str(), &a.sin_addr) != 1) return bad();
+    if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos) return bad();
+    unsigned long p = std::stoul(port);
+    if (p < 1 || p > 65535) return bad();
+    a.sin_port = htons(uint16_t(p));
+    return a;
 }
 
 Result<void> parse_vsock_flag(std::string_view text, VmConfig& c) {

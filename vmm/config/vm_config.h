@@ -2,6 +2,8 @@
 // and/or command-line flags.
 #pragma once
 
+#include <netinet/in.h>
+
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -100,6 +102,9 @@ struct VmConfig {
     // [vsock]: empty socket = no vsock device
     std::string vsock_socket;
     uint64_t vsock_cid = 3;
+    // "IPv4:PORT": guest connections to vsock port 53 go to this TCP address
+    // (the container's DNS server, as husk-vmm's network namespace reaches it); empty = <socket>_53
+    std::string vsock_dns_forward;
     // [net]: empty tap = no network device
     std::string net_tap;
     std::string net_mac;  // empty: generated
@@ -119,6 +124,9 @@ struct VmConfig {
 
 // Parses "TAP[,mac=aa:bb:cc:dd:ee:ff]" (the --net flag) into config.
 Result<void> parse_net_flag(std::string_view text, VmConfig& config);
+
+// Parses "A.B.C.D:PORT" (vsock.dns_forward) into an IPv4 socket address.
+Result<sockaddr_in> parse_ipv4_endpoint(std::string_view text);
 
 // Parses "PATH[,cid=N]" (the --vsock flag) into config.
 Result<void> parse_vsock_flag(std::string_view text, VmConfig& config);

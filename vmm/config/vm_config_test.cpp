@@ -1,5 +1,6 @@
 #include "vmm/config/vm_config.h"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
 
 namespace husk {
@@ -274,6 +275,27 @@ TEST(VmConfig, NetAndVsockFlags) {
     c.kernel = "/k";
     c.vsock_cid = 2;
     EXPECT_NE(validate(c).error().message().find("vsock.cid"), std::string::npos);
+}
+
+TEST(VmConfig, DnsForwardIsAnIpv4EndpointBesideTheVsockDevice) {
+    auto c = parse_vm_toml("[vsock]\nsocket = \"/v\"\ndns_forward = \"127.0.0.11:53\"\n", "vm.toml");
+    ASSERT_TRUE(c) << c.error().message();
+    EXPECT_EQ(c.value().vsock_dns_forward, "127.0.0.11:53");
+    c.value().kernel = "/k";
+    EXPECT_FALSE(validate(c.value()).is_error());
+    auto a = parse_ipv4_endpoint("127.0.0.11:53");
+    ASSERT_TRUE(a);
+    EXPECT_EQ(ntohs(a.value().sin_port), 53);
+    EXPECT_EQ(ntohl(a.value().sin_addr.s_addr), 0x7f00000bu);
+    for (const char* bad : {"127.0.0.11", "127.0.0.11:", "127.0.0.11:0", "127.0.0.11:65536", "localhost:53", "[::1]:53",
+                            "127.0.0.11:5x", ":53"})
+        EXPECT_FALSE(parse_ipv4_endpoint(bad)) << bad;
+    VmConfig v = c.value();
+    v.vsock_dns_forward = "nowhere";
+    EXPECT_NE(validate(v).error().message().find("vsock.dns_forward"), std::string::npos);
+    v.vsock_dns_forward = "127.0.0.11:53";
+    v.vsock_socket.clear();
+    EXPECT_EQ(validate(v).error().message(), "vsock.dns_forward needs the vsock device (vsock.socket)");
 }
 
 TEST(Mac, ParsesAndRejects) {

@@ -58,11 +58,15 @@ Mode mode();
 // system calls. Process-wide, before the first filter is installed.
 void allow_file_sharing();
 
+// vsock.dns_forward: the event loop may also make TCP sockets (AF_INET,
+// SOCK_STREAM) and connect them. Process-wide, before the first filter.
+void allow_dns_forward();
+
 // Installs `kind`'s filter on the calling thread; a no-op when the mode is Off.
 Result<void> install(Thread kind);
 
 // --seccomp-selftest: after installing its filter, the first thread of `kind`
-// makes a call its list forbids (an AF_INET socket), to show the filter at work.
+// makes a call its list forbids (an AF_INET datagram socket), to show the filter at work.
 void set_selftest(Thread kind);
 Result<Thread> parse_thread(std::string_view text);
 

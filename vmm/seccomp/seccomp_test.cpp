@@ -30,8 +30,10 @@ struct Outcome {
     std::string log;
 };
 
-// Runs `body` in a child under `mode` and `kind`'s filter; the child exits 0 if body returns.
-Outcome in_child(Mode mode, Thread kind, const std::function<void()>& body) {
+// Runs `body` in a child under `mode` and `kind`'s filter (`before` runs in the
+// child first, unfiltered); the child exits 0 if body returns.
+Outcome in_child(
+    Mode mode, Thread kind, const std::function<void()>& body, const std::function<void()>& before = [] {}) {
     int pipe_fds[2];
     EXPECT_EQ(::pipe2(pipe_fds, O_CLOEXEC), 0);
     pid_t pid = ::fork();
@@ -39,6 +41,7 @@ Outcome in_child(Mode mode, Thread kind, const std::function<void()>& body) {
         ::close(pipe_fds[0]);
         log::configure("husk-vmm", log::Level::Info, log::Format::Text);
         log::set_output(pipe_fds[1]);
+        before();
         if (configure(mode).is_error() || install(kind).is_error()) ::_exit(100);
         body();
         ::_exit(0);
@@ -168,6 +171,24 @@ TEST(Seccomp, ArgumentFilters) {
     auto other = in_child(Mode::Enforce, Thread::Control, [] { (void)::kill(1, 0); });
     EXPECT_TRUE(killed_by_sigsys(other)) << other.log;
     EXPECT_NE(other.log.find("kill (62)"), std::string::npos) << other.log;
+}
+
+// vsock.dns_forward: the event loop, under the control filter it starts with
+// and its own, makes TCP sockets; datagram ones stay forbidden.
+TEST(Seccomp, ADnsForwardLetsTheEventLoopMakeTcpSocketsOnly) {
+    auto body = [](int type) {
+        return [type] {
+            if (install(Thread::EventLoop).is_error()) ::_exit(101);
+            if (::socket(AF_INET, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0) < 0) ::_exit(1);
+        };
+    };
+    auto tcp = in_child(Mode::Enforce, Thread::Control, body(SOCK_STREAM), [] { allow_dns_forward(); });
+    EXPECT_TRUE(WIFEXITED(tcp.status) && WEXITSTATUS(tcp.status) == 0) << tcp.status << " " << tcp.log;
+    auto udp = in_child(Mode::Enforce, Thread::Control, body(SOCK_DGRAM), [] { allow_dns_forward(); });
+    EXPECT_TRUE(killed_by_sigsys(udp)) << udp.log;
+    // Without it, not even TCP.
+    auto none = in_child(Mode::Enforce, Thread::Control, body(SOCK_STREAM));
+    EXPECT_TRUE(killed_by_sigsys(none)) << none.log;
 }
 
 TEST(Seccomp, LogModeLetsTheCallThrough) {

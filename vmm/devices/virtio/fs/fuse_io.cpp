@@ -75,6 +75,21 @@ std::vector<iovec> first_bytes(std::span<const iovec> iov, size_t bytes) {
     return out;
 }
 
+// A write by a guest process without CAP_FSETID (the guest kernel's
+// FUSE_WRITE_KILL_SUIDGID) clears the file's set-user-ID bit, and its
+// set-group-ID bit where group execute is set, as a write on a local file
+// system would. husk-vmm keeps CAP_FSETID (it serves every guest user), so
+// its own write would keep them. Where it may not change the mode (jailed,
+// without CAP_FOWNER) it has no CAP_FSETID either, and its write cleared them.
+void kill_suidgid(int fd) {
+    struct stat st {};
+    if (::fstat(fd, &st) < 0) return;
+    mode_t mode = st.st_mode & 07777;
+    mode_t kept = mode & ~mode_t(S_ISUID);
+    if ((mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP)) kept &= ~mode_t(S_ISGID);
+    if (kept != mode) (void)::fchmod(fd, kept);
+}
+
 }  // namespace
 
 Result<void> FuseServer::do_read(Request& req, Reply& reply) {
@@ -122,6 +137,7 @@ Result<void> FuseServer::do_write(Request& req, Reply& reply) {
                      : ::pwrite(h->fd.get(), req.args.data(), in.size, off_t(in.offset));
     } while (n < 0 && errno == EINTR);
     if (n < 0) return sys_fail("pwrite");
+    if (n > 0 && (in.write_flags & FUSE_WRITE_KILL_SUIDGID)) kill_suidgid(h->fd.get());
     fuse_write_out out{};
     out.size = uint32_t(n);
     reply.put(out);

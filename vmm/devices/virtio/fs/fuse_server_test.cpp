@@ -243,11 +243,12 @@ public:
         in.size = size;
         return call(FUSE_READ, 0, Args().add(in), out_size);
     }
-    Answer write(uint64_t fh, uint64_t offset, std::string_view data) {
+    Answer write(uint64_t fh, uint64_t offset, std::string_view data, uint32_t write_flags = 0) {
         fuse_write_in in{};
         in.fh = fh;
         in.offset = offset;
         in.size = uint32_t(data.size());
+        in.write_flags = write_flags;
         return call(FUSE_WRITE, 0, Args().add(in).raw(data));
     }
     Answer release(uint64_t fh, uint32_t opcode = FUSE_RELEASE) {
@@ -523,6 +524,27 @@ TEST_F(FuseServerTest, LookupAndGetattrOfHostFiles) {
     auto st = g().call(FUSE_STATFS, entry.nodeid);
     ASSERT_EQ(st.error, 0);
     EXPECT_GT(st.as<fuse_statfs_out>().st.bsize, 0u);
+}
+
+// A guest writer without CAP_FSETID (FUSE_WRITE_KILL_SUIDGID) clears set-user-ID,
+// and set-group-ID where group execute is set, as on a local file system; a
+// writer with it (no flag) keeps them.
+TEST_F(FuseServerTest, AWriteWithoutFsetidClearsSetIdBits) {
+    auto a = g().create(data, "s", O_RDWR | O_CREAT | O_EXCL, 0644);
+    ASSERT_EQ(a.error, 0);
+    uint64_t fh = a.as<fuse_open_out>(sizeof(fuse_entry_out)).fh;
+    auto mode = [&] { return host_lstat(tmp / "data/s").st_mode & 07777; };
+    ASSERT_EQ(::chmod((tmp / "data/s").c_str(), 06755), 0);
+    EXPECT_EQ(g().write(fh, 0, "kept").error, 0);
+    EXPECT_EQ(mode(), 06755u);
+    EXPECT_EQ(g().write(fh, 0, "cleared", FUSE_WRITE_KILL_SUIDGID).error, 0);
+    EXPECT_EQ(mode(), 0755u);
+    // Set-group-ID without group execute marks mandatory locking, not privilege: it stays.
+    ASSERT_EQ(::chmod((tmp / "data/s").c_str(), 06744), 0);
+    EXPECT_EQ(g().write(fh, 0, "again", FUSE_WRITE_KILL_SUIDGID).error, 0);
+    EXPECT_EQ(mode(), 02744u);
+    EXPECT_EQ(read_host_file(tmp / "data/s").substr(0, 7), "agained");
+    EXPECT_EQ(g().release(fh).error, 0);
 }
 
 TEST_F(FuseServerTest, CreateWriteReadRelease) {

@@ -228,10 +228,8 @@ void Vsock::handle_packet(const Header& hdr, std::span<const uint8_t> payload) {
                 send_control(kOpRst, hdr.dst_port, hdr.src_port);
                 return;
             }
-            auto sock = unix_socket();
-            auto addr = sys::unix_address(fmt::format("{}_{}", m_options.socket_path, hdr.dst_port));
-            if (sock.is_error() || addr.is_error() ||
-                ::connect(sock.value().get(), reinterpret_cast<sockaddr*>(&addr.value()), sizeof addr.value()) < 0) {
+            auto sock = connect_host_side(hdr.dst_port);
+            if (!sock) {
                 send_control(kOpRst, hdr.dst_port, hdr.src_port);
                 return;
             }
@@ -239,7 +237,7 @@ void Vsock::handle_packet(const Header& hdr, std::span<const uint8_t> payload) {
             conn->id = m_next_id++;
             conn->host_port = hdr.dst_port;
             conn->guest_port = hdr.src_port;
-            conn->sock = sock.release_value();
+            conn->sock = std::move(sock);
             conn->established = true;
             conn->peer_buf_alloc = hdr.buf_alloc;
             conn->peer_fwd_cnt = hdr.fwd_cnt;
@@ -292,6 +290,25 @@ void Vsock::handle_packet(const Header& hdr, std::span<const uint8_t> payload) {
         default:
             return close(key, true);
     }
+}
+
+UniqueFd Vsock::connect_host_side(uint32_t port) {
+    if (port == kDnsPort && m_options.dns_forward) {
+        // The connection completes on its own (EINPROGRESS); what the guest
+        // sends meanwhile waits for the socket to become writable, and a
+        // refusal ends the connection at the first send.
+        UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+        const sockaddr_in& to = *m_options.dns_forward;
+        if (!fd || (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&to), sizeof to) < 0 && errno != EINPROGRESS))
+            return {};
+        return fd;
+    }
+    auto sock = unix_socket();
+    auto addr = sys::unix_address(fmt::format("{}_{}", m_options.socket_path, port));
+    if (sock.is_error() || addr.is_error() ||
+        ::connect(sock.value().get(), reinterpret_cast<sockaddr*>(&addr.value()), sizeof addr.value()) < 0)
+        return {};
+    return sock.release_value();
 }
 
 void Vsock::flush_to_socket(Connection& c) {

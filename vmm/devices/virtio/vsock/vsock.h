@@ -28,10 +28,13 @@
 // end of file even while an io_uring poll still holds the file.
 #pragma once
 
+#include <netinet/in.h>
+
 #include <cstdint>
 #include <deque>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -46,6 +49,10 @@ namespace husk::virtio {
 struct VsockOptions {
     uint64_t guest_cid = 3;
     std::string socket_path;  // the VM's listening socket; "<path>_<port>" for guest-initiated connections
+    // Guest connections to port 53 (kDnsPort) go to this TCP address instead of
+    // "<path>_53": the container's DNS server, as husk-vmm's network namespace
+    // (the container's) reaches it. The guest agent relays its queries there.
+    std::optional<sockaddr_in> dns_forward;
 };
 
 // What a snapshot keeps of vsock (persist.h); connections do not survive a
@@ -64,6 +71,7 @@ public:
     static constexpr uint32_t kBufAlloc = 256 * 1024;  // per-connection buffer we advertise
     static constexpr uint32_t kMaxPacketPayload = 64 * 1024;
     static constexpr uint32_t kFirstHostPort = 1u << 30;  // ports for host-initiated connections
+    static constexpr uint32_t kDnsPort = 53;              // VsockOptions::dns_forward
     static constexpr size_t kMaxConnections = 64;
     static constexpr size_t kMaxPendingClients = 16;
     static constexpr size_t kMaxControlPackets = 512;
@@ -102,6 +110,9 @@ private:
     void process_rx();
     void handle_packet(const vsock::Header& hdr, std::span<const uint8_t> payload);
     void send_control(uint16_t op, uint32_t host_port, uint32_t guest_port, uint32_t flags = 0);
+    // The host end of a guest connection to `port`: "<socket>_<port>", or
+    // dns_forward's TCP address for port 53. Empty when nothing takes it.
+    UniqueFd connect_host_side(uint32_t port);
     void send_credit(Connection& c, uint16_t op);
     vsock::Header header_for(uint16_t op, uint32_t host_port, uint32_t guest_port) const;
     void close(const Key& key, bool send_rst);

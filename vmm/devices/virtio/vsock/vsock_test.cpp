@@ -4,6 +4,7 @@
 
 #include <dirent.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -41,8 +42,8 @@ struct VsockHarness {
 
     Vsock* dev = nullptr;  // owned by t
 
-    explicit VsockHarness(int rx_buffers = 32) {
-        auto owned = Vsock::create({3, path}).release_value();
+    explicit VsockHarness(int rx_buffers = 32, std::optional<sockaddr_in> dns_forward = {}) {
+        auto owned = Vsock::create({3, path, dns_forward}).release_value();
         dev = owned.get();
         t = std::make_unique<MmioTransport>(std::move(owned), "vsock", mem, *loop, 5);
         thread = std::thread([this] { loop->run(); });
@@ -228,6 +229,91 @@ TEST(Vsock, GuestConnectToNobodyIsReset) {
     ASSERT_TRUE(h.receive(rst, payload, seen));
     EXPECT_EQ(rst.op, kOpRst);
     EXPECT_EQ(rst.dst_port, 1000u);
+}
+
+// vsock.dns_forward: a guest connection to port 53 is a TCP stream to the
+// forward's address (the agent's DNS relay talks DNS over TCP through it);
+// other ports still go to <socket>_<port>.
+TEST(Vsock, GuestConnectionsToPort53GoToTheDnsForward) {
+    int server = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in at{};
+    at.sin_family = AF_INET;
+    at.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof at;
+    ASSERT_EQ(bind(server, reinterpret_cast<sockaddr*>(&at), sizeof at), 0);
+    ASSERT_EQ(listen(server, 4), 0);
+    ASSERT_EQ(getsockname(server, reinterpret_cast<sockaddr*>(&at), &len), 0);
+    VsockHarness h(32, at);
+    Header req{};
+    req.op = kOpRequest;
+    req.src_port = 4000;
+    req.dst_port = Vsock::kDnsPort;
+    h.send(req);
+    Header resp;
+    std::string payload;
+    uint16_t seen = 0;
+    ASSERT_TRUE(h.receive(resp, payload, seen));
+    EXPECT_EQ(resp.op, kOpResponse);
+    Header rw{};
+    rw.op = kOpRw;
+    rw.src_port = 4000;
+    rw.dst_port = Vsock::kDnsPort;
+    h.send(rw, std::string("\0\5query", 7));
+    int c = accept4(server, nullptr, nullptr, SOCK_CLOEXEC);
+    ASSERT_GE(c, 0);
+    char got[7] = {};
+    pollfd p{c, POLLIN, 0};
+    ASSERT_EQ(poll(&p, 1, 3000), 1);
+    ASSERT_EQ(recv(c, got, sizeof got, MSG_WAITALL), 7);
+    EXPECT_EQ(std::string(got, 7), std::string("\0\5query", 7));
+    ASSERT_EQ(write(c, "\0\2ok", 4), 4);
+    Header back;
+    ASSERT_TRUE(h.receive(back, payload, seen));
+    EXPECT_EQ(back.op, kOpRw);
+    EXPECT_EQ(payload, std::string("\0\2ok", 4));
+    close(c);
+    close(server);
+    // Another port has no listener: reset, as without a forward.
+    req.src_port = 4001;
+    req.dst_port = 54;
+    h.send(req);
+    Header rst;
+    ASSERT_TRUE(h.receive(rst, payload, seen));
+    EXPECT_EQ(rst.op, kOpRst);
+}
+
+// A refused forward (no DNS server in the namespace) resets the guest's
+// connection, as a closed port would.
+TEST(Vsock, ARefusedDnsForwardResetsTheGuestsConnection) {
+    int server = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in at{};
+    at.sin_family = AF_INET;
+    at.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof at;
+    ASSERT_EQ(bind(server, reinterpret_cast<sockaddr*>(&at), sizeof at), 0);
+    ASSERT_EQ(getsockname(server, reinterpret_cast<sockaddr*>(&at), &len), 0);
+    close(server);  // the port, now closed
+    VsockHarness h(32, at);
+    Header req{};
+    req.op = kOpRequest;
+    req.src_port = 4002;
+    req.dst_port = Vsock::kDnsPort;
+    h.send(req);
+    Header resp, rw{}, rst;
+    std::string payload;
+    uint16_t seen = 0;
+    ASSERT_TRUE(h.receive(resp, payload, seen));
+    rw.op = kOpRw;
+    rw.src_port = 4002;
+    rw.dst_port = Vsock::kDnsPort;
+    if (resp.op == kOpResponse) {
+        h.send(rw, std::string("\0\5query", 7));
+        ASSERT_TRUE(h.receive(rst, payload, seen));
+    } else {
+        rst = resp;
+    }
+    EXPECT_EQ(rst.op, kOpRst);
+    EXPECT_EQ(rst.dst_port, 4002u);
 }
 
 // A listening host socket for guest connections to CID 2 port `port`.
