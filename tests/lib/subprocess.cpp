@@ -342,20 +342,28 @@ bool Engines::start_docker(const std::string& runtime) {
     shell(
         "modprobe -a bridge br_netfilter veth nf_nat iptable_nat iptable_filter xt_MASQUERADE xt_addrtype "
         "xt_conntrack sch_ingress cls_u32 act_mirred tun >/dev/null 2>&1");
+    // The daemon's own settings, then husk registered in that file by `husk install --docker` (its /etc
+    // under HUSK_INSTALL_ROOT): dockerd reads what install wrote, so every Docker test runs through it.
+    std::string etc = dir + "/install-root/etc/docker";
+    std::string daemon_json = etc + "/daemon.json";
     {
+        shell("mkdir -p " + etc);
         std::string config = "{\n  \"data-root\": \"" + dir + "/docker-data\", \"exec-root\": \"" + dir +
                              "/docker-exec\",\n"
                              "  \"pidfile\": \"" +
-                             dir + "/dockerd.pid\", \"hosts\": [\"unix://" + dir +
-                             "/docker.sock\"],\n"
-                             "  \"runtimes\": {\"husk\": {\"path\": \"" +
-                             runtime + "\"}}\n}\n";
-        int fd = open((dir + "/daemon.json").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+                             dir + "/dockerd.pid\", \"hosts\": [\"unix://" + dir + "/docker.sock\"]\n}\n";
+        int fd = open(daemon_json.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
         if (fd < 0 || write(fd, config.data(), config.size()) != ssize_t(config.size())) return false;
         close(fd);
     }
-    dockerd.start({"dockerd", "--config-file", dir + "/daemon.json"}, dir + "/dockerd.log",
-                  {"HUSK_VMM_LOG_DIR=" + vmm_logs()});
+    auto installed = shell("HUSK_INSTALL_ROOT=" + dir + "/install-root " + runtime + " install --docker --path " +
+                           runtime + " 2>&1");
+    if (installed.exit_status != 0 || shell("grep -q '\"husk\"' " + daemon_json).exit_status != 0) {
+        error = "husk install --docker did not register husk in " + daemon_json + ": " + installed.out +
+                shell("cat " + daemon_json).out;
+        return false;
+    }
+    dockerd.start({"dockerd", "--config-file", daemon_json}, dir + "/dockerd.log", {"HUSK_VMM_LOG_DIR=" + vmm_logs()});
     docker = "/usr/bin/docker -H unix://" + dir + "/docker.sock";
     if (wait_until([&] { return shell(docker + " info >/dev/null 2>&1").exit_status == 0; }, 120)) return true;
     error = "dockerd did not start: " + shell("tail -20 " + dir + "/dockerd.log").out;
