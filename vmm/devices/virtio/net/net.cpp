@@ -93,6 +93,12 @@ void Net::queue_notify(size_t index) {
 
 void Net::process_tx() {
     const GuestMemory& mem = *m_ctx.memory;
+    // On the loop thread (the guest's kick through its ioeventfd) each frame
+    // is written to the TAP at once, which never blocks, and the guest hears
+    // of the whole batch once; from another thread (an MMIO kick on a vCPU)
+    // through io_uring, one completion a frame.
+    bool direct = m_ctx.loop->on_loop_thread();
+    bool used = false;
     for (;;) {
         auto next = m_tx->pop(mem);
         if (next.is_error()) return m_ctx.fail(next.error());
@@ -100,17 +106,37 @@ void Net::process_tx() {
         auto& chain = *next.value();
         // The virtio-net header and the frame, written to the TAP (which reads
         // the same header) straight from guest memory.
-        auto iov = std::make_shared<std::vector<iovec>>();
+        std::shared_ptr<std::vector<iovec>> owned;  // an io_uring write's, kept until it completes
+        if (!direct) owned = std::make_shared<std::vector<iovec>>();
+        std::vector<iovec>& iov = direct ? m_tx_iov : *owned;
+        iov.clear();
         size_t packet = 0;
         for (const auto& b : chain.buffers()) {
             if (b.device_writable) break;
             auto bytes = mem.slice(b.addr, b.len).value();
             if (bytes.empty()) continue;
             // iovec's base is never const; writev only reads it.
-            iov->push_back({const_cast<uint8_t*>(bytes.data()), bytes.size()});
+            iov.push_back({const_cast<uint8_t*>(bytes.data()), bytes.size()});
             packet += bytes.size();
         }
         uint16_t head = chain.head();
+        // A frame the TAP cannot take (too big, empty) is dropped, as a NIC would.
+        if (packet <= kHeaderSize || packet > kMaxPacket) {
+            if (auto r = m_tx->add_used(mem, head, 0); r.is_error()) return m_ctx.fail(r.error());
+            used = true;
+            continue;
+        }
+        int fd = m_tap.get();
+        if (direct) {
+            ssize_t n;
+            do {
+                n = ::writev(fd, iov.data(), int(iov.size()));
+            } while (n < 0 && errno == EINTR);
+            if (n > 0) ++m_tx_frames;  // else dropped (the TAP's queue full, its link down), as a NIC would
+            if (auto r = m_tx->add_used(mem, head, 0); r.is_error()) return m_ctx.fail(r.error());
+            used = true;
+            continue;
+        }
         uint64_t gen = m_generation;
         auto done = [this, head, gen](int res) {
             std::lock_guard guard(*m_ctx.lock);
@@ -120,23 +146,19 @@ void Net::process_tx() {
             if (auto r = m_tx->add_used(*m_ctx.memory, head, 0); r.is_error()) return m_ctx.fail(r.error());
             schedule_notify(*m_tx);
         };
-        // A frame the TAP cannot take (too big, empty) is dropped, as a NIC would.
-        if (packet <= kHeaderSize || packet > kMaxPacket) {
-            if (auto r = m_tx->add_used(mem, head, 0); r.is_error()) return m_ctx.fail(r.error());
-            schedule_notify(*m_tx);
-            continue;
-        }
-        int fd = m_tap.get();
         ++m_tx_in_flight;
         auto r = m_ctx.loop->submit(
-            [fd, iov](io_uring_sqe* sqe) { io_uring_prep_writev(sqe, fd, iov->data(), unsigned(iov->size()), 0); },
-            [iov, done](int res) { done(res); });
+            [fd, owned](io_uring_sqe* sqe) {
+                io_uring_prep_writev(sqe, fd, owned->data(), unsigned(owned->size()), 0);
+            },
+            [owned, done](int res) { done(res); });
         if (r.is_error()) {
             --m_tx_in_flight;
             if (auto u = m_tx->add_used(mem, head, 0); u.is_error()) return m_ctx.fail(u.error());
-            schedule_notify(*m_tx);
+            used = true;
         }
     }
+    if (used) schedule_notify(*m_tx);
 }
 
 void Net::schedule_notify(Queue& q) {

@@ -7,10 +7,13 @@
 // as they are; the TAP is told at activation which ones the guest took.
 #pragma once
 
+#include <sys/uio.h>
+
 #include <array>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "vmm/base/unique_fd.h"
 #include "vmm/devices/virtio/device.h"
@@ -75,6 +78,7 @@ private:
     bool m_read_armed = false;
     uint32_t m_tx_in_flight = 0;  // TAP writes submitted, not completed (at most the queue size)
     std::string m_pending;        // a frame read from the TAP while the guest had no rx buffer
+    std::vector<iovec> m_tx_iov;  // the frame being written on the loop thread
     uint64_t m_rx_frames = 0, m_tx_frames = 0;
 };
 
