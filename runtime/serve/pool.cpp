@@ -230,7 +230,7 @@ Json to_json(const PoolConfig& c) {
             {"rootfs", c.rootfs},
             {"args", c.args},
             {"size", c.size},
-            {"max_size", c.max_size ? c.max_size : c.size},
+            {"max_size", c.max_size},
             {"scale_down_ms", c.scale_down_ms},
             {"queue", c.queue},
             {"vcpus", c.vcpus},
@@ -268,7 +268,9 @@ Json to_json(const InvokeResult& r) {
             {"timings_us", {{"queued", r.queued_us}, {"run", r.run_us}, {"reset", r.reset_us}}}};
 }
 
-Pool::Pool(PoolConfig config, ServeContext context) : m_config(std::move(config)), m_context(std::move(context)) {}
+Pool::Pool(PoolConfig config, ServeContext context) : m_config(std::move(config)), m_context(std::move(context)) {
+    m_config.max_size = std::max(m_config.size, m_config.max_size);  // 0: `size`
+}
 
 Result<std::unique_ptr<Pool>> Pool::create(const PoolConfig& config, const ServeContext& context) {
     std::unique_ptr<Pool> pool(new Pool(config, context));
@@ -519,7 +521,7 @@ Result<InvokeResult> Pool::invoke(const InvokeRequest& request, const OutputSink
         std::unique_lock lock(m_lock);
         if (m_closing) return Error::from_string("the pool is shutting down", ESHUTDOWN);
         auto none_left = [&] { return m_idle.empty() && m_stats.busy == 0 && m_stats.starting == 0; };
-        if (m_idle.empty() && m_stats.busy + m_stats.starting < std::max(m_config.size, m_config.max_size)) {
+        if (m_idle.empty() && m_stats.busy + m_stats.starting < m_config.max_size) {
             // Room to grow (or VMs lost and not restored): one more VM, which
             // this caller or an earlier waiter will take.
             m_stats.starting++;
@@ -598,6 +600,15 @@ Result<InvokeResult> Pool::invoke(const InvokeRequest& request, const OutputSink
     return result;
 }
 
+// The answer to an invocation that ran out of memory: the limit it met (its
+// memory_limit_mib, else the VM's memory) and `how`.
+Error Pool::out_of_memory(const std::string& how) const {
+    std::string limit = m_config.memory_limit_mib ? fmt::format("its memory limit of {} MiB", m_config.memory_limit_mib)
+                                                  : fmt::format("the VM's {} MiB", m_config.memory_mib);
+    return Error::from_string(
+        fmt::format("the invocation ran out of memory: it needed more than {}, and {}", limit, how), ENOMEM);
+}
+
 Result<InvokeResult> Pool::run_on(Vm& vm, const InvokeRequest& request, Clock::time_point deadline,
                                   const OutputSink* sink) {
     // A VM that stopped since its last invocation: say so rather than "connection refused".
@@ -662,12 +673,9 @@ Result<InvokeResult> Pool::run_on(Vm& vm, const InvokeRequest& request, Clock::t
         if (memory && (memory.value().oom_kills > m_oom_kills || memory.value().current >= limit / 10 * 9)) {
             kill_vm(vm);
             finish_feeder();
-            return Error::from_string(
-                fmt::format("the invocation ran out of memory: it needed more than its memory limit of {} MiB "
-                            "(it was still at the limit, {} MiB in use, when its {} ms ran out)",
-                            m_config.memory_limit_mib, memory.value().current >> 20,
-                            request.timeout_ms.value_or(m_config.timeout_ms)),
-                ENOMEM);
+            return out_of_memory(fmt::format("it was still at the limit, {} MiB in use, when its {} ms ran out",
+                                             memory.value().current >> 20,
+                                             request.timeout_ms.value_or(m_config.timeout_ms)));
         }
     }
     if (c.timed_out || c.overflow) {
@@ -691,13 +699,7 @@ Result<InvokeResult> Pool::run_on(Vm& vm, const InvokeRequest& request, Clock::t
     if (!memory) return fail(memory.release_error());
     if (memory.value().oom_kills > m_oom_kills) {
         kill_vm(vm);
-        std::string limit = m_config.memory_limit_mib
-                                ? fmt::format("its memory limit of {} MiB", m_config.memory_limit_mib)
-                                : fmt::format("the VM's {} MiB", m_config.memory_mib);
-        return Error::from_string(fmt::format("the invocation ran out of memory: it needed more than {}, and the "
-                                              "guest's OOM killer stopped it (exit status {})",
-                                              limit, status.value()),
-                                  ENOMEM);
+        return out_of_memory(fmt::format("the guest's OOM killer stopped it (exit status {})", status.value()));
     }
     InvokeResult r;
     r.exit_status = status.value();

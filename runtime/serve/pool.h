@@ -134,6 +134,8 @@ private:
     void restore_in_background(int index);
     // Stops VMs beyond `size` that have been idle for `scale_down_ms`; until shutdown.
     void trim_loop();
+    // The error of an invocation that ran out of memory (the limit it met, and `how`).
+    Error out_of_memory(const std::string& how) const;
     Result<InvokeResult> run_on(Vm& vm, const InvokeRequest& request, std::chrono::steady_clock::time_point deadline,
                                 const OutputSink* sink);
 
