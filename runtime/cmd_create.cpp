@@ -404,10 +404,11 @@ Result<ContainerState> create_container(const GlobalOptions& g, const CreateOpti
     command.ready_fd = 3;
     command.wait_for_start = true;
     command.log = g.log.empty() ? dir + "/vmm.log" : g.log;
-    // HUSK_VMM_LOG_DIR (a debugging aid): each container VM's log goes to DIR/<id>.log instead, where it
-    // outlives the container (an engine removes its bundle, and the log it named there, with the container).
-    if (const char* keep = std::getenv("HUSK_VMM_LOG_DIR"); keep && *keep)
-        command.log = std::string(keep) + "/" + o.id + ".log";
+    // --vmm-log-dir or HUSK_VMM_LOG_DIR (a debugging aid): each container VM's log goes to DIR/<id>.log
+    // instead, where it outlives the container (an engine removes its bundle, and the log it named there).
+    std::string keep = g.vmm_log_dir;
+    if (const char* env = std::getenv("HUSK_VMM_LOG_DIR"); keep.empty() && env) keep = env;
+    if (!keep.empty()) command.log = keep + "/" + o.id + ".log";
     command.log_format = g.log_json ? VmmCommand::LogFormat::Json : VmmCommand::LogFormat::Text;
     command.debug = g.debug;
     // The VM's description stays in the state directory, where `cat` shows what husk-vmm was told.

@@ -58,6 +58,8 @@ constexpr const char* kUsage =
     "  --log-format FMT    text or json\n"
     "  --systemd-cgroup    accepted; husk places no cgroups yet\n"
     "  --debug             verbose husk-vmm logs\n"
+    "  --vmm-log-dir DIR   each container VM's log in DIR/<id>.log, kept after the container\n"
+    "                      (debugging; also HUSK_VMM_LOG_DIR)\n"
     "  --version, --help\n"
     "\n"
     "Configuration: /etc/husk/config.toml ([vm] kernel, vmm, initramfs, memory_mib, vcpus, rootfs);\n"
@@ -101,7 +103,7 @@ int main(int argc, char** argv) {
         std::string a = args[i].rfind("--", 0) == 0 ? args[i] : "-" + args[i];  // -root is --root to runc
         args[i] = a;
         std::string format, ignored;
-        if (value("--root", g.root) || value("--log", g.log)) continue;
+        if (value("--root", g.root) || value("--log", g.log) || value("--vmm-log-dir", g.vmm_log_dir)) continue;
         if (value("--log-format", format)) {
             if (format != "text" && format != "json") {
                 std::fprintf(stderr, "husk: --log-format is text or json\n");

@@ -16,6 +16,10 @@ struct GlobalOptions {
     bool log_json = false;           // --log-format json
     bool systemd_cgroup = false;
     bool debug = false;
+    // --vmm-log-dir DIR (or HUSK_VMM_LOG_DIR; a debugging aid): each container VM's log
+    // goes to DIR/<id>.log, where it outlives the container. The option reaches husk
+    // where an engine does not pass its environment on (Podman's --runtime-flag).
+    std::string vmm_log_dir;
 };
 
 using Args = std::vector<std::string>;

@@ -774,14 +774,19 @@ protected:
     ProcessResult podman(const std::string& args, const std::string& input = "") {
         return sh(s_engines->podman + " " + args, input);
     }
+    // Podman's options for runtime `rt` (runc or husk). Podman passes the runtime no environment of its
+    // own, so husk is told where to keep its VMs' logs (for a failure's report) by a runtime flag.
+    static std::string runtime_option(const std::string& rt) {
+        if (rt == "runc") return "--runtime runc";
+        return "--runtime " + env("HUSK_RUNTIME") + " --runtime-flag vmm-log-dir=" + s_engines->vmm_logs();
+    }
 };
 
 // The lifecycle half of the parity suite through Podman (its CLI is Docker's).
 TEST_F(Podman, LifecyclesBehaveAsUnderRunc) {
-    LifecycleEngine e{
-        [&](const std::string& args) { return podman(args); },
-        [](const std::string& rt) { return "--runtime " + (rt == "runc" ? rt : env("HUSK_RUNTIME")) + " run"; },
-        "localhost/busybox:husk", s_engines->podman, "--cpus 1"};
+    LifecycleEngine e{[&](const std::string& args) { return podman(args); },
+                      [](const std::string& rt) { return runtime_option(rt) + " run"; }, "localhost/busybox:husk",
+                      s_engines->podman, "--cpus 1"};
     expect_lifecycle_as_under_runc(e, s_engines->vmm_logs());
 }
 
@@ -789,9 +794,8 @@ TEST_F(Podman, ContainersBehaveAsUnderRunc) {
     compare_with_runc(
         "podman", parity_cases(),
         [&](const ParityCase& c, const std::string& runtime) {
-            return podman("--runtime " + (runtime == "runc" ? runtime : env("HUSK_RUNTIME")) +
-                              " run --rm --network none " + c.options + " localhost/busybox:husk sh -c " +
-                              single_quoted(c.script),
+            return podman(runtime_option(runtime) + " run --rm --network none " + c.options +
+                              " localhost/busybox:husk sh -c " + single_quoted(c.script),
                           c.input);
         },
         s_engines->vmm_logs());
@@ -800,23 +804,23 @@ TEST_F(Podman, ContainersBehaveAsUnderRunc) {
 // The volume cases under Podman: bound host directories both ways and
 // `:ro`, and a named volume.
 TEST_F(Podman, VolumesAreSharedBothWaysAsUnderRunc) {
-    auto runtime = [&](const std::string& rt) { return rt == "runc" ? rt : env("HUSK_RUNTIME"); };
+    auto runtime = [&](const std::string& rt) { return runtime_option(rt); };
     auto seen = [&](const std::string& rt) {
         return volumes_seen(rt, [&](const std::string& options, const std::string& script) {
-            return podman("--runtime " + runtime(rt) + " run --rm --network none " + options +
-                          " localhost/busybox:husk sh -c " + single_quoted(script));
+            return podman(runtime(rt) + " run --rm --network none " + options + " localhost/busybox:husk sh -c " +
+                          single_quoted(script));
         });
     };
     std::string husk = seen("husk"), runc = seen("runc");
     EXPECT_EQ(husk, runc) << newest_vmm_log_tail(s_engines->vmm_logs());
 
     podman("volume rm -f husk-data");
-    auto w = podman("--runtime " + runtime("husk") +
+    auto w = podman(runtime("husk") +
                     " run --rm --network none -v husk-data:/data "
                     "localhost/busybox:husk sh -c " +
                     single_quoted(kBigWrite));
     ASSERT_EQ(w.exit_status, 0) << w.err << newest_vmm_log_tail(s_engines->vmm_logs());
-    auto r = podman("--runtime " + runtime("husk") +
+    auto r = podman(runtime("husk") +
                     " run --rm --network none -v husk-data:/data:ro "
                     "localhost/busybox:husk sh -c " +
                     single_quoted(kBigRead));
@@ -831,8 +835,8 @@ TEST_F(Podman, VolumesAreSharedBothWaysAsUnderRunc) {
 TEST_F(Podman, TheDefaultNetworkWorksAsUnderRunc) {
     expect_network_as_under_runc(
         [&](const std::string& rt) {
-            auto r = podman("--runtime " + (rt == "runc" ? rt : env("HUSK_RUNTIME")) +
-                            " run --rm --cap-add NET_RAW localhost/busybox:husk sh -c " + kNetworkSeen);
+            auto r =
+                podman(runtime_option(rt) + " run --rm --cap-add NET_RAW localhost/busybox:husk sh -c " + kNetworkSeen);
             return std::to_string(r.exit_status) + "\n" + r.out + r.err;
         },
         s_engines->vmm_logs());
