@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "vmm/base/log.h"
+#include "vmm/base/system.h"
 #include "vmm/base/unique_fd.h"
 
 namespace husk::agent {
@@ -29,16 +30,6 @@ void set_timeouts(int fd) {
     timeval tv{kTimeoutSeconds, 0};
     ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-}
-
-bool send_all(int fd, std::string_view data) {
-    while (!data.empty()) {
-        ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return false;
-        data.remove_prefix(size_t(n));
-    }
-    return true;
 }
 
 bool recv_all(int fd, char* at, size_t size) {
@@ -82,7 +73,7 @@ std::optional<std::string> ask_host(std::string_view query) {
     host.svm_cid = VMADDR_CID_HOST;
     host.svm_port = kDnsRelayPort;
     if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&host), sizeof host) < 0) return std::nullopt;
-    if (!send_all(fd.get(), framed(query))) return std::nullopt;
+    if (!sys::send_all(fd.get(), framed(query))) return std::nullopt;
     return read_framed(fd.get());
 }
 
@@ -97,7 +88,7 @@ void serve_tcp_client(int fd) {
     set_timeouts(fd);
     while (auto query = read_framed(fd)) {
         std::string a = answer(*query);
-        if (a.empty() || !send_all(fd, framed(a))) return;
+        if (a.empty() || !sys::send_all(fd, framed(a))) return;
     }
 }
 

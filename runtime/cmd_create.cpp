@@ -189,12 +189,10 @@ private:
     UniqueFd m_netns;
 };
 
-// The resolv.conf the bundle's config mounts at /etc/resolv.conf (the
-// engine's) names `address` as a nameserver.
-bool resolv_conf_names(const std::string& bundle, std::string_view address) {
-    auto spec = oci::load_spec(bundle);
-    if (!spec) return false;
-    for (const auto& m : spec.value().mounts) {
+// The resolv.conf the config mounts at /etc/resolv.conf (the engine's)
+// names `address` as a nameserver.
+bool resolv_conf_names(const oci::Spec& spec, const std::string& bundle, std::string_view address) {
+    for (const auto& m : spec.mounts) {
         if (m.destination != "/etc/resolv.conf") continue;
         auto text = sys::read_file(absolute(bundle, m.source), 64 << 10);
         return text && net::names_nameserver(text.value(), address);
@@ -202,10 +200,11 @@ bool resolv_conf_names(const std::string& bundle, std::string_view address) {
     return false;
 }
 
-// The engine's interface wired to the VM's TAP, and the guest told to take it over.
-Result<void> connect_network(const ContainerState& state, int netns_fd) {
+// The engine's interface wired to the VM's TAP, and the guest told to take it
+// over (and to relay DNS at 127.0.0.11 when `dns_relay`).
+Result<void> connect_network(const ContainerState& state, int netns_fd, bool dns_relay) {
     agent::NetworkSpec network = TRY(net::wire_to_tap(netns_fd));
-    network.dns_relay = resolv_conf_names(state.bundle, net::kEmbeddedDns);
+    network.dns_relay = dns_relay;
     auto client = TRY(connect_agent(state, std::chrono::seconds(30), std::chrono::seconds(30)));
     TRY(client->configure_network(network).context("configure the guest's network"));
     return {};
@@ -477,7 +476,9 @@ Result<ContainerState> create_container(const GlobalOptions& g, const CreateOpti
         TRY(run_hooks(spec.hooks.prestart, oci_state, "prestart"));
     }
     // The guest's NIC takes the engine's interface over, before the container's process starts.
-    if (engine_link) TRY(connect_network(state, netns.get()).context("create `" + o.id + "`"));
+    if (engine_link)
+        TRY(connect_network(state, netns.get(), resolv_conf_names(spec, bundle, net::kEmbeddedDns))
+                .context("create `" + o.id + "`"));
     TRY(run_hooks(spec.hooks.create_container, oci_state, "createContainer"));
     undo.dismiss();
     return state;

@@ -216,13 +216,18 @@ TEST(Vsock, LargeHostWriteIsSplitToFitBuffersAndCredit) {
     close(fd);
 }
 
-TEST(Vsock, GuestConnectToNobodyIsReset) {
-    VsockHarness h;
+// The guest's REQUEST from its port `from` to the host's port `to`.
+Header guest_request(uint32_t from, uint32_t to) {
     Header req{};
     req.op = kOpRequest;
-    req.src_port = 1000;
-    req.dst_port = 7;
-    h.send(req);
+    req.src_port = from;
+    req.dst_port = to;
+    return req;
+}
+
+TEST(Vsock, GuestConnectToNobodyIsReset) {
+    VsockHarness h;
+    h.send(guest_request(1000, 7));
     Header rst;
     std::string payload;
     uint16_t seen = 0;
@@ -244,15 +249,6 @@ int loopback_tcp(sockaddr_in& at, bool listening) {
         return -1;
     }
     return fd;
-}
-
-// The guest's REQUEST from its port `from` to the host's port `to`.
-Header guest_request(uint32_t from, uint32_t to) {
-    Header req{};
-    req.op = kOpRequest;
-    req.src_port = from;
-    req.dst_port = to;
-    return req;
 }
 
 // vsock.dns_forward: a guest connection to port 53 is a TCP stream to the
@@ -343,11 +339,7 @@ struct HostListener {
 TEST(Vsock, GuestConnectsToHostListener) {
     VsockHarness h;
     HostListener l(h.path, 9);
-    Header req{};
-    req.op = kOpRequest;
-    req.src_port = 1001;
-    req.dst_port = 9;
-    h.send(req);
+    h.send(guest_request(1001, 9));
     Header resp;
     std::string payload;
     uint16_t seen = 0;
@@ -428,11 +420,7 @@ TEST(Vsock, SocketPathInUseIsRefused) {
 // The guest connects to a host listener; returns the host's accepted end,
 // whose io_uring read poll is armed in the device by then.
 int guest_connects(VsockHarness& h, HostListener& l, uint32_t guest_port, uint32_t host_port) {
-    Header req{};
-    req.op = kOpRequest;
-    req.src_port = guest_port;
-    req.dst_port = host_port;
-    h.send(req);
+    h.send(guest_request(guest_port, host_port));
     return accept4(l.fd, nullptr, nullptr, SOCK_CLOEXEC);
 }
 
@@ -564,11 +552,7 @@ TEST(VsockHostile, GuestConnectionsAreCappedInNumberAndFds) {
     HostListener l(h.path, 9);
     size_t fds_before = open_fds();
     for (uint32_t i = 0; i < 4 * Vsock::kMaxConnections; ++i) {
-        Header req{};
-        req.op = kOpRequest;
-        req.src_port = 5000 + i;
-        req.dst_port = 9;
-        h.send(req);
+        h.send(guest_request(5000 + i, 9));
     }
     EXPECT_EQ(h.device_locked([](Vsock& v) { return v.connection_count(); }), Vsock::kMaxConnections);
     EXPECT_LE(open_fds(), fds_before + Vsock::kMaxConnections + 4);
