@@ -282,11 +282,15 @@ void Daemon::stop() {
 }
 
 bool wait_until(const std::function<bool()>& ready, int seconds) {
-    for (int i = 0; i < seconds * 10; ++i) {
+    // By the clock, not by a count of tries: a try that runs an engine's
+    // CLI takes a second or more in the rig, and "60 s" of tries ran ten
+    // times that (a lifecycle test waited past its 600 s deadline so).
+    auto deadline = Clock::now() + std::chrono::seconds(seconds);
+    for (;;) {
         if (ready()) return true;
+        if (Clock::now() >= deadline) return false;
         usleep(100 * 1000);
     }
-    return false;
 }
 
 std::string env_or(const char* name, const std::string& fallback) {
@@ -387,14 +391,24 @@ bool Engines::start_containerd() {
     return false;
 }
 
-bool Engines::start_podman() {
+bool Engines::start_podman(const std::string& runtime) {
     mkdir(dir.c_str(), 0755);
     mkdir(vmm_logs().c_str(), 0755);
     // No daemon to pin (Daemon::start): each podman command, and the conmon and container VM it starts, runs
     // on HUSK_ENGINE_CPU.
     std::string cpu = env_or("HUSK_ENGINE_CPU");
-    podman = (cpu.empty() ? "" : "taskset -c " + cpu + " ") + "env HUSK_VMM_LOG_DIR=" + vmm_logs() + " podman --root " +
-             dir + "/podman-root --runroot " + dir +
+    // husk registered as Podman's runtime "husk" by `husk install --podman` (its /etc under
+    // HUSK_INSTALL_ROOT), and Podman told to read that file (CONTAINERS_CONF): `--runtime husk`
+    // then runs through what install wrote.
+    std::string etc = dir + "/install-root/etc/containers", dropin = etc + "/containers.conf.d/husk.conf";
+    auto installed = shell("mkdir -p " + etc + " && HUSK_INSTALL_ROOT=" + dir + "/install-root " + runtime +
+                           " install --podman --path " + runtime + " 2>&1");
+    if (installed.exit_status != 0 || shell("grep -q '^husk = ' " + dropin).exit_status != 0) {
+        error = "husk install --podman did not register husk in " + dropin + ": " + installed.out;
+        return false;
+    }
+    podman = (cpu.empty() ? "" : "taskset -c " + cpu + " ") + "env HUSK_VMM_LOG_DIR=" + vmm_logs() +
+             " CONTAINERS_CONF=" + dropin + " podman --root " + dir + "/podman-root --runroot " + dir +
              "/podman-run --storage-driver vfs --cgroup-manager cgroupfs --events-backend file --tmpdir " + dir +
              "/podman-tmp";
     auto r = shell(podman + " info >/dev/null");

@@ -84,7 +84,8 @@ private:
     pid_t m_pid = -1;
 };
 
-// Polls `ready` every 100 ms for up to `seconds`.
+// Polls `ready` every 100 ms until it holds or `seconds` have passed by the
+// clock (however long each try takes); false if it never held.
 bool wait_until(const std::function<bool()>& ready, int seconds);
 
 // Private dockerd and containerd for the end-to-end tests and benchmarks
@@ -98,8 +99,9 @@ struct Engines {
     std::string error;  // why start failed
     bool start_docker(const std::string& runtime);
     bool start_containerd();
-    // Podman with its own storage under `dir`, cgroupfs and a file event log (the rig has no systemd).
-    bool start_podman();
+    // Podman with its own storage under `dir`, cgroupfs and a file event log (the rig has no systemd),
+    // and `runtime` registered as "husk" by its `husk install --podman`.
+    bool start_podman(const std::string& runtime);
     // Imports the busybox test image as busybox:husk (docker) and docker.io/library/busybox:husk (ctr).
     bool import_busybox_docker(const std::string& source_dir);
     bool import_busybox_containerd(const std::string& source_dir);

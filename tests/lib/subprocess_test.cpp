@@ -3,6 +3,7 @@
 #include "tests/lib/subprocess.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <string>
 
@@ -23,6 +24,21 @@ TEST(Subprocess, StdinDataForAChildThatIgnoresItIsDropped) {
     o.stdin_data = std::string(1 << 20, 'x');
     ProcessResult r = run_process({"true"}, o);
     EXPECT_EQ(r.exit_status, 0);
+}
+
+// The wait is by the clock: tries that take 300 ms each fit a 1 s wait a few
+// times, not the ten a count of 100 ms steps would make.
+TEST(Subprocess, WaitUntilEndsByTheClockHoweverLongEachTryTakes) {
+    int tries = 0;
+    EXPECT_FALSE(wait_until(
+        [&] {
+            ++tries;
+            usleep(300 * 1000);
+            return false;
+        },
+        1));
+    EXPECT_LE(tries, 4);
+    EXPECT_GE(tries, 2);
 }
 
 }  // namespace

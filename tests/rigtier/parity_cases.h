@@ -71,6 +71,9 @@ inline std::vector<ParityCase> parity_cases() {
          "cat /proc/self/cgroup /sys/fs/cgroup/pids.max; for i in 1 2 3 4 5 6 7 8 9 10; do sleep 5 & done; "
          "echo not reached",
          "", "", ""},
+        // The engine's init (Docker's docker-init, Podman's catatonit, which tests/setup installs) as PID 1.
+        // Only PID 1's line: runc's own threads take PIDs in the new namespace before its init execs.
+        {"--init", "--init", "ps -o pid,comm | head -2", "", "", ""},
         // Differences on purpose: the VM is sized to the limits the engine gives.
         {"--memory and --cpus", "--memory 256m --cpus 1",
          "awk '/MemTotal/ {print ($2 <= 262144 ? \"within\" : \"above\")}' /proc/meminfo; nproc", "",

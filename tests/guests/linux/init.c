@@ -208,10 +208,14 @@ static void do_vsock_echo(unsigned port) {
      * vsock-send does): a lingering close returns once husk-vmm, having
      * written everything to the host socket, resets the connection. Without
      * it the reboot below could lose the tail still queued in the guest. */
-    struct linger lg = {.l_onoff = 1, .l_linger = 10};
+    struct linger lg = {.l_onoff = 1, .l_linger = 60};
     if (setsockopt(c, SOL_SOCKET, SO_LINGER, &lg, sizeof lg) != 0) say("vsock SO_LINGER: %s", strerror(errno));
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     close(c);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
     close(s);
+    say("vsock close took %ld ms", (long)((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000));
     say("vsock echoed %llu bytes", total);
 }
 
