@@ -37,8 +37,7 @@ TEST(Subprocess, WaitUntilEndsByTheClockHoweverLongEachTryTakes) {
             return false;
         },
         1));
-    EXPECT_LE(tries, 4);
-    EXPECT_GE(tries, 2);
+    EXPECT_LE(tries, 4);  // a slow machine makes fewer tries, never more
 }
 
 }  // namespace
