@@ -338,6 +338,17 @@ std::string vmm_errors_since(const std::string& logs, std::filesystem::file_time
     return out;
 }
 
+bool Engines::install_husk(const std::string& runtime, const std::string& engine_flag, const std::string& file,
+                           const std::string& registered) {
+    auto installed = shell("HUSK_INSTALL_ROOT=" + dir + "/install-root " + runtime + " install " + engine_flag +
+                           " --path " + runtime + " 2>&1");
+    if (installed.exit_status == 0 && shell("grep -q " + single_quoted(registered) + " " + file).exit_status == 0)
+        return true;
+    error = "husk install " + engine_flag + " did not register husk in " + file + ": " + installed.out +
+            shell("cat " + file + " 2>&1").out;
+    return false;
+}
+
 bool Engines::start_docker(const std::string& runtime) {
     mkdir(dir.c_str(), 0755);
     mkdir(vmm_logs().c_str(), 0755);
@@ -360,13 +371,7 @@ bool Engines::start_docker(const std::string& runtime) {
         if (fd < 0 || write(fd, config.data(), config.size()) != ssize_t(config.size())) return false;
         close(fd);
     }
-    auto installed = shell("HUSK_INSTALL_ROOT=" + dir + "/install-root " + runtime + " install --docker --path " +
-                           runtime + " 2>&1");
-    if (installed.exit_status != 0 || shell("grep -q '\"husk\"' " + daemon_json).exit_status != 0) {
-        error = "husk install --docker did not register husk in " + daemon_json + ": " + installed.out +
-                shell("cat " + daemon_json).out;
-        return false;
-    }
+    if (!install_husk(runtime, "--docker", daemon_json, "\"husk\"")) return false;
     dockerd.start({"dockerd", "--config-file", daemon_json}, dir + "/dockerd.log", {"HUSK_VMM_LOG_DIR=" + vmm_logs()});
     docker = "/usr/bin/docker -H unix://" + dir + "/docker.sock";
     if (wait_until([&] { return shell(docker + " info >/dev/null 2>&1").exit_status == 0; }, 120)) return true;
@@ -401,12 +406,8 @@ bool Engines::start_podman(const std::string& runtime) {
     // HUSK_INSTALL_ROOT), and Podman told to read that file (CONTAINERS_CONF): `--runtime husk`
     // then runs through what install wrote.
     std::string etc = dir + "/install-root/etc/containers", dropin = etc + "/containers.conf.d/husk.conf";
-    auto installed = shell("mkdir -p " + etc + " && HUSK_INSTALL_ROOT=" + dir + "/install-root " + runtime +
-                           " install --podman --path " + runtime + " 2>&1");
-    if (installed.exit_status != 0 || shell("grep -q '^husk = ' " + dropin).exit_status != 0) {
-        error = "husk install --podman did not register husk in " + dropin + ": " + installed.out;
-        return false;
-    }
+    shell("mkdir -p " + etc);
+    if (!install_husk(runtime, "--podman", dropin, "^husk = ")) return false;
     podman = (cpu.empty() ? "" : "taskset -c " + cpu + " ") + "env HUSK_VMM_LOG_DIR=" + vmm_logs() +
              " CONTAINERS_CONF=" + dropin + " podman --root " + dir + "/podman-root --runroot " + dir +
              "/podman-run --storage-driver vfs --cgroup-manager cgroupfs --events-backend file --tmpdir " + dir +

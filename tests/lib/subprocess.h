@@ -110,6 +110,12 @@ struct Engines {
     // Where the daemons' container VMs keep their logs (HUSK_VMM_LOG_DIR in
     // the daemons' environment only: nothing else the test runs inherits it).
     std::string vmm_logs() const { return dir + "/vmm-logs"; }
+
+private:
+    // `husk install ENGINE_FLAG --path runtime` under dir/install-root (HUSK_INSTALL_ROOT); true when
+    // it succeeded and `file` (the engine's, under that root) then matches the grep pattern `registered`.
+    bool install_husk(const std::string& runtime, const std::string& engine_flag, const std::string& file,
+                      const std::string& registered);
 };
 // The last `lines` non-debug lines of the newest log in `logs_dir` (Engines::vmm_logs): why a container VM ended.
 std::string newest_vmm_log_tail(const std::string& logs_dir, size_t lines = 20);
