@@ -91,18 +91,6 @@ Result<UniqueFd> listen_vsock() {
     return sock;
 }
 
-Result<UniqueFd> listen_unix(const std::string& path) {
-    auto addr = TRY(sys::unix_address(path));
-    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return Error::from_errno(errno, "socket");
-    UniqueFd sock(fd);
-    ::unlink(path.c_str());
-    if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0)
-        return Error::from_errno(errno, "bind " + path);
-    if (::listen(fd, 16) < 0) return Error::from_errno(errno, "listen");
-    return sock;
-}
-
 [[noreturn]] void power_off(const std::string& rootfs) {
     ::kill(-1, SIGKILL);
     while (::waitpid(-1, nullptr, 0) > 0) {
@@ -154,7 +142,7 @@ int main(int argc, char** argv) {
     if (::getpid() == 1) return run_pid1();
     if (argc == 5 && std::string(argv[1]) == "--listen" && std::string(argv[3]) == "--rootfs") {
         // Test mode: no system mounts, no power-off; the rootfs is a directory (container spec without a device).
-        auto listener = listen_unix(argv[2]);
+        auto listener = sys::listen_unix(argv[2], 16);
         if (!listener) {
             say(listener.error().message());
             return 1;

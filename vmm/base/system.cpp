@@ -9,6 +9,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -76,10 +77,29 @@ Result<UniqueFd> listen_unix(const std::string& path, int backlog) {
     int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return Error::from_errno(errno, "socket");
     UniqueFd owned(fd);
-    ::unlink(path.c_str());
-    if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0)
-        return Error::from_errno(errno, "bind `" + path + "`");
-    if (::listen(fd, backlog) < 0) return Error::from_errno(errno, "listen on `" + path + "`");
+    // Bound under a name of its own and renamed to `path` once listening: bind() makes the file, and a client
+    // that saw it appear and connected before listen() would be refused. The rename also replaces a stale socket.
+    static std::atomic<unsigned> made{0};
+    std::string temp = path.substr(0, path.rfind('/') + 1) + ".husk-" + std::to_string(::getpid()) + "-" +
+                       std::to_string(made++) + ".sock";
+    sockaddr_un bound = addr;
+    if (auto fits = unix_address(temp))
+        bound = fits.value();
+    else  // no room in sun_path for the temporary name: bound in place
+        temp = path;
+    ::unlink(temp.c_str());
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&bound), sizeof bound) < 0)
+        return Error::from_errno(errno, "bind `" + temp + "`");
+    if (::listen(fd, backlog) < 0) {
+        int error = errno;
+        ::unlink(temp.c_str());
+        return Error::from_errno(error, "listen on `" + path + "`");
+    }
+    if (temp != path && ::rename(temp.c_str(), path.c_str()) < 0) {
+        int error = errno;
+        ::unlink(temp.c_str());
+        return Error::from_errno(error, "rename the listening socket to `" + path + "`");
+    }
     return owned;
 }
 
