@@ -63,6 +63,12 @@ husk_sanitizer_build() {
   shift
   opts=(-Db_sanitize=address,undefined -Db_lundef=false -Doptimization=1 -Ddebug=false
         -Dcpp_args=-g1 -Dc_args=-g1 "$@")
+  # A build set up with another compiler than CXX names is set up anew
+  # (meson keeps a build's compiler).
+  if [[ -f $dir/build.ninja && -n ${CXX:-} ]] &&
+     ! grep -q "^ command = $CXX " "$dir/build.ninja"; then
+    rm -rf "$dir"
+  fi
   if [[ -f $dir/build.ninja ]]; then
     meson configure "$dir" "${opts[@]}" >/dev/null
   else

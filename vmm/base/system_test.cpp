@@ -14,19 +14,24 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string scratch_dir(const std::string& name) {
-    std::string dir = fs::temp_directory_path() / ("husk-system-test-" + std::to_string(::getpid()) + "-" + name);
-    fs::remove_all(dir);
-    fs::create_directories(dir);
-    return dir;
-}
+// A fresh directory for one test, removed with it however the test ends.
+struct ScratchDir {
+    explicit ScratchDir(const std::string& name)
+        : path(fs::temp_directory_path() / ("husk-system-test-" + std::to_string(::getpid()) + "-" + name)) {
+        fs::remove_all(path);
+        fs::create_directories(path);
+    }
+    ~ScratchDir() { fs::remove_all(path); }
+    std::string path;
+};
 
 // A client that connects the moment the socket file appears is never refused:
 // the file appears only once the socket listens (a daemon's clients, and the
 // tests, wait for the file). Bound in place, bind() made the file before
 // listen(), and a client spinning on it could land in between.
 TEST(System, AUnixSocketFileAppearsOnlyOnceItListens) {
-    std::string dir = scratch_dir("appears");
+    ScratchDir scratch("appears");
+    const std::string& dir = scratch.path;
     for (int round = 0; round < 2000; ++round) {
         std::string path = dir + "/s" + std::to_string(round) + ".sock";
         std::atomic<bool> go{false};
@@ -52,13 +57,13 @@ TEST(System, AUnixSocketFileAppearsOnlyOnceItListens) {
         ++files;
     }
     EXPECT_EQ(files, 2000u);
-    fs::remove_all(dir);
 }
 
 // A stale socket file (its server gone) is replaced; a path with no room for
 // a temporary name beside it in sun_path is bound in place.
 TEST(System, AUnixSocketReplacesAStaleOneAndFitsALongPath) {
-    std::string dir = scratch_dir("stale");
+    ScratchDir scratch("stale");
+    const std::string& dir = scratch.path;
     std::string path = dir + "/api.sock";
     {
         auto gone = sys::listen_unix(path, 1);
@@ -76,7 +81,6 @@ TEST(System, AUnixSocketReplacesAStaleOneAndFitsALongPath) {
     EXPECT_TRUE(sys::connect_unix(longest));
     EXPECT_FALSE(sys::listen_unix(longest + "y", 1));
     EXPECT_EQ(std::distance(fs::directory_iterator(dir), fs::directory_iterator()), 2);
-    fs::remove_all(dir);
 }
 
 }  // namespace
