@@ -490,15 +490,20 @@ std::string volumes_seen(const std::string& rt,
     std::ofstream(dir + "/sub/from-host") << "host says hi\n";
     // Made by root and given to the container's user, so that user may write in it under both runtimes.
     sh("chown -R 1000:1001 " + dir);
-    // A set-id file the container's user may write: its write clears both bits (it has no CAP_FSETID).
-    std::ofstream(dir + "/setid") << "x\n";
-    sh("chown 1000:1001 " + dir + "/setid && chmod 6775 " + dir + "/setid");
+    // Set-id files the container's user may write: a write, an open with O_TRUNC and a truncate(2) each
+    // clear both bits (the user has no CAP_FSETID; set-group-ID goes as the group may execute).
+    for (const char* name : {"setid", "setid-otrunc", "setid-truncate"}) {
+        std::ofstream(dir + "/" + name) << "x\n";
+        sh("chown 1000:1001 " + dir + "/" + name + " && chmod 6775 " + dir + "/" + name);
+    }
     std::string script =
         "cat /v/sub/from-host; echo guest >/v/from-guest; mkdir /v/made; ln -s from-guest /v/link; "
         "mv /v/made /v/moved; ls /v; readlink /v/link; rm /v/sub/from-host; ls /v/sub | wc -l; "
         "touch /r/x 2>&1 | sed s/^.*x/touch-x/; stat -c \"%u %g %a\" /v/from-guest; "
         "mkdir /v/many && cd /v/many && seq 600 | xargs touch && cd / && rm -rf /v/many && echo removed 600 files; "
-        "echo y >>/v/setid; stat -c \"setid %a\" /v/setid";
+        "echo y >>/v/setid; stat -c \"setid %a\" /v/setid; "
+        ": >/v/setid-otrunc; stat -c \"O_TRUNC %a %s\" /v/setid-otrunc; "
+        "truncate -s 1 /v/setid-truncate; stat -c \"truncate %a %s\" /v/setid-truncate";
     auto r = run("-u 1000:1001 -v " + dir + ":/v -v " + dir + "/sub:/r:ro", script);
     std::string host;
     struct stat st {};
