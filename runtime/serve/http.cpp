@@ -113,8 +113,7 @@ std::string format_chunk(std::string_view data) {
 Result<std::unique_ptr<HttpServer>> HttpServer::listen(const std::string& path, HttpHandler handler) {
     // Someone answering there is another server; a socket file nobody answers on is stale, and replaced.
     if (sys::connect_unix(path)) return Error::from_string("another server listens on " + path, EADDRINUSE);
-    UniqueFd fd = TRY(sys::listen_unix(path, 128));
-    ::chmod(path.c_str(), 0660);
+    UniqueFd fd = TRY(sys::listen_unix(path, 128, 0660));
     UniqueFd stop(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!stop) return Error::from_errno(errno, "eventfd");
     return std::unique_ptr<HttpServer>(new HttpServer(path, std::move(fd), std::move(stop), std::move(handler)));

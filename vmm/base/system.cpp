@@ -72,7 +72,7 @@ Result<UniqueFd> connect_unix(const std::string& path) {
     return owned;
 }
 
-Result<UniqueFd> listen_unix(const std::string& path, int backlog) {
+Result<UniqueFd> listen_unix(const std::string& path, int backlog, mode_t mode) {
     auto addr = TRY(unix_address(path));
     int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return Error::from_errno(errno, "socket");
@@ -89,7 +89,12 @@ Result<UniqueFd> listen_unix(const std::string& path, int backlog) {
         temp = path;
     ::unlink(temp.c_str());
     if (::bind(fd, reinterpret_cast<sockaddr*>(&bound), sizeof bound) < 0)
-        return Error::from_errno(errno, "bind `" + temp + "`");
+        return Error::from_errno(errno, "bind `" + path + "`");
+    if (mode != 0 && ::chmod(temp.c_str(), mode) < 0) {
+        int error = errno;
+        ::unlink(temp.c_str());
+        return Error::from_errno(error, "chmod `" + path + "`");
+    }
     if (::listen(fd, backlog) < 0) {
         int error = errno;
         ::unlink(temp.c_str());

@@ -26,9 +26,9 @@ Result<UniqueFd> eventfd(unsigned initval, int flags);
 Result<sockaddr_un> unix_address(const std::string& path);
 // A connected AF_UNIX stream socket.
 Result<UniqueFd> connect_unix(const std::string& path);
-// A blocking listening socket at `path` (a stale one there is replaced). The file appears only once the
-// socket listens, so a client that sees it can connect.
-Result<UniqueFd> listen_unix(const std::string& path, int backlog);
+// A blocking listening socket at `path` (a stale one there is replaced), its file given `mode` when not 0.
+// The file appears only once the socket listens, with its mode, so a client that sees it can connect.
+Result<UniqueFd> listen_unix(const std::string& path, int backlog, mode_t mode = 0);
 // Reads a whole file into memory (regular files; refuses anything over max_size bytes).
 // The directory of the running executable (/proc/self/exe), or ".".
 std::string executable_dir();

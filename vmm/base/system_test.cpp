@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -60,7 +61,7 @@ TEST(System, AUnixSocketFileAppearsOnlyOnceItListens) {
 }
 
 // A stale socket file (its server gone) is replaced; a path with no room for
-// a temporary name beside it in sun_path is bound in place.
+// a temporary name beside it in sun_path is bound in place; a mode is set.
 TEST(System, AUnixSocketReplacesAStaleOneAndFitsALongPath) {
     ScratchDir scratch("stale");
     const std::string& dir = scratch.path;
@@ -80,7 +81,15 @@ TEST(System, AUnixSocketReplacesAStaleOneAndFitsALongPath) {
     ASSERT_TRUE(full) << full.error().message();
     EXPECT_TRUE(sys::connect_unix(longest));
     EXPECT_FALSE(sys::listen_unix(longest + "y", 1));
-    EXPECT_EQ(std::distance(fs::directory_iterator(dir), fs::directory_iterator()), 2);
+
+    // The mode asked for is the file's from the moment it appears.
+    std::string moded = dir + "/moded.sock";
+    auto with_mode = sys::listen_unix(moded, 1, 0660);
+    ASSERT_TRUE(with_mode) << with_mode.error().message();
+    struct stat st {};
+    ASSERT_EQ(::stat(moded.c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0660u);
+    EXPECT_EQ(std::distance(fs::directory_iterator(dir), fs::directory_iterator()), 3);
 }
 
 }  // namespace
