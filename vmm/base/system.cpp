@@ -90,21 +90,15 @@ Result<UniqueFd> listen_unix(const std::string& path, int backlog, mode_t mode) 
     ::unlink(temp.c_str());
     if (::bind(fd, reinterpret_cast<sockaddr*>(&bound), sizeof bound) < 0)
         return Error::from_errno(errno, "bind `" + path + "`");
-    if (mode != 0 && ::chmod(temp.c_str(), mode) < 0) {
+    // Past bind, a failure also takes the file it made away.
+    auto failed = [&](const std::string& what) {
         int error = errno;
         ::unlink(temp.c_str());
-        return Error::from_errno(error, "chmod `" + path + "`");
-    }
-    if (::listen(fd, backlog) < 0) {
-        int error = errno;
-        ::unlink(temp.c_str());
-        return Error::from_errno(error, "listen on `" + path + "`");
-    }
-    if (temp != path && ::rename(temp.c_str(), path.c_str()) < 0) {
-        int error = errno;
-        ::unlink(temp.c_str());
-        return Error::from_errno(error, "rename the listening socket to `" + path + "`");
-    }
+        return Error::from_errno(error, what + " `" + path + "`");
+    };
+    if (mode != 0 && ::chmod(temp.c_str(), mode) < 0) return failed("chmod");
+    if (::listen(fd, backlog) < 0) return failed("listen on");
+    if (temp != path && ::rename(temp.c_str(), path.c_str()) < 0) return failed("rename the listening socket to");
     return owned;
 }
 
