@@ -2,13 +2,17 @@
 
 #include <fcntl.h>
 #include <sched.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <filesystem>
 #include <thread>
 #include <vector>
 
+#include "vmm/base/log.h"
 #include "vmm/base/netlink.h"
+#include "vmm/base/system.h"
 #include "vmm/base/unique_fd.h"
 
 namespace husk::agent {
@@ -50,6 +54,22 @@ Result<int> aside_namespace() {
     return aside.get();
 }
 
+// The virtio-mmio devices the guest's driver left unbound, probed again: a
+// placeholder at boot (device ID 0) that the host has plugged since (husk-vmm's
+// plug_net) is bound now, and a NIC's interface appears as the bind returns.
+// One still a placeholder stays unbound (the bind fails with ENODEV).
+void probe_unbound_virtio_devices() {
+    constexpr const char* kDevices = "/sys/bus/platform/devices";
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator(kDevices, ec)) {
+        const std::string name = entry.path().filename().string();
+        if (name.rfind("virtio-mmio.", 0) != 0) continue;
+        if (::access((entry.path() / "driver").c_str(), F_OK) == 0) continue;
+        if (auto r = sys::write_text("/sys/bus/platform/drivers/virtio-mmio/bind", name); !r)
+            log::debug("probe {}: {}", name, r.error().message());
+    }
+}
+
 }  // namespace
 
 Result<void> set_aside_unused_nics() {
@@ -64,6 +84,10 @@ Result<void> set_aside_unused_nics() {
 
 Result<void> configure_network(const NetworkSpec& spec) {
     auto nics = TRY(nics_with_loopback_up());
+    if (spec.interfaces.size() > nics.size()) {
+        probe_unbound_virtio_devices();
+        nics = TRY(nics_with_loopback_up());
+    }
     if (spec.interfaces.size() > nics.size())
         return Error::from_string("the container has " + std::to_string(spec.interfaces.size()) +
                                       " network interfaces and the VM " + std::to_string(nics.size()) + " NICs",

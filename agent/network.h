@@ -1,7 +1,9 @@
 // The guest's network, as the host read it from the container's namespace
 // (agent/PROTOCOL.md, ConfigureNetwork): the loopback up, and the i-th NIC
 // of the guest (by index, the loopback aside) given interface i's name,
-// MAC, MTU and addresses, then the routes.
+// MAC, MTU and addresses, then the routes. Short of NICs, the guest first
+// probes its unbound virtio-mmio devices again (a NIC husk-vmm has plugged
+// since boot, vm.toml net.unplugged).
 #pragma once
 
 #include "agent/protocol.h"

@@ -200,16 +200,6 @@ bool resolv_conf_names(const oci::Spec& spec, const std::string& bundle, std::st
     return false;
 }
 
-// The engine's interface wired to the VM's TAP, and the guest told to take it
-// over (and to relay DNS at 127.0.0.11 when `dns_relay`).
-Result<void> connect_network(const ContainerState& state, int netns_fd, bool dns_relay) {
-    agent::NetworkSpec network = TRY(net::wire_to_tap(netns_fd));
-    network.dns_relay = dns_relay;
-    auto client = TRY(connect_agent(state, std::chrono::seconds(30), std::chrono::seconds(30)));
-    TRY(client->configure_network(network).context("configure the guest's network"));
-    return {};
-}
-
 // Unix socket paths are limited to 107 bytes, and engines nest state
 // directories deep (dockerd: /run/docker/runtime-husk/moby/<64 hex>/), so the
 // sockets live in a short directory, named by a hash of the state directory.
@@ -224,6 +214,15 @@ Result<std::string> socket_prefix(const std::string& dir) {
 }
 
 }  // namespace
+
+Result<void> connect_network(const ContainerState& state, int netns_fd) {
+    agent::NetworkSpec network = TRY(net::wire_to_tap(netns_fd));
+    auto spec = oci::load_spec(state.bundle);
+    network.dns_relay = spec && resolv_conf_names(spec.value(), state.bundle, net::kEmbeddedDns);
+    auto client = TRY(connect_agent(state, std::chrono::seconds(30), std::chrono::seconds(30)));
+    TRY(client->configure_network(network).context("configure the guest's network"));
+    return {};
+}
 
 Result<ContainerState> create_container(const GlobalOptions& g, const CreateOptions& o) {
     TRY(validate_id(o.id));
@@ -362,10 +361,13 @@ Result<ContainerState> create_container(const GlobalOptions& g, const CreateOpti
         if (const net::Link* link = net::engine_interface(network)) engine_link = *link;
     }
     // A container whose namespace holds the engine's interface gets a NIC.
-    // (Not every container: VMs with an unused NIC were lost far more often
-    // to the test rig's triple faults, not yet understood; so a network the
-    // engine adds after create, as `ctr run --cni` does, is not wired yet.)
-    const bool nic = engine_link.has_value();
+    // One in a namespace husk-vmm makes for itself (no hook ran there) may get
+    // the interface between create and start (`ctr run --cni`, Docker 26.0.0
+    // and 28+): its VM gets an unplugged NIC, a placeholder the guest does
+    // not probe, plugged and wired at start if the interface came. (Not a
+    // plugged one: VMs with an unused NIC were lost far more often to the
+    // test rig's triple faults.)
+    const TemplateNic nic = engine_link ? TemplateNic::Plugged : new_netns ? TemplateNic::Unplugged : TemplateNic::None;
     // From a template when there is one (made on first use), else a cold boot.
     std::string from_template;
     if (rc.use_template) {
@@ -390,10 +392,11 @@ Result<ContainerState> create_container(const GlobalOptions& g, const CreateOpti
     command.drives = {image};
     command.fs = true;
     command.shares = std::move(binds.shares);
-    if (nic) {
+    if (nic != TemplateNic::None) {
         command.net_tap = net::kTapName;
+        command.net_unplugged = nic == TemplateNic::Unplugged;
         // A restored VM keeps the template's MAC until the agent sets the interface's.
-        if (from_template.empty()) command.net_mac = net::format_mac(engine_link->mac);
+        if (from_template.empty() && engine_link) command.net_mac = net::format_mac(engine_link->mac);
         // The guest's queries to Docker's embedded DNS (agent/dns_relay.h) reach it from husk-vmm, in this namespace.
         command.vsock_dns_forward = std::string(net::kEmbeddedDns) + ":53";
     }
@@ -476,9 +479,11 @@ Result<ContainerState> create_container(const GlobalOptions& g, const CreateOpti
         TRY(run_hooks(spec.hooks.prestart, oci_state, "prestart"));
     }
     // The guest's NIC takes the engine's interface over, before the container's process starts.
-    if (engine_link)
-        TRY(connect_network(state, netns.get(), resolv_conf_names(spec, bundle, net::kEmbeddedDns))
-                .context("create `" + o.id + "`"));
+    if (engine_link) TRY(connect_network(state, netns.get()).context("create `" + o.id + "`"));
+    if (nic == TemplateNic::Unplugged) {
+        state.network_pending = true;
+        TRY(save_state(state));
+    }
     TRY(run_hooks(spec.hooks.create_container, oci_state, "createContainer"));
     undo.dismiss();
     return state;

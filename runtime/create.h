@@ -18,7 +18,13 @@ struct CreateOptions {
 
 Result<CreateOptions> parse_create_options(const Args& args, const std::string& command);
 Result<ContainerState> create_container(const GlobalOptions& g, const CreateOptions& options);
-// The OCI start: husk-vmm lets the process exec; poststart hooks follow.
+// The engine's interface in the namespace `netns_fd` wired to the VM's TAP,
+// and the guest told to take it over (runtime/netns.h), relaying DNS at
+// 127.0.0.11 when the engine's resolv.conf names it.
+Result<void> connect_network(const ContainerState& state, int netns_fd);
+// The OCI start: an interface the engine put into the namespace since create
+// is plugged into the guest and wired; husk-vmm lets the process exec;
+// poststart hooks follow.
 Result<void> start_container(ContainerState& state);
 // Stops husk-vmm (SIGKILL) if it lives, waits until it is gone, runs poststop, removes the state.
 Result<void> destroy_container(ContainerState& state);

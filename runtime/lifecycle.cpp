@@ -1,4 +1,5 @@
 // start and destroy: the steps `start`, `run` and `delete` share.
+#include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -10,6 +11,8 @@
 #include "runtime/cgroup.h"
 #include "runtime/create.h"
 #include "runtime/hooks.h"
+#include "runtime/netns.h"
+#include "vmm/base/system.h"
 #include "vmm/client/api_client.h"
 
 namespace husk::runtime {
@@ -18,6 +21,18 @@ Result<void> start_container(ContainerState& state) {
     std::string status = live_status(state);
     if (status != "created")
         return Error::from_string("container `" + state.id + "` is " + status + ", not created", EINVAL);
+    if (state.network_pending) {
+        // The engine's interface may have come since create (husk-vmm lives in the container's namespace).
+        auto netns = TRY(sys::open("/proc/" + std::to_string(state.pid) + "/ns/net", O_RDONLY | O_CLOEXEC)
+                             .context("the container's network namespace"));
+        auto network = TRY(net::read_network_of(netns.get()).context("read the container's network namespace"));
+        if (net::engine_interface(network)) {
+            TRY(api_call(state.api_socket, {{"cmd", "plug_net"}}).context("start `" + state.id + "`"));
+            TRY(connect_network(state, netns.get()).context("start `" + state.id + "`"));
+        }
+        state.network_pending = false;
+        TRY(save_state(state));
+    }
     auto spec = oci::load_spec(state.bundle);
     if (spec) TRY(run_hooks(spec.value().hooks.start_container, state.oci_json("created"), "startContainer"));
     TRY(api_call(state.api_socket, {{"cmd", "start"}}).context("start `" + state.id + "`"));

@@ -74,6 +74,7 @@ Result<ContainerState> load_state(const std::string& root, const std::string& id
         s.cgroup = j.value("cgroup", "");
         s.status = j.value("status", "created");
         s.exec_pids = j.value("exec_pids", std::vector<pid_t>{});
+        s.network_pending = j.value("network_pending", false);
         return s;
     } catch (const Json::exception& e) {
         return Error::from_string("the state of `" + id + "` is corrupt: " + e.what());
@@ -89,6 +90,7 @@ Result<void> save_state(const ContainerState& s) {
     j["image"] = s.image;
     j["cgroup"] = s.cgroup;
     j["exec_pids"] = s.exec_pids;
+    j["network_pending"] = s.network_pending;
     // Write then rename: a reader never sees half a file.
     std::string tmp = s.dir + "/state.json.tmp";
     {

@@ -31,6 +31,9 @@ struct ContainerState {
     std::string cgroup;  // husk-vmm's cgroup (runtime/cgroup.h), or empty
     std::string status;  // as last recorded: created, running, paused
     std::vector<pid_t> exec_pids;
+    // The VM has an unplugged NIC: the engine may put its interface into the
+    // namespace before start (`ctr run --cni`), which then plugs and wires it.
+    bool network_pending = false;
 
     // The OCI state document (`husk state`).
     nlohmann::json oci_json(const std::string& live_status) const;

@@ -93,12 +93,15 @@ std::string agent_initramfs(const RuntimeConfig& config) {
     return {};
 }
 
-Result<std::string> ensure_template(const RuntimeConfig& config, bool nic) {
+Result<std::string> ensure_template(const RuntimeConfig& config, TemplateNic nic_kind) {
+    const bool nic = nic_kind != TemplateNic::None;
     std::string agent = agent_initramfs(config);
     if (agent.empty()) return Error::from_string("the agent's initramfs was not found beside " + config.vmm, ENOENT);
     std::string identity = stamp(config.vmm) + "\n" + stamp(config.kernel) + "\n" + stamp(agent) + "\n" +
                            std::to_string(config.vcpus) + "\n" + std::to_string(config.memory_mib) +
-                           (nic ? "\nnic" : "");
+                           (nic_kind == TemplateNic::Plugged     ? "\nnic"
+                            : nic_kind == TemplateNic::Unplugged ? "\nnic unplugged"
+                                                                 : "");
     std::string root = template_root();
     std::string dir = fmt::format("{}/{:016x}", root, wire::fnv1a64(identity));
     std::error_code ec;
@@ -144,12 +147,15 @@ Result<std::string> ensure_template(const RuntimeConfig& config, bool nic) {
     if (nic) {
         command.net_tap = kTemplateTap;
         command.net_mac = kTemplateMac;
+        command.net_unplugged = nic_kind == TemplateNic::Unplugged;
     }
     const std::string vm_toml = TRY(command.vm_toml());
     TRY(sys::write_file(work + "/vm.toml", vm_toml));
     std::vector<std::string> argv = command.argv(work + "/vm.toml");
     log::info("making the VM template {} ({} vCPUs, {} MiB{})", dir, config.vcpus, config.memory_mib,
-              nic ? ", a NIC" : "");
+              nic_kind == TemplateNic::Plugged ? ", a NIC"
+              : nic                            ? ", an unplugged NIC"
+                                               : "");
     // The NIC's TAP is made in a network namespace of the template VM's own, gone when it exits.
     std::function<int()> own_netns;
     if (nic) own_netns = [] { return ::unshare(CLONE_NEWNET) < 0 ? errno : 0; };

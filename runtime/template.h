@@ -25,10 +25,13 @@ std::string agent_initramfs(const RuntimeConfig& config);
 inline constexpr const char* kTemplateTap = "husk0";
 inline constexpr const char* kTemplateMac = "02:68:75:73:6b:00";
 
+// A template's NIC: none, a virtio-net device (restored onto the container's
+// TAP), or one unplugged (the guest has not probed it; vm.toml net.unplugged).
+enum class TemplateNic { None, Plugged, Unplugged };
+
 // The template's snapshot directory, made now (under a lock) when missing.
-// With `nic`, the VM has a virtio-net device, restored onto the container's
-// TAP. Making one boots the guest once; a failure says why, and callers boot
+// Making one boots the guest once; a failure says why, and callers boot
 // instead.
-Result<std::string> ensure_template(const RuntimeConfig& config, bool nic);
+Result<std::string> ensure_template(const RuntimeConfig& config, TemplateNic nic);
 
 }  // namespace husk::runtime

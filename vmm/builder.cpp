@@ -270,6 +270,10 @@ Result<std::string> Vmm::setup_virtio(const VmConfig& config) {
         args += t->cmdline_entry(base);
         if (m_balloon && &t->device() == m_balloon) m_balloon_transport = t;
         if (m_vsock && &t->device() == m_vsock) m_vsock_transport = t;
+        if (devices[i].second == "net") {
+            m_net_transport = t;
+            if (config.net_unplugged) t->set_unplugged();
+        }
         m_virtio.push_back(std::move(t));
     }
     return args;

@@ -193,6 +193,13 @@ api::StatsReply Vmm::stats() {
     return r;
 }
 
+Result<void> Vmm::plug_net() {
+    if (!m_net_transport) return Error::from_string("this VM has no NIC (net.tap)", ENODEV);
+    if (!m_net_transport->plug()) return Error::from_string("the NIC is plugged already", EALREADY);
+    log::info("the NIC is plugged: the guest can probe it");
+    return {};
+}
+
 Result<api::BalloonReply> Vmm::balloon(std::optional<uint32_t> target_mib, bool fresh_stats) {
     std::lock_guard operation(m_operation_lock);
     if (!m_balloon) return Error::from_string("this VM has no balloon (balloon.enabled = false)", ENOTSUP);
@@ -281,6 +288,9 @@ Result<api::Reply> Vmm::handle(const api::Command& command) {
             } else if constexpr (std::is_same_v<C, api::Start>) {
                 TRY(m_container->request_start());
                 return api::StatusReply{"running", {}};
+            } else if constexpr (std::is_same_v<C, api::PlugNet>) {
+                TRY(plug_net());
+                return api::EmptyReply{};
             } else if constexpr (std::is_same_v<C, api::Kill>) {
                 // Before start there is no process: the signal ends the VM, as it would a created runc container.
                 if (m_container->status() != ContainerSession::Status::Running) {

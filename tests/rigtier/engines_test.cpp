@@ -739,6 +739,41 @@ TEST_F(Containerd, ContainersBehaveAsUnderRunc) {
         s_engines->vmm_logs());
 }
 
+// `ctr run --cni` puts the network into the container's namespace between
+// create and start (the task's pid is husk-vmm, in that namespace): the VM's
+// NIC, unplugged at create, is plugged and wired at start, and the container
+// sees what it sees under runc. Without --cni no network comes, and the
+// unplugged NIC stays out of the guest's sight: only the loopback, as under runc.
+TEST_F(Containerd, ACniNetworkAddedAfterCreateIsWiredAtStart) {
+    // A bridge network of the test's own, with Debian's plugins where ctr looks for them.
+    sh("mkdir -p /etc/cni/net.d /opt/cni && { [ -e /opt/cni/bin ] || ln -s /usr/lib/cni /opt/cni/bin; }");
+    std::ofstream("/etc/cni/net.d/10-husk-test.conflist") << R"({
+  "cniVersion": "0.4.0", "name": "husk-test",
+  "plugins": [{"type": "bridge", "bridge": "huskcni0", "isGateway": true,
+               "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.77.0.0/24"}]],
+                        "routes": [{"dst": "0.0.0.0/0"}]}}]
+})";
+    int n = 0;
+    auto runtime = [](const std::string& rt) { return rt == "runc" ? rt : env("HUSK_RUNTIME"); };
+    expect_network_as_under_runc(
+        [&](const std::string& rt) {
+            auto r = ctr("run --rm --cni --runc-binary " + runtime(rt) + " docker.io/library/busybox:husk cni-" +
+                         std::to_string(++n) + " sh -c " + kNetworkSeen);
+            return std::to_string(r.exit_status) + "\n" + r.out + r.err;
+        },
+        s_engines->vmm_logs());
+    std::remove("/etc/cni/net.d/10-husk-test.conflist");
+    std::string links[2];
+    for (int i = 0; i < 2; ++i) {
+        auto r =
+            ctr("run --rm --runc-binary " + runtime(i ? "husk" : "runc") + " docker.io/library/busybox:husk no-cni-" +
+                std::to_string(i) + " sh -c 'ip -o link | cut -d: -f2 | tr -d \" \"'");
+        links[i] = std::to_string(r.exit_status) + "\n" + r.out + r.err;
+    }
+    EXPECT_EQ(links[0], "0\nlo\n");
+    EXPECT_EQ(links[1], links[0]) << newest_vmm_log_tail(s_engines->vmm_logs(), 80);
+}
+
 TEST_F(Containerd, TaskExecAndKill) {
     auto started =
         ctr("run -d --runc-binary " + env("HUSK_RUNTIME") + " docker.io/library/busybox:husk long sleep 300");

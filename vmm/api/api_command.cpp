@@ -51,6 +51,7 @@ Result<Command> parse_command(const nlohmann::json& request) {
     if (cmd == "stats") return Stats{};
     if (cmd == "reset") return Reset{};
     if (cmd == "start") return Start{};
+    if (cmd == "plug_net") return PlugNet{};
     if (cmd == "balloon") {
         Balloon b;
         if (request.contains("target_mib")) {
@@ -88,7 +89,7 @@ Result<Command> parse_command(const nlohmann::json& request) {
 
 const char* command_name(const Command& command) {
     static constexpr const char* kNames[] = {"state", "pause",   "resume", "stats", "balloon", "snapshot",
-                                             "reset", "restore", "start",  "kill",  "resize"};
+                                             "reset", "restore", "start",  "kill",  "resize",  "plug_net"};
     static_assert(std::size(kNames) == std::variant_size_v<Command>);
     return kNames[command.index()];
 }

@@ -37,8 +37,10 @@ struct Kill {
 struct Resize {
     uint16_t rows, cols;
 };
+struct PlugNet {};
 
-using Command = std::variant<State, Pause, Resume, Stats, Balloon, Snapshot, Reset, Restore, Start, Kill, Resize>;
+using Command =
+    std::variant<State, Pause, Resume, Stats, Balloon, Snapshot, Reset, Restore, Start, Kill, Resize, PlugNet>;
 
 // The request's "cmd" and fields, checked: an unknown command, a missing or
 // mistyped field, a value out of range is an error naming it (EINVAL).

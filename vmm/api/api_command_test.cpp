@@ -40,6 +40,10 @@ TEST(ApiCommand, EveryCommandParsesWithItsDefaults) {
     auto resize = std::get<Resize>(ok(R"({"cmd":"resize","rows":24,"cols":80})"));
     EXPECT_EQ(resize.rows, 24);
     EXPECT_EQ(resize.cols, 80);
+    auto plug = ok(R"({"cmd":"plug_net"})");
+    EXPECT_TRUE(std::holds_alternative<PlugNet>(plug));
+    EXPECT_STREQ(command_name(plug), "plug_net");
+    EXPECT_FALSE(needs_container(plug));
 }
 
 TEST(ApiCommand, BadRequestsAreRefusedWithTheFieldNamed) {

@@ -83,6 +83,10 @@ Result<std::string> VmmCommand::vm_toml() const {
     }
     TRY(string_key("net", "tap", net_tap));
     TRY(string_key("net", "mac", net_mac));
+    if (net_unplugged) {
+        in("net");
+        text += "unplugged = true\n";
+    }
     TRY(string_key("vsock", "socket", vsock_socket));
     TRY(string_key("vsock", "dns_forward", vsock_dns_forward));
     TRY(string_key("api", "socket", api_socket));

@@ -109,6 +109,9 @@ const std::vector<ConfigKey>& vm_config_keys() {
          "DNS server in husk-vmm's network namespace, such as Docker's 127.0.0.11:53)"},
         {"net", "tap", "string", "virtio-net over this TAP interface (the guest's eth0)"},
         {"net", "mac", "string", "the guest's MAC, aa:bb:cc:dd:ee:ff (default: a random local one)"},
+        {"net", "unplugged", "boolean",
+         "the NIC is a placeholder the guest does not probe until {\"cmd\":\"plug_net\"} on the API socket (a network "
+         "an engine adds after create; default false)"},
         {"container", "wait_for_start", "boolean",
          "set the container up, then wait for {\"cmd\":\"start\"} on the API socket (OCI create/start)"},
         {"api", "socket", "path",
@@ -291,6 +294,8 @@ Result<VmConfig> parse_vm_toml(std::string_view text, std::string_view source, V
                     c.balloon_free_page_reporting = *value.value<bool>();
                 else if (full == "jail.enabled")
                     c.jail = *value.value<bool>();
+                else if (full == "net.unplugged")
+                    c.net_unplugged = *value.value<bool>();
             }
         }
     }
@@ -311,6 +316,7 @@ nlohmann::json machine_to_json(const VmConfig& c) {
             {"vsock_cid", c.vsock_cid},
             {"net_tap", c.net_tap},
             {"net_mac", c.net_mac},
+            {"net_unplugged", c.net_unplugged},
             {"cmdline", c.cmdline},
             {"agent", c.agent},
             {"balloon",
@@ -353,6 +359,8 @@ Result<void> machine_from_json(const nlohmann::json& j, VmConfig& c) {
             return Error::from_string(has_net ? "the snapshot's VM has a network device: give its TAP with --net"
                                               : "the snapshot's VM has no network device");
         c.net_mac = j.at("net_mac").get<std::string>();
+        // Whether the guest has probed the NIC is the snapshot's (a NIC it set up is plugged, MmioTransport).
+        c.net_unplugged = j.value("net_unplugged", false);
         c.cmdline = j.at("cmdline").get<std::string>();
         c.agent = j.value("agent", false);
         // The device set is the snapshot's; the target stays the restore's own.
@@ -389,6 +397,7 @@ Result<void> validate(const VmConfig& c) {
             return Error::from_string("vsock.dns_forward needs the vsock device (vsock.socket)");
         TRY(parse_ipv4_endpoint(c.vsock_dns_forward).context("vsock.dns_forward"));
     }
+    if (c.net_unplugged && c.net_tap.empty()) return Error::from_string("net.unplugged needs a NIC (net.tap)");
     if (c.balloon_target_mib >= c.memory_mib)
         return Error::from_string("balloon.target_mib (" + std::to_string(c.balloon_target_mib) +
                                   ") must be less than machine.memory_mib (" + std::to_string(c.memory_mib) + ")");

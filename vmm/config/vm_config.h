@@ -107,7 +107,8 @@ struct VmConfig {
     std::string vsock_dns_forward;
     // [net]: empty tap = no network device
     std::string net_tap;
-    std::string net_mac;  // empty: generated
+    std::string net_mac;         // empty: generated
+    bool net_unplugged = false;  // a placeholder until the API's plug_net (MmioTransport::set_unplugged)
     // [container]: the specs file the runtime writes (agent::encode_specs_file)
     // for the agent to set up and run; empty = a plain VM
     std::string container_specs;

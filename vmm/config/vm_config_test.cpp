@@ -277,6 +277,29 @@ TEST(VmConfig, NetAndVsockFlags) {
     EXPECT_NE(validate(c).error().message().find("vsock.cid"), std::string::npos);
 }
 
+// net.unplugged: a NIC the guest finds only after plug_net; it needs a NIC,
+// and a restore takes it from the snapshot (whether the guest probed it then).
+TEST(VmConfig, AnUnpluggedNicNeedsATapAndFollowsTheSnapshot) {
+    auto c = parse_vm_toml("[net]\ntap = \"husk0\"\nunplugged = true\n", "vm.toml");
+    ASSERT_TRUE(c) << c.error().message();
+    EXPECT_TRUE(c.value().net_unplugged);
+    c.value().kernel = "/k";
+    EXPECT_FALSE(validate(c.value()).is_error());
+    VmConfig v = c.value();
+    v.net_tap.clear();
+    EXPECT_EQ(validate(v).error().message(), "net.unplugged needs a NIC (net.tap)");
+    auto json = machine_to_json(c.value());
+    EXPECT_EQ(json.at("net_unplugged"), true);
+    VmConfig restored;
+    restored.net_tap = "other0";
+    ASSERT_FALSE(machine_from_json(json, restored).is_error());
+    EXPECT_TRUE(restored.net_unplugged);
+    json.erase("net_unplugged");  // a snapshot from before the field: plugged
+    ASSERT_FALSE(machine_from_json(json, restored).is_error());
+    EXPECT_FALSE(restored.net_unplugged);
+    EXPECT_TRUE(parse_vm_toml("[net]\nunplugged = \"yes\"\n", "vm.toml").is_error());
+}
+
 TEST(VmConfig, DnsForwardIsAnIpv4EndpointBesideTheVsockDevice) {
     auto c = parse_vm_toml("[vsock]\nsocket = \"/v\"\ndns_forward = \"127.0.0.11:53\"\n", "vm.toml");
     ASSERT_TRUE(c) << c.error().message();

@@ -92,6 +92,29 @@ TEST(MmioTransport, IdentifiesItself) {
     EXPECT_EQ(rd32(*h.t, 0x034), 0u);
 }
 
+// An unplugged device is the placeholder of §4.2.2 (device ID 0), which a
+// driver leaves alone and cannot set up; plugged, it is the device, and the
+// driver's usual sequence brings it up.
+TEST(MmioTransport, AnUnpluggedDeviceIsAPlaceholderUntilPlugged) {
+    Harness h(std::make_unique<Rng>());
+    h.t->set_unplugged();
+    EXPECT_TRUE(h.t->unplugged());
+    EXPECT_EQ(rd32(*h.t, 0x000), 0x74726976u);
+    EXPECT_EQ(rd32(*h.t, 0x004), 2u);
+    EXPECT_EQ(rd32(*h.t, 0x008), 0u);
+    EXPECT_EQ(rd32(*h.t, 0x00c), 0u);  // vendor
+    EXPECT_EQ(rd32(*h.t, 0x010), 0u);  // features
+    wr32(*h.t, 0x70, kStatusAcknowledge | kStatusDriver);
+    EXPECT_EQ(rd32(*h.t, 0x70), 0u);
+    EXPECT_EQ(h.t->status(), 0u);
+    EXPECT_TRUE(h.t->plug());
+    EXPECT_FALSE(h.t->plug());  // once
+    EXPECT_FALSE(h.t->unplugged());
+    EXPECT_EQ(rd32(*h.t, 0x008), kTypeRng);
+    h.bring_up();
+    EXPECT_TRUE(h.t->status() & kStatusDriverOk);
+}
+
 TEST(MmioTransport, WrongWidthsAndUnknownRegistersAreIgnored) {
     Harness h(std::make_unique<Rng>());
     uint8_t one[1] = {0xff};

@@ -99,6 +99,10 @@ Queue* MmioTransport::selected_queue() {
 
 void MmioTransport::read(uint64_t offset, std::span<uint8_t> data) {
     std::lock_guard guard(m_lock);
+    if (m_unplugged && offset >= kConfig) {
+        std::fill(data.begin(), data.end(), 0);
+        return;
+    }
     if (offset >= kConfig) {
         m_device->read_config(offset - kConfig, data);
         return;
@@ -106,12 +110,14 @@ void MmioTransport::read(uint64_t offset, std::span<uint8_t> data) {
     // §4.2.2.2: registers are read with 32-bit accesses; anything else reads as zero.
     std::fill(data.begin(), data.end(), 0);
     if (data.size() != 4 || offset % 4) return;
+    if (m_unplugged && offset != kMagic && offset != kVersion) return;
     uint32_t v = read_register(offset);
     std::memcpy(data.data(), &v, 4);
 }
 
 void MmioTransport::write(uint64_t offset, std::span<const uint8_t> data) {
     std::lock_guard guard(m_lock);
+    if (m_unplugged) return;
     if (offset >= kConfig) {
         m_device->write_config(offset - kConfig, data);
         ++m_config_generation;
@@ -373,6 +379,8 @@ Result<void> MmioTransport::load_state(std::string_view bytes) {
     if (s.queues.size() != m_queues.size())
         return Error::from_string(fmt::format("snapshot: virtio device {} has {} queues, not {}", s.device_type,
                                               s.queues.size(), m_queues.size()));
+    // A device the guest's driver had set up was plugged then, whatever this VM was told.
+    if (s.status != 0) m_unplugged = false;
     m_driver_features = s.driver_features;
     m_device_features_sel = s.device_features_sel;
     m_driver_features_sel = s.driver_features_sel;

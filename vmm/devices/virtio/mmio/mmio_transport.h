@@ -8,6 +8,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "vmm/base/result.h"
@@ -67,6 +68,23 @@ public:
     // For the kernel command line.
     std::string cmdline_entry(uint64_t base) const;
 
+    // An unplugged device is a placeholder (§4.2.2: device ID 0) that the
+    // guest's driver leaves alone: its registers read as zero but for the
+    // magic and version, and writes are ignored. plug() shows the device; the
+    // guest then probes its window again (the agent binds it, agent/network.h).
+    void set_unplugged() {
+        std::lock_guard guard(m_lock);
+        m_unplugged = true;
+    }
+    bool plug() {
+        std::lock_guard guard(m_lock);
+        return std::exchange(m_unplugged, false);
+    }
+    bool unplugged() const {
+        std::lock_guard guard(m_lock);
+        return m_unplugged;
+    }
+
     void read(uint64_t offset, std::span<uint8_t> data) override;
     void write(uint64_t offset, std::span<const uint8_t> data) override;
 
@@ -122,6 +140,7 @@ private:
     uint32_t m_interrupt_status = 0;
     uint32_t m_config_generation = 0;
     bool m_active = false;
+    bool m_unplugged = false;
 };
 
 }  // namespace husk::virtio
