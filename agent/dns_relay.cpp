@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 #include <optional>
+#include <system_error>
 #include <thread>
 
 #include "vmm/base/log.h"
@@ -25,6 +26,32 @@ constexpr size_t kHeader = 12;         // RFC 1035 §4.1.1
 constexpr size_t kMaxMessage = 65535;  // a DNS over TCP length
 constexpr int kTimeoutSeconds = 5;     // per exchange with the host, and per idle TCP client
 constexpr uint16_t kServFail = 2;      // RCODE
+// Queries and TCP clients served at once, each on a thread of its own: a slow
+// answer or an idle client holds up no other. Past these, a UDP query is
+// dropped (its client asks again) and a TCP client is closed at once.
+constexpr int kMaxUdpInFlight = 32;
+constexpr int kMaxTcpClients = 16;
+
+std::atomic<int> udp_in_flight{0}, tcp_clients{0};
+
+// Runs `work` on a thread of its own when fewer than `limit` are running.
+template <typename F>
+bool run_bounded(std::atomic<int>& running, int limit, F work) {
+    if (running.fetch_add(1) >= limit) {
+        --running;
+        return false;
+    }
+    try {
+        std::thread([&running, work = std::move(work)]() mutable {
+            work();
+            --running;
+        }).detach();
+    } catch (const std::system_error&) {  // no thread to be had: as if over the limit
+        --running;
+        return false;
+    }
+    return true;
+}
 
 void set_timeouts(int fd) {
     timeval tv{kTimeoutSeconds, 0};
@@ -107,26 +134,34 @@ Result<UniqueFd> bound_socket(int type) {
     return fd;
 }
 
+// The relay's sockets live as long as the agent: its threads use them by fd.
 [[noreturn]] void relay(UniqueFd udp, UniqueFd tcp) {
     std::string buf(kMaxMessage, '\0');
+    const int udp_fd = udp.get();
     for (;;) {
-        pollfd p[2] = {{udp.get(), POLLIN, 0}, {tcp.get(), POLLIN, 0}};
+        pollfd p[2] = {{udp_fd, POLLIN, 0}, {tcp.get(), POLLIN, 0}};
         if (::poll(p, 2, -1) < 0) continue;
         if (p[0].revents & POLLIN) {
             sockaddr_storage from{};
             socklen_t from_len = sizeof from;
-            ssize_t n = ::recvfrom(udp.get(), buf.data(), buf.size(), MSG_DONTWAIT, reinterpret_cast<sockaddr*>(&from),
-                                   &from_len);
-            if (n >= ssize_t(kHeader)) {
-                std::string_view query(buf.data(), size_t(n));
-                std::string a = for_udp(query, answer(query));
-                if (!a.empty())
-                    ::sendto(udp.get(), a.data(), a.size(), MSG_DONTWAIT, reinterpret_cast<sockaddr*>(&from), from_len);
-            }
+            ssize_t n =
+                ::recvfrom(udp_fd, buf.data(), buf.size(), MSG_DONTWAIT, reinterpret_cast<sockaddr*>(&from), &from_len);
+            if (n >= ssize_t(kHeader))
+                run_bounded(udp_in_flight, kMaxUdpInFlight,
+                            [udp_fd, query = std::string(buf.data(), size_t(n)), from, from_len] {
+                                std::string a = for_udp(query, answer(query));
+                                if (!a.empty())
+                                    ::sendto(udp_fd, a.data(), a.size(), MSG_DONTWAIT,
+                                             reinterpret_cast<const sockaddr*>(&from), from_len);
+                            });
         }
         if (p[1].revents & POLLIN) {
-            UniqueFd client(::accept4(tcp.get(), nullptr, nullptr, SOCK_CLOEXEC));
-            if (client) serve_tcp_client(client.get());
+            int client = ::accept4(tcp.get(), nullptr, nullptr, SOCK_CLOEXEC);
+            if (client >= 0 && !run_bounded(tcp_clients, kMaxTcpClients, [client] {
+                    UniqueFd owned(client);
+                    serve_tcp_client(client);
+                }))
+                ::close(client);
         }
     }
 }

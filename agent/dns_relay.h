@@ -22,6 +22,9 @@ inline constexpr uint32_t kDnsRelayPort = 53;  // the host's vsock port for DNS 
 inline constexpr const char* kDnsRelayAddress = "127.0.0.11";
 
 // Starts the relay on a thread of its own, once (later calls do nothing).
+// Each UDP query and each TCP client is served on a thread of its own (at
+// most 32 queries and 16 clients at once), so a slow answer or an idle
+// client holds up no other.
 // Fails when 127.0.0.11:53 cannot be bound in the guest.
 Result<void> start_dns_relay();
 

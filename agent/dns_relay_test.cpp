@@ -70,9 +70,13 @@ TEST(DnsRelay, MalformedQueriesGetNoAnswer) {
 }
 
 // In a network namespace of its own (root only): the relay answers at
-// 127.0.0.11:53 over UDP, with SERVFAIL here, where no host answers over vsock.
+// 127.0.0.11:53 over UDP and TCP, with SERVFAIL here, where no host answers
+// over vsock. A TCP client that connects and sends nothing holds up neither:
+// both answers come while it is still connected (the relay closes a client
+// idle for 5 s; one served after it would find it closed).
 TEST(DnsRelay, AnswersAt127_0_0_11WithServfailWhenTheHostCannot) {
-    std::string skipped, failure, answer;
+    std::string skipped, failure, answer, tcp_answer;
+    bool idle_client_still_open = false;
     std::thread([&] {
         if (::unshare(CLONE_NEWNET) < 0) return void(skipped = std::string("unshare: ") + std::strerror(errno));
         auto net = netlink::read_network();
@@ -84,12 +88,29 @@ TEST(DnsRelay, AnswersAt127_0_0_11WithServfailWhenTheHostCannot) {
                     !up)
                     return void(failure = up.error().message());
         if (auto r = start_dns_relay(); !r) return void(failure = r.error().message());
-        int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
         sockaddr_in to{};
         to.sin_family = AF_INET;
         to.sin_port = htons(53);
         ::inet_pton(AF_INET, "127.0.0.11", &to.sin_addr);
+        auto tcp_client = [&] {
+            int c = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+            if (::connect(c, reinterpret_cast<sockaddr*>(&to), sizeof to) < 0) failure = "connect over TCP";
+            return c;
+        };
+        int idle = tcp_client();
         std::string q = query_for_web();
+        // Over TCP on a second connection: a 2-byte length, then the query.
+        int asker = tcp_client();
+        std::string framed = std::string(1, char(q.size() >> 8)) + char(q.size() & 0xff) + q;
+        ::send(asker, framed.data(), framed.size(), MSG_NOSIGNAL);
+        pollfd t{asker, POLLIN, 0};
+        if (::poll(&t, 1, 10000) == 1) {
+            char buf[512];
+            ssize_t n = ::recv(asker, buf, sizeof buf, 0);
+            if (n > 2) tcp_answer.assign(buf + 2, size_t(n) - 2);
+        }
+        ::close(asker);
+        int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
         ::sendto(fd, q.data(), q.size(), 0, reinterpret_cast<sockaddr*>(&to), sizeof to);
         pollfd p{fd, POLLIN, 0};
         if (::poll(&p, 1, 10000) == 1) {
@@ -98,10 +119,15 @@ TEST(DnsRelay, AnswersAt127_0_0_11WithServfailWhenTheHostCannot) {
             if (n > 0) answer.assign(buf, size_t(n));
         }
         ::close(fd);
+        char byte;
+        idle_client_still_open = ::recv(idle, &byte, 1, MSG_DONTWAIT) < 0 && errno == EAGAIN;
+        ::close(idle);
     }).join();
     if (!skipped.empty()) GTEST_SKIP() << skipped;
     ASSERT_EQ(failure, "");
     EXPECT_EQ(answer, servfail_for(query_for_web()));
+    EXPECT_EQ(tcp_answer, servfail_for(query_for_web()));
+    EXPECT_TRUE(idle_client_still_open) << "the idle TCP client held the relay up until it was closed";
 }
 
 }  // namespace
