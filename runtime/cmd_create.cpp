@@ -349,8 +349,9 @@ Result<ContainerState> create_container(const GlobalOptions& g, const CreateOpti
         TRY(run_hooks(spec.hooks.create_runtime, early_state, "createRuntime"));
         TRY(run_hooks(spec.hooks.prestart, early_state, "prestart"));
     }
-    // An interface the engine put there (a veth) is the guest's network: the VM gets a NIC, a TAP beside it.
-    std::optional<net::Link> engine_link;
+    // The interfaces the engine put there (veths) are the guest's network: the VM gets a NIC, a TAP beside
+    // each (at most net::kMaxTaps; any further one is logged when wired).
+    std::vector<net::Link> engine_links;
     if (netns) {
         auto network = TRY(net::read_network_of(netns.get()).context("read the container's network namespace"));
         if (network.find(net::kTapName))
@@ -358,20 +359,23 @@ Result<ContainerState> create_container(const GlobalOptions& g, const CreateOpti
                 "the network namespace is another husk container's (--network container:ID): its network is that "
                 "VM's NIC, which a second VM cannot share",
                 EBUSY);
-        if (const net::Link* link = net::engine_interface(network)) engine_link = *link;
+        for (const net::Link* link : net::engine_interfaces(network))
+            if (engine_links.size() < net::kMaxTaps) engine_links.push_back(*link);
     }
-    // A container whose namespace holds the engine's interface gets a NIC.
+    // A container whose namespace holds the engine's interfaces gets a NIC for each.
     // One in a namespace husk-vmm makes for itself (no hook ran there) may get
     // the interface between create and start (`ctr run --cni`, Docker 26.0.0
     // and 28+): its VM gets an unplugged NIC, a placeholder the guest does
     // not probe, plugged and wired at start if the interface came. (Not a
     // plugged one: VMs with an unused NIC were lost far more often to the
     // test rig's triple faults.)
-    const TemplateNic nic = engine_link ? TemplateNic::Plugged : new_netns ? TemplateNic::Unplugged : TemplateNic::None;
+    const TemplateNics nics = !engine_links.empty() ? TemplateNics{engine_links.size(), false}
+                              : new_netns           ? TemplateNics{1, true}
+                                                    : TemplateNics{};
     // From a template when there is one (made on first use), else a cold boot.
     std::string from_template;
     if (rc.use_template) {
-        auto t = ensure_template(rc, nic);
+        auto t = ensure_template(rc, nics);
         if (t)
             from_template = t.value();
         else
@@ -392,14 +396,13 @@ Result<ContainerState> create_container(const GlobalOptions& g, const CreateOpti
     command.drives = {image};
     command.fs = true;
     command.shares = std::move(binds.shares);
-    if (nic != TemplateNic::None) {
-        command.net_tap = net::kTapName;
-        command.net_unplugged = nic == TemplateNic::Unplugged;
+    for (size_t i = 0; i < nics.count; ++i) {
         // A restored VM keeps the template's MAC until the agent sets the interface's.
-        if (from_template.empty() && engine_link) command.net_mac = net::format_mac(engine_link->mac);
-        // The guest's queries to Docker's embedded DNS (agent/dns_relay.h) reach it from husk-vmm, in this namespace.
-        command.vsock_dns_forward = std::string(net::kEmbeddedDns) + ":53";
+        std::string mac = from_template.empty() && i < engine_links.size() ? net::format_mac(engine_links[i].mac) : "";
+        command.nics.push_back({net::tap_name(i), mac, nics.unplugged});
     }
+    // The guest's queries to Docker's embedded DNS (agent/dns_relay.h) reach it from husk-vmm, in this namespace.
+    if (nics.count) command.vsock_dns_forward = std::string(net::kEmbeddedDns) + ":53";
     command.vsock_socket = state.vsock_socket;
     command.api_socket = state.api_socket;
     command.container_specs = dir + "/container.specs";
@@ -479,8 +482,8 @@ Result<ContainerState> create_container(const GlobalOptions& g, const CreateOpti
         TRY(run_hooks(spec.hooks.prestart, oci_state, "prestart"));
     }
     // The guest's NIC takes the engine's interface over, before the container's process starts.
-    if (engine_link) TRY(connect_network(state, netns.get()).context("create `" + o.id + "`"));
-    if (nic == TemplateNic::Unplugged) {
+    if (!engine_links.empty()) TRY(connect_network(state, netns.get()).context("create `" + o.id + "`"));
+    if (nics.unplugged) {
         state.network_pending = true;
         TRY(save_state(state));
     }

@@ -26,7 +26,7 @@ Result<void> start_container(ContainerState& state) {
         auto netns = TRY(sys::open("/proc/" + std::to_string(state.pid) + "/ns/net", O_RDONLY | O_CLOEXEC)
                              .context("the container's network namespace"));
         auto network = TRY(net::read_network_of(netns.get()).context("read the container's network namespace"));
-        if (net::engine_interface(network)) {
+        if (!net::engine_interfaces(network).empty()) {
             TRY(api_call(state.api_socket, {{"cmd", "plug_net"}}).context("start `" + state.id + "`"));
             TRY(connect_network(state, netns.get()).context("start `" + state.id + "`"));
         }

@@ -107,38 +107,54 @@ Result<Network> read_network_of(int netns_fd) {
     return in_namespace<Network>(netns_fd, [] { return read_network(); });
 }
 
-const Link* engine_interface(const Network& network) {
+std::string tap_name(size_t index) {
+    return "husk" + std::to_string(index);
+}
+
+std::vector<const Link*> engine_interfaces(const Network& network) {
+    auto is_tap = [](const std::string& name) {
+        for (size_t i = 0; i < kMaxTaps; ++i)
+            if (name == tap_name(i)) return true;
+        return false;
+    };
+    std::vector<const Link*> out;
     for (const auto& link : network.links)
-        if (link.ethernet && link.name != kTapName) return &link;
-    return nullptr;
+        if (link.ethernet && !is_tap(link.name)) out.push_back(&link);
+    std::sort(out.begin(), out.end(), [](const Link* a, const Link* b) { return a->index < b->index; });
+    return out;
 }
 
 Result<agent::NetworkSpec> wire_to_tap(int netns_fd) {
     return in_namespace<agent::NetworkSpec>(netns_fd, []() -> Result<agent::NetworkSpec> {
         Network network = TRY(read_network());
-        const Link* tap = network.find(kTapName);
-        if (!tap) return Error::from_string(std::string("the VM's TAP `") + kTapName + "` is not in the namespace");
+        if (!network.find(kTapName))
+            return Error::from_string(std::string("the VM's TAP `") + kTapName + "` is not in the namespace");
         agent::NetworkSpec spec;
-        const Link* veth = engine_interface(network);
-        if (!veth) return spec;
-        for (const auto& link : network.links)
-            if (!link.loopback && &link != tap && &link != veth)
-                log::warn("network interface `{}` is not wired to the VM: the VM has one NIC, for `{}`", link.name,
-                          veth->name);
-        TRY(set_link_up(tap->index, veth->mtu).context("wire `" + veth->name + "` to the VM"));
-        TRY(redirect_ingress(veth->index, tap->index).context("wire `" + veth->name + "` to the VM"));
-        TRY(redirect_ingress(tap->index, veth->index).context("wire `" + veth->name + "` to the VM"));
-        agent::InterfaceSpec nic;
-        nic.name = veth->name;
-        nic.mac = veth->mac;
-        nic.mtu = veth->mtu;
-        for (const auto& a : veth->addresses)
-            if (!ipv6_link_local(a)) nic.addresses.push_back({uint8_t(a.family), a.address, a.prefix});
-        spec.interfaces.push_back(std::move(nic));
-        // The kernel's own routes (one per address) come back with the addresses in the guest.
-        for (const auto& r : network.routes)
-            if (r.link == veth->index && !r.kernel)
-                spec.routes.push_back({uint8_t(r.family), r.destination, r.prefix, r.gateway, 0});
+        const auto veths = engine_interfaces(network);
+        for (size_t i = 0; i < veths.size(); ++i) {
+            const Link* veth = veths[i];
+            const Link* tap = network.find(tap_name(i));
+            if (!tap) {
+                log::warn("network interface `{}` is not wired to the VM: the VM has {} NIC(s)", veth->name, i);
+                continue;
+            }
+            const std::string what = "wire `" + veth->name + "` to the VM";
+            TRY(set_link_up(tap->index, veth->mtu).context(what));
+            TRY(redirect_ingress(veth->index, tap->index).context(what));
+            TRY(redirect_ingress(tap->index, veth->index).context(what));
+            agent::InterfaceSpec nic;
+            nic.name = veth->name;
+            nic.mac = veth->mac;
+            nic.mtu = veth->mtu;
+            for (const auto& a : veth->addresses)
+                if (!ipv6_link_local(a)) nic.addresses.push_back({uint8_t(a.family), a.address, a.prefix});
+            spec.interfaces.push_back(std::move(nic));
+            // The kernel's own routes (one per address) come back with the addresses in the guest.
+            for (const auto& r : network.routes)
+                if (r.link == veth->index && !r.kernel)
+                    spec.routes.push_back(
+                        {uint8_t(r.family), r.destination, r.prefix, r.gateway, uint32_t(spec.interfaces.size() - 1)});
+        }
         return spec;
     });
 }

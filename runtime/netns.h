@@ -40,8 +40,10 @@ Result<void> redirect_ingress(uint32_t from, uint32_t to);
 // The link's MTU (when given) and its state up.
 Result<void> set_link_up(uint32_t index, std::optional<uint32_t> mtu);
 
-// The VM's TAP in the container's namespace.
+// The VM's TAPs in the container's namespace: husk0 for its first NIC, husk1, ...
 inline constexpr const char* kTapName = "husk0";
+inline constexpr size_t kMaxTaps = 4;  // a VM's NICs at most (husk-vmm's kMaxNics)
+std::string tap_name(size_t index);
 
 // Docker's embedded DNS server on a user-defined network, as a container's
 // resolv.conf names it (reached through a DNAT rule in the container's namespace).
@@ -50,19 +52,21 @@ inline constexpr const char* kEmbeddedDns = "127.0.0.11";
 // True when a resolv.conf text has a `nameserver ADDRESS` line.
 bool names_nameserver(std::string_view resolv_conf, std::string_view address);
 
-// The interface the engine gave the container (Docker's eth0): the first
-// Ethernet link, by index, that is not the VM's TAP (the loopback and the
-// tunnels a host's modules put in every namespace are not). None: the
-// container has no network but its loopback (`--network none`).
-const Link* engine_interface(const Network& network);
+// The interfaces the engine gave the container (Docker's eth0, and eth1, ...
+// for each further network): its Ethernet links, by index, that are not the
+// VM's TAPs (the loopback and the tunnels a host's modules put in every
+// namespace are not). None: the container has no network but its loopback
+// (`--network none`).
+std::vector<const Link*> engine_interfaces(const Network& network);
 
-// Wires the VM's TAP to the engine's interface, in the namespace `netns_fd`:
-// frames cross both ways by redirect (the engine's veth keeps its addresses
-// on the host side, unused there), the TAP up with the interface's MTU. What
-// the guest's NIC must then take over — the interface's name, MAC, MTU,
-// addresses (not IPv6 link-local ones, which the guest makes itself) and the
-// routes through it — is returned for the agent. Only one interface is wired
-// (the VM has one NIC); any other is logged and left alone.
+// Wires the VM's TAPs to the engine's interfaces, in the namespace
+// `netns_fd`, the i-th interface to husk<i>: frames cross both ways by
+// redirect (the engine's veth keeps its addresses on the host side, unused
+// there), the TAP up with the interface's MTU. What the guest's NICs must
+// then take over — each interface's name, MAC, MTU, addresses (not IPv6
+// link-local ones, which the guest makes itself) and the routes through it —
+// is returned for the agent. An interface with no TAP (the VM has fewer
+// NICs) is logged and left alone.
 Result<agent::NetworkSpec> wire_to_tap(int netns_fd);
 
 }  // namespace husk::runtime::net

@@ -19,6 +19,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <future>
 #include <string>
 #include <thread>
 
@@ -242,6 +243,60 @@ TEST(NetworkNamespace, TheEnginesInterfaceIsWiredToTheTapAndHandedToTheGuest) {
     EXPECT_EQ(spec.value().routes[0], (agent::RouteSpec{AF_INET, "", 0, "172.17.0.1", 0}));
 }
 
+// A container on two networks (docker network connect before start): eth0
+// and eth1, each wired to a TAP of its own (husk0, husk1), each with its
+// routes; a third interface, with no TAP, is left alone.
+TEST(NetworkNamespace, EachOfTheEnginesInterfacesIsWiredToATapOfItsOwn) {
+    if (!have_ip()) GTEST_SKIP() << "no ip(8)";
+    std::string why_not;
+    UniqueFd ns;
+    std::vector<UniqueFd> taps;
+    // The veths' host ends go to a namespace of their own (the engine's side), held by a thread until the end.
+    std::promise<pid_t> host_side;
+    std::promise<void> done;
+    std::thread host([&] {
+        if (::unshare(CLONE_NEWNET) < 0) return host_side.set_value(-1);
+        host_side.set_value(pid_t(::syscall(SYS_gettid)));
+        done.get_future().wait();
+    });
+    pid_t host_tid = host_side.get_future().get();
+    std::string skipped = in_new_namespace(
+        [&] {
+            const std::string there = " netns " + std::to_string(host_tid);
+            if (host_tid < 0 || !ip("link add eth0 type veth peer name v0" + there) ||
+                !ip("link add eth1 type veth peer name v1" + there) ||
+                !ip("link add eth2 type veth peer name v2" + there) || !ip("addr add 172.17.0.2/16 dev eth0") ||
+                !ip("addr add 10.1.0.5/24 dev eth1") || !ip("link set eth0 up") || !ip("link set eth1 up") ||
+                !ip("route add default via 172.17.0.1") || !ip("route add 10.2.0.0/16 via 10.1.0.1"))
+                return void(why_not = "this host cannot make veth pairs across namespaces");
+            if (std::system("tc qdisc add dev eth2 ingress >/dev/null 2>&1 && tc qdisc del dev eth2 ingress") != 0)
+                return void(why_not = "this host has no tc ingress qdisc");
+            for (size_t i = 0; i < 2; ++i) {
+                UniqueFd tap(::open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC));
+                ifreq ifr{};
+                std::strcpy(ifr.ifr_name, tap_name(i).c_str());
+                ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
+                if (!tap || ::ioctl(tap.get(), TUNSETIFF, &ifr) < 0) return void(why_not = "no TAP");
+                taps.push_back(std::move(tap));
+            }
+        },
+        &ns);
+    auto spec = skipped.empty() && why_not.empty() ? wire_to_tap(ns.get()) : Error::from_string("not made");
+    done.set_value();  // the host ends go, and their veths with them
+    host.join();
+    if (!skipped.empty()) GTEST_SKIP() << skipped;
+    if (!why_not.empty()) GTEST_SKIP() << why_not;
+    ASSERT_TRUE(spec) << spec.error().message();
+    ASSERT_EQ(spec.value().interfaces.size(), 2u);
+    EXPECT_EQ(spec.value().interfaces[0].name, "eth0");
+    EXPECT_EQ(spec.value().interfaces[1].name, "eth1");
+    ASSERT_EQ(spec.value().interfaces[1].addresses.size(), 1u);
+    EXPECT_EQ(spec.value().interfaces[1].addresses[0], (agent::IpAddress{AF_INET, "10.1.0.5", 24}));
+    ASSERT_EQ(spec.value().routes.size(), 2u);
+    EXPECT_EQ(spec.value().routes[0], (agent::RouteSpec{AF_INET, "", 0, "172.17.0.1", 0}));
+    EXPECT_EQ(spec.value().routes[1], (agent::RouteSpec{AF_INET, "10.2.0.0", 16, "10.1.0.1", 1}));
+}
+
 TEST(NetworkNamespace, ANamespaceThatCannotBeJoinedIsAClearError) {
     UniqueFd not_a_namespace(::open("/dev/null", O_RDONLY | O_CLOEXEC));
     auto r = read_network_of(not_a_namespace.get());
@@ -261,13 +316,15 @@ TEST(NetworkNamespace, TheEngineInterfaceIsTheFirstEthernetLinkButTheTap) {
         return l;
     };
     // A host with the ipip and sit modules loaded puts tunl0 and sit0 in every namespace.
-    network.links = {link(1, "lo", true, false), link(2, "tunl0", false, false), link(3, "sit0", false, false),
-                     link(4, kTapName, false, true), link(5, "eth0", false, true)};
-    const Link* chosen = engine_interface(network);
-    ASSERT_NE(chosen, nullptr);
-    EXPECT_EQ(chosen->name, "eth0");
-    network.links.pop_back();
-    EXPECT_EQ(engine_interface(network), nullptr);
+    network.links = {link(1, "lo", true, false),       link(2, "tunl0", false, false), link(3, "sit0", false, false),
+                     link(4, kTapName, false, true),   link(7, "eth1", false, true),   link(5, "eth0", false, true),
+                     link(6, tap_name(1), false, true)};
+    auto chosen = engine_interfaces(network);
+    ASSERT_EQ(chosen.size(), 2u);
+    EXPECT_EQ(chosen[0]->name, "eth0");  // by index
+    EXPECT_EQ(chosen[1]->name, "eth1");
+    network.links.erase(network.links.begin() + 4, network.links.begin() + 6);
+    EXPECT_TRUE(engine_interfaces(network).empty());
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include <fstream>
 
 #include "runtime/command.h"
+#include "runtime/netns.h"
 #include "vmm/base/log.h"
 #include "vmm/base/system.h"
 #include "vmm/base/unique_fd.h"
@@ -93,15 +94,13 @@ std::string agent_initramfs(const RuntimeConfig& config) {
     return {};
 }
 
-Result<std::string> ensure_template(const RuntimeConfig& config, TemplateNic nic_kind) {
-    const bool nic = nic_kind != TemplateNic::None;
+Result<std::string> ensure_template(const RuntimeConfig& config, TemplateNics nics) {
+    const bool nic = nics.count > 0;
     std::string agent = agent_initramfs(config);
     if (agent.empty()) return Error::from_string("the agent's initramfs was not found beside " + config.vmm, ENOENT);
     std::string identity = stamp(config.vmm) + "\n" + stamp(config.kernel) + "\n" + stamp(agent) + "\n" +
                            std::to_string(config.vcpus) + "\n" + std::to_string(config.memory_mib) +
-                           (nic_kind == TemplateNic::Plugged     ? "\nnic"
-                            : nic_kind == TemplateNic::Unplugged ? "\nnic unplugged"
-                                                                 : "");
+                           (nic ? fmt::format("\nnics {}{}", nics.count, nics.unplugged ? " unplugged" : "") : "");
     std::string root = template_root();
     std::string dir = fmt::format("{}/{:016x}", root, wire::fnv1a64(identity));
     std::error_code ec;
@@ -145,17 +144,14 @@ Result<std::string> ensure_template(const RuntimeConfig& config, TemplateNic nic
     command.log = work + "/log";
     command.snapshot_on_ready = work + "/snapshot";
     if (nic) {
-        command.net_tap = kTemplateTap;
-        command.net_mac = kTemplateMac;
-        command.net_unplugged = nic_kind == TemplateNic::Unplugged;
+        for (size_t i = 0; i < nics.count; ++i)
+            command.nics.push_back({net::tap_name(i), kTemplateMac + std::to_string(i), nics.unplugged});
     }
     const std::string vm_toml = TRY(command.vm_toml());
     TRY(sys::write_file(work + "/vm.toml", vm_toml));
     std::vector<std::string> argv = command.argv(work + "/vm.toml");
     log::info("making the VM template {} ({} vCPUs, {} MiB{})", dir, config.vcpus, config.memory_mib,
-              nic_kind == TemplateNic::Plugged ? ", a NIC"
-              : nic                            ? ", an unplugged NIC"
-                                               : "");
+              nic ? fmt::format(", {} {}NIC(s)", nics.count, nics.unplugged ? "unplugged " : "") : "");
     // The NIC's TAP is made in a network namespace of the template VM's own, gone when it exits.
     std::function<int()> own_netns;
     if (nic) own_netns = [] { return ::unshare(CLONE_NEWNET) < 0 ? errno : 0; };

@@ -19,19 +19,23 @@ std::string template_root();
 // shipped beside husk-vmm; empty when it cannot be found.
 std::string agent_initramfs(const RuntimeConfig& config);
 
-// A template VM's NIC: its TAP's name (in a network namespace of the maker's
-// own, gone with it) and its MAC. A restored VM's NIC keeps this MAC until
-// the agent gives it the engine interface's (agent/network.h).
-inline constexpr const char* kTemplateTap = "husk0";
-inline constexpr const char* kTemplateMac = "02:68:75:73:6b:00";
+// A template VM's NICs: their TAPs (husk0, husk1, ... in a network namespace
+// of the maker's own, gone with it) and their MACs (02:68:75:73:6b:0N). A
+// restored VM's NIC keeps its MAC until the agent gives it the engine
+// interface's (agent/network.h).
+inline constexpr const char* kTemplateMac = "02:68:75:73:6b:0";
 
-// A template's NIC: none, a virtio-net device (restored onto the container's
-// TAP), or one unplugged (the guest has not probed it; vm.toml net.unplugged).
-enum class TemplateNic { None, Plugged, Unplugged };
+// A template's NICs: how many (virtio-net devices, restored onto the
+// container's TAPs in order), and whether they are unplugged (the guest has
+// not probed them; vm.toml net.unplugged).
+struct TemplateNics {
+    size_t count = 0;
+    bool unplugged = false;
+};
 
 // The template's snapshot directory, made now (under a lock) when missing.
 // Making one boots the guest once; a failure says why, and callers boot
 // instead.
-Result<std::string> ensure_template(const RuntimeConfig& config, TemplateNic nic);
+Result<std::string> ensure_template(const RuntimeConfig& config, TemplateNics nics);
 
 }  // namespace husk::runtime

@@ -233,10 +233,11 @@ Result<std::string> Vmm::setup_virtio(const VmConfig& config) {
         devices.emplace_back(TRY(virtio::Fs::create(std::move(shares))), "fs");
         seccomp::allow_file_sharing();
     }
-    if (!config.net_tap.empty()) {
-        virtio::NetOptions net{config.net_tap, {}};
-        if (!config.net_mac.empty()) net.mac = TRY(virtio::parse_mac(config.net_mac).context("net.mac"));
-        devices.emplace_back(TRY(virtio::Net::open(net)), "net");
+    for (size_t i = 0; i < config.nics.size(); ++i) {
+        const NicConfig& nic = config.nics[i];
+        virtio::NetOptions net{nic.tap, {}};
+        if (!nic.mac.empty()) net.mac = TRY(virtio::parse_mac(nic.mac).context("net.mac"));
+        devices.emplace_back(TRY(virtio::Net::open(net)), NicConfig::device_id(i));
     }
     if (!config.vsock_socket.empty()) {
         virtio::VsockOptions options{config.vsock_cid, config.vsock_socket, {}};
@@ -270,10 +271,11 @@ Result<std::string> Vmm::setup_virtio(const VmConfig& config) {
         args += t->cmdline_entry(base);
         if (m_balloon && &t->device() == m_balloon) m_balloon_transport = t;
         if (m_vsock && &t->device() == m_vsock) m_vsock_transport = t;
-        if (devices[i].second == "net") {
-            m_net_transport = t;
-            if (config.net_unplugged) t->set_unplugged();
-        }
+        for (size_t n = 0; n < config.nics.size(); ++n)
+            if (devices[i].second == NicConfig::device_id(n)) {
+                m_net_transports.push_back(t);
+                if (config.nics[n].unplugged) t->set_unplugged();
+            }
         m_virtio.push_back(std::move(t));
     }
     return args;

@@ -194,9 +194,12 @@ api::StatsReply Vmm::stats() {
 }
 
 Result<void> Vmm::plug_net() {
-    if (!m_net_transport) return Error::from_string("this VM has no NIC (net.tap)", ENODEV);
-    if (!m_net_transport->plug()) return Error::from_string("the NIC is plugged already", EALREADY);
-    log::info("the NIC is plugged: the guest can probe it");
+    if (m_net_transports.empty()) return Error::from_string("this VM has no NIC (net.tap)", ENODEV);
+    size_t plugged = 0;
+    for (const auto& t : m_net_transports)
+        if (t->plug()) ++plugged;
+    if (!plugged) return Error::from_string("every NIC is plugged already", EALREADY);
+    log::info("{} NIC(s) plugged: the guest can probe them", plugged);
     return {};
 }
 

@@ -67,7 +67,7 @@ public:
     // The balloon's state; with `target_mib`, moves its target first. With
     // fresh_stats, asks the guest for new statistics (waits at most 1 s).
     Result<api::BalloonReply> balloon(std::optional<uint32_t> target_mib, bool fresh_stats);
-    // Shows the guest the NIC it was started without (vm.toml net.unplugged).
+    // Shows the guest the NICs it was started without (vm.toml net.unplugged).
     Result<void> plug_net();
 
 private:
@@ -153,7 +153,7 @@ private:
     virtio::Balloon* m_balloon = nullptr;  // owned by m_balloon_transport
     std::shared_ptr<virtio::MmioTransport> m_vsock_transport;
     virtio::Vsock* m_vsock = nullptr;  // owned by m_vsock_transport
-    std::shared_ptr<virtio::MmioTransport> m_net_transport;
+    std::vector<std::shared_ptr<virtio::MmioTransport>> m_net_transports;
     UniqueFd m_console_file;
     bool m_console_stdin = false;
     UniqueFd m_input_stop;

@@ -439,6 +439,33 @@ TEST_F(Docker, TheBridgeNetworkWorksAsUnderRunc) {
     EXPECT_EQ(docker("rm -f web").exit_status, 0);
 }
 
+// A container on two networks (Compose connects each of a service's
+// networks before it starts): eth0 and eth1, each with its address, MTU and
+// routes, and the second network's gateway reached, as under runc. The VM
+// gets a NIC for each, wired to a TAP of its own.
+TEST_F(Docker, TwoNetworksAreWiredAsUnderRunc) {
+    docker("network rm husk-second");
+    auto made = docker("network create --subnet 172.31.78.0/24 husk-second");
+    ASSERT_EQ(made.exit_status, 0) << made.err;
+    const std::string seen = single_quoted(
+        "for d in eth0 eth1; do ip -o -4 addr show $d | while read n i f a r; do echo $i ${a%.*}; done; "
+        "cat /sys/class/net/$d/mtu; done; ip route | sed -E 's/(src [0-9.]+)\\.[0-9]+/\\1/'; "
+        "ping -c1 -W5 172.31.78.1 >/dev/null && echo second gateway reached");
+    expect_network_as_under_runc(
+        [&](const std::string& rt) {
+            const std::string name = "two-" + rt;
+            docker("rm -f " + name);
+            auto created = docker("create --runtime " + rt + " --name " + name + " busybox:husk sh -c " + seen);
+            auto connected = docker("network connect husk-second " + name);
+            auto r = docker("start -a " + name);
+            docker("rm -f " + name);
+            return std::to_string(created.exit_status) + std::to_string(connected.exit_status) + " " +
+                   std::to_string(r.exit_status) + "\n" + r.out + r.err;
+        },
+        s_engines->vmm_logs());
+    docker("network rm husk-second");
+}
+
 // A user-defined network, dual-stack: a container finds another by name
 // through Docker's embedded DNS (127.0.0.11 in its resolv.conf), over UDP and
 // over TCP, a husk container's name from a runc container and from a husk one

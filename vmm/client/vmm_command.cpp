@@ -81,11 +81,11 @@ Result<std::string> VmmCommand::vm_toml() const {
             fmt::format("\n[[share]]\nname = {}\npath = {}\n", TRY(toml_string(sh.name)), TRY(toml_string(sh.path)));
         if (sh.read_only) text += "read_only = true\n";
     }
-    TRY(string_key("net", "tap", net_tap));
-    TRY(string_key("net", "mac", net_mac));
-    if (net_unplugged) {
-        in("net");
-        text += "unplugged = true\n";
+    for (const auto& nic : nics) {
+        table = "net";
+        text += fmt::format("\n[[net]]\ntap = {}\n", TRY(toml_string(nic.tap)));
+        if (!nic.mac.empty()) text += fmt::format("mac = {}\n", TRY(toml_string(nic.mac)));
+        if (nic.unplugged) text += "unplugged = true\n";
     }
     TRY(string_key("vsock", "socket", vsock_socket));
     TRY(string_key("vsock", "dns_forward", vsock_dns_forward));

@@ -31,8 +31,14 @@ struct VmmCommand {
     };
     bool fs = false;
     std::vector<Share> shares;
-    std::string net_tap, net_mac;  // virtio-net over this TAP, with this MAC (aa:bb:cc:dd:ee:ff)
-    bool net_unplugged = false;    // the NIC waits for the API's plug_net (vm.toml net.unplugged)
+    // virtio-net devices (the guest's eth0, eth1, ...): each over its TAP, with
+    // its MAC (aa:bb:cc:dd:ee:ff; empty: generated), unplugged until the API's
+    // plug_net when asked (vm.toml [[net]]).
+    struct Nic {
+        std::string tap, mac;
+        bool unplugged = false;
+    };
+    std::vector<Nic> nics;
     std::string vsock_socket, api_socket;
     std::string vsock_dns_forward;  // "A.B.C.D:PORT" for the guest's DNS relay (vm.toml vsock.dns_forward)
     std::string container_specs;    // the container's specs file (agent::encode_specs_file)

@@ -31,7 +31,14 @@ TEST(VmmCommand, ABootNamesKernelSizesAndDevices) {
     c.vsock_dns_forward = "127.0.0.11:53";
     c.console = VmmCommand::Console::None;
     c.snapshot_on_ready = "/s";
+    c.nics = {{"husk0", "02:00:00:00:00:01", false}, {"husk1", "", true}};
     VmConfig v = parsed(c);
+    ASSERT_EQ(v.nics.size(), 2u);
+    EXPECT_EQ(v.nics[0].tap, "husk0");
+    EXPECT_EQ(v.nics[0].mac, "02:00:00:00:00:01");
+    EXPECT_FALSE(v.nics[0].unplugged);
+    EXPECT_EQ(v.nics[1].tap, "husk1");
+    EXPECT_TRUE(v.nics[1].unplugged);
     EXPECT_EQ(v.kernel, "/k");
     EXPECT_EQ(v.initramfs, "/i");
     EXPECT_EQ(v.memory_mib, 128u);

@@ -107,7 +107,8 @@ const std::vector<ConfigKey>& vm_config_keys() {
         {"vsock", "dns_forward", "string",
          "A.B.C.D:PORT: guest connections to port 53 go to this TCP address instead of <socket>_53 (a container's "
          "DNS server in husk-vmm's network namespace, such as Docker's 127.0.0.11:53)"},
-        {"net", "tap", "string", "virtio-net over this TAP interface (the guest's eth0)"},
+        {"net", "tap", "string",
+         "virtio-net over this TAP interface (the guest's eth0; [[net]] tables, at most 4, are eth0, eth1, ...)"},
         {"net", "mac", "string", "the guest's MAC, aa:bb:cc:dd:ee:ff (default: a random local one)"},
         {"net", "unplugged", "boolean",
          "the NIC is a placeholder the guest does not probe until {\"cmd\":\"plug_net\"} on the API socket (a network "
@@ -127,6 +128,12 @@ const std::vector<ConfigKey>& vm_config_keys() {
          "process's, its exit status is husk-vmm's"},
     };
     return keys;
+}
+
+// The NIC a [net] table and --net describe: the first, made when there is none.
+static NicConfig& first_nic(VmConfig& c) {
+    if (c.nics.empty()) c.nics.emplace_back();
+    return c.nics.front();
 }
 
 // A key's value in an array of tables: its keys are strings or booleans.
@@ -192,6 +199,20 @@ Result<VmConfig> parse_vm_toml(std::string_view text, std::string_view source, V
             c.fs = true;
             continue;
         }
+        if (table_name.str() == "net" && node.is_array()) {
+            auto parsed = parse_tables<NicConfig>(
+                "net", node, source,
+                [&](NicConfig& nic, std::string_view key, const TableValue& value) {
+                    if (key == "unplugged")
+                        nic.unplugged = std::get<bool>(value);
+                    else
+                        (key == "tap" ? nic.tap : nic.mac) = std::get<std::string>(value);
+                },
+                [&](const NicConfig& nic) { return !nic.tap.empty(); }, "[[net]] needs a tap");
+            if (!parsed) return parsed.error();
+            for (auto& nic : parsed.value()) c.nics.push_back(std::move(nic));
+            continue;
+        }
         if (table_name.str() == "drive") {
             auto parsed = parse_tables<DriveConfig>(
                 "drive", node, source,
@@ -243,9 +264,9 @@ Result<VmConfig> parse_vm_toml(std::string_view text, std::string_view source, V
                 else if (full == "vsock.dns_forward")
                     c.vsock_dns_forward = *s;
                 else if (full == "net.tap")
-                    c.net_tap = *s;
+                    first_nic(c).tap = *s;
                 else if (full == "net.mac")
-                    c.net_mac = *s;
+                    first_nic(c).mac = *s;
                 else if (full == "container.specs")
                     c.container_specs = *s;
                 else if (full == "api.socket")
@@ -295,7 +316,7 @@ Result<VmConfig> parse_vm_toml(std::string_view text, std::string_view source, V
                 else if (full == "jail.enabled")
                     c.jail = *value.value<bool>();
                 else if (full == "net.unplugged")
-                    c.net_unplugged = *value.value<bool>();
+                    first_nic(c).unplugged = *value.value<bool>();
             }
         }
     }
@@ -303,6 +324,8 @@ Result<VmConfig> parse_vm_toml(std::string_view text, std::string_view source, V
 }
 
 nlohmann::json machine_to_json(const VmConfig& c) {
+    nlohmann::json nics = nlohmann::json::array();
+    for (const auto& n : c.nics) nics.push_back({{"tap", n.tap}, {"mac", n.mac}, {"unplugged", n.unplugged}});
     nlohmann::json drives = nlohmann::json::array();
     for (const auto& d : c.drives)
         drives.push_back({{"path", d.path}, {"read_only", d.read_only}, {"direct", d.direct}, {"id", d.id}});
@@ -314,9 +337,7 @@ nlohmann::json machine_to_json(const VmConfig& c) {
             {"fs", c.fs},
             {"vsock_socket", c.vsock_socket},
             {"vsock_cid", c.vsock_cid},
-            {"net_tap", c.net_tap},
-            {"net_mac", c.net_mac},
-            {"net_unplugged", c.net_unplugged},
+            {"nics", nics},
             {"cmdline", c.cmdline},
             {"agent", c.agent},
             {"balloon",
@@ -354,13 +375,25 @@ Result<void> machine_from_json(const nlohmann::json& j, VmConfig& c) {
             return Error::from_string("the snapshot's VM has no vsock device");
         if (c.vsock_socket.empty()) c.vsock_socket = vsock;
         c.vsock_cid = j.at("vsock_cid").get<uint64_t>();
-        bool has_net = !j.at("net_tap").get<std::string>().empty();
-        if (has_net != !c.net_tap.empty())
-            return Error::from_string(has_net ? "the snapshot's VM has a network device: give its TAP with --net"
-                                              : "the snapshot's VM has no network device");
-        c.net_mac = j.at("net_mac").get<std::string>();
-        // Whether the guest has probed the NIC is the snapshot's (a NIC it set up is plugged, MmioTransport).
-        c.net_unplugged = j.value("net_unplugged", false);
+        // The NICs are the snapshot's, their MACs too; their TAPs are the restore's own.
+        std::vector<NicConfig> nics;
+        if (j.contains("nics")) {
+            for (const auto& n : j.at("nics"))
+                nics.push_back({{}, n.at("mac").get<std::string>(), n.value("unplugged", false)});
+        } else if (!j.value("net_tap", "").empty()) {  // a snapshot from before [[net]]
+            nics.push_back({{}, j.value("net_mac", ""), false});
+        }
+        if (nics.size() != c.nics.size())
+            return Error::from_string(
+                nics.empty() ? std::string("the snapshot's VM has no network device")
+                             : "the snapshot's VM has " + std::to_string(nics.size()) +
+                                   " network device(s): give each its TAP (--net, [net] or [[net]]), in order (" +
+                                   std::to_string(c.nics.size()) + " given)");
+        // Whether the guest has probed a NIC is the snapshot's (a NIC it set up is plugged, MmioTransport).
+        for (size_t i = 0; i < nics.size(); ++i) {
+            c.nics[i].mac = nics[i].mac;
+            c.nics[i].unplugged = nics[i].unplugged;
+        }
         c.cmdline = j.at("cmdline").get<std::string>();
         c.agent = j.value("agent", false);
         // The device set is the snapshot's; the target stays the restore's own.
@@ -397,7 +430,12 @@ Result<void> validate(const VmConfig& c) {
             return Error::from_string("vsock.dns_forward needs the vsock device (vsock.socket)");
         TRY(parse_ipv4_endpoint(c.vsock_dns_forward).context("vsock.dns_forward"));
     }
-    if (c.net_unplugged && c.net_tap.empty()) return Error::from_string("net.unplugged needs a NIC (net.tap)");
+    if (c.nics.size() > kMaxNics) return Error::from_string("too many NICs (at most " + std::to_string(kMaxNics) + ")");
+    for (const auto& n : c.nics) {
+        if (n.tap.empty()) return Error::from_string("a NIC needs its TAP (net.tap)");
+        for (const auto& other : c.nics)
+            if (&other != &n && other.tap == n.tap) return Error::from_string("two NICs have the TAP `" + n.tap + "`");
+    }
     if (c.balloon_target_mib >= c.memory_mib)
         return Error::from_string("balloon.target_mib (" + std::to_string(c.balloon_target_mib) +
                                   ") must be less than machine.memory_mib (" + std::to_string(c.memory_mib) + ")");
@@ -411,8 +449,8 @@ Result<void> validate(const VmConfig& c) {
         for (size_t j = 0; j < i; ++j)
             if (s.name == c.shares[j].name) return Error::from_string("two shares have the name `" + s.name + "`");
     }
-    if (c.drives.size() + (c.rng ? 1 : 0) + (c.vsock_socket.empty() ? 0 : 1) + (c.net_tap.empty() ? 0 : 1) +
-            (c.balloon ? 1 : 0) + (c.fs ? 1 : 0) >
+    if (c.drives.size() + (c.rng ? 1 : 0) + (c.vsock_socket.empty() ? 0 : 1) + c.nics.size() + (c.balloon ? 1 : 0) +
+            (c.fs ? 1 : 0) >
         kMaxVirtioDevices)
         return Error::from_string("too many virtio devices (at most " + std::to_string(kMaxVirtioDevices) + ")");
     for (size_t i = 0; i < c.drives.size(); ++i) {
@@ -427,8 +465,11 @@ Result<void> validate(const VmConfig& c) {
             if (j != i && c.drives[j].id.empty() && d.id == "drive" + std::to_string(j))
                 return Error::from_string("drive.id `" + d.id + "` is the name of drive " + std::to_string(j) +
                                           ", which has no id of its own");
-        for (const char* reserved : {"rng", "net", "vsock", "balloon", "fs"})
+        for (const char* reserved : {"rng", "vsock", "balloon", "fs"})
             if (d.id == reserved) return Error::from_string("drive.id `" + d.id + "` is the name of another device");
+        for (size_t n = 0; n < kMaxNics; ++n)
+            if (d.id == NicConfig::device_id(n))
+                return Error::from_string("drive.id `" + d.id + "` is the name of another device");
     }
     return {};
 }
@@ -468,12 +509,13 @@ Result<void> parse_vsock_flag(std::string_view text, VmConfig& c) {
 
 Result<void> parse_net_flag(std::string_view text, VmConfig& c) {
     size_t comma = text.find(',');
-    c.net_tap = text.substr(0, comma);
-    if (c.net_tap.empty()) return Error::from_string("--net needs a TAP name (TAP[,mac=aa:bb:cc:dd:ee:ff])");
+    NicConfig& nic = first_nic(c);
+    nic.tap = text.substr(0, comma);
+    if (nic.tap.empty()) return Error::from_string("--net needs a TAP name (TAP[,mac=aa:bb:cc:dd:ee:ff])");
     if (comma == std::string_view::npos) return {};
     std::string_view opt = text.substr(comma + 1);
     if (opt.rfind("mac=", 0) != 0) return Error::from_string("--net " + std::string(text) + ": expected TAP[,mac=MAC]");
-    c.net_mac = opt.substr(4);
+    nic.mac = opt.substr(4);
     return {};
 }
 

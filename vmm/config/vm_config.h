@@ -16,6 +16,16 @@ namespace husk {
 
 // IOAPIC pins 5..23 for virtio-mmio devices.
 inline constexpr size_t kMaxVirtioDevices = 19;
+inline constexpr size_t kMaxNics = 4;
+
+// A virtio-net device over a host TAP.
+struct NicConfig {
+    std::string tap;
+    std::string mac;         // empty: generated
+    bool unplugged = false;  // a placeholder until the API's plug_net (MmioTransport::set_unplugged)
+    // Its device's name in a snapshot: "net", then "net1", "net2", ...
+    static std::string device_id(size_t index) { return index ? "net" + std::to_string(index) : "net"; }
+};
 
 // tsc=reliable: no clocksource watchdog on the TSC. The watchdog compares
 // the TSC with kvm-clock; when a restored VM (or a vCPU thread that moved
@@ -105,10 +115,8 @@ struct VmConfig {
     // "IPv4:PORT": guest connections to vsock port 53 go to this TCP address
     // (the container's DNS server, as husk-vmm's network namespace reaches it); empty = <socket>_53
     std::string vsock_dns_forward;
-    // [net]: empty tap = no network device
-    std::string net_tap;
-    std::string net_mac;         // empty: generated
-    bool net_unplugged = false;  // a placeholder until the API's plug_net (MmioTransport::set_unplugged)
+    // [net] (one NIC) or [[net]] (several, the guest's eth0, eth1, ... in order): none = no network device
+    std::vector<NicConfig> nics;
     // [container]: the specs file the runtime writes (agent::encode_specs_file)
     // for the agent to set up and run; empty = a plain VM
     std::string container_specs;
@@ -123,7 +131,7 @@ struct VmConfig {
     int ready_fd = -1;
 };
 
-// Parses "TAP[,mac=aa:bb:cc:dd:ee:ff]" (the --net flag) into config.
+// Parses "TAP[,mac=aa:bb:cc:dd:ee:ff]" (the --net flag) into config's first NIC.
 Result<void> parse_net_flag(std::string_view text, VmConfig& config);
 
 // Parses "A.B.C.D:PORT" (vsock.dns_forward) into an IPv4 socket address.

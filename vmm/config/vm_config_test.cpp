@@ -265,8 +265,9 @@ namespace {
 TEST(VmConfig, NetAndVsockFlags) {
     VmConfig c;
     ASSERT_FALSE(parse_net_flag("tap0,mac=02:00:00:00:00:01", c).is_error());
-    EXPECT_EQ(c.net_tap, "tap0");
-    EXPECT_EQ(c.net_mac, "02:00:00:00:00:01");
+    ASSERT_EQ(c.nics.size(), 1u);
+    EXPECT_EQ(c.nics[0].tap, "tap0");
+    EXPECT_EQ(c.nics[0].mac, "02:00:00:00:00:01");
     EXPECT_TRUE(parse_net_flag("tap0,speed=10", c).is_error());
     ASSERT_FALSE(parse_vsock_flag("/run/v.sock,cid=42", c).is_error());
     EXPECT_EQ(c.vsock_socket, "/run/v.sock");
@@ -277,27 +278,57 @@ TEST(VmConfig, NetAndVsockFlags) {
     EXPECT_NE(validate(c).error().message().find("vsock.cid"), std::string::npos);
 }
 
-// net.unplugged: a NIC the guest finds only after plug_net; it needs a NIC,
-// and a restore takes it from the snapshot (whether the guest probed it then).
-TEST(VmConfig, AnUnpluggedNicNeedsATapAndFollowsTheSnapshot) {
-    auto c = parse_vm_toml("[net]\ntap = \"husk0\"\nunplugged = true\n", "vm.toml");
-    ASSERT_TRUE(c) << c.error().message();
-    EXPECT_TRUE(c.value().net_unplugged);
-    c.value().kernel = "/k";
-    EXPECT_FALSE(validate(c.value()).is_error());
-    VmConfig v = c.value();
-    v.net_tap.clear();
-    EXPECT_EQ(validate(v).error().message(), "net.unplugged needs a NIC (net.tap)");
-    auto json = machine_to_json(c.value());
-    EXPECT_EQ(json.at("net_unplugged"), true);
-    VmConfig restored;
-    restored.net_tap = "other0";
-    ASSERT_FALSE(machine_from_json(json, restored).is_error());
-    EXPECT_TRUE(restored.net_unplugged);
-    json.erase("net_unplugged");  // a snapshot from before the field: plugged
-    ASSERT_FALSE(machine_from_json(json, restored).is_error());
-    EXPECT_FALSE(restored.net_unplugged);
+// [net] is one NIC, [[net]] several (the guest's eth0, eth1, ... in order).
+// net.unplugged: a NIC the guest finds only after plug_net. A restore takes
+// the NICs' MACs and whether each is unplugged from the snapshot (whether
+// the guest probed it then), their TAPs from its own description.
+TEST(VmConfig, NicsAreOneOrSeveralAndFollowTheSnapshot) {
+    auto one = parse_vm_toml("[net]\ntap = \"husk0\"\nunplugged = true\n", "vm.toml");
+    ASSERT_TRUE(one) << one.error().message();
+    ASSERT_EQ(one.value().nics.size(), 1u);
+    EXPECT_TRUE(one.value().nics[0].unplugged);
+    auto two = parse_vm_toml(
+        "[[net]]\ntap = \"husk0\"\nmac = \"02:00:00:00:00:01\"\n[[net]]\ntap = \"husk1\"\nunplugged = true\n",
+        "vm.toml");
+    ASSERT_TRUE(two) << two.error().message();
+    ASSERT_EQ(two.value().nics.size(), 2u);
+    EXPECT_EQ(two.value().nics[0].mac, "02:00:00:00:00:01");
+    EXPECT_FALSE(two.value().nics[0].unplugged);
+    EXPECT_EQ(two.value().nics[1].tap, "husk1");
+    EXPECT_TRUE(two.value().nics[1].unplugged);
+    VmConfig v = two.value();
+    v.kernel = "/k";
+    EXPECT_FALSE(validate(v).is_error());
+    v.nics[1].tap = "husk0";
+    EXPECT_EQ(validate(v).error().message(), "two NICs have the TAP `husk0`");
+    v.nics[1].tap.clear();
+    EXPECT_EQ(validate(v).error().message(), "a NIC needs its TAP (net.tap)");
+    v.nics.assign(kMaxNics + 1, NicConfig{});
+    for (size_t i = 0; i < v.nics.size(); ++i) v.nics[i].tap = "t" + std::to_string(i);
+    EXPECT_EQ(validate(v).error().message(), "too many NICs (at most 4)");
+    EXPECT_NE(parse_vm_toml("[[net]]\nmac = \"02:00:00:00:00:01\"\n", "vm.toml")
+                  .error()
+                  .message()
+                  .find("[[net]] needs a tap"),
+              std::string::npos);
     EXPECT_TRUE(parse_vm_toml("[net]\nunplugged = \"yes\"\n", "vm.toml").is_error());
+
+    auto json = machine_to_json(two.value());
+    VmConfig restored;
+    restored.nics = {{"other0", "", false}, {"other1", "", false}};
+    ASSERT_FALSE(machine_from_json(json, restored).is_error());
+    EXPECT_EQ(restored.nics[0].tap, "other0");
+    EXPECT_EQ(restored.nics[0].mac, "02:00:00:00:00:01");
+    EXPECT_TRUE(restored.nics[1].unplugged);
+    restored.nics.pop_back();
+    EXPECT_NE(machine_from_json(json, restored).error().message().find("has 2 network device(s)"), std::string::npos);
+    // A snapshot from before [[net]]: one NIC, plugged.
+    json.erase("nics");
+    json["net_tap"] = "husk0";
+    json["net_mac"] = "02:00:00:00:00:02";
+    ASSERT_FALSE(machine_from_json(json, restored).is_error());
+    EXPECT_EQ(restored.nics[0].mac, "02:00:00:00:00:02");
+    EXPECT_FALSE(restored.nics[0].unplugged);
 }
 
 TEST(VmConfig, DnsForwardIsAnIpv4EndpointBesideTheVsockDevice) {
