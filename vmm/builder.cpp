@@ -111,6 +111,19 @@ Result<void> Vmm::attach_container(std::optional<agent::Specs> container) {
                 std::lock_guard guard(self->m_exit_lock);
                 self->m_container_status = status;
             }});
+    // A container with a network: interfaces the engine adds once it runs are named in a warning.
+    if (!config.nics.empty() && m_loop) {
+        m_link_watch = TRY(LinkWatch::open(
+            [self] { return self->m_container->status() == ContainerSession::Status::Running; },
+            [](const std::string& name) {
+                log::warn(
+                    "network interface `{}` was added to the container's namespace while it runs (docker "
+                    "network connect): it is not wired to the VM, whose NICs are made at create; restart the "
+                    "container to use it",
+                    name);
+            }));
+        m_link_watch->start(*m_loop);
+    }
     return {};
 }
 

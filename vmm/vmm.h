@@ -20,6 +20,7 @@
 #include "vmm/base/unique_fd.h"
 #include "vmm/config/vm_config.h"
 #include "vmm/container/container_session.h"
+#include "vmm/container/link_watch.h"
 #include "vmm/devices/bus.h"
 #include "vmm/devices/legacy/serial.h"
 #include "vmm/devices/virtio/balloon/balloon.h"
@@ -154,6 +155,7 @@ private:
     std::shared_ptr<virtio::MmioTransport> m_vsock_transport;
     virtio::Vsock* m_vsock = nullptr;  // owned by m_vsock_transport
     std::vector<std::shared_ptr<virtio::MmioTransport>> m_net_transports;
+    std::unique_ptr<LinkWatch> m_link_watch;  // its reads are on m_loop, which outlives it
     UniqueFd m_console_file;
     bool m_console_stdin = false;
     UniqueFd m_input_stop;

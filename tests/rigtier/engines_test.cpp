@@ -463,6 +463,16 @@ TEST_F(Docker, TwoNetworksAreWiredAsUnderRunc) {
                    std::to_string(r.exit_status) + "\n" + r.out + r.err;
         },
         s_engines->vmm_logs());
+    // Connected while it runs: not wired (the VM's NICs are made at create), and husk-vmm's log says so.
+    docker("rm -f late");
+    ASSERT_EQ(docker("run -d --runtime husk --name late busybox:husk sleep 300").exit_status, 0);
+    EXPECT_EQ(docker("network connect husk-second late").exit_status, 0);
+    const std::string log =
+        s_engines->vmm_logs() + "/" + docker("inspect -f '{{.Id}}' late").out.substr(0, 64) + ".log";
+    EXPECT_TRUE(wait_until(
+        [&] { return sh("grep -c 'was added to the container.s namespace while it runs' " + log).out == "1\n"; }, 30))
+        << sh("tail -20 " + log).out;
+    docker("rm -f late");
     docker("network rm husk-second");
 }
 

@@ -185,6 +185,59 @@ std::string format_mac(const std::array<uint8_t, 6>& mac) {
     return text;
 }
 
+namespace {
+
+Link link_of(const ifinfomsg& info, std::span<const uint8_t> attributes) {
+    Link link;
+    link.index = uint32_t(info.ifi_index);
+    link.up = info.ifi_flags & IFF_UP;
+    link.loopback = info.ifi_type == ARPHRD_LOOPBACK;
+    link.ethernet = info.ifi_type == ARPHRD_ETHER;
+    for_each_attribute(attributes, [&](uint16_t type, std::span<const uint8_t> v) {
+        if (type == IFLA_IFNAME)
+            link.name.assign(reinterpret_cast<const char*>(v.data()),
+                             ::strnlen(reinterpret_cast<const char*>(v.data()), v.size()));
+        else if (type == IFLA_ADDRESS && v.size() == 6)
+            std::copy(v.begin(), v.end(), link.mac.begin());
+        else if (type == IFLA_MTU)
+            link.mtu = u32_of(v);
+    });
+    return link;
+}
+
+}  // namespace
+
+Result<UniqueFd> open_link_events() {
+    int fd = ::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+    if (fd < 0) return Error::from_errno(errno, "netlink socket");
+    UniqueFd owned(fd);
+    sockaddr_nl local{};
+    local.nl_family = AF_NETLINK;
+    local.nl_groups = RTMGRP_LINK;
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&local), sizeof local) < 0)
+        return Error::from_errno(errno, "netlink: subscribe to link events");
+    return owned;
+}
+
+std::vector<Link> new_links_in(std::span<const uint8_t> bytes) {
+    std::vector<Link> out;
+    while (bytes.size() >= sizeof(nlmsghdr)) {
+        nlmsghdr h;
+        std::memcpy(&h, bytes.data(), sizeof h);
+        if (h.nlmsg_len < sizeof h || h.nlmsg_len > bytes.size()) break;
+        auto payload = bytes.subspan(sizeof h, h.nlmsg_len - sizeof h);
+        if (h.nlmsg_type == RTM_NEWLINK && payload.size() >= sizeof(ifinfomsg)) {
+            ifinfomsg info;
+            std::memcpy(&info, payload.data(), sizeof info);
+            out.push_back(link_of(info, attributes_after(payload, sizeof info)));
+        }
+        size_t next = (size_t(h.nlmsg_len) + 3) & ~size_t(3);
+        if (next >= bytes.size()) break;
+        bytes = bytes.subspan(next);
+    }
+    return out;
+}
+
 Result<Network> read_network() {
     Socket socket = TRY(Socket::open());
     Network network;
@@ -192,21 +245,7 @@ Result<Network> read_network() {
     ifinfomsg links{};
     links.ifi_family = AF_UNSPEC;
     TRY(socket.dump(RTM_GETLINK, links, "links", [&](const ifinfomsg& info, std::span<const uint8_t> attributes) {
-        Link link;
-        link.index = uint32_t(info.ifi_index);
-        link.up = info.ifi_flags & IFF_UP;
-        link.loopback = info.ifi_type == ARPHRD_LOOPBACK;
-        link.ethernet = info.ifi_type == ARPHRD_ETHER;
-        for_each_attribute(attributes, [&](uint16_t type, std::span<const uint8_t> v) {
-            if (type == IFLA_IFNAME)
-                link.name.assign(reinterpret_cast<const char*>(v.data()),
-                                 ::strnlen(reinterpret_cast<const char*>(v.data()), v.size()));
-            else if (type == IFLA_ADDRESS && v.size() == 6)
-                std::copy(v.begin(), v.end(), link.mac.begin());
-            else if (type == IFLA_MTU)
-                link.mtu = u32_of(v);
-        });
-        network.links.push_back(std::move(link));
+        network.links.push_back(link_of(info, attributes));
     }));
 
     ifaddrmsg addresses{};

@@ -132,6 +132,13 @@ struct Network {
 // The calling thread's network namespace: links with their addresses, the main table's unicast routes.
 Result<Network> read_network();
 
+// A socket that receives the namespace's link events (RTMGRP_LINK).
+Result<UniqueFd> open_link_events();
+// The links that RTM_NEWLINK messages in `bytes` (what one read of that
+// socket gave) announce or change, without their addresses. Malformed or
+// other messages are skipped.
+std::vector<Link> new_links_in(std::span<const uint8_t> bytes);
+
 std::string format_mac(const std::array<uint8_t, 6>& mac);
 
 // A link's settings; what is not given stays as it is.
