@@ -11,19 +11,13 @@ namespace {
 
 constexpr size_t kBufferSize = 16 << 10;  // a read holds whole messages; a longer burst comes in several
 
-// The VM's own TAPs (the runtime's husk0, husk1, ...).
-bool is_vm_tap(const std::string& name) {
-    return name.size() > 4 && name.rfind("husk", 0) == 0 &&
-           name.find_first_not_of("0123456789", 4) == std::string::npos;
-}
-
 }  // namespace
 
 Result<std::unique_ptr<LinkWatch>> LinkWatch::open(std::function<bool()> running,
                                                    std::function<void(const std::string&)> added) {
     UniqueFd fd = TRY(netlink::open_link_events().context("watch the container's network interfaces"));
     std::unique_ptr<LinkWatch> watch(new LinkWatch(std::move(fd), std::move(running), std::move(added)));
-    // What is there now is the runtime's: noted, never warned about.
+    // What is there now is the runtime's and the VM's own TAPs (made before): noted, never warned about.
     if (auto network = netlink::read_network())
         for (const auto& link : network.value().links) watch->m_known.insert(link.index);
     return watch;
@@ -34,7 +28,7 @@ std::vector<std::string> LinkWatch::on_events(std::span<const uint8_t> bytes) {
     const bool running = m_running();
     for (const auto& link : netlink::new_links_in(bytes)) {
         if (!m_known.insert(link.index).second || !running) continue;
-        if (link.ethernet && !is_vm_tap(link.name)) added.push_back(link.name);
+        if (link.ethernet) added.push_back(link.name);
     }
     return added;
 }

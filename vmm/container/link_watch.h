@@ -22,7 +22,8 @@ class EventLoop;
 class LinkWatch {
 public:
     // Subscribes to the namespace's link events (before the jail and the
-    // seccomp filters; the socket is only read on the loop after that).
+    // seccomp filters; the socket is only read on the loop after that). The
+    // links there now (the engine's, the VM's TAPs) are known from the start.
     // `running` says whether the container's process has started; `added`
     // hears of each interface added since (on the loop thread).
     static Result<std::unique_ptr<LinkWatch>> open(std::function<bool()> running,
