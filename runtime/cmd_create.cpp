@@ -224,6 +224,15 @@ Result<void> connect_network(const ContainerState& state, int netns_fd) {
     return {};
 }
 
+std::string vmm_log_path(const GlobalOptions& g, const std::string& state_dir, const std::string& id) {
+    // --vmm-log-dir or HUSK_VMM_LOG_DIR (a debugging aid): each container VM's log goes to DIR/<id>.log
+    // instead, where it outlives the container (an engine removes its bundle, and the log it named there).
+    std::string keep = g.vmm_log_dir;
+    if (const char* env = std::getenv("HUSK_VMM_LOG_DIR"); keep.empty() && env) keep = env;
+    if (!keep.empty()) return keep + "/" + id + ".log";
+    return g.log.empty() ? state_dir + "/vmm.log" : g.log;
+}
+
 Result<ContainerState> create_container(const GlobalOptions& g, const CreateOptions& o) {
     TRY(validate_id(o.id));
     std::string bundle = absolute(fs::current_path().string(), o.bundle.empty() ? "." : o.bundle);
@@ -408,12 +417,7 @@ Result<ContainerState> create_container(const GlobalOptions& g, const CreateOpti
     command.container_specs = dir + "/container.specs";
     command.ready_fd = 3;
     command.wait_for_start = true;
-    command.log = g.log.empty() ? dir + "/vmm.log" : g.log;
-    // --vmm-log-dir or HUSK_VMM_LOG_DIR (a debugging aid): each container VM's log goes to DIR/<id>.log
-    // instead, where it outlives the container (an engine removes its bundle, and the log it named there).
-    std::string keep = g.vmm_log_dir;
-    if (const char* env = std::getenv("HUSK_VMM_LOG_DIR"); keep.empty() && env) keep = env;
-    if (!keep.empty()) command.log = keep + "/" + o.id + ".log";
+    command.log = vmm_log_path(g, dir, o.id);
     command.log_format = g.log_json ? VmmCommand::LogFormat::Json : VmmCommand::LogFormat::Text;
     command.debug = g.debug;
     // The VM's description stays in the state directory, where `cat` shows what husk-vmm was told.

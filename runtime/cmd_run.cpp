@@ -2,10 +2,13 @@
 // create + start; without --detach, waits for the container, passes signals on,
 // deletes it and exits with its status.
 #include <signal.h>
+#include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "runtime/create.h"
+#include "vmm/base/log.h"
+#include "vmm/base/system.h"
 
 namespace husk::runtime {
 
@@ -29,6 +32,14 @@ Result<int> cmd_run(const GlobalOptions& g, const Args& args) {
         timespec tick{0, 50 * 1000 * 1000};
         int sig = ::sigtimedwait(&forwarded, nullptr, &tick);
         if (sig > 0) ::kill(state.pid, sig);
+    }
+    if (WIFSIGNALED(status)) {
+        std::string log_path = vmm_log_path(g, state.dir, state.id);
+        // husk-vmm passes the process's status on as its own exit status: a signal means husk-vmm itself died,
+        // and the VM with it. Its log goes with the state directory, so its end is shown now.
+        int sig = WTERMSIG(status);
+        log::error("husk-vmm, the container's VM, was killed by signal {} ({}); the end of its log ({}):\n{}", sig,
+                   sigabbrev_np(sig) ? sigabbrev_np(sig) : "?", log_path, sys::read_tail(log_path));
     }
     (void)destroy_container(state);
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);

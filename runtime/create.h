@@ -18,6 +18,9 @@ struct CreateOptions {
 
 Result<CreateOptions> parse_create_options(const Args& args, const std::string& command);
 Result<ContainerState> create_container(const GlobalOptions& g, const CreateOptions& options);
+// Where container `id`'s husk-vmm logs: --log, else DIR/<id>.log under --vmm-log-dir or HUSK_VMM_LOG_DIR (kept
+// after the container), else vmm.log in its state directory `state_dir`.
+std::string vmm_log_path(const GlobalOptions& g, const std::string& state_dir, const std::string& id);
 // The engine's interface in the namespace `netns_fd` wired to the VM's TAP,
 // and the guest told to take it over (runtime/netns.h), relaying DNS at
 // 127.0.0.11 when the engine's resolv.conf names it.

@@ -71,12 +71,6 @@ Result<void> check_private_dir(const std::string& dir) {
     return {};
 }
 
-std::string tail(const std::string& path) {
-    std::ifstream in(path);
-    std::string text((std::istreambuf_iterator<char>(in)), {});
-    return text.size() > 2000 ? text.substr(text.size() - 2000) : text;
-}
-
 }  // namespace
 
 std::string template_root() {
@@ -158,7 +152,7 @@ Result<std::string> ensure_template(const RuntimeConfig& config, TemplateNics ni
     auto r = TRY(run_command(argv, "", kBootTimeoutSeconds, nullptr, "", own_netns));
     if (r.status != 0)
         return Error::from_string(
-            fmt::format("the template VM exited with {}: {}{}", r.status, r.err, tail(work + "/log")));
+            fmt::format("the template VM exited with {}: {}{}", r.status, r.err, sys::read_tail(work + "/log")));
     std::ofstream(work + "/snapshot/identity") << identity << "\n";
     if (::rename((work + "/snapshot").c_str(), dir.c_str()) < 0)
         return Error::from_errno(errno, "move the template into " + dir);

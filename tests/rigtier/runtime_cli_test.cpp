@@ -126,6 +126,45 @@ TEST_F(RuntimeCli, SetupErrorInTheGuestLeavesNothing) {
     EXPECT_EQ(shell("pgrep -f '[h]usk-vmm.*husk-cli-rig' | wc -l").out, "0\n");
 }
 
+// Engines may write the files they bind (/etc/resolv.conf, /etc/hosts,
+// /etc/hostname) after create (newer Docker does): the container reads them
+// at start, as under runc's bind mounts, since they reach the guest through
+// virtio-fs and are not copied at create.
+TEST_F(RuntimeCli, BoundFilesWrittenBetweenCreateAndStartAreSeenAtStart) {
+    fs::create_directories(m_dir + "/vol");
+    std::ofstream(m_dir + "/resolv.conf") << "nameserver 10.0.0.1\n";
+    std::ofstream(m_dir + "/hostname") << "at-create\n";
+    nlohmann::json c = {
+        {"ociVersion", "1.0.2"},
+        {"root", {{"path", "rootfs"}}},
+        {"process",
+         {{"args", {"sh", "-c", "cat /etc/resolv.conf /etc/hostname > /v/seen"}},
+          {"env", {"PATH=/bin"}},
+          {"cwd", "/"},
+          {"user", {{"uid", 0}, {"gid", 0}}}}},
+        {"mounts",
+         {{{"destination", "/proc"}, {"type", "proc"}, {"source", "proc"}},
+          {{"destination", "/etc/resolv.conf"},
+           {"type", "bind"},
+           {"source", m_dir + "/resolv.conf"},
+           {"options", {"rbind", "rprivate"}}},
+          {{"destination", "/etc/hostname"},
+           {"type", "bind"},
+           {"source", m_dir + "/hostname"},
+           {"options", {"rbind", "rprivate"}}},
+          {{"destination", "/v"}, {"type", "bind"}, {"source", m_dir + "/vol"}, {"options", {"rbind", "rw"}}}}}};
+    std::ofstream(m_dir + "/bundle/config.json") << c.dump();
+    auto created = husk("create --bundle " + m_dir + "/bundle files");
+    ASSERT_EQ(created.exit_status, 0) << created.err;
+    // Rewritten in place, as an engine does (a bind mount holds the file, not its name).
+    std::ofstream(m_dir + "/resolv.conf", std::ios::trunc) << "nameserver 127.0.0.11\noptions ndots:0\n";
+    std::ofstream(m_dir + "/hostname", std::ios::trunc) << "at-start\n";
+    ASSERT_EQ(husk("start files").exit_status, 0);
+    EXPECT_TRUE(wait_until([&] { return status("files") == "stopped"; }, 30)) << status("files");
+    EXPECT_EQ(shell("cat " + m_dir + "/vol/seen").out, "nameserver 127.0.0.11\noptions ndots:0\nat-start\n");
+    EXPECT_EQ(husk("delete files").exit_status, 0);
+}
+
 TEST_F(RuntimeCli, RunWaitsAndPassesTheStatus) {
     write_config({"sh", "-c", "echo ran; exit 9"});
     auto r = husk("run --bundle " + m_dir + "/bundle once");

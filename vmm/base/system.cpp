@@ -142,6 +142,18 @@ Result<std::string> read_file(const std::string& path, size_t max_size) {
     return out;
 }
 
+std::string read_tail(const std::string& path, size_t max_size) {
+    auto fd = open(path, O_RDONLY);
+    if (!fd) return {};
+    off_t end = ::lseek(fd.value().get(), 0, SEEK_END);
+    if (end < 0) return {};
+    off_t from = end > off_t(max_size) ? end - off_t(max_size) : 0;
+    std::string out(size_t(end - from), '\0');
+    ssize_t n = ::pread(fd.value().get(), out.data(), out.size(), from);
+    out.resize(n > 0 ? size_t(n) : 0);
+    return out;
+}
+
 Result<void> write_all(int fd, std::span<const uint8_t> data) {
     while (!data.empty()) {
         ssize_t n = ::write(fd, data.data(), data.size());

@@ -46,6 +46,8 @@ struct ResidentBreakdown {
 };
 std::optional<ResidentBreakdown> resident_breakdown_kib();
 Result<std::string> read_file(const std::string& path, size_t max_size = size_t(1) << 31);
+// At most the last `max_size` bytes of `path` (a log's end, for an error message); empty when it cannot be read.
+std::string read_tail(const std::string& path, size_t max_size = 2000);
 // Creates or truncates `path` (with `mode` when created) and writes `data` to it.
 Result<void> write_file(const std::string& path, std::string_view data, mode_t mode = 0600);
 // One write to a file that must already exist (a kernel control file: a

@@ -185,6 +185,7 @@ private:
 // A node as an entry reply says it: its id and what fstat saw.
 struct FuseServer::Entry {
     uint64_t node = 0;
+    uint32_t share = 0;
     struct stat st {};
 };
 

@@ -211,6 +211,7 @@ Result<void> FuseServer::do_link(Request& req, Reply& reply) {
     Entry entry;
     entry.st = TRY(stat_fd(target->fd.get()));
     entry.node = in.oldnodeid;
+    entry.share = target->share;
     ++target->nlookup;
     put_entry(reply, entry);
     return {};

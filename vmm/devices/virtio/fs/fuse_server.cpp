@@ -21,7 +21,10 @@ namespace {
 // virtio-fs arrived with FUSE 7.31 (Linux 5.4): no driver of this device speaks an older minor, so none of the
 // older, shorter argument layouts (FUSE_COMPAT_*) is accepted.
 constexpr uint32_t kMinMinor = 31;
-constexpr uint64_t kTimeoutSeconds = 1;  // entry and attribute validity
+// Entry and attribute validity. A file share's is 0: an engine binds /etc/resolv.conf, /etc/hosts and
+// /etc/hostname that way and may rewrite them in place after create (newer Docker does), and a guest that cached
+// the old size would read the new text cut to it. Those files are small and seldom read.
+constexpr uint64_t kTimeoutSeconds = 1;
 // INIT flags the server implements; the reply carries those the driver offered.
 constexpr uint32_t kInitFlags = FUSE_BIG_WRITES | FUSE_MAX_PAGES | FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO;
 
@@ -293,6 +296,7 @@ Result<void> FuseServer::require_fds(uint32_t share, size_t count) const {
 Result<FuseServer::Entry> FuseServer::remember(uint32_t share, UniqueFd fd, size_t fd_limit) {
     Entry entry;
     entry.st = TRY(stat_fd(fd.get()));
+    entry.share = share;
     InodeKey key{share, entry.st.st_dev, entry.st.st_ino};
     if (auto it = m_nodes_by_key.find(key); it != m_nodes_by_key.end()) {
         ++m_inodes.at(it->second).nlookup;
@@ -380,11 +384,15 @@ Result<UniqueFd> FuseServer::reopen(const Inode& inode, int flags) const {
     return UniqueFd(fd);
 }
 
-fuse_entry_out FuseServer::entry_out(const Entry& entry) {
+uint64_t FuseServer::validity(uint32_t share) const {
+    return m_shares[share].file ? 0 : kTimeoutSeconds;
+}
+
+fuse_entry_out FuseServer::entry_out(const Entry& entry) const {
     fuse_entry_out out{};
     out.nodeid = entry.node;
-    out.entry_valid = kTimeoutSeconds;
-    out.attr_valid = kTimeoutSeconds;
+    out.entry_valid = validity(entry.share);
+    out.attr_valid = validity(entry.share);
     out.attr = to_attr(entry.st);
     return out;
 }
@@ -404,8 +412,9 @@ Result<void> FuseServer::put_attr(Reply& reply, uint64_t node, int fh_fd) {
         out.attr.atime = out.attr.mtime = out.attr.ctime = uint64_t(m_created.tv_sec);
         out.attr.atimensec = out.attr.mtimensec = out.attr.ctimensec = uint32_t(m_created.tv_nsec);
     } else {
-        int fd = fh_fd;
-        if (fd < 0) fd = TRY(find_inode(node))->fd.get();
+        Inode* inode = TRY(find_inode(node));
+        int fd = fh_fd >= 0 ? fh_fd : inode->fd.get();
+        out.attr_valid = validity(inode->share);
         out.attr = to_attr(TRY(stat_fd(fd)));
     }
     reply.put(out);

@@ -146,7 +146,9 @@ private:
                                 mode_t mode);
     Result<void> apply_owner_and_mode(const fuse_in_header& header, const struct stat& parent, int fd, mode_t type,
                                       mode_t mode);
-    static fuse_entry_out entry_out(const Entry& entry);
+    // Seconds the guest may cache a node's entry and attributes for (FUSE entry_valid, attr_valid).
+    uint64_t validity(uint32_t share) const;
+    fuse_entry_out entry_out(const Entry& entry) const;
     void put_entry(Reply& reply, const Entry& entry) const;
     Result<void> put_attr(Reply& reply, uint64_t node, int fh_fd);
 

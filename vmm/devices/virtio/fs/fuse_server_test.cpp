@@ -403,6 +403,14 @@ TEST(FuseServerFiles, AShareMayBeOneRegularFile) {
     EXPECT_EQ(read_host_file(tmp / "hosts"), "10.0.0.99 localhost\n");
     uint64_t resolv = g.node(kRoot, "file1");
     EXPECT_EQ(g.open(resolv, O_WRONLY).error, EROFS);
+    // Never cached: an engine may rewrite the file in place after create, and the guest must see its new size.
+    auto entry = g.lookup(kRoot, "file1").as<fuse_entry_out>();
+    EXPECT_EQ(entry.entry_valid, 0u);
+    EXPECT_EQ(entry.attr_valid, 0u);
+    write_host_file(tmp / "resolv", "nameserver 127.0.0.11\noptions ndots:0\n");
+    auto attr = g.getattr(resolv).as<fuse_attr_out>();
+    EXPECT_EQ(attr.attr_valid, 0u);
+    EXPECT_EQ(attr.attr.size, 38u);
 }
 
 TEST_F(FuseServerTest, InitNegotiatesOnlyWhatIsImplemented) {
