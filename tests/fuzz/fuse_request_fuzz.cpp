@@ -5,7 +5,8 @@
 //
 // Input: one byte of options (bit 0: the harness sends a well-formed INIT
 // first; bit 1: a cap of 8 fds per share instead of 64; bit 2: READ and WRITE
-// get their data in separate buffers, as the device passes them), then records of
+// get their data in separate buffers, as the device passes them; bit 3: with
+// bit 2, their I/O left to the harness, as the device leaves it to its io_uring), then records of
 //   u16 in_len, u16 out (bit 15: keep the request's own fuse_in_header.len,
 //   else it is set to in_len; bits 0-14: the reply buffer's size), in_len bytes.
 // Every input gets a fresh tree and a fresh server, so a crash reproduces.
@@ -16,6 +17,8 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <array>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -117,6 +120,30 @@ uint16_t u16(const uint8_t* p) {
     return uint16_t(p[0] | (p[1] << 8));
 }
 
+// A READ or WRITE the way the device does it (bit 3): left to the caller, which does the I/O on the duplicate
+// fd it is given, then asks for the reply. Nothing handed over may exceed the data given.
+void deferred(husk::virtio::fs::FuseServer& server, std::span<const uint8_t> in, std::span<uint8_t> out,
+              const husk::virtio::fs::DataBuffers& data, size_t bytes) {
+    using namespace husk::virtio::fs;
+    DeferredIo io;
+    size_t n = server.handle(in, out, data, io);
+    if (!io.fd) {
+        if (n > out.size()) std::abort();
+        return;
+    }
+    if (n != 0) std::abort();
+    size_t handed = 0;
+    for (const auto& v : io.iov) handed += v.iov_len;
+    if (handed > bytes) std::abort();
+    ssize_t r = io.write ? ::pwritev(io.fd.get(), io.iov.data(), int(io.iov.size()), off_t(io.offset))
+                         : ::preadv(io.fd.get(), io.iov.data(), int(io.iov.size()), off_t(io.offset));
+    std::array<uint8_t, FuseServer::kDeferredReplyRoom> reply{};
+    size_t len = FuseServer::complete(io, r < 0 ? -errno : int(r), reply);
+    fuse_out_header h{};
+    std::memcpy(&h, reply.data(), sizeof h);
+    if (len < sizeof h || h.len != len || h.error > 0 || (!io.write && len > sizeof h + handed) || io.fd) std::abort();
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -180,6 +207,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             // The data in two pieces beside the request, as the device splits a WRITE.
             size_t bytes = in.size() - kWriteHead, half = bytes / 2;
             iovec pieces[] = {{in.data() + kWriteHead, half}, {in.data() + kWriteHead + half, bytes - half}};
+            if (options & 8) {
+                deferred(*server, std::span(in).first(kWriteHead), out, DataBuffers{pieces, bytes}, bytes);
+                continue;
+            }
             size_t n = server->handle(std::span(in).first(kWriteHead), out, DataBuffers{pieces, bytes});
             if (n > out.size()) std::abort();
             continue;
@@ -189,6 +220,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             std::vector<uint8_t> room(out.size() - sizeof(fuse_out_header));
             size_t half = room.size() / 2;
             iovec pieces[] = {{room.data(), half}, {room.data() + half, room.size() - half}};
+            if (options & 8) {
+                deferred(*server, in, std::span(out).first(sizeof(fuse_out_header)), DataBuffers{pieces, room.size()},
+                         room.size());
+                continue;
+            }
             size_t n =
                 server->handle(in, std::span(out).first(sizeof(fuse_out_header)), DataBuffers{pieces, room.size()});
             if (n > out.size()) std::abort();

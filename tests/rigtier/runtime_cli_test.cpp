@@ -116,6 +116,27 @@ TEST_F(RuntimeCli, AKilledVmmIsStoppedAndDeletesCleanly) {
     EXPECT_FALSE(fs::exists(api)) << "the API socket is removed";
 }
 
+// `husk run` in the foreground whose husk-vmm is killed: its status is 128 + the signal, stderr says what
+// happened and shows the end of husk-vmm's log (which goes with the state directory), and nothing is left.
+TEST_F(RuntimeCli, RunSaysWhenItsVmmIsKilled) {
+    write_config({"sleep", "300"});
+    shell("(" + env("HUSK_RUNTIME") + " --root " + m_dir + "/state run --bundle " + m_dir + "/bundle --pid-file " +
+          m_dir + "/pid doomed </dev/null >" + m_dir + "/out 2>" + m_dir + "/err; echo $? >" + m_dir + "/rc.tmp; mv " +
+          m_dir + "/rc.tmp " + m_dir + "/rc) </dev/null >/dev/null 2>&1 &");
+    ASSERT_TRUE(wait_until([&] { return status("doomed") == "running"; }, 60)) << shell("cat " + m_dir + "/err").out;
+    std::ifstream pf(m_dir + "/pid");
+    pid_t pid = 0;
+    pf >> pid;
+    ASSERT_GT(pid, 0);
+    ::kill(pid, SIGKILL);
+    ASSERT_TRUE(wait_until([&] { return fs::exists(m_dir + "/rc"); }, 30));
+    EXPECT_EQ(shell("cat " + m_dir + "/rc").out, "137\n");
+    std::string err = shell("cat " + m_dir + "/err").out;
+    EXPECT_NE(err.find("husk-vmm, the container's VM, was killed by signal 9 (KILL)"), std::string::npos) << err;
+    EXPECT_NE(err.find("/state/doomed/vmm.log"), std::string::npos) << err;
+    EXPECT_FALSE(fs::exists(m_dir + "/state/doomed"));
+}
+
 // A cwd that is a file: the guest's setup fails (a missing one would be made, as runc does).
 TEST_F(RuntimeCli, SetupErrorInTheGuestLeavesNothing) {
     write_config({"true"}, "/bin/busybox");

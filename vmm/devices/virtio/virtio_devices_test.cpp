@@ -1,15 +1,20 @@
 // virtio-mmio transport, virtio-rng and virtio-blk driven by a fake driver
 // through the transport's registers, with the real io_uring event loop.
 #include <gtest/gtest.h>
+#include <linux/fuse.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <future>
 #include <thread>
 
 #include "vmm/devices/virtio/block/block.h"
+#include "vmm/devices/virtio/fs/fs.h"
 #include "vmm/devices/virtio/mmio/mmio_transport.h"
 #include "vmm/devices/virtio/net/net.h"
 #include "vmm/devices/virtio/queue/fake_driver.h"
@@ -415,6 +420,124 @@ TEST(Block, AResetWithAReadInFlightStaysBusyUntilItLands) {
     gate.open();
     EXPECT_TRUE(becomes_idle(*h.t));
     EXPECT_EQ(h.drv.used_idx(), 0) << "the orphaned read is not reported to the reset queue";
+}
+
+// virtio-fs leaves READ's and WRITE's I/O to the event loop's io_uring: the
+// reply comes when it completes, a READ's data in the guest's buffers and
+// only the out-header written before them.
+TEST(Fs, ReadAndWriteAreAnsweredWhenTheirIoCompletes) {
+    namespace stdfs = std::filesystem;
+    stdfs::path dir = stdfs::temp_directory_path() / ("husk-fsdev-" + std::to_string(::getpid()));
+    stdfs::remove_all(dir);
+    stdfs::create_directories(dir / "share");
+    std::ofstream(dir / "share/f") << "0123456789abcdef";
+    auto fs = Fs::create({{"s", (dir / "share").string(), false}});
+    ASSERT_TRUE(fs) << fs.error().message();
+    Harness h(fs.release_value());
+    FakeDriver req{h.mem, 16, 0x200000};
+    wr32(*h.t, 0x70, kStatusAcknowledge | kStatusDriver);
+    wr32(*h.t, 0x24, 1);
+    wr32(*h.t, 0x20, 1);
+    wr32(*h.t, 0x70, kStatusAcknowledge | kStatusDriver | kStatusFeaturesOk);
+    for (uint32_t index : {0u, 1u}) {
+        Queue shadow(256);
+        (index ? req : h.drv).configure(shadow);
+        wr32(*h.t, 0x30, index);
+        wr32(*h.t, 0x38, shadow.size());
+        wr32(*h.t, 0x80, uint32_t(shadow.desc_table()));
+        wr32(*h.t, 0x90, uint32_t(shadow.avail_ring()));
+        wr32(*h.t, 0xa0, uint32_t(shadow.used_ring()));
+        wr32(*h.t, 0x44, 1);
+    }
+    wr32(*h.t, 0x70, kStatusAcknowledge | kStatusDriver | kStatusFeaturesOk | kStatusDriverOk);
+    ASSERT_FALSE(rd32(*h.t, 0x70) & kStatusNeedsReset);
+
+    uint64_t unique = 0;
+    uint16_t sent = 0;
+    // One request: its header and arguments (and a WRITE's data) readable, then the buffers for the reply.
+    auto call = [&](uint32_t opcode, uint64_t node, std::vector<uint8_t> args, std::vector<uint8_t> data,
+                    std::vector<uint32_t> out_sizes) {
+        fuse_in_header head{};
+        head.len = uint32_t(sizeof head + args.size() + data.size());
+        head.opcode = opcode;
+        head.unique = ++unique;
+        head.nodeid = node;
+        std::vector<uint8_t> in(sizeof head);
+        std::memcpy(in.data(), &head, sizeof head);
+        in.insert(in.end(), args.begin(), args.end());
+        std::vector<Buffer> chain{{req.alloc(uint32_t(in.size()), in.data()), uint32_t(in.size()), false}};
+        if (!data.empty())
+            chain.push_back({req.alloc(uint32_t(data.size()), data.data()), uint32_t(data.size()), false});
+        std::vector<uint64_t> outs;
+        for (uint32_t size : out_sizes) {
+            outs.push_back(req.alloc(size));
+            chain.push_back({outs.back(), size, true});
+        }
+        req.add_chain(chain);
+        wr32(*h.t, 0x50, 1);
+        ++sent;
+        return outs;
+    };
+    auto wait = [&] {
+        for (int i = 0; i < 2000 && req.used_idx() < sent; ++i)
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        return req.used_idx() == sent;
+    };
+    auto bytes = [](const auto& v) {
+        std::vector<uint8_t> b(sizeof v);
+        std::memcpy(b.data(), &v, sizeof v);
+        return b;
+    };
+    auto header = [&](uint64_t at) { return h.mem.read_obj<fuse_out_header>(at).value(); };
+
+    fuse_init_in init{};
+    init.major = FUSE_KERNEL_VERSION;
+    init.minor = FUSE_KERNEL_MINOR_VERSION;
+    auto o = call(FUSE_INIT, 0, bytes(init), {}, {sizeof(fuse_out_header) + sizeof(fuse_init_out)});
+    ASSERT_TRUE(wait());
+    ASSERT_EQ(header(o[0]).error, 0);
+    auto lookup = [&](uint64_t parent, std::string name) {
+        std::vector<uint8_t> n(name.begin(), name.end());
+        n.push_back(0);
+        auto at = call(FUSE_LOOKUP, parent, n, {}, {sizeof(fuse_out_header) + sizeof(fuse_entry_out)});
+        EXPECT_TRUE(wait());
+        EXPECT_EQ(header(at[0]).error, 0) << name;
+        return h.mem.read_obj<fuse_entry_out>(at[0] + sizeof(fuse_out_header)).value().nodeid;
+    };
+    uint64_t file = lookup(lookup(FUSE_ROOT_ID, "s"), "f");
+    fuse_open_in open_in{};
+    open_in.flags = O_RDWR;
+    o = call(FUSE_OPEN, file, bytes(open_in), {}, {sizeof(fuse_out_header) + sizeof(fuse_open_out)});
+    ASSERT_TRUE(wait());
+    uint64_t fh = h.mem.read_obj<fuse_open_out>(o[0] + sizeof(fuse_out_header)).value().fh;
+
+    // A READ into a separate data buffer, as the Linux driver sends it.
+    fuse_read_in r{};
+    r.fh = fh;
+    r.offset = 4;
+    r.size = 6;
+    o = call(FUSE_READ, file, bytes(r), {}, {sizeof(fuse_out_header), 64});
+    ASSERT_TRUE(wait());
+    EXPECT_TRUE(becomes_idle(*h.t)) << "nothing left in flight";
+    EXPECT_EQ(req.used(uint16_t(sent - 1)).second, sizeof(fuse_out_header) + 6);
+    EXPECT_EQ(header(o[0]).len, sizeof(fuse_out_header) + 6);
+    EXPECT_EQ(header(o[0]).error, 0);
+    char got[8] = {};
+    ASSERT_FALSE(h.mem.read(o[1], std::span(reinterpret_cast<uint8_t*>(got), 8)).is_error());
+    EXPECT_EQ(std::string(got, 8), std::string("456789") + std::string(2, '\0')) << "the data start right away";
+
+    // A WRITE: its data written where asked, the reply its size.
+    fuse_write_in w{};
+    w.fh = fh;
+    w.offset = 10;
+    w.size = 3;
+    o = call(FUSE_WRITE, file, bytes(w), {'X', 'Y', 'Z'}, {sizeof(fuse_out_header) + sizeof(fuse_write_out)});
+    ASSERT_TRUE(wait());
+    EXPECT_EQ(header(o[0]).error, 0);
+    EXPECT_EQ(h.mem.read_obj<fuse_write_out>(o[0] + sizeof(fuse_out_header)).value().size, 3u);
+    std::ifstream back(dir / "share/f");
+    EXPECT_EQ(std::string(std::istreambuf_iterator<char>(back), {}), "0123456789XYZdef");
+    stdfs::remove_all(dir);
 }
 
 // A TX frame on its way to the TAP holds a chain popped from the avail ring

@@ -3,6 +3,7 @@
 #include <linux/fuse.h>
 #include <sys/uio.h>
 
+#include <array>
 #include <climits>
 #include <cstring>
 #include <vector>
@@ -100,6 +101,12 @@ size_t total(const std::vector<iovec>& iov) {
 
 }  // namespace
 
+struct Fs::InFlight {
+    InFlight(fs::DeferredIo deferred, DescriptorChain request) : io(std::move(deferred)), chain(std::move(request)) {}
+    fs::DeferredIo io;
+    DescriptorChain chain;
+};
+
 void Fs::serve(Queue& queue) {
     const GuestMemory& mem = *m_ctx.memory;
     constexpr size_t kWriteHead = sizeof(fuse_in_header) + sizeof(fuse_write_in);
@@ -108,7 +115,7 @@ void Fs::serve(Queue& queue) {
         auto next = queue.pop(mem);
         if (next.is_error()) return m_ctx.fail(next.error());
         if (!next.value()) break;
-        const DescriptorChain& chain = *next.value();
+        DescriptorChain& chain = *next.value();
         // The request (§5.11.6): the device-readable bytes are the FUSE
         // in-header and arguments, then a WRITE's data; the device-writable
         // ones take the out-header, then the reply's arguments or a READ's
@@ -151,7 +158,12 @@ void Fs::serve(Queue& queue) {
         }
         std::span<uint8_t> out(m_out.get(), out_len);
         fs::DataBuffers buffers{data, total(data)};
-        size_t reply = m_server->handle(in, out, buffers);
+        fs::DeferredIo io;
+        size_t reply = m_server->handle(in, out, buffers, io);
+        if (io.fd) {
+            submit(queue, std::make_shared<InFlight>(std::move(io), std::move(chain)));
+            continue;
+        }
         // With a READ's data in place, only the out-header is in `out`; the rest is already in the guest.
         uint32_t written = reply ? write_to_chain(mem, chain, out.first(std::min<size_t>(reply, out.size()))) : 0;
         if (reply > out.size()) written = uint32_t(reply);
@@ -160,6 +172,55 @@ void Fs::serve(Queue& queue) {
         used = true;
     }
     if (used) notify_if_wanted(queue, m_ctx);
+}
+
+void Fs::submit(Queue& queue, std::shared_ptr<InFlight> op) {
+    ++m_in_flight;
+    auto r = m_ctx.loop->submit(
+        [op](io_uring_sqe* sqe) {
+            auto& io = op->io;
+            if (io.write)
+                io_uring_prep_writev(sqe, io.fd.get(), io.iov.data(), unsigned(io.iov.size()), io.offset);
+            else
+                io_uring_prep_readv(sqe, io.fd.get(), io.iov.data(), unsigned(io.iov.size()), io.offset);
+        },
+        [this, &queue, op, gen = m_generation](int result) {
+            std::lock_guard guard(*m_ctx.lock);
+            --m_in_flight;
+            if (gen != m_generation || m_queues.empty()) return;  // reset meanwhile: the duplicate fd closes with op
+            finish(queue, *op, result);
+            schedule_notify(queue);
+        });
+    if (r.is_error()) {
+        --m_in_flight;
+        finish(queue, *op, -EIO);
+        notify_if_wanted(queue, m_ctx);
+    }
+}
+
+void Fs::finish(Queue& queue, InFlight& op, int result) {
+    const GuestMemory& mem = *m_ctx.memory;
+    std::array<uint8_t, fs::FuseServer::kDeferredReplyRoom> out{};
+    size_t reply = fs::FuseServer::complete(op.io, result, out);
+    // A READ's data are in the guest's buffers already, right after the out-header: only the header is written
+    // here, and the used length counts the data with it.
+    size_t head = op.io.write ? reply : std::min(reply, sizeof(fuse_out_header));
+    uint32_t written = write_to_chain(mem, op.chain, std::span(out).first(std::min(head, out.size())));
+    if (!op.io.write) written = uint32_t(reply);
+    if (auto r = queue.add_used(mem, op.chain.head(), written); r.is_error()) return m_ctx.fail(r.error());
+    ++m_requests;
+}
+
+void Fs::schedule_notify(Queue& queue) {
+    // Completions reaped together are told to the guest with one interrupt, once the loop has run them all.
+    if (m_notify_scheduled) return;
+    m_notify_scheduled = true;
+    m_ctx.loop->defer([this, &queue, gen = m_generation] {
+        std::lock_guard guard(*m_ctx.lock);
+        m_notify_scheduled = false;
+        if (gen != m_generation || m_queues.empty()) return;
+        notify_if_wanted(queue, m_ctx);
+    });
 }
 
 }  // namespace husk::virtio

@@ -1,8 +1,9 @@
 // virtio-fs (virtio 1.2 §5.11): host directories shared with the guest. The
 // FUSE requests on the queues are served by a FuseServer (fuse_server.h), on
 // the event loop thread. A READ's or WRITE's data never pass through the
-// device's own buffers: preadv and pwritev move them between the host file
-// and the guest's buffers. One device per VM, tag "husk": its root directory
+// device's own buffers: the event loop's io_uring (READV, WRITEV) moves them
+// between the host file and the guest's buffers, and the request is answered
+// when that completes, while the requests after it are served. One device per VM, tag "husk": its root directory
 // holds each share under its name; the guest mounts the tag once and binds
 // each share where it is needed. The device exists with or without shares,
 // so a template made with it serves the shares its restores are given.
@@ -10,6 +11,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "vmm/devices/virtio/device.h"
@@ -43,13 +45,20 @@ public:
     // node ids named are not carried in a snapshot: its requests get errors
     // until it mounts again. Templates are made before anything is mounted.
     void restored() override;
+    // A READ or WRITE on the io_uring reads or writes guest memory until it completes.
+    bool busy() const override { return m_in_flight > 0; }
 
     uint64_t requests_served() const { return m_requests; }
 
 private:
     explicit Fs(std::unique_ptr<fs::FuseServer> server) : m_server(std::move(server)) {}
+    struct InFlight;
     // Serves every chain the driver has made available on `queue`.
     void serve(Queue& queue);
+    // A READ's or WRITE's I/O submitted to the event loop's io_uring; its reply is written when it completes.
+    void submit(Queue& queue, std::shared_ptr<InFlight> op);
+    void finish(Queue& queue, InFlight& op, int result);
+    void schedule_notify(Queue& queue);
 
     std::unique_ptr<fs::FuseServer> m_server;
     std::span<Queue> m_queues;
@@ -60,6 +69,8 @@ private:
     std::unique_ptr<uint8_t[]> m_out = std::make_unique_for_overwrite<uint8_t[]>(kMaxMessage);
     uint64_t m_requests = 0;
     uint64_t m_generation = 0;  // bumped on reset: a deferred notify of an older session is dropped
+    uint32_t m_in_flight = 0;   // READs and WRITEs submitted, not completed (counted across resets)
+    bool m_notify_scheduled = false;
 };
 
 }  // namespace husk::virtio

@@ -100,6 +100,7 @@ Result<void> FuseServer::do_read(Request& req, Reply& reply) {
     if (req.data) {
         // Straight into the guest's buffers.
         auto iov = first_bytes(req.data->iov, std::min<size_t>({in.size, m_limits.max_write, req.data->bytes}));
+        if (m_defer) return defer(req, *h, false, in.offset, std::move(iov), false);
         ssize_t n;
         do {
             n = ::preadv(h->fd.get(), iov.data(), int(iov.size()), off_t(in.offset));
@@ -131,6 +132,9 @@ Result<void> FuseServer::do_write(Request& req, Reply& reply) {
     if (m_shares[h->share].read_only) return fail(EROFS, "read-only share");
     if (!h->writable) return fail(EBADF, "handle not open for writing");
     if (in.offset > uint64_t(INT64_MAX)) return fail(EINVAL, "write offset");
+    if (req.data && m_defer)
+        return defer(req, *h, true, in.offset, {req.data->iov.begin(), req.data->iov.end()},
+                     in.write_flags & FUSE_WRITE_KILL_SUIDGID);
     ssize_t n;
     do {
         n = req.data ? ::pwritev(h->fd.get(), req.data->iov.data(), int(req.data->iov.size()), off_t(in.offset))
@@ -142,6 +146,40 @@ Result<void> FuseServer::do_write(Request& req, Reply& reply) {
     out.size = uint32_t(n);
     reply.put(out);
     return {};
+}
+
+Result<void> FuseServer::defer(const Request& req, const Handle& h, bool write, uint64_t offset, std::vector<iovec> iov,
+                               bool kill_suidgid) {
+    // A duplicate: the guest may RELEASE the handle, or reset the device, before the I/O is done, and the
+    // handle's fd number could then name another file by the time the caller's ring reads it.
+    int fd = ::fcntl(h.fd.get(), F_DUPFD_CLOEXEC, 0);
+    if (fd < 0) return sys_fail("dup");
+    m_defer->write = write;
+    m_defer->fd = UniqueFd(fd);
+    m_defer->offset = offset;
+    m_defer->iov = std::move(iov);
+    m_defer->unique = req.header.unique;
+    m_defer->kill_suidgid = kill_suidgid;
+    return {};
+}
+
+size_t FuseServer::complete(DeferredIo& io, int result, std::span<uint8_t> out) {
+    UniqueFd fd = std::move(io.fd);
+    if (out.size() < kDeferredReplyRoom) return 0;
+    fuse_out_header h{uint32_t(sizeof h), 0, io.unique};
+    if (result < 0) {
+        h.error = result > -4096 ? result : -EIO;
+    } else if (io.write) {
+        if (result > 0 && io.kill_suidgid) kill_suidgid(fd.get());
+        fuse_write_out w{};
+        w.size = uint32_t(result);
+        std::memcpy(out.data() + sizeof h, &w, sizeof w);
+        h.len += uint32_t(sizeof w);
+    } else {
+        h.len += uint32_t(result);
+    }
+    std::memcpy(out.data(), &h, sizeof h);
+    return h.len;
 }
 
 Result<void> FuseServer::do_release(Request& req, bool directory) {

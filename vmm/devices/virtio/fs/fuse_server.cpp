@@ -110,6 +110,15 @@ size_t FuseServer::open_fds(size_t share_index) const {
     return share_index < m_shares.size() ? m_shares[share_index].fds : 0;
 }
 
+size_t FuseServer::handle(std::span<const uint8_t> in, std::span<uint8_t> out, const DataBuffers& data,
+                          DeferredIo& io) {
+    io.fd.reset();
+    m_defer = &io;
+    size_t n = handle(in, out, data);
+    m_defer = nullptr;
+    return io.fd ? 0 : n;
+}
+
 size_t FuseServer::handle(std::span<const uint8_t> in, std::span<uint8_t> out, const DataBuffers& data) {
     auto reply_error = [&](uint64_t unique, int code) -> size_t {
         if (out.size() < sizeof(fuse_out_header)) return 0;

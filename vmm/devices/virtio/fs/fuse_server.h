@@ -51,6 +51,18 @@ struct DataBuffers {
     size_t bytes = 0;  // their total length
 };
 
+// A READ or WRITE whose data are in guest buffers, passed every check and left to the caller's io_uring
+// (FuseServer::handle with a DeferredIo): preadv or pwritev of `iov` at `offset` on `fd`, then
+// FuseServer::complete with the result for the reply.
+struct DeferredIo {
+    bool write = false;
+    UniqueFd fd;  // a duplicate of the handle's: a RELEASE or reset meanwhile closes theirs, never this one
+    uint64_t offset = 0;
+    std::vector<struct iovec> iov;  // a READ's guest buffers cut to the size asked, or a WRITE's data
+    uint64_t unique = 0;            // the request's
+    bool kill_suidgid = false;      // a WRITE with FUSE_WRITE_KILL_SUIDGID
+};
+
 struct ServerLimits {
     uint32_t max_fds_per_share = 4096;  // inode O_PATH fds + open handles, per share
     uint32_t max_write = 1u << 20;      // negotiated max_write / max read size
@@ -78,6 +90,15 @@ public:
     // fuse_write_in and its data are `data` (fuse_in_header.len counts them); for a READ, the data read go into
     // `data` and only the reply's fuse_out_header into `out` (its len, and the value returned, count them).
     size_t handle(std::span<const uint8_t> in, std::span<uint8_t> out, const DataBuffers& data = {});
+    // The same for a caller that does READ's and WRITE's I/O itself, on its io_uring: a READ or WRITE with `data`
+    // that passes every check is not done but described in `io` (its fd set), and 0 is returned. Any other
+    // request is handled as above, and `io`'s fd is left unset.
+    size_t handle(std::span<const uint8_t> in, std::span<uint8_t> out, const DataBuffers& data, DeferredIo& io);
+    // The reply to a DeferredIo whose I/O returned `result` (bytes, or -errno): written into `out`, which has
+    // room for a fuse_out_header and a fuse_write_out (kDeferredReplyRoom). Returns its length, a READ's data (in
+    // the guest's buffers already) counted. Closes io.fd.
+    static constexpr size_t kDeferredReplyRoom = 24;
+    static size_t complete(DeferredIo& io, int result, std::span<uint8_t> out);
     // Device reset / unmount: drops every inode and handle (closes their fds); the next request must be INIT.
     void reset();
     // Fds held for share `index`: its inodes' O_PATH fds and its open handles. The share directory's own fd,
@@ -169,6 +190,9 @@ private:
     Result<void> do_create(Request& req, Reply& reply);
     Result<void> do_read(Request& req, Reply& reply);
     Result<void> do_write(Request& req, Reply& reply);
+    // A READ or WRITE handed to handle()'s caller (m_defer), on a duplicate of the handle's fd.
+    Result<void> defer(const Request& req, const Handle& h, bool write, uint64_t offset, std::vector<struct iovec> iov,
+                       bool kill_suidgid);
     Result<void> do_statfs(Request& req, Reply& reply);
     Result<void> do_release(Request& req, bool directory);
     Result<void> do_fsync(Request& req, bool directory);
@@ -191,8 +215,9 @@ private:
 
     std::vector<Share> m_shares;
     ServerLimits m_limits;
-    UniqueFd m_proc_self_fd;  // /proc/self/fd, O_PATH: where O_PATH fds are reopened for I/O
-    timespec m_created;       // the synthetic root's timestamps
+    DeferredIo* m_defer = nullptr;  // handle()'s DeferredIo for this request, if its caller does the I/O
+    UniqueFd m_proc_self_fd;        // /proc/self/fd, O_PATH: where O_PATH fds are reopened for I/O
+    timespec m_created;             // the synthetic root's timestamps
     bool m_initialized = false;
     uint64_t m_next_node = 2;    // node 1 is the synthetic root; ids are never reused
     uint64_t m_next_handle = 1;  // never reused either: a stale fh is EBADF, not someone else's file

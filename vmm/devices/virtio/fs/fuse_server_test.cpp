@@ -166,7 +166,8 @@ public:
     // buffers. `len_extra` is added to fuse_in_header.len (a WRITE's data).
     // The reply's header, and how much handle() said the reply holds.
     std::pair<fuse_out_header, size_t> call_with_data(uint32_t opcode, const Args& args, uint32_t len_extra,
-                                                      const DataBuffers& data, size_t out_size = kOutSize) {
+                                                      const DataBuffers& data, size_t out_size = kOutSize,
+                                                      DeferredIo* io = nullptr) {
         std::vector<uint8_t> in(sizeof(fuse_in_header));
         auto payload = args.bytes();
         in.insert(in.end(), payload.begin(), payload.end());
@@ -178,7 +179,7 @@ public:
         h.gid = gid;
         std::memcpy(in.data(), &h, sizeof h);
         std::vector<uint8_t> out(out_size);
-        size_t n = m_server.handle(in, out, data);
+        size_t n = io ? m_server.handle(in, out, data, *io) : m_server.handle(in, out, data);
         fuse_out_header oh{};
         if (n >= sizeof oh) std::memcpy(&oh, out.data(), sizeof oh);
         EXPECT_EQ(oh.unique, n ? h.unique : 0);
@@ -653,6 +654,95 @@ TEST_F(FuseServerTest, ReadAndWriteUseTheGuestsBuffersDirectly) {
     w.fh = rdonly;
     EXPECT_EQ(g().call_with_data(FUSE_WRITE, Args().add(w), 12, DataBuffers{pieces, 12}).first.error, -EBADF);
     EXPECT_EQ(read_host_file(tmp / "data/f"), "hello, world");
+}
+
+// The device leaves READ's and WRITE's I/O to its io_uring: the server checks the request, hands the I/O over
+// on a duplicate fd (a RELEASE before it completes closes only the handle's), and answers from the result.
+TEST_F(FuseServerTest, DeferredReadAndWriteOutliveTheirHandle) {
+    auto a = g().create(data, "f", O_RDWR | O_CREAT | O_EXCL, 0644);
+    ASSERT_EQ(a.error, 0);
+    uint64_t node = a.as<fuse_entry_out>().nodeid;
+    uint64_t fh = a.as<fuse_open_out>(sizeof(fuse_entry_out)).fh;
+    ASSERT_EQ(::chmod((tmp / "data/f").c_str(), 06755), 0);
+    char text[] = "deferred";
+    iovec piece{text, 8};
+    fuse_write_in w{};
+    w.fh = fh;
+    w.size = 8;
+    w.write_flags = FUSE_WRITE_KILL_SUIDGID;
+    DeferredIo io;
+    auto [wh, wn] = g().call_with_data(FUSE_WRITE, Args().add(w), 8, DataBuffers{{&piece, 1}, 8}, kOutSize, &io);
+    EXPECT_EQ(wn, 0u) << "no reply yet";
+    ASSERT_TRUE(io.fd);
+    EXPECT_TRUE(io.write);
+    EXPECT_EQ(io.offset, 0u);
+    ASSERT_EQ(io.iov.size(), 1u);
+    EXPECT_EQ(read_host_file(tmp / "data/f"), "") << "the caller writes";
+    size_t held = server->open_fds(0);
+    EXPECT_EQ(g().release(fh).error, 0);
+    EXPECT_EQ(server->open_fds(0), held - 1);
+    ssize_t n = ::pwritev(io.fd.get(), io.iov.data(), int(io.iov.size()), off_t(io.offset));
+    ASSERT_EQ(n, 8) << "the duplicate outlives the handle";
+    std::array<uint8_t, FuseServer::kDeferredReplyRoom> out{};
+    size_t len = FuseServer::complete(io, int(n), out);
+    ASSERT_EQ(len, sizeof(fuse_out_header) + sizeof(fuse_write_out));
+    fuse_out_header h{};
+    std::memcpy(&h, out.data(), sizeof h);
+    EXPECT_EQ(h.len, len);
+    EXPECT_EQ(h.error, 0);
+    EXPECT_NE(h.unique, 0u);
+    fuse_write_out wo{};
+    std::memcpy(&wo, out.data() + sizeof h, sizeof wo);
+    EXPECT_EQ(wo.size, 8u);
+    EXPECT_FALSE(io.fd) << "closed by complete()";
+    EXPECT_EQ(read_host_file(tmp / "data/f"), "deferred");
+    EXPECT_EQ(host_lstat(tmp / "data/f").st_mode & 07777, 0755u) << "KILL_SUIDGID applied on completion";
+
+    // A READ: the guest's buffers cut to the size asked; the reply counts the data.
+    uint64_t rfh = g().fh(node, O_RDONLY);
+    char buffer[16] = {};
+    iovec into{buffer, sizeof buffer};
+    fuse_read_in r{};
+    r.fh = rfh;
+    r.offset = 2;
+    r.size = 4;
+    DeferredIo rio;
+    auto [rh, rn] = g().call_with_data(FUSE_READ, Args().add(r), 0, DataBuffers{{&into, 1}, 16}, kOutSize, &rio);
+    EXPECT_EQ(rn, 0u);
+    ASSERT_TRUE(rio.fd);
+    EXPECT_FALSE(rio.write);
+    EXPECT_EQ(rio.offset, 2u);
+    ASSERT_EQ(rio.iov.size(), 1u);
+    EXPECT_EQ(rio.iov[0].iov_len, 4u);
+    n = ::preadv(rio.fd.get(), rio.iov.data(), int(rio.iov.size()), off_t(rio.offset));
+    ASSERT_EQ(n, 4);
+    len = FuseServer::complete(rio, int(n), out);
+    EXPECT_EQ(len, sizeof(fuse_out_header) + 4);
+    std::memcpy(&h, out.data(), sizeof h);
+    EXPECT_EQ(h.len, len);
+    EXPECT_EQ(std::string(buffer, 4), "ferr");
+    // A failed I/O is the request's error; a result beyond errno's range is EIO.
+    DeferredIo failing;
+    (void)g().call_with_data(FUSE_READ, Args().add(r), 0, DataBuffers{{&into, 1}, 16}, kOutSize, &failing);
+    ASSERT_TRUE(failing.fd);
+    EXPECT_EQ(FuseServer::complete(failing, -ENOSPC, out), sizeof(fuse_out_header));
+    std::memcpy(&h, out.data(), sizeof h);
+    EXPECT_EQ(h.error, -ENOSPC);
+    // Every check still comes first: a stale handle is answered at once, with nothing handed over.
+    r.fh = fh;
+    DeferredIo stale;
+    auto [sh, sn] = g().call_with_data(FUSE_READ, Args().add(r), 0, DataBuffers{{&into, 1}, 16}, kOutSize, &stale);
+    EXPECT_EQ(sn, sizeof(fuse_out_header));
+    EXPECT_EQ(sh.error, -EBADF);
+    EXPECT_FALSE(stale.fd);
+    // So is any other request.
+    DeferredIo none;
+    fuse_getattr_in ga{};
+    auto [gh, gn] = g().call_with_data(FUSE_GETATTR, Args().add(ga), 0, DataBuffers{}, kOutSize, &none);
+    EXPECT_EQ(gh.len, gn);
+    EXPECT_GE(gn, sizeof(fuse_out_header));
+    EXPECT_FALSE(none.fd);
+    EXPECT_EQ(g().release(rfh).error, 0);
 }
 
 TEST_F(FuseServerTest, FallocateLseekAndWriteLimits) {
