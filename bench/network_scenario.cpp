@@ -73,6 +73,14 @@ json network_scenario(int runs, const std::string& runtime_path) {
             return out;
         }
     }
+    // The guest's interrupt counts (its /proc/interrupts) around the downloads: what the VM's exits cost is
+    // much of husk's figure in the rig, and these show how many the transfers took.
+    auto guest_interrupts = [&] {
+        return husk::test::shell(docker +
+                                 " exec bench-net-husk sh -c \"grep -E 'virtio|LOC|RES|CAL' /proc/interrupts\"")
+            .out;
+    };
+    const std::string interrupts_before = guest_interrupts();
     std::map<std::string, std::vector<double>> samples;
     for (int i = 0; i < runs; ++i) {
         for (const auto& side : sides) {
@@ -104,6 +112,8 @@ json network_scenario(int runs, const std::string& runtime_path) {
     for (const auto& side : sides)
         fmt::print(stderr, "  {} eth0: {}\n", side.runtime,
                    husk::test::shell(docker + " exec bench-net-" + side.runtime + " grep eth0: /proc/net/dev").out);
+    fmt::print(stderr, "  husk guest interrupts before the downloads:\n{}  and after them (and the requests):\n{}",
+               interrupts_before, guest_interrupts());
     for (const auto& side : sides) husk::test::shell(docker + " rm -f bench-net-" + side.runtime);
     // docker run --rm with the bridge network (husk restores its NIC template).
     for (int i = 0; i < runs; ++i)

@@ -120,7 +120,9 @@ void add_dns_forward(Rules& rules) {
 
 // virtio-fs's FUSE server (devices/virtio/fs/fuse_server.cpp), on the event
 // loop: file system calls relative to the fds it holds on the shared trees
-// (preadv and pwritev move READ and WRITE data straight to and from guest memory).
+// (the ring's READV and WRITEV move READ and WRITE data straight to and from guest
+// memory, on a duplicate fd: fcntl F_DUPFD_CLOEXEC; pread and pwrite through the
+// device's buffer when the guest's buffers are more than one call takes).
 // Its confinement is its own (openat2 RESOLVE_BENEATH, no device nodes); the
 // filter keeps everything else (exec, sockets other than AF_UNIX, mounts) out.
 void add_file_sharing(Rules& rules) {
