@@ -49,8 +49,9 @@ Result<SpawnedProcess> spawn(const ProcessSpec& spec, const SpawnContext& contex
 
 // The host's shared directories (virtio-fs tag "husk", its root listing each
 // share by name) mounted at kSharesMount in the caller's mount namespace,
-// unless they already are there.
+// unless they already are there, reading ahead kSharesReadAheadKib.
 inline constexpr const char* kSharesMount = "/run/husk/fs";
+inline constexpr unsigned kSharesReadAheadKib = 1024;  // the device's largest READ (max_pages: 256)
 Result<void> mount_shares();
 
 // Lets a spawned process exec.

@@ -73,11 +73,12 @@ json network_scenario(int runs, const std::string& runtime_path) {
             return out;
         }
     }
-    // The guest's interrupt counts (its /proc/interrupts) around the downloads: what the VM's exits cost is
-    // much of husk's figure in the rig, and these show how many the transfers took.
+    // The guest's interrupt counts (its /proc/interrupts) and CPU time (/proc/stat, in 1/100 s: user, nice,
+    // system, idle, ...) around the downloads: how many interrupts the transfers took, and whether the guest's
+    // one vCPU was busy throughout (the guest's own work then bounds husk's figure in the rig).
     auto guest_interrupts = [&] {
         return husk::test::shell(docker +
-                                 " exec bench-net-husk sh -c \"grep -E 'virtio|LOC|RES|CAL' /proc/interrupts\"")
+                                 " exec bench-net-husk sh -c \"grep -E 'virtio|LOC|RES|CAL' /proc/interrupts; head -1 /proc/stat\"")
             .out;
     };
     const std::string interrupts_before = guest_interrupts();
