@@ -1,5 +1,5 @@
 // FuseServer's opcodes on open files and directories and on extended attributes: OPEN, READ, WRITE, RELEASE,
-// FSYNC, FLUSH, FALLOCATE, LSEEK, STATFS, OPENDIR, READDIR, READDIRPLUS, RELEASEDIR, FSYNCDIR and the xattr calls.
+// FSYNC, FALLOCATE, LSEEK, STATFS, OPENDIR, READDIR, READDIRPLUS, RELEASEDIR, FSYNCDIR and the xattr calls.
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/fuse.h>
@@ -197,14 +197,6 @@ Result<void> FuseServer::do_fsync(Request& req, bool directory) {
     if (!h->fd) return {};  // the synthetic root: nothing to sync
     int r = (in.fsync_flags & FUSE_FSYNC_FDATASYNC) ? ::fdatasync(h->fd.get()) : ::fsync(h->fd.get());
     if (r < 0) return sys_fail("fsync");
-    return {};
-}
-
-Result<void> FuseServer::do_flush(Request& req) {
-    auto in = TRY(req.take<fuse_flush_in>());
-    Handle* h = TRY(find_handle(in.fh));
-    if (h->directory) return fail(EBADF, "flush of a directory handle");
-    // Writes went to the host file as they came (no cache here), and no locks are held: nothing to do.
     return {};
 }
 

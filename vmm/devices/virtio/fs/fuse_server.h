@@ -196,7 +196,6 @@ private:
     Result<void> do_statfs(Request& req, Reply& reply);
     Result<void> do_release(Request& req, bool directory);
     Result<void> do_fsync(Request& req, bool directory);
-    Result<void> do_flush(Request& req);
     Result<void> do_opendir(Request& req, Reply& reply);
     Result<void> do_readdir(Request& req, Reply& reply, bool plus);
     Result<void> readdir_root(uint64_t offset, size_t budget, Reply& reply, bool plus);
