@@ -75,6 +75,26 @@ struct Harness {
         wr32(*t, 0x44, 1);
         wr32(*t, 0x70, kStatusAcknowledge | kStatusDriver | kStatusFeaturesOk | kStatusDriverOk);
     }
+    // A device with two queues: queue 0 from the harness's driver, queue 1 from `second`, then DRIVER_OK (after
+    // a reset, so it also follows bring_up()).
+    void bring_up_two(FakeDriver& second) {
+        wr32(*t, 0x70, 0);
+        wr32(*t, 0x70, kStatusAcknowledge | kStatusDriver);
+        wr32(*t, 0x24, 1);
+        wr32(*t, 0x20, 1);
+        wr32(*t, 0x70, kStatusAcknowledge | kStatusDriver | kStatusFeaturesOk);
+        for (uint32_t index : {0u, 1u}) {
+            Queue shadow(256);
+            (index ? second : drv).configure(shadow);
+            wr32(*t, 0x30, index);
+            wr32(*t, 0x38, shadow.size());
+            wr32(*t, 0x80, uint32_t(shadow.desc_table()));
+            wr32(*t, 0x90, uint32_t(shadow.avail_ring()));
+            wr32(*t, 0xa0, uint32_t(shadow.used_ring()));
+            wr32(*t, 0x44, 1);
+        }
+        wr32(*t, 0x70, kStatusAcknowledge | kStatusDriver | kStatusFeaturesOk | kStatusDriverOk);
+    }
     // The notification a vCPU would write (no ioeventfd here: the register path).
     void notify() { wr32(*t, 0x50, 0); }
     bool wait_used(uint16_t n) {
@@ -435,21 +455,7 @@ TEST(Fs, ReadAndWriteAreAnsweredWhenTheirIoCompletes) {
     ASSERT_TRUE(fs) << fs.error().message();
     Harness h(fs.release_value());
     FakeDriver req{h.mem, 16, 0x200000};
-    wr32(*h.t, 0x70, kStatusAcknowledge | kStatusDriver);
-    wr32(*h.t, 0x24, 1);
-    wr32(*h.t, 0x20, 1);
-    wr32(*h.t, 0x70, kStatusAcknowledge | kStatusDriver | kStatusFeaturesOk);
-    for (uint32_t index : {0u, 1u}) {
-        Queue shadow(256);
-        (index ? req : h.drv).configure(shadow);
-        wr32(*h.t, 0x30, index);
-        wr32(*h.t, 0x38, shadow.size());
-        wr32(*h.t, 0x80, uint32_t(shadow.desc_table()));
-        wr32(*h.t, 0x90, uint32_t(shadow.avail_ring()));
-        wr32(*h.t, 0xa0, uint32_t(shadow.used_ring()));
-        wr32(*h.t, 0x44, 1);
-    }
-    wr32(*h.t, 0x70, kStatusAcknowledge | kStatusDriver | kStatusFeaturesOk | kStatusDriverOk);
+    h.bring_up_two(req);
     ASSERT_FALSE(rd32(*h.t, 0x70) & kStatusNeedsReset);
 
     uint64_t unique = 0;
@@ -550,23 +556,7 @@ TEST(Net, ATxWriteInFlightKeepsTheDeviceBusy) {
     if (net.is_error()) GTEST_SKIP() << net.error().message() << " (needs CAP_NET_ADMIN)";
     Harness h(net.release_value());
     FakeDriver tx{h.mem, 16, 0x200000};
-    h.bring_up();  // queue 0 (rx); DRIVER_OK comes again below with both queues
-    wr32(*h.t, 0x70, 0);
-    wr32(*h.t, 0x70, kStatusAcknowledge | kStatusDriver);
-    wr32(*h.t, 0x24, 1);
-    wr32(*h.t, 0x20, 1);
-    wr32(*h.t, 0x70, kStatusAcknowledge | kStatusDriver | kStatusFeaturesOk);
-    for (uint32_t index : {0u, 1u}) {
-        Queue shadow(256);
-        (index ? tx : h.drv).configure(shadow);
-        wr32(*h.t, 0x30, index);
-        wr32(*h.t, 0x38, shadow.size());
-        wr32(*h.t, 0x80, uint32_t(shadow.desc_table()));
-        wr32(*h.t, 0x90, uint32_t(shadow.avail_ring()));
-        wr32(*h.t, 0xa0, uint32_t(shadow.used_ring()));
-        wr32(*h.t, 0x44, 1);
-    }
-    wr32(*h.t, 0x70, kStatusAcknowledge | kStatusDriver | kStatusFeaturesOk | kStatusDriverOk);
+    h.bring_up_two(tx);
     ASSERT_FALSE(rd32(*h.t, 0x70) & kStatusNeedsReset);
 
     // Hold the loop thread in a completion, so the TAP write is submitted but not completed.

@@ -3,15 +3,15 @@
 // the event loop thread. A READ's or WRITE's data never pass through the
 // device's own buffers: the event loop's io_uring (READV, WRITEV) moves them
 // between the host file and the guest's buffers, and the request is answered
-// when that completes, while the requests after it are served. One device per VM, tag "husk": its root directory
-// holds each share under its name; the guest mounts the tag once and binds
-// each share where it is needed. The device exists with or without shares,
-// so a template made with it serves the shares its restores are given.
+// when that completes, while the requests after it are served. One device per
+// VM, tag "husk": its root directory holds each share under its name; the
+// guest mounts the tag once and binds each share where it is needed. The
+// device exists with or without shares, so a template made with it serves
+// the shares its restores are given.
 #pragma once
 
 #include <cstdint>
 #include <memory>
-#include <optional>
 #include <vector>
 
 #include "vmm/devices/virtio/device.h"
