@@ -83,16 +83,8 @@ struct Harness {
         wr32(*t, 0x24, 1);
         wr32(*t, 0x20, 1);
         wr32(*t, 0x70, kStatusAcknowledge | kStatusDriver | kStatusFeaturesOk);
-        for (uint32_t index : {0u, 1u}) {
-            Queue shadow(256);
-            (index ? second : drv).configure(shadow);
-            wr32(*t, 0x30, index);
-            wr32(*t, 0x38, shadow.size());
-            wr32(*t, 0x80, uint32_t(shadow.desc_table()));
-            wr32(*t, 0x90, uint32_t(shadow.avail_ring()));
-            wr32(*t, 0xa0, uint32_t(shadow.used_ring()));
-            wr32(*t, 0x44, 1);
-        }
+        testing::setup_queue(*t, 0, drv);
+        testing::setup_queue(*t, 1, second);
         wr32(*t, 0x70, kStatusAcknowledge | kStatusDriver | kStatusFeaturesOk | kStatusDriverOk);
     }
     // The notification a vCPU would write (no ioeventfd here: the register path).

@@ -37,8 +37,12 @@ class FakeDriver {
 public:
     // Rings at `base`, data buffers allocated from `base + 64 KiB` upwards.
     FakeDriver(const GuestMemory& mem, uint16_t size, uint64_t base = 0x10000)
-        : m_mem(mem), m_size(size), m_desc(base), m_avail(base + 16ull * size),
-          m_used((m_avail + 6 + 2ull * size + 3) & ~3ull), m_next_data(base + 0x10000) {}
+        : m_mem(mem),
+          m_size(size),
+          m_desc(base),
+          m_avail(base + 16ull * size),
+          m_used((m_avail + 6 + 2ull * size + 3) & ~3ull),
+          m_next_data(base + 0x10000) {}
 
     void configure(Queue& q, bool event_idx = false) const {
         q.set_size(m_size);
@@ -64,8 +68,8 @@ public:
         uint16_t first = m_next_desc;
         for (size_t i = 0; i < bufs.size(); ++i) {
             uint16_t idx = uint16_t((first + i) % m_size);
-            uint16_t flags = uint16_t((bufs[i].device_writable ? kDescFlagWrite : 0) |
-                                      (i + 1 < bufs.size() ? kDescFlagNext : 0));
+            uint16_t flags =
+                uint16_t((bufs[i].device_writable ? kDescFlagWrite : 0) | (i + 1 < bufs.size() ? kDescFlagNext : 0));
             write_desc(idx, {bufs[i].addr, bufs[i].len, flags, uint16_t((idx + 1) % m_size)});
         }
         m_next_desc = uint16_t((first + bufs.size()) % m_size);
@@ -99,5 +103,18 @@ private:
     uint64_t m_desc, m_avail, m_used, m_next_data;
     uint16_t m_next_desc = 0;
 };
+
+// Sets queue `index` of a virtio-mmio device up on `d`'s rings, as a driver does through the registers
+// (QueueSel, QueueNum, the ring addresses, QueueReady).
+inline void setup_queue(IoDevice& dev, uint32_t index, const FakeDriver& d) {
+    Queue shadow(256);
+    d.configure(shadow);
+    mmio_write32(dev, 0x30, index);
+    mmio_write32(dev, 0x38, shadow.size());
+    mmio_write32(dev, 0x80, uint32_t(shadow.desc_table()));
+    mmio_write32(dev, 0x90, uint32_t(shadow.avail_ring()));
+    mmio_write32(dev, 0xa0, uint32_t(shadow.used_ring()));
+    mmio_write32(dev, 0x44, 1);
+}
 
 }  // namespace husk::virtio::testing

@@ -71,16 +71,7 @@ struct VsockHarness {
         auto held = t->hold();
         return f(*dev);
     }
-    void setup_queue(uint32_t index, FakeDriver& d) {
-        Queue shadow(256);
-        d.configure(shadow);
-        wr32(*t, 0x30, index);
-        wr32(*t, 0x38, shadow.size());
-        wr32(*t, 0x80, uint32_t(shadow.desc_table()));
-        wr32(*t, 0x90, uint32_t(shadow.avail_ring()));
-        wr32(*t, 0xa0, uint32_t(shadow.used_ring()));
-        wr32(*t, 0x44, 1);
-    }
+    void setup_queue(uint32_t index, FakeDriver& d) { testing::setup_queue(*t, index, d); }
     // Linux 6.1 posts one 4 KiB buffer per packet, header included; older
     // kernels a header buffer and a 4 KiB payload buffer. Alternate both.
     void give_rx() {
