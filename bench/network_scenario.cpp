@@ -77,8 +77,9 @@ json network_scenario(int runs, const std::string& runtime_path) {
     // system, idle, ...) around the downloads: how many interrupts the transfers took, and whether the guest's
     // one vCPU was busy throughout (the guest's own work then bounds husk's figure in the rig).
     auto guest_interrupts = [&] {
-        return husk::test::shell(docker +
-                                 " exec bench-net-husk sh -c \"grep -E 'virtio|LOC|RES|CAL' /proc/interrupts; head -1 /proc/stat\"")
+        return husk::test::shell(
+                   docker +
+                   " exec bench-net-husk sh -c \"grep -E 'virtio|LOC|RES|CAL' /proc/interrupts; head -1 /proc/stat\"")
             .out;
     };
     const std::string interrupts_before = guest_interrupts();
